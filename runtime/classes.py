@@ -1,0 +1,40 @@
+"""The class ids of the paper's class map and the physical cell sizes that other defaults derive from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKGROUND, RBC, MACROPHAGE = 0, 1, 2
+CLASS_NAMES: tuple[str, ...] = ("background", "rbc", "macrophage")
+CELL_CLASSES: tuple[int, ...] = (RBC, MACROPHAGE)
+
+# Default pixel size of the simulated microscope: at 0.4 µm/px an RBC (5–7 µm) spans 12–18 px and a
+# macrophage (13–20 µm) 32–50 px on a 512×512 crop, close to the paper's crops of a 4000×3000 frame.
+DEFAULT_PIXEL_SIZE_UM = 0.4
+
+
+@dataclass(frozen=True)
+class CellSize:
+    """Diameter range of one cell kind in µm (paper §2.3)."""
+
+    min_um: float
+    max_um: float
+
+    def min_area_px(self, pixel_size_um: float, fraction: float = 0.25) -> int:
+        """Smallest plausible visible area in px: a fraction of the smallest cell's disc.
+
+        A fraction rather than the whole disc because cells cut by the frame border or partly hidden under
+        another cell are still cells; anything below it is debris or a broken-cell fragment.
+        """
+        radius_px = self.min_um / pixel_size_um / 2.0
+        return max(1, int(round(3.141592653589793 * radius_px**2 * fraction)))
+
+
+CELL_SIZES: dict[int, CellSize] = {RBC: CellSize(5.0, 7.0), MACROPHAGE: CellSize(13.0, 20.0)}
+
+
+def class_id(name: str) -> int:
+    """Class id for a name such as ``rbc``; the error lists the valid names."""
+    try:
+        return CLASS_NAMES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown class {name!r}; valid classes: {', '.join(CLASS_NAMES[1:])}") from None

@@ -1,0 +1,1 @@
+"""Thin typer shells over library functions: parse, call, print with rich."""

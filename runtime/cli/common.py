@@ -1,0 +1,62 @@
+"""What every auto-CSC command line shares: --version, rich output and one-line errors."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+
+from runtime.errors import CscError
+from runtime.version import __version__
+
+console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"auto-csc {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+
+
+def make_app(help_text: str) -> typer.Typer:
+    """A multi-command app with --version on the group."""
+    app = typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False,
+                      add_completion=False)
+
+    @app.callback()
+    def _root(version: bool = VersionOption) -> None:  # noqa: ARG001 - handled by the eager callback
+        pass
+
+    return app
+
+
+def entry(app: typer.Typer) -> Callable[[], None]:
+    """A console-script entry point: a CscError becomes one red line and exit code 2, never a traceback."""
+
+    def main() -> None:
+        try:
+            app()
+        except CscError as err:
+            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+    return main
+
+
+def progress_bar():
+    """The project's one progress-bar style: description, bar, n/N, rate, time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

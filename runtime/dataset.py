@@ -1,0 +1,265 @@
+"""The project's one on-disk dataset format, its writer and its validator.
+
+Layout: ``images/<stem>.png|tif|jpg``, same-stem ``masks/<stem>.png`` (uint8 class map), optional
+``instances/<stem>.png`` (uint16 labels) and ``dataset.json`` (classes, pixel size, source, seed, counts).
+torch-free, because the runtime, the trainer and the benchmarks all read it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
+from runtime.errors import CscError
+from runtime.imageio import IMAGE_SUFFIXES, list_images, read_image, read_raw, write_image, write_text
+
+FORMAT = "auto-csc-dataset/1"
+META_FILE = "dataset.json"
+
+
+@dataclass
+class Sample:
+    """Paths of one image and its labels; ``instances`` is None where the dataset has none for it."""
+
+    stem: str
+    image: Path
+    mask: Path
+    instances: Path | None
+
+
+@dataclass
+class Labels:
+    image: np.ndarray  # uint8 BGR
+    mask: np.ndarray  # uint8 class map
+    instances: np.ndarray | None  # uint16 labels
+
+
+@dataclass
+class Dataset:
+    root: Path
+    samples: list[Sample]
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes", CLASS_NAMES))
+
+    @property
+    def pixel_size_um(self) -> float:
+        return float(self.meta.get("pixel_size_um") or DEFAULT_PIXEL_SIZE_UM)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> Labels:
+        """Read and validate one sample; a bad one is a CscError naming its file."""
+        return load_sample(self.samples[index], len(self.classes))
+
+
+def read_meta(root: Path) -> dict[str, Any]:
+    path = root / META_FILE
+    if not path.exists():
+        return {"classes": list(CLASS_NAMES)}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CscError(f"unreadable dataset metadata ({err})", path=path, fix="fix or delete the file") from None
+    if not isinstance(meta.get("classes", []), list) or len(meta.get("classes", CLASS_NAMES)) < 2:
+        raise CscError("'classes' must list at least background and one cell class", path=path)
+    return meta
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    """Pair every image with its mask; an image without a mask is an error that names it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CscError("dataset folder not found", path=root, fix="create one with `csc-data synth` or `csc-label auto`")
+    images_dir, masks_dir, inst_dir = root / "images", root / "masks", root / "instances"
+    if not images_dir.is_dir():
+        raise CscError("no images/ folder", path=root, fix="a dataset holds images/, masks/ and dataset.json")
+    samples = []
+    for image in list_images(images_dir):
+        mask = masks_dir / f"{image.stem}.png"
+        if not mask.exists():
+            raise CscError("image has no mask", path=image, fix=f"add {mask} or remove the image")
+        inst = inst_dir / f"{image.stem}.png"
+        samples.append(Sample(image.stem, image, mask, inst if inst.exists() else None))
+    stems = [s.stem for s in samples]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})[0]
+        raise CscError(f"two images share the stem {dup!r}", path=images_dir, fix="rename one of them")
+    return Dataset(root, samples, read_meta(root))
+
+
+def load_sample(sample: Sample, n_classes: int = len(CLASS_NAMES)) -> Labels:
+    image = read_image(sample.image)
+    mask = read_raw(sample.mask)
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise CscError(
+            f"mask must be a single-channel uint8 class map, got {mask.dtype} with shape {mask.shape}",
+            path=sample.mask,
+            fix="save class ids 0..N as an 8-bit grey PNG",
+        )
+    if mask.shape != image.shape[:2]:
+        raise CscError(
+            f"mask is {mask.shape[1]}×{mask.shape[0]} but its image is {image.shape[1]}×{image.shape[0]}",
+            path=sample.mask,
+            fix="masks must have the same size as their images",
+        )
+    top = int(mask.max())
+    if top >= n_classes:
+        raise CscError(
+            f"class id {top} outside the declared classes 0..{n_classes - 1}",
+            path=sample.mask,
+            fix="fix the mask or the 'classes' list in dataset.json",
+        )
+    instances = None
+    if sample.instances is not None:
+        instances = read_raw(sample.instances)
+        if instances.ndim != 2 or instances.dtype not in (np.uint8, np.uint16):
+            raise CscError("instance labels must be a single-channel 8/16-bit PNG", path=sample.instances)
+        if instances.shape != mask.shape:
+            raise CscError("instance map and mask differ in size", path=sample.instances)
+        instances = instances.astype(np.uint16, copy=False)
+    return Labels(image, mask, instances)
+
+
+def instance_counts(mask: np.ndarray, instances: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Cells per class in an instance map: each label is counted once, in the class of its pixels."""
+    labels = instances.ravel().astype(np.int64)
+    classes = mask.ravel()
+    cls_of = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int64)
+    cls_of[labels] = classes  # any pixel's class will do once the instance/class consistency is checked
+    present = np.bincount(labels, minlength=cls_of.size) > 0
+    present[0] = False
+    return np.bincount(cls_of[present], minlength=n_classes)
+
+
+@dataclass
+class DatasetWriter:
+    """Writes samples one by one and ``dataset.json`` last, so an interrupted run leaves a valid dataset.
+
+    Every file is written under a temporary name and renamed; ``complete`` is false in the metadata when the
+    writer was left by an exception (Ctrl-C included).
+    """
+
+    root: Path
+    source: str
+    seed: int | None = None
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
+    classes: tuple[str, ...] = CLASS_NAMES
+    extra: dict[str, Any] = field(default_factory=dict)
+    per_image: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def __enter__(self) -> DatasetWriter:
+        self.root = Path(self.root)
+        for sub in ("images", "masks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def add(self, stem: str, image: np.ndarray | None, mask: np.ndarray, instances: np.ndarray | None = None,
+            image_suffix: str = ".png") -> None:
+        """Write one sample; ``image`` None keeps an image that is already in place (auto-labelling)."""
+        if image is not None:
+            write_image(self.root / "images" / f"{stem}{image_suffix}", image)
+        write_image(self.root / "masks" / f"{stem}.png", mask)
+        if instances is not None:
+            write_image(self.root / "instances" / f"{stem}.png", instances.astype(np.uint16, copy=False))
+            counts = instance_counts(mask, instances, len(self.classes))
+            self.per_image[stem] = {name: int(counts[i]) for i, name in enumerate(self.classes) if i}
+        else:
+            self.per_image.setdefault(stem, {})
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append({"file": name, "reason": reason})
+
+    def write_meta(self, complete: bool) -> None:
+        totals = {name: sum(c.get(name, 0) for c in self.per_image.values()) for name in self.classes[1:]}
+        meta = {
+            "format": FORMAT,
+            "classes": list(self.classes),
+            "pixel_size_um": self.pixel_size_um,
+            "source": self.source,
+            "seed": self.seed,
+            "n_images": len(self.per_image),
+            "counts": totals,
+            "images": self.per_image,
+            "skipped": self.skipped,
+            "complete": complete,
+            **self.extra,
+        }
+        write_text(self.root / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.write_meta(complete=exc_type is None)
+
+
+@dataclass
+class CheckReport:
+    n_images: int
+    problems: list[str]
+    pixel_fraction: dict[str, float]
+    cells: dict[str, int] | None
+    sizes: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_dataset(root: str | Path) -> CheckReport:
+    """Validate every sample (readable, sizes, class ids, instance/class agreement) and gather statistics."""
+    dataset = open_dataset(root)
+    names = dataset.classes
+    problems: list[str] = []
+    pixels = np.zeros(len(names), np.int64)
+    cells = np.zeros(len(names), np.int64)
+    have_instances = True
+    sizes: dict[str, int] = {}
+    for sample in dataset.samples:
+        try:
+            labels = load_sample(sample, len(names))
+        except CscError as err:
+            problems.append(str(err))
+            continue
+        h, w = labels.mask.shape
+        sizes[f"{w}x{h}"] = sizes.get(f"{w}x{h}", 0) + 1
+        pixels += np.bincount(labels.mask.ravel(), minlength=len(names))[: len(names)]
+        if labels.instances is None:
+            have_instances = False
+            continue
+        inst = labels.instances
+        if np.any((inst > 0) & (labels.mask == 0)) or np.any((inst == 0) & (labels.mask > 0)):
+            problems.append(f"{sample.instances}: instance labels and mask disagree on which pixels are cells")
+            continue
+        # One class per instance: the min and max class over each label's pixels must agree.
+        n = int(inst.max()) + 1
+        lo = np.full(n, 255, np.int64)
+        hi = np.zeros(n, np.int64)
+        np.minimum.at(lo, inst.ravel(), labels.mask.ravel())
+        np.maximum.at(hi, inst.ravel(), labels.mask.ravel())
+        if np.any(lo[1:][hi[1:] > 0] != hi[1:][hi[1:] > 0]):
+            problems.append(f"{sample.instances}: an instance label spans more than one class")
+            continue
+        cells += instance_counts(labels.mask, inst, len(names))
+    if dataset.root.joinpath("masks").is_dir():
+        stems = {s.stem for s in dataset.samples}
+        for orphan in sorted(p for p in (dataset.root / "masks").iterdir() if p.stem not in stems):
+            problems.append(f"{orphan}: mask has no image")
+    total = max(1, int(pixels.sum()))
+    return CheckReport(
+        n_images=len(dataset),
+        problems=problems,
+        pixel_fraction={n: float(pixels[i]) / total for i, n in enumerate(names)},
+        cells={n: int(cells[i]) for i, n in enumerate(names) if i} if have_instances else None,
+        sizes=sizes,
+    )
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES

@@ -1,0 +1,104 @@
+"""Reading microscope images of any common depth and layout, and writing files atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.errors import CscError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files of a folder, sorted by name; an error when the folder is missing or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CscError("not a folder", path=folder, fix="pass a folder of .png/.tif/.jpg images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise CscError("no images found", path=folder, fix=f"put images with one of {', '.join(IMAGE_SUFFIXES)} there")
+    return files
+
+
+def read_raw(path: str | Path) -> np.ndarray:
+    """The file's pixels exactly as stored (any depth, any channel count)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CscError("file not found", path=path, fix="check the path")
+    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode also handles non-ASCII paths
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise CscError("unreadable or empty image file", path=path, fix="re-export it as PNG, TIFF or JPEG")
+    return image
+
+
+def to_bgr8(image: np.ndarray, path: str | Path | None = None) -> np.ndarray:
+    """uint8 BGR from 8- or 16-bit, grey, grey+alpha, BGR or BGRA pixels.
+
+    16-bit microscope cameras often fill only 10–14 bits, so the image is shifted by its own bit depth (the
+    smallest that holds its maximum) rather than by 8: a 12-bit image keeps its full contrast.
+    """
+    if image.dtype == np.uint16:
+        bits = max(8, int(image.max()).bit_length())
+        image = (image >> (bits - 8)).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise CscError(f"unsupported pixel type {image.dtype}", path=path, fix="use 8- or 16-bit images")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR)
+    if channels == 2:  # grey + alpha
+        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if channels == 3:
+        return image
+    raise CscError(f"unsupported channel count {channels}", path=path, fix="use grey, BGR or BGRA images")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as uint8 BGR, whatever its depth and channels."""
+    return to_bgr8(read_raw(path), path)
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` that replaces it only when the block succeeds.
+
+    A crash or Ctrl-C mid-write leaves the old file (or none) rather than a truncated one. The temporary name
+    keeps the suffix, because OpenCV picks the encoder from it.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an image (PNG keeps uint16 instance labels) atomically."""
+    with atomic_path(path) as tmp:
+        try:
+            ok = cv2.imwrite(str(tmp), image)
+        except cv2.error as err:
+            raise CscError(f"could not encode a {image.dtype} image of shape {image.shape}: {err.err}", path=path) from None
+        if not ok:
+            raise CscError("could not encode image", path=path, fix="use a .png, .tif or .jpg file name")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

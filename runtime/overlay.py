@@ -1,0 +1,76 @@
+"""Drawing class maps over frames for people: class-coloured outlines, a legend with counts and FPS."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
+
+from runtime.classes import CLASS_NAMES
+
+# BGR outline colour per class id: RBC red, macrophage cyan (readable on a pale brightfield background).
+CLASS_COLOURS = np.array([[0, 0, 0], [40, 40, 230], [230, 200, 0]] + [[0, 200, 0]] * 253, np.uint8)
+_KERNEL = np.ones((3, 3), np.uint8)
+
+
+class OverlayRenderer:
+    """Reusable renderer: buffers are allocated once per frame size, not per frame."""
+
+    def __init__(self, class_names: tuple[str, ...] = CLASS_NAMES, thickness: int = 1):
+        self.class_names = class_names
+        self.thickness = thickness
+        self._shape: tuple[int, int] | None = None
+
+    def _buffers(self, shape: tuple[int, int]) -> None:
+        if self._shape != shape:
+            self._shape = shape
+            self._eroded = np.empty(shape, np.uint8)
+            self._dilated = np.empty(shape, np.uint8)
+
+    def outlines(self, frame: np.ndarray, class_map: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Colour the pixels where the class changes (a morphological gradient of the class map)."""
+        self._buffers(class_map.shape)
+        out = frame.copy() if out is None else out
+        kernel = _KERNEL if self.thickness <= 1 else np.ones((2 * self.thickness + 1,) * 2, np.uint8)
+        cv2.erode(class_map, kernel, dst=self._eroded)
+        cv2.dilate(class_map, kernel, dst=self._dilated)
+        edge = self._eroded != self._dilated
+        out[edge] = CLASS_COLOURS[self._dilated[edge]]
+        return out
+
+    def legend(self, image: np.ndarray, counts: Mapping[str, float], fps: float | None = None) -> np.ndarray:
+        """Per-class counts (and FPS) in a box at the top-left corner, drawn in place."""
+        lines = [(f"{name}: {_fmt(counts.get(name, 0))}", CLASS_COLOURS[i]) for i, name in enumerate(self.class_names) if i]
+        if fps is not None:
+            lines.append((f"{fps:.1f} FPS", np.array([255, 255, 255], np.uint8)))
+        scale = max(0.4, image.shape[0] / 1000)
+        height = int(22 * scale / 0.5)
+        width = int(max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t, _ in lines)) + 12
+        box = image[: height * len(lines) + 8, : width]
+        box[:] = (box * 0.35).astype(np.uint8)
+        for row, (text, colour) in enumerate(lines):
+            y = height * (row + 1)
+            cv2.putText(image, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, tuple(int(c) for c in colour), 1, cv2.LINE_AA)
+        return image
+
+    def render(self, frame: np.ndarray, class_map: np.ndarray, counts: Mapping[str, float] | None = None,
+               fps: float | None = None) -> np.ndarray:
+        out = self.outlines(frame, class_map)
+        if counts is not None:
+            self.legend(out, counts, fps)
+        return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def tile_grid(images: list[np.ndarray], columns: int = 4, cell: int = 256) -> np.ndarray:
+    """Images resized to ``cell`` px squares and laid out in a grid, for a person to look at."""
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    grid = np.full((rows * cell, columns * cell, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA)
+    return grid

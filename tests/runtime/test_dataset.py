@@ -1,0 +1,156 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.dataset import DatasetWriter, check_dataset, open_dataset
+from runtime.errors import CscError
+from runtime.imageio import read_image, write_image
+
+
+def test_round_trip_synth_open_load(tmp_path):
+    from runtime.simulator import make_microscope
+    from runtime.synthesize import synthesize_dataset
+
+    root = synthesize_dataset("mixed", 3, tmp_path / "ds", seed=7, size=96)
+    dataset = open_dataset(root)
+    assert len(dataset) == 3 and dataset.classes == ["background", "rbc", "macrophage"]
+    frame = make_microscope("mixed", size=96, seed=7).frame(1)
+    labels = dataset.load(1)
+    assert np.array_equal(labels.image, frame.image)
+    assert np.array_equal(labels.mask, frame.semantic)
+    assert np.array_equal(labels.instances, frame.instances)
+    meta = json.loads((root / "dataset.json").read_text())
+    assert meta["complete"] is True and meta["seed"] == 7
+    assert meta["images"][dataset.samples[1].stem] == frame.counts
+    report = check_dataset(root)
+    assert report.ok and report.cells["rbc"] == meta["counts"]["rbc"]
+
+
+def _copy(ds, tmp_path):
+    return shutil.copytree(ds, tmp_path / "copy")
+
+
+def _first(root, sub):
+    return sorted((root / sub).iterdir())[0]
+
+
+def test_unreadable_image_is_named(mixed_dataset, tmp_path):
+    root = _copy(mixed_dataset, tmp_path)
+    bad = _first(root, "images")
+    bad.write_bytes(b"not a png")
+    report = check_dataset(root)
+    assert not report.ok and str(bad) in report.problems[0] and "unreadable" in report.problems[0]
+
+
+def test_image_without_mask(mixed_dataset, tmp_path):
+    root = _copy(mixed_dataset, tmp_path)
+    mask = _first(root, "masks")
+    mask.unlink()
+    with pytest.raises(CscError, match="image has no mask"):
+        open_dataset(root)
+
+
+def test_size_mismatch(mixed_dataset, tmp_path):
+    root = _copy(mixed_dataset, tmp_path)
+    mask_path = _first(root, "masks")
+    cv2.imwrite(str(mask_path), np.zeros((10, 10), np.uint8))
+    report = check_dataset(root)
+    assert any(str(mask_path) in p and "same size" in p for p in report.problems)
+
+
+def test_class_id_outside_declared_classes(mixed_dataset, tmp_path):
+    root = _copy(mixed_dataset, tmp_path)
+    mask_path = _first(root, "masks")
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    mask[0, 0] = 7
+    cv2.imwrite(str(mask_path), mask)
+    report = check_dataset(root)
+    assert any("class id 7" in p for p in report.problems)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(CscError, match="no images found"):
+        open_dataset(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CscError, match="dataset folder not found"):
+        open_dataset(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_loads_8_and_16_bit_grey_and_colour(tmp_path, suffix):
+    grey16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096)  # a 12-bit camera in 16-bit words
+    colour8 = np.dstack([np.full((64, 64), v, np.uint8) for v in (10, 120, 250)])
+    for name, img in (("g16", grey16), ("c8", colour8)):
+        if suffix == ".jpg" and img.dtype == np.uint16:
+            continue  # JPEG holds 8 bits only
+        cv2.imwrite(str(tmp_path / f"{name}{suffix}"), img)
+        out = read_image(tmp_path / f"{name}{suffix}")
+        assert out.dtype == np.uint8 and out.shape == (64, 64, 3)
+        if name == "g16":
+            assert out.max() == 255, "a 12-bit image keeps its full contrast"
+            assert np.array_equal(out[..., 0], (grey16 >> 4).astype(np.uint8))
+
+
+def test_tifffile_written_16_bit(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    data = np.full((32, 48), 60000, np.uint16)
+    tifffile.imwrite(tmp_path / "x.tif", data)
+    assert read_image(tmp_path / "x.tif").shape == (32, 48, 3)
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "mask.png"
+    write_image(target, np.ones((8, 8), np.uint8))
+    with pytest.raises(CscError):
+        write_image(target, np.ones((8, 8, 7), np.float64))  # PNG cannot hold this: encoding fails
+    assert np.array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), np.ones((8, 8), np.uint8))
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.png"], "no temporary file left behind"
+
+
+def test_interrupted_writer_marks_dataset_incomplete(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with DatasetWriter(tmp_path / "ds", source="test") as writer:
+            writer.add("a", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint16))
+            raise KeyboardInterrupt
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert meta["complete"] is False and meta["n_images"] == 1
+    assert check_dataset(tmp_path / "ds").ok
+
+
+def test_cli_check_exits_nonzero_naming_the_file(mixed_dataset, tmp_path):
+    root = _copy(mixed_dataset, tmp_path)
+    bad = _first(root, "images")
+    bad.write_bytes(b"")
+    run = subprocess.run([sys.executable, "-c", "from runtime.cli.data import main; main()", "check", str(root)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert bad.name in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_missing_dataset_is_one_line_exit_2(tmp_path):
+    run = subprocess.run([sys.executable, "-c", "from runtime.cli.data import main; main()", "check", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "dataset folder not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_synth_and_show(tmp_path):
+    from typer.testing import CliRunner
+
+    from runtime.cli.data import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", "--kind", "rbc", "--n", "2", "--out", str(tmp_path / "d"), "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["dataset.json", "images", "instances", "masks"]
+    result = runner.invoke(app, ["show", str(tmp_path / "d"), "--out", str(tmp_path / "g.png")])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(tmp_path / "g.png")).shape == (256, 512, 3)
+    assert runner.invoke(app, ["--version"]).output.startswith("auto-csc ")
