@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from runtime.dataset import check_dataset
+from runtime.errors import CscError
+from runtime.synthesize import synthesize_dataset
+from trainer.autolabel import AutoLabelConfig
+from trainer.cli.label import app
+from trainer.labelling import label_folder
+
+
+@pytest.fixture(scope="module")
+def rbc_images(tmp_path_factory):
+    root = synthesize_dataset("rbc", 5, tmp_path_factory.mktemp("rbc"), seed=2, size=128)
+    return root / "images"
+
+
+def test_folder_becomes_a_valid_dataset_and_bad_images_are_skipped(rbc_images, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in rbc_images.iterdir():
+        (images / p.name).write_bytes(p.read_bytes())
+    (images / "zz_broken.png").write_bytes(b"\x89PNG garbage")
+    run = label_folder(images, tmp_path / "out", AutoLabelConfig(kind="rbc"), workers=2)
+    assert run.labelled == 5 and len(run.skipped) == 1 and "zz_broken.png" in run.skipped[0][0]
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["skipped"][0]["file"].endswith("zz_broken.png") and meta["complete"] is True
+    assert meta["polarity"] == {"dark": 5}
+    assert check_dataset(tmp_path / "out").ok
+    mask = (tmp_path / "out" / "masks" / "rbc_00000.png")
+    assert mask.exists()
+    with pytest.raises(CscError, match="zz_broken.png"):
+        label_folder(images, tmp_path / "strict", AutoLabelConfig(kind="rbc"), strict=True, workers=1)
+
+
+def test_refuses_to_overwrite_the_input_dataset(rbc_images):
+    with pytest.raises(CscError, match="holds the input images"):
+        label_folder(rbc_images, rbc_images.parent, AutoLabelConfig(kind="rbc"))
+
+
+def test_cli_contract_writes_masks_instances_and_preview(rbc_images, tmp_path):
+    out = tmp_path / "lab"
+    result = CliRunner().invoke(app, ["auto", str(rbc_images), "--kind", "rbc", "--out", str(out), "--split-touching",
+                                      "--preview", str(tmp_path / "p.png"), "--polarity", "auto"])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "masks").glob("*.png"))) == 5
+    assert len(list((out / "instances").glob("*.png"))) == 5
+    assert (tmp_path / "p.png").exists() and "polarity: dark for 5" in " ".join(result.output.split())
+    labels = check_dataset(out)
+    assert labels.ok and labels.cells["rbc"] > 0 and labels.cells["macrophage"] == 0
+    # the labels are close to the simulator's ground truth (mIoU over background and cells, paper eq. 5)
+    import cv2
+
+    from trainer.metrics import confusion_matrix, miou
+
+    truth = cv2.imread(str(rbc_images.parent / "masks" / "rbc_00000.png"), cv2.IMREAD_UNCHANGED) > 0
+    pred = cv2.imread(str(out / "masks" / "rbc_00000.png"), cv2.IMREAD_UNCHANGED) > 0
+    assert miou(confusion_matrix(pred, truth, 2)) > 0.8
+
+
+def test_cli_rejects_even_block_size(rbc_images, tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", "from trainer.cli.label import main; main()", "auto", str(rbc_images),
+                          "--kind", "rbc", "--out", str(tmp_path / "o"), "--block-size", "30"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "block-size must be odd" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,1 @@
+"""Command lines of the trainer package: thin typer shells over library functions."""

@@ -1,0 +1,108 @@
+"""`csc-label`: auto-labels for single-kind images (paper §2.1) and the Table 1 ablation."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from runtime.cli.common import console, entry, make_app, progress_bar
+from runtime.dataset import open_dataset
+from runtime.errors import CscError
+from runtime.imageio import write_image
+from runtime.overlay import OverlayRenderer, tile_grid
+
+app = make_app("Auto-labels for single-kind cell images ([bold]auto[/]) and the paper's ablation ([bold]ablation[/]).")
+
+
+class Kind(str, Enum):
+    rbc = "rbc"
+    macrophage = "macrophage"
+
+
+class PolarityChoice(str, Enum):
+    dark = "dark"
+    bright = "bright"
+    auto = "auto"
+
+
+@app.command()
+def auto(
+    images: Path = typer.Argument(..., help="Folder of single-kind images (a dataset's images/ folder works)."),
+    kind: Kind = typer.Option(..., "--kind", help="Which cells the images hold; sets the mask's class id (rbc 1, macrophage 2)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
+    polarity: PolarityChoice = typer.Option(PolarityChoice.auto, "--polarity", help="Cells darker (brightfield) or brighter (fluorescence) than the background; auto decides per image."),
+    gaussian: bool = typer.Option(True, "--gaussian/--no-gaussian", help="Step 1: Gaussian filter."),
+    gaussian_ksize: int = typer.Option(3, "--gaussian-ksize", help="Gaussian kernel size (odd); paper 3."),
+    gaussian_sigma: float = typer.Option(0.8, "--gaussian-sigma", help="Gaussian σ; paper 0.8."),
+    threshold: bool = typer.Option(True, "--adaptive/--otsu", help="Step 2: adaptive Gaussian threshold, or one global Otsu threshold."),
+    block_size: int = typer.Option(None, "--block-size", help="Adaptive-threshold window (odd px); default ≈1.2–1.4 cell diameters."),
+    offset: float = typer.Option(None, "--offset", help="Grey levels beyond the local mean that make a cell pixel; default 6 (rbc) / 4 (macrophage)."),
+    contours: bool = typer.Option(True, "--contours/--no-contours", help="Step 3: outer contours, small ones removed, filled."),
+    min_area: int = typer.Option(None, "--min-area", help="Smallest contour kept, px (impurities, broken cells); default from cell size."),
+    min_area_um2: float = typer.Option(None, "--min-area-um2", help="Smallest contour kept, µm² (needs --pixel-size)."),
+    pixel_size: float = typer.Option(0.4, "--pixel-size", help="µm per pixel."),
+    morphology: bool = typer.Option(None, "--morphology/--no-morphology", help="Step 4: erosion then dilation (3×3); default on for macrophages."),
+    morph_iterations: int = typer.Option(1, "--morph-iterations", help="Erosion/dilation iterations."),
+    fill_holes: bool = typer.Option(False, "--fill-holes", help="Beyond the paper: fill holes inside cells."),
+    split_touching: bool = typer.Option(False, "--split-touching", help="Beyond the paper: split touching cells into instances (writes instances/)."),
+    preview: Path = typer.Option(None, "--preview", help="PNG grid of the first images with their auto-labels."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
+) -> None:
+    """Label a folder of single-kind images and write a dataset in the project's format."""
+    from trainer.autolabel import AutoLabelConfig
+    from trainer.labelling import label_folder
+
+    try:
+        config = AutoLabelConfig(
+            kind=kind.value, gaussian=gaussian, gaussian_ksize=gaussian_ksize, gaussian_sigma=gaussian_sigma,
+            threshold=threshold, block_size=block_size, offset=offset, polarity=polarity.value, contours=contours,
+            min_area_px=min_area, min_area_um2=min_area_um2, pixel_size_um=pixel_size, morphology=morphology,
+            morph_iterations=morph_iterations, fill_holes=fill_holes, split_touching=split_touching)
+    except ValueError as err:
+        raise CscError(str(err), fix="see `csc-label auto --help`") from None
+    from runtime.imageio import list_images
+
+    n = len(list_images(images))
+    with progress_bar() as bar:
+        task = bar.add_task(f"auto-label {kind.value}", total=n)
+        run = label_folder(images, out, config, strict=strict, workers=workers, on_image=lambda: bar.advance(task))
+    decided = ", ".join(f"{p} for {c}" for p, c in run.polarity.items())
+    console.print(f"labelled {run.labelled} images into {out} (polarity: {decided or 'none'}; "
+                  f"block {config.block} px, offset {config.threshold_offset:g}, min area {config.min_area} px)")
+    for path, reason in run.skipped:
+        console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+    if preview is not None:
+        dataset = open_dataset(out)
+        renderer = OverlayRenderer()
+        tiles = [renderer.outlines(dataset.load(i).image, dataset.load(i).mask) for i in range(min(16, len(dataset)))]
+        write_image(preview, tile_grid(tiles))
+        console.print(f"preview: {preview}")
+
+
+@app.command()
+def ablation(
+    datasets: list[Path] = typer.Argument(None, help="Single-kind datasets with ground truth (e.g. from `csc-data synth --kind rbc`)."),
+    out: Path = typer.Option(Path("ablation.md"), "--out", help="Markdown report; the JSON goes beside it."),
+    real: bool = typer.Option(True, "--real/--no-real", help="Add the real nuclei image shipped in the stardist wheel."),
+    polarity: PolarityChoice = typer.Option(PolarityChoice.auto, "--polarity", help="Polarity for every set."),
+) -> None:
+    """Reproduce the paper's Table 1: auto-label mIoU for each combination of steps, per dataset."""
+    from trainer.ablation import dataset_set, render_markdown, run_ablation, stardist_nuclei_set, write_report
+
+    sets = [dataset_set(d) for d in datasets or []]
+    if real:
+        try:
+            sets.append(stardist_nuclei_set())
+        except CscError as err:
+            console.print(f"[yellow]real images skipped:[/] {err}", highlight=False)
+    if not sets:
+        raise CscError("nothing to evaluate", fix="pass dataset folders or install the real-image package")
+    report = run_ablation(sets, polarity=polarity.value)
+    json_path = write_report(report, out)
+    typer.echo(render_markdown(report))
+    console.print(f"wrote {out} and {json_path}")
+
+
+main = entry(app)

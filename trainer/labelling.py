@@ -1,0 +1,81 @@
+"""Auto-labelling a folder of single-kind images into a dataset, on all cores, skipping bad images."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+
+from runtime.dataset import DatasetWriter
+from runtime.errors import CscError
+from runtime.imageio import atomic_path, list_images, read_image
+from trainer.autolabel import AutoLabel, AutoLabelConfig, auto_label
+
+
+@dataclass
+class LabelRun:
+    out: Path
+    labelled: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    polarity: Counter = field(default_factory=Counter)
+
+
+def _label_one(path: Path, config: AutoLabelConfig) -> tuple[Path, AutoLabel | None, str | None]:
+    try:
+        image = read_image(path)
+        if image.size == 0 or image.shape[0] < 3 or image.shape[1] < 3:
+            raise CscError("image is empty", path=path)
+        return path, auto_label(image, config), None
+    except CscError as err:
+        return path, None, err.reason
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would fight them
+
+
+def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *, strict: bool = False,
+                 workers: int | None = None, on_image: Callable[[], None] | None = None) -> LabelRun:
+    """Write ``out/images`` (copies), ``out/masks``, ``out/instances`` (when splitting) and ``dataset.json``."""
+    files = list_images(images)
+    out = Path(out)
+    if out.resolve() == Path(images).resolve().parent:
+        raise CscError("--out is the dataset that holds the input images", path=out, fix="write the labels to a new folder")
+    run = LabelRun(out)
+    workers = workers or os.cpu_count() or 1
+    source = f"auto-labels of {Path(images).resolve()} (kind={config.kind})"
+    with DatasetWriter(out, source=source, pixel_size_um=config.pixel_size_um,
+                       extra={"kind": config.kind, "autolabel": _config_json(config)}) as writer:
+        # spawn, not fork: a forked child inherits OpenCV's thread pool in whatever state it was and can hang.
+        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            for path, label, problem in pool.map(_label_one, files, [config] * len(files), chunksize=8):
+                if on_image is not None:
+                    on_image()
+                if label is None:
+                    if strict:
+                        raise CscError(problem or "bad image", path=path, fix="remove or fix it, or drop --strict")
+                    run.skipped.append((str(path), problem or "bad image"))
+                    writer.skip(str(path), problem or "bad image")
+                    continue
+                target = out / "images" / path.name
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(path, tmp)
+                writer.add(path.stem, None, label.mask, label.instances)
+                run.labelled += 1
+                run.polarity[label.polarity] += 1
+        writer.extra["polarity"] = dict(run.polarity)
+    return run
+
+
+def _config_json(config: AutoLabelConfig) -> dict:
+    data = asdict(config)
+    data.update(block_size=config.block, offset=config.threshold_offset, min_area_px=config.min_area,
+                morphology=config.use_morphology)
+    return data
