@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
-from runtime.imageio import IMAGE_SUFFIXES, list_images, read_image, read_raw, write_image, write_text
+from runtime.imageio import list_images, read_image, read_raw, write_image, write_text
 
 FORMAT = "auto-csc-dataset/1"
 META_FILE = "dataset.json"
@@ -139,6 +139,18 @@ def instance_counts(mask: np.ndarray, instances: np.ndarray, n_classes: int = le
     return np.bincount(cls_of[present], minlength=n_classes)
 
 
+def write_sample(root: Path, stem: str, image: np.ndarray | None, mask: np.ndarray, instances: np.ndarray | None,
+                 image_suffix: str = ".png", n_classes: int = len(CLASS_NAMES)) -> np.ndarray | None:
+    """Write one sample's files atomically; returns its per-class cell counts when instances are given."""
+    if image is not None:
+        write_image(root / "images" / f"{stem}{image_suffix}", image)
+    write_image(root / "masks" / f"{stem}.png", mask)
+    if instances is None:
+        return None
+    write_image(root / "instances" / f"{stem}.png", instances.astype(np.uint16, copy=False))
+    return instance_counts(mask, instances, n_classes)
+
+
 @dataclass
 class DatasetWriter:
     """Writes samples one by one and ``dataset.json`` last, so an interrupted run leaves a valid dataset.
@@ -165,15 +177,11 @@ class DatasetWriter:
     def add(self, stem: str, image: np.ndarray | None, mask: np.ndarray, instances: np.ndarray | None = None,
             image_suffix: str = ".png") -> None:
         """Write one sample; ``image`` None keeps an image that is already in place (auto-labelling)."""
-        if image is not None:
-            write_image(self.root / "images" / f"{stem}{image_suffix}", image)
-        write_image(self.root / "masks" / f"{stem}.png", mask)
-        if instances is not None:
-            write_image(self.root / "instances" / f"{stem}.png", instances.astype(np.uint16, copy=False))
-            counts = instance_counts(mask, instances, len(self.classes))
-            self.per_image[stem] = {name: int(counts[i]) for i, name in enumerate(self.classes) if i}
-        else:
-            self.per_image.setdefault(stem, {})
+        self.record(stem, write_sample(self.root, stem, image, mask, instances, image_suffix, len(self.classes)))
+
+    def record(self, stem: str, counts: np.ndarray | None) -> None:
+        """Register a sample written elsewhere (by a worker process) with its per-class cell counts."""
+        self.per_image[stem] = {} if counts is None else {n: int(counts[i]) for i, n in enumerate(self.classes) if i}
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append({"file": name, "reason": reason})
@@ -261,5 +269,3 @@ def check_dataset(root: str | Path) -> CheckReport:
     )
 
 
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES

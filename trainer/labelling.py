@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from runtime.dataset import DatasetWriter
+from runtime.dataset import DatasetWriter, write_sample
 from runtime.errors import CscError
 from runtime.imageio import atomic_path, list_images, read_image
-from trainer.autolabel import AutoLabel, AutoLabelConfig, auto_label
+from trainer.autolabel import AutoLabelConfig, auto_label
 
 
 @dataclass
@@ -26,14 +27,22 @@ class LabelRun:
     polarity: Counter = field(default_factory=Counter)
 
 
-def _label_one(path: Path, config: AutoLabelConfig) -> tuple[Path, AutoLabel | None, str | None]:
+def _label_one(path: Path, config: AutoLabelConfig, out: Path) -> tuple[Path, np.ndarray | None, str | None, str | None]:
+    """Label one image and write its files (in the worker: PNG encoding would otherwise serialise on the parent).
+
+    Returns (path, counts, polarity, problem); a bad image gives a problem instead of an exception.
+    """
     try:
         image = read_image(path)
-        if image.size == 0 or image.shape[0] < 3 or image.shape[1] < 3:
+        if image.shape[0] < 3 or image.shape[1] < 3:
             raise CscError("image is empty", path=path)
-        return path, auto_label(image, config), None
+        label = auto_label(image, config)
+        with atomic_path(out / "images" / path.name) as tmp:
+            shutil.copyfile(path, tmp)
+        counts = write_sample(out, path.stem, None, label.mask, label.instances)
+        return path, counts, label.polarity, None
     except CscError as err:
-        return path, None, err.reason
+        return path, None, None, err.reason
 
 
 def _worker_init() -> None:
@@ -55,21 +64,19 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
         # spawn, not fork: a forked child inherits OpenCV's thread pool in whatever state it was and can hang.
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            for path, label, problem in pool.map(_label_one, files, [config] * len(files), chunksize=8):
+            results = pool.map(_label_one, files, [config] * len(files), [writer.root] * len(files), chunksize=4)
+            for path, counts, polarity, problem in results:
                 if on_image is not None:
                     on_image()
-                if label is None:
+                if problem is not None:
                     if strict:
-                        raise CscError(problem or "bad image", path=path, fix="remove or fix it, or drop --strict")
-                    run.skipped.append((str(path), problem or "bad image"))
-                    writer.skip(str(path), problem or "bad image")
+                        raise CscError(problem, path=path, fix="remove or fix it, or drop --strict")
+                    run.skipped.append((str(path), problem))
+                    writer.skip(str(path), problem)
                     continue
-                target = out / "images" / path.name
-                with atomic_path(target) as tmp:
-                    shutil.copyfile(path, tmp)
-                writer.add(path.stem, None, label.mask, label.instances)
+                writer.record(path.stem, counts)
                 run.labelled += 1
-                run.polarity[label.polarity] += 1
+                run.polarity[polarity] += 1
         writer.extra["polarity"] = dict(run.polarity)
     return run
 

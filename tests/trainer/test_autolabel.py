@@ -128,3 +128,17 @@ def test_size_derived_defaults_scale_with_pixel_size():
     assert fine.block > coarse.block and fine.block % 2 == 1
     assert fine.min_area > coarse.min_area
     assert AutoLabelConfig(kind="macrophage").block > coarse.block
+
+
+@pytest.mark.parametrize("polarity", ["dark", "bright"])
+def test_fast_wide_block_threshold_matches_opencv(polarity):
+    from runtime.simulator import make_microscope
+    from trainer.autolabel import adaptive_gaussian_threshold
+
+    grey = cv2.cvtColor(make_microscope("macrophage", size=256, seed=3).frame(0).image, cv2.COLOR_BGR2GRAY)
+    if polarity == "bright":
+        grey = 255 - grey
+    mode, c = (cv2.THRESH_BINARY_INV, 4) if polarity == "dark" else (cv2.THRESH_BINARY, -4)
+    reference = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, mode, 71, c)
+    fast = adaptive_gaussian_threshold(grey, 71, 4, polarity)
+    assert (fast == reference).mean() > 0.99
