@@ -12,7 +12,7 @@ import numpy as np
 def split_touching(binary: np.ndarray, radius_px: float, min_area: int = 0) -> np.ndarray:
     """uint16 instance labels for a boolean/uint8 foreground mask.
 
-    Markers are the local maxima of the Euclidean distance transform within a window of 0.7 × the smallest
+    Markers are the local maxima of the Euclidean distance transform within a (square) window of 0.7 × the smallest
     expected cell radius: two touching discs of at least that radius have their centres further apart than the
     window, so they get a marker each, while a single disc has one maximum. In a clump with several markers
     each pixel joins its nearest marker (a Voronoi split, which for touching discs is the line through the
@@ -22,12 +22,13 @@ def split_touching(binary: np.ndarray, radius_px: float, min_area: int = 0) -> n
     """
     fg = np.ascontiguousarray(binary, dtype=np.uint8)
     fg[fg > 0] = 1
-    n_comp, comp, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    n_comp, comp, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
     if n_comp <= 1:
         return np.zeros(fg.shape, np.uint16)
     dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
     window = max(1, int(round(0.7 * radius_px)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * window + 1, 2 * window + 1))
+    # A square window: OpenCV dilates with rectangles in separable passes, an ellipse costs ~10× more.
+    kernel = np.ones((2 * window + 1, 2 * window + 1), np.uint8)
     peaks = ((dist >= cv2.dilate(dist, kernel) - 1e-3) & (fg > 0)).astype(np.uint8)
     _, markers = cv2.connectedComponents(peaks, connectivity=8)
     py, px = np.nonzero(peaks)

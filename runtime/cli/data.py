@@ -9,6 +9,7 @@ from rich.table import Table
 
 from runtime.cli.common import console, entry, make_app, progress_bar
 from runtime.dataset import check_dataset, open_dataset
+from runtime.errors import CscError
 from runtime.imageio import write_image
 from runtime.overlay import OverlayRenderer, tile_grid
 from runtime.synthesize import synthesize_dataset
@@ -73,6 +74,47 @@ def show(
         tiles.append(renderer.outlines(labels.image, labels.mask))
     write_image(out, tile_grid(tiles, columns))
     console.print(f"wrote {out}")
+
+
+@app.command()
+def count(
+    directory: Path = typer.Argument(..., help="Dataset folder; its masks/ are counted."),
+    json_path: Path = typer.Option(None, "--json", help="Write counts (and, with instances/, true counts and accuracy) to this JSON file."),
+    split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells of one class (distance transform)."),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel (default: the dataset's, else 0.4); sets minimum areas and µm² values."),
+    border: str = typer.Option("count", "--border", help="Cells cut by the frame edge: count, ignore or half."),
+) -> None:
+    """Count the cells in a dataset's class maps; compares with instances/ where it exists."""
+    from runtime.counting import CountingConfig
+    from runtime.dataset import open_dataset
+    from runtime.evaluate_counts import count_dataset
+    from runtime.writers import write_json
+
+    dataset = open_dataset(directory)
+    try:
+        config = CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=pixel_size or dataset.pixel_size_um,
+                                split_touching=split_touching, border=border)
+    except ValueError as err:
+        raise CscError(str(err), fix="see `csc-data count --help`") from None
+    with progress_bar() as bar:
+        task = bar.add_task("count", total=len(dataset))
+        summary = count_dataset(directory, config, on_image=lambda: bar.advance(task))
+    table = Table(title=f"{directory} — {summary['images']} images")
+    for column in ("class", "counted", "true", "accuracy", "MAE/image", "F1@0.5"):
+        table.add_column(column, justify="right")
+    for name in config.class_names[1:]:
+        f1 = summary.get("instances", {}).get(name, {}).get("f1")
+        table.add_row(name, str(summary["counts"][name]), str(summary.get("true_counts", {}).get(name, "—")),
+                      _pct(summary.get("count_accuracy", {}).get(name)),
+                      str(summary.get("mean_abs_error", {}).get(name, "—")), "—" if f1 is None else f"{f1:.3f}")
+    console.print(table)
+    if json_path is not None:
+        write_json(json_path, summary)
+        console.print(f"wrote {json_path}")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
 
 
 main = entry(app)

@@ -1,0 +1,88 @@
+"""Counting quality against ground truth: the paper's Table 3 ratio, per-image error, instance P/R/F1.
+
+Kept apart from the counter (as Polygraphy keeps comparators apart from runners): the counter never needs
+ground truth, the evaluation never re-implements counting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def match_instances(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of two label maps at IoU > threshold.
+
+    With a threshold of at least 0.5 an instance can overlap only one other by more than half, so the
+    one-to-one matching is exact without an assignment solver.
+    """
+    if threshold < 0.5:
+        raise ValueError("one-to-one matching by threshold needs IoU ≥ 0.5")
+    pred = pred.astype(np.int64, copy=False).ravel()
+    truth = truth.astype(np.int64, copy=False).ravel()
+    pred_ids, pred_dense = np.unique(pred, return_inverse=True)
+    true_ids, true_dense = np.unique(truth, return_inverse=True)
+    n_p, n_t = len(pred_ids), len(true_ids)
+    inter = np.bincount(pred_dense * n_t + true_dense, minlength=n_p * n_t).reshape(n_p, n_t)
+    area_p, area_t = inter.sum(axis=1), inter.sum(axis=0)
+    has_bg_p, has_bg_t = pred_ids[0] == 0, true_ids[0] == 0
+    inter = inter[int(has_bg_p):, int(has_bg_t):]
+    area_p, area_t = area_p[int(has_bg_p):], area_t[int(has_bg_t):]
+    union = area_p[:, None] + area_t[None, :] - inter
+    tp = int(np.count_nonzero(inter > threshold * union))
+    return tp, len(area_p) - tp, len(area_t) - tp
+
+
+@dataclass
+class CountTally:
+    """Accumulates predicted and true counts and instance matches over a dataset, per class name."""
+
+    class_names: tuple[str, ...]
+    predicted: dict[str, float] = field(default_factory=dict)
+    true: dict[str, float] = field(default_factory=dict)
+    abs_error: dict[str, float] = field(default_factory=dict)
+    matches: dict[str, list[int]] = field(default_factory=dict)
+    images: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.class_names:
+            self.predicted[name], self.true[name], self.abs_error[name] = 0.0, 0.0, 0.0
+            self.matches[name] = [0, 0, 0]
+
+    def add(self, predicted: dict[str, float], true: dict[str, float]) -> None:
+        self.images += 1
+        for name in self.class_names:
+            p, t = float(predicted.get(name, 0)), float(true.get(name, 0))
+            self.predicted[name] += p
+            self.true[name] += t
+            self.abs_error[name] += abs(p - t)
+
+    def add_matches(self, name: str, tp: int, fp: int, fn: int) -> None:
+        for i, v in enumerate((tp, fp, fn)):
+            self.matches[name][i] += v
+
+    def summary(self) -> dict:
+        """`counts`, `true_counts`, `count_accuracy` (predicted / true, paper Table 3), `mean_abs_error` per
+        image, and instance `precision`, `recall`, `f1` at IoU 0.5, each keyed by class name."""
+        def ratio(a: float, b: float) -> float | None:
+            return round(a / b, 4) if b else None
+
+        out: dict = {
+            "images": self.images,
+            "counts": {n: _tidy(v) for n, v in self.predicted.items()},
+            "true_counts": {n: _tidy(v) for n, v in self.true.items()},
+            "count_accuracy": {n: ratio(self.predicted[n], self.true[n]) for n in self.class_names},
+            "mean_abs_error": {n: round(self.abs_error[n] / max(1, self.images), 3) for n in self.class_names},
+        }
+        if any(sum(m) for m in self.matches.values()):
+            prf = {}
+            for name, (tp, fp, fn) in self.matches.items():
+                precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+                f1 = ratio(2 * tp, 2 * tp + fp + fn)
+                prf[name] = {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+            out["instances"] = prf
+        return out
+
+
+def _tidy(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(value, 2)

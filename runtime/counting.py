@@ -1,0 +1,169 @@
+"""From class map to counted cells — the one counting implementation of the project.
+
+Per class: connected components, small false positives dropped by a per-class minimum area (paper §3.3),
+optionally touching cells split (beyond the paper), a border policy, and a per-cell table. The trainer's
+evaluation, `csc-data count`, the runtime pipeline and the benchmarks all call `CellCounter.count`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from runtime.classes import CELL_SIZES, CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
+from runtime.errors import CscError
+from runtime.instances import split_touching
+
+BORDER_POLICIES = ("count", "ignore", "half")
+_BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
+
+CELL_DTYPE = np.dtype([
+    ("id", np.int32), ("class_id", np.uint8), ("cx", np.float32), ("cy", np.float32), ("area_px", np.int32),
+    ("area_um2", np.float32), ("x", np.int32), ("y", np.int32), ("w", np.int32), ("h", np.int32),
+    ("eq_diameter_px", np.float32), ("eq_diameter_um", np.float32), ("touches_border", np.bool_),
+])
+
+
+@dataclass(frozen=True)
+class CountingConfig:
+    """Counting options. Defaults: minimum areas from the cell sizes, touching cells split, border cells counted
+    once (a cell cut by the frame edge is still a cell in the frame, as in the simulator's ground truth)."""
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
+    min_area_px: Mapping[str, int] | None = None
+    min_area_um2: Mapping[str, float] | None = None
+    split_touching: bool = True
+    border: str = "count"
+
+    def __post_init__(self) -> None:
+        if self.border not in BORDER_POLICIES:
+            raise ValueError(f"border policy must be one of {', '.join(BORDER_POLICIES)}, got {self.border!r}")
+        if self.pixel_size_um <= 0:
+            raise ValueError(f"pixel size must be positive, got {self.pixel_size_um}")
+        for table in (self.min_area_px or {}, self.min_area_um2 or {}):
+            for name, value in table.items():
+                if name not in self.class_names[1:]:
+                    raise ValueError(f"unknown class {name!r} in minimum areas; classes: {', '.join(self.class_names[1:])}")
+                if value < 0:
+                    raise ValueError(f"minimum area of {name} must not be negative, got {value}")
+
+    def min_area(self, class_id: int) -> int:
+        name = self.class_names[class_id]
+        if self.min_area_px and name in self.min_area_px:
+            return int(self.min_area_px[name])
+        if self.min_area_um2 and name in self.min_area_um2:
+            return int(round(self.min_area_um2[name] / self.pixel_size_um**2))
+        size = CELL_SIZES.get(class_id)
+        return size.min_area_px(self.pixel_size_um) if size else 1
+
+    def min_radius_px(self, class_id: int) -> float:
+        size = CELL_SIZES.get(class_id)
+        return (size.min_um if size else 2.0) / self.pixel_size_um / 2.0
+
+
+@dataclass
+class FrameCounts:
+    """Counts per class name (floats only under the `half` border policy) and one table row per cell."""
+
+    counts: dict[str, float]
+    cells: np.ndarray  # structured array of CELL_DTYPE
+    labels: np.ndarray | None = None  # int32 instance map (ids = cells["id"]) when asked for
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+class CellCounter:
+    """Counts cells in class maps; reuse one instance per stream so per-frame buffers are allocated once."""
+
+    def __init__(self, config: CountingConfig | None = None):
+        self.config = config or CountingConfig()
+        self._shape: tuple[int, int] | None = None
+        self._binary: np.ndarray | None = None
+
+    def count(self, class_map: np.ndarray, return_labels: bool = False) -> FrameCounts:
+        self._validate(class_map)
+        cfg = self.config
+        if class_map.size == 0:
+            zero = {name: 0 for name in cfg.class_names[1:]}
+            return FrameCounts(zero, np.zeros(0, CELL_DTYPE), np.zeros(class_map.shape, np.int32) if return_labels else None)
+        h, w = class_map.shape
+        if self._shape != (h, w):
+            self._shape, self._binary = (h, w), np.empty((h, w), np.uint8)
+        rows: list[np.ndarray] = []
+        labels_out = np.zeros((h, w), np.int32) if return_labels else None
+        next_id = 1
+        for class_id in range(1, len(cfg.class_names)):
+            binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary)
+            if cfg.split_touching:
+                labels = split_touching(binary, cfg.min_radius_px(class_id)).astype(np.int32)
+                stats, centroids = _label_stats(labels)
+            else:
+                _, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
+                    binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
+                stats, centroids = stats[1:], centroids[1:]
+            keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= cfg.min_area(class_id))
+            table = _table(stats[keep], centroids[keep], class_id, next_id, cfg.pixel_size_um, h, w)
+            if labels_out is not None and keep.size:
+                lut = np.zeros(stats.shape[0] + 1, np.int32)
+                lut[keep + 1] = table["id"]
+                labels_out += lut[labels]
+            next_id += len(table)
+            rows.append(table)
+        cells = np.concatenate(rows) if rows else np.zeros(0, CELL_DTYPE)
+        weights = np.where(cells["touches_border"], _BORDER_WEIGHT[cfg.border], 1.0).astype(np.float32)
+        totals = np.bincount(cells["class_id"], weights=weights, minlength=len(cfg.class_names))
+        counts = {name: _tidy(totals[i]) for i, name in enumerate(cfg.class_names) if i}
+        return FrameCounts(counts, cells, labels_out, weights)
+
+    def _validate(self, class_map: np.ndarray) -> None:
+        if not isinstance(class_map, np.ndarray) or class_map.ndim != 2 or class_map.dtype != np.uint8:
+            got = f"{class_map.dtype} {class_map.shape}" if isinstance(class_map, np.ndarray) else type(class_map).__name__
+            raise CscError(f"a class map must be a 2-D uint8 array, got {got}",
+                           fix="pass the model's argmax output (one class id per pixel)")
+        if class_map.size and int(class_map.max()) >= len(self.config.class_names):
+            raise CscError(f"class id {int(class_map.max())} is not in the configured classes "
+                           f"({', '.join(f'{i} {n}' for i, n in enumerate(self.config.class_names))})",
+                           fix="check that the model and the counting configuration use the same classes")
+
+
+def _tidy(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _label_stats(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cv2-style stats (x, y, w, h, area) and centroids for labels 1..N, from the foreground pixels only."""
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros((0, 5), np.int32), np.zeros((0, 2), np.float64)
+    flat = np.flatnonzero(labels)
+    lab = labels.ravel()[flat]
+    ys, xs = np.divmod(flat, labels.shape[1])
+    order = np.argsort(lab, kind="stable")
+    lab, ys, xs = lab[order], ys[order], xs[order]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    area = np.diff(np.r_[starts, lab.size])
+    x0, x1 = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts)
+    y0, y1 = np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts)
+    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], axis=1).astype(np.int32)
+    centroids = np.stack([np.add.reduceat(xs, starts) / area, np.add.reduceat(ys, starts) / area], axis=1)
+    return stats, centroids
+
+
+def _table(stats, centroids, class_id, first_id, pixel_size_um, h, w) -> np.ndarray:
+    table = np.zeros(len(stats), CELL_DTYPE)
+    if not len(stats):
+        return table
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    table["id"] = np.arange(first_id, first_id + len(stats))
+    table["class_id"] = class_id
+    table["cx"], table["cy"] = centroids[:, 0], centroids[:, 1]
+    table["area_px"] = area
+    table["area_um2"] = area * pixel_size_um**2
+    table["x"], table["y"], table["w"], table["h"] = x, y, bw, bh
+    table["eq_diameter_px"] = np.sqrt(4.0 * area / math.pi)
+    table["eq_diameter_um"] = table["eq_diameter_px"] * pixel_size_um
+    table["touches_border"] = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    return table

@@ -1,0 +1,45 @@
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from runtime.cli.data import app
+from runtime.overlay import CLASS_COLOURS, OverlayRenderer
+
+
+def test_outlines_colour_class_boundaries_only():
+    frame = np.full((40, 40, 3), 200, np.uint8)
+    m = np.zeros((40, 40), np.uint8)
+    m[10:20, 10:20] = 1
+    out = OverlayRenderer().outlines(frame, m)
+    assert tuple(out[10, 15]) == tuple(CLASS_COLOURS[1])  # on the boundary
+    assert tuple(out[15, 15]) == (200, 200, 200) and tuple(out[30, 30]) == (200, 200, 200)
+    assert tuple(frame[10, 15]) == (200, 200, 200), "the input frame is not modified"
+
+
+def test_legend_draws_counts():
+    image = np.full((200, 200, 3), 255, np.uint8)
+    OverlayRenderer().legend(image, {"rbc": 12, "macrophage": 3}, fps=30.0)
+    assert (image[:60, :100] < 255).any() and (image[150:, :] == 255).all()
+
+
+def test_count_cli_contract(mixed_dataset, tmp_path):
+    result = CliRunner().invoke(app, ["count", str(mixed_dataset), "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "c.json").read_text())
+    meta = json.loads((mixed_dataset / "dataset.json").read_text())
+    assert set(data["counts"]) == {"rbc", "macrophage"}
+    assert data["true_counts"] == meta["counts"]
+    for name in ("rbc", "macrophage"):
+        assert data["count_accuracy"][name] == round(data["counts"][name] / data["true_counts"][name], 4)
+
+
+def test_count_cli_without_instances(mixed_dataset, tmp_path):
+    import shutil
+
+    root = shutil.copytree(mixed_dataset, tmp_path / "d")
+    shutil.rmtree(root / "instances")
+    result = CliRunner().invoke(app, ["count", str(root), "--json", str(tmp_path / "c.json"), "--no-split-touching"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert "true_counts" not in data and data["counts"]["rbc"] > 0
