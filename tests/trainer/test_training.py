@@ -1,0 +1,137 @@
+"""Training behaviour on tiny data: overfitting a batch, exact resume, bad input, NaN, DDP on CPU."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.errors import CscError
+from runtime.synthesize import synthesize_dataset
+from trainer.checkpoint import load_checkpoint
+from trainer.regimes import run_base, run_single, run_transfer
+from trainer.train import TrainConfig, TrainingDiverged
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    return synthesize_dataset("mixed", 8, tmp_path_factory.mktemp("m"), seed=3, size=64, density=300)
+
+
+def cfg(**kw):
+    base = dict(regime="U-Base", arch="light-unet", steps=4, batch=2, size=64, val_every=2, device="cpu", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_overfits_one_batch():
+    from trainer.losses import CeLogJaccardLoss
+    from trainer.metrics import confusion_matrix, miou
+    from trainer.models import build_model
+    from trainer.preprocess import Preprocess
+    from runtime.simulator import make_microscope
+
+    torch.manual_seed(0)
+    frames = [make_microscope("mixed", size=64, seed=9, density=300).frame(i) for i in range(2)]
+    x = Preprocess()(torch.from_numpy(np.stack([f.image for f in frames])))
+    y = torch.from_numpy(np.stack([f.semantic for f in frames]))
+    model = build_model("light-unet")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(120):
+        loss = CeLogJaccardLoss()(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(1).numpy()
+    assert loss.item() < 0.3 * first
+    assert miou(confusion_matrix(pred, y.numpy(), 3)) > 0.8
+
+
+def test_base_writes_the_run_folder(mixed, tmp_path):
+    result = run_base(mixed, tmp_path / "run", cfg())
+    for name in ("best.pt", "last.pt", "metrics.json", "curves.png"):
+        assert (tmp_path / "run" / name).exists()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["regime"] == "U-Base" and len(metrics["history"]["loss"]) == 4
+    assert [v["step"] for v in metrics["history"]["val"]] == [2, 4]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["metrics"]["miou"] == max(v["miou"] for v in metrics["history"]["val"]) == result["best_val_miou"]
+
+
+def test_resume_gives_identical_next_step_loss(mixed, tmp_path):
+    full = run_base(mixed, tmp_path / "full", cfg(steps=4))
+    run_base(mixed, tmp_path / "part", cfg(steps=2))
+    resumed = run_base(mixed, tmp_path / "part", cfg(steps=4), resume=True)
+    assert resumed["history"]["loss"] == full["history"]["loss"]
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["step"] == 4
+
+
+def test_single_and_transfer(tmp_path):
+    rbc = synthesize_dataset("rbc", 4, tmp_path / "rbc", seed=1, size=64)
+    mac = synthesize_dataset("macrophage", 4, tmp_path / "mac", seed=1, size=64)
+    mixed = synthesize_dataset("mixed", 10, tmp_path / "mixed", seed=1, size=64)
+    single = run_single(rbc, mac, tmp_path / "single", cfg(regime="U-Single"))
+    assert single["config"]["sources"]["rbc"] == str(rbc)
+    transfer = run_transfer(tmp_path / "single" / "best.pt", mixed, 3, tmp_path / "transfer",
+                            cfg(regime="U-Transfer", lr=5e-4))
+    assert transfer["config"]["lr"] == 5e-4 and transfer["config"]["sources"]["n"] == 3
+    with pytest.raises(CscError, match="--n 50"):
+        run_transfer(tmp_path / "single" / "best.pt", mixed, 50, tmp_path / "t2", cfg(regime="U-Transfer"))
+
+
+def test_bad_inputs(mixed, tmp_path):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        cfg(size=48)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        cfg(arch="nope")
+    run_base(mixed, tmp_path / "run", cfg(steps=2))
+    with pytest.raises(CscError, match="is a 'light-unet' model, not 'vgg16-unet'"):
+        load_checkpoint(tmp_path / "run" / "best.pt", "vgg16-unet")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CscError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    tiny = synthesize_dataset("mixed", 1, tmp_path / "tiny", seed=1, size=64)
+    with pytest.raises(CscError, match="cannot be split"):
+        run_base(tiny, tmp_path / "r2", cfg())
+
+
+def test_dataset_with_class_ids_beyond_the_model(tmp_path):
+    import cv2
+
+    data = synthesize_dataset("mixed", 4, tmp_path / "d", seed=1, size=64)
+    (data / "dataset.json").write_text(json.dumps({"classes": ["background", "rbc", "macrophage", "platelet"]}))
+    mask_path = sorted((data / "masks").iterdir())[0]
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    mask[:4, :4] = 3
+    cv2.imwrite(str(mask_path), mask)
+    with pytest.raises(CscError, match="class id 3 but the model has 3 classes"):
+        from runtime.dataset import open_dataset
+        from trainer.data import CropSampler
+
+        CropSampler([(open_dataset(data), [0, 1, 2, 3])], 64, n_classes=3)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mixed, tmp_path):
+    with pytest.raises(TrainingDiverged, match="last.pt keeps the last good state"):
+        run_base(mixed, tmp_path / "run", cfg(steps=6, val_every=1, lr=1e30))
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert 1 <= state["step"] < 6 and all(np.isfinite(state["history"]["loss"]))
+
+
+def test_ddp_two_cpu_processes_agree(mixed, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "trainer.cli.train", "base", str(mixed), "--out", str(tmp_path / "ddp"), "--arch", "light-unet",
+           "--steps", "3", "--batch", "2", "--size", "64", "--val-every", "3", "--device", "cpu"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["ddp"] == {"world_size": 2, "ranks_agree": True}

@@ -1,0 +1,153 @@
+"""`csc-train`: the paper's regimes (base, single, transfer), evaluation and the model registry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from runtime.cli.common import console, entry, make_app, progress_bar
+from runtime.errors import CscError
+
+app = make_app("Train the U-Net: [bold]base[/] (labelled mixed), [bold]single[/] (auto-labelled single-kind), "
+               "[bold]transfer[/] (fine-tune on few mixed), [bold]eval[/], [bold]models[/].")
+
+Out = typer.Option(..., "--out", help="Run folder: best.pt, last.pt, metrics.json, curves.png.")
+Arch = typer.Option("vgg16-unet", "--arch", help="Registered architecture (see `csc-train models`).")
+Steps = typer.Option(2000, "--steps", help="Training steps (batches).")
+Batch = typer.Option(4, "--batch", help="Images per batch (paper: 4).")
+Size = typer.Option(256, "--size", help="Training crop size in px (a multiple of the model's stride).")
+Device = typer.Option("auto", "--device", help="auto, cpu or cuda (AMP is used on CUDA).")
+Seed = typer.Option(0, "--seed", help="Seed for splits, batches and augmentation.")
+ValEvery = typer.Option(200, "--val-every", help="Validate and checkpoint every N steps.")
+Resume = typer.Option(False, "--resume", help="Continue exactly from RUN/last.pt.")
+EncoderWeights = typer.Option(None, "--encoder-weights", help="Local torchvision VGG16 state dict (ImageNet); default: paper init.")
+
+
+def _config(regime: str, arch, steps, batch, size, device, seed, val_every, lr, encoder_weights):
+    from trainer.train import TrainConfig
+
+    try:
+        return TrainConfig(regime=regime, arch=arch, steps=steps, batch=batch, size=size, device=device, seed=seed,
+                           val_every=val_every, lr=lr, encoder_weights=None if encoder_weights is None else str(encoder_weights))
+    except ValueError as err:
+        raise CscError(str(err), fix="see `csc-train --help`") from None
+
+
+def _run(job, config, out: Path, resume: bool) -> None:
+    """Run one regime's job(out, config, resume=..., progress=...) with a progress bar and a result line."""
+    if not resume and (out / "last.pt").exists():
+        raise CscError("run folder already holds a checkpoint", path=out, fix="pass --resume to continue, or another --out")
+    with progress_bar() as bar:
+        task = bar.add_task(f"{config.regime} {config.arch}", total=config.steps)
+
+        def progress(done, total, loss, rate):
+            bar.update(task, completed=done, description=f"{config.regime} {config.arch} loss {loss:.4f} {rate:.2f} it/s")
+
+        result = job(out, config, resume=resume, progress=progress)
+    if result.get("val_metrics"):
+        m = result["val_metrics"]
+        console.print(f"best validation: mIoU {m['miou']:.4f} FWIoU {m['fwiou']:.4f} Dice {m['dice']:.4f} → {out / 'best.pt'}")
+
+
+@app.command()
+def base(data: Path = typer.Argument(..., help="Labelled mixed dataset."), out: Path = Out, arch: str = Arch,
+         steps: int = Steps, batch: int = Batch, size: int = Size, device: str = Device, seed: int = Seed,
+         val_every: int = ValEvery, lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper 1e-3)."),
+         encoder_weights: Path = EncoderWeights, resume: bool = Resume) -> None:
+    """U-Base: train on hand-labelled mixed images (split 75/12.5/12.5 %)."""
+    from trainer.regimes import run_base
+
+    config = _config("U-Base", arch, steps, batch, size, device, seed, val_every, lr, encoder_weights)
+    _run(lambda o, c, **kw: run_base(data, o, c, **kw), config, out, resume)
+
+
+@app.command()
+def single(rbc: Path = typer.Argument(..., help="Auto-labelled RBC dataset."),
+           macrophage: Path = typer.Argument(..., help="Auto-labelled macrophage dataset."), out: Path = Out,
+           arch: str = Arch, steps: int = Steps, batch: int = Batch, size: int = Size, device: str = Device,
+           seed: int = Seed, val_every: int = ValEvery,
+           lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper 1e-3)."),
+           encoder_weights: Path = EncoderWeights, resume: bool = Resume) -> None:
+    """U-Single: train only on auto-labelled single-kind images; each batch draws from both sets."""
+    from trainer.regimes import run_single
+
+    config = _config("U-Single", arch, steps, batch, size, device, seed, val_every, lr, encoder_weights)
+    _run(lambda o, c, **kw: run_single(rbc, macrophage, o, c, **kw), config, out, resume)
+
+
+@app.command()
+def transfer(checkpoint: Path = typer.Argument(..., help="U-Single checkpoint to start from."),
+             mixed: Path = typer.Argument(..., help="Labelled mixed dataset."),
+             n: int = typer.Option(50, "--n", min=1, help="Labelled mixed images to fine-tune on (paper 50)."),
+             out: Path = Out, steps: int = typer.Option(1000, "--steps", help="Fine-tuning steps."), batch: int = Batch,
+             size: int = Size, device: str = Device, seed: int = Seed, val_every: int = ValEvery,
+             lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate (paper 5e-4)."),
+             resume: bool = Resume) -> None:
+    """U-Transfer: fine-tune a U-Single model on N labelled mixed images."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.regimes import run_transfer
+
+    arch = load_checkpoint(checkpoint)["arch"]
+    config = _config("U-Transfer", arch, steps, batch, size, device, seed, val_every, lr, None)
+    _run(lambda o, c, **kw: run_transfer(checkpoint, mixed, n, o, c, **kw), config, out, resume)
+
+
+@app.command("eval")
+def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.pt)."),
+                 data: Path = typer.Argument(..., help="Labelled dataset to evaluate on (all its images)."),
+                 json_path: Path = typer.Option(None, "--json", help="Write miou, fwiou, dice, per_class_iou, counts here."),
+                 device: str = Device) -> None:
+    """mIoU and FWIoU (paper eq. 5, 6), Dice, per-class IoU, confusion matrix and counts against ground truth."""
+    from runtime.dataset import open_dataset
+    from runtime.writers import write_json
+    from trainer.checkpoint import model_from_checkpoint
+    from trainer.evaluate import evaluate
+    from trainer.models import get_arch
+    from trainer.train import resolve_device
+
+    model, meta = model_from_checkpoint(checkpoint)
+    dataset = open_dataset(data)
+    if dataset.classes != list(meta["classes"]):
+        raise CscError(f"dataset classes {dataset.classes} differ from the model's {meta['classes']}", path=data)
+    dev = resolve_device(device)
+    with progress_bar() as bar:
+        task = bar.add_task("evaluate", total=len(dataset))
+        result = evaluate(model.to(dev), (dataset.load(i) for i in range(len(dataset))), get_arch(meta["arch"]).stride,
+                          dev, tuple(meta["classes"]), dataset.pixel_size_um, on_image=lambda: bar.advance(task))
+    result.update(checkpoint=str(checkpoint), data=str(data), arch=meta["arch"], regime=meta["regime"])
+    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {data}")
+    for col in ("mIoU", "FWIoU", "Dice", *(f"IoU {n}" for n in meta["classes"])):
+        table.add_column(col, justify="right")
+    table.add_row(f"{result['miou']:.4f}", f"{result['fwiou']:.4f}", f"{result['dice']:.4f}",
+                  *(f"{v:.4f}" if v is not None else "—" for v in result["per_class_iou"].values()))
+    console.print(table)
+    if "counts" in result:
+        acc = result["counts"]["count_accuracy"]
+        console.print("count accuracy: " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in acc.items() if v is not None))
+    if json_path is not None:
+        write_json(json_path, result)
+        console.print(f"wrote {json_path}")
+
+
+@app.command()
+def models() -> None:
+    """List the registered architectures with parameters (M) and GFLOPs at 512×512."""
+    from trainer.models import available, build_model, get_arch
+    from trainer.profile import count_flops
+
+    table = Table(title="registered architectures")
+    for col in ("name", "params (M)", "GFLOPs @512²", "stride", "summary"):
+        table.add_column(col)
+    for name in available():
+        model = build_model(name)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        flops = count_flops(model, 512) / 1e9
+        spec = get_arch(name)
+        table.add_row(name, f"{params:.2f}", f"{flops:.1f}", str(spec.stride), spec.summary)
+    console.print(table)
+
+
+main = entry(app)
+if __name__ == "__main__":  # python -m trainer.cli.train (torchrun)
+    main()

@@ -1,0 +1,89 @@
+"""Training batches from project-format datasets: random crops with the paper's augmentation, seeded.
+
+Each batch is a pure function of (seed, step, rank): resuming at step s draws exactly the batch an
+uninterrupted run would have drawn, and ranks of a distributed run draw disjoint halves of one global batch.
+Augmentation (paper §3.1): rotation, scaling and grey-value changes, plus flips; OpenCV on uint8 frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from runtime.dataset import Dataset, Labels
+from runtime.errors import CscError
+
+
+@dataclass(frozen=True)
+class Augment:
+    rotate: bool = True
+    scale: tuple[float, float] = (0.8, 1.25)
+    grey: bool = True
+    flip: bool = True
+
+
+class CropSampler:
+    """Draws (image, mask) crops of ``size`` from the samples of one or more datasets (all kept in memory)."""
+
+    def __init__(self, sources: list[tuple[Dataset, list[int]]], size: int, augment: Augment | None = Augment(),
+                 n_classes: int = 3):
+        self.size = size
+        self.augment = augment
+        self.pools: list[list[Labels]] = []
+        for dataset, indices in sources:
+            pool = [dataset.load(i) for i in indices]
+            for labels, i in zip(pool, indices):
+                if int(labels.mask.max()) >= n_classes:
+                    raise CscError(f"class id {int(labels.mask.max())} but the model has {n_classes} classes",
+                                   path=dataset.samples[i].mask, fix="train with a matching --classes or fix the mask")
+            if not pool:
+                raise CscError("no images to train on", path=dataset.root, fix="add images or lower --n / the split")
+            self.pools.append(pool)
+
+    def batch(self, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (B, H, W, 3) and masks (B, H, W) for this rank's share of global step ``step``."""
+        images = np.empty((batch, self.size, self.size, 3), np.uint8)
+        masks = np.empty((batch, self.size, self.size), np.uint8)
+        for j in range(batch):
+            k = rank * batch + j  # position in the global batch
+            rng = np.random.default_rng([seed, step, k])
+            pool = self.pools[k % len(self.pools)]  # several sources: each batch draws from all (paper §3.3)
+            sample = pool[int(rng.integers(len(pool)))]
+            images[j], masks[j] = self._crop(rng, sample)
+        return images, masks
+
+    def _crop(self, rng: np.random.Generator, sample: Labels) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = sample.image, sample.mask
+        s = self.size
+        aug = self.augment
+        h, w = mask.shape
+        scale = float(rng.uniform(*aug.scale)) if aug else 1.0
+        angle = float(rng.uniform(0, 360)) if aug and aug.rotate else 0.0
+        # Crop centre in the source; the affine map rotates/scales around it into an s×s output.
+        span = s / scale / 2
+        cy = float(rng.uniform(min(span, h / 2), max(h - span, h / 2)))
+        cx = float(rng.uniform(min(span, w / 2), max(w - span, w / 2)))
+        matrix = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+        matrix[:, 2] += (s / 2 - cx, s / 2 - cy)
+        image = cv2.warpAffine(image, matrix, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        mask = cv2.warpAffine(mask, matrix, (s, s), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+        if aug and aug.flip and rng.random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        if aug and aug.grey:
+            gain, bias, gamma = rng.uniform(0.8, 1.2), rng.uniform(-20, 20), rng.uniform(0.8, 1.25)
+            lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma * gain + bias, 0, 255).astype(np.uint8)
+            image = cv2.LUT(np.ascontiguousarray(image), lut)
+        return image, mask
+
+
+def split_indices(n: int, seed: int, fractions=(0.75, 0.125, 0.125)) -> tuple[list[int], list[int], list[int]]:
+    """The paper's 450/75/75 split of 600 images, as fractions, seeded; at least one image in train and val."""
+    if n < 2:
+        raise CscError(f"a dataset of {n} image(s) cannot be split into training and validation",
+                       fix="use at least 2 images (the paper used 600: 450/75/75)")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = max(1, int(round(n * fractions[1])))
+    n_test = int(round(n * fractions[2])) if n - n_val > 2 else 0
+    n_train = n - n_val - n_test
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]

@@ -1,0 +1,64 @@
+"""Evaluating a model on labelled images: the paper's eq. (5) mIoU, eq. (6) FWIoU, Dice, per-class IoU, the
+confusion matrix, and per-class counts against ground truth with the runtime's one counting implementation."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from runtime.classes import CLASS_NAMES
+from runtime.count_metrics import CountTally
+from runtime.counting import CellCounter, CountingConfig
+from runtime.dataset import Labels, instance_counts
+from trainer.metrics import confusion_matrix, dice, fwiou, miou, per_class_iou
+from trainer.preprocess import Preprocess
+
+
+@torch.no_grad()
+def predict_class_map(model: nn.Module, image_bgr: np.ndarray, stride: int, device: torch.device,
+                      preprocess: Preprocess | None = None) -> np.ndarray:
+    """uint8 class map of one full frame; padded (reflect) to a multiple of the model's stride, then cropped."""
+    preprocess = preprocess or Preprocess().to(device)
+    h, w = image_bgr.shape[:2]
+    x = preprocess(torch.from_numpy(np.ascontiguousarray(image_bgr))[None].to(device))
+    pad_h, pad_w = (-h) % stride, (-w) % stride
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+    logits = model(x)[..., :h, :w]
+    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def evaluate(model: nn.Module, samples: Iterable[Labels], stride: int, device: torch.device,
+             class_names: tuple[str, ...] = CLASS_NAMES, pixel_size_um: float = 0.4,
+             on_image: Callable[[], None] | None = None) -> dict:
+    """Metrics pooled over all samples (one confusion matrix), as the paper reports them."""
+    was_training = model.training
+    model.eval()
+    n = len(class_names)
+    cm = np.zeros((n, n), np.int64)
+    counter = CellCounter(CountingConfig(class_names=class_names, pixel_size_um=pixel_size_um))
+    tally = CountTally(class_names[1:])
+    preprocess = Preprocess().to(device)
+    for labels in samples:
+        pred = predict_class_map(model, labels.image, stride, device, preprocess)
+        cm += confusion_matrix(pred, labels.mask, n)
+        if labels.instances is not None:
+            true = instance_counts(labels.mask, labels.instances, n)
+            tally.add(counter.count(pred).counts, {name: int(true[i]) for i, name in enumerate(class_names) if i})
+        if on_image is not None:
+            on_image()
+    model.train(was_training)
+    iou = per_class_iou(cm)
+    result = {
+        "miou": round(miou(cm), 4),
+        "fwiou": round(fwiou(cm), 4),
+        "dice": round(dice(cm), 4),
+        "per_class_iou": {name: (None if np.isnan(v) else round(float(v), 4)) for name, v in zip(class_names, iou)},
+        "confusion_matrix": cm.tolist(),
+    }
+    if tally.images:
+        result["counts"] = tally.summary()
+    return result

@@ -1,0 +1,215 @@
+"""The training loop behind U-Base, U-Single and U-Transfer (paper §3.1, §3.3).
+
+Adam (β 0.9/0.999), batch 4, loss CE − log J; best-by-validation and last checkpoints written atomically;
+exact resume; AMP on CUDA; DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on GPUs).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from runtime.classes import CLASS_NAMES
+from runtime.dataset import Labels
+from runtime.errors import CscError
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.data import CropSampler
+from trainer.evaluate import evaluate
+from trainer.losses import CeLogJaccardLoss
+from trainer.models import build_model, get_arch
+from trainer.preprocess import Preprocess
+
+
+@dataclass
+class TrainConfig:
+    regime: str
+    arch: str = "vgg16-unet"
+    steps: int = 2000
+    batch: int = 4
+    size: int = 256
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    device: str = "auto"
+    val_every: int = 200
+    encoder_weights: str | None = None
+    classes: tuple[str, ...] = CLASS_NAMES
+    pixel_size_um: float = 0.4
+    sources: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        get_arch(self.arch)  # unknown names fail here, listing the registered ones
+        stride = get_arch(self.arch).stride
+        if self.size % stride:
+            raise ValueError(f"--size {self.size} must be a multiple of {stride} for {self.arch}")
+        if self.steps < 1 or self.batch < 1 or self.val_every < 1:
+            raise ValueError("--steps, --batch and --val-every must be at least 1")
+
+
+class TrainingDiverged(CscError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CscError("--device cuda but PyTorch sees no CUDA GPU", fix="use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise CscError(f"unknown device {name!r}", fix="use auto, cpu or cuda")
+    return torch.device(name)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), world)
+
+
+def train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Path, *, init_weights: dict | None = None,
+          resume: bool = False, progress: Callable[[int, int, float, float], None] | None = None) -> dict:
+    """Train; returns the metrics written to ``out/metrics.json``."""
+    device = resolve_device(config.device)
+    ddp = _init_distributed(device)
+    if device.type == "cuda" and ddp.world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(config.seed)
+    arch = get_arch(config.arch)
+    kwargs = {"encoder_weights": config.encoder_weights} if config.encoder_weights and config.arch == "vgg16-unet" else {}
+    model = build_model(config.arch, num_classes=len(config.classes), **kwargs)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # paper: constant learning rate
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start, best, history = 0, -1.0, {"loss": [], "val": []}
+    out = Path(out)
+    if resume:
+        state = load_checkpoint(out / "last.pt", config.arch)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best, history = state["step"], state["best_miou"], state["history"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
+    preprocess = Preprocess().to(device)
+    criterion = CeLogJaccardLoss()
+    net.train()
+
+    def snapshot(step: int) -> dict:
+        return {"arch": config.arch, "classes": list(config.classes), "regime": config.regime, "step": step,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "best_miou": best, "history": history, "config": _plain_config(config),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+
+    began = time.perf_counter()
+    for step in range(start, config.steps):
+        images, masks = sampler.batch(config.seed, step, config.batch, ddp.rank, ddp.world)
+        x = preprocess(torch.from_numpy(images).to(device))
+        y = torch.from_numpy(masks).to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            loss = criterion(net(x), y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at step {step}; {out / 'last.pt'} keeps the last good state",
+                                   fix="lower --lr, check the labels, or resume from last.pt")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        history["loss"].append(round(float(loss.item()), 5))
+        done = step + 1
+        if progress is not None and ddp.main:
+            progress(done, config.steps, history["loss"][-1], (done - start) / (time.perf_counter() - began))
+        if done % config.val_every == 0 or done == config.steps:
+            if ddp.main:
+                metrics = evaluate(model, val, arch.stride, device, config.classes, config.pixel_size_um)
+                history["val"].append({"step": done, "miou": metrics["miou"], "fwiou": metrics["fwiou"]})
+                if metrics["miou"] > best:
+                    best = metrics["miou"]
+                    save_checkpoint(out / "best.pt", {**snapshot(done), "metrics": metrics})
+                save_checkpoint(out / "last.pt", snapshot(done))
+            if ddp.world > 1:
+                dist.barrier()
+    result = {"regime": config.regime, "arch": config.arch, "steps": config.steps, "best_val_miou": best,
+              "history": history, "config": _plain_config(config), "device": str(device),
+              "seconds": round(time.perf_counter() - began, 1)}
+    if ddp.world > 1:
+        result["ddp"] = {"world_size": ddp.world, "ranks_agree": _ranks_agree(model)}
+    if ddp.main:
+        best_metrics = load_checkpoint(out / "best.pt")["metrics"]
+        result["val_metrics"] = best_metrics
+        from runtime.writers import write_json
+
+        write_json(out / "metrics.json", result)
+        write_curves(out / "curves.png", history, config.regime)
+    return result
+
+
+def _ranks_agree(model: torch.nn.Module) -> bool:
+    """All ranks hold identical weights: the check that data parallelism kept them in step."""
+    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, flat)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def _plain_config(config: TrainConfig) -> dict:
+    data = asdict(config)
+    data["betas"], data["classes"] = list(config.betas), list(config.classes)
+    return data
+
+
+def write_curves(path: Path, history: dict, title: str) -> None:
+    """Training loss (smoothed) and validation mIoU against step, as a PNG beside the checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.imageio import atomic_path
+
+    loss = np.asarray(history["loss"], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if loss.size:
+        k = max(1, loss.size // 50)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k, loss.size + 1), smooth, label="training loss (CE − log J)", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    if history["val"]:
+        ax2.plot([v["step"] for v in history["val"]], [v["miou"] for v in history["val"]], "o-", color="tab:red",
+                 label="validation mIoU")
+    ax2.set_ylabel("mIoU")
+    ax2.set_ylim(0, 1)
+    ax.set_title(title)
+    fig.legend(loc="lower left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
