@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from runtime.errors import CscError
 from runtime.version import __version__
@@ -41,7 +42,7 @@ def entry(app: typer.Typer) -> Callable[[], None]:
         try:
             app()
         except CscError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
     return main

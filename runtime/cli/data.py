@@ -5,6 +5,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from runtime.cli.common import console, entry, make_app, progress_bar
@@ -52,7 +53,7 @@ def check(directory: Path = typer.Argument(..., help="Dataset folder.")) -> None
     console.print(table)
     console.print("sizes: " + ", ".join(f"{k} ×{v}" for k, v in report.sizes.items()))
     for problem in report.problems:
-        console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
     console.print("[green]ok[/]")

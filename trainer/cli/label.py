@@ -5,6 +5,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from runtime.cli.common import console, entry, make_app, progress_bar
 from runtime.dataset import open_dataset
@@ -72,7 +73,7 @@ def auto(
     console.print(f"labelled {run.labelled} images into {out} (polarity: {decided or 'none'}; "
                   f"block {config.block} px, offset {config.threshold_offset:g}, min area {config.min_area} px)")
     for path, reason in run.skipped:
-        console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+        console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
     if preview is not None:
         dataset = open_dataset(out)
         renderer = OverlayRenderer()
@@ -96,7 +97,7 @@ def ablation(
         try:
             sets.append(stardist_nuclei_set())
         except CscError as err:
-            console.print(f"[yellow]real images skipped:[/] {err}", highlight=False)
+            console.print(f"[yellow]real images skipped:[/] {escape(str(err))}", highlight=False)
     if not sets:
         raise CscError("nothing to evaluate", fix="pass dataset folders or install the real-image package")
     report = run_ablation(sets, polarity=polarity.value)

@@ -1,0 +1,62 @@
+"""The runner contract every backend meets: uint8 BGR frames (N, H, W, 3) in, uint8 class maps (N, H, W) out.
+
+Pre- and post-processing live in the exported graph, so a runner only moves bytes. ``submit``/``collect`` let a
+pipeline keep frames in flight; backends without asynchronous work run at ``submit``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import CscError
+from runtime.model_meta import ModelMetadata
+
+
+class Runner(ABC):
+    name = "runner"
+
+    def __init__(self) -> None:
+        self.metadata: ModelMetadata | None = None
+        self.active = False
+        self.detail = ""  # what the runner actually uses (providers, GPU), for the user and reports
+
+    @abstractmethod
+    def activate(self) -> None: ...
+
+    @abstractmethod
+    def deactivate(self) -> None: ...
+
+    @abstractmethod
+    def infer(self, frames: np.ndarray) -> np.ndarray: ...
+
+    def submit(self, frames: np.ndarray) -> Any:
+        return self.infer(frames)
+
+    def collect(self, handle: Any) -> np.ndarray:
+        return handle
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        assert self.metadata is not None
+        return tuple(self.metadata.input_size)
+
+    @property
+    def max_batch(self) -> int | None:
+        """None for a dynamic batch, else the fixed batch of the model."""
+        assert self.metadata is not None
+        return None if self.metadata.batch == "dynamic" else int(self.metadata.batch)
+
+    def check_frames(self, frames: np.ndarray) -> None:
+        h, w = self.input_size
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
+            raise CscError(f"{self.name}: frames must be uint8 (N, {h}, {w}, 3), got {frames.dtype} {frames.shape}",
+                           fix="resize frames to the model's input size (the pipeline does this)")
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
