@@ -1,0 +1,112 @@
+"""`csc-run`: segment and count cells live from a camera, a video, images or the simulated microscope."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from runtime.cli.common import VersionOption, console, entry
+
+app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+
+
+@app.command(help="Segment and count RBCs and macrophages live. Exactly one source: --camera, --video, --images "
+                  "or --source demo (the simulated microscope). Ctrl-C stops cleanly.")
+def run(
+    camera: str = typer.Option(None, "--camera", help="Camera index (0), device (/dev/video0), rtsp:// URL or GStreamer pipeline."),
+    video: Path = typer.Option(None, "--video", help="Video file."),
+    images: str = typer.Option(None, "--images", help="Folder of images or a glob such as 'data/*.png'."),
+    source: str = typer.Option(None, "--source", help="'demo': the simulated microscope (no hardware needed)."),
+    model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled light model)."),
+    backend: str = typer.Option("auto", "--backend", help="auto (TensorRT when an engine and a GPU are there), trt or ort."),
+    no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
+    max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop after N frames."),
+    duration: float = typer.Option(None, "--duration", min=0.1, help="Stop after S seconds."),
+    save_csv: Path = typer.Option(None, "--save-csv", help="Per-frame counts CSV (frame, source, rbc, macrophage, fps), flushed every frame."),
+    save_video: Path = typer.Option(None, "--save-video", help="Overlay video (.mp4 or .avi)."),
+    save_cells: Path = typer.Option(None, "--save-cells", help="Per-cell CSV (id, class, centroid, area, bbox, diameter)."),
+    summary_json: Path = typer.Option(None, "--summary", help="Write the end-of-run summary as JSON."),
+    threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: one per core)."),
+    split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
+    width: int = typer.Option(None, "--width", help="Camera capture width."),
+    height: int = typer.Option(None, "--height", help="Camera capture height."),
+    fps: float = typer.Option(None, "--fps", help="Camera capture frame rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the demo source."),
+    version: bool = VersionOption,  # noqa: ARG001
+) -> None:
+    from runtime.backends import open_runner
+    from runtime.counting import CountingConfig
+    from runtime.errors import CscError
+    from runtime.pipeline import Pipeline, RunOptions, display_available
+    from runtime.writers import write_json
+
+    chosen = [s for s in (camera, video, images, source) if s is not None]
+    if len(chosen) != 1:
+        raise CscError("give exactly one source", fix="--camera N, --video PATH, --images DIR|GLOB or --source demo")
+    if source is not None and source != "demo":
+        raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
+    model = model or DEFAULT_MODEL
+    if not model.exists():
+        raise CscError("model file not found", path=model,
+                       fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
+    runner, reason = open_runner(model, backend, threads)
+    with runner:
+        console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
+        src = _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
+        show = not no_show and display_available()
+        if not no_show and not show:
+            console.print("no display found: running headless (--no-show)")
+        pipeline = Pipeline(src, runner, CountingConfig(pixel_size_um=runner.metadata.pixel_size_um,
+                                                        class_names=tuple(runner.metadata.classes),
+                                                        split_touching=split_touching),
+                            RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
+                                       save_video=save_video, save_cells=save_cells))
+        summary = pipeline.run()
+    _print_summary(summary)
+    if summary_json:
+        write_json(summary_json, summary)
+    if summary["errors"] and not summary["frames"]:
+        raise CscError(summary["errors"][0])
+    if summary["errors"]:
+        console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
+
+
+def _open_source(camera, video, images, size, seed, width, height, fps):
+    from runtime.sources import CameraSource, DemoSource, ImageSource, VideoSource
+
+    if camera is not None:
+        return CameraSource(camera, width, height, fps, on_message=lambda m: console.print(f"[yellow]{escape(m)}[/]"))
+    if video is not None:
+        return VideoSource(str(video))
+    if images is not None:
+        return ImageSource(images)
+    return DemoSource(size=size, seed=seed)
+
+
+def _print_summary(summary: dict) -> None:
+    console.print(f"{summary['frames']} frames in {summary['seconds']} s: [bold]{summary['fps']} FPS[/] end-to-end "
+                  f"({summary['backend']}); dropped {summary['dropped']}"
+                  + (" — interrupted" if summary["interrupted"] else ""), highlight=False)
+    table = Table(title="per-stage latency (ms)")
+    for col in ("stage", "mean", "p50", "p90"):
+        table.add_column(col, justify="right")
+    for stage, s in summary["stages"].items():
+        table.add_row(stage, str(s["mean_ms"]), str(s["p50_ms"]), str(s["p90_ms"]))
+    console.print(table)
+    counts = Table(title="cells per frame")
+    for col in ("class", "mean", "min", "max", "accuracy vs truth"):
+        counts.add_column(col, justify="right")
+    acc = summary.get("versus_truth", {}).get("count_accuracy", {})
+    for name, s in summary["counts"].items():
+        a = acc.get(name)
+        counts.add_row(name, str(s["mean"]), f"{s['min']:g}", f"{s['max']:g}", "—" if a is None else f"{100 * a:.1f} %")
+    console.print(counts)
+    for skipped in summary["skipped"]:
+        console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}")
+
+
+main = entry(app)

@@ -1,0 +1,278 @@
+"""Capture → inference → counting/overlay/output, concurrently (threads and bounded queues).
+
+Capture and inference run in their own threads; counting, overlay, writers and the display run in the caller's
+thread. A live source drops its oldest queued frame when the pipeline is behind (and counts the drops); a file
+source waits and loses nothing. Ctrl-C, a lost camera or a bad frame end the run cleanly: files are closed and
+complete, and the summary is returned.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.backends.base import Runner
+from runtime.count_metrics import CountTally
+from runtime.counting import CellCounter, CountingConfig, FrameCounts
+from runtime.errors import CscError
+from runtime.overlay import OverlayRenderer
+from runtime.sources import Frame, Source
+from runtime.tiling import Tiler
+from runtime.writers import CellsCsvWriter, CountsCsvWriter
+
+_END = object()
+
+
+@dataclass
+class RunOptions:
+    max_frames: int | None = None
+    duration: float | None = None
+    show: bool = False
+    save_csv: Path | None = None
+    save_video: Path | None = None
+    save_cells: Path | None = None
+    queue_size: int = 4
+    tile_overlap: int = 64
+
+
+@dataclass
+class StageTimes:
+    capture: list[float] = field(default_factory=list)
+    infer: list[float] = field(default_factory=list)
+    post: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name in ("capture", "infer", "post"):
+            values = np.asarray(getattr(self, name)) * 1e3
+            if values.size:
+                out[name] = {"mean_ms": round(float(values.mean()), 2), "p50_ms": round(float(np.percentile(values, 50)), 2),
+                             "p90_ms": round(float(np.percentile(values, 90)), 2)}
+        return out
+
+
+class Segmenter:
+    """Frame → class map with a runner: straight through at the model's size, tiled and stitched otherwise."""
+
+    def __init__(self, runner: Runner, overlap: int = 64):
+        self.runner = runner
+        h, w = runner.input_size
+        self.tiler = Tiler(h, w, overlap)
+        self.batch = runner.max_batch or 8
+
+    def fits(self, image: np.ndarray) -> bool:
+        return image.shape[:2] == tuple(self.runner.input_size)
+
+    def segment_tiled(self, image: np.ndarray) -> np.ndarray:
+        tiles, origins = self.tiler.split(image)
+        maps = np.concatenate([self.runner.infer(tiles[i : i + self.batch]) for i in range(0, len(tiles), self.batch)])
+        return self.tiler.stitch(maps, origins, *image.shape[:2])
+
+
+class Pipeline:
+    def __init__(self, source: Source, runner: Runner, counting: CountingConfig | None = None,
+                 options: RunOptions | None = None, on_frame: Callable[[Frame, FrameCounts, float], None] | None = None):
+        self.source, self.runner = source, runner
+        self.options = options or RunOptions()
+        self.counter = CellCounter(counting or CountingConfig(pixel_size_um=runner.metadata.pixel_size_um
+                                                              if runner.metadata else 0.4))
+        self.names = self.counter.config.class_names[1:]
+        self.segmenter = Segmenter(runner, self.options.tile_overlap)
+        self.renderer = OverlayRenderer(self.counter.config.class_names)
+        self.on_frame = on_frame
+        self.times = StageTimes()
+        self.dropped = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._frames_q: queue.Queue = queue.Queue(self.options.queue_size)
+        self._results_q: queue.Queue = queue.Queue(self.options.queue_size)
+
+    # -- threads ----------------------------------------------------------------------------------------------
+    def _put_frame(self, item) -> None:
+        while not self._stop.is_set():
+            if self.source.live and item is not _END:
+                try:
+                    self._frames_q.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._frames_q.get_nowait()  # the oldest frame goes: a live view must stay current
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+                    continue
+            try:
+                self._frames_q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _capture(self) -> None:
+        try:
+            frames = self.source.frames()
+            while not self._stop.is_set():
+                start = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                self.times.capture.append(time.perf_counter() - start)
+                self._put_frame(frame)
+        except CscError as err:
+            self.errors.append(str(err))
+        except Exception as err:  # a source must never take the run down with a traceback
+            self.errors.append(f"{self.source.name}: {type(err).__name__}: {err}")
+        finally:
+            self._put_frame(_END)
+
+    def _infer(self) -> None:
+        pending: tuple[Frame, object, float] | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._frames_q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                frame: Frame = item
+                start = time.perf_counter()
+                if self.segmenter.fits(frame.image):
+                    # Keep one frame in flight: submit this one, then collect the previous one.
+                    handle = self.runner.submit(frame.image[None])
+                    if pending is not None:
+                        self._finish(pending)
+                    pending = (frame, handle, start)
+                else:
+                    if pending is not None:
+                        self._finish(pending)
+                        pending = None
+                    class_map = self.segmenter.segment_tiled(frame.image)
+                    self.times.infer.append(time.perf_counter() - start)
+                    self._results_q.put((frame, class_map))
+            if pending is not None:
+                self._finish(pending)
+        except CscError as err:
+            self.errors.append(str(err))
+        except Exception as err:
+            self.errors.append(f"inference: {type(err).__name__}: {err}")
+        finally:
+            while not self._stop.is_set():
+                try:
+                    self._results_q.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def _finish(self, pending) -> None:
+        frame, handle, start = pending
+        class_map = self.runner.collect(handle)[0]
+        self.times.infer.append(time.perf_counter() - start)
+        self._results_q.put((frame, class_map))
+
+    # -- main thread ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        opts = self.options
+        counts_csv = CountsCsvWriter(opts.save_csv, self.counter.config.class_names) if opts.save_csv else None
+        cells_csv = CellsCsvWriter(opts.save_cells, self.counter.config.class_names) if opts.save_cells else None
+        video = None
+        tally = CountTally(self.names)
+        per_class: dict[str, list[float]] = {n: [] for n in self.names}
+        threads = [threading.Thread(target=self._capture, daemon=True, name="capture"),
+                   threading.Thread(target=self._infer, daemon=True, name="infer")]
+        began = time.perf_counter()
+        n = 0
+        interrupted = False
+        for t in threads:
+            t.start()
+        try:
+            while True:
+                item = self._results_q.get()
+                if item is _END:
+                    break
+                frame, class_map = item
+                start = time.perf_counter()
+                result = self.counter.count(class_map)
+                n += 1
+                fps = n / max(time.perf_counter() - began, 1e-9)
+                for name in self.names:
+                    per_class[name].append(float(result.counts[name]))
+                if frame.truth is not None:
+                    tally.add(result.counts, frame.truth)
+                if counts_csv:
+                    counts_csv.write(frame.index, frame.source, result.counts, fps)
+                if cells_csv:
+                    cells_csv.write(frame.index, frame.source, result)
+                if opts.show or opts.save_video:
+                    shown = self.renderer.render(frame.image, class_map, result.counts, fps)
+                    if opts.save_video:
+                        video = video or _open_video(opts.save_video, shown.shape)
+                        video.write(shown)
+                    if opts.show:
+                        cv2.imshow("auto-CSC", shown)
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                            break
+                self.times.post.append(time.perf_counter() - start)
+                if self.on_frame is not None:
+                    self.on_frame(frame, result, fps)
+                if (opts.max_frames and n >= opts.max_frames) or (opts.duration and time.perf_counter() - began >= opts.duration):
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            elapsed = time.perf_counter() - began
+            self._stop.set()
+            while any(t.is_alive() for t in threads):  # unblock threads waiting on a full queue
+                for q in (self._frames_q, self._results_q):
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+                time.sleep(0.01)
+            self.source.close()
+            for writer in (counts_csv, cells_csv):
+                if writer:
+                    writer.close()
+            if video is not None:
+                video.release()
+            if opts.show:
+                cv2.destroyAllWindows()
+        summary = {
+            "frames": n, "seconds": round(elapsed, 2), "fps": round(n / max(elapsed, 1e-9), 2),
+            "dropped": self.dropped, "interrupted": interrupted, "source": self.source.name,
+            "backend": f"{self.runner.name} ({self.runner.detail})", "stages": self.times.summary(),
+            "counts": {name: _stats(values) for name, values in per_class.items()},
+            "skipped": [{"file": f, "reason": r} for f, r in self.source.skipped], "errors": self.errors,
+        }
+        if tally.images:
+            summary["versus_truth"] = {k: tally.summary()[k] for k in ("count_accuracy", "mean_abs_error")}
+        return summary
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "min": 0.0, "max": 0.0, "total": 0.0}
+    a = np.asarray(values)
+    return {"mean": round(float(a.mean()), 2), "min": float(a.min()), "max": float(a.max()), "total": float(a.sum())}
+
+
+def _open_video(path: Path, shape: tuple[int, ...], fps: float = 25.0) -> cv2.VideoWriter:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() == ".mp4" else "MJPG"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (shape[1], shape[0]))
+    if not writer.isOpened():
+        raise CscError("cannot write video", path=path, fix="use a .mp4 or .avi file in a writable folder")
+    return writer
+
+
+def display_available() -> bool:
+    """Whether a window can be shown (an X/Wayland display on Linux; always on Windows and macOS)."""
+    return os.name == "nt" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or \
+        os.uname().sysname == "Darwin"
