@@ -103,7 +103,10 @@ def train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pat
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # paper: constant learning rate
     use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # bfloat16 where the GPU has it: fp16 activations of the BN-free VGG16 encoder overflow at lr 1e-3 (seen: NaN
+    # loss after ~1000 steps on an H100), bf16 has fp32's range and needs no loss scaling.
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     start, best, history = 0, -1.0, {"loss": [], "val": []}
     out = Path(out)
     if resume:
@@ -130,7 +133,7 @@ def train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pat
         images, masks = sampler.batch(config.seed, step, config.batch, ddp.rank, ddp.world)
         x = preprocess(torch.from_numpy(images).to(device))
         y = torch.from_numpy(masks).to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             loss = criterion(net(x), y)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss.item()} at step {step}; {out / 'last.pt'} keeps the last good state",
