@@ -1,0 +1,243 @@
+"""The whole pipeline with ONNX Runtime and the bundled model: demo, video, images, interrupts, tiling, sources."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.backends import open_runner
+from runtime.backends.base import Runner
+from runtime.backends.onnxruntime import OnnxRuntimeRunner
+from runtime.cli.run import DEFAULT_MODEL
+from runtime.counting import CellCounter
+from runtime.errors import CscError
+from runtime.model_meta import ModelMetadata
+from runtime.pipeline import Pipeline, RunOptions, Segmenter
+from runtime.simulator import SimConfig, SimulatedMicroscope
+from runtime.sources import CameraSource, DemoSource, Frame, ImageSource, Source, VideoSource
+from runtime.tiling import Tiler, tile_starts
+
+
+@pytest.fixture(scope="module")
+def runner():
+    with OnnxRuntimeRunner(DEFAULT_MODEL) as r:
+        yield r
+
+
+def test_bundled_model_ships_with_metadata():
+    assert DEFAULT_MODEL.is_file() and DEFAULT_MODEL.stat().st_size < 10e6
+    with OnnxRuntimeRunner(DEFAULT_MODEL) as r:
+        assert r.metadata.classes == ["background", "rbc", "macrophage"] and r.input_size == (512, 512)
+
+
+def test_demo_pipeline_counts_match_the_simulated_truth(runner, tmp_path):
+    summary = Pipeline(DemoSource(seed=3), runner, options=RunOptions(max_frames=12, save_csv=tmp_path / "c.csv")).run()
+    assert summary["frames"] == 12 and summary["dropped"] == 0 and not summary["errors"]
+    truth = summary["versus_truth"]
+    assert abs(truth["count_accuracy"]["rbc"] - 1) < 0.1, truth
+    # ~5 macrophages per frame on a slowly drifting slide: one missed cell is 20 %, so judge the error per frame
+    assert truth["mean_abs_error"]["macrophage"] <= 1.5, truth
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert rows[0] == "frame,source,rbc,macrophage,fps" and len(rows) == 13
+    assert set(summary["stages"]) == {"capture", "infer", "post"}
+
+
+def test_video_file_nothing_dropped_and_overlay_video_written(runner, tmp_path):
+    microscope = SimulatedMicroscope(SimConfig(height=512, width=512), seed=8)
+    path = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
+    truth = []
+    for i in range(6):
+        frame = microscope.frame(i)
+        writer.write(frame.image)
+        truth.append(frame.counts)
+    writer.release()
+    counted = []
+    summary = Pipeline(VideoSource(str(path)), runner,
+                       options=RunOptions(save_video=tmp_path / "out.avi", save_cells=tmp_path / "cells.csv"),
+                       on_frame=lambda f, r, fps: counted.append(r.counts)).run()
+    assert summary["frames"] == 6 and summary["dropped"] == 0
+    for got, want in zip(counted, truth):
+        assert abs(got["rbc"] - want["rbc"]) <= max(3, 0.15 * want["rbc"])
+    assert cv2.VideoCapture(str(tmp_path / "out.avi")).get(cv2.CAP_PROP_FRAME_COUNT) == 6
+    assert (tmp_path / "cells.csv").read_text().count("\n") > 6
+
+
+def test_corrupt_image_in_a_folder_is_skipped_and_listed(runner, tmp_path):
+    microscope = SimulatedMicroscope(SimConfig(height=512, width=512), seed=1)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), microscope.frame(i).image)
+    (tmp_path / "f1.png").write_bytes(b"broken")
+    summary = Pipeline(ImageSource(str(tmp_path)), runner).run()
+    assert summary["frames"] == 2
+    assert summary["skipped"][0]["file"].endswith("f1.png")
+
+
+def test_csv_complete_after_ctrl_c(runner, tmp_path):
+    def interrupt(frame, result, fps):
+        if frame.index == 4:
+            raise KeyboardInterrupt
+
+    summary = Pipeline(DemoSource(seed=1), runner, options=RunOptions(save_csv=tmp_path / "c.csv"),
+                       on_frame=interrupt).run()
+    assert summary["interrupted"] and summary["frames"] == 5
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert len(rows) == 6 and all(len(r.split(",")) == 5 for r in rows)
+
+
+class ThresholdRunner(Runner):
+    """A stand-in model: class 1 where the blue channel is dark. Tiling must reproduce it exactly."""
+
+    name = "threshold"
+
+    def __init__(self, size=128, batch="dynamic"):
+        super().__init__()
+        self.metadata = ModelMetadata(classes=["background", "rbc", "macrophage"], input_size=(size, size),
+                                      arch="test", batch=batch)
+        self.calls = 0
+
+    def activate(self):
+        self.active = True
+
+    def deactivate(self):
+        self.active = False
+
+    def infer(self, frames):
+        self.check_frames(frames)
+        self.calls += 1
+        return (frames[..., 0] < 100).astype(np.uint8)
+
+
+def test_tiling_stitches_exactly_and_counts_seam_cells_once():
+    image = np.full((300, 420, 3), 200, np.uint8)
+    for x in (64, 100, 128, 170, 300):  # discs across tile seams
+        cv2.circle(image, (x, 150), 14, (50, 50, 50), -1)
+    runner = ThresholdRunner(128)
+    stitched = Segmenter(runner, overlap=32).segment_tiled(image)
+    assert np.array_equal(stitched, (image[..., 0] < 100).astype(np.uint8))
+    assert CellCounter().count(stitched).counts["rbc"] == 5  # each disc once, seams and a touching pair included
+    assert tile_starts(420, 128, 32) == [0, 96, 192, 288, 292] and tile_starts(100, 128, 32) == [0]
+    small = np.full((90, 100, 3), 200, np.uint8)
+    assert Segmenter(runner).segment_tiled(small).shape == (90, 100)
+
+
+def test_large_frame_tiled_through_the_model_matches_its_ground_truth(runner):
+    microscope = SimulatedMicroscope(SimConfig(mode="mixed", height=900, width=1200), seed=5)
+    frame = microscope.frame(0)
+    class_map = Segmenter(runner, overlap=64).segment_tiled(frame.image)
+    counts = CellCounter().count(class_map).counts
+    for name, true in frame.counts.items():
+        assert abs(counts[name] - true) <= max(2, 0.1 * true), (name, counts[name], true)
+
+
+def test_tiler_split_shapes():
+    tiles, origins = Tiler(128, 128, 32).split(np.zeros((300, 420, 3), np.uint8))
+    assert tiles.shape == (len(origins), 128, 128, 3) and origins[0] == (0, 0) and origins[-1] == (172, 292)
+
+
+class FastLiveSource(Source):
+    def __init__(self, n=60):
+        super().__init__("fake-camera", live=True)
+        self.n = n
+
+    def frames(self):
+        for i in range(self.n):
+            yield Frame(i, np.full((128, 128, 3), 200, np.uint8), self.name)
+
+
+class SlowRunner(ThresholdRunner):
+    def infer(self, frames):
+        import time
+
+        time.sleep(0.02)
+        return super().infer(frames)
+
+
+def test_live_source_drops_oldest_frames_when_behind():
+    summary = Pipeline(FastLiveSource(), SlowRunner(128), options=RunOptions(queue_size=2)).run()
+    assert summary["dropped"] > 0 and summary["frames"] + summary["dropped"] <= 60 and summary["frames"] > 0
+
+
+class FakeCapture:
+    def __init__(self, opened=True, reads=0):
+        self.opened, self.reads = opened, reads
+
+    def isOpened(self):
+        return self.opened
+
+    def set(self, *a):
+        return True
+
+    def read(self):
+        if self.reads > 0:
+            self.reads -= 1
+            return True, np.zeros((8, 8, 3), np.uint8)
+        return False, None
+
+    def release(self):
+        pass
+
+
+def test_camera_that_does_not_exist():
+    with pytest.raises(CscError, match="cannot open camera '7'"):
+        CameraSource("7", opener=lambda *a: FakeCapture(opened=False))
+
+
+def test_lost_camera_is_retried_with_backoff_then_a_clear_error(monkeypatch):
+    import runtime.sources as sources
+
+    sleeps, messages = [], []
+    monkeypatch.setattr(sources.time, "sleep", sleeps.append)
+    captures = iter([FakeCapture(reads=3)] + [FakeCapture(opened=False)] * 5)
+    camera = CameraSource("0", retries=3, on_message=messages.append, opener=lambda *a: next(captures))
+    frames = camera.frames()
+    assert len([next(frames) for _ in range(3)]) == 3
+    with pytest.raises(CscError, match="lost and not back after 3 attempts"):
+        next(frames)
+    assert sleeps == [0.5, 1.0, 2.0] and "reconnecting (1/3)" in messages[0]
+
+
+def test_runner_selection(tmp_path):
+    runner, reason = open_runner(DEFAULT_MODEL, "auto")
+    assert isinstance(runner, OnnxRuntimeRunner) and "no TensorRT engine" in reason
+    with pytest.raises(CscError, match="cannot run a TensorRT engine"):
+        open_runner(tmp_path / "m.engine", "ort")
+    with pytest.raises(CscError, match="needs an engine file"):
+        open_runner(DEFAULT_MODEL, "trt")
+    (tmp_path / "m.engine").write_bytes(b"x")
+    trt_runner, _ = open_runner(tmp_path / "m.engine", "auto")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(CscError, match="TensorRT is not installed"):
+            trt_runner.activate()
+
+
+def test_wrong_frame_size_is_a_clear_error(runner):
+    with pytest.raises(CscError, match=r"frames must be uint8 \(N, 512, 512, 3\)"):
+        runner.infer(np.zeros((1, 256, 256, 3), np.uint8))
+
+
+def _csc_run(*args):
+    return subprocess.run([sys.executable, "-c", "from runtime.cli.run import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_demo_run_writes_the_counts_csv(tmp_path):
+    run = _csc_run("--source", "demo", "--no-show", "--max-frames", "4", "--save-csv", str(tmp_path / "c.csv"),
+                   "--summary", str(tmp_path / "s.json"))
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "c.csv").read_text().splitlines()[0] == "frame,source,rbc,macrophage,fps"
+    assert "FPS" in run.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "demo", "--model", "/nonexistent/model.onnx", "--no-show"], "model file not found"),
+    (["--no-show"], "give exactly one source"),
+    (["--video", "/nonexistent.mp4", "--no-show"], "video file not found"),
+])
+def test_cli_failures_are_one_line_without_traceback(args, message):
+    run = _csc_run(*args)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
