@@ -136,6 +136,13 @@ class SimulatedMicroscope:
         rng = np.random.default_rng([self.seed, 0xCA3E7A])
         wh, ww = cfg.height * world_scale, cfg.width * world_scale
         world = self._render_field(rng, wh, ww)
+        # A real camera keeps its focus and illumination: both are fixed for the stream (no flicker), and the
+        # defocus is applied to the slide once (blurring the absorption equals blurring the image, as the
+        # illumination is smooth), so each frame only crops, lights and adds fresh sensor noise.
+        sigma = float(rng.uniform(*cfg.defocus_sigma))
+        if sigma > 0.05:
+            cv2.GaussianBlur(world.absorption, (0, 0), sigma, dst=world.absorption)
+        light = self._illumination(rng, cfg.height, cfg.width)
         span_y, span_x = wh - cfg.height, ww - cfg.width
         t = 0
         while n_frames is None or t < n_frames:
@@ -149,6 +156,8 @@ class SimulatedMicroscope:
                 world.absorption[window],
                 world.instances[window],
                 world.instance_class,
+                sigma=0.0,
+                light=light,
             )
             t += 1
 
@@ -227,13 +236,16 @@ class SimulatedMicroscope:
         absorption[y0:y1, x0:x1] += blob[..., None]
 
     # -- camera -----------------------------------------------------------------------------------------------
-    def _photograph(self, rng, absorption, instances, instance_class) -> SimFrame:
-        """Illumination, defocus and noise over a scene; ground truth comes from the untouched instance map."""
+    def _photograph(self, rng, absorption, instances, instance_class, sigma: float | None = None,
+                    light: np.ndarray | None = None) -> SimFrame:
+        """Illumination, defocus and noise over a scene; ground truth comes from the untouched instance map.
+
+        ``sigma`` and ``light`` default to a random defocus and illumination for this frame."""
         cfg = self.config
         h, w = instances.shape
         image = np.subtract(np.float32(1.0), absorption)
-        image *= self._illumination(rng, h, w)
-        sigma = float(rng.uniform(*cfg.defocus_sigma))
+        image *= self._illumination(rng, h, w) if light is None else light
+        sigma = float(rng.uniform(*cfg.defocus_sigma)) if sigma is None else sigma
         if sigma > 0.05:
             cv2.GaussianBlur(image, (0, 0), sigma, dst=image)
         oy, ox = rng.integers(0, 64, size=2)

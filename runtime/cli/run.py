@@ -30,7 +30,7 @@ def run(
     save_video: Path = typer.Option(None, "--save-video", help="Overlay video (.mp4 or .avi)."),
     save_cells: Path = typer.Option(None, "--save-cells", help="Per-cell CSV (id, class, centroid, area, bbox, diameter)."),
     summary_json: Path = typer.Option(None, "--summary", help="Write the end-of-run summary as JSON."),
-    threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: one per core)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: all cores but one, left to capture and counting)."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
     width: int = typer.Option(None, "--width", help="Camera capture width."),
     height: int = typer.Option(None, "--height", help="Camera capture height."),
