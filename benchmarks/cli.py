@@ -1,0 +1,63 @@
+"""`csc-bench`: a report a person reads — speed per backend × precision × batch, model cost, the verdict."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from runtime.cli.common import VersionOption, console, entry
+
+app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
+
+
+@app.command(help="Benchmark a model (default: the bundled one) on each available backend and batch size: "
+                  "latency p50/p90/p99, inference-only and end-to-end FPS, FLOPs, this machine's peak, and the "
+                  "verdict against the paper's 25 FPS at 512×512.")
+def bench(
+    model: list[Path] = typer.Option(None, "--model", help="ONNX file(s) or engine(s); repeat to compare (e.g. fp32 and int8)."),
+    backend: str = typer.Option("auto", "--backend", help="auto, ort or trt."),
+    batch: list[int] = typer.Option([1], "--batch", help="Batch sizes (repeat); a static-batch model runs its own."),
+    seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Time budget of each inference-only figure."),
+    frames: int = typer.Option(150, "--frames", min=10, help="Frames of the end-to-end run."),
+    threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: all cores but one)."),
+    json_path: Path = typer.Option(None, "--json", help="Write the report as JSON."),
+    md: Path = typer.Option(None, "--md", help="Write the report as markdown."),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG chart (FPS by backend/model, 25 FPS line)."),
+    version: bool = VersionOption,  # noqa: ARG001
+) -> None:
+    from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
+    from runtime.cli.run import DEFAULT_MODEL
+    from runtime.writers import write_json
+
+    models = list(model) if model else [DEFAULT_MODEL]
+    with console.status("benchmarking…") as status:
+        report = run_bench(models, backend, BenchOptions(tuple(batch), seconds, frames, threads),
+                           progress=lambda text: status.update(f"benchmarking {text}"))
+    table = Table(title=f"auto-CSC benchmark — {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+                        f"peak {report['peak_gflops']} GFLOP/s")
+    for col in ("model", "backend", "prec.", "batch", "FPS", "p50/p90/p99 ms", "end-to-end FPS", "% of peak", "≥ 25 FPS"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        table.add_row(f"{Path(r['model']).name} ({r['arch']})", r["backend"], r["precision"], str(r["batch"]),
+                      f"{r['fps']:.1f}", f"{lat['p50']}/{lat['p90']}/{lat['p99']}", str(r["end_to_end_fps"] or "—"),
+                      f"{100 * r['fraction_of_peak']:.0f} %" if "fraction_of_peak" in r else "—",
+                      "[green]yes[/]" if r["meets_25fps"] else "[red]no[/]")
+    console.print(table)
+    flops = report["flops"]
+    console.print(f"model: {report['params']:,} parameters, {flops / 1e9:.2f} GFLOPs per frame" if flops else "")
+    verdict = all(r["meets_25fps"] for r in report["results"])
+    console.print(f"verdict: {'[green]meets[/]' if verdict else '[red]misses[/]'} the paper's 25 FPS at 512×512 "
+                  f"end-to-end on this machine")
+    if json_path:
+        write_json(json_path, report)
+    if md:
+        from runtime.imageio import write_text
+
+        write_text(md, render_markdown(report))
+    if plot:
+        render_chart(report, plot)
+
+
+main = entry(app)

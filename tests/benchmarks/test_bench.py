@@ -1,0 +1,92 @@
+import json
+
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
+from runtime.cli.run import DEFAULT_MODEL
+from runtime.graph_cost import graph_cost
+from trainer.profile import count_flops
+
+
+def test_flops_of_a_single_conv_by_hand():
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], [0.0] * 216)
+    b = helper.make_tensor("b", TensorProto.FLOAT, [8], [0.0] * 8)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [w, b])
+    cost = graph_cost(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert cost == {"params": 216 + 8, "flops": 2 * (3 * 3 * 3) * (8 * 16 * 16)}
+
+
+class TinyUNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.down = torch.nn.Conv2d(4, 8, 3, padding=1, stride=2)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.dec = torch.nn.Conv2d(12, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        e = torch.relu(self.enc(x))
+        d = self.dw(torch.relu(self.down(e)))
+        up = torch.nn.functional.interpolate(d, scale_factor=2.0, mode="nearest")
+        return self.head(torch.relu(self.dec(torch.cat([up, e], 1))))
+
+
+def test_flops_of_a_tiny_unet_match_hand_count_and_the_torch_counter(tmp_path):
+    model = TinyUNet().eval()
+    hand = 2 * (27 * 4 * 32 * 32 + 36 * 8 * 16 * 16 + 9 * 8 * 16 * 16 + 108 * 4 * 32 * 32 + 4 * 3 * 32 * 32)
+    assert count_flops(model, 32) == hand
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=True, opset_version=17)
+    cost = graph_cost(path)
+    assert cost["flops"] == hand
+    assert cost["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_graph_cost_of_the_bundled_model_equals_the_torch_count():
+    from trainer.models import build_model
+
+    assert graph_cost(DEFAULT_MODEL)["flops"] == count_flops(build_model("light-unet"), 512)
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run_bench([DEFAULT_MODEL], "ort", BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10))
+
+
+def test_report_structure(report, tmp_path):
+    assert set(report) >= {"params", "flops", "peak_gflops", "results", "machine"}
+    assert report["flops"] > 0 and report["peak_gflops"] > 0
+    (entry,) = report["results"]
+    assert {"backend", "precision", "batch", "fps", "end_to_end_fps", "latency_ms", "meets_25fps"} <= set(entry)
+    assert entry["backend"] == "onnxruntime" and entry["precision"] == "fp32" and entry["batch"] == 1
+    lat = entry["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and entry["runs"] >= 10
+    assert entry["meets_25fps"] == (entry["end_to_end_fps"] >= 25)
+    assert 0 < entry["fraction_of_peak"] < 1
+    assert set(entry["stages"]) == {"capture", "infer", "post"}
+    md = render_markdown(report)
+    assert "| default.onnx (light-unet) | onnxruntime | fp32 | 1 |" in md
+    render_chart(report, tmp_path / "chart.png")
+    import cv2
+
+    assert cv2.imread(str(tmp_path / "chart.png")).shape[0] == 420
+    json.dumps(report)
+
+
+def test_cli_writes_json_md_and_plot(tmp_path):
+    from typer.testing import CliRunner
+
+    from benchmarks.cli import app
+
+    result = CliRunner().invoke(app, ["--seconds", "0.5", "--frames", "10", "--json", str(tmp_path / "b.json"),
+                                      "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["results"][0]["meets_25fps"] in (True, False) and "verdict" in result.output
+    assert (tmp_path / "b.md").exists() and (tmp_path / "b.png").exists()
