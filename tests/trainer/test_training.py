@@ -135,3 +135,27 @@ def test_ddp_two_cpu_processes_agree(mixed, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["ddp"] == {"world_size": 2, "ranks_agree": True}
+
+
+def test_cli_eval_and_models_contracts(mixed, tmp_path):
+    from typer.testing import CliRunner
+
+    from trainer.cli.train import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["base", str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+                                 "--steps", "2", "--batch", "2", "--size", "64", "--val-every", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for name in ("best.pt", "last.pt", "metrics.json", "curves.png"):
+        assert (tmp_path / "run" / name).exists()
+    again = runner.invoke(app, ["base", str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet", "--steps", "2",
+                                "--size", "64"])
+    assert again.exit_code != 0 and "already holds a checkpoint" in str(again.exception)
+    result = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(mixed), "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert {"miou", "fwiou", "dice", "per_class_iou", "counts"} <= set(data)
+    assert set(data["per_class_iou"]) == {"background", "rbc", "macrophage"}
+    assert set(data["counts"]["count_accuracy"]) == {"rbc", "macrophage"}
+    models = runner.invoke(app, ["models"])
+    assert models.exit_code == 0 and "vgg16-unet" in models.output and "503.5" in models.output
