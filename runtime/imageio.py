@@ -76,8 +76,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     keeps the suffix, because OpenCV picks the encoder from it.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as err:
+        raise CscError(f"cannot write here ({err.strerror})", path=target, fix="choose a writable location") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

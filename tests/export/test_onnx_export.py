@@ -107,7 +107,7 @@ def test_bad_inputs(checkpoint, tmp_path):
     with pytest.raises(CscError, match="--batch"):
         ExportOptions(batch="many")
     (tmp_path / "file").write_text("")
-    with pytest.raises((CscError, OSError)):
+    with pytest.raises(CscError, match="cannot write here"):
         export_onnx(checkpoint, tmp_path / "file" / "m.onnx", ExportOptions(size=64))
     assert not (tmp_path / "m.onnx").exists()
 
