@@ -82,8 +82,13 @@ class _Sprite:
 
     absorption: np.ndarray  # float32 h×w×3, zero outside the cell
     halo: np.ndarray  # float32 h×w×3, negative (brighter) just outside the cell, zero elsewhere
-    inside: np.ndarray  # bool h×w, the geometric outline: this is the ground truth
+    inside: np.ndarray  # uint8 h×w (1 inside), the geometric outline: this is the ground truth
     radius: float
+
+    def flipped(self, flip_y: bool, flip_x: bool) -> _Sprite:
+        sy, sx = (-1 if flip_y else 1), (-1 if flip_x else 1)
+        return _Sprite(*(np.ascontiguousarray(a[::sy, ::sx]) for a in (self.absorption, self.halo, self.inside)),
+                       self.radius)
 
 
 @dataclass
@@ -109,14 +114,16 @@ class SimulatedMicroscope:
         tex = max(256, int(self.config.macrophage_diameter_um[1] / self.config.pixel_size_um * 1.6) + 8)
         self._texture = cv2.GaussianBlur(noise_rng.standard_normal((tex, tex), dtype=np.float32), (0, 0), 1.2)
         self._texture /= float(self._texture.std()) + 1e-6
-        # Cells are pasted from banks of pre-rendered sprites (random size, shape and contrast, flipped at paste
-        # time): rendering each cell from scratch costs more than a live camera frame may.
-        self._sprites = {
+        # Cells are pasted from banks of pre-rendered sprites (random size, shape and contrast, each in its four
+        # flips): rendering each cell from scratch costs more than a live camera frame may.
+        bank = {
             RBC: [_render_rbc(noise_rng, self._radius_px(noise_rng, RBC)) for _ in range(160)],
             MACROPHAGE: [
                 _render_macrophage(noise_rng, self._radius_px(noise_rng, MACROPHAGE), self._texture) for _ in range(80)
             ],
         }
+        self._sprites = {kind: [s.flipped(fy, fx) for s in sprites for fy in (False, True) for fx in (False, True)]
+                         for kind, sprites in bank.items()}
 
     def _radius_px(self, rng: np.random.Generator, kind: int) -> float:
         lo, hi = self.config.rbc_diameter_um if kind == RBC else self.config.macrophage_diameter_um
@@ -217,12 +224,12 @@ class SimulatedMicroscope:
         y0, y1, x0, x1 = max(0, top), min(h, top + sh), max(0, left), min(w, left + sw)
         if y0 >= y1 or x0 >= x1:
             return
-        flip_y, flip_x = (-1 if f else 1 for f in rng.integers(0, 2, size=2))
         cut = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
-        inside = sprite.inside[::flip_y, ::flip_x][cut]
-        np.copyto(absorption[y0:y1, x0:x1], sprite.absorption[::flip_y, ::flip_x][cut], where=inside[..., None])
-        absorption[y0:y1, x0:x1] += sprite.halo[::flip_y, ::flip_x][cut]
-        np.copyto(instances[y0:y1, x0:x1], label, where=inside)
+        inside = sprite.inside[cut]
+        patch = absorption[y0:y1, x0:x1]
+        cv2.copyTo(sprite.absorption[cut], inside, patch)  # writes into the view, like np.copyto(where=) but faster
+        patch += sprite.halo[cut]
+        instances[y0:y1, x0:x1][inside.view(bool)] = label
 
     def _paint_debris(self, rng, absorption, height, width) -> None:
         """Impurities and broken-cell fragments: small dark specks that are not cells (paper §2.1.3)."""
@@ -322,7 +329,7 @@ def _sprite(profile: np.ndarray, halo: np.ndarray, inside: np.ndarray, kind: int
     tint = _TINT[kind]
     absorption = np.where(inside[..., None], profile[..., None] * tint, 0.0).astype(np.float32)
     halo3 = np.repeat(halo[..., None], 3, axis=2).astype(np.float32)
-    return _Sprite(absorption, halo3, inside, radius)
+    return _Sprite(absorption, halo3, inside.astype(np.uint8), radius)
 
 
 def _relabel_sequential(instances: np.ndarray, present: np.ndarray) -> np.ndarray:
