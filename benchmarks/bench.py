@@ -70,7 +70,6 @@ def measure_end_to_end(runner: Runner, frames: int) -> dict:
 
 def peak_gflops(threads: int, seconds: float = 2.0) -> float:
     """This machine's measured peak for dense float32 work through ONNX Runtime (a large MatMul)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 import cv2
-import numpy as np
 
 from runtime.counting import CellCounter, CountingConfig
 from runtime.overlay import OverlayRenderer

@@ -36,5 +36,5 @@ def gpu_info() -> tuple[str, str]:
     if int(err) != 0 or not count:
         raise CscError(f"no usable NVIDIA GPU ({getattr(err, 'name', err)})", fix=INSTALL_HINT)
     err, prop = rt.cudaGetDeviceProperties(0)
-    name = prop.name.decode(errors="replace").rstrip("\\x00") if isinstance(prop.name, bytes) else str(prop.name)
+    name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
     return name, f"{prop.major}.{prop.minor}"

@@ -1,6 +1,5 @@
 import json
 
-import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper

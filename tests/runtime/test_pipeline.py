@@ -1,7 +1,6 @@
 """The whole pipeline with ONNX Runtime and the bundled model: demo, video, images, interrupts, tiling, sources."""
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
