@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.classes import CELL_SIZES, CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
-from runtime.instances import split_touching
+from runtime.instances import find_instances
 
 BORDER_POLICIES = ("count", "ignore", "half")
 _BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
@@ -97,19 +97,13 @@ class CellCounter:
         next_id = 1
         for class_id in range(1, len(cfg.class_names)):
             binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary)
-            if cfg.split_touching:
-                labels = split_touching(binary, cfg.min_radius_px(class_id)).astype(np.int32)
-                stats, centroids = _label_stats(labels)
-            else:
-                _, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
-                    binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
-                stats, centroids = stats[1:], centroids[1:]
-            keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= cfg.min_area(class_id))
-            table = _table(stats[keep], centroids[keep], class_id, next_id, cfg.pixel_size_um, h, w)
-            if labels_out is not None and keep.size:
-                lut = np.zeros(stats.shape[0] + 1, np.int32)
-                lut[keep + 1] = table["id"]
-                labels_out += lut[labels]
+            found = find_instances(binary, cfg.min_radius_px(class_id) if cfg.split_touching else None)
+            found = found.keep(np.flatnonzero(found.stats[:, cv2.CC_STAT_AREA] >= cfg.min_area(class_id)))
+            table = _table(found.stats, found.centroids, class_id, next_id, cfg.pixel_size_um, h, w)
+            if labels_out is not None and len(table):
+                lut = np.zeros(int(found.labels.max()) + 1, np.int32)
+                lut[found.ids] = table["id"]
+                labels_out += lut[found.labels]
             next_id += len(table)
             rows.append(table)
         cells = np.concatenate(rows) if rows else np.zeros(0, CELL_DTYPE)
@@ -131,25 +125,6 @@ class CellCounter:
 
 def _tidy(value: float) -> float | int:
     return int(value) if float(value).is_integer() else float(value)
-
-
-def _label_stats(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cv2-style stats (x, y, w, h, area) and centroids for labels 1..N, from the foreground pixels only."""
-    n = int(labels.max())
-    if n == 0:
-        return np.zeros((0, 5), np.int32), np.zeros((0, 2), np.float64)
-    flat = np.flatnonzero(labels)
-    lab = labels.ravel()[flat]
-    ys, xs = np.divmod(flat, labels.shape[1])
-    order = np.argsort(lab, kind="stable")
-    lab, ys, xs = lab[order], ys[order], xs[order]
-    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
-    area = np.diff(np.r_[starts, lab.size])
-    x0, x1 = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts)
-    y0, y1 = np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts)
-    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], axis=1).astype(np.int32)
-    centroids = np.stack([np.add.reduceat(xs, starts) / area, np.add.reduceat(ys, starts) / area], axis=1)
-    return stats, centroids
 
 
 def _table(stats, centroids, class_id, first_id, pixel_size_um, h, w) -> np.ndarray:
