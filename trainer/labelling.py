@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.dataset import DatasetWriter, write_sample
 from runtime.errors import CscError
-from runtime.imageio import atomic_path, list_images, read_image
+from runtime.imageio import atomic_path, list_images, read_grey
 from trainer.autolabel import AutoLabelConfig, auto_label
 
 
@@ -33,7 +33,7 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path) -> tuple[Path, np
     Returns (path, counts, polarity, problem); a bad image gives a problem instead of an exception.
     """
     try:
-        image = read_image(path)
+        image = read_grey(path)  # the auto-labeller works on grey; decoding to grey is the cheaper read
         if image.shape[0] < 3 or image.shape[1] < 3:
             raise CscError("image is empty", path=path)
         label = auto_label(image, config)
