@@ -119,12 +119,18 @@ class CameraSource(Source):
                                                                "an rtsp:// URL or a GStreamer pipeline) and that no other program uses it")
 
     def _open(self):
-        if self.spec.isdigit():
-            capture = self.opener(int(self.spec))
-        elif "!" in self.spec:
-            capture = self.opener(self.spec, cv2.CAP_GSTREAMER)
-        else:
-            capture = self.opener(self.spec)
+        # OpenCV logs every backend it tries; a missing camera gets our one clear message instead.
+        previous = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            if self.spec.isdigit():
+                capture = self.opener(int(self.spec))
+            elif "!" in self.spec:
+                capture = self.opener(self.spec, cv2.CAP_GSTREAMER)
+            else:
+                capture = self.opener(self.spec)
+        finally:
+            cv2.utils.logging.setLogLevel(previous)
         if not capture.isOpened():
             return None
         for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
