@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKGROUND, RBC, MACROPHAGE = 0, 1, 2
+RBC, MACROPHAGE = 1, 2  # 0 is the background
 CLASS_NAMES: tuple[str, ...] = ("background", "rbc", "macrophage")
-CELL_CLASSES: tuple[int, ...] = (RBC, MACROPHAGE)
 
 # Default pixel size of the simulated microscope: at 0.4 µm/px an RBC (5–7 µm) spans 12–18 px and a
 # macrophage (13–20 µm) 32–50 px on a 512×512 crop, close to the paper's crops of a 4000×3000 frame.

@@ -19,7 +19,6 @@ class Runner(ABC):
 
     def __init__(self) -> None:
         self.metadata: ModelMetadata | None = None
-        self.active = False
         self.detail = ""  # what the runner actually uses (providers, GPU), for the user and reports
 
     @abstractmethod

@@ -44,11 +44,9 @@ class OnnxRuntimeRunner(Runner):
         self._input = self.session.get_inputs()[0].name
         self._outputs = [o.name for o in self.session.get_outputs()]
         self.detail = f"{', '.join(self.session.get_providers())}, {self.threads} threads, {self.metadata.precision}"
-        self.active = True
 
     def deactivate(self) -> None:
         self.session = None
-        self.active = False
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         self.check_frames(frames)

@@ -74,7 +74,7 @@ class TensorRTRunner(Runner):
         if engine is None:
             raise CscError("TensorRT could not deserialise the engine (truncated, or from another version)",
                            path=self.engine_path, fix=f"rebuild it: {sidecar.rebuild_command(self.engine_path)}")
-        self._engine = engine
+        self._engine = engine  # execution contexts need their engine alive
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -86,7 +86,6 @@ class TensorRTRunner(Runner):
         self._slots = [self._make_slot(engine, h, w) for _ in range(self.n_slots)]
         self.detail = f"TensorRT {trt.__version__} on {gpu_name} (sm {capability}), {self.metadata.precision}, " \
                       f"{self.n_slots} streams{', CUDA graphs' if self.cuda_graph else ''}"
-        self.active = True
 
     def _make_slot(self, engine, h: int, w: int) -> _Slot:
         cudart = _cudart()
@@ -115,7 +114,6 @@ class TensorRTRunner(Runner):
             for ptr in (slot.host_in_ptr, slot.host_out_ptr):
                 cudart.cudaFreeHost(ptr)
         self._slots = []
-        self.active = False
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         return self.collect(self.submit(frames))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from collections.abc import Callable
 
 import typer
@@ -21,6 +22,11 @@ def _print_version(value: bool) -> None:
 
 
 VersionOption = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+
+
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A string Enum typer shows as a choice list, built from the tuple that defines the values elsewhere."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
 def make_app(help_text: str) -> typer.Typer:

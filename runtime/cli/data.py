@@ -1,27 +1,24 @@
 """`csc-data`: make, validate, look at and count datasets in the project's format."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from runtime.cli.common import console, entry, make_app, progress_bar
+from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.dataset import check_dataset, open_dataset
 from runtime.errors import CscError
 from runtime.imageio import write_image
 from runtime.overlay import OverlayRenderer, tile_grid
+from runtime.simulator import MODES
 from runtime.synthesize import synthesize_dataset
 
 app = make_app("Datasets: simulate ([bold]synth[/]), validate ([bold]check[/]), look ([bold]show[/]), count ([bold]count[/]).")
 
 
-class Kind(str, Enum):
-    rbc = "rbc"
-    macrophage = "macrophage"
-    mixed = "mixed"
+Kind = choices("Kind", MODES)
 
 
 @app.command()

@@ -98,10 +98,10 @@ class ThresholdRunner(Runner):
         self.calls = 0
 
     def activate(self):
-        self.active = True
+        """Nothing to load: the stand-in model is a threshold."""
 
     def deactivate(self):
-        self.active = False
+        """Nothing to release."""
 
     def infer(self, frames):
         self.check_frames(frames)

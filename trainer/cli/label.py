@@ -1,13 +1,12 @@
 """`csc-label`: auto-labels for single-kind images (paper §2.1) and the Table 1 ablation."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
-from runtime.cli.common import console, entry, make_app, progress_bar
+from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.dataset import open_dataset
 from runtime.errors import CscError
 from runtime.imageio import write_image
@@ -16,15 +15,8 @@ from runtime.overlay import OverlayRenderer, tile_grid
 app = make_app("Auto-labels for single-kind cell images ([bold]auto[/]) and the paper's ablation ([bold]ablation[/]).")
 
 
-class Kind(str, Enum):
-    rbc = "rbc"
-    macrophage = "macrophage"
-
-
-class PolarityChoice(str, Enum):
-    dark = "dark"
-    bright = "bright"
-    auto = "auto"
+Kind = choices("Kind", ("rbc", "macrophage"))  # auto-labels are for single-kind images
+PolarityChoice = choices("PolarityChoice", ("dark", "bright", "auto"))
 
 
 @app.command()
