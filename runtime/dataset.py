@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
-from runtime.imageio import list_images, read_image, read_raw, write_image, write_text
+from runtime.imageio import LABEL_MAP_PNG, list_images, read_image, read_raw, write_image, write_text
 
 FORMAT = "auto-csc-dataset/1"
 META_FILE = "dataset.json"
@@ -144,10 +144,10 @@ def write_sample(root: Path, stem: str, image: np.ndarray | None, mask: np.ndarr
     """Write one sample's files atomically; returns its per-class cell counts when instances are given."""
     if image is not None:
         write_image(root / "images" / f"{stem}{image_suffix}", image)
-    write_image(root / "masks" / f"{stem}.png", mask)
+    write_image(root / "masks" / f"{stem}.png", mask, LABEL_MAP_PNG)
     if instances is None:
         return None
-    write_image(root / "instances" / f"{stem}.png", instances.astype(np.uint16, copy=False))
+    write_image(root / "instances" / f"{stem}.png", instances.astype(np.uint16, copy=False), LABEL_MAP_PNG)
     return instance_counts(mask, instances, n_classes)
 
 

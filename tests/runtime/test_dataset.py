@@ -9,7 +9,7 @@ import pytest
 
 from runtime.dataset import DatasetWriter, check_dataset, open_dataset
 from runtime.errors import CscError
-from runtime.imageio import read_image, write_image
+from runtime.imageio import LABEL_MAP_PNG, place_file, read_image, read_raw, write_image
 
 
 def test_round_trip_synth_open_load(tmp_path):
@@ -113,6 +113,46 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         write_image(target, np.ones((8, 8, 7), np.float64))  # PNG cannot hold this: encoding fails
     assert np.array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), np.ones((8, 8), np.uint8))
     assert [p.name for p in tmp_path.iterdir()] == ["mask.png"], "no temporary file left behind"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    write_image(tmp_path / "m.png", np.zeros((4, 4), np.uint8))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_label_map_png_round_trips_exactly(tmp_path, dtype):
+    labels = np.zeros((64, 80), dtype)
+    labels[10:30, 5:40] = 2
+    labels[40:60, 50:70] = 700 if dtype == np.uint16 else 1
+    write_image(tmp_path / "l.png", labels, LABEL_MAP_PNG)
+    back = read_raw(tmp_path / "l.png")
+    assert back.dtype == dtype and np.array_equal(back, labels)
+
+
+def test_place_file_links_where_it_can_and_copies_otherwise(tmp_path, monkeypatch):
+    import os
+
+    source = tmp_path / "a.png"
+    source.write_bytes(b"pixels")
+    place_file(source, tmp_path / "out" / "a.png")
+    assert (tmp_path / "out" / "a.png").stat().st_ino == source.stat().st_ino
+    place_file(source, tmp_path / "out" / "a.png")  # again over the existing file: replaced, not an error
+    place_file(source, tmp_path / "copy" / "a.png", link=False)
+    assert (tmp_path / "copy" / "a.png").stat().st_ino != source.stat().st_ino
+
+    def cross_device(*_):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    place_file(source, tmp_path / "other" / "a.png")
+    copied = tmp_path / "other" / "a.png"
+    assert copied.read_bytes() == b"pixels" and copied.stat().st_ino != source.stat().st_ino
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
 
 def test_interrupted_writer_marks_dataset_incomplete(tmp_path):
