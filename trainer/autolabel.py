@@ -6,6 +6,7 @@ filling and splitting of touching cells (distance transform + watershed) into in
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -133,7 +134,8 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
         binary = cv2.threshold(grey, 0, 255, mode | cv2.THRESH_OTSU)[1]
     if config.contours:
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        keep = [c for c in contours if cv2.contourArea(c) >= config.min_area]
+        min_area = config.min_area  # a derived property: evaluated once, not for each of ~600 noise contours
+        keep = [c for c in contours if cv2.contourArea(c) >= min_area]
         binary = np.zeros_like(binary)
         cv2.drawContours(binary, keep, -1, 255, thickness=cv2.FILLED)
     if config.use_morphology and config.morph_iterations:
@@ -153,11 +155,13 @@ def adaptive_gaussian_threshold(grey: np.ndarray, block: int, offset: float, pol
     """255 where a pixel lies ``offset`` below (dark) or above (bright) its Gaussian-weighted local mean.
 
     The same rule as cv2.adaptiveThreshold(ADAPTIVE_THRESH_GAUSSIAN_C), with σ from the block size as OpenCV
-    derives it. A wide block (macrophages: ~71 px) makes that a slow 71-tap filter, but the local mean is smooth,
-    so it is computed on a copy shrunk by block/15 and enlarged again: 4–5× faster, same masks (tested).
+    derives it. A wide block makes that a slow wide filter (RBC 21 taps, macrophage 71), but the local mean is
+    smooth, so it is computed on a copy shrunk by the largest power of two ≤ block/10 (the shrunk σ stays ≥ 1.5 px;
+    a power of two takes INTER_AREA's fast integer path) and enlarged again: 2.5–5× faster, < 0.1 % of pixels
+    differ (tested).
     """
     sigma = 0.3 * ((block - 1) * 0.5 - 1) + 0.8
-    factor = max(1, block // 15)
+    factor = 1 << max(0, int(math.log2(block / 10)))
     if factor == 1:
         mode, c = (cv2.THRESH_BINARY_INV, offset) if polarity == "dark" else (cv2.THRESH_BINARY, -offset)
         return cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, mode, block, c)

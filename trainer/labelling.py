@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -15,7 +14,8 @@ import numpy as np
 
 from runtime.dataset import DatasetWriter, write_sample
 from runtime.errors import CscError
-from runtime.imageio import atomic_path, list_images, read_grey
+from runtime.heap import keep_freed_memory
+from runtime.imageio import list_images, place_file, read_grey
 from trainer.autolabel import AutoLabelConfig, auto_label
 
 
@@ -27,7 +27,8 @@ class LabelRun:
     polarity: Counter = field(default_factory=Counter)
 
 
-def _label_one(path: Path, config: AutoLabelConfig, out: Path) -> tuple[Path, np.ndarray | None, str | None, str | None]:
+def _label_one(path: Path, config: AutoLabelConfig, out: Path,
+               link: bool) -> tuple[Path, np.ndarray | None, str | None, str | None]:
     """Label one image and write its files (in the worker: PNG encoding would otherwise serialise on the parent).
 
     Returns (path, counts, polarity, problem); a bad image gives a problem instead of an exception.
@@ -37,8 +38,7 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path) -> tuple[Path, np
         if image.shape[0] < 3 or image.shape[1] < 3:
             raise CscError("image is empty", path=path)
         label = auto_label(image, config)
-        with atomic_path(out / "images" / path.name) as tmp:
-            shutil.copyfile(path, tmp)
+        place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
         return path, counts, label.polarity, None
     except CscError as err:
@@ -47,11 +47,17 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path) -> tuple[Path, np
 
 def _worker_init() -> None:
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would fight them
+    keep_freed_memory()
 
 
 def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *, strict: bool = False,
-                 workers: int | None = None, on_image: Callable[[], None] | None = None) -> LabelRun:
-    """Write ``out/images`` (copies), ``out/masks``, ``out/instances`` (when splitting) and ``dataset.json``."""
+                 workers: int | None = None, copy_images: bool = False,
+                 on_image: Callable[[], None] | None = None) -> LabelRun:
+    """Write ``out/images``, ``out/masks``, ``out/instances`` (when splitting) and ``dataset.json``.
+
+    The images are hard-linked into the dataset where the file system allows (copied otherwise, or always with
+    ``copy_images``): a copy would cost as much time as the labelling itself and double the disk used.
+    """
     files = list_images(images)
     out = Path(out)
     if out.resolve() == Path(images).resolve().parent:
@@ -64,7 +70,8 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
         # spawn, not fork: a forked child inherits OpenCV's thread pool in whatever state it was and can hang.
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = pool.map(_label_one, files, [config] * len(files), [writer.root] * len(files), chunksize=4)
+            n = len(files)
+            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, chunksize=8)
             for path, counts, polarity, problem in results:
                 if on_image is not None:
                     on_image()

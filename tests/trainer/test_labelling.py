@@ -31,6 +31,11 @@ def test_folder_becomes_a_valid_dataset_and_bad_images_are_skipped(rbc_images, t
     assert check_dataset(tmp_path / "out").ok
     mask = (tmp_path / "out" / "masks" / "rbc_00000.png")
     assert mask.exists()
+    linked = tmp_path / "out" / "images" / "rbc_00000.png"
+    assert linked.stat().st_ino == (images / "rbc_00000.png").stat().st_ino, "same file system: hard link"
+    label_folder(images, tmp_path / "copied", AutoLabelConfig(kind="rbc"), workers=1, copy_images=True)
+    copied = tmp_path / "copied" / "images" / "rbc_00000.png"
+    assert copied.stat().st_ino != linked.stat().st_ino and copied.read_bytes() == linked.read_bytes()
     with pytest.raises(CscError, match="zz_broken.png"):
         label_folder(images, tmp_path / "strict", AutoLabelConfig(kind="rbc"), strict=True, workers=1)
 

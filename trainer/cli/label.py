@@ -42,6 +42,7 @@ def auto(
     preview: Path = typer.Option(None, "--preview", help="PNG grid of the first images with their auto-labels."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
     workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
+    copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images into DIR/images instead of hard-linking them (links are used where the file system allows)."),
 ) -> None:
     """Label a folder of single-kind images and write a dataset in the project's format."""
     from trainer.autolabel import AutoLabelConfig
@@ -60,7 +61,8 @@ def auto(
     n = len(list_images(images))
     with progress_bar() as bar:
         task = bar.add_task(f"auto-label {kind.value}", total=n)
-        run = label_folder(images, out, config, strict=strict, workers=workers, on_image=lambda: bar.advance(task))
+        run = label_folder(images, out, config, strict=strict, workers=workers, copy_images=copy_images,
+                           on_image=lambda: bar.advance(task))
     decided = ", ".join(f"{p} for {c}" for p, c in run.polarity.items())
     console.print(f"labelled {run.labelled} images into {out} (polarity: {decided or 'none'}; "
                   f"block {config.block} px, offset {config.threshold_offset:g}, min area {config.min_area} px)")
