@@ -11,7 +11,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from runtime.backends.base import Runner
 from runtime.count_metrics import CountTally
 from runtime.counting import CellCounter, CountingConfig, FrameCounts
 from runtime.errors import CscError
+from runtime.heap import keep_freed_memory
 from runtime.overlay import OverlayRenderer
 from runtime.sources import Frame, Source
 from runtime.tiling import Tiler
@@ -56,6 +58,23 @@ class StageTimes:
                 out[name] = {"mean_ms": round(float(values.mean()), 2), "p50_ms": round(float(np.percentile(values, 50)), 2),
                              "p90_ms": round(float(np.percentile(values, 90)), 2)}
         return out
+
+
+@contextmanager
+def host_budget(runner: Runner) -> Iterator[None]:
+    """Give OpenCV (capture, counting, overlay) only the cores the backend leaves free, and keep freed image
+    buffers in the heap for the next frame.
+
+    OpenCV's pool defaults to every core, so with ONNX Runtime holding one of two cores its second thread took
+    turns with inference; and each frame's counting temporaries page-faulted fresh memory (runtime/heap.py).
+    """
+    keep_freed_memory()
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(max(1, (os.cpu_count() or 1) - runner.host_threads))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 class Segmenter:
@@ -181,6 +200,11 @@ class Pipeline:
 
     # -- main thread ------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Run until the source ends, a limit is reached, the window is closed or Ctrl-C; returns the summary."""
+        with host_budget(self.runner):
+            return self._run()
+
+    def _run(self) -> dict:
         opts = self.options
         counts_csv = CountsCsvWriter(opts.save_csv, self.counter.config.class_names) if opts.save_csv else None
         cells_csv = CellsCsvWriter(opts.save_cells, self.counter.config.class_names) if opts.save_cells else None

@@ -20,6 +20,7 @@ class Runner(ABC):
     def __init__(self) -> None:
         self.metadata: ModelMetadata | None = None
         self.detail = ""  # what the runner actually uses (providers, GPU), for the user and reports
+        self.host_threads = 0  # CPU cores the backend keeps busy while it infers (0: the work is on a GPU)
 
     @abstractmethod
     def activate(self) -> None: ...

@@ -44,9 +44,11 @@ class OnnxRuntimeRunner(Runner):
         self._input = self.session.get_inputs()[0].name
         self._outputs = [o.name for o in self.session.get_outputs()]
         self.detail = f"{', '.join(self.session.get_providers())}, {self.threads} threads, {self.metadata.precision}"
+        self.host_threads = self.threads if self.session.get_providers()[0] == "CPUExecutionProvider" else 0
 
     def deactivate(self) -> None:
         self.session = None
+        self.host_threads = 0
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         self.check_frames(frames)

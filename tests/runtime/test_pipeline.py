@@ -240,3 +240,18 @@ def test_cli_demo_run_writes_the_counts_csv(tmp_path):
 def test_cli_failures_are_one_line_without_traceback(args, message):
     run = _csc_run(*args)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_opencv_gets_only_the_cores_the_backend_leaves_free(runner):
+    import os
+
+    assert runner.host_threads == runner.threads >= 1  # ONNX Runtime on the CPU keeps its threads busy
+    seen = []
+    before = cv2.getNumThreads()
+    gpu_like = ThresholdRunner(128)  # host_threads 0: inference happens elsewhere
+    for backend, expected in ((runner, max(1, (os.cpu_count() or 1) - runner.threads)), (gpu_like, os.cpu_count())):
+        size = backend.input_size[0]
+        Pipeline(DemoSource(size=size, seed=0), backend, options=RunOptions(max_frames=2),
+                 on_frame=lambda *_: seen.append(cv2.getNumThreads())).run()
+        assert seen[-1] == expected
+        assert cv2.getNumThreads() == before, "the process-wide setting is restored after the run"
