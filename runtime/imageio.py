@@ -16,12 +16,18 @@ from runtime.errors import CscError
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
+def is_image_name(path: Path) -> bool:
+    """An image by its suffix, and not hidden: a dot-name is a temporary file of ours left by a killed run, or
+    macOS metadata (``._x.png``) copied along on a shared drive, never a picture."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files of a folder, sorted by name; an error when the folder is missing or holds none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CscError("not a folder", path=folder, fix="pass a folder of .png/.tif/.jpg images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
     if not files:
         raise CscError("no images found", path=folder, fix=f"put images with one of {', '.join(IMAGE_SUFFIXES)} there")
     return files

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import CscError
-from runtime.imageio import IMAGE_SUFFIXES, read_image
+from runtime.imageio import is_image_name, read_image
 
 
 @dataclass
@@ -61,9 +61,9 @@ class ImageSource(Source):
         super().__init__(spec, live=False)
         path = Path(spec)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.iterdir() if is_image_name(p))
         else:
-            files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(Path(p) for p in glob.glob(spec) if is_image_name(Path(p)))
         if not files:
             raise CscError("no images found", path=spec, fix="pass a folder or a glob like 'data/*.png'")
         self.files = files

@@ -79,6 +79,15 @@ def test_empty_folder(tmp_path):
         open_dataset(tmp_path)
 
 
+def test_hidden_files_are_not_images(tmp_path):
+    from runtime.imageio import list_images
+
+    write_image(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / ".a.1234-0.tmp.png").write_bytes(b"half-written by a killed run")
+    (tmp_path / "._a.png").write_bytes(b"macOS metadata")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png"]
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(CscError, match="dataset folder not found"):
         open_dataset(tmp_path / "nope")
