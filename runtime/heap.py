@@ -17,7 +17,7 @@ _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 
-MMAP_THRESHOLD = 32 << 20  # glibc's ceiling: up to a 4k colour frame (36 MB) is the only thing still mmap'd
+MMAP_THRESHOLD = 32 << 20  # glibc's ceiling; larger buffers (a 4000×3000 colour frame, 36 MB) are still mmap'd
 TRIM_THRESHOLD = 256 << 20  # the most freed memory a process keeps rather than returning it to the system
 TOP_PAD = 16 << 20
 

@@ -56,7 +56,8 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     """Write ``out/images``, ``out/masks``, ``out/instances`` (when splitting) and ``dataset.json``.
 
     The images are hard-linked into the dataset where the file system allows (copied otherwise, or always with
-    ``copy_images``): a copy would cost as much time as the labelling itself and double the disk used.
+    ``copy_images``): no bytes move and no disk is doubled. A link is the same file, so an input edited in place
+    changes the dataset's image too; tools that save by writing a new file (most do) leave it alone.
     """
     files = list_images(images)
     out = Path(out)

@@ -42,7 +42,7 @@ def auto(
     preview: Path = typer.Option(None, "--preview", help="PNG grid of the first images with their auto-labels."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
     workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
-    copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images into DIR/images instead of hard-linking them (links are used where the file system allows)."),
+    copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images into DIR/images instead of hard-linking them (the default where the file system allows; a link shares edits made in place to the input)."),
 ) -> None:
     """Label a folder of single-kind images and write a dataset in the project's format."""
     from trainer.autolabel import AutoLabelConfig
