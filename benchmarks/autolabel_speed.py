@@ -13,7 +13,6 @@ Run: python -m benchmarks.autolabel_speed [--n 1000] [--repeats 3] [--out benchm
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -24,8 +23,9 @@ from pathlib import Path
 
 import cv2
 
+from benchmarks.publish import publish
 from runtime.heap import keep_freed_memory
-from runtime.imageio import list_images, read_grey, write_text
+from runtime.imageio import list_images, read_grey
 from runtime.synthesize import synthesize_dataset
 from trainer.autolabel import AutoLabelConfig, auto_label
 from trainer.labelling import label_folder
@@ -92,7 +92,4 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
-    text = json.dumps(measure(args.n, args.repeats), indent=2) + "\n"
-    print(text, end="")
-    if args.out:
-        write_text(args.out, text)
+    publish(measure(args.n, args.repeats), args.out)

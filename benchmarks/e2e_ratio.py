@@ -10,7 +10,6 @@ Run: python -m benchmarks.e2e_ratio [--pairs 8] [--frames 150] [--out benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -19,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.publish import publish
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
 from runtime.cli.run import DEFAULT_MODEL
-from runtime.imageio import write_text
 from runtime.pipeline import Pipeline, RunOptions
 from runtime.simulator import make_microscope
 from runtime.sources import DemoSource
@@ -58,7 +57,4 @@ if __name__ == "__main__":
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
-    text = json.dumps(measure(args.pairs, args.frames), indent=2) + "\n"
-    print(text, end="")
-    if args.out:
-        write_text(args.out, text)
+    publish(measure(args.pairs, args.frames), args.out)

@@ -89,3 +89,15 @@ def test_cli_writes_json_md_and_plot(tmp_path):
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["results"][0]["meets_25fps"] in (True, False) and "verdict" in result.output
     assert (tmp_path / "b.md").exists() and (tmp_path / "b.png").exists()
+
+
+def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(tmp_path, capsys):
+    from benchmarks.e2e_ratio import measure
+    from benchmarks.publish import publish
+
+    result = measure(pairs=2, frames=10)
+    assert len(result["pairs"]) == 2 and "CPUExecutionProvider" in result["runner"]
+    for pair in result["pairs"]:
+        assert pair["inference_fps"] > 0 and pair["ratio"] == pytest.approx(pair["end_to_end_fps"] / pair["inference_fps"], abs=2e-3)
+    publish(result, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(capsys.readouterr().out) == result
