@@ -3,9 +3,11 @@ within 15 % of inference-only).
 
 This shared VM drifts by tens of percent within seconds, so each pipeline run is sandwiched between two
 inference-only runs with the same runner and threads, and compared with their mean; the result is the median
-over --pairs such sandwiches, every one listed, and the ratio of the pooled frame rates.
+over --pairs such sandwiches, every one listed, and the ratio of the pooled frame rates. --baseline runs the
+pipeline without its host budget (OpenCV on every core, glibc's allocator defaults), as it was before; run it in a
+process of its own, because the budget's allocator setting stays for the life of a process.
 
-Run: python -m benchmarks.e2e_ratio [--pairs 8] [--frames 150] [--out benchmarks/results/e2e_ratio.json]
+Run: python -m benchmarks.e2e_ratio [--pairs 8] [--frames 150] [--baseline] [--out benchmarks/results/e2e_ratio.json]
 """
 from __future__ import annotations
 
@@ -35,19 +37,19 @@ def inference_fps(runner: OnnxRuntimeRunner, frame: np.ndarray, n: int = 40) -> 
     return n / (time.perf_counter() - start)
 
 
-def measure(pairs: int = 8, frames: int = 150) -> dict:
+def measure(pairs: int = 8, frames: int = 150, budget: bool = True) -> dict:
     frame = make_microscope("mixed").frame(0).image[None]
     rows = []
     with OnnxRuntimeRunner(DEFAULT_MODEL) as runner:
         for _ in range(pairs):
             before = inference_fps(runner, frame)
-            e2e = Pipeline(DemoSource(seed=0), runner, options=RunOptions(max_frames=frames)).run()["fps"]
+            e2e = Pipeline(DemoSource(seed=0), runner, options=RunOptions(max_frames=frames, host_budget=budget)).run()["fps"]
             inference = (before + inference_fps(runner, frame)) / 2
             rows.append({"inference_fps": round(inference, 1), "end_to_end_fps": e2e, "ratio": round(e2e / inference, 3)})
         detail = runner.detail
     pooled = sum(r["end_to_end_fps"] for r in rows) / sum(r["inference_fps"] for r in rows)
     return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "runner": detail,
-            "frames_per_run": frames, "pairs": rows, "median_ratio": round(statistics.median(r["ratio"] for r in rows), 3),
+            "host_budget": budget, "frames_per_run": frames, "pairs": rows, "median_ratio": round(statistics.median(r["ratio"] for r in rows), 3),
             "pooled_ratio": round(pooled, 3)}
 
 
@@ -55,6 +57,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--baseline", action="store_true", help="without the pipeline's host budget")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
-    publish(measure(args.pairs, args.frames), args.out)
+    publish(measure(args.pairs, args.frames, budget=not args.baseline), args.out)

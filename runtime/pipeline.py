@@ -42,6 +42,7 @@ class RunOptions:
     save_cells: Path | None = None
     queue_size: int = 4
     tile_overlap: int = 64
+    host_budget: bool = True  # False: leave OpenCV's threads and the allocator as the embedding program set them
 
 
 @dataclass
@@ -201,6 +202,8 @@ class Pipeline:
     # -- main thread ------------------------------------------------------------------------------------------
     def run(self) -> dict:
         """Run until the source ends, a limit is reached, the window is closed or Ctrl-C; returns the summary."""
+        if not self.options.host_budget:
+            return self._run()
         with host_budget(self.runner):
             return self._run()
 

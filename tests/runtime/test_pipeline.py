@@ -255,3 +255,8 @@ def test_opencv_gets_only_the_cores_the_backend_leaves_free(runner):
                  on_frame=lambda *_: seen.append(cv2.getNumThreads())).run()
         assert seen[-1] == expected
         assert cv2.getNumThreads() == before, "the process-wide setting is restored after the run"
+    cv2.setNumThreads(before + 3)  # an embedding program's own choice is left alone when asked
+    Pipeline(DemoSource(size=512, seed=0), runner, options=RunOptions(max_frames=2, host_budget=False),
+             on_frame=lambda *_: seen.append(cv2.getNumThreads())).run()
+    cv2.setNumThreads(before)
+    assert seen[-1] == before + 3
