@@ -33,6 +33,31 @@ def match_instances(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5)
     return tp, len(area_p) - tp, len(area_t) - tp
 
 
+def match_points(labels: np.ndarray, points: np.ndarray, ignore: np.ndarray | None = None) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of predicted instances against annotated points.
+
+    For count-only ground truth (one point per cell, or a box's centre): a point matches the instance that
+    contains it, one point per instance, so two points in one instance are one hit and one miss (a merged pair),
+    and a point on background is a miss. Predicted instances whose ids are in ``ignore`` (typically those cut by
+    the frame edge, which annotators mark only when most of the cell is inside) are not false positives when no
+    point falls in them; when one does they are hits like any other. The scored predicted count is tp + fp.
+    """
+    labels = np.asarray(labels)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    h, w = labels.shape
+    xs = np.clip(np.rint(points[:, 0]).astype(np.int64), 0, w - 1)
+    ys = np.clip(np.rint(points[:, 1]).astype(np.int64), 0, h - 1)
+    hit = np.unique(labels[ys, xs])
+    hit = hit[hit != 0]
+    tp = len(hit)
+    predicted = np.unique(labels)
+    predicted = predicted[predicted != 0]
+    unmatched = np.setdiff1d(predicted, hit, assume_unique=True)
+    if ignore is not None and len(ignore):
+        unmatched = np.setdiff1d(unmatched, np.asarray(ignore), assume_unique=False)
+    return tp, len(unmatched), len(points) - tp
+
+
 @dataclass
 class CountTally:
     """Accumulates predicted and true counts and instance matches over a dataset, per class name."""

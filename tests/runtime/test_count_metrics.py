@@ -82,3 +82,20 @@ def test_unwritable_csv_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(CscError, match="cannot write"):
         CountsCsvWriter(tmp_path / "file" / "counts.csv")
+
+
+def test_point_matching_on_a_hand_made_case():
+    from runtime.count_metrics import match_points
+
+    labels = np.zeros((20, 40), np.int32)
+    labels[2:8, 2:8] = 1  # one point inside: a hit
+    labels[2:8, 12:22] = 2  # two points inside (a merged pair): one hit, one miss
+    labels[12:18, 2:8] = 3  # no point: a false positive
+    labels[12:20, 30:40] = 4  # cut by the frame edge, no point: ignored when asked
+    points = np.array([[4, 4], [14, 5], [19, 5], [30, 3]], float)  # the last one lies on background: a miss
+    assert match_points(labels, points) == (2, 2, 2)
+    assert match_points(labels, points, ignore=np.array([4])) == (2, 1, 2)
+    # An ignored instance that a point does fall in is an ordinary hit.
+    assert match_points(labels, np.array([[35.0, 15.0]]), ignore=np.array([4])) == (1, 3, 0)
+    assert match_points(np.zeros_like(labels), points) == (0, 0, 4)
+    assert match_points(labels, np.zeros((0, 2))) == (0, 4, 0)
