@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from runtime.classes import CELL_SIZES, CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
+from runtime.classes import CELL_SIZES, CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, RBC
 from runtime.errors import CscError
 from runtime.instances import find_instances
+from runtime.scale import estimate_diameter
 
 BORDER_POLICIES = ("count", "ignore", "half")
 _BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
@@ -30,20 +31,29 @@ CELL_DTYPE = np.dtype([
 @dataclass(frozen=True)
 class CountingConfig:
     """Counting options. Defaults: minimum areas from the cell sizes, touching cells split, border cells counted
-    once (a cell cut by the frame edge is still a cell in the frame, as in the simulator's ground truth)."""
+    once (a cell cut by the frame edge is still a cell in the frame, as in the simulator's ground truth).
+
+    The scale: ``pixel_size_um``, or ``diameter_px`` (the typical RBC diameter in px, i.e. a pixel size of the
+    RBC's typical µm over it), or neither (None, None): estimated for each frame from its own class map.
+    """
 
     class_names: tuple[str, ...] = CLASS_NAMES
-    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
+    pixel_size_um: float | None = DEFAULT_PIXEL_SIZE_UM
     min_area_px: Mapping[str, int] | None = None
     min_area_um2: Mapping[str, float] | None = None
     split_touching: bool = True
     border: str = "count"
+    diameter_px: float | None = None
 
     def __post_init__(self) -> None:
         if self.border not in BORDER_POLICIES:
             raise ValueError(f"border policy must be one of {', '.join(BORDER_POLICIES)}, got {self.border!r}")
-        if self.pixel_size_um <= 0:
+        if self.pixel_size_um is not None and self.pixel_size_um <= 0:
             raise ValueError(f"pixel size must be positive, got {self.pixel_size_um}")
+        if self.diameter_px is not None and self.diameter_px < 2:
+            raise ValueError(f"diameter must be at least 2 px, got {self.diameter_px}")
+        if self.min_area_um2 and self.pixel_size_um is None:
+            raise ValueError("minimum areas in µm² need a pixel size")
         for table in (self.min_area_px or {}, self.min_area_um2 or {}):
             for name, value in table.items():
                 if name not in self.class_names[1:]:
@@ -51,18 +61,27 @@ class CountingConfig:
                 if value < 0:
                     raise ValueError(f"minimum area of {name} must not be negative, got {value}")
 
-    def min_area(self, class_id: int) -> int:
+    @property
+    def fixed_pixel_size_um(self) -> float | None:
+        """The pixel size every frame is counted at, or None when it is estimated per frame."""
+        if self.diameter_px is not None:
+            return CELL_SIZES[RBC].typical_um / self.diameter_px
+        return self.pixel_size_um
+
+    def min_area(self, class_id: int, pixel_size_um: float | None = None) -> int:
+        pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
         name = self.class_names[class_id]
         if self.min_area_px and name in self.min_area_px:
             return int(self.min_area_px[name])
         if self.min_area_um2 and name in self.min_area_um2:
-            return int(round(self.min_area_um2[name] / self.pixel_size_um**2))
+            return int(round(self.min_area_um2[name] / pixel_size_um**2))
         size = CELL_SIZES.get(class_id)
-        return size.min_area_px(self.pixel_size_um) if size else 1
+        return size.min_area_px(pixel_size_um) if size else 1
 
-    def min_radius_px(self, class_id: int) -> float:
+    def min_radius_px(self, class_id: int, pixel_size_um: float | None = None) -> float:
+        pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
         size = CELL_SIZES.get(class_id)
-        return (size.min_um if size else 2.0) / self.pixel_size_um / 2.0
+        return (size.min_um if size else 2.0) / pixel_size_um / 2.0
 
 
 @dataclass
@@ -73,6 +92,8 @@ class FrameCounts:
     cells: np.ndarray  # structured array of CELL_DTYPE
     labels: np.ndarray | None = None  # int32 instance map (ids = cells["id"]) when asked for
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM  # the scale counted at (given, or estimated from this frame)
+    scale: str = "given"  # "given", "estimated" or "default" (estimation asked for, too few cells to measure)
 
 
 class CellCounter:
@@ -95,11 +116,14 @@ class CellCounter:
         rows: list[np.ndarray] = []
         labels_out = np.zeros((h, w), np.int32) if return_labels else None
         next_id = 1
+        pixel_size, scale = self._scale(class_map)
         for class_id in range(1, len(cfg.class_names)):
             binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary)
-            found = find_instances(binary, cfg.min_radius_px(class_id) if cfg.split_touching else None)
-            found = found.keep(np.flatnonzero(found.stats[:, cv2.CC_STAT_AREA] >= cfg.min_area(class_id)))
-            table = _table(found.stats, found.centroids, class_id, next_id, cfg.pixel_size_um, h, w)
+            min_area = cfg.min_area(class_id, pixel_size)
+            found = find_instances(binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None,
+                                   min_area)
+            found = found.keep(np.flatnonzero(found.stats[:, cv2.CC_STAT_AREA] >= min_area))
+            table = _table(found.stats, found.centroids, class_id, next_id, pixel_size, h, w)
             if labels_out is not None and len(table):
                 lut = np.zeros(int(found.labels.max()) + 1, np.int32)
                 lut[found.ids] = table["id"]
@@ -110,7 +134,22 @@ class CellCounter:
         weights = np.where(cells["touches_border"], _BORDER_WEIGHT[cfg.border], 1.0).astype(np.float32)
         totals = np.bincount(cells["class_id"], weights=weights, minlength=len(cfg.class_names))
         counts = {name: _tidy(totals[i]) for i, name in enumerate(cfg.class_names) if i}
-        return FrameCounts(counts, cells, labels_out, weights)
+        return FrameCounts(counts, cells, labels_out, weights, pixel_size, scale)
+
+    def _scale(self, class_map: np.ndarray) -> tuple[float, str]:
+        """(pixel size, where it came from) for this frame: the configured one, else read off the cells of the
+        first class with a known size and enough cells to measure (runtime/scale.py)."""
+        fixed = self.config.fixed_pixel_size_um
+        if fixed is not None:
+            return fixed, "given"
+        for class_id in range(1, len(self.config.class_names)):
+            size = CELL_SIZES.get(class_id)
+            if size is None:
+                continue
+            diameter = estimate_diameter(cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary))
+            if diameter:
+                return size.typical_um / diameter, "estimated"
+        return DEFAULT_PIXEL_SIZE_UM, "default"
 
     def _validate(self, class_map: np.ndarray) -> None:
         if not isinstance(class_map, np.ndarray) or class_map.ndim != 2 or class_map.dtype != np.uint8:

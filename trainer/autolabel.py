@@ -1,49 +1,94 @@
 """Auto-labels for single-kind images by classical image processing (paper §2.1), torch-free.
 
-Steps, each switchable: Gaussian filter (3×3, σ 0.8) → adaptive Gaussian threshold → Suzuki outer contours
-with small areas removed, filled → erosion then dilation (3×3, for macrophages). Beyond the paper: hole
-filling and splitting of touching cells (distance transform + watershed) into instance labels.
+The paper's steps, each switchable: Gaussian filter (3×3, σ 0.8) → adaptive Gaussian threshold → Suzuki outer
+contours with small areas removed, filled → erosion then dilation (3×3, for macrophages). Its defaults assume
+one known magnification and clean brightfield frames; on real stained smears (colour, pale centres, uneven light,
+debris, white cells, unknown pixel size) they over-count 1.2–2.3×. So the defaults here add, in order:
+
+- **scale**: the typical cell diameter is estimated per image (runtime/scale.py) unless ``pixel_size_um`` or
+  ``diameter_px`` is given, and every size-dependent parameter follows from it;
+- **channel**: on colour images, the colour direction that best separates cells from background (Fisher's
+  discriminant of a first Otsu split) instead of plain grey: stained cells differ from the background in hue
+  more than in brightness, and a grey fibre or scale bar does not;
+- **threshold** ``auto``: one global Otsu threshold, on the image flattened by its background (a morphological
+  opening wider than the cells, ImageJ's rolling ball) when the illumination varies by more than a quarter of the
+  cell contrast — the paper's adaptive threshold stays selectable;
+- **fill** ``holes``: open rims closed, then holes smaller than a cell filled (pale centres), whereas the
+  paper's filled outer contours also fill the background that a ring of touching cells encloses;
+- **split**: touching cells split by distance-transform dynamics (runtime/instances.py), shared with counting;
+- **reject**: objects that are not cells of the kind — specks, thin fibres, rims left open, and for RBC labels
+  white cells (a nucleus stained blue-purple) — are dropped from the label and reported, never counted.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from runtime.classes import CELL_SIZES, DEFAULT_PIXEL_SIZE_UM, MACROPHAGE, RBC, class_id
-from runtime.instances import split_touching
+from runtime.classes import CELL_SIZES, MACROPHAGE, RBC, class_id
+from runtime.instances import find_instances
+from runtime.scale import estimate_diameter
 
 Polarity = Literal["dark", "bright", "auto"]
+THRESHOLDS = ("auto", "otsu", "adaptive")
+FILLS = ("holes", "contours", "none")
+CHANNELS = ("auto", "grey")
+
+# Rejection, relative to the typical cell: thinner than THIN × its radius (no pixel that far inside: fibres, open
+# rims, a scale bar). For RBC labels also nucleated cells: NUCLEATED of their pixels stained towards blue-purple (blue minus red
+# at least NUCLEUS_STAIN grey levels above the image's median), as white-cell nuclei and platelets are in Giemsa,
+# Wright and May-Grünwald stains while red cells and background are pink to grey (measured on the BCCD smears:
+# blue minus red -10…+8 for 90 % of pixels, 50–90 on nuclei).
+THIN = 0.3
+# Stained less than UNSTAINED × the median object (colour images): the object's chromaticity moves from the
+# background's less than that fraction of the way the typical object's does — grey dust and debris, fibres,
+# a scale bar, lysed ghosts. Skipped where objects and background hardly differ in colour (MIN_STAIN, in
+# chromaticity units of 1/3 = grey), e.g. grey or fluorescence images.
+UNSTAINED = 0.35
+MIN_STAIN = 0.01
+NUCLEATED = 0.05
+NUCLEUS_STAIN = 30
+# The background varies "too much" for one global threshold when its spread exceeds this fraction of the
+# cell/background contrast.
+UNEVEN = 0.25
 
 
 @dataclass(frozen=True)
 class AutoLabelConfig:
-    """Paper defaults. Block size and offset are not in the paper; their defaults (None) derive from the kind's
-    cell size, as tuned on simulated single-kind sets (a block about 1.2–1.4 cell diameters wide, see README)."""
+    """Step switches and parameters. ``pixel_size_um`` and ``diameter_px`` both None: the scale is estimated per
+    image; block size and offset (not in the paper) derive from the cell size as tuned on simulated sets."""
 
     kind: str = "rbc"
+    channel: str = "auto"
     gaussian: bool = True
     gaussian_ksize: int = 3
     gaussian_sigma: float = 0.8
-    threshold: bool = True
+    threshold: str = "auto"
     block_size: int | None = None
     offset: float | None = None
     polarity: Polarity = "auto"
-    contours: bool = True
-    min_area_px: int | None = None  # None: from the kind's cell size and the pixel size
+    fill: str = "holes"
+    close_rims: bool = True
+    min_area_px: int | None = None  # None: from the kind's cell size at the image's scale
     min_area_um2: float | None = None
-    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
+    pixel_size_um: float | None = None
+    diameter_px: float | None = None
     morphology: bool | None = None  # None: on for macrophages, as in the paper
     morph_iterations: int = 1
-    fill_holes: bool = False
     split_touching: bool = False
+    reject: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("rbc", "macrophage"):
             raise ValueError(f"--kind must be rbc or macrophage (single-kind images), got {self.kind!r}")
+        for name, value, allowed in (("--threshold", self.threshold, THRESHOLDS), ("--fill", self.fill, FILLS),
+                                     ("--channel", self.channel, CHANNELS), ("--polarity", self.polarity,
+                                                                            ("dark", "bright", "auto"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.block_size is not None and (self.block_size < 3 or self.block_size % 2 == 0):
             raise ValueError(f"--block-size must be odd and at least 3, got {self.block_size}")
         if self.gaussian_ksize < 1 or self.gaussian_ksize % 2 == 0:
@@ -54,12 +99,16 @@ class AutoLabelConfig:
             raise ValueError(f"--min-area must not be negative, got {self.min_area_px}")
         if self.min_area_um2 is not None and self.min_area_um2 < 0:
             raise ValueError(f"--min-area-um2 must not be negative, got {self.min_area_um2}")
-        if self.pixel_size_um <= 0:
+        if self.pixel_size_um is not None and self.pixel_size_um <= 0:
             raise ValueError(f"--pixel-size must be positive, got {self.pixel_size_um}")
+        if self.diameter_px is not None and self.diameter_px < 2:
+            raise ValueError(f"--diameter must be at least 2 px, got {self.diameter_px}")
+        if self.pixel_size_um is not None and self.diameter_px is not None:
+            raise ValueError("give --pixel-size or --diameter, not both (each sets the scale)")
+        if self.min_area_um2 is not None and self.pixel_size_um is None:
+            raise ValueError("--min-area-um2 needs --pixel-size (or give --min-area in px)")
         if self.morph_iterations < 0:
             raise ValueError(f"--morph-iterations must not be negative, got {self.morph_iterations}")
-        if self.polarity not in ("dark", "bright", "auto"):
-            raise ValueError(f"--polarity must be dark, bright or auto, got {self.polarity!r}")
 
     @property
     def class_id(self) -> int:
@@ -70,33 +119,71 @@ class AutoLabelConfig:
         return self.class_id == MACROPHAGE if self.morphology is None else self.morphology
 
     @property
+    def given_scale(self) -> bool:
+        return self.pixel_size_um is not None or self.diameter_px is not None
+
+    def at_scale(self, diameter_px: float) -> Scaled:
+        """The size-dependent parameters for cells of this typical diameter in px."""
+        return Scaled(self, diameter_px)
+
+    def scaled(self) -> Scaled | None:
+        """The parameters at the given scale; None when the scale is to be estimated per image."""
+        if self.diameter_px is not None:
+            return self.at_scale(self.diameter_px)
+        if self.pixel_size_um is not None:
+            return self.at_scale(CELL_SIZES[self.class_id].typical_um / self.pixel_size_um)
+        return None
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """Size-dependent parameters of one image: everything follows from the typical diameter in px."""
+
+    config: AutoLabelConfig
+    diameter_px: float
+
+    @property
+    def size(self):
+        return CELL_SIZES[self.config.class_id]
+
+    @property
+    def pixel_size_um(self) -> float:
+        """The pixel size this diameter implies for a typical cell of the kind (exact when it was given)."""
+        return self.config.pixel_size_um or self.size.typical_um / self.diameter_px
+
+    @property
     def min_area(self) -> int:
-        """Smallest kept contour area in px: explicit px, else µm² over the pixel size, else from cell size."""
-        if self.min_area_px is not None:
-            return self.min_area_px
-        if self.min_area_um2 is not None:
-            return int(round(self.min_area_um2 / self.pixel_size_um**2))
-        return CELL_SIZES[self.class_id].min_area_px(self.pixel_size_um)
+        """Smallest kept object in px: explicit px, else µm² over the pixel size, else from the cell size."""
+        cfg = self.config
+        if cfg.min_area_px is not None:
+            return cfg.min_area_px
+        if cfg.min_area_um2 is not None:
+            return int(round(cfg.min_area_um2 / self.pixel_size_um**2))
+        return self.size.min_area_px(self.pixel_size_um)
 
     @property
     def block(self) -> int:
-        """Adaptive-threshold window in px (odd)."""
-        if self.block_size is not None:
-            return self.block_size
+        """Adaptive-threshold window in px (odd): ≈1.2 (RBC) / 1.4 (macrophage) of the largest cell's diameter."""
+        if self.config.block_size is not None:
+            return self.config.block_size
         widths = {RBC: 1.2, MACROPHAGE: 1.4}
-        size = CELL_SIZES[self.class_id].max_um / self.pixel_size_um * widths[self.class_id]
-        return max(3, int(round(size)) | 1)
+        return max(3, int(round(self.size.max_um / self.pixel_size_um * widths[self.config.class_id])) | 1)
 
     @property
     def threshold_offset(self) -> float:
-        """How far below (dark) or above (bright) the local mean a pixel must lie to be a cell."""
-        if self.offset is not None:
-            return self.offset
-        return {RBC: 6.0, MACROPHAGE: 4.0}[self.class_id]
+        """How far below (dark) or above (bright) the local mean a pixel must lie to be a cell (adaptive)."""
+        if self.config.offset is not None:
+            return self.config.offset
+        return {RBC: 6.0, MACROPHAGE: 4.0}[self.config.class_id]
 
     @property
     def expected_radius_px(self) -> float:
-        return CELL_SIZES[self.class_id].min_um / self.pixel_size_um / 2.0
+        """Radius of the smallest cell of the kind: the splitter's and the rejection's yardstick."""
+        return self.size.min_um / self.pixel_size_um / 2.0
+
+    @property
+    def typical_area(self) -> float:
+        return math.pi * (self.diameter_px / 2.0) ** 2
 
 
 @dataclass
@@ -104,17 +191,45 @@ class AutoLabel:
     mask: np.ndarray  # uint8 class map with the kind's class id
     instances: np.ndarray | None  # uint16 labels when touching cells are split
     polarity: str  # the polarity used (what `auto` decided)
+    diameter_px: float  # the typical cell diameter used (given, or estimated from the image)
+    scale: str  # "given" | "estimated" | "default": where the diameter came from
+    threshold: str  # the threshold used: "otsu", "flattened otsu" or "adaptive"
+    rejected: dict[str, int] = field(default_factory=dict)  # objects left out of the label, by reason
 
 
 def detect_polarity(grey: np.ndarray) -> str:
     """``dark`` when cells are darker than the background (brightfield), ``bright`` otherwise (fluorescence).
 
-    The background is the bulk of the histogram, so its median sits near the background level; cells make the
-    longer tail on their side of it.
+    Of the two classes of an Otsu split, the background is the one whose largest connected region spans the
+    frame, while cells are blobs (the older rule alone, that the background is the bulk of the histogram, fails
+    on dense smears where cells cover more than half of the frame). When both or neither span, that rule
+    decides: the median sits near the background level and cells make the longer tail on their side of it.
+    Both look at the image with its slow illumination changes removed (minus a blur a fifth of the frame wide):
+    a vignetted corner would otherwise be one more dark "blob".
     """
-    cdf = np.cumsum(cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel())
+    small = np.ascontiguousarray(grey[::2, ::2])
+    sigma = min(small.shape) / 10
+    shrink = max(1, int(sigma // 4))
+    smooth = cv2.GaussianBlur(cv2.resize(small, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_AREA),
+                              (0, 0), sigma / shrink)
+    smooth = cv2.resize(smooth, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR)
+    small = cv2.add(cv2.subtract(small, smooth, dtype=cv2.CV_16S), 128, dtype=cv2.CV_8U)
+    bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+    spans = [_spans(part) for part in (bright, cv2.bitwise_not(bright))]
+    if spans[0] != spans[1]:
+        return "dark" if spans[0] else "bright"
+    cdf = np.cumsum(cv2.calcHist([small], [0], None, [256], [0, 256]).ravel())
     lo, med, hi = np.searchsorted(cdf, cdf[-1] * np.array([0.005, 0.5, 0.995]))
     return "dark" if med - lo >= hi - med else "bright"
+
+
+def _spans(part: np.ndarray, reach: float = 0.9) -> bool:
+    """Whether the largest connected region of a binary image reaches across ``reach`` of its width and height."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(part, 4, cv2.CV_32S)
+    if n < 2:
+        return False
+    x, y, w, h, _ = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+    return w >= reach * part.shape[1] and h >= reach * part.shape[0]
 
 
 _KERNEL3 = np.ones((3, 3), np.uint8)
@@ -126,29 +241,203 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     if config.gaussian:
         grey = cv2.GaussianBlur(grey, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
     polarity = detect_polarity(grey) if config.polarity == "auto" else config.polarity
-    if config.threshold:
-        binary = adaptive_gaussian_threshold(grey, config.block, config.threshold_offset, polarity)
+    if config.channel == "auto" and image.ndim == 3:
+        cells = cell_contrast(image, grey, polarity)
+        if config.gaussian:
+            cells = cv2.GaussianBlur(cells, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
     else:
-        # Ablation baseline: one global Otsu threshold over the whole image.
-        mode = cv2.THRESH_BINARY_INV if polarity == "dark" else cv2.THRESH_BINARY
-        binary = cv2.threshold(grey, 0, 255, mode | cv2.THRESH_OTSU)[1]
-    if config.contours:
+        cells = cv2.bitwise_not(grey) if polarity == "dark" else grey
+    scaled, origin = config.scaled(), "given"
+    if scaled is None:
+        diameter = estimate_diameter(_fill_all_holes(_otsu(_level(cells, smooth_background(cells)))))
+        scaled, origin = (config.at_scale(diameter), "estimated") if diameter else (config.at_scale(_fallback(config)), "default")
+    binary, used, cells = _threshold(cells, scaled)
+    min_area = scaled.min_area
+    if config.fill == "contours":
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        min_area = config.min_area  # a derived property: evaluated once, not for each of ~600 noise contours
         keep = [c for c in contours if cv2.contourArea(c) >= min_area]
         binary = np.zeros_like(binary)
         cv2.drawContours(binary, keep, -1, 255, thickness=cv2.FILLED)
+    else:
+        if config.close_rims:
+            side = max(3, int(round(0.15 * scaled.diameter_px)) | 1)
+            binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+        if config.fill == "holes":
+            binary = fill_holes(binary, max_area=scaled.typical_area)
     if config.use_morphology and config.morph_iterations:
         binary = cv2.erode(binary, _KERNEL3, anchor=(-1, -1), iterations=config.morph_iterations)
         binary = cv2.dilate(binary, _KERNEL3, anchor=(-1, -1), iterations=config.morph_iterations)
-    if config.fill_holes:
-        binary = fill_holes(binary)
-    instances = None
-    if config.split_touching:
-        instances = split_touching(binary > 0, config.expected_radius_px, min_area=config.min_area)
-        binary = np.where(instances > 0, 255, 0).astype(np.uint8)
-    mask = cv2.threshold(binary, 0, config.class_id, cv2.THRESH_BINARY)[1]
-    return AutoLabel(mask, instances, polarity)
+    rejected = {}
+    if config.reject:
+        binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0)
+    found = find_instances(binary, scaled.expected_radius_px if config.split_touching else None, min_area)
+    areas = found.stats[:, cv2.CC_STAT_AREA]
+    bad = areas < min_area  # specks and debris (a split never leaves a part this small: parts merge instead)
+    rejected["small"] = int(bad.sum())
+    if config.reject:
+        if config.class_id == RBC and image.ndim == 3:
+            nucleated = ~bad & _nucleated(found, image)
+            rejected["nucleated"] = int(nucleated.sum())
+            bad |= nucleated
+        if image.ndim == 3:
+            unstained = ~bad & _unstained(found, image, binary)
+            rejected["unstained"] = int(unstained.sum())
+            bad |= unstained
+    labels = found.keep(np.flatnonzero(~bad)).dense_labels()
+    instances = labels if config.split_touching else None
+    mask = (labels > 0).astype(np.uint8) * np.uint8(config.class_id)
+    return AutoLabel(mask, instances, polarity, round(scaled.diameter_px, 1), origin, used,
+                     {k: v for k, v in rejected.items() if v})
+
+
+def _fallback(config: AutoLabelConfig) -> float:
+    """The diameter when an image holds too few cells to measure: the kind's typical size at the default pixel
+    size (the simulator's)."""
+    from runtime.classes import DEFAULT_PIXEL_SIZE_UM
+
+    return CELL_SIZES[config.class_id].typical_um / DEFAULT_PIXEL_SIZE_UM
+
+
+def _remove_thin(binary: np.ndarray, depth: float) -> tuple[np.ndarray, int]:
+    """The mask opened with a disc of radius ``depth`` — fibres, open rims and a scale bar vanish, also where
+    they cross a cell, whose outline it barely touches — and how many objects vanished entirely."""
+    side = max(3, 2 * int(round(depth)) + 1)
+    opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    n, labels = cv2.connectedComponents(binary, connectivity=8)
+    points = cv2.findNonZero(opened)
+    if points is None:
+        return opened, n - 1
+    points = points.reshape(-1, 2)
+    surviving = len(np.unique(labels[points[:, 1], points[:, 0]]))
+    return opened, n - 1 - surviving
+
+
+def _unstained(found, image: np.ndarray, binary: np.ndarray) -> np.ndarray:
+    """Per instance: is its colour shift from the background below UNSTAINED × the median instance's."""
+    if len(found.ids) < 3:
+        return np.zeros(len(found.ids), bool)
+    pixels = image.reshape(-1, 3).astype(np.float32)
+    chroma = pixels[:, ::2] / np.maximum(pixels.sum(1, keepdims=True), 1.0)  # blue and red shares: brightness-free
+    background = chroma[binary.reshape(-1) == 0].mean(0)
+    size = int(found.labels.max()) + 1
+    labels = found.labels.reshape(-1)
+    area = np.maximum(found.stats[:, cv2.CC_STAT_AREA], 1)
+    shift = np.stack([np.bincount(labels, weights=chroma[:, i], minlength=size)[found.ids] / area for i in (0, 1)], 1)
+    shift -= background
+    typical = np.median(shift, axis=0)
+    norm = float(np.hypot(*typical))
+    if norm < MIN_STAIN:
+        return np.zeros(len(found.ids), bool)
+    return shift @ (typical / norm) < UNSTAINED * norm
+
+
+def _nucleated(found, image: np.ndarray) -> np.ndarray:
+    """Per instance: are at least NUCLEATED of its pixels stained like a nucleus (see NUCLEUS_STAIN)."""
+    if not len(found.ids):
+        return np.zeros(0, bool)
+    purple = cv2.subtract(image[..., 0], image[..., 2], dtype=cv2.CV_16S)
+    level = int(np.median(purple[::4, ::4])) + NUCLEUS_STAIN
+    points = cv2.findNonZero(cv2.compare(purple, level, cv2.CMP_GE))
+    if points is None:
+        return np.zeros(len(found.ids), bool)
+    points = points.reshape(-1, 2)
+    size = int(found.labels.max()) + 1
+    stained = np.bincount(found.labels[points[:, 1], points[:, 0]], minlength=size)
+    return stained[found.ids] >= NUCLEATED * found.stats[:, cv2.CC_STAT_AREA]
+
+
+def cell_contrast(image: np.ndarray, grey: np.ndarray, polarity: str) -> np.ndarray:
+    """uint8 image in which cells are bright: the colour direction that best separates cells from background.
+
+    Fisher's linear discriminant of the two classes of a first Otsu split of the grey image (statistics from every
+    fourth pixel), stretched to 0–255 and oriented so that the cell class (dark in grey for brightfield) is high.
+    """
+    sample = image[::4, ::4].reshape(-1, 3).astype(np.float32)
+    split = cv2.threshold(grey[::4, ::4], 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1].reshape(-1).astype(bool)
+    cells = ~split if polarity == "dark" else split
+    if cells.sum() < 8 or (~cells).sum() < 8:
+        return cv2.bitwise_not(grey) if polarity == "dark" else grey
+    within = np.cov(sample[cells].T) * cells.mean() + np.cov(sample[~cells].T) * (~cells).mean()
+    direction = np.linalg.solve(within + 1e-3 * np.eye(3), sample[cells].mean(0) - sample[~cells].mean(0))
+    projected = sample @ direction
+    lo, hi = np.percentile(projected, (0.5, 99.5))
+    scale = 255.0 / max(hi - lo, 1e-6)
+    matrix = (direction * scale).reshape(1, 3).astype(np.float32)
+    return cv2.transform(image, np.hstack([matrix, [[-lo * scale]]]).astype(np.float32)).clip(0, 255).astype(np.uint8)
+
+
+def smooth_background(cells: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """The illumination as a quadratic surface, fitted to the background only: fitted to every 4th pixel, then
+    refitted without the pixels that lie well above it (cells, being bright here) — vignetting and a tilted
+    lamp are smooth at the frame's scale whatever the cells' size, which is not known yet."""
+    h, w = cells.shape
+    ys, xs = np.mgrid[0:h:4, 0:w:4]
+    u, v = (xs.ravel() / w - 0.5).astype(np.float32), (ys.ravel() / h - 0.5).astype(np.float32)
+    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], 1)
+    values = cells[::4, ::4].ravel().astype(np.float32)
+    keep = np.ones(values.size, bool)
+    for _ in range(iterations):
+        coef = np.linalg.lstsq(basis[keep], values[keep], rcond=None)[0]
+        residual = values - basis @ coef
+        keep = residual < 2.0 * residual[keep].std() + 1e-6
+    U, V = np.meshgrid((np.arange(w) / w - 0.5).astype(np.float32), (np.arange(h) / h - 0.5).astype(np.float32))
+    return (coef[0] + coef[1] * U + coef[2] * V + coef[3] * U * U + coef[4] * U * V + coef[5] * V * V)
+
+
+def _level(cells: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The image minus its background, the background's median level kept, as uint8."""
+    flat = cells.astype(np.float32) - background + float(np.median(background[::8, ::8]))
+    return np.clip(flat, 0, 255).astype(np.uint8)
+
+
+def _field_width(cells: np.ndarray) -> float:
+    """The widest background window: a fifth of the frame, and at least 64 px (half the frame if smaller), so
+    that on a small crop it still exceeds the cells before their size is known."""
+    side = min(cells.shape)
+    return max(side / 5, min(side / 2, 64.0))
+
+
+def flatten(cells: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image minus its background (the background level kept), and the background: a grey opening with a
+    disc ``width`` px wide — cells, being narrower, vanish from it — computed where that disc spans ~9 px."""
+    background = _background(cells, width)
+    flat = cells.astype(np.int16) - background + int(np.median(background[::8, ::8]))
+    return np.clip(flat, 0, 255).astype(np.uint8), background
+
+
+def _background(cells: np.ndarray, width: float) -> np.ndarray:
+    h, w = cells.shape
+    factor = max(1, int(width // 9))
+    small = cv2.resize(cells, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA) if factor > 1 else cells
+    side = max(3, int(round(width / factor)) | 1)
+    background = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    background = cv2.GaussianBlur(background, (0, 0), side / 2)
+    return cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR) if factor > 1 else background
+
+
+def _otsu(cells: np.ndarray) -> np.ndarray:
+    return cv2.threshold(cells, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+
+
+def _threshold(cells: np.ndarray, scaled: Scaled) -> tuple[np.ndarray, str, np.ndarray]:
+    """Binary cell mask (255) of the cells-bright image by the configured method, the method used, and the image
+    it thresholded (flattened where the background was uneven: contrasts are then measured on it)."""
+    method = scaled.config.threshold
+    if method == "adaptive":
+        return adaptive_gaussian_threshold(cells, scaled.block, scaled.threshold_offset, "bright"), "adaptive", cells
+    if method == "otsu":
+        return _otsu(cells), "otsu", cells
+    smooth = smooth_background(cells)
+    residual = _level(cells, smooth)
+    local = _background(residual, min(5.0 * scaled.diameter_px, _field_width(cells)))
+    background = smooth + local.astype(np.float32) - float(np.median(local[::8, ::8]))
+    flat = _level(cells, background)
+    binary = _otsu(flat)
+    contrast = cv2.mean(cells, mask=binary)[0] - cv2.mean(cells, mask=cv2.bitwise_not(binary))[0]
+    spread = np.subtract(*np.percentile(background[::8, ::8], (95, 5)))
+    if spread > UNEVEN * contrast:
+        return binary, "flattened otsu", flat
+    return _otsu(cells), "otsu", cells
 
 
 def adaptive_gaussian_threshold(grey: np.ndarray, block: int, offset: float, polarity: str) -> np.ndarray:
@@ -175,7 +464,32 @@ def adaptive_gaussian_threshold(grey: np.ndarray, block: int, offset: float, pol
     return cv2.compare(grey.astype(np.float32), mean + offset, cv2.CMP_GT)
 
 
-def fill_holes(binary: np.ndarray) -> np.ndarray:
+def fill_holes(binary: np.ndarray, max_area: float | None = None, min_solidity: float = 0.8) -> np.ndarray:
+    """Fill background regions not connected to the image border.
+
+    With ``max_area``, only the holes of a cell: smaller than that and roughly convex (solidity, area over
+    convex-hull area, ≥ ``min_solidity``), like a pale centre. The gaps that three or four touching cells enclose
+    are concave-sided and stay background: filled, they would weld the cells into one blob that no splitter
+    can take apart again.
+    """
+    if max_area is None:
+        return _fill_all_holes(binary)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.bitwise_not(binary), 4, cv2.CV_32S)
+    h, w = binary.shape
+    x, y, bw, bh, area = stats.T
+    hole = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area < max_area)
+    hole[0] = False  # label 0 is the foreground itself
+    if not hole.any():
+        return binary
+    holes = hole.astype(np.uint8)[labels] * np.uint8(255)
+    contours, _ = cv2.findContours(holes, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    concave = [c for c in contours
+               if len(c) > 4 and cv2.contourArea(c) < min_solidity * cv2.contourArea(cv2.convexHull(c))]
+    cv2.drawContours(holes, concave, -1, 0, thickness=cv2.FILLED)
+    return cv2.bitwise_or(binary, holes)
+
+
+def _fill_all_holes(binary: np.ndarray) -> np.ndarray:
     """Fill background regions not connected to the image border (flood fill from a padded corner)."""
     padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     flood = padded.copy()
@@ -189,4 +503,8 @@ def config_for(kind: str, **overrides) -> AutoLabelConfig:
     return replace(AutoLabelConfig(kind=kind), **overrides)
 
 
-__all__ = ["AutoLabel", "AutoLabelConfig", "auto_label", "config_for", "detect_polarity", "fill_holes", "RBC", "MACROPHAGE"]
+# The paper's pipeline as published, at a given pixel size: the ablation's base and `--paper` on the CLI.
+PAPER_STEPS = dict(channel="grey", threshold="adaptive", fill="contours", close_rims=False, reject=False)
+
+__all__ = ["AutoLabel", "AutoLabelConfig", "PAPER_STEPS", "auto_label", "config_for", "detect_polarity", "fill_holes",
+           "RBC", "MACROPHAGE"]

@@ -15,7 +15,8 @@ import numpy as np
 from runtime.dataset import DatasetWriter, write_sample
 from runtime.errors import CscError
 from runtime.heap import keep_freed_memory
-from runtime.imageio import list_images, place_file, read_grey
+from runtime.classes import DEFAULT_PIXEL_SIZE_UM
+from runtime.imageio import list_images, place_file, read_grey, read_image
 from trainer.autolabel import AutoLabelConfig, auto_label
 
 
@@ -25,22 +26,33 @@ class LabelRun:
     labelled: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     polarity: Counter = field(default_factory=Counter)
+    threshold: Counter = field(default_factory=Counter)
+    scale: Counter = field(default_factory=Counter)
+    rejected: Counter = field(default_factory=Counter)
+    diameters: list[float] = field(default_factory=list)
+
+    @property
+    def median_diameter(self) -> float | None:
+        return float(np.median(self.diameters)) if self.diameters else None
 
 
 def _label_one(path: Path, config: AutoLabelConfig, out: Path,
-               link: bool) -> tuple[Path, np.ndarray | None, str | None, str | None]:
+               link: bool) -> tuple[Path, np.ndarray | None, dict | None, str | None]:
     """Label one image and write its files (in the worker: PNG encoding would otherwise serialise on the parent).
 
-    Returns (path, counts, polarity, problem); a bad image gives a problem instead of an exception.
+    Returns (path, counts, what the labeller decided, problem); a bad image gives a problem instead of an exception.
     """
     try:
-        image = read_grey(path)  # the auto-labeller works on grey; decoding to grey is the cheaper read
+        # The colour step needs colour; otherwise decoding straight to grey is the cheaper read.
+        image = read_image(path) if config.channel == "auto" else read_grey(path)
         if image.shape[0] < 3 or image.shape[1] < 3:
             raise CscError("image is empty", path=path)
         label = auto_label(image, config)
         place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
-        return path, counts, label.polarity, None
+        decided = {"diameter_px": label.diameter_px, "scale": label.scale, "threshold": label.threshold,
+                   "polarity": label.polarity, "rejected": label.rejected}
+        return path, counts, decided, None
     except CscError as err:
         return path, None, None, err.reason
 
@@ -66,14 +78,16 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     run = LabelRun(out)
     workers = workers or os.cpu_count() or 1
     source = f"auto-labels of {Path(images).resolve()} (kind={config.kind})"
-    with DatasetWriter(out, source=source, pixel_size_um=config.pixel_size_um,
+    per_image: dict[str, dict] = {}
+    fixed = config.scaled()
+    with DatasetWriter(out, source=source, pixel_size_um=fixed.pixel_size_um if fixed else DEFAULT_PIXEL_SIZE_UM,
                        extra={"kind": config.kind, "autolabel": _config_json(config)}) as writer:
         # spawn, not fork: a forked child inherits OpenCV's thread pool in whatever state it was and can hang.
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             n = len(files)
             results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, chunksize=8)
-            for path, counts, polarity, problem in results:
+            for path, counts, decided, problem in results:
                 if on_image is not None:
                     on_image()
                 if problem is not None:
@@ -84,13 +98,35 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
                     continue
                 writer.record(path.stem, counts)
                 run.labelled += 1
-                run.polarity[polarity] += 1
-        writer.extra["polarity"] = dict(run.polarity)
+                run.polarity[decided["polarity"]] += 1
+                run.threshold[decided["threshold"]] += 1
+                run.scale[decided["scale"]] += 1
+                run.rejected.update(decided["rejected"])
+                run.diameters.append(decided["diameter_px"])
+                per_image[path.stem] = decided
+        _record_decisions(writer, run, per_image, config)
     return run
+
+
+def _record_decisions(writer: DatasetWriter, run: LabelRun, per_image: dict, config: AutoLabelConfig) -> None:
+    """What the labeller decided, in dataset.json: per image, and the folder's scale (the median estimate where
+    it was estimated: training and counting read ``pixel_size_um``)."""
+    writer.extra.update(polarity=dict(run.polarity), threshold=dict(run.threshold), rejected=dict(run.rejected),
+                        autolabel_images=per_image)
+    if run.diameters:
+        writer.extra["diameter_px"] = {"median": round(run.median_diameter, 1), "min": min(run.diameters),
+                                       "max": max(run.diameters)}
+    if not config.given_scale and run.median_diameter:
+        writer.pixel_size_um = round(config.at_scale(run.median_diameter).pixel_size_um, 4)
+        writer.extra["scale"] = "estimated"
+    else:
+        writer.extra["scale"] = "given" if config.given_scale else "default"
 
 
 def _config_json(config: AutoLabelConfig) -> dict:
     data = asdict(config)
-    data.update(block_size=config.block, offset=config.threshold_offset, min_area_px=config.min_area,
-                morphology=config.use_morphology)
+    data.update(morphology=config.use_morphology)
+    fixed = config.scaled()
+    if fixed is not None:  # with the scale estimated these differ per image
+        data.update(block_size=fixed.block, offset=fixed.threshold_offset, min_area_px=fixed.min_area)
     return data

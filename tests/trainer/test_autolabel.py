@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from runtime.classes import MACROPHAGE, RBC
-from trainer.autolabel import AutoLabelConfig, auto_label, config_for, detect_polarity, fill_holes
+from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label, config_for, detect_polarity, fill_holes
 
 BG = 200
 
@@ -18,8 +18,8 @@ def iou(a, b):
 
 
 def plain(kind="rbc", **kw):
-    """Fixed parameters, so the tests do not depend on the size-derived defaults."""
-    base = dict(block_size=41, offset=10, min_area_px=20, pixel_size_um=0.4)
+    """The paper's steps with fixed parameters, so the tests do not depend on the size-derived defaults."""
+    base = dict(PAPER_STEPS, block_size=41, offset=10, min_area_px=20, pixel_size_um=0.4)
     base.update(kw)
     return config_for(kind, **base)
 
@@ -40,18 +40,25 @@ def test_contour_filling_turns_a_ring_into_a_disc():
     img = canvas()
     cv2.circle(img, (80, 48), 14, 80, 3)  # a dark rim with a background-coloured centre (biconcave RBC)
     filled = auto_label(img, plain()).mask > 0
-    ring_only = auto_label(img, plain(contours=False)).mask > 0
+    ring_only = auto_label(img, plain(fill="none")).mask > 0
     assert filled[48, 80] and not ring_only[48, 80]
     assert filled.sum() > 1.5 * ring_only.sum()
 
 
-def test_hole_filling_without_contours():
+def test_hole_filling_fills_a_cells_holes_but_not_the_gap_between_cells():
     ring = np.zeros((40, 40), np.uint8)
     cv2.circle(ring, (20, 20), 10, 255, 3)
     assert ring[20, 20] == 0 and fill_holes(ring)[20, 20] == 255
+    assert fill_holes(ring, max_area=400)[20, 20] == 255  # a pale centre: small and round
+    assert fill_holes(ring, max_area=100)[20, 20] == 0  # larger than a cell: background
     img = canvas()
     cv2.circle(img, (80, 48), 14, 80, 3)
-    assert auto_label(img, plain(contours=False, fill_holes=True)).mask[48, 80] == RBC
+    assert auto_label(img, plain(fill="holes", pixel_size_um=0.2)).mask[48, 80] == RBC  # RBCs ≈ 30 px across
+    # Four touching discs enclose a concave-sided gap: filled, it would weld them into one blob.
+    four = np.zeros((80, 80), np.uint8)
+    for x, y in ((25, 25), (55, 25), (25, 55), (55, 55)):
+        cv2.circle(four, (x, y), 16, 255, -1)
+    assert four[40, 40] == 0 and fill_holes(four, max_area=2000)[40, 40] == 0 and fill_holes(four)[40, 40] == 255
 
 
 def test_small_areas_are_removed_in_px_and_um2():
@@ -62,15 +69,15 @@ def test_small_areas_are_removed_in_px_and_um2():
     assert mask[48, 40] == RBC and mask[48, 120] == 0
     assert auto_label(img, plain(min_area_px=0)).mask[48, 120] == RBC
     # 30 px at 0.5 µm/px is 7.5 µm²
-    cfg = config_for("rbc", block_size=41, offset=10, min_area_um2=7.5, pixel_size_um=0.5)
-    assert cfg.min_area == 30 and auto_label(img, cfg).mask[48, 120] == 0
+    cfg = config_for("rbc", **dict(PAPER_STEPS, block_size=41, offset=10, min_area_um2=7.5, pixel_size_um=0.5))
+    assert cfg.scaled().min_area == 30 and auto_label(img, cfg).mask[48, 120] == 0
 
 
 def test_gaussian_filter_removes_salt_noise_before_thresholding():
     rng = np.random.default_rng(0)
     img = np.clip(canvas() + rng.normal(0, 6, canvas().shape), 0, 255).astype(np.uint8)  # sensor noise, σ 6
-    noisy = auto_label(img, plain(min_area_px=0, contours=False, gaussian=False)).mask
-    smooth = auto_label(img, plain(min_area_px=0, contours=False, gaussian=True)).mask
+    noisy = auto_label(img, plain(min_area_px=0, fill="none", gaussian=False)).mask
+    smooth = auto_label(img, plain(min_area_px=0, fill="none", gaussian=True)).mask
     assert (noisy > 0).sum() > 10 * max(1, (smooth > 0).sum())
 
 
@@ -121,13 +128,22 @@ def test_wrong_parameters_are_clear_errors():
         AutoLabelConfig(kind="platelet")
     with pytest.raises(ValueError, match="polarity"):
         AutoLabelConfig(polarity="sideways")
+    with pytest.raises(ValueError, match="not both"):
+        AutoLabelConfig(pixel_size_um=0.2, diameter_px=30)
+    with pytest.raises(ValueError, match="needs --pixel-size"):
+        AutoLabelConfig(min_area_um2=10)
+    with pytest.raises(ValueError, match="--threshold must be one of"):
+        AutoLabelConfig(threshold="local")
 
 
-def test_size_derived_defaults_scale_with_pixel_size():
-    fine, coarse = AutoLabelConfig(kind="rbc", pixel_size_um=0.2), AutoLabelConfig(kind="rbc", pixel_size_um=0.4)
+def test_size_derived_defaults_scale_with_pixel_size_or_diameter():
+    fine, coarse = AutoLabelConfig(pixel_size_um=0.2).scaled(), AutoLabelConfig(pixel_size_um=0.4).scaled()
     assert fine.block > coarse.block and fine.block % 2 == 1
     assert fine.min_area > coarse.min_area
-    assert AutoLabelConfig(kind="macrophage").block > coarse.block
+    assert AutoLabelConfig(kind="macrophage", pixel_size_um=0.4).scaled().block > coarse.block
+    # A diameter is the same scale: 6 µm RBCs (the typical size) at 0.2 µm/px are 30 px across.
+    assert AutoLabelConfig(diameter_px=30).scaled().min_area == fine.min_area
+    assert AutoLabelConfig().scaled() is None, "no scale given: estimated per image"
 
 
 @pytest.mark.parametrize("polarity", ["dark", "bright"])
@@ -144,3 +160,47 @@ def test_fast_wide_block_threshold_matches_opencv(polarity, kind, block):
     reference = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, mode, block, c)
     fast = adaptive_gaussian_threshold(grey, block, 4, polarity)
     assert (fast == reference).mean() > 0.998
+
+
+def smear(zoom: int) -> np.ndarray:
+    """A stained smear at a magnification: 22 pink cells with pale centres (7 of them touching another) on a
+    blue-grey background with a little uneven light, a grey fibre across the field and across cells, grey dust,
+    and a white cell whose nucleus is stained purple."""
+    h, w = 240 * zoom, 320 * zoom
+    yy, xx = np.mgrid[0:h, 0:w]
+    light = (1.0 - 0.12 * ((xx / w - 0.3) ** 2 + (yy / h - 0.4) ** 2))[..., None]
+    image = np.empty((h, w, 3), np.float32)
+    image[:] = (205, 195, 180)  # BGR: blue-grey background
+    centres = [(40 + 60 * i, 40 + 55 * j) for i in range(5) for j in range(4) if (i, j) not in ((1, 1), (3, 2), (4, 3))]
+    centres += [(92, 95), (118, 95), (210, 150), (236, 150), (200, 20)]  # two touching pairs, 26 px apart
+    for x, y in centres:
+        cv2.circle(image, (x * zoom, y * zoom), 13 * zoom, (170, 120, 185), -1)  # pink-purple cell
+        cv2.circle(image, (x * zoom, y * zoom), 5 * zoom, (190, 165, 195), -1)  # pale centre
+    cv2.circle(image, (270 * zoom, 205 * zoom), 20 * zoom, (200, 170, 190), -1)  # white cell: pale cytoplasm
+    cv2.circle(image, (270 * zoom, 205 * zoom), 12 * zoom, (150, 60, 90), -1)  # and a purple nucleus
+    cv2.line(image, (0, 225 * zoom), (320 * zoom, 120 * zoom), (110, 110, 110), 2 * zoom)  # a grey fibre
+    for x, y in ((30, 220), (160, 20), (300, 30)):
+        cv2.circle(image, (x * zoom, y * zoom), 2 * zoom, (90, 90, 90), -1)  # dust
+    image = image * light
+    noise = np.random.default_rng(zoom).normal(0, 2.0, image.shape)
+    return cv2.GaussianBlur(np.clip(image + noise, 0, 255).astype(np.uint8), (0, 0), 0.7 * zoom)
+
+
+@pytest.mark.parametrize("zoom", [1, 2])
+def test_defaults_count_a_stained_smear_at_any_magnification_without_a_pixel_size(zoom):
+    """The issue's failure modes at two magnifications, no --pixel-size or --diameter: the diameter is estimated
+    (26 px × zoom), pale centres are filled, touching pairs split, and the fibre, the dust and the white cell are
+    left out and reported rather than counted."""
+    label = auto_label(smear(zoom), AutoLabelConfig(split_touching=True))
+    assert label.scale == "estimated" and label.diameter_px == pytest.approx(26 * zoom, rel=0.15)
+    assert int(label.instances.max()) == 22
+    assert label.mask[40 * zoom, 40 * zoom] == RBC, "a pale centre belongs to its cell"
+    assert label.mask[205 * zoom, 270 * zoom] == 0 and label.rejected.get("nucleated") == 1
+    assert label.mask[int(172.5 * zoom), 160 * zoom] == 0, "the fibre is not a cell"
+    assert label.rejected.get("unstained", 0) + label.rejected.get("thin", 0) + label.rejected.get("small", 0) >= 2
+
+
+def test_paper_steps_over_count_the_same_smear():
+    """The paper's pipeline at the right scale still counts the fibre pieces, dust and the white cell."""
+    paper = auto_label(smear(1), config_for("rbc", split_touching=True, pixel_size_um=6.0 / 26, **PAPER_STEPS))
+    assert int(paper.instances.max()) > 22

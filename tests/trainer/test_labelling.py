@@ -13,7 +13,7 @@ from trainer.labelling import label_folder
 
 @pytest.fixture(scope="module")
 def rbc_images(tmp_path_factory):
-    root = synthesize_dataset("rbc", 5, tmp_path_factory.mktemp("rbc"), seed=2, size=128)
+    root = synthesize_dataset("rbc", 5, tmp_path_factory.mktemp("rbc"), seed=2, size=256)
     return root / "images"
 
 
@@ -52,7 +52,15 @@ def test_cli_contract_writes_masks_instances_and_preview(rbc_images, tmp_path):
     assert result.exit_code == 0, result.output
     assert len(list((out / "masks").glob("*.png"))) == 5
     assert len(list((out / "instances").glob("*.png"))) == 5
-    assert (tmp_path / "p.png").exists() and "polarity: dark for 5" in " ".join(result.output.split())
+    printed = " ".join(result.output.split())
+    assert (tmp_path / "p.png").exists() and "polarity: dark ×5" in printed
+    meta = json.loads((out / "dataset.json").read_text())
+    # No --pixel-size: the diameter is estimated in every image, printed, and recorded with the pixel size it
+    # implies (the simulator's RBCs are 5–7 µm at 0.4 µm/px, i.e. 12.5–17.5 px).
+    assert meta["scale"] == "estimated" and 12 <= meta["diameter_px"]["median"] <= 18
+    assert f"median {meta['diameter_px']['median']:.1f} px" in printed
+    assert abs(meta["pixel_size_um"] - 0.4) < 0.1
+    assert set(meta["autolabel_images"]) == {f"rbc_{i:05d}" for i in range(5)}
     labels = check_dataset(out)
     assert labels.ok and labels.cells["rbc"] > 0 and labels.cells["macrophage"] == 0
     # the labels are close to the simulator's ground truth (mIoU over background and cells, paper eq. 5)

@@ -11,6 +11,7 @@ from runtime.dataset import open_dataset
 from runtime.errors import CscError
 from runtime.imageio import write_image
 from runtime.overlay import OverlayRenderer, tile_grid
+from trainer.autolabel import CHANNELS, FILLS, THRESHOLDS
 
 app = make_app("Auto-labels for single-kind cell images ([bold]auto[/]) and the paper's ablation ([bold]ablation[/]).")
 
@@ -19,41 +20,54 @@ Kind = choices("Kind", ("rbc", "macrophage"))  # auto-labels are for single-kind
 PolarityChoice = choices("PolarityChoice", ("dark", "bright", "auto"))
 
 
+ThresholdChoice = choices("ThresholdChoice", THRESHOLDS)
+FillChoice = choices("FillChoice", FILLS)
+ChannelChoice = choices("ChannelChoice", CHANNELS)
+
+
 @app.command()
 def auto(
     images: Path = typer.Argument(..., help="Folder of single-kind images (a dataset's images/ folder works)."),
     kind: Kind = typer.Option(..., "--kind", help="Which cells the images hold; sets the mask's class id (rbc 1, macrophage 2)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel. Without it (and without --diameter) the cell diameter is estimated in every image."),
+    diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the cells in px (instead of --pixel-size)."),
+    paper: bool = typer.Option(False, "--paper", help="The paper's steps as published: grey, adaptive threshold, filled outer contours, no rim closing, no rejection."),
+    channel: ChannelChoice = typer.Option(None, "--channel", help="auto: the colour direction with the most cell/background contrast; grey: brightness only. Default auto."),
     polarity: PolarityChoice = typer.Option(PolarityChoice.auto, "--polarity", help="Cells darker (brightfield) or brighter (fluorescence) than the background; auto decides per image."),
     gaussian: bool = typer.Option(True, "--gaussian/--no-gaussian", help="Step 1: Gaussian filter."),
     gaussian_ksize: int = typer.Option(3, "--gaussian-ksize", help="Gaussian kernel size (odd); paper 3."),
     gaussian_sigma: float = typer.Option(0.8, "--gaussian-sigma", help="Gaussian σ; paper 0.8."),
-    threshold: bool = typer.Option(True, "--adaptive/--otsu", help="Step 2: adaptive Gaussian threshold, or one global Otsu threshold."),
+    threshold: ThresholdChoice = typer.Option(None, "--threshold", help="Step 2. auto: global Otsu, on the background-flattened image where the light is uneven; otsu; adaptive (the paper's). Default auto."),
     block_size: int = typer.Option(None, "--block-size", help="Adaptive-threshold window (odd px); default ≈1.2–1.4 cell diameters."),
-    offset: float = typer.Option(None, "--offset", help="Grey levels beyond the local mean that make a cell pixel; default 6 (rbc) / 4 (macrophage)."),
-    contours: bool = typer.Option(True, "--contours/--no-contours", help="Step 3: outer contours, small ones removed, filled."),
-    min_area: int = typer.Option(None, "--min-area", help="Smallest contour kept, px (impurities, broken cells); default from cell size."),
-    min_area_um2: float = typer.Option(None, "--min-area-um2", help="Smallest contour kept, µm² (needs --pixel-size)."),
-    pixel_size: float = typer.Option(0.4, "--pixel-size", help="µm per pixel."),
+    offset: float = typer.Option(None, "--offset", help="Adaptive threshold: grey levels beyond the local mean; default 6 (rbc) / 4 (macrophage)."),
+    fill: FillChoice = typer.Option(None, "--fill", help="Step 3. holes: holes smaller than a cell filled (pale centres); contours: the paper's filled outer contours; none. Default holes."),
+    close_rims: bool = typer.Option(None, "--close-rims/--no-close-rims", help="Close open cell rims before filling holes (default on)."),
+    min_area: int = typer.Option(None, "--min-area", help="Smallest object kept, px (impurities, broken cells); default from cell size."),
+    min_area_um2: float = typer.Option(None, "--min-area-um2", help="Smallest object kept, µm² (needs --pixel-size)."),
     morphology: bool = typer.Option(None, "--morphology/--no-morphology", help="Step 4: erosion then dilation (3×3); default on for macrophages."),
     morph_iterations: int = typer.Option(1, "--morph-iterations", help="Erosion/dilation iterations."),
-    fill_holes: bool = typer.Option(False, "--fill-holes", help="Beyond the paper: fill holes inside cells."),
-    split_touching: bool = typer.Option(False, "--split-touching", help="Beyond the paper: split touching cells into instances (writes instances/)."),
+    split_touching: bool = typer.Option(False, "--split-touching", help="Split touching cells into instances (writes instances/)."),
+    reject: bool = typer.Option(None, "--reject/--no-reject", help="Leave out thin, unstained and (rbc) nucleated objects, reported per image (default on)."),
     preview: Path = typer.Option(None, "--preview", help="PNG grid of the first images with their auto-labels."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
     workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images into DIR/images instead of hard-linking them (the default where the file system allows; a link shares edits made in place to the input)."),
 ) -> None:
     """Label a folder of single-kind images and write a dataset in the project's format."""
-    from trainer.autolabel import AutoLabelConfig
+    from trainer.autolabel import PAPER_STEPS, AutoLabelConfig
     from trainer.labelling import label_folder
 
+    steps = {**(PAPER_STEPS if paper else {}),
+             **{k: v for k, v in dict(channel=channel and channel.value, threshold=threshold and threshold.value,
+                                      fill=fill and fill.value, close_rims=close_rims, reject=reject).items()
+                if v is not None}}
     try:
         config = AutoLabelConfig(
             kind=kind.value, gaussian=gaussian, gaussian_ksize=gaussian_ksize, gaussian_sigma=gaussian_sigma,
-            threshold=threshold, block_size=block_size, offset=offset, polarity=polarity.value, contours=contours,
-            min_area_px=min_area, min_area_um2=min_area_um2, pixel_size_um=pixel_size, morphology=morphology,
-            morph_iterations=morph_iterations, fill_holes=fill_holes, split_touching=split_touching)
+            block_size=block_size, offset=offset, polarity=polarity.value, min_area_px=min_area,
+            min_area_um2=min_area_um2, pixel_size_um=pixel_size, diameter_px=diameter, morphology=morphology,
+            morph_iterations=morph_iterations, split_touching=split_touching, **steps)
     except ValueError as err:
         raise CscError(str(err), fix="see `csc-label auto --help`") from None
     from runtime.imageio import list_images
@@ -63,9 +77,17 @@ def auto(
         task = bar.add_task(f"auto-label {kind.value}", total=n)
         run = label_folder(images, out, config, strict=strict, workers=workers, copy_images=copy_images,
                            on_image=lambda: bar.advance(task))
-    decided = ", ".join(f"{p} for {c}" for p, c in run.polarity.items())
-    console.print(f"labelled {run.labelled} images into {out} (polarity: {decided or 'none'}; "
-                  f"block {config.block} px, offset {config.threshold_offset:g}, min area {config.min_area} px)")
+    console.print(f"labelled {run.labelled} images into {out}", highlight=False)
+    if run.diameters:
+        lo, hi = min(run.diameters), max(run.diameters)
+        how = {"given": "given", "estimated": "estimated per image", "default": "default: too few cells to measure"}
+        scales = ", ".join(f"{how[s]} ×{c}" for s, c in run.scale.items())
+        console.print(f"cell diameter: median {run.median_diameter:.1f} px (range {lo:g}–{hi:g}; {scales})", highlight=False)
+    console.print("polarity: " + ", ".join(f"{p} ×{c}" for p, c in run.polarity.items())
+                  + "; threshold: " + ", ".join(f"{t} ×{c}" for t, c in run.threshold.items()), highlight=False)
+    if run.rejected:
+        console.print("left out (not counted): " + ", ".join(f"{n} {reason}" for reason, n in run.rejected.items()),
+                      highlight=False)
     for path, reason in run.skipped:
         console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
     if preview is not None:

@@ -1,0 +1,103 @@
+"""The splitter and the scale estimate on hand-made shapes with known answers (issue: a splitter that keeps cells
+whole — two touching discs are two cells, a ring or an ellipse is one, and no part of a cell is lost as debris)."""
+import cv2
+import numpy as np
+import pytest
+
+from runtime.counting import CellCounter, CountingConfig
+from runtime.instances import find_instances
+from runtime.scale import estimate_diameter
+
+
+def count(mask, radius, min_area=0):
+    found = find_instances(mask, radius, min_area)
+    return len(found.ids)
+
+
+def disc(mask, centre, radius):
+    cv2.circle(mask, centre, radius, 1, -1)
+
+
+@pytest.mark.parametrize("gap", [0, 6])  # tangent, and overlapping by 6 px: one blob in the mask either way
+def test_two_touching_discs_are_two_cells(gap):
+    mask = np.zeros((80, 120), np.uint8)
+    disc(mask, (40, 40), 16)
+    disc(mask, (40 + 32 - gap, 40), 16)
+    assert cv2.connectedComponents(mask)[0] - 1 == 1
+    assert count(mask, radius=13) == 2
+
+
+def test_a_ring_is_one_cell_and_is_not_lost_to_the_minimum_area():
+    """An RBC whose pale centre the threshold missed: the old nearest-marker split cut the ring into arcs, each
+    below the minimum area, so the cell counted 0."""
+    mask = np.zeros((80, 80), np.uint8)
+    cv2.circle(mask, (40, 40), 16, 1, 5)
+    area = int(mask.sum())
+    assert count(mask, radius=13, min_area=area // 4) == 1
+    result = CellCounter(CountingConfig(class_names=("background", "rbc"), pixel_size_um=5.0 / 26,
+                                        min_area_px={"rbc": area // 4})).count(mask)
+    assert result.counts == {"rbc": 1}
+
+
+@pytest.mark.parametrize("pixel_size", [0.2, 0.4])
+def test_an_elongated_cell_stays_whole(pixel_size):
+    """An ovalocyte of 8.8 × 4.8 µm (the issue's example that the old splitter bisected) at two magnifications."""
+    axes = (int(round(4.4 / pixel_size)), int(round(2.4 / pixel_size)))
+    mask = np.zeros((60, 80), np.uint8)
+    cv2.ellipse(mask, (40, 30), axes, 20, 0, 360, 1, -1)
+    counter = CellCounter(CountingConfig(class_names=("background", "rbc"), pixel_size_um=pixel_size))
+    assert counter.count(mask).counts == {"rbc": 1}
+
+
+def test_split_parts_below_the_minimum_area_join_their_neighbour_instead_of_vanishing():
+    mask = np.zeros((80, 120), np.uint8)
+    disc(mask, (40, 40), 16)
+    disc(mask, (66, 40), 9)  # a small lobe on a cell: its own distance maximum, but a part below the minimum area
+    found = find_instances(mask, 6, min_area=300)
+    assert int(found.stats[:, cv2.CC_STAT_AREA].sum()) == int(mask.sum()), "no pixel of the clump is dropped"
+    assert len(found.ids) == 1
+
+
+def test_a_thin_fibre_makes_no_markers():
+    mask = np.zeros((80, 200), np.uint8)
+    cv2.line(mask, (5, 40), (195, 45), 1, 3)
+    assert count(mask, radius=13) == 1  # one connected thing, never a chain of "cells"
+
+
+@pytest.mark.parametrize("radius", [7, 18, 40])
+def test_diameter_estimate_of_touching_discs(radius):
+    rng = np.random.default_rng(radius)
+    size = radius * 16
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(30):
+        x, y = (int(v) for v in rng.integers(radius, size - radius, 2))
+        disc(mask, (x, y), int(rng.integers(int(0.9 * radius), int(1.1 * radius) + 1)))
+    assert estimate_diameter(mask) == pytest.approx(2 * radius, rel=0.12)
+    assert estimate_diameter(np.zeros((50, 50), np.uint8)) is None
+
+
+def field(zoom: int) -> np.ndarray:
+    """25 single cells, 5 touching pairs and 8 specks of debris (35 cells), drawn at a magnification."""
+    class_map = np.zeros((300 * zoom, 300 * zoom), np.uint8)
+    for y in range(30, 300, 60):
+        for x in range(30, 300, 60):
+            cv2.circle(class_map, (x * zoom, y * zoom), 8 * zoom, 1, -1)
+    for y in range(60, 300, 60):
+        cv2.circle(class_map, (52 * zoom, y * zoom), 8 * zoom, 1, -1)
+        cv2.circle(class_map, (67 * zoom, y * zoom), 8 * zoom, 1, -1)
+    cv2.circle(class_map, (250 * zoom, 250 * zoom), 8 * zoom, 1, -1)
+    cv2.circle(class_map, (265 * zoom, 250 * zoom), 8 * zoom, 1, -1)
+    for x in range(20, 300, 36):
+        cv2.circle(class_map, (x * zoom, 285 * zoom), zoom, 1, -1)
+    return class_map
+
+
+def test_counter_with_an_estimated_scale_counts_the_same_at_two_magnifications():
+    """The same field drawn at two magnifications: with no pixel size the counter reads the scale off each frame,
+    so minimum areas and splitting follow and both counts are right."""
+    low, high = field(1), field(2)
+    estimated = CellCounter(CountingConfig(class_names=("background", "rbc"), pixel_size_um=None))
+    a, b = estimated.count(low), estimated.count(high)
+    assert a.counts == b.counts == {"rbc": 35} and a.scale == b.scale == "estimated"
+    assert b.pixel_size_um == pytest.approx(a.pixel_size_um / 2, rel=0.1)
+
