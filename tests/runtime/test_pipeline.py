@@ -1,4 +1,5 @@
 """The whole pipeline with ONNX Runtime and the bundled model: demo, video, images, interrupts, tiling, sources."""
+import json
 import subprocess
 import sys
 
@@ -260,3 +261,15 @@ def test_opencv_gets_only_the_cores_the_backend_leaves_free(runner):
              on_frame=lambda *_: seen.append(cv2.getNumThreads())).run()
     cv2.setNumThreads(before)
     assert seen[-1] == before + 3
+
+
+def test_cli_images_all_unreadable_is_a_failure_listing_every_file(tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"not an image")
+    run = _csc_run("--images", str(tmp_path), "--no-show", "--summary", str(tmp_path / "s.json"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no frame processed" in errors[0] and "2 images" in errors[0], run.stderr
+    skipped = [line for line in run.stderr.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 2 and "a.png" in skipped[0] and "b.png" in skipped[1]
+    assert json.loads((tmp_path / "s.json").read_text())["frames"] == 0, "the summary is still written"
