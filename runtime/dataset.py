@@ -74,25 +74,46 @@ def read_meta(root: Path) -> dict[str, Any]:
 
 
 def open_dataset(root: str | Path) -> Dataset:
-    """Pair every image with its mask; an image without a mask is an error that names it."""
+    """Pair every image with its mask; the first bad pairing is an error that names its file (and says how many
+    more there are: `csc-data check` lists them all)."""
+    root = _dataset_root(root)
+    samples, problems = _pair_samples(root, list_images(root / "images"))
+    if problems:
+        first, more = problems[0], len(problems) - 1
+        if more:
+            raise CscError(first.reason, path=first.path, fix=f"{first.fix}; {more} more problem{'s' * (more > 1)}: "
+                                                              f"`csc-data check {root}` lists every one")
+        raise first
+    return Dataset(root, samples, read_meta(root))
+
+
+def _dataset_root(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise CscError("dataset folder not found", path=root, fix="create one with `csc-data synth` or `csc-label auto`")
-    images_dir, masks_dir, inst_dir = root / "images", root / "masks", root / "instances"
-    if not images_dir.is_dir():
+    if not (root / "images").is_dir():
         raise CscError("no images/ folder", path=root, fix="a dataset holds images/, masks/ and dataset.json")
-    samples = []
-    for image in list_images(images_dir):
+    return root
+
+
+def _pair_samples(root: Path, images: list[Path]) -> tuple[list[Sample], list[CscError]]:
+    """The images that have a mask, as samples, and one problem per image that cannot be paired."""
+    masks_dir, inst_dir = root / "masks", root / "instances"
+    samples, problems = [], []
+    for image in images:
         mask = masks_dir / f"{image.stem}.png"
         if not mask.exists():
-            raise CscError("image has no mask", path=image, fix=f"add {mask} or remove the image")
+            problems.append(CscError("image has no mask", path=image, fix=f"add {mask} or remove the image"))
+            continue
         inst = inst_dir / f"{image.stem}.png"
         samples.append(Sample(image.stem, image, mask, inst if inst.exists() else None))
-    stems = [s.stem for s in samples]
-    if len(set(stems)) != len(stems):
-        dup = sorted({s for s in stems if stems.count(s) > 1})[0]
-        raise CscError(f"two images share the stem {dup!r}", path=images_dir, fix="rename one of them")
-    return Dataset(root, samples, read_meta(root))
+    seen: dict[str, Path] = {}
+    for sample in samples:
+        if sample.stem in seen:
+            problems.append(CscError(f"shares its stem with {seen[sample.stem].name}", path=sample.image,
+                                     fix="rename one of them"))
+        seen.setdefault(sample.stem, sample.image)
+    return samples, problems
 
 
 def load_sample(sample: Sample, n_classes: int = len(CLASS_NAMES)) -> Labels:
@@ -221,10 +242,19 @@ class CheckReport:
 
 
 def check_dataset(root: str | Path) -> CheckReport:
-    """Validate every sample (readable, sizes, class ids, instance/class agreement) and gather statistics."""
-    dataset = open_dataset(root)
+    """Validate every file (mask present, readable, sizes, class ids, instance/class agreement, metadata) and gather
+    statistics; every bad file is a problem in the report, none stops the check."""
+    root = _dataset_root(root)
+    images = list_images(root / "images")
+    samples, unpaired = _pair_samples(root, images)
+    problems = [str(err) for err in unpaired]
+    try:
+        meta = read_meta(root)
+    except CscError as err:
+        problems.append(str(err))
+        meta = {"classes": list(CLASS_NAMES)}
+    dataset = Dataset(root, samples, meta)
     names = dataset.classes
-    problems: list[str] = []
     pixels = np.zeros(len(names), np.int64)
     cells = np.zeros(len(names), np.int64)
     have_instances = True
@@ -261,7 +291,7 @@ def check_dataset(root: str | Path) -> CheckReport:
             problems.append(f"{orphan}: mask has no image")
     total = max(1, int(pixels.sum()))
     return CheckReport(
-        n_images=len(dataset),
+        n_images=len(images),
         problems=problems,
         pixel_fraction={n: float(pixels[i]) / total for i, n in enumerate(names)},
         cells={n: int(cells[i]) for i, n in enumerate(names) if i} if have_instances else None,
