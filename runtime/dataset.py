@@ -1,7 +1,8 @@
 """The project's one on-disk dataset format, its writer and its validator.
 
 Layout: ``images/<stem>.png|tif|jpg``, same-stem ``masks/<stem>.png`` (uint8 class map), optional
-``instances/<stem>.png`` (uint16 labels) and ``dataset.json`` (classes, pixel size, source, seed, counts).
+``instances/<stem>.png`` (uint16 labels) and ``dataset.json`` (classes, pixel size, source, seed, and the cell
+counts per class where instance maps give them).
 torch-free, because the runtime, the trainer and the benchmarks all read it.
 """
 from __future__ import annotations
@@ -186,7 +187,7 @@ class DatasetWriter:
     pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     classes: tuple[str, ...] = CLASS_NAMES
     extra: dict[str, Any] = field(default_factory=dict)
-    per_image: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_image: dict[str, dict[str, int] | None] = field(default_factory=dict)  # None: counts not computed
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __enter__(self) -> DatasetWriter:
@@ -201,14 +202,17 @@ class DatasetWriter:
         self.record(stem, write_sample(self.root, stem, image, mask, instances, image_suffix, len(self.classes)))
 
     def record(self, stem: str, counts: np.ndarray | None) -> None:
-        """Register a sample written elsewhere (by a worker process) with its per-class cell counts."""
-        self.per_image[stem] = {} if counts is None else {n: int(counts[i]) for i, n in enumerate(self.classes) if i}
+        """Register a sample written elsewhere (by a worker process) with its per-class cell counts (None where no
+        instance map gave them)."""
+        self.per_image[stem] = None if counts is None else {n: int(counts[i]) for i, n in enumerate(self.classes) if i}
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append({"file": name, "reason": reason})
 
     def write_meta(self, complete: bool) -> None:
-        totals = {name: sum(c.get(name, 0) for c in self.per_image.values()) for name in self.classes[1:]}
+        """``images`` holds the counts of the images that have them; ``counts``, their total, only when every image
+        has them: a count that was not computed is absent, never a 0 a reader would take for a measurement."""
+        counted = {stem: c for stem, c in self.per_image.items() if c is not None}
         meta = {
             "format": FORMAT,
             "classes": list(self.classes),
@@ -216,12 +220,16 @@ class DatasetWriter:
             "source": self.source,
             "seed": self.seed,
             "n_images": len(self.per_image),
-            "counts": totals,
-            "images": self.per_image,
+        }
+        if counted and len(counted) == len(self.per_image):
+            meta["counts"] = {name: sum(c[name] for c in counted.values()) for name in self.classes[1:]}
+        if counted:
+            meta["images"] = counted
+        meta.update({
             "skipped": self.skipped,
             "complete": complete,
             **self.extra,
-        }
+        })
         write_text(self.root / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     def __exit__(self, exc_type, exc, tb) -> None:

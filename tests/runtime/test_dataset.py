@@ -226,3 +226,21 @@ def test_two_images_with_one_stem_are_named(mixed_dataset, tmp_path):
     assert len(report.problems) == 1 and report.problems[0].startswith(f"{first.with_suffix('.tif')}: shares its stem")
     with pytest.raises(CscError, match="shares its stem"):
         open_dataset(root)
+
+
+def test_counts_not_computed_are_absent_from_the_metadata(tmp_path):
+    image, mask = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    with DatasetWriter(tmp_path / "masks_only", source="test") as writer:
+        writer.add("a", image, mask)
+        writer.add("b", image, mask)
+    meta = json.loads((tmp_path / "masks_only" / "dataset.json").read_text())
+    assert meta["n_images"] == 2
+    assert "counts" not in meta and "images" not in meta, "no instances, no counts: not a count of 0"
+    instances = (mask > 0).astype(np.uint16)
+    with DatasetWriter(tmp_path / "partly", source="test") as writer:
+        writer.add("a", image, mask, instances)
+        writer.add("b", image, mask)
+    meta = json.loads((tmp_path / "partly" / "dataset.json").read_text())
+    assert meta["images"] == {"a": {"rbc": 1, "macrophage": 0}}
+    assert "counts" not in meta, "a total over some of the images would pass for the dataset's"
