@@ -95,12 +95,30 @@ def test_bad_inputs(mixed, tmp_path):
     run_base(mixed, tmp_path / "run", cfg(steps=2))
     with pytest.raises(CscError, match="is a 'light-unet' model, not 'vgg16-unet'"):
         load_checkpoint(tmp_path / "run" / "best.pt", "vgg16-unet")
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CscError, match="not a readable checkpoint"):
-        load_checkpoint(tmp_path / "junk.pt")
     tiny = synthesize_dataset("mixed", 1, tmp_path / "tiny", seed=1, size=64)
     with pytest.raises(CscError, match="cannot be split"):
         run_base(tiny, tmp_path / "r2", cfg())
+
+
+class _Pickled:
+    """Not a tensor or a plain container: only an unsafe (full-pickle) load could read a file holding one."""
+
+
+@pytest.mark.parametrize("write", [
+    lambda p: p.write_bytes(b"not a checkpoint"),
+    lambda p: p.write_bytes(b""),
+    lambda p: torch.save({"model": _Pickled()}, p),
+    lambda p: torch.save(torch.nn.Linear(2, 2), p),
+    lambda p: torch.save({"weights": torch.zeros(2)}, p),
+], ids=["junk", "empty", "pickled-object", "pickled-module", "foreign-state-dict"])
+def test_a_file_that_is_not_a_checkpoint_says_so_and_never_advises_the_unsafe_load(tmp_path, write, capfd):
+    path = tmp_path / "other.pt"
+    write(path)
+    with pytest.raises(CscError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not an auto-CSC checkpoint") and "\n" not in message
+    assert "weights_only" not in message and "weights_only" not in capfd.readouterr().err
 
 
 def test_dataset_with_class_ids_beyond_the_model(tmp_path):
