@@ -177,3 +177,48 @@ def test_cli_eval_and_models_contracts(mixed, tmp_path):
     assert set(data["counts"]["count_accuracy"]) == {"rbc", "macrophage"}
     models = runner.invoke(app, ["models"])
     assert models.exit_code == 0 and "vgg16-unet" in models.output and "503.5" in models.output
+
+
+def _csc_train(*args):
+    return subprocess.run([sys.executable, "-c", "from trainer.cli.train import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line_before_any_progress(run, message):
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("error:") and message in lines[0], run.stderr
+    assert not (run.stdout.strip() or "U-Single" in run.stderr), "no progress bar before the arguments are checked"
+
+
+def test_cli_bad_device_fails_with_one_line_and_no_progress(mixed, tmp_path):
+    run = _csc_train("single", str(mixed), str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+                     "--device", "tpu")
+    _one_line_before_any_progress(run, "'tpu' is not one of 'auto', 'cpu', 'cuda'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a CUDA GPU")
+def test_cli_cuda_without_a_gpu_is_refused_before_training_starts(mixed, tmp_path):
+    run = _csc_train("single", str(mixed), str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+                     "--device", "cuda", "--size", "64")
+    _one_line_before_any_progress(run, "--device cuda but PyTorch sees no CUDA GPU")
+
+
+def test_cli_missing_dataset_or_checkpoint_is_refused_before_training_starts(mixed, tmp_path):
+    run = _csc_train("single", str(mixed), str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--arch",
+                     "light-unet", "--size", "64", "--device", "cpu")
+    _one_line_before_any_progress(run, "dataset folder not found")
+    run = _csc_train("single", str(mixed), str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+                     "--size", "64", "--device", "cpu", "--resume")
+    _one_line_before_any_progress(run, "nothing to resume")
+
+
+def test_cli_help_lists_the_choices():
+    from typer.testing import CliRunner
+
+    from trainer.cli.train import app
+    from trainer.models import available
+
+    text = " ".join(CliRunner().invoke(app, ["single", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "auto|cpu|cuda" in text and "|".join(available()) in text
