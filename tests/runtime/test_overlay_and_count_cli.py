@@ -43,3 +43,17 @@ def test_count_cli_without_instances(mixed_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "c.json").read_text())
     assert "true_counts" not in data and data["counts"]["rbc"] > 0
+
+
+def test_count_cli_border_is_a_choice(mixed_dataset):
+    import subprocess
+    import sys
+
+    from runtime.counting import BORDER_POLICIES
+
+    text = " ".join(CliRunner().invoke(app, ["count", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "|".join(BORDER_POLICIES) in text
+    run = subprocess.run([sys.executable, "-c", "from runtime.cli.data import main; main()", "count", str(mixed_dataset),
+                          "--border", "sometimes"], capture_output=True, text=True)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and "'sometimes' is not one of" in lines[0], run.stderr
