@@ -81,8 +81,12 @@ def test_single_and_transfer(tmp_path):
     single = run_single(rbc, mac, tmp_path / "single", cfg(regime="U-Single"))
     assert single["config"]["sources"]["rbc"] == str(rbc)
     transfer = run_transfer(tmp_path / "single" / "best.pt", mixed, 3, tmp_path / "transfer",
-                            cfg(regime="U-Transfer", lr=5e-4))
-    assert transfer["config"]["lr"] == 5e-4 and transfer["config"]["sources"]["n"] == 3
+                            cfg(regime="U-Transfer", lr=0.0))
+    assert transfer["config"]["sources"]["n"] == 3
+    # At learning rate 0 fine-tuning changes nothing: U-Transfer's weights are exactly the U-Single model it loaded.
+    start, end = load_checkpoint(tmp_path / "single" / "best.pt")["model"], load_checkpoint(tmp_path / "transfer" / "last.pt")["model"]
+    weights = [k for k in start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert weights and all(torch.equal(start[k], end[k]) for k in weights)
     with pytest.raises(CscError, match="--n 50"):
         run_transfer(tmp_path / "single" / "best.pt", mixed, 50, tmp_path / "t2", cfg(regime="U-Transfer"))
 
