@@ -13,8 +13,6 @@ Run: python -m benchmarks.autolabel_speed [--n 1000] [--repeats 3] [--out benchm
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import cv2
 
-from benchmarks.publish import publish
+from benchmarks.publish import machine, publish
 from runtime.heap import keep_freed_memory
 from runtime.imageio import list_images, read_grey
 from runtime.synthesize import synthesize_dataset
@@ -82,7 +80,7 @@ def measure(n: int = 1000, repeats: int = 3) -> dict:
             for name, (suffix, params) in FORMATS.items():
                 folder = png if name == "png" else convert(png, Path(tmp) / f"{kind}_{name}", suffix, params)
                 results[kind][f"whole_job_{name}"] = summary(whole_job(folder, Path(tmp) / "out", config, repeats))
-    return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "images": n,
+    return {"machine": machine(), "images": n,
             "image_size": "512x512 colour", "tiff": "uncompressed", "jpeg_quality": 95, "unit": "images/s", "kinds": results}
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 
 from runtime.imageio import write_text
@@ -14,3 +16,8 @@ def publish(result: dict, out: Path | None) -> None:
     print(text, end="")
     if out is not None:
         write_text(out, text)
+
+
+def machine() -> str:
+    """What a speed figure was measured on, as the result files record it."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"

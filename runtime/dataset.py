@@ -1,7 +1,8 @@
 """The project's one on-disk dataset format, its writer and its validator.
 
 Layout: ``images/<stem>.png|tif|jpg``, same-stem ``masks/<stem>.png`` (uint8 class map), optional
-``instances/<stem>.png`` (uint16 labels) and ``dataset.json`` (classes, pixel size, source, seed, counts).
+``instances/<stem>.png`` (uint16 labels) and ``dataset.json`` (classes, pixel size, source, seed, and the cell
+counts per class where instance maps give them).
 torch-free, because the runtime, the trainer and the benchmarks all read it.
 """
 from __future__ import annotations
@@ -74,25 +75,46 @@ def read_meta(root: Path) -> dict[str, Any]:
 
 
 def open_dataset(root: str | Path) -> Dataset:
-    """Pair every image with its mask; an image without a mask is an error that names it."""
+    """Pair every image with its mask; the first bad pairing is an error that names its file (and says how many
+    more there are: `csc-data check` lists them all)."""
+    root = _dataset_root(root)
+    samples, problems = _pair_samples(root, list_images(root / "images"))
+    if problems:
+        first, more = problems[0], len(problems) - 1
+        if more:
+            raise CscError(first.reason, path=first.path, fix=f"{first.fix}; {more} more problem{'s' * (more > 1)}: "
+                                                              f"`csc-data check {root}` lists every one")
+        raise first
+    return Dataset(root, samples, read_meta(root))
+
+
+def _dataset_root(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise CscError("dataset folder not found", path=root, fix="create one with `csc-data synth` or `csc-label auto`")
-    images_dir, masks_dir, inst_dir = root / "images", root / "masks", root / "instances"
-    if not images_dir.is_dir():
+    if not (root / "images").is_dir():
         raise CscError("no images/ folder", path=root, fix="a dataset holds images/, masks/ and dataset.json")
-    samples = []
-    for image in list_images(images_dir):
+    return root
+
+
+def _pair_samples(root: Path, images: list[Path]) -> tuple[list[Sample], list[CscError]]:
+    """The images that have a mask, as samples, and one problem per image that cannot be paired."""
+    masks_dir, inst_dir = root / "masks", root / "instances"
+    samples, problems = [], []
+    for image in images:
         mask = masks_dir / f"{image.stem}.png"
         if not mask.exists():
-            raise CscError("image has no mask", path=image, fix=f"add {mask} or remove the image")
+            problems.append(CscError("image has no mask", path=image, fix=f"add {mask} or remove the image"))
+            continue
         inst = inst_dir / f"{image.stem}.png"
         samples.append(Sample(image.stem, image, mask, inst if inst.exists() else None))
-    stems = [s.stem for s in samples]
-    if len(set(stems)) != len(stems):
-        dup = sorted({s for s in stems if stems.count(s) > 1})[0]
-        raise CscError(f"two images share the stem {dup!r}", path=images_dir, fix="rename one of them")
-    return Dataset(root, samples, read_meta(root))
+    seen: dict[str, Path] = {}
+    for sample in samples:
+        if sample.stem in seen:
+            problems.append(CscError(f"shares its stem with {seen[sample.stem].name}", path=sample.image,
+                                     fix="rename one of them"))
+        seen.setdefault(sample.stem, sample.image)
+    return samples, problems
 
 
 def load_sample(sample: Sample, n_classes: int = len(CLASS_NAMES)) -> Labels:
@@ -165,7 +187,7 @@ class DatasetWriter:
     pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     classes: tuple[str, ...] = CLASS_NAMES
     extra: dict[str, Any] = field(default_factory=dict)
-    per_image: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_image: dict[str, dict[str, int] | None] = field(default_factory=dict)  # None: counts not computed
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __enter__(self) -> DatasetWriter:
@@ -180,14 +202,17 @@ class DatasetWriter:
         self.record(stem, write_sample(self.root, stem, image, mask, instances, image_suffix, len(self.classes)))
 
     def record(self, stem: str, counts: np.ndarray | None) -> None:
-        """Register a sample written elsewhere (by a worker process) with its per-class cell counts."""
-        self.per_image[stem] = {} if counts is None else {n: int(counts[i]) for i, n in enumerate(self.classes) if i}
+        """Register a sample written elsewhere (by a worker process) with its per-class cell counts (None where no
+        instance map gave them)."""
+        self.per_image[stem] = None if counts is None else {n: int(counts[i]) for i, n in enumerate(self.classes) if i}
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append({"file": name, "reason": reason})
 
     def write_meta(self, complete: bool) -> None:
-        totals = {name: sum(c.get(name, 0) for c in self.per_image.values()) for name in self.classes[1:]}
+        """``images`` holds the counts of the images that have them; ``counts``, their total, only when every image
+        has them: a count that was not computed is absent, never a 0 a reader would take for a measurement."""
+        counted = {stem: c for stem, c in self.per_image.items() if c is not None}
         meta = {
             "format": FORMAT,
             "classes": list(self.classes),
@@ -195,12 +220,16 @@ class DatasetWriter:
             "source": self.source,
             "seed": self.seed,
             "n_images": len(self.per_image),
-            "counts": totals,
-            "images": self.per_image,
+        }
+        if counted and len(counted) == len(self.per_image):
+            meta["counts"] = {name: sum(c[name] for c in counted.values()) for name in self.classes[1:]}
+        if counted:
+            meta["images"] = counted
+        meta.update({
             "skipped": self.skipped,
             "complete": complete,
             **self.extra,
-        }
+        })
         write_text(self.root / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -221,10 +250,19 @@ class CheckReport:
 
 
 def check_dataset(root: str | Path) -> CheckReport:
-    """Validate every sample (readable, sizes, class ids, instance/class agreement) and gather statistics."""
-    dataset = open_dataset(root)
+    """Validate every file (mask present, readable, sizes, class ids, instance/class agreement, metadata) and gather
+    statistics; every bad file is a problem in the report, none stops the check."""
+    root = _dataset_root(root)
+    images = list_images(root / "images")
+    samples, unpaired = _pair_samples(root, images)
+    problems = [str(err) for err in unpaired]
+    try:
+        meta = read_meta(root)
+    except CscError as err:
+        problems.append(str(err))
+        meta = {"classes": list(CLASS_NAMES)}
+    dataset = Dataset(root, samples, meta)
     names = dataset.classes
-    problems: list[str] = []
     pixels = np.zeros(len(names), np.int64)
     cells = np.zeros(len(names), np.int64)
     have_instances = True
@@ -261,7 +299,7 @@ def check_dataset(root: str | Path) -> CheckReport:
             problems.append(f"{orphan}: mask has no image")
     total = max(1, int(pixels.sum()))
     return CheckReport(
-        n_images=len(dataset),
+        n_images=len(images),
         problems=problems,
         pixel_fraction={n: float(pixels[i]) / total for i, n in enumerate(names)},
         cells={n: int(cells[i]) for i, n in enumerate(names) if i} if have_instances else None,

@@ -46,8 +46,9 @@ def read_raw(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
 
 
 def read_grey(path: str | Path) -> np.ndarray:
-    """An image file as uint8 grey. Decoding straight to grey is ~40 % cheaper than to colour for a PNG, which is
-    what bounds folder-wide auto-labelling; 16-bit files keep their depth until `to_uint8` scales them."""
+    """An image file as uint8 grey. Decoding straight to grey is cheaper than to colour (one plane to write out),
+    and decoding is what bounds folder-wide auto-labelling; 16-bit files keep their depth until `to_uint8` scales
+    them."""
     return to_uint8(read_raw(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH), path)
 
 
@@ -115,7 +116,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 # Label maps are flat runs of a few values: PNG's per-row filters only slow them down (encode and decode) and
-# make the file larger. Unfiltered run-length deflate: ~20 % faster to write, half the decode time, 35 % smaller.
+# make the file larger; unfiltered run-length deflate suits them.
 LABEL_MAP_PNG = (cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
 
 

@@ -101,8 +101,9 @@ class Pipeline:
                  options: RunOptions | None = None, on_frame: Callable[[Frame, FrameCounts, float], None] | None = None):
         self.source, self.runner = source, runner
         self.options = options or RunOptions()
-        self.counter = CellCounter(counting or CountingConfig(pixel_size_um=runner.metadata.pixel_size_um
-                                                              if runner.metadata else 0.4))
+        if counting is None:
+            counting = CountingConfig(pixel_size_um=runner.metadata.pixel_size_um) if runner.metadata else CountingConfig()
+        self.counter = CellCounter(counting)
         self.names = self.counter.config.class_names[1:]
         self.segmenter = Segmenter(runner, self.options.tile_overlap)
         self.renderer = OverlayRenderer(self.counter.config.class_names)

@@ -1,6 +1,7 @@
 """Checkpoints: written atomically, read with ``weights_only=True``, checked against the expected architecture."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,35 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def load_tensors(path: Path) -> Any:
+    """A torch file's tensors and plain containers; nothing stored in it can run (``weights_only=True``).
+
+    A ValueError says why a file cannot be read so. torch's own message is not passed on: for any file it cannot
+    read safely it advises retrying with ``weights_only=False``, which runs whatever the file holds.
+    """
+    if path.stat().st_size == 0:
+        raise ValueError("the file is empty")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's warnings about such files carry the same advice
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # corrupt, truncated or foreign files raise many different types
+            raise ValueError("PyTorch cannot read it as tensors alone: corrupt, or it holds pickled Python "
+                             "objects") from None
+
+
 def load_checkpoint(path: str | Path, arch: str | None = None) -> dict[str, Any]:
     """A checkpoint as a dict; only tensors and plain containers are unpickled (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
         raise CscError("checkpoint not found", path=path, fix="pass RUN/best.pt or RUN/last.pt of a csc-train run")
+    fix = "use RUN/best.pt or RUN/last.pt written by csc-train"
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt or foreign files raise many different types
-        raise CscError(f"not a readable checkpoint ({type(err).__name__}: {err})".split("\n")[0], path=path,
-                       fix="use a checkpoint written by csc-train") from None
+        data = load_tensors(path)
+    except ValueError as err:
+        raise CscError(f"not an auto-CSC checkpoint ({err})", path=path, fix=fix) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CscError("not an auto-CSC checkpoint", path=path, fix="use RUN/best.pt or RUN/last.pt from csc-train")
+        raise CscError("not an auto-CSC checkpoint (a torch file without the auto-CSC format tag)", path=path, fix=fix)
     if arch is not None and data["arch"] != arch:
         raise CscError(f"checkpoint is a {data['arch']!r} model, not {arch!r}", path=path,
                        fix=f"pass --arch {data['arch']} or a checkpoint of {arch}")

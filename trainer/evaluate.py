@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from runtime.classes import CLASS_NAMES
+from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
 from runtime.count_metrics import CountTally
 from runtime.counting import CellCounter, CountingConfig
 from runtime.dataset import Labels, instance_counts
@@ -32,7 +32,7 @@ def predict_class_map(model: nn.Module, image_bgr: np.ndarray, stride: int, devi
 
 
 def evaluate(model: nn.Module, samples: Iterable[Labels], stride: int, device: torch.device,
-             class_names: tuple[str, ...] = CLASS_NAMES, pixel_size_um: float = 0.4,
+             class_names: tuple[str, ...] = CLASS_NAMES, pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM,
              on_image: Callable[[], None] | None = None) -> dict:
     """Metrics pooled over all samples (one confusion matrix), as the paper reports them."""
     was_training = model.training

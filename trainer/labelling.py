@@ -62,6 +62,14 @@ def _worker_init() -> None:
     keep_freed_memory()
 
 
+def check_folders(images: str | Path, out: str | Path) -> list[Path]:
+    """The images to label; an error, before any work, when there are none or ``out`` would overwrite their dataset."""
+    files = list_images(images)
+    if Path(out).resolve() == Path(images).resolve().parent:
+        raise CscError("--out is the dataset that holds the input images", path=out, fix="write the labels to a new folder")
+    return files
+
+
 def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *, strict: bool = False,
                  workers: int | None = None, copy_images: bool = False,
                  on_image: Callable[[], None] | None = None) -> LabelRun:
@@ -71,10 +79,8 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     ``copy_images``): no bytes move and no disk is doubled. A link is the same file, so an input edited in place
     changes the dataset's image too; tools that save by writing a new file (most do) leave it alone.
     """
-    files = list_images(images)
+    files = check_folders(images, out)
     out = Path(out)
-    if out.resolve() == Path(images).resolve().parent:
-        raise CscError("--out is the dataset that holds the input images", path=out, fix="write the labels to a new folder")
     run = LabelRun(out)
     workers = workers or os.cpu_count() or 1
     source = f"auto-labels of {Path(images).resolve()} (kind={config.kind})"

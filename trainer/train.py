@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from runtime.classes import CLASS_NAMES
+from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
 from runtime.dataset import Labels
 from runtime.errors import CscError
 from trainer.checkpoint import load_checkpoint, save_checkpoint
@@ -25,6 +25,9 @@ from trainer.evaluate import evaluate
 from trainer.losses import CeLogJaccardLoss
 from trainer.models import build_model, get_arch
 from trainer.preprocess import Preprocess
+
+
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when PyTorch sees a GPU
 
 
 @dataclass
@@ -41,11 +44,13 @@ class TrainConfig:
     val_every: int = 200
     encoder_weights: str | None = None
     classes: tuple[str, ...] = CLASS_NAMES
-    pixel_size_um: float = 0.4
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     sources: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         get_arch(self.arch)  # unknown names fail here, listing the registered ones
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         stride = get_arch(self.arch).stride
         if self.size % stride:
             raise ValueError(f"--size {self.size} must be a multiple of {stride} for {self.arch}")
@@ -58,12 +63,12 @@ class TrainingDiverged(CscError):
 
 
 def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise CscError(f"unknown device {name!r}", fix=f"use {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise CscError("--device cuda but PyTorch sees no CUDA GPU", fix="use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise CscError(f"unknown device {name!r}", fix="use auto, cpu or cuda")
     return torch.device(name)
 
 

@@ -42,16 +42,37 @@ def make_app(help_text: str) -> typer.Typer:
 
 
 def entry(app: typer.Typer) -> Callable[[], None]:
-    """A console-script entry point: a CscError becomes one red line and exit code 2, never a traceback."""
+    """A console-script entry point: a CscError, or a bad option or argument, becomes one red line and exit code 2,
+    never a traceback or typer's usage box (scripts and people read the same single line)."""
+    usage_error = _click_exception()
 
     def main() -> None:
         try:
-            app()
+            code = app(standalone_mode=False)
         except CscError as err:
-            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            _fail(str(err))
+        except usage_error as err:
+            message = err.format_message()
+            if not message:  # a command group called without a command: its help was printed
+                sys.exit(err.exit_code)
+            context = getattr(err, "ctx", None)
+            _fail(message + (f" — see `{context.command_path} --help`" if context is not None else ""), err.exit_code)
+        except typer.Abort:
+            _fail("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n
 
     return main
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _click_exception() -> type[Exception]:
+    """click's ClickException, the base of every usage error: recent typer vendors click, older typer uses click
+    itself, and typer.BadParameter derives from it either way."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def progress_bar():

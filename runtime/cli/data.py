@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
+from runtime.counting import BORDER_POLICIES
 from runtime.dataset import check_dataset, open_dataset
 from runtime.errors import CscError
 from runtime.imageio import write_image
@@ -19,6 +20,7 @@ app = make_app("Datasets: simulate ([bold]synth[/]), validate ([bold]check[/]), 
 
 
 Kind = choices("Kind", MODES)
+Border = choices("Border", BORDER_POLICIES)
 
 
 @app.command()
@@ -80,7 +82,7 @@ def count(
     json_path: Path = typer.Option(None, "--json", help="Write counts (and, with instances/, true counts and accuracy) to this JSON file."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells of one class (distance transform)."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel (default: the dataset's, else 0.4); sets minimum areas and µm² values."),
-    border: str = typer.Option("count", "--border", help="Cells cut by the frame edge: count, ignore or half."),
+    border: Border = typer.Option(Border.count, "--border", help="Cells cut by the frame edge: count (once), ignore or half."),
 ) -> None:
     """Count the cells in a dataset's class maps; compares with instances/ where it exists."""
     from runtime.counting import CountingConfig
@@ -91,7 +93,7 @@ def count(
     dataset = open_dataset(directory)
     try:
         config = CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=pixel_size or dataset.pixel_size_um,
-                                split_touching=split_touching, border=border)
+                                split_touching=split_touching, border=border.value)
     except ValueError as err:
         raise CscError(str(err), fix="see `csc-data count --help`") from None
     with progress_bar() as bar:

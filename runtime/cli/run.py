@@ -66,11 +66,15 @@ def run(
                             RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
                                        save_video=save_video, save_cells=save_cells))
         summary = pipeline.run()
-    _print_summary(summary)
+    if summary["frames"]:
+        _print_summary(summary)
+    for skipped in summary["skipped"]:
+        console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False,
+                      soft_wrap=True)
     if summary_json:
         write_json(summary_json, summary)
-    if summary["errors"] and not summary["frames"]:
-        raise CscError(summary["errors"][0])
+    if not summary["frames"]:
+        raise _nothing_processed(summary)
     if summary["errors"]:
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
 
@@ -105,8 +109,21 @@ def _print_summary(summary: dict) -> None:
         a = acc.get(name)
         counts.add_row(name, str(s["mean"]), f"{s['min']:g}", f"{s['max']:g}", "—" if a is None else f"{100 * a:.1f} %")
     console.print(counts)
-    for skipped in summary["skipped"]:
-        console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}")
+
+
+def _nothing_processed(summary: dict):
+    """The error for a run that processed no frame: scripts must not read an exit 0 with no counts as success."""
+    from runtime.errors import CscError
+
+    if summary["errors"]:
+        return CscError(f"no frame processed: {summary['errors'][0]}")
+    if summary["interrupted"]:
+        return CscError("no frame processed: interrupted before the first frame")
+    if summary["skipped"]:
+        n = len(summary["skipped"])
+        return CscError(f"no frame processed: all {n} images unreadable (each listed above)", path=summary["source"],
+                        fix="re-export them as PNG, TIFF or JPEG")
+    return CscError("no frame processed: the source gave no frames", path=summary["source"])
 
 
 main = entry(app)

@@ -47,12 +47,18 @@ def test_unreadable_image_is_named(mixed_dataset, tmp_path):
     assert not report.ok and str(bad) in report.problems[0] and "unreadable" in report.problems[0]
 
 
-def test_image_without_mask(mixed_dataset, tmp_path):
+def test_images_without_masks_are_all_listed_by_check(mixed_dataset, tmp_path):
     root = _copy(mixed_dataset, tmp_path)
-    mask = _first(root, "masks")
-    mask.unlink()
-    with pytest.raises(CscError, match="image has no mask"):
-        open_dataset(root)
+    masks = sorted((root / "masks").iterdir())
+    for mask in masks[:2]:
+        mask.unlink()
+    report = check_dataset(root)
+    assert not report.ok and report.n_images == 6
+    assert [p.split(":")[0] for p in report.problems] == [str(root / "images" / f"{m.stem}.png") for m in masks[:2]]
+    assert all("image has no mask" in p for p in report.problems)
+    assert sum(report.sizes.values()) == 4, "the images that have masks are still checked"
+    with pytest.raises(CscError, match="image has no mask.*1 more problem.*csc-data check"):
+        open_dataset(root)  # training stops at the first, and says where to see them all
 
 
 def test_size_mismatch(mixed_dataset, tmp_path):
@@ -174,14 +180,21 @@ def test_interrupted_writer_marks_dataset_incomplete(tmp_path):
     assert check_dataset(tmp_path / "ds").ok
 
 
-def test_cli_check_exits_nonzero_naming_the_file(mixed_dataset, tmp_path):
+def test_cli_check_exits_1_naming_every_bad_file(mixed_dataset, tmp_path):
     root = _copy(mixed_dataset, tmp_path)
-    bad = _first(root, "images")
-    bad.write_bytes(b"")
+    images = sorted((root / "images").iterdir())
+    images[0].write_bytes(b"")
+    (root / "masks" / f"{images[1].stem}.png").unlink()
+    (root / "masks" / f"{images[2].stem}.png").unlink()
+    (root / "dataset.json").write_text("{ not json")
     run = subprocess.run([sys.executable, "-c", "from runtime.cli.data import main; main()", "check", str(root)],
                          capture_output=True, text=True)
-    assert run.returncode == 1
-    assert bad.name in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 1, run.stderr
+    problems = [line for line in run.stderr.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 4, run.stderr
+    for bad in (images[0].name, images[1].name, images[2].name, "dataset.json"):
+        assert sum(bad in line for line in problems) == 1, (bad, run.stderr)
+    assert "Traceback" not in run.stderr
 
 
 def test_cli_missing_dataset_is_one_line_exit_2(tmp_path):
@@ -203,3 +216,31 @@ def test_cli_synth_and_show(tmp_path):
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(tmp_path / "g.png")).shape == (256, 512, 3)
     assert runner.invoke(app, ["--version"]).output.startswith("auto-csc ")
+
+
+def test_two_images_with_one_stem_are_named(mixed_dataset, tmp_path):
+    root = _copy(mixed_dataset, tmp_path)
+    first = _first(root, "images")
+    cv2.imwrite(str(first.with_suffix(".tif")), read_image(first))
+    report = check_dataset(root)
+    assert len(report.problems) == 1 and report.problems[0].startswith(f"{first.with_suffix('.tif')}: shares its stem")
+    with pytest.raises(CscError, match="shares its stem"):
+        open_dataset(root)
+
+
+def test_counts_not_computed_are_absent_from_the_metadata(tmp_path):
+    image, mask = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    with DatasetWriter(tmp_path / "masks_only", source="test") as writer:
+        writer.add("a", image, mask)
+        writer.add("b", image, mask)
+    meta = json.loads((tmp_path / "masks_only" / "dataset.json").read_text())
+    assert meta["n_images"] == 2
+    assert "counts" not in meta and "images" not in meta, "no instances, no counts: not a count of 0"
+    instances = (mask > 0).astype(np.uint16)
+    with DatasetWriter(tmp_path / "partly", source="test") as writer:
+        writer.add("a", image, mask, instances)
+        writer.add("b", image, mask)
+    meta = json.loads((tmp_path / "partly" / "dataset.json").read_text())
+    assert meta["images"] == {"a": {"rbc": 1, "macrophage": 0}}
+    assert "counts" not in meta, "a total over some of the images would pass for the dataset's"

@@ -18,9 +18,15 @@ def test_outlines_colour_class_boundaries_only():
 
 
 def test_legend_draws_counts():
-    image = np.full((200, 200, 3), 255, np.uint8)
-    OverlayRenderer().legend(image, {"rbc": 12, "macrophage": 3}, fps=30.0)
-    assert (image[:60, :100] < 255).any() and (image[150:, :] == 255).all()
+    def legend(counts, fps):
+        image = np.full((200, 200, 3), 255, np.uint8)
+        OverlayRenderer().legend(image, counts, fps=fps)
+        return image
+
+    drawn = legend({"rbc": 12, "macrophage": 3}, 30.0)
+    assert (drawn[:60, :100] < 255).any() and (drawn[150:, :] == 255).all(), "in the top-left corner only"
+    assert not np.array_equal(drawn, legend({"rbc": 13, "macrophage": 3}, 30.0)), "the counts are drawn"
+    assert not np.array_equal(drawn, legend({"rbc": 12, "macrophage": 3}, None)), "so is the FPS"
 
 
 def test_count_cli_contract(mixed_dataset, tmp_path):
@@ -30,8 +36,12 @@ def test_count_cli_contract(mixed_dataset, tmp_path):
     meta = json.loads((mixed_dataset / "dataset.json").read_text())
     assert set(data["counts"]) == {"rbc", "macrophage"}
     assert data["true_counts"] == meta["counts"]
-    for name in ("rbc", "macrophage"):
-        assert data["count_accuracy"][name] == round(data["counts"][name] / data["true_counts"][name], 4)
+    # The dataset's own (true) masks, touching cells split: every RBC is found, and the accuracy says so.
+    assert data["counts"]["rbc"] == data["true_counts"]["rbc"] and data["count_accuracy"]["rbc"] == 1.0
+    result = CliRunner().invoke(app, ["count", str(mixed_dataset), "--json", str(tmp_path / "n.json"),
+                                      "--no-split-touching"])
+    unsplit = json.loads((tmp_path / "n.json").read_text())
+    assert unsplit["counts"]["rbc"] < data["counts"]["rbc"] and unsplit["count_accuracy"]["rbc"] < 1.0
 
 
 def test_count_cli_without_instances(mixed_dataset, tmp_path):
@@ -43,3 +53,17 @@ def test_count_cli_without_instances(mixed_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "c.json").read_text())
     assert "true_counts" not in data and data["counts"]["rbc"] > 0
+
+
+def test_count_cli_border_is_a_choice(mixed_dataset):
+    import subprocess
+    import sys
+
+    from runtime.counting import BORDER_POLICIES
+
+    text = " ".join(CliRunner().invoke(app, ["count", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "|".join(BORDER_POLICIES) in text
+    run = subprocess.run([sys.executable, "-c", "from runtime.cli.data import main; main()", "count", str(mixed_dataset),
+                          "--border", "sometimes"], capture_output=True, text=True)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and "'sometimes' is not one of" in lines[0], run.stderr

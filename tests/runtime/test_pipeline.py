@@ -1,4 +1,5 @@
 """The whole pipeline with ONNX Runtime and the bundled model: demo, video, images, interrupts, tiling, sources."""
+import json
 import subprocess
 import sys
 
@@ -198,7 +199,7 @@ def test_lost_camera_is_retried_with_backoff_then_a_clear_error(monkeypatch):
     assert sleeps == [0.5, 1.0, 2.0] and "reconnecting (1/3)" in messages[0]
 
 
-def test_runner_selection(tmp_path):
+def test_runner_selection(tmp_path, monkeypatch):
     runner, reason = open_runner(DEFAULT_MODEL, "auto")
     assert isinstance(runner, OnnxRuntimeRunner) and "no TensorRT engine" in reason
     with pytest.raises(CscError, match="cannot run a TensorRT engine"):
@@ -206,12 +207,17 @@ def test_runner_selection(tmp_path):
     with pytest.raises(CscError, match="needs an engine file"):
         open_runner(DEFAULT_MODEL, "trt")
     (tmp_path / "m.engine").write_bytes(b"x")
-    trt_runner, _ = open_runner(tmp_path / "m.engine", "auto")
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        with pytest.raises(CscError, match="TensorRT is not installed"):
-            trt_runner.activate()
+    trt_runner, reason = open_runner(tmp_path / "m.engine", "auto")
+    assert trt_runner.name == "tensorrt" and reason == "a TensorRT engine was given"
+    # Two bytes without a sidecar are no engine on any machine: without TensorRT activation says that first, with
+    # it the missing sidecar; never a traceback, never a runner that pretends to run.
+    with pytest.raises(CscError, match="TensorRT is not installed|engine has no sidecar"):
+        trt_runner.activate()
+    import runtime.backends.tensorrt as trt_backend
+
+    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: object())  # as where TensorRT is installed
+    with pytest.raises(CscError, match="engine has no sidecar"):
+        trt_runner.activate()
 
 
 def test_wrong_frame_size_is_a_clear_error(runner):
@@ -260,3 +266,15 @@ def test_opencv_gets_only_the_cores_the_backend_leaves_free(runner):
              on_frame=lambda *_: seen.append(cv2.getNumThreads())).run()
     cv2.setNumThreads(before)
     assert seen[-1] == before + 3
+
+
+def test_cli_images_all_unreadable_is_a_failure_listing_every_file(tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"not an image")
+    run = _csc_run("--images", str(tmp_path), "--no-show", "--summary", str(tmp_path / "s.json"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no frame processed" in errors[0] and "2 images" in errors[0], run.stderr
+    skipped = [line for line in run.stderr.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 2 and "a.png" in skipped[0] and "b.png" in skipped[1]
+    assert json.loads((tmp_path / "s.json").read_text())["frames"] == 0, "the summary is still written"

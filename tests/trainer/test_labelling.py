@@ -82,3 +82,23 @@ def test_cli_rejects_even_block_size(rbc_images, tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 2 and "block-size must be odd" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_counts_only_where_instances_were_written(rbc_images, tmp_path):
+    label_folder(rbc_images, tmp_path / "plain", AutoLabelConfig(kind="rbc"), workers=1)
+    meta = json.loads((tmp_path / "plain" / "dataset.json").read_text())
+    assert meta["n_images"] == 5 and "counts" not in meta and "images" not in meta
+    label_folder(rbc_images, tmp_path / "split", AutoLabelConfig(kind="rbc", split_touching=True), workers=1)
+    meta = json.loads((tmp_path / "split" / "dataset.json").read_text())
+    assert meta["counts"] == check_dataset(tmp_path / "split").cells and meta["counts"]["rbc"] > 0
+    assert sum(c["rbc"] for c in meta["images"].values()) == meta["counts"]["rbc"]
+
+
+def test_cli_refuses_the_input_dataset_as_output_before_any_progress(rbc_images):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", "from trainer.cli.label import main; main()", "auto", str(rbc_images),
+                          "--kind", "rbc", "--out", str(rbc_images.parent)], capture_output=True, text=True)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and "holds the input images" in lines[0], run.stderr

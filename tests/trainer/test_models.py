@@ -76,3 +76,7 @@ def test_encoder_weights_errors(tmp_path):
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
     with pytest.raises(CscError, match="not torchvision's VGG16 layout"):
         VGG16UNet(encoder_weights=tmp_path / "partial.pth")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")  # a pickled module, not a state dict
+    with pytest.raises(CscError, match=r"not a readable torch state dict \(PyTorch cannot read it as tensors") as err:
+        VGG16UNet(encoder_weights=tmp_path / "module.pth")
+    assert "weights_only" not in str(err.value)

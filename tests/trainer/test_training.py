@@ -81,8 +81,12 @@ def test_single_and_transfer(tmp_path):
     single = run_single(rbc, mac, tmp_path / "single", cfg(regime="U-Single"))
     assert single["config"]["sources"]["rbc"] == str(rbc)
     transfer = run_transfer(tmp_path / "single" / "best.pt", mixed, 3, tmp_path / "transfer",
-                            cfg(regime="U-Transfer", lr=5e-4))
-    assert transfer["config"]["lr"] == 5e-4 and transfer["config"]["sources"]["n"] == 3
+                            cfg(regime="U-Transfer", lr=0.0))
+    assert transfer["config"]["sources"]["n"] == 3
+    # At learning rate 0 fine-tuning changes nothing: U-Transfer's weights are exactly the U-Single model it loaded.
+    start, end = load_checkpoint(tmp_path / "single" / "best.pt")["model"], load_checkpoint(tmp_path / "transfer" / "last.pt")["model"]
+    weights = [k for k in start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert weights and all(torch.equal(start[k], end[k]) for k in weights)
     with pytest.raises(CscError, match="--n 50"):
         run_transfer(tmp_path / "single" / "best.pt", mixed, 50, tmp_path / "t2", cfg(regime="U-Transfer"))
 
@@ -95,12 +99,30 @@ def test_bad_inputs(mixed, tmp_path):
     run_base(mixed, tmp_path / "run", cfg(steps=2))
     with pytest.raises(CscError, match="is a 'light-unet' model, not 'vgg16-unet'"):
         load_checkpoint(tmp_path / "run" / "best.pt", "vgg16-unet")
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CscError, match="not a readable checkpoint"):
-        load_checkpoint(tmp_path / "junk.pt")
     tiny = synthesize_dataset("mixed", 1, tmp_path / "tiny", seed=1, size=64)
     with pytest.raises(CscError, match="cannot be split"):
         run_base(tiny, tmp_path / "r2", cfg())
+
+
+class _Pickled:
+    """Not a tensor or a plain container: only an unsafe (full-pickle) load could read a file holding one."""
+
+
+@pytest.mark.parametrize("write", [
+    lambda p: p.write_bytes(b"not a checkpoint"),
+    lambda p: p.write_bytes(b""),
+    lambda p: torch.save({"model": _Pickled()}, p),
+    lambda p: torch.save(torch.nn.Linear(2, 2), p),
+    lambda p: torch.save({"weights": torch.zeros(2)}, p),
+], ids=["junk", "empty", "pickled-object", "pickled-module", "foreign-state-dict"])
+def test_a_file_that_is_not_a_checkpoint_says_so_and_never_advises_the_unsafe_load(tmp_path, write, capfd):
+    path = tmp_path / "other.pt"
+    write(path)
+    with pytest.raises(CscError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not an auto-CSC checkpoint") and "\n" not in message
+    assert "weights_only" not in message and "weights_only" not in capfd.readouterr().err
 
 
 def test_dataset_with_class_ids_beyond_the_model(tmp_path):
@@ -159,3 +181,48 @@ def test_cli_eval_and_models_contracts(mixed, tmp_path):
     assert set(data["counts"]["count_accuracy"]) == {"rbc", "macrophage"}
     models = runner.invoke(app, ["models"])
     assert models.exit_code == 0 and "vgg16-unet" in models.output and "503.5" in models.output
+
+
+def _csc_train(*args):
+    return subprocess.run([sys.executable, "-c", "from trainer.cli.train import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line_before_any_progress(run, message):
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("error:") and message in lines[0], run.stderr
+    assert not (run.stdout.strip() or "U-Single" in run.stderr), "no progress bar before the arguments are checked"
+
+
+def test_cli_bad_device_fails_with_one_line_and_no_progress(mixed, tmp_path):
+    run = _csc_train("single", str(mixed), str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+                     "--device", "tpu")
+    _one_line_before_any_progress(run, "'tpu' is not one of 'auto', 'cpu', 'cuda'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a CUDA GPU")
+def test_cli_cuda_without_a_gpu_is_refused_before_training_starts(mixed, tmp_path):
+    run = _csc_train("single", str(mixed), str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+                     "--device", "cuda", "--size", "64")
+    _one_line_before_any_progress(run, "--device cuda but PyTorch sees no CUDA GPU")
+
+
+def test_cli_missing_dataset_or_checkpoint_is_refused_before_training_starts(mixed, tmp_path):
+    run = _csc_train("single", str(mixed), str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--arch",
+                     "light-unet", "--size", "64", "--device", "cpu")
+    _one_line_before_any_progress(run, "dataset folder not found")
+    run = _csc_train("single", str(mixed), str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+                     "--size", "64", "--device", "cpu", "--resume")
+    _one_line_before_any_progress(run, "nothing to resume")
+
+
+def test_cli_help_lists_the_choices():
+    from typer.testing import CliRunner
+
+    from trainer.cli.train import app
+    from trainer.models import available
+
+    text = " ".join(CliRunner().invoke(app, ["single", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "auto|cpu|cuda" in text and "|".join(available()) in text

@@ -56,7 +56,7 @@ def auto(
 ) -> None:
     """Label a folder of single-kind images and write a dataset in the project's format."""
     from trainer.autolabel import PAPER_STEPS, AutoLabelConfig
-    from trainer.labelling import label_folder
+    from trainer.labelling import check_folders, label_folder
 
     steps = {**(PAPER_STEPS if paper else {}),
              **{k: v for k, v in dict(channel=channel and channel.value, threshold=threshold and threshold.value,
@@ -70,9 +70,7 @@ def auto(
             morph_iterations=morph_iterations, split_touching=split_touching, **steps)
     except ValueError as err:
         raise CscError(str(err), fix="see `csc-label auto --help`") from None
-    from runtime.imageio import list_images
-
-    n = len(list_images(images))
+    n = len(check_folders(images, out))
     with progress_bar() as bar:
         task = bar.add_task(f"auto-label {kind.value}", total=n)
         run = label_folder(images, out, config, strict=strict, workers=workers, copy_images=copy_images,

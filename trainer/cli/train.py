@@ -6,18 +6,23 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from runtime.cli.common import console, entry, make_app, progress_bar
+from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.errors import CscError
+from trainer.models import available
+from trainer.train import DEVICES
 
 app = make_app("Train the U-Net: [bold]base[/] (labelled mixed), [bold]single[/] (auto-labelled single-kind), "
                "[bold]transfer[/] (fine-tune on few mixed), [bold]eval[/], [bold]models[/].")
 
+ArchChoice = choices("ArchChoice", tuple(available()))
+DeviceChoice = choices("DeviceChoice", DEVICES)
+
 Out = typer.Option(..., "--out", help="Run folder: best.pt, last.pt, metrics.json, curves.png.")
-Arch = typer.Option("vgg16-unet", "--arch", help="Registered architecture (see `csc-train models`).")
+Arch = typer.Option(ArchChoice("vgg16-unet"), "--arch", help="Registered architecture (see `csc-train models`).")
 Steps = typer.Option(2000, "--steps", help="Training steps (batches).")
 Batch = typer.Option(4, "--batch", help="Images per batch (paper: 4).")
 Size = typer.Option(256, "--size", help="Training crop size in px (a multiple of the model's stride).")
-Device = typer.Option("auto", "--device", help="auto, cpu or cuda (AMP is used on CUDA).")
+Device = typer.Option(DeviceChoice("auto"), "--device", help="auto (CUDA when PyTorch sees a GPU), cpu or cuda (AMP is used on CUDA).")
 Seed = typer.Option(0, "--seed", help="Seed for splits, batches and augmentation.")
 ValEvery = typer.Option(200, "--val-every", help="Validate and checkpoint every N steps.")
 Resume = typer.Option(False, "--resume", help="Continue exactly from RUN/last.pt.")
@@ -34,46 +39,50 @@ def _config(regime: str, arch, steps, batch, size, device, seed, val_every, lr, 
         raise CscError(str(err), fix="see `csc-train --help`") from None
 
 
-def _run(job, config, out: Path, resume: bool) -> None:
-    """Run one regime's job(out, config, resume=..., progress=...) with a progress bar and a result line."""
-    if not resume and (out / "last.pt").exists():
-        raise CscError("run folder already holds a checkpoint", path=out, fix="pass --resume to continue, or another --out")
+def _run(make_plan, out: Path, resume: bool) -> None:
+    """Check every input (run folder, data, device) before anything starts, then train the plan with a progress bar
+    and a result line."""
+    from trainer.regimes import check_run_folder
+
+    check_run_folder(out, resume)
+    plan = make_plan()
+    config = plan.config
     with progress_bar() as bar:
         task = bar.add_task(f"{config.regime} {config.arch}", total=config.steps)
 
         def progress(done, total, loss, rate):
             bar.update(task, completed=done, description=f"{config.regime} {config.arch} loss {loss:.4f} {rate:.2f} it/s")
 
-        result = job(out, config, resume=resume, progress=progress)
+        result = plan.run(out, resume=resume, progress=progress)
     if result.get("val_metrics"):
         m = result["val_metrics"]
         console.print(f"best validation: mIoU {m['miou']:.4f} FWIoU {m['fwiou']:.4f} Dice {m['dice']:.4f} → {out / 'best.pt'}")
 
 
 @app.command()
-def base(data: Path = typer.Argument(..., help="Labelled mixed dataset."), out: Path = Out, arch: str = Arch,
-         steps: int = Steps, batch: int = Batch, size: int = Size, device: str = Device, seed: int = Seed,
+def base(data: Path = typer.Argument(..., help="Labelled mixed dataset."), out: Path = Out, arch: ArchChoice = Arch,
+         steps: int = Steps, batch: int = Batch, size: int = Size, device: DeviceChoice = Device, seed: int = Seed,
          val_every: int = ValEvery, lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper 1e-3)."),
          encoder_weights: Path = EncoderWeights, resume: bool = Resume) -> None:
     """U-Base: train on hand-labelled mixed images (split 75/12.5/12.5 %)."""
-    from trainer.regimes import run_base
+    from trainer.regimes import plan_base
 
-    config = _config("U-Base", arch, steps, batch, size, device, seed, val_every, lr, encoder_weights)
-    _run(lambda o, c, **kw: run_base(data, o, c, **kw), config, out, resume)
+    config = _config("U-Base", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights)
+    _run(lambda: plan_base(data, config), out, resume)
 
 
 @app.command()
 def single(rbc: Path = typer.Argument(..., help="Auto-labelled RBC dataset."),
            macrophage: Path = typer.Argument(..., help="Auto-labelled macrophage dataset."), out: Path = Out,
-           arch: str = Arch, steps: int = Steps, batch: int = Batch, size: int = Size, device: str = Device,
-           seed: int = Seed, val_every: int = ValEvery,
+           arch: ArchChoice = Arch, steps: int = Steps, batch: int = Batch, size: int = Size,
+           device: DeviceChoice = Device, seed: int = Seed, val_every: int = ValEvery,
            lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper 1e-3)."),
            encoder_weights: Path = EncoderWeights, resume: bool = Resume) -> None:
     """U-Single: train only on auto-labelled single-kind images; each batch draws from both sets."""
-    from trainer.regimes import run_single
+    from trainer.regimes import plan_single
 
-    config = _config("U-Single", arch, steps, batch, size, device, seed, val_every, lr, encoder_weights)
-    _run(lambda o, c, **kw: run_single(rbc, macrophage, o, c, **kw), config, out, resume)
+    config = _config("U-Single", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights)
+    _run(lambda: plan_single(rbc, macrophage, config), out, resume)
 
 
 @app.command()
@@ -81,23 +90,23 @@ def transfer(checkpoint: Path = typer.Argument(..., help="U-Single checkpoint to
              mixed: Path = typer.Argument(..., help="Labelled mixed dataset."),
              n: int = typer.Option(50, "--n", min=1, help="Labelled mixed images to fine-tune on (paper 50)."),
              out: Path = Out, steps: int = typer.Option(1000, "--steps", help="Fine-tuning steps."), batch: int = Batch,
-             size: int = Size, device: str = Device, seed: int = Seed, val_every: int = ValEvery,
+             size: int = Size, device: DeviceChoice = Device, seed: int = Seed, val_every: int = ValEvery,
              lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate (paper 5e-4)."),
              resume: bool = Resume) -> None:
     """U-Transfer: fine-tune a U-Single model on N labelled mixed images."""
     from trainer.checkpoint import load_checkpoint
-    from trainer.regimes import run_transfer
+    from trainer.regimes import plan_transfer
 
     arch = load_checkpoint(checkpoint)["arch"]
-    config = _config("U-Transfer", arch, steps, batch, size, device, seed, val_every, lr, None)
-    _run(lambda o, c, **kw: run_transfer(checkpoint, mixed, n, o, c, **kw), config, out, resume)
+    config = _config("U-Transfer", arch, steps, batch, size, device.value, seed, val_every, lr, None)
+    _run(lambda: plan_transfer(checkpoint, mixed, n, config), out, resume)
 
 
 @app.command("eval")
 def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.pt)."),
                  data: Path = typer.Argument(..., help="Labelled dataset to evaluate on (all its images)."),
                  json_path: Path = typer.Option(None, "--json", help="Write miou, fwiou, dice, per_class_iou, counts here."),
-                 device: str = Device) -> None:
+                 device: DeviceChoice = Device) -> None:
     """mIoU and FWIoU (paper eq. 5, 6), Dice, per-class IoU, confusion matrix and counts against ground truth."""
     from runtime.dataset import open_dataset
     from runtime.writers import write_json
@@ -110,7 +119,7 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.p
     dataset = open_dataset(data)
     if dataset.classes != list(meta["classes"]):
         raise CscError(f"dataset classes {dataset.classes} differ from the model's {meta['classes']}", path=data)
-    dev = resolve_device(device)
+    dev = resolve_device(device.value)
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=len(dataset))
         result = evaluate(model.to(dev), (dataset.load(i) for i in range(len(dataset))), get_arch(meta["arch"]).stride,

@@ -83,15 +83,17 @@ def load_vgg16_encoder(model: VGG16UNet, path: str | Path) -> None:
     .state_dict(), path)`` and bring the file.
     """
     from runtime.errors import CscError
+    from trainer.checkpoint import load_tensors
 
     path = Path(path)
     if not path.is_file():
         raise CscError("encoder weights file not found", path=path,
                        fix="save torchvision's vgg16 state_dict to a file and pass it, or omit --encoder-weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt file
-        raise CscError(f"not a readable torch state dict ({type(err).__name__})", path=path) from None
+        state = load_tensors(path)
+    except ValueError as err:
+        raise CscError(f"not a readable torch state dict ({err})", path=path,
+                       fix="save torchvision's vgg16 state_dict with torch.save") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     convs = model.encoder_convs()
     for conv, index in zip(convs, TORCHVISION_CONV_INDEX):

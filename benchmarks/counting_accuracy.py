@@ -1,0 +1,44 @@
+"""Counting accuracy from ground-truth class maps (issue target: within 2 % of the true counts on simulated mixed
+images), so that only the counter's post-processing is judged: the simulated microscope's exact class maps go
+through `csc-data count`'s code (runtime/evaluate_counts.py) with touching cells split and, for comparison, not.
+
+Not a speed figure: the result depends only on the code and the settings, which the JSON records, so a rerun with
+them gives the same numbers on any machine.
+
+Run: python -m benchmarks.counting_accuracy [--n 20] [--seed 0] [--size 512]
+     [--out benchmarks/results/counting_accuracy.json]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from benchmarks.publish import publish
+from runtime.counting import CountingConfig
+from runtime.evaluate_counts import count_dataset
+from runtime.synthesize import synthesize_dataset
+
+KEYS = ("counts", "true_counts", "count_accuracy", "mean_abs_error", "instances")
+
+
+def measure(n: int = 20, seed: int = 0, size: int = 512) -> dict:
+    """Counted vs true cells of ``n`` simulated mixed frames, with and without splitting touching cells."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synthesize_dataset("mixed", n, Path(tmp) / "mixed", seed=seed, size=size)
+        results = {}
+        for split in (True, False):
+            summary = count_dataset(root, CountingConfig(split_touching=split))
+            results["split_on" if split else "split_off"] = {k: summary[k] for k in KEYS}
+    return {"what": "csc-data count on the simulator's ground-truth class maps (only post-processing is judged)",
+            "settings": {"kind": "mixed", "n": n, "seed": seed, "size": size}, **results}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20, help="simulated mixed frames")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=512, help="square frame size in px")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    publish(measure(args.n, args.seed, args.size), args.out)

@@ -1,0 +1,116 @@
+"""Soak run: does `csc-run --source demo --no-show` hold its frame rate and its memory over ten minutes?
+
+Runs the real command line in a child process, as a user would, with its per-frame counts CSV (flushed every
+frame); every --interval seconds it reads how many frames the CSV holds and the child's resident memory
+(VmRSS, /proc: Linux). Targets (issue 15): the FPS of the first minute and of the last minute within 10 % of each
+other, and RSS growth under 20 MB from the end of the warm-up (the first --warmup seconds after the first frame:
+model loading, first allocations, OpenCV's and ONNX Runtime's pools) to the end.
+
+Run it on a quiet machine (other load changes the frame rate):
+    python -m benchmarks.soak --duration 600 --out benchmarks/results/soak.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.publish import machine, publish
+
+FPS_TOLERANCE = 0.10  # first vs last window
+RSS_GROWTH_LIMIT_MB = 20.0
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a live process in MB, or None once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+class FrameCounter:
+    """Frames written so far to a growing counts CSV (one header line, then one line per frame)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.lines = path, 0, 0
+
+    def frames(self) -> int:
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+            complete = chunk.rfind(b"\n") + 1  # a row still being written counts once it ends
+            self.lines += chunk[:complete].count(b"\n")
+            self.offset += complete
+        return max(0, self.lines - 1)
+
+
+def window_fps(samples: list[tuple[float, int, float]], start: float, end: float) -> float:
+    """Frames per second between the samples nearest to ``start`` and ``end`` (seconds since the first frame)."""
+    first = min(samples, key=lambda s: abs(s[0] - start))
+    last = min(samples, key=lambda s: abs(s[0] - end))
+    return (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+
+
+def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval: float = 1.0) -> dict:
+    """Run csc-run on the demo source for ``duration`` seconds and judge its FPS and memory over time."""
+    if duration < 2 * window or warmup >= duration:
+        raise ValueError("--duration must hold two --window lengths and more than the --warmup")
+    with tempfile.TemporaryDirectory() as tmp:
+        csv, summary, log = Path(tmp) / "counts.csv", Path(tmp) / "summary.json", Path(tmp) / "stderr.txt"
+        command = [sys.executable, "-c", "from runtime.cli.run import main; main()", "--source", "demo", "--no-show",
+                   "--duration", str(duration), "--save-csv", str(csv), "--summary", str(summary)]
+        counter, samples, first_frame = FrameCounter(csv), [], None
+        with log.open("w") as stderr:
+            child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+            try:
+                while child.poll() is None:
+                    time.sleep(interval)
+                    now, frames, rss = time.perf_counter(), counter.frames(), rss_mb(child.pid)
+                    if rss is None or not frames:
+                        continue  # still starting (or already gone): no frame rate to judge yet
+                    first_frame = first_frame if first_frame is not None else now
+                    samples.append((round(now - first_frame, 2), frames, round(rss, 1)))
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                child.wait()
+        if child.returncode != 0 or len(samples) < 3:
+            raise RuntimeError(f"csc-run failed (exit {child.returncode}, {len(samples)} samples): "
+                               f"{log.read_text()[-2000:]}")
+        run_summary = json.loads(summary.read_text())
+    end = samples[-1][0]
+    fps_first, fps_last = window_fps(samples, 0, window), window_fps(samples, end - window, end)
+    warm = min(samples, key=lambda s: abs(s[0] - warmup))
+    growth = samples[-1][2] - warm[2]
+    return {
+        "command": f"csc-run --source demo --no-show --duration {duration:g} --save-csv CSV --summary JSON",
+        "machine": machine(), "backend": run_summary["backend"], "duration_s": duration, "window_s": window,
+        "warmup_s": warmup, "interval_s": interval, "frames": run_summary["frames"], "fps_overall": run_summary["fps"],
+        "fps_first_window": round(fps_first, 2), "fps_last_window": round(fps_last, 2),
+        "fps_change": round(fps_last / fps_first - 1, 4),
+        "fps_holds": abs(fps_last / fps_first - 1) <= FPS_TOLERANCE,
+        "rss_after_warmup_mb": warm[2], "rss_end_mb": samples[-1][2], "rss_max_mb": max(s[2] for s in samples),
+        "rss_growth_mb": round(growth, 1), "memory_flat": growth < RSS_GROWTH_LIMIT_MB,
+        "targets": {"fps_change_within": FPS_TOLERANCE, "rss_growth_below_mb": RSS_GROWTH_LIMIT_MB},
+        "samples": {"columns": ["seconds_since_first_frame", "frames", "rss_mb"], "rows": [list(s) for s in samples]},
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=600, help="seconds csc-run runs")
+    parser.add_argument("--window", type=float, default=60, help="seconds of the first and the last window compared")
+    parser.add_argument("--warmup", type=float, default=60, help="seconds after the first frame before RSS is baselined")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    publish(soak(args.duration, args.window, args.warmup, args.interval), args.out)

@@ -1,0 +1,72 @@
+"""The scripts behind the README's numbers, on tiny inputs: what they measure and what they write, never how fast
+this machine is (speed figures come from the scripts themselves, run on a quiet machine)."""
+import json
+
+import pytest
+
+from runtime.simulator import make_microscope
+
+
+def test_counting_accuracy_judges_the_simulators_exact_counts(tmp_path):
+    from benchmarks.counting_accuracy import measure
+    from benchmarks.publish import publish
+
+    result = measure(n=2, seed=3, size=256)
+    frames = [make_microscope("mixed", size=256, seed=3).frame(i) for i in range(2)]
+    truth = {k: sum(f.counts[k] for f in frames) for k in ("rbc", "macrophage")}
+    assert result["settings"] == {"kind": "mixed", "n": 2, "seed": 3, "size": 256}
+    for mode in ("split_on", "split_off"):
+        assert result[mode]["true_counts"] == truth
+    # These two frames hold one pair of touching RBCs: only splitting counts both.
+    assert result["split_on"]["counts"]["rbc"] == truth["rbc"] > result["split_off"]["counts"]["rbc"]
+    assert result["split_on"]["instances"]["rbc"]["f1"] > result["split_off"]["instances"]["rbc"]["f1"]
+    publish(result, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == result
+
+
+def test_counting_speed_reports_each_mode():
+    from benchmarks.counting_speed import measure
+
+    result = measure(frames=2, repeats=1, size=64)
+    assert set(result["ms_per_frame"]) == {"split_off", "split_on"} and result["frame"] == "64x64 mixed"
+    for times in result["ms_per_frame"].values():
+        assert 0 < times["count"] <= times["count+overlay"], "count+overlay includes the counting"
+
+
+def test_simulator_speed_reports_each_kind_and_the_stream():
+    from benchmarks.simulator_speed import measure
+
+    rates = measure(frames=2, size=64)["frames_per_second"]
+    assert set(rates) == {"rbc frame()", "macrophage frame()", "mixed frame()", "mixed stream()"}
+    assert all(r > 0 for r in rates.values())
+
+
+def test_soak_window_fps_and_growing_csv(tmp_path):
+    from benchmarks.soak import FrameCounter, window_fps
+
+    samples = [(0.0, 0, 100.0), (1.0, 30, 100.0), (2.0, 50, 101.0), (3.0, 60, 101.0)]
+    assert window_fps(samples, 0, 1) == 30 and window_fps(samples, 2, 3) == 10
+    assert window_fps(samples, 0.1, 2.9) == 20, "the nearest samples bound the window: 60 frames in 3 s"
+    csv = tmp_path / "c.csv"
+    counter = FrameCounter(csv)
+    assert counter.frames() == 0, "no file yet"
+    csv.write_text("frame,source,rbc,macrophage,fps\n0,demo,1,0,9.0\n1,demo,2")
+    assert counter.frames() == 1, "a row still being written is not a frame yet"
+    with csv.open("a") as f:
+        f.write(",0,9.5\n2,demo,3,0,9.9\n")
+    assert counter.frames() == 3
+
+
+def test_soak_runs_csc_run_and_samples_frames_and_memory():
+    from benchmarks.soak import soak
+
+    result = soak(duration=4, window=1, warmup=1, interval=0.25)
+    rows = result["samples"]["rows"]
+    assert len(rows) >= 3 and rows[0][0] == 0
+    assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(rows, rows[1:]))
+    assert rows[-1][1] <= result["frames"], "the CSV never holds more frames than csc-run reports"
+    assert result["fps_first_window"] > 0 and result["fps_last_window"] > 0
+    assert all(r[2] > 50 for r in rows), "the child's resident memory (ONNX Runtime, OpenCV, numpy) was read"
+    assert result["rss_growth_mb"] == round(rows[-1][2] - result["rss_after_warmup_mb"], 1)
+    with pytest.raises(ValueError, match="two --window"):
+        soak(duration=1, window=1)
