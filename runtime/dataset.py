@@ -20,6 +20,40 @@ from runtime.imageio import LABEL_MAP_PNG, list_images, read_image, read_raw, wr
 FORMAT = "auto-csc-dataset/1"
 META_FILE = "dataset.json"
 
+# What a dataset's annotations are: class maps (masks/, optionally instances/), or count-only marks (one point or
+# one box per cell in points.csv / boxes.csv, no masks/; see runtime/count_dataset.py).
+ANNOTATION_KINDS = ("masks", "points", "boxes")
+COUNT_ONLY_KINDS = ("points", "boxes")
+# Where labels came from: exact simulator truth, people (a labelling tool, imported as "import:<format>"), or the
+# classical labeller. Only the first two are ground truth; the labeller's split agrees with itself by construction.
+LABEL_ORIGINS = ("simulator", "human", "labeller")
+
+
+def annotation_kind(meta: dict[str, Any]) -> str:
+    """``masks`` unless the metadata says the dataset is count-only (older datasets have no such field)."""
+    return str(meta.get("annotations", "masks"))
+
+
+def label_origin(meta: dict[str, Any]) -> str:
+    """Where a dataset's labels came from: ``simulator``, ``human``, ``labeller`` or ``import:<format>``.
+
+    Datasets written before the ``labels`` field are recognised by what their writers recorded: the auto-labeller
+    records its ``autolabel`` configuration, the simulator a ``seed`` and a ``simulated`` source; anything else
+    (hand-made, no metadata) is taken as human.
+    """
+    if meta.get("labels"):
+        return str(meta["labels"])
+    if "autolabel" in meta:
+        return "labeller"
+    if meta.get("seed") is not None and str(meta.get("source", "")).startswith("simulated"):
+        return "simulator"
+    return "human"
+
+
+def is_ground_truth(origin: str) -> bool:
+    """Labels a prediction may be judged against: not the labeller's own output."""
+    return origin != "labeller"
+
 
 @dataclass
 class Sample:
@@ -79,6 +113,11 @@ def open_dataset(root: str | Path) -> Dataset:
     if not root.is_dir():
         raise CscError("dataset folder not found", path=root, fix="create one with `csc-data synth` or `csc-label auto`")
     images_dir, masks_dir, inst_dir = root / "images", root / "masks", root / "instances"
+    kind = annotation_kind(read_meta(root))
+    if kind in COUNT_ONLY_KINDS:
+        raise CscError(f"count-only dataset ({kind}, no masks): nothing to train on or to measure pixels against",
+                       path=root, fix="score counts against it with `csc-data count LABELS --truth DATASET` or "
+                                      "`csc-train eval CKPT DATASET`; train on a dataset with masks")
     if not images_dir.is_dir():
         raise CscError("no images/ folder", path=root, fix="a dataset holds images/, masks/ and dataset.json")
     samples = []
@@ -165,12 +204,14 @@ class DatasetWriter:
     pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     classes: tuple[str, ...] = CLASS_NAMES
     extra: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None  # where the labels came from (see label_origin); None leaves it to be inferred
+    annotations: str = "masks"  # or a count-only kind: then no masks/ folder is made
     per_image: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __enter__(self) -> DatasetWriter:
         self.root = Path(self.root)
-        for sub in ("images", "masks"):
+        for sub in ("images", "masks") if self.annotations == "masks" else ("images",):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         return self
 
@@ -199,6 +240,8 @@ class DatasetWriter:
             "images": self.per_image,
             "skipped": self.skipped,
             "complete": complete,
+            "annotations": self.annotations,
+            **({"labels": self.labels} if self.labels else {}),
             **self.extra,
         }
         write_text(self.root / META_FILE, json.dumps(meta, indent=2) + "\n")
