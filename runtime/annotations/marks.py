@@ -29,7 +29,7 @@ def read_points(src: Path) -> Annotations:
     rows = _csv_rows(src, required=("image", "x", "y"), optional=("class",))
     images: dict[str, ImageAnnotation] = {}
     for line, row in rows:
-        image = images.setdefault(row["image"], ImageAnnotation(row["image"], f"{src.name} (image {row['image']})"))
+        image = _image_of(images, row["image"], src)
         x, y = (number(row[c], f"line {line}, {c}", src) for c in ("x", "y"))
         image.shapes.append(Point(row.get("class") or "", x, y))
     return Annotations("points", "points", list(images.values()), files={src})
@@ -44,10 +44,16 @@ def read_boxes(src: Path) -> Annotations:
     rows = _csv_rows(src, required=("image", "class", "x1", "y1", "x2", "y2"))
     images: dict[str, ImageAnnotation] = {}
     for line, row in rows:
-        image = images.setdefault(row["image"], ImageAnnotation(row["image"], f"{src.name} (image {row['image']})"))
+        image = _image_of(images, row["image"], src)
         x1, y1, x2, y2 = (number(row[c], f"line {line}, {c}", src) for c in ("x1", "y1", "x2", "y2"))
         image.shapes.append(Box(row["class"], x1, y1, x2, y2))
     return Annotations("boxes", "boxes", list(images.values()), files={src})
+
+
+def _image_of(images: dict[str, ImageAnnotation], name: str, src: Path) -> ImageAnnotation:
+    """Rows of one image, whether they name it with its suffix or without (both are seen in the wild)."""
+    image = ImageAnnotation(name, f"{src.name} (image {name})")
+    return images.setdefault(image.stem, image)
 
 
 def _csv_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()):

@@ -79,7 +79,7 @@ class Ellipse:
 
     def clipped(self, h: int, w: int) -> bool:
         r = max(self.rx, self.ry)
-        return self.cx - r < 0 or self.cy - r < 0 or self.cx + r > w - 1 or self.cy + r > h - 1
+        return bool(self.cx - r < 0 or self.cy - r < 0 or self.cx + r > w - 1 or self.cy + r > h - 1)
 
     def rasterise(self, h: int, w: int) -> Patch | None:
         r = max(self.rx, self.ry)

@@ -169,7 +169,7 @@ def _compose(annotation: ImageAnnotation, resolved: ResolvedClasses, h: int, w: 
         if patch is None:
             summary.outside += 1
             continue
-        summary.clipped += shape.clipped(h, w)
+        summary.clipped += int(shape.clipped(h, w))
         if len(class_of) > np.iinfo(np.uint16).max:
             raise CscError(f"{annotation.where}: more than 65535 cells in one image")
         top, left, crop = patch
