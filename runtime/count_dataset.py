@@ -100,7 +100,8 @@ def open_count_dataset(root: str | Path) -> CountDataset:
     for line, row in _rows(path, MARK_COLUMNS[kind]):
         stem, name = row["image"], row["class"]
         if stem not in images:
-            raise CscError(f"line {line}: image {stem!r} is not in images/", path=path, fix="add the image or drop its rows")
+            raise CscError(f"line {line}: image {stem!r} is not in images/", path=path,
+                           fix="add the image or drop its rows")
         if name not in names:
             raise CscError(f"line {line}: class {name!r} is not one of the dataset's classes ({', '.join(names)})",
                            path=path, fix="fix the row or the 'classes' list in dataset.json")
@@ -110,9 +111,11 @@ def open_count_dataset(root: str | Path) -> CountDataset:
             x1, y1, x2, y2 = (_float(row, c, line, path) for c in ("x1", "y1", "x2", "y2"))
             boxes[stem].setdefault(name, []).append([x1, y1, x2, y2])
             points[stem].setdefault(name, []).append([(x1 + x2) / 2, (y1 + y2) / 2])
-    samples = [CountSample(stem, images[stem], {n: np.asarray(v, np.float64).reshape(-1, 2) for n, v in points[stem].items()},
-                           {n: np.asarray(v, np.float64).reshape(-1, 4) for n, v in boxes[stem].items()}
-                           if kind == "boxes" else None)
+    def arrays(marks: dict[str, list], width: int) -> dict[str, np.ndarray]:
+        return {n: np.asarray(v, np.float64).reshape(-1, width) for n, v in marks.items()}
+
+    samples = [CountSample(stem, images[stem], arrays(points[stem], 2),
+                           arrays(boxes[stem], 4) if kind == "boxes" else None)
                for stem in sorted(images)]
     return CountDataset(root, kind, samples, meta)
 

@@ -20,13 +20,9 @@ from runtime.imageio import LABEL_MAP_PNG, list_images, read_image, read_raw, wr
 FORMAT = "auto-csc-dataset/1"
 META_FILE = "dataset.json"
 
-# What a dataset's annotations are: class maps (masks/, optionally instances/), or count-only marks (one point or
-# one box per cell in points.csv / boxes.csv, no masks/; see runtime/count_dataset.py).
-ANNOTATION_KINDS = ("masks", "points", "boxes")
+# A dataset's annotations are class maps ("masks": masks/, optionally instances/), or count-only marks, one point
+# or one box per cell in points.csv / boxes.csv and no masks/ (see runtime/count_dataset.py).
 COUNT_ONLY_KINDS = ("points", "boxes")
-# Where labels came from: exact simulator truth, people (a labelling tool, imported as "import:<format>"), or the
-# classical labeller. Only the first two are ground truth; the labeller's split agrees with itself by construction.
-LABEL_ORIGINS = ("simulator", "human", "labeller")
 
 
 def annotation_kind(meta: dict[str, Any]) -> str:
@@ -51,7 +47,8 @@ def label_origin(meta: dict[str, Any]) -> str:
 
 
 def is_ground_truth(origin: str) -> bool:
-    """Labels a prediction may be judged against: not the labeller's own output."""
+    """Labels a prediction may be judged against: the simulator's, people's, imported ones — not the classical
+    labeller's, whose split is made by the counter's own splitting code and so agrees with it by construction."""
     return origin != "labeller"
 
 

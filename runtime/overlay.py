@@ -74,7 +74,7 @@ class OverlayRenderer:
         """Count-only annotations on a copy of the frame: a cross per point, a rectangle per box, class-coloured."""
         out = frame.copy()
         size, thick = max(6, out.shape[0] // 40), max(1, out.shape[0] // 240)
-        for name, pts in (boxes or points).items():
+        for name, pts in (points if boxes is None else boxes).items():
             colour = tuple(int(c) for c in CLASS_COLOURS[self.class_names.index(name)])
             for row in np.rint(pts).astype(int):
                 if boxes is not None:

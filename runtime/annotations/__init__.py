@@ -35,11 +35,11 @@ def read_annotations(fmt: str, src: str | Path, class_table: str | Path | None =
         raise CscError(f"unknown annotation format {fmt!r}", fix=f"use one of {', '.join(IMPORT_FORMATS)}")
     if not src.exists():
         raise CscError("annotations not found", path=src, fix="pass the exported file (or folder)")
-    if fmt == "masks":
-        return read_masks(src, None if class_table is None else Path(class_table))
-    if class_table is not None:
+    if fmt != "masks" and class_table is not None:
         raise CscError("--class-table is for the masks format only", fix="other formats name their classes")
-    return READERS[fmt](src)
+    source = read_masks(src, None if class_table is None else Path(class_table)) if fmt == "masks" else READERS[fmt](src)
+    source.src = src.resolve()
+    return source
 
 
 def export_dataset(root: str | Path, fmt: str, out: str | Path, on_image: Callable[[], None] | None = None) -> int:

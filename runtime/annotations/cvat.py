@@ -43,7 +43,8 @@ def read_cvat(src: Path) -> Annotations:
         where = f"{src.name} <image name={name!r}>"
         size = None
         if el.get("height") and el.get("width"):
-            size = (int(number(el.get("height"), f"{where} height", src)), int(number(el.get("width"), f"{where} width", src)))
+            size = (int(number(el.get("height"), f"{where} height", src)),
+                    int(number(el.get("width"), f"{where} width", src)))
         image = ImageAnnotation(name.replace("\\", "/").rsplit("/", 1)[-1], where, size)
         stacked = []
         for order, child in enumerate(el):

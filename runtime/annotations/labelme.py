@@ -37,7 +37,8 @@ def read_labelme(src: Path) -> Annotations:
         image_path = str(data.get("imagePath") or path.stem).replace("\\", "/").rsplit("/", 1)[-1]
         size = None
         if data.get("imageHeight") and data.get("imageWidth"):
-            size = (int(number(data["imageHeight"], "imageHeight", path)), int(number(data["imageWidth"], "imageWidth", path)))
+            size = (int(number(data["imageHeight"], "imageHeight", path)),
+                    int(number(data["imageWidth"], "imageWidth", path)))
         image = ImageAnnotation(image_path, path.name, size)
         groups: dict[tuple[str, object], Group] = {}
         for i, raw in enumerate(data["shapes"]):

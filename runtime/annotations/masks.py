@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -34,7 +35,7 @@ def read_masks(src: Path, class_table: Path | None = None) -> Annotations:
         stem = image_stem(path)
         per_file = table.get(stem, table.get(path.stem, {}))
         names.update(per_file.values() if per_file else [""])
-        images.append(ImageAnnotation(stem, path.name, label_map=lambda path=path, per_file=per_file: _load(path, per_file)))
+        images.append(ImageAnnotation(stem, path.name, label_map=partial(_load, path, per_file)))
     source = Annotations("masks", "masks", images, files=set(files))
     source.label_names = sorted(names)
     return source

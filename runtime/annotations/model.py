@@ -48,7 +48,7 @@ class Polygon:
     def clipped(self, h: int, w: int) -> bool:
         pts = np.concatenate(self.parts)
         hi_x, hi_y = (w, h) if self.corners else (w - 1, h - 1)
-        return bool((pts[:, 0] < 0).any() or (pts[:, 1] < 0).any() or (pts[:, 0] > hi_x).any() or (pts[:, 1] > hi_y).any())
+        return bool((pts < 0).any() or (pts[:, 0] > hi_x).any() or (pts[:, 1] > hi_y).any())
 
     def rasterise(self, h: int, w: int) -> Patch | None:
         pts = np.concatenate(self.parts)
@@ -215,6 +215,7 @@ class Annotations:
     ignored: Counter = field(default_factory=Counter)  # shapes that are not cells in this format, by type
     label_names: list[str] = field(default_factory=list)  # class names the instance-label loaders will give
     files: set[Path] = field(default_factory=set)  # files read, never taken for images when they share a folder
+    src: Path | None = None  # the file or folder given, recorded as the dataset's source
 
     def used_labels(self) -> list[str]:
         """Class names in the order declared, then in order of first use."""

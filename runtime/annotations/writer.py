@@ -69,8 +69,9 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
     dropped: Counter = Counter()
     cells = np.zeros(len(resolved.classes), np.int64)
     marks: list[tuple] = []
-    with DatasetWriter(out, source=f"{source.fmt} annotations imported by csc-data import", classes=resolved.classes,
-                       pixel_size_um=pixel_size_um, labels=origin, annotations=source.kind) as writer:
+    with DatasetWriter(out, source=f"{source.fmt} annotations {source.src or ''} (csc-data import)",
+                       classes=resolved.classes, pixel_size_um=pixel_size_um, labels=origin,
+                       annotations=source.kind) as writer:
         for annotation, image_path in pairs:
             try:
                 h, w = _image_size(image_path)
@@ -117,7 +118,8 @@ def _check_out(out: Path) -> None:
         raise CscError("--out exists and is not an empty folder", path=out, fix="choose a new folder")
 
 
-def match_images(source: Annotations, images_dir: Path) -> tuple[list[tuple[ImageAnnotation, Path]], list[str], list[Path]]:
+def match_images(source: Annotations,
+                 images_dir: Path) -> tuple[list[tuple[ImageAnnotation, Path]], list[str], list[Path]]:
     """Pair each annotated image with its file in ``images_dir``: by file name, else by stem (annotations often
     drop or change the suffix). Returns the pairs, the names not found, and the images left without annotation."""
     if not images_dir.is_dir():

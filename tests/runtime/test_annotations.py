@@ -1,6 +1,5 @@
 """Bringing labels in and out: round trips per format, every import format on small hand-made files, bad input."""
 import json
-import shutil
 
 import cv2
 import numpy as np
@@ -356,7 +355,6 @@ def test_count_only_check_finds_marks_outside_their_image(tmp_path):
     images = blank_images(tmp_path / "img", ["a.jpg"])
     (tmp_path / "p.csv").write_text("image,x,y,class\na.jpg,3,4,rbc\n")
     run_import("points", tmp_path / "p.csv", images, tmp_path / "out")
-    shutil.copyfile(tmp_path / "out" / "points.csv", tmp_path / "keep.csv")
     with open(tmp_path / "out" / "points.csv", "a") as f:
         f.write("a,99,4,rbc\n")
     result = CliRunner().invoke(app, ["check", str(tmp_path / "out")])
