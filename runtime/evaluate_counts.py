@@ -69,18 +69,23 @@ class PointScorer:
         self.tally = CountTally(tuple(self.names))
 
     def add(self, class_map: np.ndarray, sample: CountSample) -> dict:
-        """Score one image; returns its per-image record (counter's counts, scored counts, annotated counts)."""
+        """Count and score one class map; returns its per-image record (the counter's counts, scored counts,
+        annotated counts)."""
         result = self.counter.count(class_map, return_labels=True)
+        return {"counts": result.counts, **self.add_labels(result.labels, result.cells, sample)}
+
+    def add_labels(self, labels: np.ndarray, cells: np.ndarray, sample: CountSample) -> dict:
+        """Score one image's instance labels and their cell table (`runtime.counting.CELL_DTYPE`: ids, class ids,
+        edge flags) — from the counter, or from any method that makes both, such as a benchmark's baseline."""
         empty = np.zeros((0, 2))
-        scores = score_points(result.labels, result.cells, {n: sample.points.get(n, empty) for n in self.names},
-                              self.class_names)
+        scores = score_points(labels, cells, {n: sample.points.get(n, empty) for n in self.names}, self.class_names)
         scored = {n: tp + fp for n, (tp, fp, _) in scores.items()}
         annotated = sample.counts(self.names)
         self.tally.add(scored, annotated)
         for name, (tp, fp, fn) in scores.items():
             self.tally.add_matches(name, tp, fp, fn)
         self.unscored.update(sample.counts(list(self.unscored)))
-        return {"counts": result.counts, "scored_counts": scored, "true_counts": annotated}
+        return {"scored_counts": scored, "true_counts": annotated}
 
     def summary(self) -> dict:
         out = self.tally.summary()

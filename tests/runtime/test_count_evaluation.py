@@ -129,3 +129,25 @@ def test_count_of_a_count_only_dataset_says_what_to_do(tmp_path):
 def test_cell_sizes_by_name_with_a_default_for_unknown_names():
     assert cell_size("RBC").min_um == 5.0 and cell_size("wbc").max_um == 20.0
     assert cell_size("nucleus") is UNKNOWN_CELL_SIZE
+
+
+def test_point_scorer_tallies_ratio_mae_and_f1_over_images():
+    from pathlib import Path
+
+    from runtime.count_dataset import CountSample
+    from runtime.counting import CountingConfig
+    from runtime.evaluate_counts import PointScorer
+
+    class_map = np.zeros((60, 80), np.uint8)
+    disc(class_map, 15, 30, 8, 1)
+    disc(class_map, 40, 30, 8, 1)
+    scorer = PointScorer(CountingConfig(), ["background", "rbc", "wbc"])
+    one = scorer.add(class_map, CountSample("a", Path("a.png"), {"rbc": np.array([[15, 30]]),
+                                                                 "wbc": np.array([[5, 5]])}))
+    scorer.add(class_map, CountSample("b", Path("b.png"), {"rbc": np.array([[15, 30], [40, 30], [70, 50]])}))
+    assert one == {"counts": {"rbc": 2, "macrophage": 0}, "scored_counts": {"rbc": 2}, "true_counts": {"rbc": 1}}
+    s = scorer.summary()
+    # The totals agree (4 counted, 4 annotated) while one cell per image is wrong: ratio 1, MAE 1, F1 0.75.
+    assert s["counts"] == {"rbc": 4} and s["true_counts"] == {"rbc": 4} and s["count_accuracy"] == {"rbc": 1.0}
+    assert s["mean_abs_error"] == {"rbc": 1.0} and s["instances"]["rbc"]["f1"] == 0.75
+    assert s["not_predicted"] == {"wbc": 1}, "annotated classes the class maps lack are listed, never scored"
