@@ -35,6 +35,19 @@ class CellSize:
 
 CELL_SIZES: dict[int, CellSize] = {RBC: CellSize(5.0, 7.0), MACROPHAGE: CellSize(13.0, 20.0)}
 
+# Sizes by class name, for datasets whose classes are not the paper's (imported labels, e.g. rbc and wbc on blood
+# smears). Leukocytes span 7 µm (small lymphocytes) to 20 µm (monocytes); platelets 1.5–3 µm.
+CELL_SIZES_BY_NAME: dict[str, CellSize] = {"rbc": CELL_SIZES[RBC], "macrophage": CELL_SIZES[MACROPHAGE],
+                                           "wbc": CellSize(7.0, 20.0), "platelet": CellSize(1.5, 3.0)}
+# A class of unknown size is taken to be no smaller than an RBC, the smallest cell the project counts: minimum
+# areas and split spacing then never cut a cell of the paper's kinds, and debris below an RBC's quarter is dropped.
+UNKNOWN_CELL_SIZE = CellSize(5.0, 20.0)
+
+
+def cell_size(name: str) -> CellSize:
+    """The size range of a class by name (case-insensitive); `UNKNOWN_CELL_SIZE` for names without one."""
+    return CELL_SIZES_BY_NAME.get(name.lower(), UNKNOWN_CELL_SIZE)
+
 
 def class_id(name: str) -> int:
     """Class id for a name such as ``rbc``; the error lists the valid names."""

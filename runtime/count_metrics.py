@@ -5,6 +5,7 @@ ground truth, the evaluation never re-implements counting.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,3 +112,22 @@ class CountTally:
 
 def _tidy(value: float) -> float | int:
     return int(value) if float(value).is_integer() else round(value, 2)
+
+
+def score_points(labels: np.ndarray, cells: np.ndarray, points: Mapping[str, np.ndarray],
+                 class_names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """Per class name of ``points``: (tp, fp, fn) of that class's counted cells against its annotated points.
+
+    ``labels`` and ``cells`` are what `CellCounter.count(..., return_labels=True)` gives for one frame; a class's
+    cells that touch the frame edge are not false positives when no point falls in them (see `match_points`).
+    The scored predicted count of a class is tp + fp.
+    """
+    class_of = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int64)
+    class_of[cells["id"]] = cells["class_id"]
+    out = {}
+    for name, pts in points.items():
+        class_id = list(class_names).index(name)
+        own = np.where(class_of[labels] == class_id, labels, 0)
+        edge = cells["id"][(cells["class_id"] == class_id) & cells["touches_border"]]
+        out[name] = match_points(own, pts, edge)
+    return out

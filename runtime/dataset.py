@@ -21,6 +21,37 @@ from runtime.imageio import LABEL_MAP_PNG, list_images, read_image, read_raw, wr
 FORMAT = "auto-csc-dataset/1"
 META_FILE = "dataset.json"
 
+# A dataset's annotations are class maps ("masks": masks/, optionally instances/), or count-only marks, one point
+# or one box per cell in points.csv / boxes.csv and no masks/ (see runtime/count_dataset.py).
+COUNT_ONLY_KINDS = ("points", "boxes")
+
+
+def annotation_kind(meta: dict[str, Any]) -> str:
+    """``masks`` unless the metadata says the dataset is count-only (older datasets have no such field)."""
+    return str(meta.get("annotations", "masks"))
+
+
+def label_origin(meta: dict[str, Any]) -> str:
+    """Where a dataset's labels came from: ``simulator``, ``human``, ``labeller`` or ``import:<format>``.
+
+    Datasets written before the ``labels`` field are recognised by what their writers recorded: the auto-labeller
+    records its ``autolabel`` configuration, the simulator a ``seed`` and a ``simulated`` source; anything else
+    (hand-made, no metadata) is taken as human.
+    """
+    if meta.get("labels"):
+        return str(meta["labels"])
+    if "autolabel" in meta:
+        return "labeller"
+    if meta.get("seed") is not None and str(meta.get("source", "")).startswith("simulated"):
+        return "simulator"
+    return "human"
+
+
+def is_ground_truth(origin: str) -> bool:
+    """Labels a prediction may be judged against: the simulator's, people's, imported ones — not the classical
+    labeller's, whose split is made by the counter's own splitting code and so agrees with it by construction."""
+    return origin != "labeller"
+
 
 @dataclass
 class Sample:
@@ -78,6 +109,11 @@ def open_dataset(root: str | Path) -> Dataset:
     """Pair every image with its mask; the first bad pairing is an error that names its file (and says how many
     more there are: `csc-data check` lists them all)."""
     root = _dataset_root(root)
+    kind = annotation_kind(read_meta(root))
+    if kind in COUNT_ONLY_KINDS:
+        raise CscError(f"count-only dataset ({kind}, no masks): nothing to train on or to measure pixels against",
+                       path=root, fix="score counts against it with `csc-data count LABELS --truth DATASET` or "
+                                      "`csc-train eval CKPT DATASET`; train on a dataset with masks")
     samples, problems = _pair_samples(root, list_images(root / "images"))
     if problems:
         first, more = problems[0], len(problems) - 1
@@ -187,12 +223,14 @@ class DatasetWriter:
     pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     classes: tuple[str, ...] = CLASS_NAMES
     extra: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None  # where the labels came from (see label_origin); None leaves it to be inferred
+    annotations: str = "masks"  # or a count-only kind: then no masks/ folder is made
     per_image: dict[str, dict[str, int] | None] = field(default_factory=dict)  # None: counts not computed
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __enter__(self) -> DatasetWriter:
         self.root = Path(self.root)
-        for sub in ("images", "masks"):
+        for sub in ("images", "masks") if self.annotations == "masks" else ("images",):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         return self
 
@@ -228,6 +266,8 @@ class DatasetWriter:
         meta.update({
             "skipped": self.skipped,
             "complete": complete,
+            "annotations": self.annotations,
+            **({"labels": self.labels} if self.labels else {}),
             **self.extra,
         })
         write_text(self.root / META_FILE, json.dumps(meta, indent=2) + "\n")

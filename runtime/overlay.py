@@ -69,6 +69,20 @@ class OverlayRenderer:
                         cv2.FONT_HERSHEY_PLAIN, 0.8, colour, 1, cv2.LINE_AA)
         return image
 
+    def marks(self, frame: np.ndarray, points: Mapping[str, np.ndarray],
+              boxes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Count-only annotations on a copy of the frame: a cross per point, a rectangle per box, class-coloured."""
+        out = frame.copy()
+        size, thick = max(6, out.shape[0] // 40), max(1, out.shape[0] // 240)
+        for name, pts in (points if boxes is None else boxes).items():
+            colour = tuple(int(c) for c in CLASS_COLOURS[self.class_names.index(name)])
+            for row in np.rint(pts).astype(int):
+                if boxes is not None:
+                    cv2.rectangle(out, tuple(row[:2]), tuple(row[2:]), colour, thick)
+                else:
+                    cv2.drawMarker(out, tuple(row), colour, cv2.MARKER_CROSS, size, thick)
+        return out
+
     def render(self, frame: np.ndarray, class_map: np.ndarray, counts: Mapping[str, float] | None = None,
                fps: float | None = None, cells: np.ndarray | None = None) -> np.ndarray:
         """Outlines, optional cell ids, and the legend with counts and FPS, on a copy of the frame."""

@@ -16,7 +16,7 @@ def synthesize_dataset(kind: str, n: int, out: str | Path, seed: int = 0, size: 
     microscope = make_microscope(kind, size=size, seed=seed, **overrides)
     source = f"simulated microscope (mode={kind}, size={size}, auto-csc runtime.simulator)"
     with DatasetWriter(Path(out), source=source, seed=seed, pixel_size_um=microscope.config.pixel_size_um,
-                       extra={"kind": kind, "size": [size, size]}) as writer:
+                       labels="simulator", extra={"kind": kind, "size": [size, size]}) as writer:
         for i in range(n):
             frame = microscope.frame(i)
             writer.add(f"{kind}_{i:05d}", frame.image, frame.semantic, frame.instances)

@@ -1,5 +1,6 @@
 """Evaluating a model on labelled images: the paper's eq. (5) mIoU, eq. (6) FWIoU, Dice, per-class IoU, the
-confusion matrix, and per-class counts against ground truth with the runtime's one counting implementation."""
+confusion matrix, and per-class counts against ground truth with the runtime's one counting implementation;
+on count-only datasets (points or boxes), counts only: ratio, MAE per image and point F1."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -10,9 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
+from runtime.count_dataset import CountSample
 from runtime.count_metrics import CountTally
 from runtime.counting import CellCounter, CountingConfig
 from runtime.dataset import Labels, instance_counts
+from runtime.evaluate_counts import PointScorer
+from runtime.imageio import read_image
 from trainer.metrics import confusion_matrix, dice, fwiou, miou, per_class_iou
 from trainer.preprocess import Preprocess
 
@@ -62,3 +66,20 @@ def evaluate(model: nn.Module, samples: Iterable[Labels], stride: int, device: t
     if tally.images:
         result["counts"] = tally.summary()
     return result
+
+
+def evaluate_counts(model: nn.Module, samples: Iterable[CountSample], stride: int, device: torch.device,
+                    class_names: tuple[str, ...], truth_classes: list[str], pixel_size_um: float = 0.4,
+                    on_image: Callable[[], None] | None = None) -> dict:
+    """Count ratio, MAE per image and point precision / recall / F1 of the model's counted cells against points
+    (or box centres), scored by the runtime's `PointScorer` as `csc-data count --truth` scores class maps."""
+    was_training = model.training
+    model.eval()
+    scorer = PointScorer(CountingConfig(class_names=class_names, pixel_size_um=pixel_size_um), truth_classes)
+    preprocess = Preprocess().to(device)
+    for sample in samples:
+        scorer.add(predict_class_map(model, read_image(sample.image), stride, device, preprocess), sample)
+        if on_image is not None:
+            on_image()
+    model.train(was_training)
+    return scorer.summary()

@@ -7,6 +7,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from runtime.annotations import EXPORT_FORMATS, IMPORT_FORMATS
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.counting import BORDER_POLICIES
 from runtime.dataset import check_dataset, open_dataset
@@ -16,11 +17,14 @@ from runtime.overlay import OverlayRenderer, tile_grid
 from runtime.simulator import MODES
 from runtime.synthesize import synthesize_dataset
 
-app = make_app("Datasets: simulate ([bold]synth[/]), validate ([bold]check[/]), look ([bold]show[/]), count ([bold]count[/]).")
+app = make_app("Datasets: simulate ([bold]synth[/]), bring labels in and out ([bold]import[/], [bold]export[/]), "
+               "validate ([bold]check[/]), look ([bold]show[/]), count ([bold]count[/]).")
 
 
 Kind = choices("Kind", MODES)
 Border = choices("Border", BORDER_POLICIES)
+ImportFormat = choices("ImportFormat", IMPORT_FORMATS)
+ExportFormat = choices("ExportFormat", EXPORT_FORMATS)
 
 
 @app.command()
@@ -38,17 +42,89 @@ def synth(
     console.print(f"wrote {n} images to {out}")
 
 
+@app.command("import")
+def import_labels(
+    fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="coco, labelme, cvat, masks, points or boxes."),
+    src: Path = typer.Argument(..., help="The annotations: a COCO JSON, a LabelMe JSON or folder, a CVAT XML, a folder of label images, a points/boxes CSV or a folder of per-image .txt files (points: 'x y' or 'x y class' per line; boxes: YOLO)."),
+    images: Path = typer.Option(..., "--images", help="Folder holding the annotated images (matched by file name, else by stem)."),
+    out: Path = typer.Option(..., "--out", help="New dataset folder to write."),
+    classes: str = typer.Option(None, "--classes", help="Class mapping SOURCE=target,… (e.g. RBC=rbc,WBC=wbc); '*=rbc' maps every other name; unmapped classes are dropped and counted. Default: the names as given (rbc/macrophage in any case become the project's)."),
+    class_table: Path = typer.Option(None, "--class-table", help="masks only: CSV image,class (a class per file) or image,label,class (per cell)."),
+    pixel_size: float = typer.Option(None, "--pixel-size", min=0.0001, help="µm per pixel of the images, recorded in dataset.json (default: not recorded; counting then assumes 0.4)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop on annotations without images, images without annotations, unreadable images or size mismatches, instead of listing and skipping them."),
+    copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images instead of hard-linking them (the default where the file system allows)."),
+) -> None:
+    """Write a dataset from a labelling tool's annotations (masks and instances, or count-only points/boxes)."""
+    from runtime.annotations import read_annotations
+    from runtime.annotations.classmap import ClassMap
+    from runtime.annotations.writer import import_annotations
+
+    class_map = ClassMap.parse(classes)
+    source = read_annotations(fmt.value, src, class_table)
+    with progress_bar() as bar:
+        task = bar.add_task(f"import {fmt.value}", total=len(source.images))
+        summary = import_annotations(source, images, out, class_map, origin=f"import:{fmt.value}", strict=strict,
+                                     copy_images=copy_images, pixel_size_um=pixel_size,
+                                     on_image=lambda: bar.advance(task))
+    _print_import(summary)
+
+
+def _print_import(s) -> None:
+    cells = ", ".join(f"{n} {c}" for n, c in s.cells.items())
+    kind = "masks and instances" if s.kind == "masks" else f"count-only ({s.kind})"
+    console.print(f"imported {s.images} images into {escape(s.out)}: {kind}; cells: {cells}", highlight=False)
+    notes = [(s.dropped, "cells of classes not kept: " + ", ".join(f"{n or '(unnamed)'} {c}" for n, c in s.dropped.items())),
+             (s.clipped, f"{s.clipped} shapes cut at the image edge (clipped)"),
+             (s.outside, f"{s.outside} shapes or marks outside their image (dropped)"),
+             (s.overlapping, f"{s.overlapping} cells overlap an earlier one (the later one keeps the shared pixels)"),
+             (s.hidden, f"{s.hidden} cells wholly covered by later ones (gone)"),
+             (s.ignored, "shapes that are not cells, ignored: " + ", ".join(f"{t} {c}" for t, c in s.ignored.items()))]
+    for present, text in notes:
+        if present:
+            console.print(f"[yellow]{escape(text)}[/]", highlight=False)
+    for names, what in ((s.missing_images, "annotated images not found in --images"),
+                        (s.unannotated, "images without annotations, not imported")):
+        if names:
+            shown = ", ".join(names[:8]) + (f" … (all in {s.out}/dataset.json)" if len(names) > 8 else "")
+            console.print(f"[yellow]{len(names)} {what}:[/] {escape(shown)}", highlight=False)
+    for skipped in s.skipped:
+        console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False)
+
+
+@app.command()
+def export(
+    directory: Path = typer.Argument(..., help="Dataset folder with masks (e.g. `csc-label auto` output)."),
+    fmt: ExportFormat = typer.Option(..., "--format", help="coco (one JSON, RLE masks), labelme (a folder of JSON, polygons) or cvat (one 'CVAT for images 1.1' XML, masks)."),
+    out: Path = typer.Option(..., "--out", help="File to write (a folder for labelme)."),
+) -> None:
+    """Write a dataset's cells for a labelling tool, to correct them and `csc-data import` them back."""
+    from runtime.annotations import export_dataset
+
+    dataset = open_dataset(directory)
+    with progress_bar() as bar:
+        task = bar.add_task(f"export {fmt.value}", total=len(dataset))
+        cells = export_dataset(directory, fmt.value, out, on_image=lambda: bar.advance(task))
+    console.print(f"wrote {cells} cells of {len(dataset)} images to {out}")
+
+
 @app.command()
 def check(directory: Path = typer.Argument(..., help="Dataset folder.")) -> None:
     """Validate a dataset and print per-class statistics; exits 1 naming each bad file."""
-    report = check_dataset(directory)
+    from runtime.count_dataset import check_count_dataset, is_count_only
+
+    try:
+        count_only = is_count_only(directory)
+    except CscError:  # unreadable dataset.json: check_dataset reports it with every other bad file
+        count_only = False
+    report = check_count_dataset(directory) if count_only else check_dataset(directory)
     table = Table(title=f"{directory} — {report.n_images} images")
     table.add_column("class")
     table.add_column("pixels %", justify="right")
     table.add_column("cells", justify="right")
-    for name, frac in report.pixel_fraction.items():
+    for name in report.pixel_fraction or report.cells or {}:
+        frac = report.pixel_fraction.get(name)
         cells = "" if report.cells is None or name not in report.cells else str(report.cells[name])
-        table.add_row(name, f"{100 * frac:.2f}", cells)
+        table.add_row(name, "—" if frac is None else f"{100 * frac:.2f}", cells)
     console.print(table)
     console.print("sizes: " + ", ".join(f"{k} ×{v}" for k, v in report.sizes.items()))
     for problem in report.problems:
@@ -65,13 +141,21 @@ def show(
     n: int = typer.Option(16, "--n", min=1, help="How many images (the first ones)."),
     columns: int = typer.Option(4, "--columns", min=1, help="Images per row."),
 ) -> None:
-    """Render images with their mask outlines in a grid, for a person to check."""
-    dataset = open_dataset(directory)
-    renderer = OverlayRenderer(tuple(dataset.classes))
-    tiles = []
-    for i in range(min(n, len(dataset))):
-        labels = dataset.load(i)
-        tiles.append(renderer.outlines(labels.image, labels.mask))
+    """Render images with their mask outlines (or annotated points and boxes) in a grid, for a person to check."""
+    from runtime.count_dataset import is_count_only, open_count_dataset
+    from runtime.imageio import read_image
+
+    if is_count_only(directory):
+        marked = open_count_dataset(directory)
+        renderer = OverlayRenderer(tuple(marked.classes))
+        tiles = [renderer.marks(read_image(s.image), s.points, s.boxes) for s in marked.samples[:n]]
+    else:
+        dataset = open_dataset(directory)
+        renderer = OverlayRenderer(tuple(dataset.classes))
+        tiles = []
+        for i in range(min(n, len(dataset))):
+            labels = dataset.load(i)
+            tiles.append(renderer.outlines(labels.image, labels.mask))
     write_image(out, tile_grid(tiles, columns))
     console.print(f"wrote {out}")
 
@@ -79,17 +163,26 @@ def show(
 @app.command()
 def count(
     directory: Path = typer.Argument(..., help="Dataset folder; its masks/ are counted."),
-    json_path: Path = typer.Option(None, "--json", help="Write counts (and, with instances/, true counts and accuracy) to this JSON file."),
+    json_path: Path = typer.Option(None, "--json", help="Write counts (and, against a reference, the scores) to this JSON file."),
+    truth: Path = typer.Option(None, "--truth", help="Score against this dataset (same image stems): human or simulated instances, or count-only points/boxes from `csc-data import`. Default: DIR's own instances/."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells of one class (distance transform)."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel (default: the dataset's, else 0.4); sets minimum areas and µm² values."),
     border: Border = typer.Option(Border.count, "--border", help="Cells cut by the frame edge: count (once), ignore or half."),
 ) -> None:
-    """Count the cells in a dataset's class maps; compares with instances/ where it exists."""
+    """Count the cells in a dataset's class maps and score them against a reference.
+
+    Against ground truth (simulated, imported human labels) the columns are true counts, accuracy and F1; where
+    the reference is the auto-labeller's own split they show agreement with the labeller instead.
+    """
+    from runtime.count_dataset import is_count_only
     from runtime.counting import CountingConfig
-    from runtime.dataset import open_dataset
     from runtime.evaluate_counts import count_dataset
     from runtime.writers import write_json
 
+    if is_count_only(directory):
+        raise CscError("count-only dataset: it holds annotations, not class maps to count", path=directory,
+                       fix=f"label its images (`csc-label auto {directory / 'images'} --kind rbc --out LABELS`) or "
+                           f"segment them, then `csc-data count LABELS --truth {directory}`")
     dataset = open_dataset(directory)
     try:
         config = CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=pixel_size or dataset.pixel_size_um,
@@ -98,19 +191,58 @@ def count(
         raise CscError(str(err), fix="see `csc-data count --help`") from None
     with progress_bar() as bar:
         task = bar.add_task("count", total=len(dataset))
-        summary = count_dataset(directory, config, on_image=lambda: bar.advance(task))
-    table = Table(title=f"{directory} — {summary['images']} images")
-    for column in ("class", "counted", "true", "accuracy", "MAE/image", "F1@0.5"):
-        table.add_column(column, justify="right")
-    for name in config.class_names[1:]:
-        f1 = summary.get("instances", {}).get(name, {}).get("f1")
-        table.add_row(name, str(summary["counts"][name]), str(summary.get("true_counts", {}).get(name, "—")),
-                      _pct(summary.get("count_accuracy", {}).get(name)),
-                      str(summary.get("mean_abs_error", {}).get(name, "—")), "—" if f1 is None else f"{f1:.3f}")
-    console.print(table)
+        summary = count_dataset(directory, config, on_image=lambda: bar.advance(task), truth=truth)
+    console.print(_count_table(summary, directory, config.class_names[1:]))
+    reference = summary.get("reference")
+    if reference is not None and not reference["ground_truth"]:
+        console.print(f"[yellow]note:[/] the reference ({escape(reference['dataset'])}) is the auto-labeller's own "
+                      "split, not ground truth: the columns show agreement with it, not accuracy", highlight=False)
+    for name, n in summary.get("not_predicted", {}).items():
+        console.print(f"{name}: {n} annotated, not a class of the class maps (not scored)", highlight=False)
+    for what, stems in summary.get("unmatched", {}).items():
+        if stems:
+            console.print(f"{len(stems)} {what.replace('_', ' ')}: {escape(', '.join(stems[:5]))}"
+                          + (" …" if len(stems) > 5 else ""), highlight=False)
     if json_path is not None:
         write_json(json_path, summary)
         console.print(f"wrote {json_path}")
+
+
+# Column headings per reference: what the numbers are depends on what they were compared with.
+_COLUMNS = {
+    "truth-masks": ("true", "accuracy", "MAE/image", "F1@0.5"),
+    "truth-marks": ("annotated", "ratio", "MAE/image", "point F1"),
+    "labeller": ("labeller split", "agreement", "|diff|/image", "split F1@0.5"),
+}
+
+
+def _count_table(summary: dict, directory: Path, names: tuple[str, ...]) -> Table:
+    from runtime.evaluate_counts import AGREEMENT_KEYS
+
+    reference = summary.get("reference")
+    title = f"{directory} — {summary['images']} images"
+    if reference is None:
+        table = Table(title=title)
+        for column in ("class", "counted"):
+            table.add_column(column, justify="right")
+        for name in names:
+            table.add_row(name, str(summary["counts"][name]))
+        return table
+    table = Table(title=f"{title} vs {reference['dataset']} ({reference['labels']})")
+    if reference["ground_truth"]:
+        columns = _COLUMNS["truth-masks" if reference["annotations"] == "masks" else "truth-marks"]
+        scores = summary
+    else:
+        columns = _COLUMNS["labeller"]
+        scores = {key: summary["versus_labeller"].get(renamed) for key, renamed in AGREEMENT_KEYS.items()}
+    for column in ("class", "counted" if reference["annotations"] == "masks" else "counted (scored)", *columns):
+        table.add_column(column, justify="right")
+    for name in summary["counts"]:
+        f1 = (scores.get("instances") or {}).get(name, {}).get("f1")
+        table.add_row(name, str(summary["counts"][name]), str(scores["true_counts"][name]),
+                      _pct(scores["count_accuracy"][name]), str(scores["mean_abs_error"][name]),
+                      "—" if f1 is None else f"{f1:.3f}")
+    return table
 
 
 def _pct(value: float | None) -> str:

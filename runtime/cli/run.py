@@ -26,7 +26,7 @@ def run(
     no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
     max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop after N frames."),
     duration: float = typer.Option(None, "--duration", min=0.1, help="Stop after S seconds."),
-    save_csv: Path = typer.Option(None, "--save-csv", help="Per-frame counts CSV (frame, source, rbc, macrophage, fps), flushed every frame."),
+    save_csv: Path = typer.Option(None, "--save-csv", help="Per-frame counts CSV (frame, source, one column per class of the model — rbc, macrophage by default — fps), flushed every frame."),
     save_video: Path = typer.Option(None, "--save-video", help="Overlay video (.mp4 or .avi)."),
     save_cells: Path = typer.Option(None, "--save-cells", help="Per-cell CSV (id, class, centroid, area, bbox, diameter)."),
     summary_json: Path = typer.Option(None, "--summary", help="Write the end-of-run summary as JSON."),

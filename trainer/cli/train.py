@@ -104,28 +104,45 @@ def transfer(checkpoint: Path = typer.Argument(..., help="U-Single checkpoint to
 
 @app.command("eval")
 def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.pt)."),
-                 data: Path = typer.Argument(..., help="Labelled dataset to evaluate on (all its images)."),
+                 data: Path = typer.Argument(..., help="Labelled dataset to evaluate on (all its images); a count-only one (points/boxes) gives counts only."),
                  json_path: Path = typer.Option(None, "--json", help="Write miou, fwiou, dice, per_class_iou, counts here."),
                  device: DeviceChoice = Device) -> None:
-    """mIoU and FWIoU (paper eq. 5, 6), Dice, per-class IoU, confusion matrix and counts against ground truth."""
-    from runtime.dataset import open_dataset
+    """mIoU and FWIoU (paper eq. 5, 6), Dice, per-class IoU, confusion matrix and counts against ground truth;
+    against count-only points or boxes: count ratio, MAE per image and point F1."""
+    from runtime.count_dataset import is_count_only
+    from runtime.dataset import is_ground_truth, label_origin, open_dataset
     from runtime.writers import write_json
     from trainer.checkpoint import model_from_checkpoint
-    from trainer.evaluate import evaluate
-    from trainer.models import get_arch
     from trainer.train import resolve_device
 
     model, meta = model_from_checkpoint(checkpoint)
-    dataset = open_dataset(data)
-    if dataset.classes != list(meta["classes"]):
-        raise CscError(f"dataset classes {dataset.classes} differ from the model's {meta['classes']}", path=data)
     dev = resolve_device(device.value)
+    if is_count_only(data):
+        result = _evaluate_counts_only(model.to(dev), meta, data, dev)
+    else:
+        dataset = open_dataset(data)
+        if dataset.classes != list(meta["classes"]):
+            raise CscError(f"dataset classes {dataset.classes} differ from the model's {meta['classes']}", path=data)
+        result = _evaluate_pixels(model.to(dev), meta, dataset, dev)
+        result["labels"] = label_origin(dataset.meta)
+        if not is_ground_truth(result["labels"]):
+            console.print("[yellow]note:[/] this dataset's labels are the auto-labeller's: the figures measure "
+                          "agreement with the auto-labels, not accuracy", highlight=False)
+    result.update(checkpoint=str(checkpoint), data=str(data), arch=meta["arch"], regime=meta["regime"])
+    if json_path is not None:
+        write_json(json_path, result)
+        console.print(f"wrote {json_path}")
+
+
+def _evaluate_pixels(model, meta: dict, dataset, dev) -> dict:
+    from trainer.evaluate import evaluate
+    from trainer.models import get_arch
+
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=len(dataset))
-        result = evaluate(model.to(dev), (dataset.load(i) for i in range(len(dataset))), get_arch(meta["arch"]).stride,
+        result = evaluate(model, (dataset.load(i) for i in range(len(dataset))), get_arch(meta["arch"]).stride,
                           dev, tuple(meta["classes"]), dataset.pixel_size_um, on_image=lambda: bar.advance(task))
-    result.update(checkpoint=str(checkpoint), data=str(data), arch=meta["arch"], regime=meta["regime"])
-    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {data}")
+    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {dataset.root}")
     for col in ("mIoU", "FWIoU", "Dice", *(f"IoU {n}" for n in meta["classes"])):
         table.add_column(col, justify="right")
     table.add_row(f"{result['miou']:.4f}", f"{result['fwiou']:.4f}", f"{result['dice']:.4f}",
@@ -134,9 +151,36 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.p
     if "counts" in result:
         acc = result["counts"]["count_accuracy"]
         console.print("count accuracy: " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in acc.items() if v is not None))
-    if json_path is not None:
-        write_json(json_path, result)
-        console.print(f"wrote {json_path}")
+    return result
+
+
+def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
+    from runtime.count_dataset import open_count_dataset
+    from runtime.dataset import label_origin
+    from runtime.evaluate_counts import Reference
+    from trainer.evaluate import evaluate_counts
+    from trainer.models import get_arch
+
+    truth = open_count_dataset(data)
+    # The images' scale where the import recorded it, else the one the model was trained at.
+    pixel_size_um = float(truth.meta.get("pixel_size_um") or meta["config"].get("pixel_size_um", 0.4))
+    with progress_bar() as bar:
+        task = bar.add_task("evaluate counts", total=len(truth))
+        counts = evaluate_counts(model, truth.samples, get_arch(meta["arch"]).stride, dev, tuple(meta["classes"]),
+                                 truth.classes, pixel_size_um, on_image=lambda: bar.advance(task))
+    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {data} ({truth.kind}, counts only)")
+    for col in ("class", "counted (scored)", "annotated", "ratio", "MAE/image", "precision", "recall", "point F1"):
+        table.add_column(col, justify="right")
+    for name in counts["counts"]:
+        m = counts.get("instances", {}).get(name, dict.fromkeys(("precision", "recall", "f1")))
+        ratio = counts["count_accuracy"][name]
+        table.add_row(name, str(counts["counts"][name]), str(counts["true_counts"][name]),
+                      "—" if ratio is None else f"{100 * ratio:.2f} %", str(counts["mean_abs_error"][name]),
+                      *("—" if m[k] is None else f"{m[k]:.3f}" for k in ("precision", "recall", "f1")))
+    console.print(table)
+    for name, n in counts.get("not_predicted", {}).items():
+        console.print(f"{name}: {n} annotated, not a class of the model (not scored)", highlight=False)
+    return {"counts": counts, "reference": Reference(str(data), truth.kind, label_origin(truth.meta)).as_json()}
 
 
 @app.command()

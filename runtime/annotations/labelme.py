@@ -1,0 +1,108 @@
+"""LabelMe: one JSON file per image; polygons with vertices on pixel centres, filled with their outline.
+
+Read: ``polygon``, ``rectangle``, ``circle`` and ``mask`` shapes (other types are not cells and are counted as
+ignored); shapes sharing a label and a ``group_id`` are one cell. Export: each cell's outer contour as a polygon
+(a cell split in parts by an overlapping one gets one polygon per part and a shared ``group_id``). Polygons carry
+no holes, so a cell with a hole in it comes back filled.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.annotations.cells import ExportedImage
+from runtime.annotations.model import (Annotations, CropMask, Ellipse, Group, ImageAnnotation, Polygon, load_json,
+                                       number)
+from runtime.errors import CscError
+from runtime.imageio import write_text
+
+LABELME_VERSION = "5.5.0"  # the file layout written; LabelMe 4 and 5 read it
+
+
+def read_labelme(src: Path) -> Annotations:
+    files = sorted(p for p in src.iterdir() if p.suffix.lower() == ".json") if src.is_dir() else [src]
+    if not files:
+        raise CscError("no .json files in the folder", path=src, fix="pass LabelMe's output folder or one file")
+    source = Annotations("labelme", "masks", [], files=set(files))
+    for path in files:
+        data = load_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+            raise CscError("not a LabelMe file: a 'shapes' list expected", path=path)
+        image_path = str(data.get("imagePath") or path.stem).replace("\\", "/").rsplit("/", 1)[-1]
+        size = None
+        if data.get("imageHeight") and data.get("imageWidth"):
+            size = (int(number(data["imageHeight"], "imageHeight", path)),
+                    int(number(data["imageWidth"], "imageWidth", path)))
+        image = ImageAnnotation(image_path, path.name, size)
+        groups: dict[tuple[str, object], Group] = {}
+        for i, raw in enumerate(data["shapes"]):
+            shape = _shape(raw, f"shape {i}", path, source)
+            if shape is None:
+                continue
+            group_id = raw.get("group_id")
+            if group_id is None:
+                image.shapes.append(shape)
+            elif (shape.label, group_id) in groups:
+                groups[shape.label, group_id].members.append(shape)
+            else:
+                groups[shape.label, group_id] = Group(shape.label, [shape])
+                image.shapes.append(groups[shape.label, group_id])
+        source.images.append(image)
+    return source
+
+
+def _shape(raw: dict, where: str, path: Path, source: Annotations):
+    if not isinstance(raw, dict) or "label" not in raw or not isinstance(raw.get("points"), list):
+        raise CscError(f"{where} needs 'label' and 'points'", path=path)
+    kind = raw.get("shape_type") or "polygon"
+    label = str(raw["label"])
+    try:
+        pts = np.array([[number(v, f"{where} points", path) for v in p] for p in raw["points"]], np.float64)
+    except TypeError:
+        raise CscError(f"{where}: points must be [x, y] pairs", path=path) from None
+    if pts.ndim != 2 or pts.shape[1] != 2 or not len(pts):
+        raise CscError(f"{where}: points must be [x, y] pairs", path=path)
+    if kind == "polygon":  # fewer than 3 points draw a dot or a line, as LabelMe's own rasteriser (PIL) does
+        return Polygon(label, [pts], corners=False)
+    if kind == "rectangle" and len(pts) == 2:
+        (x1, y1), (x2, y2) = pts
+        return Polygon(label, [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])], corners=False)
+    if kind == "circle" and len(pts) == 2:
+        (cx, cy), (px, py) = pts
+        r = float(np.hypot(px - cx, py - cy))
+        return Ellipse(label, cx, cy, r, r)
+    if kind == "mask" and raw.get("mask"):
+        data = np.frombuffer(base64.b64decode(raw["mask"]), np.uint8)
+        crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        if crop is None:
+            raise CscError(f"{where}: its mask is not a base64 PNG", path=path)
+        return CropMask(label, int(round(pts[0, 1])), int(round(pts[0, 0])), crop > 0)
+    source.ignored[kind] += 1
+    return None
+
+
+def write_labelme(images: Iterable[ExportedImage], classes: list[str], out: Path, description: str) -> int:
+    """One ``<stem>.json`` per image in the folder ``out``, its imagePath relative to it; returns the cells.
+    (LabelMe files list no classes and carry no description: those arguments only keep the writers alike.)"""
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for image in images:
+        shapes = []
+        for k, cell in enumerate(image.cells):
+            contours, _ = cv2.findContours(cell.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            for contour in contours:
+                points = (contour.reshape(-1, 2) + (cell.left, cell.top)).tolist()
+                shapes.append({"label": cell.label, "points": points, "group_id": k if len(contours) > 1 else None,
+                               "description": "", "shape_type": "polygon", "flags": {}, "mask": None})
+            n += 1
+        doc = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes,
+               "imagePath": os.path.relpath(image.path, out), "imageData": None,
+               "imageHeight": image.height, "imageWidth": image.width}
+        write_text(out / f"{Path(image.name).stem}.json", json.dumps(doc, indent=1) + "\n")
+    return n

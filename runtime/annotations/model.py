@@ -1,0 +1,252 @@
+"""What the format readers hand to the dataset writer: per image, its cells as shapes (segmentation formats) or
+marks (count formats), with class names spelled as the source spells them.
+
+Shapes rasterise into a patch (top, left, bool crop) clipped to the image, so composing hundreds of cells on a
+large frame never allocates a full-frame mask per cell. Two coordinate conventions exist among the tools:
+COCO and CVAT put a polygon's vertices on pixel *corners* (pixel (x, y) covers [x, x+1) × [y, y+1)) and rasterise
+with pycocotools; LabelMe puts them on pixel *centres* and fills the polygon including its outline (PIL), which
+OpenCV's fillPoly reproduces. Each reader says which its file uses.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.errors import CscError
+
+Patch = tuple[int, int, np.ndarray]  # top, left, bool crop inside the image
+
+
+def _window(x0: float, y0: float, x1: float, y1: float, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """Integer pixel window [top, bottom) × [left, right) covering a pixel-coordinate extent, clipped to the image."""
+    left, top = max(0, math.floor(x0)), max(0, math.floor(y0))
+    right, bottom = min(w, math.floor(x1) + 1), min(h, math.floor(y1) + 1)
+    if right <= left or bottom <= top:
+        return None
+    return top, bottom, left, right
+
+
+def _nonempty(top: int, left: int, crop: np.ndarray) -> Patch | None:
+    return (top, left, crop) if crop.any() else None
+
+
+@dataclass
+class Polygon:
+    """One cell as one or more polygons (a COCO multi-part segmentation, a LabelMe group)."""
+
+    label: str
+    parts: list[np.ndarray]  # each (N, 2) float: x, y
+    corners: bool  # vertices on pixel corners (COCO, CVAT) or on pixel centres (LabelMe)
+
+    def clipped(self, h: int, w: int) -> bool:
+        pts = np.concatenate(self.parts)
+        hi_x, hi_y = (w, h) if self.corners else (w - 1, h - 1)
+        return bool((pts < 0).any() or (pts[:, 0] > hi_x).any() or (pts[:, 1] > hi_y).any())
+
+    def rasterise(self, h: int, w: int) -> Patch | None:
+        pts = np.concatenate(self.parts)
+        win = _window(pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max(), h, w)
+        if win is None:
+            return None
+        top, bottom, left, right = win
+        if self.corners:
+            from runtime.annotations.rle import coco_mask
+
+            shifted = [(p - (left, top)).ravel().tolist() for p in self.parts]
+            return _nonempty(top, left, coco_mask(shifted, bottom - top, right - left))
+        crop = np.zeros((bottom - top, right - left), np.uint8)
+        cv2.fillPoly(crop, [np.rint(p).astype(np.int32) for p in self.parts], 1, offset=(-left, -top))
+        return _nonempty(top, left, crop.astype(bool))
+
+
+@dataclass
+class Ellipse:
+    """A cell drawn as an ellipse (CVAT) or a circle (LabelMe); centre in pixel-centre coordinates."""
+
+    label: str
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    angle_deg: float = 0.0
+
+    def clipped(self, h: int, w: int) -> bool:
+        r = max(self.rx, self.ry)
+        return bool(self.cx - r < 0 or self.cy - r < 0 or self.cx + r > w - 1 or self.cy + r > h - 1)
+
+    def rasterise(self, h: int, w: int) -> Patch | None:
+        r = max(self.rx, self.ry)
+        win = _window(self.cx - r, self.cy - r, self.cx + r, self.cy + r, h, w)
+        if win is None:
+            return None
+        top, bottom, left, right = win
+        crop = np.zeros((bottom - top, right - left), np.uint8)
+        shift = 4  # sub-pixel centre and axes: cv2.ellipse takes fixed-point coordinates with this many bits
+        centre = (int(round((self.cx - left) * 16)), int(round((self.cy - top) * 16)))
+        axes = (int(round(self.rx * 16)), int(round(self.ry * 16)))
+        cv2.ellipse(crop, centre, axes, self.angle_deg, 0, 360, 1, thickness=-1, shift=shift)
+        return _nonempty(top, left, crop.astype(bool))
+
+
+@dataclass
+class CropMask:
+    """A cell as a bitmap at a position (CVAT masks, LabelMe masks, COCO RLE decoded)."""
+
+    label: str
+    top: int
+    left: int
+    mask: np.ndarray  # bool
+
+    def clipped(self, h: int, w: int) -> bool:
+        mh, mw = self.mask.shape
+        return self.top < 0 or self.left < 0 or self.top + mh > h or self.left + mw > w
+
+    def rasterise(self, h: int, w: int) -> Patch | None:
+        mh, mw = self.mask.shape
+        top, left = max(0, self.top), max(0, self.left)
+        bottom, right = min(h, self.top + mh), min(w, self.left + mw)
+        if bottom <= top or right <= left:
+            return None
+        crop = self.mask[top - self.top : bottom - self.top, left - self.left : right - self.left]
+        return _nonempty(top, left, crop)
+
+
+@dataclass
+class Rle:
+    """A cell as a COCO run-length encoding of the whole image (compressed or not)."""
+
+    label: str
+    rle: dict  # {"size": [h, w], "counts": str | list[int]}
+
+    def clipped(self, h: int, w: int) -> bool:
+        return False  # an RLE covers exactly its image; a size mismatch is an error, not a clip
+
+    def rasterise(self, h: int, w: int) -> Patch | None:
+        from runtime.annotations.rle import coco_mask
+
+        if list(self.rle["size"]) != [h, w]:
+            raise CscError(f"an RLE mask is {self.rle['size'][1]}×{self.rle['size'][0]} px but its image is {w}×{h}")
+        full = coco_mask(self.rle, h, w)
+        rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+        if not rows.size:
+            return None
+        return int(rows[0]), int(cols[0]), full[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+@dataclass
+class Group:
+    """Several shapes that are one cell (LabelMe's group_id): their union."""
+
+    label: str
+    members: list
+
+    def clipped(self, h: int, w: int) -> bool:
+        return any(m.clipped(h, w) for m in self.members)
+
+    def rasterise(self, h: int, w: int) -> Patch | None:
+        patches = [p for p in (m.rasterise(h, w) for m in self.members) if p is not None]
+        if not patches:
+            return None
+        top = min(p[0] for p in patches)
+        left = min(p[1] for p in patches)
+        bottom = max(p[0] + p[2].shape[0] for p in patches)
+        right = max(p[1] + p[2].shape[1] for p in patches)
+        crop = np.zeros((bottom - top, right - left), bool)
+        for t, lft, m in patches:
+            crop[t - top : t - top + m.shape[0], lft - left : lft - left + m.shape[1]] |= m
+        return top, left, crop
+
+
+Shape = Polygon | Ellipse | CropMask | Rle | Group
+
+
+@dataclass
+class Point:
+    """One counted cell as a point (pixel-centre coordinates)."""
+
+    label: str
+    x: float
+    y: float
+
+
+@dataclass
+class Box:
+    """One counted cell as a box (x1, y1 top-left, x2, y2 bottom-right, pixel coordinates)."""
+
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    normalised: bool = False  # in fractions of the image size (YOLO), scaled once the image size is known
+
+
+@dataclass
+class ImageAnnotation:
+    """The annotations of one image. ``name`` is the image's file name, or its stem, as the source refers to it."""
+
+    name: str
+    where: str  # for messages: the annotation file (and entry) this came from
+    size: tuple[int, int] | None = None  # (height, width) the source declares; checked against the image
+    shapes: list = field(default_factory=list)  # Shape (segmentation) or Point / Box (count-only)
+    # Instance-label files (the `masks` format): a loader of (label image, class name per label id) instead of shapes.
+    label_map: Callable[[], tuple[np.ndarray, dict[int, str]]] | None = None
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem if Path(self.name).suffix else Path(self.name).name
+
+
+@dataclass
+class Annotations:
+    """Everything one source file or folder holds, before classes are mapped and images are matched."""
+
+    fmt: str
+    kind: str  # "masks", "points" or "boxes"
+    images: list[ImageAnnotation]
+    declared: list[str] = field(default_factory=list)  # class names the source declares (COCO categories, …)
+    ignored: Counter = field(default_factory=Counter)  # shapes that are not cells in this format, by type
+    label_names: list[str] = field(default_factory=list)  # class names the instance-label loaders will give
+    files: set[Path] = field(default_factory=set)  # files read, never taken for images when they share a folder
+    src: Path | None = None  # the file or folder given, recorded as the dataset's source
+
+    def used_labels(self) -> list[str]:
+        """Class names in the order declared, then in order of first use."""
+        names = dict.fromkeys(self.declared)
+        for image in self.images:
+            for shape in image.shapes:
+                names.setdefault(shape.label, None)
+        for name in self.label_names:
+            names.setdefault(name, None)
+        return list(names)
+
+
+def load_json(path: Path) -> object:
+    """Parsed JSON; a malformed file is a CscError naming the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CscError(f"cannot read ({err})", path=path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CscError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path,
+                       fix="re-export it from the labelling tool") from None
+
+
+def number(value: object, what: str, path: Path) -> float:
+    """A finite number from a file, or a CscError saying which value is wrong and where."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise CscError(f"{what}: {value!r} is not a number", path=path) from None
+    if not math.isfinite(out):
+        raise CscError(f"{what}: {value!r} is not a finite number", path=path)
+    return out

@@ -1,0 +1,361 @@
+"""Bringing labels in and out: round trips per format, every import format on small hand-made files, bad input."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from runtime.annotations import export_dataset, read_annotations
+from runtime.annotations.classmap import ClassMap
+from runtime.annotations.rle import cvat_mask, cvat_rle
+from runtime.annotations.writer import import_annotations
+from runtime.classes import CLASS_NAMES
+from runtime.cli.data import app
+from runtime.count_dataset import open_count_dataset
+from runtime.dataset import label_origin, open_dataset
+from runtime.errors import CscError
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two instance maps split the pixels the same way (ids may differ)."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def run_import(fmt, src, images, out, classes=None, **kw):
+    return import_annotations(read_annotations(fmt, src, kw.pop("class_table", None)), images, out,
+                              ClassMap.parse(classes), origin=f"import:{fmt}", **kw)
+
+
+@pytest.mark.parametrize("fmt, name", [("coco", "cells.json"), ("labelme", "labelme"), ("cvat", "cells.xml")])
+def test_export_then_import_gives_the_same_masks_and_counts(mixed_dataset, tmp_path, fmt, name):
+    written = export_dataset(mixed_dataset, fmt, tmp_path / name)
+    summary = run_import(fmt, tmp_path / name, mixed_dataset / "images", tmp_path / "back")
+    before, after = open_dataset(mixed_dataset), open_dataset(tmp_path / "back")
+    assert [s.stem for s in before.samples] == [s.stem for s in after.samples]
+    for i in range(len(before)):
+        a, b = before.load(i), after.load(i)
+        assert np.array_equal(a.mask, b.mask)
+        assert same_partition(a.instances, b.instances)
+    meta_before = json.loads((mixed_dataset / "dataset.json").read_text())
+    meta_after = json.loads((tmp_path / "back" / "dataset.json").read_text())
+    assert meta_after["counts"] == meta_before["counts"] == summary.cells
+    assert meta_after["images"] == meta_before["images"]
+    assert written == sum(meta_before["counts"].values())
+    assert meta_after["classes"] == list(CLASS_NAMES) and meta_after["labels"] == f"import:{fmt}"
+    assert meta_after["complete"] and meta_after["annotations"] == "masks"
+    assert (summary.clipped, summary.outside, summary.overlapping, summary.hidden) == (0, 0, 0, 0)
+
+
+def test_images_are_linked_not_copied(mixed_dataset, tmp_path):
+    export_dataset(mixed_dataset, "coco", tmp_path / "c.json")
+    run_import("coco", tmp_path / "c.json", mixed_dataset / "images", tmp_path / "back")
+    image = open_dataset(tmp_path / "back").samples[0].image
+    assert image.stat().st_ino == (mixed_dataset / "images" / image.name).stat().st_ino
+    run_import("coco", tmp_path / "c.json", mixed_dataset / "images", tmp_path / "copied", copy_images=True)
+    copy = tmp_path / "copied" / "images" / image.name
+    assert copy.stat().st_ino != image.stat().st_ino and copy.read_bytes() == image.read_bytes()
+
+
+def test_cli_contracts_import_coco_and_export(mixed_dataset, tmp_path):
+    cli = CliRunner()
+    result = cli.invoke(app, ["export", str(mixed_dataset), "--format", "coco", "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    result = cli.invoke(app, ["import", "coco", str(tmp_path / "c.json"), "--images", str(mixed_dataset / "images"),
+                              "--out", str(tmp_path / "back")])
+    assert result.exit_code == 0, result.output
+    assert "imported 6 images" in result.output
+    assert json.loads((tmp_path / "back" / "dataset.json").read_text())["complete"]
+
+
+# ---------------------------------------------------------------- hand-made files, one behaviour each
+
+
+def blank_images(folder, names, size=(20, 30)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        cv2.imwrite(str(folder / name), np.full((*size, 3), 200, np.uint8))
+    return folder
+
+
+def coco_file(path, annotations, images=(("a.png", 20, 30),), categories=("rbc", "wbc")):
+    doc = {"images": [{"id": i + 1, "file_name": n, "height": h, "width": w} for i, (n, h, w) in enumerate(images)],
+           "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)],
+           "annotations": [{"id": i + 1, "image_id": 1, "category_id": c, "segmentation": s}
+                           for i, (c, s) in enumerate(annotations)]}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def square(x0, y0, x1, y1):
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def test_overlaps_later_wins_and_edges_are_clipped_and_counted(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png"])
+    src = coco_file(tmp_path / "c.json", [
+        (1, square(2, 2, 10, 10)),     # cell 1
+        (2, square(6, 6, 14, 14)),     # cell 2 overlaps cell 1: takes the shared pixels
+        (1, square(7, 7, 9, 9)),       # wholly under cell 4 below: gone
+        (1, square(6, 6, 10, 10)),     # cell 4 overlaps cells 1 and 2 (and covers cell 3)
+        (1, square(25, 12, 40, 30)),   # cut by the right and bottom edges: clipped
+        (2, square(50, 50, 60, 60)),   # wholly outside: dropped
+    ])
+    s = run_import("coco", src, images, tmp_path / "out", "rbc,wbc")
+    assert (s.overlapping, s.hidden, s.clipped, s.outside) == (3, 1, 1, 1)
+    labels = open_dataset(tmp_path / "out").load(0)
+    # pycocotools draws a polygon on pixel corners: square(2, 2, 10, 10) covers pixels 2..9
+    assert labels.instances[3, 3] != 0 and labels.instances[3, 3] != labels.instances[8, 8]
+    assert labels.mask[8, 8] == 1 and labels.mask[12, 12] == 2 and labels.mask[7, 12] == 2
+    assert labels.mask[19, 29] == 1 and labels.instances[19, 29] != 0
+    assert len(np.unique(labels.instances)) - 1 == 4 and s.cells == {"rbc": 3, "wbc": 1}
+
+
+def test_malformed_json_names_the_file_and_position(tmp_path):
+    bad = tmp_path / "c.json"
+    bad.write_text('{"images": [\n  {"id": 1,, "file_name": "a.png"}]}')
+    with pytest.raises(CscError, match=r"c.json: malformed JSON at line 2, column 12"):
+        read_annotations("coco", bad)
+
+
+def test_malformed_xml_names_the_file_and_position(tmp_path):
+    bad = tmp_path / "a.xml"
+    bad.write_text('<annotations>\n<image name="a.png" width="30" height="20">\n</annotations>\n')
+    with pytest.raises(CscError, match=r"a.xml: malformed XML at line 3, column 3: mismatched tag"):
+        read_annotations("cvat", bad)
+
+
+def test_unknown_class_names_list_the_known_ones(tmp_path):
+    src = coco_file(tmp_path / "c.json", [(1, square(2, 2, 5, 5))], categories=("RBC", "WBC"))
+    with pytest.raises(CscError, match=r"'Platelet'.* the annotations name: 'RBC', 'WBC'"):
+        run_import("coco", src, blank_images(tmp_path / "i", ["a.png"]), tmp_path / "o", "Platelet=platelet")
+    assert not (tmp_path / "o").exists(), "nothing is written before the classes are known"
+
+
+def test_class_map_keeps_project_ids_and_drops_unmapped_names(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png"])
+    src = coco_file(tmp_path / "c.json", [(2, square(2, 2, 6, 6)), (1, square(10, 2, 14, 6)),
+                                          (3, square(20, 2, 24, 6))], categories=("WBC", "RBC", "Platelets"))
+    s = run_import("coco", src, images, tmp_path / "out", "WBC=wbc,RBC=rbc")
+    assert s.classes == ["background", "rbc", "wbc"], "rbc keeps id 1 whatever the order given"
+    assert s.cells == {"rbc": 1, "wbc": 1} and s.dropped == {"Platelets": 1}
+    labels = open_dataset(tmp_path / "out").load(0)
+    assert labels.mask[3, 3] == 1 and labels.mask[3, 11] == 2 and labels.mask[3, 21] == 0
+    s = run_import("coco", src, images, tmp_path / "default")
+    assert s.classes == ["background", "rbc", "WBC", "Platelets"], "names as given; RBC becomes the project's rbc"
+    s = run_import("coco", src, images, tmp_path / "all", "*=macrophage")
+    assert s.classes == list(CLASS_NAMES) and s.cells == {"rbc": 0, "macrophage": 3}
+
+
+@pytest.mark.parametrize("spec, message", [("rbc=background", "reserved"), ("RBC=r b c", "not a usable class name"),
+                                           ("RBC=rbc,RBC=wbc", "twice"), ("=rbc", "not SOURCE=target")])
+def test_bad_class_specs(spec, message):
+    with pytest.raises(CscError, match=message):
+        ClassMap.parse(spec)
+
+
+def test_missing_and_unannotated_images_are_listed_and_strict_stops(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png", "extra.png"])
+    src = coco_file(tmp_path / "c.json", [(1, square(2, 2, 6, 6))],
+                    images=(("a.png", 20, 30), ("gone.png", 20, 30)))
+    s = run_import("coco", src, images, tmp_path / "out")
+    assert s.missing_images == ["gone.png"] and s.unannotated == ["extra.png"] and s.images == 1
+    with pytest.raises(CscError, match="gone.png"):
+        run_import("coco", src, images, tmp_path / "strict", strict=True)
+    assert not (tmp_path / "strict").exists()
+
+
+def test_annotation_for_an_image_of_another_size_is_skipped_or_stops(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png"], size=(40, 40))
+    src = coco_file(tmp_path / "c.json", [(1, square(2, 2, 6, 6))])
+    s = run_import("coco", src, images, tmp_path / "out")
+    assert s.images == 0 and "30×20 px but the image is 40×40" in s.skipped[0]["reason"]
+    assert not list((tmp_path / "out" / "images").iterdir()), "no image without its labels"
+    with pytest.raises(CscError, match="40×40"):
+        run_import("coco", src, images, tmp_path / "strict", strict=True)
+
+
+def test_interrupted_import_leaves_complete_files_and_says_so(mixed_dataset, tmp_path):
+    export_dataset(mixed_dataset, "cvat", tmp_path / "c.xml")
+    seen = []
+
+    def interrupt():
+        seen.append(1)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_import("cvat", tmp_path / "c.xml", mixed_dataset / "images", tmp_path / "out", on_image=interrupt)
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["complete"] is False and meta["n_images"] == 2
+    assert not [p for p in (tmp_path / "out").rglob(".*")], "no temporary file left"
+    with pytest.raises(CscError, match="already holds a dataset"):
+        run_import("cvat", tmp_path / "c.xml", mixed_dataset / "images", tmp_path / "out")
+
+
+def test_labelme_groups_circles_rectangles_and_masks(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png"])
+    crop = np.zeros((3, 4), np.uint8)
+    crop[1:, 1:] = 255
+    png = cv2.imencode(".png", crop)[1].tobytes()
+    import base64
+
+    shapes = [
+        {"label": "rbc", "points": [[1, 1], [3, 1], [3, 3]], "group_id": 7, "shape_type": "polygon"},
+        {"label": "rbc", "points": [[6, 1], [8, 1], [8, 3], [6, 3]], "group_id": 7, "shape_type": "polygon"},
+        {"label": "rbc", "points": [[15, 10], [17, 10]], "shape_type": "circle"},
+        {"label": "wbc", "points": [[22, 2], [25, 4]], "shape_type": "rectangle"},
+        {"label": "wbc", "points": [[10, 15], [13, 17]], "shape_type": "mask", "mask": base64.b64encode(png).decode()},
+        {"label": "rbc", "points": [[0, 0], [5, 5]], "shape_type": "line"},
+    ]
+    (tmp_path / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "..\\img\\a.png",
+                                                 "imageHeight": 20, "imageWidth": 30}))
+    s = run_import("labelme", tmp_path / "a.json", images, tmp_path / "out")
+    labels = open_dataset(tmp_path / "out").load(0)
+    assert s.cells == {"rbc": 2, "wbc": 2} and s.ignored == {"line": 1}
+    assert labels.instances[1, 1] == labels.instances[2, 7] != 0, "one group is one cell"
+    assert labels.mask[10, 15] == 1 and labels.mask[10, 17] == 1 and labels.mask[10, 18] == 0
+    assert labels.mask[2:5, 22:26].all() and labels.mask[2, 21] == 0
+    assert labels.mask[16:18, 11:14].all() and labels.mask[15, 10] == 0
+
+
+def test_cvat_polygons_masks_ellipses_by_z_order(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png"])
+    crop = np.zeros((4, 5), bool)
+    crop[1:3, 1:4] = True
+    xml = f"""<?xml version="1.0" encoding="utf-8"?>
+<annotations><version>1.1</version>
+<meta><task><labels><label><name>rbc</name></label><label><name>wbc</name></label></labels></task></meta>
+<image id="0" name="a.png" width="30" height="20">
+  <polygon label="rbc" points="0,0;8,0;8,8;0,8" z_order="2"/>
+  <mask label="wbc" rle="{', '.join(map(str, cvat_rle(crop)))}" left="6" top="4" width="5" height="4" z_order="1"/>
+  <ellipse label="rbc" cx="20.5" cy="10.5" rx="3" ry="2" rotation="0" z_order="0"/>
+  <box label="rbc" xtl="1" ytl="1" xbr="3" ybr="3" z_order="0"/>
+</image></annotations>"""
+    (tmp_path / "a.xml").write_text(xml)
+    s = run_import("cvat", tmp_path / "a.xml", images, tmp_path / "out")
+    labels = open_dataset(tmp_path / "out").load(0)
+    assert s.ignored == {"box": 1} and s.overlapping == 1 and s.cells == {"rbc": 2, "wbc": 1}
+    assert labels.mask[5, 7] == 1, "the polygon's higher z_order wins the overlap"
+    assert labels.mask[5, 8] == labels.mask[6, 9] == 2 and labels.mask[4, 8] == 0 and labels.mask[0:8, 0:8].all()
+    assert labels.mask[10, 20] == 1 and labels.mask[10, 23] == 1 and labels.mask[10, 24] == 0
+
+
+def test_cvat_rle_round_trip():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        crop = rng.random((int(rng.integers(1, 9)), int(rng.integers(1, 9)))) > 0.5
+        assert np.array_equal(cvat_mask(cvat_rle(crop), *crop.shape), crop)
+    with pytest.raises(ValueError, match="add up"):
+        cvat_mask([1, 2], 2, 2)
+
+
+def test_label_images_with_tool_suffixes_and_a_class_table(tmp_path):
+    import tifffile
+
+    images = blank_images(tmp_path / "img", ["a.png", "b.png"])
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    a = np.zeros((20, 30), np.uint16)
+    a[1:5, 1:5], a[10:15, 10:15], a[1:5, 20:25] = 3, 700, 9
+    cv2.imwrite(str(masks / "a_cp_masks.png"), a)
+    b = np.zeros((20, 30), np.int32)
+    b[2:6, 2:6] = 100_000
+    tifffile.imwrite(masks / "b_masks.tif", b)
+    table = tmp_path / "classes.csv"
+    table.write_text("image,label,class\na.png,3,RBC\na.png,700,WBC\nb,100000,RBC\n")
+    s = run_import("masks", masks, images, tmp_path / "out", "RBC=rbc,WBC=wbc", class_table=table)
+    assert s.cells == {"rbc": 2, "wbc": 1} and s.dropped == {"": 1}, "label 9 is in no table row"
+    a_labels = open_dataset(tmp_path / "out").load(0)
+    assert a_labels.mask[2, 2] == 1 and a_labels.mask[12, 12] == 2 and a_labels.mask[2, 22] == 0
+    with pytest.raises(CscError, match="without a class name"):
+        run_import("masks", masks, images, tmp_path / "unnamed")
+    s = run_import("masks", masks, images, tmp_path / "all", "*=rbc")
+    assert s.cells == {"rbc": 4, "macrophage": 0}
+
+
+def test_colour_label_image_is_refused_with_the_reason(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png"])
+    (tmp_path / "m").mkdir()
+    cv2.imwrite(str(tmp_path / "m" / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(CscError, match="one channel"):
+        run_import("masks", tmp_path / "m", images, tmp_path / "out", "*=rbc", strict=True)
+
+
+# ---------------------------------------------------------------- count-only: points and boxes
+
+
+def test_points_csv_imports_as_count_only(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.jpg", "b.jpg", "c.jpg"])
+    src = tmp_path / "p.csv"
+    src.write_text("x,y,image,class\n3,4,a.jpg,RBC\n5.5,6,a,RBC\n7,8,b.jpg,WBC\n40,4,b.jpg,RBC\n")
+    s = run_import("points", src, images, tmp_path / "out", "RBC=rbc,WBC=wbc")
+    assert s.images == 2 and s.unannotated == ["c.jpg"] and s.outside == 1 and s.cells == {"rbc": 2, "wbc": 1}
+    assert not (tmp_path / "out" / "masks").exists()
+    data = open_count_dataset(tmp_path / "out")
+    assert [x.stem for x in data.samples] == ["a", "b"]
+    assert data.samples[0].points["rbc"].tolist() == [[3, 4], [5.5, 6]]
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["annotations"] == "points" and label_origin(meta) == "import:points"
+    with pytest.raises(CscError, match="count-only dataset"):
+        open_dataset(tmp_path / "out")
+
+
+def test_points_folder_of_text_files_chula_layout(tmp_path):
+    images = blank_images(tmp_path / "img", ["1.jpg", "2.jpg", "3.jpg"])
+    pts = tmp_path / "points"
+    pts.mkdir()
+    (pts / "1.txt").write_text("3 4 0\n10 12 8\n")
+    (pts / "2.txt").write_text("")  # annotated, no cells
+    s = run_import("points", pts, images, tmp_path / "out", "*=rbc")
+    assert s.unannotated == ["3.jpg"], "an image without a points file was never annotated"
+    data = open_count_dataset(tmp_path / "out")
+    assert {x.stem: x.counts(["rbc"])["rbc"] for x in data.samples} == {"1": 2, "2": 0}
+    (pts / "1.txt").write_text("3 4 0\n10 twelve 8\n")
+    with pytest.raises(CscError, match=r"1.txt: line 2, y: 'twelve' is not a number"):
+        read_annotations("points", pts)
+
+
+def test_boxes_csv_and_yolo(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.jpg"], size=(20, 40))
+    src = tmp_path / "b.csv"
+    src.write_text("image,class,x1,y1,x2,y2\na,RBC,2,2,6,8\na,RBC,30,10,50,30\na,Platelets,1,1,2,2\n")
+    s = run_import("boxes", src, images, tmp_path / "csv", "RBC=rbc")
+    assert s.clipped == 1 and s.dropped == {"Platelets": 1}
+    data = open_count_dataset(tmp_path / "csv")
+    assert data.samples[0].boxes["rbc"].tolist() == [[2, 2, 6, 8], [30, 10, 40, 20]]
+    assert data.samples[0].points["rbc"].tolist() == [[4, 5], [35, 15]], "scored at the boxes' centres"
+    yolo = tmp_path / "yolo"
+    yolo.mkdir()
+    (yolo / "classes.txt").write_text("RBC\nWBC\n")
+    (yolo / "a.txt").write_text("0 0.1 0.25 0.1 0.3\n1 0.5 0.5 0.2 0.2\n")
+    s = run_import("boxes", yolo, images, tmp_path / "yolo-out", "RBC=rbc,WBC=wbc")
+    boxes = open_count_dataset(tmp_path / "yolo-out").samples[0].boxes
+    assert np.allclose(boxes["rbc"], [[2, 2, 6, 8]]) and np.allclose(boxes["wbc"], [[16, 8, 24, 12]])
+
+
+def test_cli_contracts_points_and_boxes(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.jpg"])
+    (tmp_path / "p.csv").write_text("image,x,y,class\na.jpg,3,4,rbc\n")
+    (tmp_path / "b.csv").write_text("image,class,x1,y1,x2,y2\na,rbc,2,2,6,8\n")
+    cli = CliRunner()
+    for fmt, src in (("points", "p.csv"), ("boxes", "b.csv")):
+        result = cli.invoke(app, ["import", fmt, str(tmp_path / src), "--images", str(images), "--out",
+                                  str(tmp_path / fmt)])
+        assert result.exit_code == 0, result.output
+        assert open_count_dataset(tmp_path / fmt).kind == fmt
+    result = cli.invoke(app, ["check", str(tmp_path / "points")])
+    assert result.exit_code == 0 and "ok" in result.output
+    result = cli.invoke(app, ["show", str(tmp_path / "boxes"), "--out", str(tmp_path / "grid.png")])
+    assert result.exit_code == 0 and cv2.imread(str(tmp_path / "grid.png")) is not None
+
+
+def test_count_only_check_finds_marks_outside_their_image(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.jpg"])
+    (tmp_path / "p.csv").write_text("image,x,y,class\na.jpg,3,4,rbc\n")
+    run_import("points", tmp_path / "p.csv", images, tmp_path / "out")
+    with open(tmp_path / "out" / "points.csv", "a") as f:
+        f.write("a,99,4,rbc\n")
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "outside the 30×20 image" in result.output

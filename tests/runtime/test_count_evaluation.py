@@ -1,0 +1,153 @@
+"""Scoring counts against references: points and boxes (count-only), instances, and honest names for the
+auto-labeller's own split."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from runtime.annotations.classmap import ClassMap
+from runtime.annotations.marks import read_points
+from runtime.annotations.writer import import_annotations
+from runtime.classes import UNKNOWN_CELL_SIZE, cell_size
+from runtime.cli.data import app
+from runtime.count_metrics import score_points
+from runtime.counting import CellCounter
+from runtime.dataset import DatasetWriter, is_ground_truth, label_origin
+from runtime.errors import CscError
+from runtime.evaluate_counts import count_dataset
+
+
+def disc(mask, cx, cy, r, value):
+    cv2.circle(mask, (cx, cy), r, value, -1)
+
+
+def test_points_score_one_to_one_and_edge_cells_without_a_point_are_not_false_positives():
+    class_map = np.zeros((60, 80), np.uint8)
+    disc(class_map, 15, 15, 8, 1)
+    disc(class_map, 45, 15, 8, 1)
+    disc(class_map, 3, 45, 8, 1)  # cut by the left edge, no point in it
+    disc(class_map, 60, 40, 12, 2)
+    result = CellCounter().count(class_map, return_labels=True)
+    points = {"rbc": np.array([[15, 15], [44, 14], [46, 16], [30, 50]]), "macrophage": np.zeros((0, 2))}
+    scores = score_points(result.labels, result.cells, points, ("background", "rbc", "macrophage"))
+    # rbc: two cells hit; the second point in one cell and the point on background are misses; the edge cell is
+    # not scored. macrophage: a counted cell and no point, a false positive.
+    assert scores == {"rbc": (2, 0, 2), "macrophage": (0, 1, 0)}
+
+
+def write_masks(root, class_maps: dict, labels: str | None = None, **extra):
+    with DatasetWriter(root, source="test", labels=labels, extra=extra) as writer:
+        for stem, class_map in class_maps.items():
+            instances = np.zeros(class_map.shape, np.uint16)
+            for class_id in (1, 2):
+                n, comp = cv2.connectedComponents((class_map == class_id).astype(np.uint8))
+                instances[comp > 0] = comp[comp > 0] + instances.max()
+            writer.add(stem, np.full((*class_map.shape, 3), 200, np.uint8), class_map, instances)
+    return root
+
+
+def test_count_against_count_only_points(tmp_path):
+    a = np.zeros((60, 80), np.uint8)
+    for x in (15, 40, 65):
+        disc(a, x, 30, 8, 1)
+    labels = write_masks(tmp_path / "labels", {"a": a, "b": a.copy()}, labels="labeller", autolabel={})
+    images = tmp_path / "img"
+    images.mkdir()
+    for stem in ("a", "c"):
+        cv2.imwrite(str(images / f"{stem}.png"), np.zeros((60, 80, 3), np.uint8))
+    (tmp_path / "p.csv").write_text("image,x,y\na,15,30\na,40,31\na,5,5\nc,3,3\n")
+    import_annotations(read_points(tmp_path / "p.csv"), images, tmp_path / "truth", ClassMap.parse("*=rbc"),
+                       origin="import:points")
+    summary = count_dataset(labels, truth=tmp_path / "truth")
+    assert summary["images"] == 1
+    assert summary["counts"]["rbc"] == 3 and summary["true_counts"]["rbc"] == 3
+    assert summary["count_accuracy"]["rbc"] == 1.0
+    assert summary["instances"]["rbc"] == {"precision": round(2 / 3, 4), "recall": round(2 / 3, 4),
+                                           "f1": round(2 / 3, 4), "tp": 2, "fp": 1, "fn": 1}
+    assert summary["reference"]["ground_truth"] and summary["reference"]["annotations"] == "points"
+    assert summary["unmatched"] == {"annotated_without_class_map": ["c"], "class_maps_without_annotation": ["b"]}
+    result = CliRunner().invoke(app, ["count", str(labels), "--truth", str(tmp_path / "truth"), "--json",
+                                      str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    assert "point F1" in result.output and "annotated" in result.output and "labeller split" not in result.output
+    assert json.loads((tmp_path / "s.json").read_text())["instances"]["rbc"]["tp"] == 2
+
+
+def test_labeller_split_is_reported_as_agreement_not_accuracy(mixed_dataset, tmp_path, monkeypatch):
+    from runtime.cli.common import console
+
+    monkeypatch.setattr(console, "width", 200)  # one line per table row, whatever the terminal
+    root = shutil.copytree(mixed_dataset, tmp_path / "auto")
+    meta = json.loads((root / "dataset.json").read_text())
+    del meta["labels"]
+    meta.update(autolabel={"kind": "rbc"}, source="auto-labels of /somewhere (kind=rbc)", seed=None)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    summary = count_dataset(root)
+    assert "true_counts" not in summary and "count_accuracy" not in summary
+    versus = summary["versus_labeller"]
+    assert versus["labeller_counts"] == meta["counts"] and set(versus) >= {"agreement", "mean_abs_difference"}
+    assert summary["reference"] == {**summary["reference"], "labels": "labeller", "ground_truth": False}
+    result = CliRunner().invoke(app, ["count", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "labeller split" in result.output and "agreement" in result.output
+    assert "accuracy" not in result.output.replace("not accuracy", "") and "true" not in result.output
+    truth = CliRunner().invoke(app, ["count", str(mixed_dataset)])
+    assert "true" in truth.output and "accuracy" in truth.output and "labeller" not in truth.output
+
+
+def test_a_separate_truth_dataset_scores_like_its_own_instances(mixed_dataset):
+    own, other = count_dataset(mixed_dataset), count_dataset(mixed_dataset, truth=mixed_dataset)
+    for key in ("counts", "true_counts", "count_accuracy", "mean_abs_error", "instances"):
+        assert own[key] == other[key]
+
+
+@pytest.mark.parametrize("meta, origin", [
+    ({"labels": "import:coco", "autolabel": {}}, "import:coco"),
+    ({"autolabel": {"kind": "rbc"}, "seed": None}, "labeller"),
+    ({"seed": 3, "source": "simulated microscope (mode=mixed)"}, "simulator"),
+    ({}, "human"),
+])
+def test_label_origin_of_new_and_old_datasets(meta, origin):
+    assert label_origin(meta) == origin
+    assert is_ground_truth(origin) == (origin != "labeller")
+
+
+def test_count_of_a_count_only_dataset_says_what_to_do(tmp_path):
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((10, 10, 3), np.uint8))
+    (tmp_path / "p.csv").write_text("image,x,y,class\na,3,3,rbc\n")
+    import_annotations(read_points(tmp_path / "p.csv"), tmp_path / "img", tmp_path / "d", ClassMap(),
+                       origin="import:points")
+    result = CliRunner().invoke(app, ["count", str(tmp_path / "d")])
+    assert isinstance(result.exception, CscError) and "count-only" in str(result.exception)
+    assert "--truth" in result.exception.fix
+
+
+def test_cell_sizes_by_name_with_a_default_for_unknown_names():
+    assert cell_size("RBC").min_um == 5.0 and cell_size("wbc").max_um == 20.0
+    assert cell_size("nucleus") is UNKNOWN_CELL_SIZE
+
+
+def test_point_scorer_tallies_ratio_mae_and_f1_over_images():
+    from pathlib import Path
+
+    from runtime.count_dataset import CountSample
+    from runtime.counting import CountingConfig
+    from runtime.evaluate_counts import PointScorer
+
+    class_map = np.zeros((60, 80), np.uint8)
+    disc(class_map, 15, 30, 8, 1)
+    disc(class_map, 40, 30, 8, 1)
+    scorer = PointScorer(CountingConfig(), ["background", "rbc", "wbc"])
+    one = scorer.add(class_map, CountSample("a", Path("a.png"), {"rbc": np.array([[15, 30]]),
+                                                                 "wbc": np.array([[5, 5]])}))
+    scorer.add(class_map, CountSample("b", Path("b.png"), {"rbc": np.array([[15, 30], [40, 30], [70, 50]])}))
+    assert one == {"counts": {"rbc": 2, "macrophage": 0}, "scored_counts": {"rbc": 2}, "true_counts": {"rbc": 1}}
+    s = scorer.summary()
+    # The totals agree (4 counted, 4 annotated) while one cell per image is wrong: ratio 1, MAE 1, F1 0.75.
+    assert s["counts"] == {"rbc": 4} and s["true_counts"] == {"rbc": 4} and s["count_accuracy"] == {"rbc": 1.0}
+    assert s["mean_abs_error"] == {"rbc": 1.0} and s["instances"]["rbc"]["f1"] == 0.75
+    assert s["not_predicted"] == {"wbc": 1}, "annotated classes the class maps lack are listed, never scored"
