@@ -66,6 +66,6 @@ def quantize_int8(graph: onnx.ModelProto, calib: str | Path, metadata: ModelMeta
             weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Conv"],
             nodes_to_exclude=[convs[0], convs[-1]],
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
         return onnx.load(q)
