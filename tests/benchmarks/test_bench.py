@@ -160,3 +160,42 @@ def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(t
         assert pair["inference_fps"] > 0 and pair["ratio"] == pytest.approx(pair["end_to_end_fps"] / pair["inference_fps"], abs=2e-3)
     publish(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(capsys.readouterr().out) == result
+
+
+def test_export_agreement_script_reports_each_precision_as_the_export_check_does(small_model, capsys, tmp_path):
+    from benchmarks.export_agreement import measure
+    from benchmarks.publish import publish
+    from export.checks import AGREEMENT_THRESHOLD
+
+    result = measure(small_model.with_suffix(".pt"), size=64)
+    assert [r["precision"] for r in result["results"]] == ["fp32", "fp16", "int8"]
+    fp32 = result["results"][0]
+    assert fp32["agreement"] >= 0.999 and fp32["max_logit_diff"] < 1e-3 and fp32["passes"]
+    for row in result["results"]:
+        assert row["threshold"] == AGREEMENT_THRESHOLD[row["precision"]]
+        assert row["passes"] == (row["agreement"] >= row["threshold"])
+    publish(result, tmp_path / "a.json")
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(capsys.readouterr().out)
+
+
+def test_engine_build_script_builds_each_variant_with_the_real_builder():
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (dev extra) builds the engines")
+    from benchmarks.engine_build import measure, render_markdown
+
+    result = measure(("light-unet",), size=64, repeats=2, precisions=("fp16",), bundled=False)
+    static, dynamic = result["results"]
+    assert (static["batch"], dynamic["batch"]) == ("1", "dynamic") and static["precision"] == "fp16"
+    assert static["profiles"] == {} and dynamic["profiles"] == {"frames": [[1, 64, 64, 3], [8, 64, 64, 3], [8, 64, 64, 3]]}
+    for row in (static, dynamic):
+        assert row["engine_mb"] > 0.01 and len(row["build_seconds_all"]) == 2 and row["library"].startswith("TensorRT-RTX")
+    assert "| light-unet, fresh export (untrained weights) | fp16 | dynamic 1–8 |" in render_markdown(result)
+
+
+def test_int8_accuracy_script_quantizes_with_the_exporter_and_evaluates_both(small_model):
+    from benchmarks.int8_accuracy import main
+
+    result = main([str(small_model)], n=2, quantize_first=True)
+    fp32, int8 = result["results"]
+    assert (fp32["precision"], int8["precision"]) == ("fp32", "int8") and "quantized by export/precision.py" in int8["model"]
+    for row in (fp32, int8):
+        assert 0 <= row["miou"] <= 1 and set(row["count_accuracy"]) == {"rbc", "macrophage"}

@@ -384,3 +384,17 @@ def test_driver_too_old_for_cuda_python_is_named(monkeypatch):
     monkeypatch.setattr(gpu, "cudart", lambda: fake(0))
     with pytest.raises(CscError, match="no usable NVIDIA GPU: no NVIDIA driver found"):
         gpu.gpu_info()
+
+
+def test_csc_run_offers_backend_choices_and_cuda_graph(tmp_path):
+    from typer.testing import CliRunner
+
+    from runtime.backends import open_runner
+    from runtime.cli.run import app
+
+    help_text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "--cuda-graph" in help_text and "auto|trt|ort" in help_text
+    bad = CliRunner().invoke(app, ["--source", "demo", "--backend", "cuda"])
+    assert bad.exit_code == 2
+    runner, reason = open_runner(tmp_path / "m.engine", "auto", cuda_graph=True)
+    assert isinstance(runner, trt_backend.TensorRTRunner) and runner.cuda_graph and "engine was given" in reason
