@@ -97,9 +97,15 @@ def gpu_info() -> tuple[str, str]:
 
 def _plain(message: str) -> str:
     """A TensorRT log line without its API prefix and source location: "ITensor::getDimensions: Error Code 4: API
-    Usage Error (node_permute: first input has type UInt8 … In checkType at /_src/…:456)" → "node_permute: …"."""
+    Usage Error (node_permute: first input has type UInt8 … In checkType at /_src/…:456)" → "node_permute: …";
+    a CUDA failure → "cudaError 35: CUDA driver version is insufficient for CUDA runtime version"."""
+    cuda = re.search(r"cudaError \d+: [^)]*", message)
+    if cuda:
+        return cuda.group(0).strip()
     found = re.search(r"\((.*?)\s+In \w+ at [^)]*\)", message, re.S)
-    return found.group(1) if found else message.strip()
+    if found:
+        return found.group(1)
+    return re.sub(r"\s*\(?In \w+ at /\S+:\d+\)?", "", message).strip()
 
 
 def tensorrt_logger(trt: ModuleType):
@@ -117,6 +123,7 @@ def tensorrt_logger(trt: ModuleType):
                 self.messages.append((severity, msg))
 
         def errors(self) -> list[str]:
-            return [_plain(m) for s, m in self.messages if s <= trt.ILogger.Severity.ERROR]
+            """The errors logged, each once, in plain words."""
+            return list(dict.fromkeys(_plain(m) for s, m in self.messages if s <= trt.ILogger.Severity.ERROR))
 
     return Logger()

@@ -330,6 +330,26 @@ def test_deserialisation_failure_names_the_cause_from_the_library(fp32_model, tm
     assert "not a whole engine" in deserialise_failure(trt, runtime, data, logger)
 
 
+def test_a_real_engine_needs_a_gpu_to_deserialise_and_the_library_says_so(fp32_model, tmp_path):
+    """What this project found out: TensorRT-RTX builds without a GPU but cannot load the engine without one; the
+    runner's message carries the library's own reason."""
+    from runtime.backends.tensorrt import deserialise_failure
+    from runtime.gpu import gpu_info, tensorrt_logger
+
+    try:
+        gpu_info()
+    except CscError:
+        pass
+    else:
+        pytest.skip("a GPU is present here: an engine may load (the runner is then checked on it)")
+    build_engine(fp32_model, tmp_path / "m.engine", BuildOptions(), flavour="rtx")
+    data = (tmp_path / "m.engine").read_bytes()
+    logger = tensorrt_logger(trt)
+    runtime = trt.Runtime(logger)
+    assert runtime.deserialize_cuda_engine(data) is None
+    assert "CUDA driver version is insufficient" in deserialise_failure(trt, runtime, data, logger)
+
+
 def test_tensorrt_names_the_runner_and_builder_call_exist_in_the_real_bindings():
     for name in ("Runtime", "ILogger", "TensorIOMode", "MemoryPoolType", "IProgressMonitor", "ITimingCache",
                  "Builder", "OnnxParser", "ComputeCapability", "EngineInvalidityDiagnostics", "nptype", "DataType"):
