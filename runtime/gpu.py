@@ -83,7 +83,11 @@ def gpu_info() -> tuple[str, str]:
     """(GPU name, compute capability "major.minor") of device 0; a CscError naming the cause when there is no
     usable GPU."""
     rt = cudart()
-    err, count = rt.cudaGetDeviceCount()
+    try:
+        err, count = rt.cudaGetDeviceCount()
+    except Exception as exc:  # some cuda-python builds raise instead of returning an error when libcuda is missing
+        raise CscError(f"no usable NVIDIA GPU: cuda-python could not reach a driver ({type(exc).__name__}: {exc})",
+                       fix="install the NVIDIA driver (or use --backend ort)") from None
     if int(err) != 0:
         raise cuda_error(rt, err, "no usable NVIDIA GPU")
     if not count:

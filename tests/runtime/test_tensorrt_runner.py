@@ -398,3 +398,14 @@ def test_csc_run_offers_backend_choices_and_cuda_graph(tmp_path):
     assert bad.exit_code == 2
     runner, reason = open_runner(tmp_path / "m.engine", "auto", cuda_graph=True)
     assert isinstance(runner, trt_backend.TensorRTRunner) and runner.cuda_graph and "engine was given" in reason
+
+
+def test_a_cuda_python_that_raises_without_a_driver_is_one_line(monkeypatch):
+    import runtime.gpu as gpu
+
+    def missing():
+        raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+    monkeypatch.setattr(gpu, "cudart", lambda: SimpleNamespace(cudaGetDeviceCount=missing))
+    with pytest.raises(CscError, match="cuda-python could not reach a driver .*libcuda"):
+        gpu.gpu_info()
