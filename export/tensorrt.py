@@ -235,8 +235,11 @@ def build_engine(onnx_path: str | Path, out: str | Path, options: BuildOptions, 
     plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - began
     if plan is None:
-        raise CscError(f"{LABELS[flavour]} failed to build the engine: {'; '.join(logger.errors()[-3:]) or 'no reason given'}",
-                       path=onnx_path)
+        errors = logger.errors()[-3:]
+        memory = any("OutOfMemory" in e for e in errors)
+        raise CscError(f"{LABELS[flavour]} failed to build the engine: {'; '.join(errors) or 'no reason given'}",
+                       path=onnx_path, fix=f"raise --workspace (now {options.workspace_mib} MiB) or lower --max-batch"
+                       if memory else None)
     with atomic_path(out) as tmp:
         tmp.write_bytes(bytes(plan))
     if cache_path is not None:

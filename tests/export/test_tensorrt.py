@@ -171,6 +171,16 @@ def test_every_export_variant_parses_and_builds(checkpoint, calib_images, tmp_pa
     assert side["onnx_sha256"] and side["build_seconds"] >= 0
 
 
+def test_a_workspace_too_small_fails_with_the_fix_and_writes_nothing(checkpoint, tmp_path):
+    from export.onnx_export import ExportOptions, export_onnx
+
+    model = tmp_path / "dyn.onnx"
+    export_onnx(checkpoint, model, ExportOptions(batch="dynamic", size=64))
+    code, output = cli("build-engine", model, "--out", tmp_path / "m.engine", "--max-batch", "32", "--workspace", "16")
+    assert code != 0 and "OutOfMemory" in output and "raise --workspace (now 16 MiB) or lower --max-batch" in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]
+
+
 def test_turing_needs_an_engine_built_for_it(fp32_model, tmp_path):
     engine = tmp_path / "turing.engine"
     sidecar = build_engine(fp32_model, engine, BuildOptions(compute_capabilities=["7.5"]), flavour="rtx")
