@@ -16,6 +16,8 @@ import numpy as np
 
 from runtime.backends import open_runner
 from runtime.backends.base import Runner
+from runtime.backends.select import ENGINE_SUFFIXES, engine_beside
+from runtime.backends.tensorrt import TensorRTRunner, why_not_runnable
 from runtime.graph_cost import graph_cost
 from runtime.pipeline import Pipeline, RunOptions
 from runtime.simulator import SimConfig, SimulatedMicroscope
@@ -94,59 +96,93 @@ def peak_gflops(threads: int, seconds: float = 2.0) -> float:
     return round(2 * n**3 / best / 1e9, 1)
 
 
+def model_cost(model: Path) -> dict:
+    """Parameters and FLOPs of a model, counted from its ONNX graph (for an engine: the ONNX file it was built from,
+    where that is still here)."""
+    source = model
+    if model.suffix.lower() in ENGINE_SUFFIXES:
+        from runtime.engine_sidecar import EngineSidecar
+
+        source = Path(EngineSidecar.read(model).onnx_file)
+    return graph_cost(source) if source.suffix == ".onnx" and source.is_file() else {"params": None, "flops": None}
+
+
+def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tuple[Runner, str]], list[str]]:
+    """The runners to measure for one model, and why a TensorRT row is missing. With ``auto``, an ONNX file runs on
+    ONNX Runtime, and also on TensorRT where an engine sits beside it and this machine can run it."""
+    if backend != "auto" or model.suffix.lower() in ENGINE_SUFFIXES:
+        return [open_runner(model, backend, threads)], []
+    runners = [open_runner(model, "ort", threads)]
+    engine = engine_beside(model)
+    if engine is None:
+        return runners, [f"{model.name}: no TensorRT row — no engine beside it "
+                         f"(csc-export build-engine {model} --out {model.with_suffix('.engine')})"]
+    problem = why_not_runnable(engine)
+    if problem is not None:
+        return runners, [f"{model.name}: no TensorRT row — {engine.name} cannot run on this machine: {problem}"]
+    return runners + [(TensorRTRunner(engine), f"{engine.name} beside the model")], []
+
+
 def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions | None = None, progress=None) -> dict:
+    """Each model × runner × batch measured; model cost per model, and the CPU's peak for ONNX Runtime entries
+    (measured once per thread count; all ONNX Runtime runners of a run share one), so "% of peak" holds when
+    architectures or sizes are mixed."""
     options = options or BenchOptions()
-    results = []
-    cost = None
-    peak = None
+    results, notes, costs = [], [], {}
+    peaks: dict[int, float] = {}
     for model in models:
-        runner, reason = open_runner(model, backend, options.threads)
-        with runner:
-            meta = runner.metadata
-            if cost is None:
-                cost = graph_cost(model) if model.suffix == ".onnx" else {"params": None, "flops": None}
-                threads = getattr(runner, "threads", os.cpu_count() or 1)
-                peak = peak_gflops(threads) if runner.name == "onnxruntime" else None
-            batches = [b for b in options.batches if runner.max_batch in (None, b)] or [runner.max_batch]
-            e2e = measure_end_to_end(runner, options.end_to_end_frames)
-            for batch in batches:
-                if progress:
-                    progress(f"{model.name} {runner.name} {meta.precision} batch {batch}")
-                lat = measure_latency(runner, batch, options.seconds_per_entry)
-                entry = {"model": str(model), "arch": meta.arch, "backend": runner.name, "detail": runner.detail,
-                         "precision": meta.precision, "batch": batch, "fps": lat["fps"], "latency_ms": lat["latency_ms"],
-                         "runs": lat["runs"], "stable": lat["stable"], "size": list(meta.input_size),
-                         "end_to_end_fps": e2e["end_to_end_fps"] if batch == 1 else None,
-                         "stages": e2e["stages"] if batch == 1 else None, "why_backend": reason}
-                if cost and cost["flops"] and peak:
-                    ceiling = peak * 1e9 / cost["flops"]
-                    entry["fps_ceiling"] = round(ceiling, 1)
-                    entry["fraction_of_peak"] = round(lat["fps"] / ceiling, 3)
-                entry["meets_25fps"] = bool((entry["end_to_end_fps"] or entry["fps"]) >= TARGET_FPS)
-                results.append(entry)
+        costs[str(model)] = cost = model_cost(model)
+        runners, missing = runners_for(model, backend, options.threads)
+        notes += missing
+        for runner, reason in runners:
+            with runner:
+                meta = runner.metadata
+                peak = None
+                if runner.name == "onnxruntime" and runner.host_threads:
+                    peak = peaks.get(runner.threads) or peaks.setdefault(runner.threads, peak_gflops(runner.threads))
+                fitting = [b for b in options.batches if runner.min_batch <= b <= (runner.max_batch or b)]
+                batches = fitting or [runner.min_batch]
+                e2e = measure_end_to_end(runner, options.end_to_end_frames)
+                for batch in batches:
+                    if progress:
+                        progress(f"{model.name} {runner.name} {meta.precision} batch {batch}")
+                    lat = measure_latency(runner, batch, options.seconds_per_entry)
+                    entry = {"model": str(model), "arch": meta.arch, "backend": runner.name, "detail": runner.detail,
+                             "precision": meta.precision, "batch": batch, "fps": lat["fps"],
+                             "latency_ms": lat["latency_ms"], "runs": lat["runs"], "stable": lat["stable"],
+                             "size": list(meta.input_size), "params": cost["params"], "flops": cost["flops"],
+                             "peak_gflops": peak, "end_to_end_fps": e2e["end_to_end_fps"] if batch == 1 else None,
+                             "stages": e2e["stages"] if batch == 1 else None, "why_backend": reason}
+                    if cost["flops"] and peak:
+                        ceiling = peak * 1e9 / cost["flops"]
+                        entry["fps_ceiling"] = round(ceiling, 1)
+                        entry["fraction_of_peak"] = round(lat["fps"] / ceiling, 3)
+                    entry["meets_25fps"] = bool((entry["end_to_end_fps"] or entry["fps"]) >= TARGET_FPS)
+                    results.append(entry)
     return {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                         "system": platform.platform()},
-            "params": cost["params"] if cost else None, "flops": cost["flops"] if cost else None,
-            "peak_gflops": peak, "target_fps": TARGET_FPS, "paper": PAPER, "results": results}
+            "models": costs, "peak_gflops": next(iter(peaks.values()), None),
+            "target_fps": TARGET_FPS, "paper": PAPER, "results": results, "not_measured": notes}
 
 
 def render_markdown(report: dict) -> str:
     lines = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; measured peak "
-             f"{report['peak_gflops']} GFLOP/s (float32 MatMul through ONNX Runtime).",
-             f"Model cost at its input size: {report['params']:,} parameters, {report['flops'] / 1e9:.2f} GFLOPs "
-             f"(paper: 7.48 M parameters; its \"3.09M FLOPs\" cannot hold for a VGG16 encoder at 512×512).", "",
-             "| model | backend | precision | batch | FPS (inference) | p50 / p90 / p99 ms | end-to-end FPS | "
-             "ceiling FPS | % of peak | ≥ 25 FPS |", "|---|---|---|---:|---:|---|---:|---:|---:|---|"]
+             f"{report['peak_gflops']} GFLOP/s (float32 MatMul through ONNX Runtime).", ""]
+    for model, cost in report["models"].items():
+        if cost["flops"]:
+            lines.append(f"- {Path(model).name}: {cost['params']:,} parameters, {cost['flops'] / 1e9:.2f} GFLOPs per "
+                         f"frame at its input size")
+    lines += ["", "(Paper: 7.48 M parameters; its \"3.09M FLOPs\" cannot hold for a VGG16 encoder at 512×512.)", "",
+              "| model | backend | precision | batch | FPS (inference) | p50 / p90 / p99 ms | end-to-end FPS | "
+              "ceiling FPS | % of peak | ≥ 25 FPS |", "|---|---|---|---:|---:|---|---:|---:|---:|---|"]
     for r in report["results"]:
         lat = r["latency_ms"]
+        peak = f"{100 * r['fraction_of_peak']:.0f} %" if "fraction_of_peak" in r else "—"
         lines.append(f"| {Path(r['model']).name} ({r['arch']}) | {r['backend']} | {r['precision']} | {r['batch']} | "
                      f"{r['fps']} | {lat['p50']} / {lat['p90']} / {lat['p99']} | {r['end_to_end_fps'] or '—'} | "
-                     f"{r.get('fps_ceiling', '—')} | {100 * r['fraction_of_peak']:.0f} % | "
-                     f"{'yes' if r['meets_25fps'] else 'no'} |" if "fraction_of_peak" in r else
-                     f"| {Path(r['model']).name} ({r['arch']}) | {r['backend']} | {r['precision']} | {r['batch']} | "
-                     f"{r['fps']} | {lat['p50']} / {lat['p90']} / {lat['p99']} | {r['end_to_end_fps'] or '—'} | — | — | "
-                     f"{'yes' if r['meets_25fps'] else 'no'} |")
-    return "\n".join(lines) + "\n"
+                     f"{r.get('fps_ceiling', '—')} | {peak} | {'yes' if r['meets_25fps'] else 'no'} |")
+    lines += [""] + [f"Not measured: {note}" for note in report["not_measured"]]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def render_chart(report: dict, path: Path) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from runtime.cli.common import VersionOption, console, entry
+from runtime.backends.select import BACKENDS
+from runtime.cli.common import VersionOption, choices, console, entry
+
+Backend = choices("Backend", BACKENDS)
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 
@@ -16,7 +20,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptio
                   "verdict against the paper's 25 FPS at 512×512.")
 def bench(
     model: list[Path] = typer.Option(None, "--model", help="ONNX file(s) or engine(s); repeat to compare (e.g. fp32 and int8)."),
-    backend: str = typer.Option("auto", "--backend", help="auto, ort or trt."),
+    backend: Backend = typer.Option("auto", "--backend", help="auto: ONNX Runtime, plus TensorRT where an engine beside the model runs here; ort; trt (engines)."),
     batch: list[int] = typer.Option([1], "--batch", help="Batch sizes (repeat); a static-batch model runs its own."),
     seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Time budget of each inference-only figure."),
     frames: int = typer.Option(150, "--frames", min=10, help="Frames of the end-to-end run."),
@@ -32,7 +36,7 @@ def bench(
 
     models = list(model) if model else [DEFAULT_MODEL]
     with console.status("benchmarking…") as status:
-        report = run_bench(models, backend, BenchOptions(tuple(batch), seconds, frames, threads),
+        report = run_bench(models, Backend(backend).value, BenchOptions(tuple(batch), seconds, frames, threads),
                            progress=lambda text: status.update(f"benchmarking {text}"))
     table = Table(title=f"auto-CSC benchmark — {report['machine']['cpu']}, {report['machine']['cores']} cores, "
                         f"peak {report['peak_gflops']} GFLOP/s")
@@ -45,8 +49,11 @@ def bench(
                       f"{100 * r['fraction_of_peak']:.0f} %" if "fraction_of_peak" in r else "—",
                       "[green]yes[/]" if r["meets_25fps"] else "[red]no[/]")
     console.print(table)
-    flops = report["flops"]
-    console.print(f"model: {report['params']:,} parameters, {flops / 1e9:.2f} GFLOPs per frame" if flops else "")
+    for name, cost in report["models"].items():
+        if cost["flops"]:
+            console.print(f"{Path(name).name}: {cost['params']:,} parameters, {cost['flops'] / 1e9:.2f} GFLOPs per frame")
+    for note in report["not_measured"]:
+        console.print(f"[yellow]not measured:[/] {escape(note)}", highlight=False)
     verdict = all(r["meets_25fps"] for r in report["results"])
     console.print(f"verdict: {'[green]meets[/]' if verdict else '[red]misses[/]'} the paper's 25 FPS at 512×512 "
                   f"end-to-end on this machine")

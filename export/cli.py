@@ -1,19 +1,22 @@
-"""`csc-export`: ONNX export with checks (`onnx`, `check`) and TensorRT engines (`build-engine`)."""
+"""`csc-export`: ONNX export with checks (`onnx`, `check`, `upgrade`) and TensorRT engines (`build-engine`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from runtime.cli.common import console, entry, make_app
+from runtime.cli.common import choices, console, entry, make_app
 from runtime.errors import CscError
+from runtime.gpu import FLAVOURS
+from runtime.model_meta import PRECISIONS
 
-app = make_app("Export: [bold]onnx[/] (fused uint8 graph + checks), [bold]check[/], [bold]build-engine[/] (TensorRT).")
+app = make_app("Export: [bold]onnx[/] (fused uint8 graph + checks), [bold]check[/], [bold]upgrade[/] (older files "
+               "for TensorRT), [bold]build-engine[/] (TensorRT or TensorRT-RTX).")
 
-# Minimum TensorRT-vs-ONNX-Runtime class-map agreement after a build: both run the same precision, so only
-# kernel choice differs; pixels can flip only where two logits tie to within FP16 rounding.
-ENGINE_AGREEMENT = 0.995
+Precision = choices("Precision", PRECISIONS)
+Flavour = choices("Flavour", ("auto", *FLAVOURS))
 
 
 def _print_report(report) -> None:
@@ -22,7 +25,7 @@ def _print_report(report) -> None:
     table.add_column("")
     table.add_column("detail")
     for check in report.checks:
-        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
+        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", escape(check.detail))
     console.print(table)
 
 
@@ -32,10 +35,10 @@ def onnx(
     out: Path = typer.Option(..., "--out", help="ONNX file to write."),
     batch: str = typer.Option("1", "--batch", help="Fixed batch N, or 'dynamic'."),
     size: int = typer.Option(512, "--size", help="Input height and width in px."),
-    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="uint8 BGR in / class map out (default), or float NCHW → logits."),
-    probabilities: bool = typer.Option(False, "--probabilities", help="Fused graph also outputs softmax probabilities."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 (half model) or int8 (QDQ, needs --calib)."),
-    calib: Path = typer.Option(None, "--calib", help="Folder of calibration images for int8."),
+    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="uint8 BGR in / class map out (default), or float NCHW → logits (ONNX Runtime only)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Fused graph also outputs softmax probabilities (ONNX Runtime only)."),
+    precision: Precision = typer.Option("fp32", "--precision", help="fp16: half model; int8: QDQ, needs --calib."),
+    calib: Path = typer.Option(None, "--calib", help="Folder of calibration images (int8 only)."),
     simplify: bool = typer.Option(False, "--simplify", help="Simplify the graph with onnxslim (checked again)."),
     images: Path = typer.Option(None, "--images", help="Real images to compare ONNX Runtime with PyTorch on (default: simulated frames)."),
 ) -> None:
@@ -45,7 +48,7 @@ def onnx(
     from export.onnx_export import ExportOptions, export_onnx
 
     meta = export_onnx(checkpoint, out, ExportOptions(batch=batch, size=size, fuse=fuse, probabilities=probabilities,
-                                                      precision=precision), calib=calib)
+                                                      precision=Precision(precision).value), calib=calib)
     if simplify:
         simplify_graph(out)
     report = run_checks(out, checkpoint, images)
@@ -57,11 +60,17 @@ def onnx(
 
 @app.command()
 def check(
-    file: Path = typer.Argument(..., help="ONNX file."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Compare with this PyTorch checkpoint too."),
+    file: Path = typer.Argument(..., help="ONNX file, or a TensorRT engine (.engine/.plan/.trt) to compare with its ONNX file."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Compare with this PyTorch checkpoint too (ONNX files)."),
     images: Path = typer.Option(None, "--images", help="Real images for the comparison (default: simulated frames)."),
 ) -> None:
-    """Re-run the checks on an ONNX file; exits 1 when one fails."""
+    """Re-run the checks on an ONNX file (exits 1 when one fails, e.g. when an installed TensorRT parser rejects
+    it); for an engine, run it here against ONNX Runtime (the accuracy guard a build without a GPU skips)."""
+    from runtime.backends.select import ENGINE_SUFFIXES
+
+    if file.suffix.lower() in ENGINE_SUFFIXES:
+        _check_engine(file, images)
+        return
     from export.checks import run_checks
 
     report = run_checks(file, checkpoint, images)
@@ -70,28 +79,60 @@ def check(
         raise typer.Exit(1)
 
 
+def _check_engine(engine: Path, images: Path | None) -> None:
+    from export.tensorrt import ENGINE_AGREEMENT, engine_agreement
+    from runtime.backends.tensorrt import why_not_runnable
+
+    if not engine.is_file():
+        raise CscError("engine file not found", path=engine)
+    problem = why_not_runnable(engine)
+    if problem is not None:
+        raise CscError(f"this machine cannot run the engine: {problem}", path=engine)
+    agreement = engine_agreement(engine, images)
+    ok = agreement >= ENGINE_AGREEMENT
+    console.print(f"{'[green]ok[/]' if ok else '[red]FAIL[/]'}: TensorRT and ONNX Runtime class maps agree on "
+                  f"{100 * agreement:.3f} % of pixels (need ≥ {100 * ENGINE_AGREEMENT:.1f} %)")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def upgrade(
+    file: Path = typer.Argument(..., help="ONNX file from an older csc-export that TensorRT rejects (uint8 input not cast first)."),
+    out: Path = typer.Option(..., "--out", help="ONNX file to write (may be FILE itself)."),
+) -> None:
+    """Rewrite an older fused export so TensorRT accepts it: the uint8 frames go straight into a Cast. Weights and
+    metadata are kept; ONNX Runtime must give identical class maps before and after, else nothing is written."""
+    from export.upgrade import upgrade_onnx
+
+    changes, agreement = upgrade_onnx(file, out)
+    for change in changes:
+        console.print(f"changed: {escape(change)}")
+    console.print(f"wrote {out}; ONNX Runtime class maps before and after agree on {100 * agreement:.3f} % of pixels")
+
+
 @app.command("build-engine")
 def build_engine_cmd(
     file: Path = typer.Argument(..., help="ONNX file from `csc-export onnx` (precision is taken from it)."),
     out: Path = typer.Option(..., "--out", help="Engine file; ENGINE.json (sidecar) is written beside it."),
+    flavour: Flavour = typer.Option("auto", "--flavour", help="tensorrt (full TensorRT: Jetson, x86 datacenter; builds on its GPU), "
+                                    "rtx (TensorRT-RTX: RTX GPUs; builds without a GPU), auto (full TensorRT where it and a GPU are here, else rtx)."),
     min_batch: int = typer.Option(None, "--min-batch", min=1, help="Smallest batch of the profile (dynamic models)."),
     opt_batch: int = typer.Option(None, "--opt-batch", min=1, help="Batch TensorRT tunes for."),
     max_batch: int = typer.Option(None, "--max-batch", min=1, help="Largest batch of the profile."),
+    compute_capability: list[str] = typer.Option(None, "--compute-capability", help="TensorRT-RTX only: GPUs to build for, e.g. 7.5 for Turing (repeat; default 8.0, 8.6, 8.9, 12.0+)."),
     workspace: int = typer.Option(1024, "--workspace", min=16, help="Builder workspace limit in MiB."),
     timing_cache: Path = typer.Option(None, "--timing-cache", help="Timing cache file, read and updated (speeds up rebuilds)."),
     images: Path = typer.Option(None, "--images", help="Images for the accuracy guard (default: simulated frames)."),
 ) -> None:
-    """Build a TensorRT engine (10.x or 11.x) and check it against ONNX Runtime."""
-    from rich.progress import Progress
+    """Build a TensorRT engine, then check it against ONNX Runtime where this machine can run it."""
+    from export.tensorrt import ENGINE_AGREEMENT, BuildOptions, build_engine, engine_agreement
+    from runtime.backends.tensorrt import why_not_runnable
+    from runtime.cli.common import progress_bar
 
-    from export.checks import check_frames
-    from export.tensorrt import BuildOptions, build_engine
-    from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.backends.tensorrt import TensorRTRunner
-    from runtime.compare import class_map_agreement
-
-    options = BuildOptions(min_batch, opt_batch, max_batch, workspace, str(timing_cache) if timing_cache else None)
-    with Progress(console=console) as progress:
+    options = BuildOptions(min_batch, opt_batch, max_batch, workspace, str(timing_cache) if timing_cache else None,
+                           list(compute_capability or []))
+    with progress_bar() as progress:
         tasks: dict[str, int] = {}
 
         def report(phase: str, step: int, steps: int) -> None:
@@ -99,15 +140,22 @@ def build_engine_cmd(
                 tasks[phase] = progress.add_task(phase, total=max(steps, 1))
             progress.update(tasks[phase], completed=step)
 
-        sidecar = build_engine(file, out, options, report)
-    console.print(f"built {out} in {sidecar.build_seconds} s on {sidecar.gpu_name} (TensorRT {sidecar.tensorrt_version})")
-    with TensorRTRunner(out) as engine, OnnxRuntimeRunner(file) as reference:
-        agreement = class_map_agreement(engine, reference, check_frames(reference.input_size, images))
+        sidecar = build_engine(file, out, options, report, Flavour(flavour).value)
+    where = f"on {sidecar.gpu_name}" if sidecar.gpu_name else "ahead of time, without a GPU"
+    console.print(f"built {out} ({out.stat().st_size / 1e6:.1f} MB) in {sidecar.build_seconds} s {where} with "
+                  f"{sidecar.label} {sidecar.tensorrt_version}; runs on compute capability "
+                  f"{', '.join(sidecar.targets)}; sidecar {sidecar.path_for(out)}", highlight=False)
+    problem = why_not_runnable(out)
+    if problem is not None:
+        console.print(f"[yellow]accuracy guard skipped:[/] this machine cannot run the engine ({escape(problem)}); "
+                      f"on the target GPU run `csc-export check {out}`", highlight=False)
+        return
+    agreement = engine_agreement(out, images)
     console.print(f"accuracy guard: TensorRT and ONNX Runtime class maps agree on {100 * agreement:.3f} % of pixels "
                   f"(need ≥ {100 * ENGINE_AGREEMENT:.1f} %)")
     if agreement < ENGINE_AGREEMENT:
         out.unlink(missing_ok=True)
-        Path(f"{out}.json").unlink(missing_ok=True)
+        sidecar.path_for(out).unlink(missing_ok=True)
         raise CscError("engine disagrees with ONNX Runtime; it was removed", path=out,
                        fix="check the ONNX file with `csc-export check`, or export at fp32")
 

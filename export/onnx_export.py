@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
 import torch
 import torch.nn as nn
 
+from export.targets import validate
 from runtime.errors import CscError
 from runtime.imageio import atomic_path
-from runtime.model_meta import METADATA_KEY, ModelMetadata
+from runtime.model_meta import METADATA_KEY, PRECISIONS, ModelMetadata
 from runtime.version import __version__
 from trainer.checkpoint import model_from_checkpoint
 from trainer.models import get_arch
@@ -37,7 +38,10 @@ class FusedSegmenter(nn.Module):
         self.half_precision = half
 
     def forward(self, frames: torch.Tensor):
-        x = self.pre(frames)
+        # Cast before the layout ops: TensorRT takes a UINT8 network input only straight into a Cast (its
+        # Transpose/Slice refuse UINT8), so the channel flip and NHWC→NCHW transpose act on float. Exact: every
+        # uint8 value is a float32, and Preprocess's own cast then does nothing.
+        x = self.pre(frames.to(self.pre.scale.dtype))
         if self.half_precision:
             x = x.half()
         logits = self.model(x)
@@ -70,20 +74,19 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.batch != "dynamic" and not (self.batch.isdigit() and int(self.batch) >= 1):
             raise CscError(f"--batch must be a positive number or 'dynamic', got {self.batch!r}")
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise CscError(f"--precision must be fp32, fp16 or int8, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise CscError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, options: ExportOptions, *, arch: str | None = None,
                 calib: str | Path | None = None) -> ModelMetadata:
     """Write the ONNX file (atomically) and return the metadata written into it."""
+    validate("onnx", {**asdict(options), "calib": calib})
     out = Path(out)
     model, meta = model_from_checkpoint(checkpoint, arch)
     stride = get_arch(meta["arch"]).stride
     if options.size % stride:
         raise CscError(f"--size {options.size} must be a multiple of {stride} for {meta['arch']}")
-    if options.precision == "int8" and calib is None:
-        raise CscError("--precision int8 needs calibration images", fix="add --calib DIR with a few dozen frames")
     model.eval()
     half = options.precision == "fp16"
     if half:

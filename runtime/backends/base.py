@@ -21,6 +21,7 @@ class Runner(ABC):
         self.metadata: ModelMetadata | None = None
         self.detail = ""  # what the runner actually uses (providers, GPU), for the user and reports
         self.host_threads = 0  # CPU cores the backend keeps busy while it infers (0: the work is on a GPU)
+        self.notes: list[str] = []  # things the user should know (ignored metadata keys, a feature turned off)
 
     @abstractmethod
     def activate(self) -> None: ...
@@ -44,9 +45,14 @@ class Runner(ABC):
 
     @property
     def max_batch(self) -> int | None:
-        """None for a dynamic batch, else the fixed batch of the model."""
+        """The largest batch one call runs at once: None for no limit (a dynamic ONNX batch), else the model's."""
         assert self.metadata is not None
         return None if self.metadata.batch == "dynamic" else int(self.metadata.batch)
+
+    @property
+    def min_batch(self) -> int:
+        """The smallest batch the model runs as it is (smaller ones are padded): its fixed batch, or 1."""
+        return self.max_batch or 1
 
     def check_frames(self, frames: np.ndarray) -> None:
         h, w = self.input_size

@@ -7,10 +7,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from runtime.cli.common import VersionOption, console, entry
+from runtime.backends.select import BACKENDS
+from runtime.cli.common import VersionOption, choices, console, entry
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 
+Backend = choices("Backend", BACKENDS)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 
 
@@ -22,7 +24,8 @@ def run(
     images: str = typer.Option(None, "--images", help="Folder of images or a glob such as 'data/*.png'."),
     source: str = typer.Option(None, "--source", help="'demo': the simulated microscope (no hardware needed)."),
     model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled light model)."),
-    backend: str = typer.Option("auto", "--backend", help="auto (TensorRT when an engine and a GPU are there), trt or ort."),
+    backend: Backend = typer.Option("auto", "--backend", help="auto (TensorRT when an engine beside the model runs here), trt or ort."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: capture each batch size's enqueue once as a CUDA graph and replay it."),
     no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
     max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop after N frames."),
     duration: float = typer.Option(None, "--duration", min=0.1, help="Stop after S seconds."),
@@ -53,9 +56,11 @@ def run(
     if not model.exists():
         raise CscError("model file not found", path=model,
                        fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
-    runner, reason = open_runner(model, backend, threads)
+    runner, reason = open_runner(model, Backend(backend).value, threads, cuda_graph)
     with runner:
         console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
+        for note in runner.notes:
+            console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
         src = _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
         show = not no_show and display_available()
         if not no_show and not show:

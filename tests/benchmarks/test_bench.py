@@ -58,11 +58,26 @@ def report():
     return run_bench([DEFAULT_MODEL], "ort", BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10))
 
 
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """An untrained light-unet exported fused at 64 px: another model cost than the bundled 512 px one."""
+    from export.onnx_export import ExportOptions, export_onnx
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import build_model
+
+    root = tmp_path_factory.mktemp("small")
+    torch.manual_seed(0)
+    save_checkpoint(root / "small.pt", {"arch": "light-unet", "classes": ["background", "rbc", "macrophage"],
+                                        "model": build_model("light-unet").state_dict(), "config": {}})
+    export_onnx(root / "small.pt", root / "small.onnx", ExportOptions(size=64))
+    return root / "small.onnx"
+
+
 def test_report_structure(report, tmp_path):
-    assert set(report) >= {"params", "flops", "peak_gflops", "results", "machine"}
-    assert report["flops"] > 0 and report["peak_gflops"] > 0
+    assert set(report) >= {"models", "peak_gflops", "results", "machine", "not_measured"}
+    assert report["models"][str(DEFAULT_MODEL)] == graph_cost(DEFAULT_MODEL) and report["peak_gflops"] > 0
     (entry,) = report["results"]
-    assert {"backend", "precision", "batch", "fps", "end_to_end_fps", "latency_ms", "meets_25fps"} <= set(entry)
+    assert {"backend", "precision", "batch", "fps", "end_to_end_fps", "latency_ms", "meets_25fps", "flops"} <= set(entry)
     assert entry["backend"] == "onnxruntime" and entry["precision"] == "fp32" and entry["batch"] == 1
     lat = entry["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and entry["runs"] >= 10
@@ -78,6 +93,47 @@ def test_report_structure(report, tmp_path):
     json.dumps(report)
 
 
+def test_cost_and_peak_fraction_are_per_model_when_models_differ(small_model):
+    """Before, the first model's FLOPs were used for every row: "% of peak" of the second model was wrong."""
+    both = run_bench([DEFAULT_MODEL, small_model], "ort",
+                     BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10))
+    big, small = both["results"]
+    assert big["flops"] == graph_cost(DEFAULT_MODEL)["flops"] and small["flops"] == graph_cost(small_model)["flops"]
+    assert small["flops"] * 60 < big["flops"], "64² against 512² pixels"
+    for entry in (big, small):
+        assert entry["fps_ceiling"] == round(both["peak_gflops"] * 1e9 / entry["flops"], 1)
+        assert entry["fraction_of_peak"] == round(entry["fps"] / (both["peak_gflops"] * 1e9 / entry["flops"]), 3)
+    md = render_markdown(both)
+    for model in (DEFAULT_MODEL, small_model):
+        cost = graph_cost(model)
+        assert f"- {model.name}: {cost['params']:,} parameters, {cost['flops'] / 1e9:.2f} GFLOPs" in md
+
+
+def test_auto_adds_a_tensorrt_row_where_an_engine_runs_and_says_why_not_elsewhere(small_model, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (dev extra) builds the engine")
+    import shutil
+
+    from export.tensorrt import BuildOptions, build_engine
+    from runtime.backends.tensorrt import why_not_runnable
+
+    model = tmp_path / "small.onnx"
+    shutil.copy(small_model, model)
+    options = BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10)
+    alone = run_bench([model], "auto", options)
+    assert [r["backend"] for r in alone["results"]] == ["onnxruntime"]
+    assert alone["not_measured"] == [f"small.onnx: no TensorRT row — no engine beside it (csc-export build-engine "
+                                     f"{model} --out {tmp_path / 'small.engine'})"]
+    build_engine(model, tmp_path / "small.engine", BuildOptions(), flavour="rtx")
+    report = run_bench([model], "auto", options)
+    problem = why_not_runnable(tmp_path / "small.engine")
+    if problem is None:  # a machine with an RTX GPU measures the engine
+        assert [r["backend"] for r in report["results"]] == ["onnxruntime", "tensorrt"] and not report["not_measured"]
+    else:  # no number is made up: the report says why there is no TensorRT row
+        assert [r["backend"] for r in report["results"]] == ["onnxruntime"]
+        assert report["not_measured"] == [f"small.onnx: no TensorRT row — small.engine cannot run on this machine: {problem}"]
+        assert "Not measured: small.onnx: no TensorRT row" in render_markdown(report)
+
+
 def test_cli_writes_json_md_and_plot(tmp_path):
     from typer.testing import CliRunner
 
@@ -86,9 +142,12 @@ def test_cli_writes_json_md_and_plot(tmp_path):
     result = CliRunner().invoke(app, ["--seconds", "0.5", "--frames", "10", "--json", str(tmp_path / "b.json"),
                                       "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png")])
     assert result.exit_code == 0, result.output
-    data = json.loads((tmp_path / "b.json").read_text())
-    assert data["results"][0]["meets_25fps"] in (True, False) and "verdict" in result.output
+    (entry,) = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert entry["meets_25fps"] == (entry["end_to_end_fps"] >= 25)
+    assert ("verdict: meets" if entry["meets_25fps"] else "verdict: misses") in result.output
     assert (tmp_path / "b.md").exists() and (tmp_path / "b.png").exists()
+    bad = CliRunner().invoke(app, ["--backend", "cuda"])
+    assert bad.exit_code == 2 and "auto" in bad.output and "ort" in bad.output
 
 
 def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(tmp_path, capsys):
@@ -101,3 +160,42 @@ def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(t
         assert pair["inference_fps"] > 0 and pair["ratio"] == pytest.approx(pair["end_to_end_fps"] / pair["inference_fps"], abs=2e-3)
     publish(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(capsys.readouterr().out) == result
+
+
+def test_export_agreement_script_reports_each_precision_as_the_export_check_does(small_model, capsys, tmp_path):
+    from benchmarks.export_agreement import measure
+    from benchmarks.publish import publish
+    from export.checks import AGREEMENT_THRESHOLD
+
+    result = measure(small_model.with_suffix(".pt"), size=64)
+    assert [r["precision"] for r in result["results"]] == ["fp32", "fp16", "int8"]
+    fp32 = result["results"][0]
+    assert fp32["agreement"] >= 0.999 and fp32["max_logit_diff"] < 1e-3 and fp32["passes"]
+    for row in result["results"]:
+        assert row["threshold"] == AGREEMENT_THRESHOLD[row["precision"]]
+        assert row["passes"] == (row["agreement"] >= row["threshold"])
+    publish(result, tmp_path / "a.json")
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(capsys.readouterr().out)
+
+
+def test_engine_build_script_builds_each_variant_with_the_real_builder():
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (dev extra) builds the engines")
+    from benchmarks.engine_build import measure, render_markdown
+
+    result = measure(("light-unet",), size=64, repeats=2, precisions=("fp16",), bundled=False)
+    static, dynamic = result["results"]
+    assert (static["batch"], dynamic["batch"]) == ("1", "dynamic") and static["precision"] == "fp16"
+    assert static["profiles"] == {} and dynamic["profiles"] == {"frames": [[1, 64, 64, 3], [8, 64, 64, 3], [8, 64, 64, 3]]}
+    for row in (static, dynamic):
+        assert row["engine_mb"] > 0.01 and len(row["build_seconds_all"]) == 2 and row["library"].startswith("TensorRT-RTX")
+    assert "| light-unet, fresh export (untrained weights) | fp16 | dynamic 1–8 |" in render_markdown(result)
+
+
+def test_int8_accuracy_script_quantizes_with_the_exporter_and_evaluates_both(small_model):
+    from benchmarks.int8_accuracy import main
+
+    result = main([str(small_model)], n=2, quantize_first=True)
+    fp32, int8 = result["results"]
+    assert (fp32["precision"], int8["precision"]) == ("fp32", "int8") and "quantized by export/precision.py" in int8["model"]
+    for row in (fp32, int8):
+        assert 0 <= row["miou"] <= 1 and set(row["count_accuracy"]) == {"rbc", "macrophage"}

@@ -18,6 +18,10 @@ def test_fused_graph_takes_uint8_frames_and_gives_a_class_map(fp32_model):
     graph = onnx.load(str(fp32_model))
     assert graph.opset_import[0].version >= 17
     assert {n.op_type for n in graph.graph.node} >= {"ArgMax", "Cast", "Conv"}
+    # TensorRT takes a uint8 input only straight into a Cast, and gives a uint8 output only from one.
+    first, last = graph.graph.node[0], graph.graph.node[-1]
+    assert (first.op_type, list(first.input)) == ("Cast", ["frames"])
+    assert (last.op_type, list(last.output)) == ("Cast", ["class_map"])
     meta = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
     assert meta.classes == ["background", "rbc", "macrophage"] and meta.input_size == (64, 64)
     assert meta.arch == "light-unet" and meta.regime == "U-Base" and meta.fused and meta.precision == "fp32"
@@ -28,14 +32,13 @@ def test_fp32_checks_pass_with_the_pytorch_comparison(fp32_model, checkpoint):
     report = run_checks(fp32_model, checkpoint)
     assert report.ok, [c for c in report.checks if not c.ok]
     assert report.agreement >= 0.999 and report.max_logit_diff < 1e-3
-    assert [c.name for c in report.checks] == ["onnx.checker", "metadata", "TensorRT 10 ONNX parser",
+    assert [c.name for c in report.checks] == ["onnx.checker", "metadata", "TensorRT ONNX parser",
                                                "ONNX Runtime vs PyTorch FP32"]
 
 
-def test_dynamic_batch_and_unfused_graphs_run_through_the_runner(checkpoint, tmp_path):
-    dyn, plain = tmp_path / "dyn.onnx", tmp_path / "plain.onnx"
+def test_dynamic_batch_and_unfused_graphs_run_through_the_runner(checkpoint, plain_model, tmp_path):
+    dyn, plain = tmp_path / "dyn.onnx", plain_model
     export_onnx(checkpoint, dyn, ExportOptions(batch="dynamic", size=64))
-    export_onnx(checkpoint, plain, ExportOptions(batch="1", size=64, fuse=False))
     frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     with OnnxRuntimeRunner(dyn) as a, OnnxRuntimeRunner(plain) as b:
         assert a.max_batch is None and b.max_batch == 1
@@ -46,36 +49,55 @@ def test_dynamic_batch_and_unfused_graphs_run_through_the_runner(checkpoint, tmp
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_reduced_precisions_report_agreement_with_fp32(checkpoint, tmp_path, precision):
-    from runtime.synthesize import synthesize_dataset
-
-    calib = synthesize_dataset("mixed", 4, tmp_path / "calib", seed=9, size=64) / "images"
+def test_reduced_precisions_keep_uint8_in_and_the_check_names_its_threshold(checkpoint, calib_images, tmp_path, precision):
     out = tmp_path / f"{precision}.onnx"
-    meta = export_onnx(checkpoint, out, ExportOptions(batch="1", size=64, precision=precision), calib=calib)
+    meta = export_onnx(checkpoint, out, ExportOptions(batch="1", size=64, precision=precision),
+                       calib=calib_images if precision == "int8" else None)
     assert meta.precision == precision
     graph = onnx.load(str(out))
     ops = {n.op_type for n in graph.graph.node}
     if precision == "int8":
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        # TensorRT's DequantizeLinear refuses int32 input, so biases stay float.
+        int32 = {t.name for t in graph.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+        assert not [n.name for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int32]
     else:
         assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert graph.graph.node[0].op_type == "Cast"
     report = run_checks(out, checkpoint)
-    from export.checks import AGREEMENT_THRESHOLD
-
-    # The fixture model is trained for 6 steps only, so its logits nearly tie everywhere and INT8 flips many
-    # pixels; the check must then fail on its threshold, and pass where agreement reaches it.
-    assert report.agreement is not None and report.agreement > 0.5
-    assert report.ok == (report.agreement >= AGREEMENT_THRESHOLD[precision])
-    assert f"for {precision}" in report.checks[-1].detail
+    assert report.agreement is not None and f"for {precision}" in report.checks[-1].detail
     if precision == "fp16":
         assert report.ok, report.checks
-    assert not unsupported_by_tensorrt(graph)
 
 
-def test_int8_needs_calibration_images(checkpoint, tmp_path):
-    with pytest.raises(CscError, match="--calib"):
-        export_onnx(checkpoint, tmp_path / "q.onnx", ExportOptions(precision="int8", size=64))
+def test_int8_of_the_bundled_model_agrees_with_its_fp32_on_fixed_frames(tmp_path):
+    """INT8 quality on a trained model (the 6-step fixture's logits nearly tie everywhere): ONNX Runtime class maps
+    of the quantized bundled model agree with its FP32 ones on ≥ 98 % of pixels (the documented INT8 threshold)."""
+    from export.checks import AGREEMENT_THRESHOLD, check_frames, metadata_of
+    from export.precision import quantize_int8
+    from runtime.cli.run import DEFAULT_MODEL
+    from runtime.compare import class_map_agreement
+    from runtime.synthesize import synthesize_dataset
+
+    graph = onnx.load(str(DEFAULT_MODEL))
+    calib = synthesize_dataset("mixed", 4, tmp_path / "calib", seed=5, size=512) / "images"
+    onnx.save(quantize_int8(graph, calib, metadata_of(graph, DEFAULT_MODEL)), tmp_path / "int8.onnx")
+    with OnnxRuntimeRunner(DEFAULT_MODEL) as fp32, OnnxRuntimeRunner(tmp_path / "int8.onnx") as int8:
+        agreement = class_map_agreement(fp32, int8, check_frames((512, 512), n=2))
+    assert AGREEMENT_THRESHOLD["int8"] <= agreement < 1.0
+
+
+@pytest.mark.parametrize("options, calib, message", [
+    (ExportOptions(precision="int8", size=64), None, "int8 needs calibration images"),
+    (ExportOptions(precision="fp16", size=64), "calib", "--calib is read only for --precision int8"),
+    (ExportOptions(size=64, fuse=False, probabilities=True), None, "--probabilities is an output of the fused graph"),
+])
+def test_option_combinations_are_refused_before_any_work(tmp_path, options, calib, message):
+    """The checkpoint does not exist: the option table must answer before it is even opened."""
+    with pytest.raises(CscError, match=message):
+        export_onnx(tmp_path / "missing.pt", tmp_path / "m.onnx", options, calib=calib)
+    assert not list(tmp_path.iterdir())
 
 
 def test_foreign_onnx_file_fails_the_metadata_check(tmp_path):
@@ -86,6 +108,53 @@ def test_foreign_onnx_file_fails_the_metadata_check(tmp_path):
     report = run_checks(tmp_path / "foreign.onnx")
     assert not report.ok
     assert "not written by csc-export" in report.checks[1].detail and "input size" in report.checks[1].detail
+
+
+def _with_metadata(source, tmp_path, text):
+    graph = onnx.load(str(source))
+    for prop in graph.metadata_props:
+        if prop.key == "auto_csc":
+            prop.value = text
+    onnx.save(graph, tmp_path / "m.onnx")
+    return tmp_path / "m.onnx"
+
+
+def test_metadata_from_a_newer_exporter_is_read_with_a_note(fp32_model, tmp_path):
+    import json
+
+    graph = onnx.load(str(fp32_model))
+    data = json.loads(next(p.value for p in graph.metadata_props if p.key == "auto_csc"))
+    path = _with_metadata(fp32_model, tmp_path, json.dumps({**data, "tile_policy": "nearest", "camera": {}}))
+    report = run_checks(path)
+    assert report.ok and "newer exporter ignored: camera, tile_policy" in report.checks[1].detail
+    with OnnxRuntimeRunner(path) as runner:
+        assert runner.metadata.classes == data["classes"] and runner.notes == [
+            "metadata keys from a newer exporter ignored: camera, tile_policy"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: "{broken", "not valid JSON"),
+    (lambda d: {**d, "input_size": "512"}, "key 'input_size' has a str value"),
+    (lambda d: {k: v for k, v in d.items() if k != "classes"}, "lacks the key 'classes'"),
+    (lambda d: {**d, "fused": "yes"}, "key 'fused' has a str value 'yes', expected bool"),
+    (lambda d: {**d, "precision": "fp8"}, "key 'precision' is 'fp8'"),
+])
+def test_malformed_metadata_is_one_line_naming_the_key(fp32_model, tmp_path, edit, message):
+    import json
+    import subprocess
+    import sys
+
+    graph = onnx.load(str(fp32_model))
+    data = json.loads(next(p.value for p in graph.metadata_props if p.key == "auto_csc"))
+    edited = edit(data)
+    path = _with_metadata(fp32_model, tmp_path, edited if isinstance(edited, str) else json.dumps(edited))
+    report = run_checks(path)
+    assert not report.ok and message in report.checks[1].detail
+    with pytest.raises(CscError, match=message):
+        OnnxRuntimeRunner(path).activate()
+    run = subprocess.run([sys.executable, "-c", "from runtime.cli.run import main; main()", "--source", "demo",
+                          "--no-show", "--max-frames", "1", "--model", str(path)], capture_output=True, text=True)
+    assert run.returncode == 2 and message.split("'")[0] in run.stderr and "Traceback" not in run.stderr
 
 
 def test_unsupported_nodes_and_attributes_are_named():
@@ -118,6 +187,9 @@ def test_cli_check_exit_codes(fp32_model, tmp_path):
     from export.cli import app
 
     assert CliRunner().invoke(app, ["check", str(fp32_model)]).exit_code == 0
+    help_text = CliRunner().invoke(app, ["onnx", "--help"]).output
+    assert "fp32" in help_text and "fp16" in help_text and "int8" in help_text
+    assert CliRunner().invoke(app, ["onnx", "x.pt", "--out", "m.onnx", "--precision", "fp8"]).exit_code == 2
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     result = CliRunner().invoke(app, ["check", str(tmp_path / "bad.onnx")])
     assert result.exit_code != 0
