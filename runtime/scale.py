@@ -13,6 +13,10 @@ import numpy as np
 MIN_PEAKS = 3  # fewer cell centres than this say nothing reliable about the typical size
 
 
+# Cells at least this wide (px) are measured on a half-size copy of the mask: as exact, a quarter of the work.
+HALF_SIZE_FROM = 12.0
+
+
 def estimate_diameter(mask: np.ndarray) -> float | None:
     """Typical cell diameter in px of a binary cell mask (holes filled), or None when it holds too few cells.
 
@@ -21,7 +25,17 @@ def estimate_diameter(mask: np.ndarray) -> float | None:
     a first guess: over a disc of radius r the distance values average r/3, so 3 × their mean is r (clumps and
     ellipses pull it lower, which only narrows the window).
     """
-    fg = np.ascontiguousarray(mask, dtype=np.uint8)
+    fg = cv2.compare(np.ascontiguousarray(mask), 0, cv2.CMP_GT)  # 0/255 whatever the input's "on" value
+    if min(fg.shape) >= 64:
+        half = cv2.compare(cv2.resize(fg, (fg.shape[1] // 2, fg.shape[0] // 2), interpolation=cv2.INTER_AREA), 128,
+                           cv2.CMP_GE)
+        estimate = _median_peak_diameter(half)
+        if estimate is not None and 2 * estimate >= HALF_SIZE_FROM:
+            return 2 * estimate
+    return _median_peak_diameter(fg)
+
+
+def _median_peak_diameter(fg: np.ndarray) -> float | None:
     dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
     mean = cv2.mean(dist, mask=fg)[0]
     if mean <= 0:

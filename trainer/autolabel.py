@@ -207,7 +207,7 @@ def detect_polarity(grey: np.ndarray) -> str:
     Both look at the image with its slow illumination changes removed (minus a blur a fifth of the frame wide):
     a vignetted corner would otherwise be one more dark "blob".
     """
-    small = np.ascontiguousarray(grey[::2, ::2])
+    small = np.ascontiguousarray(grey[::4, ::4]) if min(grey.shape) >= 256 else np.ascontiguousarray(grey[::2, ::2])
     sigma = min(small.shape) / 10
     shrink = max(1, int(sigma // 4))
     smooth = cv2.GaussianBlur(cv2.resize(small, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_AREA),
@@ -238,20 +238,28 @@ _KERNEL3 = np.ones((3, 3), np.uint8)
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     """The auto-label of one single-kind image (uint8 BGR or grey)."""
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if config.gaussian:
+    colour = config.channel == "auto" and image.ndim == 3
+    if config.gaussian and not colour:  # with colour, grey only decides polarity and seeds the colour split
         grey = cv2.GaussianBlur(grey, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
     polarity = detect_polarity(grey) if config.polarity == "auto" else config.polarity
-    if config.channel == "auto" and image.ndim == 3:
+    if colour:
         cells = cell_contrast(image, grey, polarity)
         if config.gaussian:
             cells = cv2.GaussianBlur(cells, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
     else:
         cells = cv2.bitwise_not(grey) if polarity == "dark" else grey
+    flat = None
+    if config.threshold == "auto":
+        binary, used, flat = _auto_threshold(cells)
     scaled, origin = config.scaled(), "given"
     if scaled is None:
-        diameter = estimate_diameter(_fill_all_holes(_otsu(_level(cells, smooth_background(cells)))))
+        first = binary if flat is not None else _otsu(_level(cells, smooth_background(cells)))
+        diameter = estimate_diameter(_fill_all_holes(first))
         scaled, origin = (config.at_scale(diameter), "estimated") if diameter else (config.at_scale(_fallback(config)), "default")
-    binary, used, cells = _threshold(cells, scaled)
+    if flat is None:
+        binary, used = _threshold(cells, scaled)
+    else:
+        cells = flat  # contrasts below are measured on what was thresholded
     min_area = scaled.min_area
     if config.fill == "contours":
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -275,12 +283,16 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     bad = areas < min_area  # specks and debris (a split never leaves a part this small: parts merge instead)
     rejected["small"] = int(bad.sum())
     if config.reject:
-        if config.class_id == RBC and image.ndim == 3:
-            nucleated = ~bad & _nucleated(found, image)
-            rejected["nucleated"] = int(nucleated.sum())
-            bad |= nucleated
-        if image.ndim == 3:
-            unstained = ~bad & _unstained(found, image, binary)
+        if image.ndim == 3 and len(found.ids):
+            # Colour tests look at every second pixel (every fourth for cells over 24 px): they average over cells.
+            step = 4 if scaled.diameter_px >= 24 else 2
+            sample = np.ascontiguousarray(image[::step, ::step])
+            labels = np.ascontiguousarray(found.labels[::step, ::step])
+            if config.class_id == RBC:
+                nucleated = ~bad & _nucleated(found, sample, labels)
+                rejected["nucleated"] = int(nucleated.sum())
+                bad |= nucleated
+            unstained = ~bad & _unstained(found, sample, labels, binary[::step, ::step])
             rejected["unstained"] = int(unstained.sum())
             bad |= unstained
     labels = found.keep(np.flatnonzero(~bad)).dense_labels()
@@ -303,8 +315,9 @@ def _remove_thin(binary: np.ndarray, depth: float) -> tuple[np.ndarray, int]:
     they cross a cell, whose outline it barely touches — and how many objects vanished entirely."""
     side = max(3, 2 * int(round(depth)) + 1)
     opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-    n, labels = cv2.connectedComponents(binary, connectivity=8)
-    points = cv2.findNonZero(opened)
+    # Counted on every second pixel: the number is a report, the mask above is exact.
+    n, labels = cv2.connectedComponents(np.ascontiguousarray(binary[::2, ::2]), connectivity=8)
+    points = cv2.findNonZero(np.ascontiguousarray(opened[::2, ::2]))
     if points is None:
         return opened, n - 1
     points = points.reshape(-1, 2)
@@ -312,18 +325,20 @@ def _remove_thin(binary: np.ndarray, depth: float) -> tuple[np.ndarray, int]:
     return opened, n - 1 - surviving
 
 
-def _unstained(found, image: np.ndarray, binary: np.ndarray) -> np.ndarray:
-    """Per instance: is its colour shift from the background below UNSTAINED × the median instance's."""
+def _unstained(found, image: np.ndarray, labels: np.ndarray, binary: np.ndarray) -> np.ndarray:
+    """Per instance: is its colour shift from the background below UNSTAINED × the median instance's.
+
+    Colour as the chromaticity of the mean colour (blue and red shares of B+G+R: brightness-free); ``image``,
+    ``labels`` and ``binary`` are the same subsample of the frame, its instance labels and its mask."""
     if len(found.ids) < 3:
         return np.zeros(len(found.ids), bool)
-    pixels = image.reshape(-1, 3).astype(np.float32)
-    chroma = pixels[:, ::2] / np.maximum(pixels.sum(1, keepdims=True), 1.0)  # blue and red shares: brightness-free
-    background = chroma[binary.reshape(-1) == 0].mean(0)
+    flat = labels.reshape(-1)
     size = int(found.labels.max()) + 1
-    labels = found.labels.reshape(-1)
-    area = np.maximum(found.stats[:, cv2.CC_STAT_AREA], 1)
-    shift = np.stack([np.bincount(labels, weights=chroma[:, i], minlength=size)[found.ids] / area for i in (0, 1)], 1)
-    shift -= background
+    means = np.stack([np.bincount(flat, weights=image[..., c].reshape(-1), minlength=size)[found.ids]
+                      for c in range(3)], 1)
+    background = np.asarray(cv2.mean(image, mask=cv2.compare(binary, 0, cv2.CMP_EQ))[:3])
+    chroma = means[:, ::2] / np.maximum(means.sum(1, keepdims=True), 1.0)
+    shift = chroma - background[::2] / max(background.sum(), 1.0)
     typical = np.median(shift, axis=0)
     norm = float(np.hypot(*typical))
     if norm < MIN_STAIN:
@@ -331,10 +346,9 @@ def _unstained(found, image: np.ndarray, binary: np.ndarray) -> np.ndarray:
     return shift @ (typical / norm) < UNSTAINED * norm
 
 
-def _nucleated(found, image: np.ndarray) -> np.ndarray:
-    """Per instance: are at least NUCLEATED of its pixels stained like a nucleus (see NUCLEUS_STAIN)."""
-    if not len(found.ids):
-        return np.zeros(0, bool)
+def _nucleated(found, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per instance: are at least NUCLEATED of its pixels stained like a nucleus (see NUCLEUS_STAIN); ``image``
+    and ``labels`` are the same subsample of the frame and its instance labels."""
     purple = cv2.subtract(image[..., 0], image[..., 2], dtype=cv2.CV_16S)
     level = int(np.median(purple[::4, ::4])) + NUCLEUS_STAIN
     points = cv2.findNonZero(cv2.compare(purple, level, cv2.CMP_GE))
@@ -342,18 +356,20 @@ def _nucleated(found, image: np.ndarray) -> np.ndarray:
         return np.zeros(len(found.ids), bool)
     points = points.reshape(-1, 2)
     size = int(found.labels.max()) + 1
-    stained = np.bincount(found.labels[points[:, 1], points[:, 0]], minlength=size)
-    return stained[found.ids] >= NUCLEATED * found.stats[:, cv2.CC_STAT_AREA]
+    stained = np.bincount(labels[points[:, 1], points[:, 0]], minlength=size)[found.ids]
+    sampled = np.bincount(labels.reshape(-1), minlength=size)[found.ids]
+    return stained >= NUCLEATED * np.maximum(sampled, 1)
 
 
 def cell_contrast(image: np.ndarray, grey: np.ndarray, polarity: str) -> np.ndarray:
     """uint8 image in which cells are bright: the colour direction that best separates cells from background.
 
     Fisher's linear discriminant of the two classes of a first Otsu split of the grey image (statistics from every
-    fourth pixel), stretched to 0–255 and oriented so that the cell class (dark in grey for brightfield) is high.
+    eighth pixel), stretched to 0–255 and oriented so that the cell class (dark in grey for brightfield) is high.
     """
-    sample = image[::4, ::4].reshape(-1, 3).astype(np.float32)
-    split = cv2.threshold(grey[::4, ::4], 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1].reshape(-1).astype(bool)
+    sample = image[::8, ::8].reshape(-1, 3).astype(np.float32)
+    split = cv2.threshold(np.ascontiguousarray(grey[::8, ::8]), 0, 1,
+                          cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1].reshape(-1).astype(bool)
     cells = ~split if polarity == "dark" else split
     if cells.sum() < 8 or (~cells).sum() < 8:
         return cv2.bitwise_not(grey) if polarity == "dark" else grey
@@ -362,32 +378,36 @@ def cell_contrast(image: np.ndarray, grey: np.ndarray, polarity: str) -> np.ndar
     projected = sample @ direction
     lo, hi = np.percentile(projected, (0.5, 99.5))
     scale = 255.0 / max(hi - lo, 1e-6)
-    matrix = (direction * scale).reshape(1, 3).astype(np.float32)
-    return cv2.transform(image, np.hstack([matrix, [[-lo * scale]]]).astype(np.float32)).clip(0, 255).astype(np.uint8)
+    matrix = np.append(direction * scale, -lo * scale).reshape(1, 4).astype(np.float32)
+    return cv2.transform(image, matrix)  # uint8 in, uint8 out: OpenCV saturates to 0–255
 
 
 def smooth_background(cells: np.ndarray, iterations: int = 3) -> np.ndarray:
-    """The illumination as a quadratic surface, fitted to the background only: fitted to every 4th pixel, then
-    refitted without the pixels that lie well above it (cells, being bright here) — vignetting and a tilted
-    lamp are smooth at the frame's scale whatever the cells' size, which is not known yet."""
+    """The illumination as a quadratic surface (float32, full size), fitted to the background only: fitted to
+    every 8th pixel, then refitted without the pixels that lie well above it (cells, being bright here) —
+    vignetting and a tilted lamp are smooth at the frame's scale whatever the cells' size, not known yet."""
     h, w = cells.shape
-    ys, xs = np.mgrid[0:h:4, 0:w:4]
-    u, v = (xs.ravel() / w - 0.5).astype(np.float32), (ys.ravel() / h - 0.5).astype(np.float32)
-    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], 1)
-    values = cells[::4, ::4].ravel().astype(np.float32)
+    grid = cells[::8, ::8].astype(np.float32)
+    gh, gw = grid.shape
+    v, u = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    u, v = u / gw - 0.5, v / gh - 0.5
+    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], -1).reshape(-1, 6)
+    values = grid.reshape(-1)
     keep = np.ones(values.size, bool)
     for _ in range(iterations):
-        coef = np.linalg.lstsq(basis[keep], values[keep], rcond=None)[0]
-        residual = values - basis @ coef
+        kept = basis[keep]
+        coef = np.linalg.solve(kept.T @ kept + 1e-6 * np.eye(6, dtype=np.float32), kept.T @ values[keep])
+        fitted = basis @ coef
+        residual = values - fitted
         keep = residual < 2.0 * residual[keep].std() + 1e-6
-    U, V = np.meshgrid((np.arange(w) / w - 0.5).astype(np.float32), (np.arange(h) / h - 0.5).astype(np.float32))
-    return (coef[0] + coef[1] * U + coef[2] * V + coef[3] * U * U + coef[4] * U * V + coef[5] * V * V)
+    # A quadratic is smooth: evaluating it on the coarse grid and enlarging linearly loses nothing visible.
+    return cv2.resize(fitted.reshape(gh, gw).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _level(cells: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The image minus its background, the background's median level kept, as uint8."""
-    flat = cells.astype(np.float32) - background + float(np.median(background[::8, ::8]))
-    return np.clip(flat, 0, 255).astype(np.uint8)
+    """The image minus its background, the background's median level kept, as uint8 (saturated)."""
+    offset = cv2.subtract(background, float(np.median(background[::8, ::8])), dtype=cv2.CV_32F)
+    return cv2.subtract(cells, offset, dtype=cv2.CV_8U)
 
 
 def _field_width(cells: np.ndarray) -> float:
@@ -419,18 +439,24 @@ def _otsu(cells: np.ndarray) -> np.ndarray:
     return cv2.threshold(cells, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
 
 
-def _threshold(cells: np.ndarray, scaled: Scaled) -> tuple[np.ndarray, str, np.ndarray]:
-    """Binary cell mask (255) of the cells-bright image by the configured method, the method used, and the image
-    it thresholded (flattened where the background was uneven: contrasts are then measured on it)."""
-    method = scaled.config.threshold
-    if method == "adaptive":
-        return adaptive_gaussian_threshold(cells, scaled.block, scaled.threshold_offset, "bright"), "adaptive", cells
-    if method == "otsu":
-        return _otsu(cells), "otsu", cells
+def _threshold(cells: np.ndarray, scaled: Scaled) -> tuple[np.ndarray, str]:
+    """Binary cell mask (255) of the cells-bright image by the adaptive or the Otsu method, and the method."""
+    if scaled.config.threshold == "adaptive":
+        return adaptive_gaussian_threshold(cells, scaled.block, scaled.threshold_offset, "bright"), "adaptive"
+    return _otsu(cells), "otsu"
+
+
+def _auto_threshold(cells: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
+    """Otsu on the image flattened by its background where the background varies by more than UNEVEN of the
+    cell contrast, else on the image as it is; returns the mask, the method and the image thresholded.
+
+    The background is the quadratic illumination surface plus what a grey opening a fifth of the frame wide
+    finds on the rest (local unevenness): both are wider than any cell the frame shows more than a few of, so
+    neither needs the cells' size."""
     smooth = smooth_background(cells)
     residual = _level(cells, smooth)
-    local = _background(residual, min(5.0 * scaled.diameter_px, _field_width(cells)))
-    background = smooth + local.astype(np.float32) - float(np.median(local[::8, ::8]))
+    local = _background(residual, _field_width(cells))
+    background = cv2.add(smooth, cv2.subtract(local, float(np.median(local[::8, ::8])), dtype=cv2.CV_32F))
     flat = _level(cells, background)
     binary = _otsu(flat)
     contrast = cv2.mean(cells, mask=binary)[0] - cv2.mean(cells, mask=cv2.bitwise_not(binary))[0]
@@ -472,20 +498,15 @@ def fill_holes(binary: np.ndarray, max_area: float | None = None, min_solidity: 
     are concave-sided and stay background: filled, they would weld the cells into one blob that no splitter
     can take apart again.
     """
+    filled = _fill_all_holes(binary)
     if max_area is None:
-        return _fill_all_holes(binary)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.bitwise_not(binary), 4, cv2.CV_32S)
-    h, w = binary.shape
-    x, y, bw, bh, area = stats.T
-    hole = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area < max_area)
-    hole[0] = False  # label 0 is the foreground itself
-    if not hole.any():
-        return binary
-    holes = hole.astype(np.uint8)[labels] * np.uint8(255)
+        return filled
+    holes = cv2.bitwise_xor(filled, binary)
     contours, _ = cv2.findContours(holes, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    concave = [c for c in contours
-               if len(c) > 4 and cv2.contourArea(c) < min_solidity * cv2.contourArea(cv2.convexHull(c))]
-    cv2.drawContours(holes, concave, -1, 0, thickness=cv2.FILLED)
+    # A hole's outer contour encloses it; its area (not the pixel count) is the measure, as for the hull.
+    drop = [c for c in contours if len(c) > 4 and (cv2.contourArea(c) >= max_area or cv2.contourArea(c) <
+                                                   min_solidity * cv2.contourArea(cv2.convexHull(c)))]
+    cv2.drawContours(holes, drop, -1, 0, thickness=cv2.FILLED)
     return cv2.bitwise_or(binary, holes)
 
 
