@@ -1,6 +1,6 @@
 """Auto-labelling throughput (issue target: ≥ 200 images/s of 512×512 single-kind images on 2 cores, whole pipeline).
 
-Two figures per kind: the labelling step alone on one core (images already in memory), and the whole
+Figures per kind: the labelling step alone on one core (images already in memory), and the whole
 `csc-label auto` job over a folder with all cores: process start-up, decoding, labelling, placing the images in
 the dataset and writing the masks and dataset.json. The job runs on the same images in three file formats,
 because decoding is the largest single cost and differs 7× between them: PNG (the simulator's output, lossless
@@ -23,22 +23,23 @@ import cv2
 
 from benchmarks.publish import machine, publish
 from runtime.heap import keep_freed_memory
-from runtime.imageio import list_images, read_grey
+from runtime.imageio import list_images, read_grey, read_image
 from runtime.synthesize import synthesize_dataset
-from trainer.autolabel import AutoLabelConfig, auto_label
+from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label
 from trainer.labelling import label_folder
 
 
 def label_step(images: Path, config: AutoLabelConfig, repeats: int) -> list[float]:
     """images/s of auto_label alone on one core, as a worker runs it."""
-    greys = [read_grey(p) for p in list_images(images)[:100]]
-    auto_label(greys[0], config)
+    read = read_image if config.channel == "auto" else read_grey  # as the workers read them
+    frames = [read(p) for p in list_images(images)[:100]]
+    auto_label(frames[0], config)
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for grey in greys:
-            auto_label(grey, config)
-        rates.append(len(greys) / (time.perf_counter() - start))
+        for frame in frames:
+            auto_label(frame, config)
+        rates.append(len(frames) / (time.perf_counter() - start))
     return rates
 
 
@@ -80,6 +81,11 @@ def measure(n: int = 1000, repeats: int = 3) -> dict:
             for name, (suffix, params) in FORMATS.items():
                 folder = png if name == "png" else convert(png, Path(tmp) / f"{kind}_{name}", suffix, params)
                 results[kind][f"whole_job_{name}"] = summary(whole_job(folder, Path(tmp) / "out", config, repeats))
+            # For comparison in the same run: the paper's steps at a given pixel size (`--paper --pixel-size 0.4`),
+            # which estimate no scale and look at no colour.
+            paper = AutoLabelConfig(kind=kind, pixel_size_um=0.4, **PAPER_STEPS)
+            results[kind]["whole_job_tiff_paper_steps"] = summary(whole_job(Path(tmp) / f"{kind}_tiff", Path(tmp) / "out",
+                                                                           paper, repeats))
     return {"machine": machine(), "images": n,
             "image_size": "512x512 colour", "tiff": "uncompressed", "jpeg_quality": 95, "unit": "images/s", "kinds": results}
 

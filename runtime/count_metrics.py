@@ -115,19 +115,28 @@ def _tidy(value: float) -> float | int:
 
 
 def score_points(labels: np.ndarray, cells: np.ndarray, points: Mapping[str, np.ndarray],
-                 class_names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+                 class_names: Sequence[str], edge_band: float = 0.0) -> dict[str, tuple[int, int, int]]:
     """Per class name of ``points``: (tp, fp, fn) of that class's counted cells against its annotated points.
 
     ``labels`` and ``cells`` are what `CellCounter.count(..., return_labels=True)` gives for one frame; a class's
     cells that touch the frame edge are not false positives when no point falls in them (see `match_points`).
-    The scored predicted count of a class is tp + fp.
+    With ``edge_band`` (px), annotations that mark cells near the frame edge inconsistently (Chula RBC-12 does)
+    are scored only inside: points within the band are left out, and so are cells whose centre lies in it
+    unless an inside point falls in them. The scored predicted count of a class is tp + fp.
     """
+    h, w = labels.shape
     class_of = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int64)
     class_of[cells["id"]] = cells["class_id"]
+    near_edge = cells["touches_border"] | (np.minimum(np.minimum(cells["cx"], w - 1 - cells["cx"]),
+                                                      np.minimum(cells["cy"], h - 1 - cells["cy"])) < edge_band)
     out = {}
     for name, pts in points.items():
         class_id = list(class_names).index(name)
         own = np.where(class_of[labels] == class_id, labels, 0)
-        edge = cells["id"][(cells["class_id"] == class_id) & cells["touches_border"]]
+        pts = np.asarray(pts, np.float64).reshape(-1, 2)
+        if edge_band > 0:
+            inside = np.minimum(np.minimum(pts[:, 0], w - 1 - pts[:, 0]), np.minimum(pts[:, 1], h - 1 - pts[:, 1]))
+            pts = pts[inside >= edge_band]
+        edge = cells["id"][(cells["class_id"] == class_id) & near_edge]
         out[name] = match_points(own, pts, edge)
     return out

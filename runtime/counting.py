@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from runtime.classes import CELL_SIZES, CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, RBC
+from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, cell_size
 from runtime.errors import CscError
 from runtime.instances import find_instances
 from runtime.scale import estimate_diameter
@@ -33,8 +33,9 @@ class CountingConfig:
     """Counting options. Defaults: minimum areas from the cell sizes, touching cells split, border cells counted
     once (a cell cut by the frame edge is still a cell in the frame, as in the simulator's ground truth).
 
-    The scale: ``pixel_size_um``, or ``diameter_px`` (the typical RBC diameter in px, i.e. a pixel size of the
-    RBC's typical µm over it), or neither (None, None): estimated for each frame from its own class map.
+    The scale: ``pixel_size_um``, or ``diameter_px`` (the typical diameter in px of the first cell class, an RBC
+    by default, i.e. a pixel size of that class's typical µm over it), or neither (None, None): estimated for each
+    frame from its own class map.
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -65,7 +66,7 @@ class CountingConfig:
     def fixed_pixel_size_um(self) -> float | None:
         """The pixel size every frame is counted at, or None when it is estimated per frame."""
         if self.diameter_px is not None:
-            return CELL_SIZES[RBC].typical_um / self.diameter_px
+            return cell_size(self.class_names[1]).typical_um / self.diameter_px
         return self.pixel_size_um
 
     def min_area(self, class_id: int, pixel_size_um: float | None = None) -> int:
@@ -75,13 +76,11 @@ class CountingConfig:
             return int(self.min_area_px[name])
         if self.min_area_um2 and name in self.min_area_um2:
             return int(round(self.min_area_um2[name] / pixel_size_um**2))
-        size = CELL_SIZES.get(class_id)
-        return size.min_area_px(pixel_size_um) if size else 1
+        return cell_size(name).min_area_px(pixel_size_um)
 
     def min_radius_px(self, class_id: int, pixel_size_um: float | None = None) -> float:
         pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
-        size = CELL_SIZES.get(class_id)
-        return (size.min_um if size else 2.0) / pixel_size_um / 2.0
+        return cell_size(self.class_names[class_id]).min_um / pixel_size_um / 2.0
 
 
 @dataclass
@@ -138,14 +137,12 @@ class CellCounter:
 
     def _scale(self, class_map: np.ndarray) -> tuple[float, str]:
         """(pixel size, where it came from) for this frame: the configured one, else read off the cells of the
-        first class with a known size and enough cells to measure (runtime/scale.py)."""
+        first class with enough cells to measure (runtime/scale.py)."""
         fixed = self.config.fixed_pixel_size_um
         if fixed is not None:
             return fixed, "given"
         for class_id in range(1, len(self.config.class_names)):
-            size = CELL_SIZES.get(class_id)
-            if size is None:
-                continue
+            size = cell_size(self.config.class_names[class_id])
             diameter = estimate_diameter(cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary))
             if diameter:
                 return size.typical_um / diameter, "estimated"
@@ -160,6 +157,27 @@ class CellCounter:
             raise CscError(f"class id {int(class_map.max())} is not in the configured classes "
                            f"({', '.join(f'{i} {n}' for i, n in enumerate(self.config.class_names))})",
                            fix="check that the model and the counting configuration use the same classes")
+
+
+def cells_from_instances(labels: np.ndarray, class_id: int, pixel_size_um: float) -> np.ndarray:
+    """The cell table (CELL_DTYPE) of an instance label image made elsewhere — the auto-labeller's split, an
+    imported annotation, a baseline — with ``id`` the label value, so that it scores like the counter's own."""
+    ys, xs = np.nonzero(labels)
+    ids_of = labels[ys, xs].astype(np.int64)
+    ids = np.unique(ids_of)
+    if not len(ids):
+        return np.zeros(0, CELL_DTYPE)
+    n = int(ids[-1]) + 1
+    area = np.bincount(ids_of, minlength=n)
+    x0, y0 = np.full(n, labels.shape[1]), np.full(n, labels.shape[0])
+    x1, y1 = np.full(n, -1), np.full(n, -1)
+    np.minimum.at(x0, ids_of, xs), np.minimum.at(y0, ids_of, ys)
+    np.maximum.at(x1, ids_of, xs), np.maximum.at(y1, ids_of, ys)
+    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1)[ids]
+    centroids = np.stack([np.bincount(ids_of, xs, n), np.bincount(ids_of, ys, n)], 1)[ids] / area[ids, None]
+    table = _table(stats, centroids, class_id, 1, pixel_size_um, *labels.shape)
+    table["id"] = ids
+    return table
 
 
 def _tidy(value: float) -> float | int:

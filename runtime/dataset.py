@@ -84,6 +84,13 @@ class Dataset:
     def pixel_size_um(self) -> float:
         return float(self.meta.get("pixel_size_um") or DEFAULT_PIXEL_SIZE_UM)
 
+    @property
+    def scale_known(self) -> bool:
+        """Whether ``pixel_size_um`` was given (simulator, a user) rather than estimated from the cells (`csc-label
+        auto` without a scale) or never recorded (imports without --pixel-size): counting then reads it off each
+        image."""
+        return self.meta.get("scale", "given") == "given" and bool(self.meta.get("pixel_size_um"))
+
     def __len__(self) -> int:
         return len(self.samples)
 

@@ -56,8 +56,9 @@ class PointScorer:
     with their annotated counts, never scored.
     """
 
-    def __init__(self, config: CountingConfig, truth_classes: list[str]):
+    def __init__(self, config: CountingConfig, truth_classes: list[str], edge_band: float = 0.0):
         self.counter = CellCounter(config)
+        self.edge_band = edge_band
         self.class_names = config.class_names
         predicted = set(config.class_names[1:])
         self.names = [n for n in truth_classes[1:] if n in predicted]
@@ -72,15 +73,17 @@ class PointScorer:
         """Count and score one class map; returns its per-image record (the counter's counts, scored counts,
         annotated counts)."""
         result = self.counter.count(class_map, return_labels=True)
-        return {"counts": result.counts, **self.add_labels(result.labels, result.cells, sample)}
+        scale = {} if result.scale == "given" else {"pixel_size_um": round(result.pixel_size_um, 4), "scale": result.scale}
+        return {"counts": result.counts, **scale, **self.add_labels(result.labels, result.cells, sample)}
 
     def add_labels(self, labels: np.ndarray, cells: np.ndarray, sample: CountSample) -> dict:
         """Score one image's instance labels and their cell table (`runtime.counting.CELL_DTYPE`: ids, class ids,
         edge flags) — from the counter, or from any method that makes both, such as a benchmark's baseline."""
         empty = np.zeros((0, 2))
-        scores = score_points(labels, cells, {n: sample.points.get(n, empty) for n in self.names}, self.class_names)
+        scores = score_points(labels, cells, {n: sample.points.get(n, empty) for n in self.names}, self.class_names,
+                              self.edge_band)
         scored = {n: tp + fp for n, (tp, fp, _) in scores.items()}
-        annotated = sample.counts(self.names)
+        annotated = {n: tp + fn for n, (tp, _, fn) in scores.items()}  # the points scored (inside any edge band)
         self.tally.add(scored, annotated)
         for name, (tp, fp, fn) in scores.items():
             self.tally.add_matches(name, tp, fp, fn)
@@ -99,7 +102,8 @@ def count_dataset(root: str | Path, config: CountingConfig | None = None,
     """Counts of every mask in ``root/masks``, scored against ``truth`` (a dataset with the same image stems)
     or, without it, against ``root/instances`` where that exists."""
     dataset = open_dataset(root)
-    config = config or CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=dataset.pixel_size_um)
+    config = config or CountingConfig(class_names=tuple(dataset.classes),
+                                      pixel_size_um=dataset.pixel_size_um if dataset.scale_known else None)
     if truth is not None and is_count_only(truth):
         summary = _against_points(dataset, open_count_dataset(truth), config, on_image)
     else:
@@ -107,8 +111,10 @@ def count_dataset(root: str | Path, config: CountingConfig | None = None,
         summary = _against_instances(dataset, reference, config, on_image, truth is not None)
     names = config.class_names[1:]
     summary["config"] = {"split_touching": config.split_touching, "border": config.border,
-                         "pixel_size_um": config.pixel_size_um,
-                         "min_area_px": {n: config.min_area(c) for c, n in enumerate(names, start=1)}}
+                         "pixel_size_um": config.fixed_pixel_size_um,  # None: estimated per image (see per_image)
+                         "diameter_px": config.diameter_px,
+                         **({"min_area_px": {n: config.min_area(c) for c, n in enumerate(names, start=1)}}
+                            if config.fixed_pixel_size_um else {})}
     return summary
 
 
@@ -145,6 +151,8 @@ def _against_instances(dataset: Dataset, truth: Dataset, config: CountingConfig,
         scored = reference is not None and reference.instances is not None
         result = counter.count(labels.mask, return_labels=scored)
         record: dict = {"counts": result.counts}
+        if result.scale != "given":
+            record.update(pixel_size_um=round(result.pixel_size_um, 4), scale=result.scale)
         if scored:
             if reference.mask.shape != labels.mask.shape:
                 raise CscError(f"{sample.stem}: the reference image is {reference.mask.shape[::-1]} px, the class map "

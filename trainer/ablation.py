@@ -70,31 +70,39 @@ def dataset_set(root: str | Path) -> AblationSet:
 
 
 STARDIST_VERSION = "0.9.2"
+NUCLEI_PIXEL_UM = 0.25 * 7.0 / 6.0  # the DSB nuclei (≈24 px) taken as 6 µm cells at 0.25 µm/px
 
 
-def stardist_nuclei_set() -> AblationSet:
-    """The 2018 Data Science Bowl fluorescence-nuclei crop (512×512, instance ground truth) that ships inside
-    the ``stardist`` wheel (BSD-3-Clause package; the DSB 2018 images, BBBC038, are CC0). Install it with
-    ``pip install --no-deps stardist==0.9.2``: only the data files are read, the package is never imported.
-
-    Nuclei are neither RBCs nor macrophages; the auto-labeller runs with RBC step defaults, the pixel size set
-    so that the size-derived parameters match the nuclei (median diameter ≈ 24 px, like a 6 µm cell at 0.25 µm/px).
-    """
+def stardist_nuclei() -> tuple[np.ndarray, np.ndarray]:
+    """The 2018 Data Science Bowl fluorescence-nuclei crop (512×512, BGR) and its 125 hand-drawn instances
+    (int32 labels) that ship inside the ``stardist`` wheel (BSD-3-Clause package; the DSB 2018 images, BBBC038,
+    are CC0). Install it with ``pip install --no-deps stardist==0.9.2``: only the data files are read, the package
+    is never imported."""
     spec = importlib.util.find_spec("stardist")
     if spec is None or not spec.submodule_search_locations:
         raise CscError("the real-image set needs the stardist package's data files",
                        fix=f"pip install --no-deps stardist=={STARDIST_VERSION}")
     folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
     image_path, mask_path = folder / "img2d.tif", folder / "mask2d.tif"
+    return to_bgr8(read_raw(image_path), image_path), read_raw(mask_path).astype(np.int32)
+
+
+def stardist_nuclei_set() -> AblationSet:
+    """The DSB 2018 nuclei crop (`stardist_nuclei`) as an ablation set.
+
+    Nuclei are neither RBCs nor macrophages; the auto-labeller runs with RBC step defaults, the pixel size set
+    so that the size-derived parameters match the nuclei (median diameter ≈ 24 px, like a 6 µm cell at 0.25 µm/px).
+    """
+    image, instances = stardist_nuclei()
 
     def pairs():
-        yield to_bgr8(read_raw(image_path), image_path), read_raw(mask_path) > 0
+        yield image, instances > 0
 
     version = _installed_version("stardist")
     return AblationSet("dsb2018-nuclei (real)", "rbc",
                        f"PyPI stardist {version}: stardist/data/images/img2d.tif + mask2d.tif "
                        "(package BSD-3-Clause; images DSB 2018 / BBBC038, CC0)", pairs,
-                       overrides={"pixel_size_um": 0.25 * 7.0 / 6.0}, n_images=1)
+                       overrides={"pixel_size_um": NUCLEI_PIXEL_UM}, n_images=1)
 
 
 def _installed_version(name: str) -> str:

@@ -166,7 +166,8 @@ def count(
     json_path: Path = typer.Option(None, "--json", help="Write counts (and, against a reference, the scores) to this JSON file."),
     truth: Path = typer.Option(None, "--truth", help="Score against this dataset (same image stems): human or simulated instances, or count-only points/boxes from `csc-data import`. Default: DIR's own instances/."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells of one class (distance transform)."),
-    pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel (default: the dataset's, else 0.4); sets minimum areas and µm² values."),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel; sets minimum areas, splitting and µm² values. Default: the dataset's where it was given, else estimated from the cells of each image."),
+    diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the first cell class (RBC) in px, instead of --pixel-size."),
     border: Border = typer.Option(Border.count, "--border", help="Cells cut by the frame edge: count (once), ignore or half."),
 ) -> None:
     """Count the cells in a dataset's class maps and score them against a reference.
@@ -185,14 +186,22 @@ def count(
                            f"segment them, then `csc-data count LABELS --truth {directory}`")
     dataset = open_dataset(directory)
     try:
-        config = CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=pixel_size or dataset.pixel_size_um,
-                                split_touching=split_touching, border=border.value)
+        if pixel_size is not None and diameter is not None:
+            raise ValueError("give --pixel-size or --diameter, not both (each sets the scale)")
+        known = dataset.pixel_size_um if dataset.scale_known and diameter is None else None
+        config = CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=pixel_size or known,
+                                diameter_px=diameter, split_touching=split_touching, border=border.value)
     except ValueError as err:
         raise CscError(str(err), fix="see `csc-data count --help`") from None
     with progress_bar() as bar:
         task = bar.add_task("count", total=len(dataset))
         summary = count_dataset(directory, config, on_image=lambda: bar.advance(task), truth=truth)
     console.print(_count_table(summary, directory, config.class_names[1:]))
+    estimated = [r["pixel_size_um"] for r in summary.get("per_image", {}).values() if r.get("scale") == "estimated"]
+    if config.fixed_pixel_size_um is None:
+        scale = (f"estimated from the cells of {len(estimated)} of {summary['images']} images, median "
+                 f"{sorted(estimated)[len(estimated) // 2]:.3f} µm/px" if estimated else "default (too few cells)")
+        console.print(f"scale: {scale}", highlight=False)
     reference = summary.get("reference")
     if reference is not None and not reference["ground_truth"]:
         console.print(f"[yellow]note:[/] the reference ({escape(reference['dataset'])}) is the auto-labeller's own "

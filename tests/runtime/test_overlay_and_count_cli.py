@@ -67,3 +67,29 @@ def test_count_cli_border_is_a_choice(mixed_dataset):
                           "--border", "sometimes"], capture_output=True, text=True)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 2 and len(lines) == 1 and "'sometimes' is not one of" in lines[0], run.stderr
+
+
+def test_count_reads_the_scale_off_an_auto_labelled_set_unless_given(tmp_path):
+    """A labelled folder whose scale was estimated: `csc-data count` estimates it per image again and says so;
+    --diameter or --pixel-size fix it (not both)."""
+    import cv2
+
+    from runtime.dataset import DatasetWriter
+
+    with DatasetWriter(tmp_path / "d", source="test", extra={"scale": "estimated"}) as writer:
+        mask = np.zeros((200, 200), np.uint8)
+        for x in range(20, 200, 40):
+            for y in range(20, 200, 40):
+                cv2.circle(mask, (x, y), 12, 1, -1)  # 25 cells of 24 px
+        writer.add("a", np.full((200, 200, 3), 200, np.uint8), mask)
+    result = CliRunner().invoke(app, ["count", str(tmp_path / "d"), "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "c.json").read_text())
+    image = summary["per_image"]["a"]
+    assert image["counts"]["rbc"] == 25 and image["scale"] == "estimated"
+    assert abs(image["pixel_size_um"] - 6.0 / 24) < 0.03 and summary["config"]["pixel_size_um"] is None
+    assert "scale: estimated" in " ".join(result.output.split())
+    given = CliRunner().invoke(app, ["count", str(tmp_path / "d"), "--diameter", "24", "--json", str(tmp_path / "g.json")])
+    assert given.exit_code == 0 and json.loads((tmp_path / "g.json").read_text())["config"]["pixel_size_um"] == 0.25
+    both = CliRunner().invoke(app, ["count", str(tmp_path / "d"), "--diameter", "24", "--pixel-size", "0.2"])
+    assert both.exit_code != 0 and "not both" in str(both.exception)
