@@ -94,6 +94,9 @@ class ModelMetadata:
     version: str = ""
     checkpoint: str = ""
     outputs: list[str] = field(default_factory=lambda: ["class_map"])
+    # Per class, the largest share of an image it covered in the training data: frames far above it look unlike
+    # anything the model learnt from (runtime/domain.py). Empty for models exported before it was recorded.
+    class_fractions: dict[str, float] = field(default_factory=dict)
     # Keys of the file this reader does not know (from a newer exporter); not a field, so never written back.
     ignored_keys: ClassVar[tuple[str, ...]] = ()
 

@@ -21,7 +21,9 @@ import numpy as np
 
 from runtime.backends.base import Runner
 from runtime.count_metrics import CountTally
+from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting import CellCounter, CountingConfig, FrameCounts
+from runtime.domain import DomainCheck
 from runtime.errors import CscError
 from runtime.heap import keep_freed_memory
 from runtime.overlay import OverlayRenderer
@@ -42,6 +44,7 @@ class RunOptions:
     save_cells: Path | None = None
     queue_size: int = 4
     tile_overlap: int = 64
+    pixel_size_um: float | None = None  # the frames' (camera's) pixel size; None: the model's is assumed
     host_budget: bool = True  # False: leave OpenCV's threads and the allocator as the embedding program set them
 
 
@@ -79,13 +82,35 @@ def host_budget(runner: Runner) -> Iterator[None]:
 
 
 class Segmenter:
-    """Frame → class map with a runner: straight through at the model's size, tiled and stitched otherwise."""
+    """Frame → class map with a runner: rescaled to the model's pixel size where the frame's differs, then straight
+    through at the model's input size, or tiled and stitched.
 
-    def __init__(self, runner: Runner, overlap: int = 64):
+    ``zoom`` is the frame's pixel size over the model's (0.194 µm/px frames for a 0.4 µm/px model: 0.485): the
+    network saw cells of one size in pixels while training, so frames are shrunk or enlarged to that size first.
+    Class maps come back at the model's scale (counting runs there, at the model's pixel size) and `to_frame`
+    maps them, and the cell tables, back to frame pixels.
+    """
+
+    def __init__(self, runner: Runner, overlap: int = 64, zoom: float = 1.0):
+        if zoom <= 0:
+            raise CscError(f"pixel size ratio must be positive, got {zoom}")
         self.runner = runner
         h, w = runner.input_size
         self.tiler = Tiler(h, w, overlap)
         self.batch = runner.max_batch or 8
+        self.zoom = zoom
+
+    @property
+    def rescales(self) -> bool:
+        return abs(self.zoom - 1.0) > 1e-3
+
+    def to_model(self, image: np.ndarray) -> np.ndarray:
+        """The frame at the model's pixel size (area averaging when shrinking, linear when enlarging)."""
+        if not self.rescales:
+            return image
+        h, w = image.shape[:2]
+        size = (max(1, int(round(w * self.zoom))), max(1, int(round(h * self.zoom))))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA if self.zoom < 1 else cv2.INTER_LINEAR)
 
     def fits(self, image: np.ndarray) -> bool:
         return image.shape[:2] == tuple(self.runner.input_size)
@@ -95,19 +120,52 @@ class Segmenter:
         maps = np.concatenate([self.runner.infer(tiles[i : i + self.batch]) for i in range(0, len(tiles), self.batch)])
         return self.tiler.stitch(maps, origins, *image.shape[:2])
 
+    def segment(self, frame: np.ndarray) -> np.ndarray:
+        """The class map of one frame at the model's scale (synchronous: benchmarks and tools; the pipeline keeps
+        a frame in flight instead)."""
+        image = self.to_model(frame)
+        return self.runner.infer(image[None])[0] if self.fits(image) else self.segment_tiled(image)
+
+    def to_frame(self, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """A class map or instance labels at the model's scale, back at the frame's size (nearest neighbour)."""
+        if labels.shape[:2] == tuple(shape[:2]):
+            return labels
+        return cv2.resize(labels, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+    def cells_to_frame(self, cells: np.ndarray) -> np.ndarray:
+        """The counter's cell table with positions and pixel sizes in frame pixels (µm values are unchanged)."""
+        if not self.rescales or not len(cells):
+            return cells
+        cells = cells.copy()
+        for column in ("cx", "cy", "eq_diameter_px"):
+            cells[column] = cells[column] / self.zoom
+        for column in ("x", "y", "w", "h"):
+            cells[column] = np.round(cells[column] / self.zoom).astype(cells[column].dtype)
+        cells["area_px"] = np.round(cells["area_px"] / self.zoom**2).astype(cells["area_px"].dtype)
+        return cells
+
 
 class Pipeline:
     def __init__(self, source: Source, runner: Runner, counting: CountingConfig | None = None,
-                 options: RunOptions | None = None, on_frame: Callable[[Frame, FrameCounts, float], None] | None = None):
+                 options: RunOptions | None = None, on_frame: Callable[[Frame, FrameCounts, float], None] | None = None,
+                 on_warning: Callable[[str], None] | None = None):
         self.source, self.runner = source, runner
         self.options = options or RunOptions()
         if counting is None:
             counting = CountingConfig(pixel_size_um=runner.metadata.pixel_size_um) if runner.metadata else CountingConfig()
         self.counter = CellCounter(counting)
         self.names = self.counter.config.class_names[1:]
-        self.segmenter = Segmenter(runner, self.options.tile_overlap)
+        model_pixel = runner.metadata.pixel_size_um if runner.metadata else DEFAULT_PIXEL_SIZE_UM
+        frame_pixel = self.options.pixel_size_um or model_pixel
+        self.segmenter = Segmenter(runner, self.options.tile_overlap, zoom=frame_pixel / model_pixel)
+        self.scale_note = (f"frames at {frame_pixel:g} µm/px, rescaled ×{frame_pixel / model_pixel:.3g} to the "
+                           f"model's {model_pixel:g} µm/px" if self.options.pixel_size_um else
+                           f"pixel size not given: frames assumed at the model's {model_pixel:g} µm/px "
+                           "(give --pixel-size for another camera or magnification)")
+        self.domain = DomainCheck(runner.metadata, self.counter.config.class_names)
         self.renderer = OverlayRenderer(self.counter.config.class_names)
         self.on_frame = on_frame
+        self.on_warning = on_warning
         self.times = StageTimes()
         self.dropped = 0
         self.errors: list[str] = []
@@ -164,9 +222,10 @@ class Pipeline:
                     break
                 frame: Frame = item
                 start = time.perf_counter()
-                if self.segmenter.fits(frame.image):
+                image = self.segmenter.to_model(frame.image)
+                if self.segmenter.fits(image):
                     # Keep one frame in flight: submit this one, then collect the previous one.
-                    handle = self.runner.submit(frame.image[None])
+                    handle = self.runner.submit(image[None])
                     submitted = time.perf_counter() - start
                     if pending is not None:
                         self._finish(pending)
@@ -175,7 +234,7 @@ class Pipeline:
                     if pending is not None:
                         self._finish(pending)
                         pending = None
-                    class_map = self.segmenter.segment_tiled(frame.image)
+                    class_map = self.segmenter.segment_tiled(image)
                     self.times.infer.append(time.perf_counter() - start)
                     self._results_q.put((frame, class_map))
             if pending is not None:
@@ -230,6 +289,10 @@ class Pipeline:
                 frame, class_map = item
                 start = time.perf_counter()
                 result = self.counter.count(class_map)
+                result.cells = self.segmenter.cells_to_frame(result.cells)
+                warning = self.domain.check(class_map)
+                if warning and self.on_warning is not None:
+                    self.on_warning(warning)
                 n += 1
                 fps = n / max(time.perf_counter() - began, 1e-9)
                 for name in self.names:
@@ -241,7 +304,8 @@ class Pipeline:
                 if cells_csv:
                     cells_csv.write(frame.index, frame.source, result)
                 if opts.show or opts.save_video:
-                    shown = self.renderer.render(frame.image, class_map, result.counts, fps)
+                    shown = self.renderer.render(frame.image, self.segmenter.to_frame(class_map, frame.image.shape),
+                                                 result.counts, fps)
                     if opts.save_video:
                         video = video or _open_video(opts.save_video, shown.shape)
                         video.write(shown)
@@ -280,6 +344,7 @@ class Pipeline:
             "backend": f"{self.runner.name} ({self.runner.detail})", "stages": self.times.summary(),
             "counts": {name: _stats(values) for name, values in per_class.items()},
             "skipped": [{"file": f, "reason": r} for f, r in self.source.skipped], "errors": self.errors,
+            "scale": {"note": self.scale_note, "zoom": round(self.segmenter.zoom, 4)}, "domain": self.domain.summary(),
         }
         if tally.images:
             summary["versus_truth"] = {k: tally.summary()[k] for k in ("count_accuracy", "mean_abs_error")}

@@ -35,6 +35,7 @@ def run(
     summary_json: Path = typer.Option(None, "--summary", help="Write the end-of-run summary as JSON."),
     threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: all cores but one, left to capture and counting)."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
+    pixel_size: float = typer.Option(None, "--pixel-size", min=0.001, help="The camera's µm per pixel: frames are rescaled to the model's pixel size before inference, counts and cell tables mapped back. Default: MODEL.camera.json beside the model, else the model's own pixel size (the summary says which)."),
     width: int = typer.Option(None, "--width", help="Camera capture width."),
     height: int = typer.Option(None, "--height", help="Camera capture height."),
     fps: float = typer.Option(None, "--fps", help="Camera capture frame rate."),
@@ -56,6 +57,7 @@ def run(
     if not model.exists():
         raise CscError("model file not found", path=model,
                        fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
+    pixel_size, pixel_source = _pixel_size(pixel_size, model)
     runner, reason = open_runner(model, Backend(backend).value, threads, cuda_graph)
     with runner:
         console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
@@ -69,7 +71,10 @@ def run(
                                                         class_names=tuple(runner.metadata.classes),
                                                         split_touching=split_touching),
                             RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
-                                       save_video=save_video, save_cells=save_cells))
+                                       save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size),
+                            on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
+                                                                  highlight=False, soft_wrap=True))
+        console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
         summary = pipeline.run()
     if summary["frames"]:
         _print_summary(summary)
@@ -82,6 +87,30 @@ def run(
         raise _nothing_processed(summary)
     if summary["errors"]:
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
+
+
+CAMERA_CONFIG = ".camera.json"  # beside the model: {"pixel_size_um": 0.194} for the microscope it serves
+
+
+def _pixel_size(given: float | None, model: Path) -> tuple[float | None, str]:
+    """The frames' pixel size: --pixel-size, else MODEL.camera.json beside the model, else None (the model's)."""
+    from runtime.errors import CscError
+
+    if given is not None:
+        return given, ""
+    config = model.with_suffix(CAMERA_CONFIG)
+    if not config.is_file():
+        return None, ""
+    import json
+
+    try:
+        value = json.loads(config.read_text(encoding="utf-8"))["pixel_size_um"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"'pixel_size_um' must be a positive number, got {value!r}")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CscError(f"unreadable camera config ({type(err).__name__}: {err})", path=config,
+                       fix='write {"pixel_size_um": 0.194} (the camera\'s µm per pixel), or pass --pixel-size') from None
+    return float(value), f" (from {config.name})"
 
 
 def _open_source(camera, video, images, size, seed, width, height, fps):
@@ -114,6 +143,9 @@ def _print_summary(summary: dict) -> None:
         a = acc.get(name)
         counts.add_row(name, str(s["mean"]), f"{s['min']:g}", f"{s['max']:g}", "—" if a is None else f"{100 * a:.1f} %")
     console.print(counts)
+    if summary["domain"]["warning"]:
+        console.print(f"[bold yellow]{summary['domain']['frames_unlike_training']} of {summary['frames']} frames "
+                      "looked unlike the training data: counts above are unreliable[/]", highlight=False)
 
 
 def _nothing_processed(summary: dict):

@@ -273,3 +273,74 @@ def test_cli_images_all_unreadable_is_a_failure_listing_every_file(tmp_path):
     skipped = [line for line in run.stderr.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 2 and "a.png" in skipped[0] and "b.png" in skipped[1]
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 0, "the summary is still written"
+
+
+class FrameList(Source):
+    """Frames given in memory, as a file source would read them."""
+
+    def __init__(self, images):
+        super().__init__("frames")
+        self.images = images
+
+    def frames(self):
+        for i, image in enumerate(self.images):
+            yield Frame(i, image, f"frame{i}")
+
+
+def test_a_frame_at_half_the_pixel_size_gives_the_same_counts_mapped_back_to_its_pixels(runner, tmp_path):
+    """--pixel-size: the same field at twice the magnification (0.2 µm/px) is shrunk to the model's 0.4 µm/px, so
+    it counts like the original, and the cell table is in the enlarged frame's own pixels."""
+    frame = SimulatedMicroscope(SimConfig(mode="mixed", height=512, width=512), seed=9).frame(0).image
+    enlarged = cv2.resize(frame, (1024, 1024), interpolation=cv2.INTER_LINEAR)
+    runs = []
+    for image, pixel_size in ((frame, None), (enlarged, 0.2)):
+        options = RunOptions(save_cells=tmp_path / f"{pixel_size}.csv", pixel_size_um=pixel_size)
+        runs.append(Pipeline(FrameList([image]), runner, options=options).run())
+    assert runs[1]["scale"]["zoom"] == 0.5 and "rescaled" in runs[1]["scale"]["note"]
+    assert "not given" in runs[0]["scale"]["note"]
+    for name in ("rbc", "macrophage"):
+        assert abs(runs[0]["counts"][name]["total"] - runs[1]["counts"][name]["total"]) <= 1, name
+    import csv
+
+    rows = [list(csv.DictReader(open(tmp_path / f"{p}.csv"))) for p in (None, 0.2)]
+    cx = [sorted(float(r["cx"]) for r in table if r["class"] == "macrophage") for table in rows]
+    assert len(cx[0]) == len(cx[1]) and np.allclose(cx[1], 2 * np.asarray(cx[0]), atol=3)
+    assert max(cx[1]) > 512, "positions in the enlarged frame's pixels"
+
+
+class AllMacrophageRunner(ThresholdRunner):
+    """A model lost on foreign frames: everything is "macrophage"."""
+
+    def infer(self, frames):
+        self.check_frames(frames)
+        return np.full(frames.shape[:3], 2, np.uint8)
+
+
+def test_frames_unlike_the_training_data_are_warned_about_once(tmp_path):
+    warnings = []
+    runner = AllMacrophageRunner(64)
+    runner.metadata.class_fractions = {"rbc": 0.3, "macrophage": 0.25}
+    source = FrameList([np.full((64, 64, 3), 200, np.uint8)] * 5)
+    summary = Pipeline(source, runner, options=RunOptions(), on_warning=warnings.append).run()
+    assert len(warnings) == 1 and "100 % macrophage" in warnings[0] and "at most 25 %" in warnings[0]
+    assert summary["domain"]["frames_unlike_training"] == 5 and summary["domain"]["warning"] == warnings[0]
+    plausible = ThresholdRunner(64)  # dark-blue pixels only: a few "rbc", within what it was trained on
+    plausible.metadata.class_fractions = {"rbc": 0.3, "macrophage": 0.25}
+    image = np.full((64, 64, 3), 200, np.uint8)
+    cv2.circle(image, (32, 32), 8, (50, 50, 50), -1)
+    quiet = []
+    assert Pipeline(FrameList([image] * 3), plausible, on_warning=quiet.append).run()["domain"]["warning"] is None
+    assert not quiet
+
+
+def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
+    from runtime.cli.run import _pixel_size
+
+    model = tmp_path / "m.onnx"
+    assert _pixel_size(None, model) == (None, "")
+    (tmp_path / "m.camera.json").write_text('{"pixel_size_um": 0.194}')
+    assert _pixel_size(None, model) == (0.194, " (from m.camera.json)")
+    assert _pixel_size(0.3, model)[0] == 0.3, "--pixel-size wins"
+    (tmp_path / "m.camera.json").write_text('{"pixel_size_um": "big"}')
+    with pytest.raises(CscError, match="m.camera.json.*positive number"):
+        _pixel_size(None, model)
