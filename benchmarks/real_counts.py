@@ -5,9 +5,10 @@ Data (read from ``../shared/real``, never copied; skipped with the reason when a
   annotation was checked complete on full-resolution overlays (its ``how`` says how they were chosen). Its points
   mark cells near the frame edge inconsistently, so a band of half an RBC (18 px) along the edge is not scored.
   640×480, ≈0.194 µm/px.
-- **BCCD + TXL-PBC**: 194 mixed smears with RBC and WBC boxes; an RBC box's centre is its point. RBCs are ≈100 px
-  across (≈0.075 µm/px for a 7.5 µm cell, from the median box); each image holds one or two WBCs, reported as
-  "WBCs counted as RBCs" (a WBC box centre inside a counted RBC).
+- **BCCD + TXL-PBC**: mixed smears with RBC and WBC boxes; an RBC box's centre is its point. The 97 images with an
+  odd position in name order are scored (`bccd_half("eval")`); the other 97 may train a model
+  (benchmarks/real_model.py). RBCs are ≈100 px across (≈0.075 µm/px for a 7.5 µm cell, from the median box); each
+  image holds one or two WBCs, reported as "WBCs counted as RBCs" (a WBC box centre inside a counted RBC).
 - **DSB 2018 nuclei**: the crop with 125 hand-drawn instances inside the stardist 0.9.2 wheel (fluorescence):
   mIoU (background + cells), count, F1 at IoU 0.5.
 
@@ -101,22 +102,21 @@ METHODS: dict[str, Labeller] = {
 
 def runtime_labeller(model: Path) -> Labeller:
     """The runtime path of `csc-run --images DIR --pixel-size P`: the frame rescaled to the model's pixel size,
-    segmented (tiled) by ONNX Runtime, counted by the runtime counter, the instances mapped back to the frame."""
+    segmented (tiled) by ONNX Runtime, counted by the runtime counter, the RBC instances mapped back to the frame."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
     from runtime.counting import CellCounter
     from runtime.pipeline import Segmenter
 
     runner = OnnxRuntimeRunner(model)
     runner.activate()
-    segmenter = Segmenter(runner)
     meta = runner.metadata
     counter = CellCounter(CountingConfig(class_names=tuple(meta.classes), pixel_size_um=meta.pixel_size_um))
 
     def run(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
-        class_map, to_frame = segmenter.segment_at(image, pixel_size_um)
-        result = counter.count(class_map, return_labels=True)
-        labels = np.where(np.isin(result.labels, result.cells["id"][result.cells["class_id"] == RBC]), result.labels, 0)
-        return to_frame(labels)
+        segmenter = Segmenter(runner, zoom=pixel_size_um / meta.pixel_size_um)
+        result = counter.count(segmenter.segment(image), return_labels=True)
+        rbc = result.cells["id"][result.cells["class_id"] == meta.classes.index("rbc")]
+        return segmenter.to_frame(np.where(np.isin(result.labels, rbc), result.labels, 0), image.shape)
     return run
 
 
@@ -165,6 +165,12 @@ def score_nuclei(image: np.ndarray, truth: np.ndarray, method: Labeller) -> Scor
     return Scored(summary, round(time.perf_counter() - began, 1), {})
 
 
+def bccd_half(dataset, part: str) -> list[str]:
+    """The stems of one half of the BCCD images: "train" (even positions in name order) or "eval" (odd)."""
+    stems = sorted(sample.stem for sample in dataset.samples)
+    return stems[{"train": 0, "eval": 1}[part]::2]
+
+
 def import_real(real: Path, work: Path) -> tuple:
     """The Chula points and BCCD boxes as count-only datasets (`csc-data import`'s code; images hard-linked)."""
     from runtime.annotations import read_annotations
@@ -204,10 +210,11 @@ def measure(real: Path, model: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         chula, bccd = import_real(real, Path(tmp))
         wbc = {s.stem: s.points["wbc"] for s in bccd.samples if len(s.points.get("wbc", ()))}
-        out["bccd"]["images"] = len(bccd)
+        held_out = bccd_half(bccd, "eval")
+        out["bccd"]["images"] = len(held_out)
         for name, method in methods.items():
             for key, result in (("chula", score_marks(chula, stems, method, CHULA_PIXEL_UM, CHULA_EDGE_BAND)),
-                                ("bccd", score_marks(bccd, None, method, BCCD_PIXEL_UM, 0.0, wbc))):
+                                ("bccd", score_marks(bccd, held_out, method, BCCD_PIXEL_UM, 0.0, wbc))):
                 out[key]["methods"][name] = {**_headline(result.summary), **result.extra, "seconds": result.seconds,
                                              "summary": result.summary}
                 print(f"{key:6s} {name}: {out[key]['methods'][name]['ratio']} ratio, "

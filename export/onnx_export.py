@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from export.targets import validate
+from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
 from runtime.imageio import atomic_path
 from runtime.model_meta import METADATA_KEY, PRECISIONS, ModelMetadata
@@ -98,8 +99,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, options: ExportOptions,
         input_layout="NHWC uint8 BGR" if options.fuse else "NCHW float32 RGB, normalised",
         normalisation={"mean_rgb": list(wrapper.pre.mean_rgb) if options.fuse else list(Preprocess().mean_rgb),
                        "std_rgb": list(Preprocess().std_rgb), "scale": 1 / 255},
-        pixel_size_um=float(meta["config"].get("pixel_size_um", 0.4)), regime=meta.get("regime", ""),
+        pixel_size_um=float(meta["config"].get("pixel_size_um", DEFAULT_PIXEL_SIZE_UM)), regime=meta.get("regime", ""),
         metrics={k: meta["metrics"][k] for k in ("miou", "fwiou", "dice") if k in meta.get("metrics", {})},
+        class_fractions=dict(meta["config"].get("class_fractions", {})),
         version=__version__, checkpoint=f"{Path(checkpoint).name} sha256:{sha256(checkpoint)[:16]}",
         outputs=(["class_map", "probabilities"] if options.probabilities else ["class_map"]) if options.fuse else ["logits"],
     )

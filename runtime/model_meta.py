@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
 
 METADATA_KEY = "auto_csc"
@@ -88,7 +89,7 @@ class ModelMetadata:
     batch: str = "1"  # "N" or "dynamic"
     input_layout: str = "NHWC uint8 BGR"
     normalisation: dict[str, Any] = field(default_factory=dict)
-    pixel_size_um: float = 0.4
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     regime: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     version: str = ""

@@ -12,7 +12,7 @@ from pathlib import Path
 from runtime.dataset import Labels, open_dataset
 from runtime.errors import CscError
 from trainer.checkpoint import load_checkpoint
-from trainer.data import CropSampler, split_indices
+from trainer.data import AUGMENTS, CropSampler, split_indices
 from trainer.train import TrainConfig, resolve_device, train
 
 
@@ -25,9 +25,15 @@ class Plan:
     sampler: CropSampler
     val: list[Labels]
     init_weights: dict | None = None
+    seen_fractions: dict | None = None  # class fractions of the data the initial weights were trained on
 
     def __post_init__(self) -> None:
         resolve_device(self.config.device)
+        names = self.config.classes
+        seen = self.seen_fractions or {}
+        # What the model has seen, over every stage of its training: the runtime's domain check reads it.
+        self.config = replace(self.config, class_fractions={
+            n: round(max(float(f), seen.get(n, 0.0)), 4) for n, f in zip(names[1:], self.sampler.class_fractions[1:])})
 
     def run(self, out: Path, *, resume: bool = False, **kw) -> dict:
         """Train into ``out``; resuming restores last.pt, which replaces the initial weights."""
@@ -48,34 +54,60 @@ def plan_base(data: Path, config: TrainConfig) -> Plan:
     train_idx, val_idx, test_idx = split_indices(len(dataset), config.seed)
     config = replace(config, pixel_size_um=dataset.pixel_size_um, classes=tuple(dataset.classes),
                      sources={"train": str(data), "split": [len(train_idx), len(val_idx), len(test_idx)]})
-    sampler = CropSampler([(dataset, train_idx)], config.size, n_classes=len(config.classes))
+    sampler = _sampler([(dataset, train_idx)], config)
     return Plan(config, sampler, [dataset.load(i) for i in val_idx])
 
 
-def plan_single(rbc: Path, macrophage: Path, config: TrainConfig) -> Plan:
-    sets = [open_dataset(rbc), open_dataset(macrophage)]
+def plan_single(rbc: Path, macrophage: Path, config: TrainConfig, more: list[Path] = ()) -> Plan:
+    """Every batch draws from each single-kind set in turn: an RBC set, a macrophage set, and any more (say, RBCs
+    from a second microscope); all must share classes and pixel size."""
+    paths = [rbc, macrophage, *more]
+    sets = [open_dataset(p) for p in paths]
+    for path, dataset in zip(paths[1:], sets[1:]):
+        if dataset.classes != sets[0].classes:
+            raise CscError(f"classes {dataset.classes} differ from {sets[0].classes} of {paths[0]}", path=path,
+                           fix="auto-label every set with the same class list")
+        if abs(dataset.pixel_size_um - sets[0].pixel_size_um) > 1e-3 * sets[0].pixel_size_um:
+            raise CscError(f"pixel size {dataset.pixel_size_um} µm differs from {sets[0].pixel_size_um} µm of "
+                           f"{paths[0]}", path=path,
+                           fix=f"bring it to one scale: csc-data rescale {path} --pixel-size {sets[0].pixel_size_um} --out DIR")
     sources, val = [], []
     for dataset in sets:
         train_idx, val_idx, test_idx = split_indices(len(dataset), config.seed, (0.9, 0.1, 0.0))
         sources.append((dataset, train_idx + test_idx))
         val += [dataset.load(i) for i in val_idx]
     config = replace(config, pixel_size_um=sets[0].pixel_size_um, classes=tuple(sets[0].classes),
-                     sources={"rbc": str(rbc), "macrophage": str(macrophage)})
-    sampler = CropSampler(sources, config.size, n_classes=len(config.classes))
-    return Plan(config, sampler, val)
+                     sources={"rbc": str(rbc), "macrophage": str(macrophage), **({"more": [str(p) for p in more]}
+                                                                               if more else {})})
+    return Plan(config, _sampler(sources, config), val)
 
 
-def plan_transfer(checkpoint: Path, mixed: Path, n: int, config: TrainConfig) -> Plan:
+def plan_transfer(checkpoint: Path, mixed: Path, n: int, config: TrainConfig, more: list[Path] = ()) -> Plan:
+    """U-Transfer on ``n`` labelled mixed images of each of ``mixed`` and ``more`` (say, simulated frames and a
+    lab's own smears): every batch draws from each set."""
     start = load_checkpoint(checkpoint)
-    dataset = open_dataset(mixed)
-    train_idx, val_idx, _ = split_indices(len(dataset), config.seed)
-    if n > len(train_idx):
-        raise CscError(f"--n {n} but the training split of {mixed} holds {len(train_idx)} images", path=mixed,
-                       fix="lower --n or add images")
-    config = replace(config, arch=start["arch"], pixel_size_um=dataset.pixel_size_um, classes=tuple(start["classes"]),
-                     sources={"init": str(checkpoint), "mixed": str(mixed), "n": n})
-    sampler = CropSampler([(dataset, train_idx[:n])], config.size, n_classes=len(config.classes))
-    return Plan(config, sampler, [dataset.load(i) for i in val_idx], init_weights=start["model"])
+    sources, val = [], []
+    for path in [mixed, *more]:
+        dataset = open_dataset(path)
+        train_idx, val_idx, _ = split_indices(len(dataset), config.seed)
+        if n > len(train_idx):
+            raise CscError(f"--n {n} but the training split of {path} holds {len(train_idx)} images", path=path,
+                           fix="lower --n or add images")
+        if abs(dataset.pixel_size_um - float(start["config"].get("pixel_size_um", dataset.pixel_size_um))) > 1e-3:
+            raise CscError(f"pixel size {dataset.pixel_size_um} µm differs from the model's "
+                           f"{start['config']['pixel_size_um']} µm", path=path,
+                           fix=f"csc-data rescale {path} --pixel-size {start['config']['pixel_size_um']} --out DIR")
+        sources.append((dataset, train_idx[:n]))
+        val += [dataset.load(i) for i in val_idx]
+    config = replace(config, arch=start["arch"], pixel_size_um=sources[0][0].pixel_size_um,
+                     classes=tuple(start["classes"]),
+                     sources={"init": str(checkpoint), "mixed": [str(p) for p in (mixed, *more)], "n": n})
+    return Plan(config, _sampler(sources, config), val, init_weights=start["model"],
+                seen_fractions=start["config"].get("class_fractions"))
+
+
+def _sampler(sources, config: TrainConfig) -> CropSampler:
+    return CropSampler(sources, config.size, AUGMENTS[config.augment], len(config.classes), config.touching_gap)
 
 
 def run_base(data: Path, out: Path, config: TrainConfig, **kw) -> dict:

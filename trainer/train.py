@@ -46,9 +46,18 @@ class TrainConfig:
     classes: tuple[str, ...] = CLASS_NAMES
     pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     sources: dict = field(default_factory=dict)
+    augment: str = "paper"  # a key of trainer.data.AUGMENTS
+    touching_gap: int = 0  # px of background carved between touching instances of the training masks
+    class_fractions: dict = field(default_factory=dict)  # filled from the training data (runtime/domain.py)
 
     def __post_init__(self) -> None:
+        from trainer.data import AUGMENTS
+
         get_arch(self.arch)  # unknown names fail here, listing the registered ones
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.touching_gap < 0:
+            raise ValueError(f"--touching-gap must not be negative, got {self.touching_gap}")
         if self.device not in DEVICES:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         stride = get_arch(self.arch).stride

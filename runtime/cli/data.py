@@ -161,6 +161,23 @@ def show(
 
 
 @app.command()
+def rescale(
+    directory: Path = typer.Argument(..., help="Dataset folder (images/, masks/, optional instances/)."),
+    pixel_size: float = typer.Option(..., "--pixel-size", min=0.0001, help="The pixel size to bring it to, µm per pixel (a model's, e.g. 0.4)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder to write."),
+    source_pixel_size: float = typer.Option(None, "--from", min=0.0001, help="The dataset's own pixel size, when its dataset.json lacks it or only estimated it."),
+) -> None:
+    """Write the dataset at another pixel size: images resampled, class and instance maps by nearest neighbour."""
+    from runtime.rescale import rescale_dataset
+
+    dataset = open_dataset(directory)
+    with progress_bar() as bar:
+        task = bar.add_task("rescale", total=len(dataset))
+        zoom = rescale_dataset(directory, out, pixel_size, source_pixel_size, on_image=lambda: bar.advance(task))
+    console.print(f"wrote {len(dataset)} images to {out} at {pixel_size:g} µm/px (×{zoom:.3g})", highlight=False)
+
+
+@app.command()
 def count(
     directory: Path = typer.Argument(..., help="Dataset folder; its masks/ are counted."),
     json_path: Path = typer.Option(None, "--json", help="Write counts (and, against a reference, the scores) to this JSON file."),

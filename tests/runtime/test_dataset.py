@@ -244,3 +244,28 @@ def test_counts_not_computed_are_absent_from_the_metadata(tmp_path):
     meta = json.loads((tmp_path / "partly" / "dataset.json").read_text())
     assert meta["images"] == {"a": {"rbc": 1, "macrophage": 0}}
     assert "counts" not in meta, "a total over some of the images would pass for the dataset's"
+
+
+def test_rescale_brings_a_dataset_to_another_pixel_size(tmp_path, mixed_dataset):
+    """csc-data rescale: images resampled, class and instance maps by nearest neighbour (ids never blend), counts
+    kept; an estimated pixel size is refused unless the camera's is given."""
+    import json as _json
+
+    from runtime.rescale import rescale_dataset
+
+    zoom = rescale_dataset(mixed_dataset, tmp_path / "fine", 0.2)
+    fine = open_dataset(tmp_path / "fine")
+    source = open_dataset(mixed_dataset)
+    assert zoom == pytest.approx(source.pixel_size_um / 0.2) and fine.pixel_size_um == 0.2
+    a, b = source.load(0), fine.load(0)
+    assert b.image.shape[:2] == (round(a.image.shape[0] * zoom), round(a.image.shape[1] * zoom))
+    assert set(np.unique(b.instances)) == set(np.unique(a.instances)), "no blended or lost ids"
+    assert _json.loads((tmp_path / "fine" / "dataset.json").read_text())["counts"] == \
+        _json.loads((mixed_dataset / "dataset.json").read_text())["counts"]
+    assert check_dataset(tmp_path / "fine").ok
+    meta = _json.loads((tmp_path / "fine" / "dataset.json").read_text())
+    meta["scale"] = "estimated"
+    (tmp_path / "fine" / "dataset.json").write_text(_json.dumps(meta))
+    with pytest.raises(CscError, match="estimated"):
+        rescale_dataset(tmp_path / "fine", tmp_path / "x", 0.4)
+    assert rescale_dataset(tmp_path / "fine", tmp_path / "back", 0.4, source_pixel_size_um=0.2) == 0.5

@@ -226,3 +226,40 @@ def test_cli_help_lists_the_choices():
 
     text = " ".join(CliRunner().invoke(app, ["single", "--help"], env={"COLUMNS": "200"}).output.split())
     assert "auto|cpu|cuda" in text and "|".join(available()) in text
+
+
+def test_microscope_augmentation_and_touching_gaps(tmp_path):
+    """The microscope set changes colour, light and focus of the image but never the mask, stays seeded, and a
+    2-px gap separates touching instances in the training masks."""
+    import cv2
+    import numpy as np
+
+    from runtime.dataset import DatasetWriter, open_dataset
+    from trainer.data import AUGMENTS, CropSampler
+
+    mask = np.zeros((96, 96), np.uint8)
+    instances = np.zeros((96, 96), np.uint16)
+    cv2.circle(instances, (36, 48), 14, 1, -1)
+    cv2.circle(instances, (62, 48), 14, 2, -1)  # overlapping: one blob in the class map
+    mask[instances > 0] = 1
+    image = np.full((96, 96, 3), 200, np.uint8)
+    image[mask > 0] = (150, 100, 170)
+    with DatasetWriter(tmp_path / "d", source="test") as writer:
+        writer.add("a", image, mask, instances)
+    dataset = open_dataset(tmp_path / "d")
+    plain = CropSampler([(dataset, [0])], 64, AUGMENTS["paper"])
+    micro = CropSampler([(dataset, [0])], 64, AUGMENTS["microscope"], touching_gap=2)
+    assert cv2.connectedComponents(plain.pools[0][0].mask)[0] - 1 == 1
+    assert cv2.connectedComponents(micro.pools[0][0].mask)[0] - 1 == 2, "the gap separates the two cells"
+    assert micro.class_fractions[1] == pytest.approx((micro.pools[0][0].mask == 1).mean())
+    images, masks = micro.batch(seed=3, step=0, batch=6)
+    again, _ = micro.batch(seed=3, step=0, batch=6)
+    assert np.array_equal(images, again), "seeded"
+    assert set(np.unique(masks)) <= {0, 1}
+    # The paper's grey-value changes keep a cell's hue; the stain augmentation moves it.
+    def hue_spread(sampler):
+        crops = zip(*sampler.batch(seed=1, step=0, batch=8))
+        shares = [im[m > 0].astype(float).mean(0) for im, m in crops if (m > 0).sum() > 50]
+        return np.std([c[0] / c.sum() for c in shares])
+
+    assert hue_spread(micro) > 3 * hue_spread(plain)

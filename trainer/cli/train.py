@@ -8,6 +8,7 @@ from rich.table import Table
 
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.errors import CscError
+from trainer.data import AUGMENTS
 from trainer.models import available
 from trainer.train import DEVICES
 
@@ -27,14 +28,19 @@ Seed = typer.Option(0, "--seed", help="Seed for splits, batches and augmentation
 ValEvery = typer.Option(200, "--val-every", help="Validate and checkpoint every N steps.")
 Resume = typer.Option(False, "--resume", help="Continue exactly from RUN/last.pt.")
 EncoderWeights = typer.Option(None, "--encoder-weights", help="Local torchvision VGG16 state dict (ImageNet); default: paper init.")
+AugmentChoice = choices("AugmentChoice", tuple(AUGMENTS))
+AugmentOption = typer.Option(AugmentChoice("paper"), "--augment", help="paper: rotation, scale, grey values, flips; microscope: also stain colour, uneven light, defocus and scales 0.7–1.4 (for real images).")
+TouchingGap = typer.Option(0, "--touching-gap", min=0, help="Carve a background gap this many px wide between touching cells of the training masks (datasets with instances/), so the network draws the line between them.")
 
 
-def _config(regime: str, arch, steps, batch, size, device, seed, val_every, lr, encoder_weights):
+def _config(regime: str, arch, steps, batch, size, device, seed, val_every, lr, encoder_weights, augment="paper",
+            touching_gap=0):
     from trainer.train import TrainConfig
 
     try:
         return TrainConfig(regime=regime, arch=arch, steps=steps, batch=batch, size=size, device=device, seed=seed,
-                           val_every=val_every, lr=lr, encoder_weights=None if encoder_weights is None else str(encoder_weights))
+                           val_every=val_every, lr=lr, encoder_weights=None if encoder_weights is None else str(encoder_weights),
+                           augment=augment, touching_gap=touching_gap)
     except ValueError as err:
         raise CscError(str(err), fix="see `csc-train --help`") from None
 
@@ -63,43 +69,51 @@ def _run(make_plan, out: Path, resume: bool) -> None:
 def base(data: Path = typer.Argument(..., help="Labelled mixed dataset."), out: Path = Out, arch: ArchChoice = Arch,
          steps: int = Steps, batch: int = Batch, size: int = Size, device: DeviceChoice = Device, seed: int = Seed,
          val_every: int = ValEvery, lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper 1e-3)."),
-         encoder_weights: Path = EncoderWeights, resume: bool = Resume) -> None:
+         encoder_weights: Path = EncoderWeights, resume: bool = Resume, augment: AugmentChoice = AugmentOption,
+         touching_gap: int = TouchingGap) -> None:
     """U-Base: train on hand-labelled mixed images (split 75/12.5/12.5 %)."""
     from trainer.regimes import plan_base
 
-    config = _config("U-Base", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights)
+    config = _config("U-Base", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights,
+                     augment.value, touching_gap)
     _run(lambda: plan_base(data, config), out, resume)
 
 
 @app.command()
 def single(rbc: Path = typer.Argument(..., help="Auto-labelled RBC dataset."),
-           macrophage: Path = typer.Argument(..., help="Auto-labelled macrophage dataset."), out: Path = Out,
+           macrophage: Path = typer.Argument(..., help="Auto-labelled macrophage dataset."),
+           more: list[Path] = typer.Argument(None, help="More auto-labelled single-kind datasets (same classes and pixel size)."),
+           out: Path = Out,
            arch: ArchChoice = Arch, steps: int = Steps, batch: int = Batch, size: int = Size,
            device: DeviceChoice = Device, seed: int = Seed, val_every: int = ValEvery,
            lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper 1e-3)."),
-           encoder_weights: Path = EncoderWeights, resume: bool = Resume) -> None:
-    """U-Single: train only on auto-labelled single-kind images; each batch draws from both sets."""
+           encoder_weights: Path = EncoderWeights, resume: bool = Resume, augment: AugmentChoice = AugmentOption,
+           touching_gap: int = TouchingGap) -> None:
+    """U-Single: train only on auto-labelled single-kind images; each batch draws from every set."""
     from trainer.regimes import plan_single
 
-    config = _config("U-Single", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights)
-    _run(lambda: plan_single(rbc, macrophage, config), out, resume)
+    config = _config("U-Single", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights,
+                     augment.value, touching_gap)
+    _run(lambda: plan_single(rbc, macrophage, config, more or []), out, resume)
 
 
 @app.command()
 def transfer(checkpoint: Path = typer.Argument(..., help="U-Single checkpoint to start from."),
              mixed: Path = typer.Argument(..., help="Labelled mixed dataset."),
+             more: list[Path] = typer.Argument(None, help="More labelled mixed datasets (same pixel size); --n images of each."),
              n: int = typer.Option(50, "--n", min=1, help="Labelled mixed images to fine-tune on (paper 50)."),
              out: Path = Out, steps: int = typer.Option(1000, "--steps", help="Fine-tuning steps."), batch: int = Batch,
              size: int = Size, device: DeviceChoice = Device, seed: int = Seed, val_every: int = ValEvery,
              lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate (paper 5e-4)."),
-             resume: bool = Resume) -> None:
-    """U-Transfer: fine-tune a U-Single model on N labelled mixed images."""
+             resume: bool = Resume, augment: AugmentChoice = AugmentOption, touching_gap: int = TouchingGap) -> None:
+    """U-Transfer: fine-tune a U-Single model on N labelled mixed images (of each set given)."""
     from trainer.checkpoint import load_checkpoint
     from trainer.regimes import plan_transfer
 
     arch = load_checkpoint(checkpoint)["arch"]
-    config = _config("U-Transfer", arch, steps, batch, size, device.value, seed, val_every, lr, None)
-    _run(lambda: plan_transfer(checkpoint, mixed, n, config), out, resume)
+    config = _config("U-Transfer", arch, steps, batch, size, device.value, seed, val_every, lr, None, augment.value,
+                     touching_gap)
+    _run(lambda: plan_transfer(checkpoint, mixed, n, config, more or []), out, resume)
 
 
 @app.command("eval")
