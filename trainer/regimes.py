@@ -60,14 +60,15 @@ def plan_base(data: Path, config: TrainConfig) -> Plan:
 
 def plan_single(rbc: Path, macrophage: Path, config: TrainConfig, more: list[Path] = ()) -> Plan:
     """Every batch draws from each single-kind set in turn: an RBC set, a macrophage set, and any more (say, RBCs
-    from a second microscope); all must share classes and pixel size."""
+    from a second microscope); all must share classes and, where given rather than estimated, pixel size."""
     paths = [rbc, macrophage, *more]
     sets = [open_dataset(p) for p in paths]
     for path, dataset in zip(paths[1:], sets[1:]):
         if dataset.classes != sets[0].classes:
             raise CscError(f"classes {dataset.classes} differ from {sets[0].classes} of {paths[0]}", path=path,
                            fix="auto-label every set with the same class list")
-        if abs(dataset.pixel_size_um - sets[0].pixel_size_um) > 1e-3 * sets[0].pixel_size_um:
+        if dataset.scale_known and sets[0].scale_known and \
+                abs(dataset.pixel_size_um - sets[0].pixel_size_um) > 0.01 * sets[0].pixel_size_um:
             raise CscError(f"pixel size {dataset.pixel_size_um} µm differs from {sets[0].pixel_size_um} µm of "
                            f"{paths[0]}", path=path,
                            fix=f"bring it to one scale: csc-data rescale {path} --pixel-size {sets[0].pixel_size_um} --out DIR")
@@ -93,7 +94,8 @@ def plan_transfer(checkpoint: Path, mixed: Path, n: int, config: TrainConfig, mo
         if n > len(train_idx):
             raise CscError(f"--n {n} but the training split of {path} holds {len(train_idx)} images", path=path,
                            fix="lower --n or add images")
-        if abs(dataset.pixel_size_um - float(start["config"].get("pixel_size_um", dataset.pixel_size_um))) > 1e-3:
+        model_pixel = float(start["config"].get("pixel_size_um", dataset.pixel_size_um))
+        if dataset.scale_known and abs(dataset.pixel_size_um - model_pixel) > 0.01 * model_pixel:
             raise CscError(f"pixel size {dataset.pixel_size_um} µm differs from the model's "
                            f"{start['config']['pixel_size_um']} µm", path=path,
                            fix=f"csc-data rescale {path} --pixel-size {start['config']['pixel_size_um']} --out DIR")

@@ -263,3 +263,26 @@ def test_microscope_augmentation_and_touching_gaps(tmp_path):
         return np.std([c[0] / c.sum() for c in shares])
 
     assert hue_spread(micro) > 3 * hue_spread(plain)
+
+
+def test_single_refuses_sets_of_different_given_pixel_sizes(tmp_path):
+    """Cells of one kind must have one size in pixels for one model: sets whose pixel sizes were given and
+    differ are refused with the rescale command; estimated ones (auto-labels without a scale) are not compared."""
+    import json as _json
+
+    from runtime.errors import CscError
+    from runtime.rescale import rescale_dataset
+    from runtime.synthesize import synthesize_dataset
+    from trainer.regimes import plan_single
+    from trainer.train import TrainConfig
+
+    rbc = synthesize_dataset("rbc", 3, tmp_path / "rbc", seed=1, size=64)
+    mac = synthesize_dataset("macrophage", 3, tmp_path / "mac", seed=1, size=64)
+    rescale_dataset(mac, tmp_path / "mac2", 0.2)
+    config = TrainConfig(regime="U-Single", arch="light-unet", steps=1, size=64, device="cpu")
+    with pytest.raises(CscError, match="csc-data rescale"):
+        plan_single(rbc, tmp_path / "mac2", config)
+    meta = _json.loads((tmp_path / "mac2" / "dataset.json").read_text())
+    meta["scale"] = "estimated"
+    (tmp_path / "mac2" / "dataset.json").write_text(_json.dumps(meta))
+    assert plan_single(rbc, tmp_path / "mac2", config).config.pixel_size_um == 0.4
