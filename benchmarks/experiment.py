@@ -5,7 +5,7 @@ the same held-out simulated mixed set → a markdown table and JSON. Scaled down
 2-core CPU (what is scaled is written into the report): the light U-Net, 256 px crops, ~1.2 k steps instead of
 35 k iterations, 120 + 2 × 100 images instead of 600 + 2 × 1000.
 
-Run: python -m benchmarks.experiment --out benchmarks/results/experiment
+Run: python -m benchmarks.experiment --out runs/experiment   (then copy experiment.md and .json to benchmarks/results/)
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def render(report: dict) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/experiment"))
+    parser.add_argument("--out", type=Path, default=Path("runs/experiment"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few steps only, to check the pipeline")
     args = parser.parse_args()

@@ -67,8 +67,7 @@ def plan_single(rbc: Path, macrophage: Path, config: TrainConfig, more: list[Pat
         if dataset.classes != sets[0].classes:
             raise CscError(f"classes {dataset.classes} differ from {sets[0].classes} of {paths[0]}", path=path,
                            fix="auto-label every set with the same class list")
-        if dataset.scale_known and sets[0].scale_known and \
-                abs(dataset.pixel_size_um - sets[0].pixel_size_um) > 0.01 * sets[0].pixel_size_um:
+        if dataset.scale_known and sets[0].scale_known and _differ(dataset.pixel_size_um, sets[0].pixel_size_um):
             raise CscError(f"pixel size {dataset.pixel_size_um} µm differs from {sets[0].pixel_size_um} µm of "
                            f"{paths[0]}", path=path,
                            fix=f"bring it to one scale: csc-data rescale {path} --pixel-size {sets[0].pixel_size_um} --out DIR")
@@ -95,7 +94,7 @@ def plan_transfer(checkpoint: Path, mixed: Path, n: int, config: TrainConfig, mo
             raise CscError(f"--n {n} but the training split of {path} holds {len(train_idx)} images", path=path,
                            fix="lower --n or add images")
         model_pixel = float(start["config"].get("pixel_size_um", dataset.pixel_size_um))
-        if dataset.scale_known and abs(dataset.pixel_size_um - model_pixel) > 0.01 * model_pixel:
+        if dataset.scale_known and _differ(dataset.pixel_size_um, model_pixel):
             raise CscError(f"pixel size {dataset.pixel_size_um} µm differs from the model's "
                            f"{start['config']['pixel_size_um']} µm", path=path,
                            fix=f"csc-data rescale {path} --pixel-size {start['config']['pixel_size_um']} --out DIR")
@@ -106,6 +105,12 @@ def plan_transfer(checkpoint: Path, mixed: Path, n: int, config: TrainConfig, mo
                      sources={"init": str(checkpoint), "mixed": [str(p) for p in (mixed, *more)], "n": n})
     return Plan(config, _sampler(sources, config), val, init_weights=start["model"],
                 seen_fractions=start["config"].get("class_fractions"))
+
+
+def _differ(a: float, b: float) -> bool:
+    """Pixel sizes too far apart for one model: beyond 15 %, the spread of a size estimated from the cells
+    (`csc-label auto` without --pixel-size records one), so that only a real change of magnification is refused."""
+    return abs(a / b - 1) > 0.15
 
 
 def _sampler(sources, config: TrainConfig) -> CropSampler:
