@@ -46,6 +46,7 @@ from runtime.count_metrics import match_instances
 from runtime.counting import CountingConfig, cells_from_instances
 from runtime.errors import CscError
 from runtime.imageio import read_image
+from trainer.ablation import NUCLEI_PIXEL_UM as DSB_PIXEL_UM  # nuclei of ≈24 px taken as 6 µm cells
 from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label, fill_holes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,6 @@ SUBSET = ROOT / "benchmarks" / "data" / "chula_eval_subset.json"
 RBC_UM = 7.5  # a human RBC's diameter: the reference's only size parameter
 CHULA_PIXEL_UM = 0.194  # from the burnt-in scale bars (../shared/real/README.md)
 BCCD_PIXEL_UM = 0.075  # a 7.5 µm RBC over the median TXL-PBC RBC box (≈100 px)
-from trainer.ablation import NUCLEI_PIXEL_UM as DSB_PIXEL_UM  # noqa: E402 - nuclei of ≈24 px taken as 6 µm cells
 CHULA_EDGE_BAND = 18  # half an RBC: cells this close to the frame edge are marked inconsistently
 
 Labeller = Callable[[np.ndarray, float], np.ndarray]  # (BGR image, the dataset's pixel size) → instance labels

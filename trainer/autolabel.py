@@ -37,11 +37,8 @@ THRESHOLDS = ("auto", "otsu", "adaptive")
 FILLS = ("holes", "contours", "none")
 CHANNELS = ("auto", "grey")
 
-# Rejection, relative to the typical cell: thinner than THIN × its radius (no pixel that far inside: fibres, open
-# rims, a scale bar). For RBC labels also nucleated cells: NUCLEATED of their pixels stained towards blue-purple (blue minus red
-# at least NUCLEUS_STAIN grey levels above the image's median), as white-cell nuclei and platelets are in Giemsa,
-# Wright and May-Grünwald stains while red cells and background are pink to grey (measured on the BCCD smears:
-# blue minus red -10…+8 for 90 % of pixels, 50–90 on nuclei).
+# Rejection, relative to the typical cell. Thinner than THIN × its radius (no pixel that far inside): fibres, open
+# rims, a scale bar.
 THIN = 0.3
 # Stained less than UNSTAINED × the median object (colour images): the object's chromaticity moves from the
 # background's less than that fraction of the way the typical object's does — grey dust and debris, fibres,
@@ -49,6 +46,10 @@ THIN = 0.3
 # chromaticity units of 1/3 = grey), e.g. grey or fluorescence images.
 UNSTAINED = 0.35
 MIN_STAIN = 0.01
+# For RBC labels, nucleated cells: NUCLEATED of their pixels stained towards blue-purple (blue minus red at least
+# NUCLEUS_STAIN grey levels above the image's median), as white-cell nuclei and platelets are in Giemsa, Wright and
+# May-Grünwald stains while red cells and background are pink to grey (measured on the BCCD smears: blue minus
+# red -10…+8 for 90 % of pixels, 50–90 on nuclei).
 NUCLEATED = 0.05
 NUCLEUS_STAIN = 30
 # The background varies "too much" for one global threshold when its spread exceeds this fraction of the
@@ -417,15 +418,9 @@ def _field_width(cells: np.ndarray) -> float:
     return max(side / 5, min(side / 2, 64.0))
 
 
-def flatten(cells: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
-    """The image minus its background (the background level kept), and the background: a grey opening with a
-    disc ``width`` px wide — cells, being narrower, vanish from it — computed where that disc spans ~9 px."""
-    background = _background(cells, width)
-    flat = cells.astype(np.int16) - background + int(np.median(background[::8, ::8]))
-    return np.clip(flat, 0, 255).astype(np.uint8), background
-
-
 def _background(cells: np.ndarray, width: float) -> np.ndarray:
+    """A grey opening with a disc ``width`` px wide (cells, being narrower, vanish from it), computed where that
+    disc spans ~9 px, smoothed and enlarged back: ImageJ's rolling ball, for the light's local unevenness."""
     h, w = cells.shape
     factor = max(1, int(width // 9))
     small = cv2.resize(cells, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA) if factor > 1 else cells
