@@ -18,6 +18,8 @@ import numpy as np
 PEAK_HEIGHT = 0.35
 WINDOW = 0.5
 DYNAMICS = 0.08
+DYNAMICS_FLOOR = 0.5  # px: below it, distance-map noise
+MIN_SINGLES = 5
 
 
 @dataclass
@@ -44,7 +46,8 @@ class Instances:
         return lut[self.labels]
 
 
-def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0) -> Instances:
+def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
+                   one_cell: float = 0.0) -> Instances:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split.
 
     Splitting follows the distance transform's h-maxima, the criterion of a watershed with dynamics: markers are
@@ -52,7 +55,9 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     watershed on the distance map (cv2.watershed itself floods by image gradients, which a binary mask does not
     have; see `_split_clump`); then neighbouring parts merge again, highest saddle first, when the lower of their two peaks rises less than
     DYNAMICS·r above the saddle between them (one cell's ridge: an ellipse, a ring, a lobed outline), or when one
-    of them is smaller than ``min_area`` (a part of a cell is never dropped as debris: a clump loses no pixels).
+    of them is smaller than ``min_area`` (a part of a cell is never dropped as debris: a clump loses no pixels),
+    or, with ``one_cell``, when together they are no larger than ``one_cell`` × the median area of the frame's
+    single cells (see `runtime.counting.ONE_CELL`).
     Only clumps are split, on their bounding boxes, and only their statistics are recomputed: the whole-frame
     work is one labelling, one distance transform, one dilation.
     """
@@ -77,14 +82,15 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     clumps = np.flatnonzero(np.bincount(pairs[0], minlength=n_comp) > 1)
     if not clumps.size:
         return Instances(comp, ids, stats, centroids)
-    dynamics = max(0.5, DYNAMICS * radius_px)
+    dynamics = max(DYNAMICS_FLOOR, DYNAMICS * radius_px)
+    one_cell_area = _one_cell_area(stats, clumps, min_area, one_cell)
     new_ids, new_stats, new_centroids = [], [], []
     next_id = n_comp
     for c in clumps:
         x, y, w, h = stats[c - 1, :4]
         box = (slice(y, y + h), slice(x, x + w))
         region = comp[box] == c
-        parts = _split_clump(region, peaks[box] > 0, markers[box], dist[box], dynamics, min_area)
+        parts = _split_clump(region, peaks[box] > 0, markers[box], dist[box], dynamics, min_area, one_cell_area)
         ry, rx = np.nonzero(region)
         part = parts[ry, rx]
         n_parts = int(part.max())
@@ -103,11 +109,23 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
                      np.concatenate([centroids[whole], np.asarray(new_centroids, np.float64).reshape(-1, 2)]))
 
 
+def _one_cell_area(stats: np.ndarray, clumps: np.ndarray, min_area: int, factor: float) -> float:
+    """``factor`` × the median area of this frame's single cells (components with one marker, above the minimum
+    area), or 0 where fewer than MIN_SINGLES of them leave no reliable median."""
+    if not factor:
+        return 0.0
+    single = np.ones(len(stats), bool)
+    single[clumps - 1] = False
+    areas = stats[single, cv2.CC_STAT_AREA]
+    areas = areas[areas >= min_area]
+    return factor * float(np.median(areas)) if len(areas) >= MIN_SINGLES else 0.0
+
+
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
 def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dist: np.ndarray, dynamics: float,
-                 min_area: int) -> np.ndarray:
+                 min_area: int, one_cell_area: float = 0.0) -> np.ndarray:
     """Part labels 1..P (0 outside) of one clump's bounding box: a watershed on the distance map by drainage —
     every pixel follows its steepest uphill neighbour to a maximum, each maximum belongs to its nearest marker —
     then h-maxima merges. Drainage keeps part boundaries on the saddle lines between cells; a nearest-marker
@@ -158,7 +176,8 @@ def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dis
 
     for pair in touching[np.argsort(-saddle[touching], kind="stable")]:
         i, j = find(pair // k), find(pair % k)
-        if i != j and (min(peak[i], peak[j]) - saddle[pair] < dynamics or min(area[i], area[j]) < min_area):
+        if i != j and (min(peak[i], peak[j]) - saddle[pair] < dynamics or min(area[i], area[j]) < min_area
+                       or area[i] + area[j] <= one_cell_area):
             root[j] = i
             peak[i], area[i] = max(peak[i], peak[j]), area[i] + area[j]
     final = np.array([find(i) for i in range(k)])

@@ -62,6 +62,42 @@ def test_border_policies(policy, expected):
     assert sorted(result.cells["touches_border"].tolist()) == [False, True]
 
 
+@pytest.mark.parametrize("policy, expected", [("count", 2), ("ignore", 1)])
+def test_a_sliver_cut_by_the_frame_edge_is_a_cell_and_the_border_policy_decides(policy, expected):
+    m = np.zeros((60, 100), np.uint8)
+    disc(m, (60, 30), 7, RBC)
+    disc(m, (-5, 30), 7, RBC)  # 2 px of it inside the frame: ≈ 13 px, below the 20-px minimum area
+    disc(m, (30, 30), 2, RBC)  # the same area inside the frame: debris
+    assert 5 < (m[:, :3] == RBC).sum() < 20 and 5 < (m[:, 20:40] == RBC).sum() < 20
+    result = CellCounter(CountingConfig(border=policy, **CFG)).count(m)
+    assert result.counts["rbc"] == expected
+    assert sorted(result.cells["touches_border"].tolist()) == [False, True]
+
+
+@pytest.mark.parametrize("singles, expected", [(5, 1), (0, 2)])
+def test_a_clump_the_size_of_one_cell_is_one_cell_beside_enough_single_cells(singles, expected):
+    m = np.zeros((80, 220), np.uint8)
+    for i in range(singles):
+        disc(m, (20 + 40 * i, 60), 7, RBC)  # the frame's single cells: 7 µm discs
+    disc(m, (30, 20), 5, RBC)
+    disc(m, (38, 20), 5, RBC)  # a peanut of 6.5 × 5 µm: two distance maxima and a neck, yet one cell's area
+    disc(m, (120, 20), 7, RBC)
+    disc(m, (133, 20), 7, RBC)  # two single cells overlapping as much: twice the area, two cells
+    result = CellCounter(CountingConfig(**CFG)).count(m, return_labels=True)
+    assert len(np.unique(result.labels[:40, :60])) - 1 == expected  # too few singles for a median: split as before
+    assert len(np.unique(result.labels[:40, 100:])) - 1 == 2
+    assert result.counts["rbc"] == singles + expected + 2
+
+
+def test_two_touching_macrophages_stay_two_among_single_ones_of_similar_size():
+    m = np.zeros((200, 260), np.uint8)
+    for i in range(5):
+        disc(m, (25 + 50 * i, 150), 15, MACROPHAGE)  # 15 µm singles at 0.5 µm/px
+    disc(m, (40, 40), 13, MACROPHAGE)
+    disc(m, (66, 40), 13, MACROPHAGE)  # two 13-µm cells touching: less than one 20-µm cell, 1.7 singles
+    assert CellCounter(CountingConfig(**CFG)).count(m).counts["macrophage"] == 7
+
+
 def test_small_debris_is_dropped_by_per_class_minimum_area():
     m = np.zeros((60, 100), np.uint8)
     disc(m, (30, 30), 7, RBC)
