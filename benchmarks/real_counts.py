@@ -100,9 +100,10 @@ METHODS: dict[str, Labeller] = {
 }
 
 
-def runtime_labeller(model: Path) -> Labeller:
+def runtime_labeller(model: Path, **counting) -> Labeller:
     """The runtime path of `csc-run --images DIR --pixel-size P`: the frame rescaled to the model's pixel size,
-    segmented (tiled) by ONNX Runtime, counted by the runtime counter, the RBC instances mapped back to the frame."""
+    segmented (tiled) by ONNX Runtime, counted by the runtime counter (``counting``: CountingConfig options), the
+    RBC instances mapped back to the frame."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
     from runtime.counting import CellCounter
     from runtime.pipeline import Segmenter
@@ -110,7 +111,7 @@ def runtime_labeller(model: Path) -> Labeller:
     runner = OnnxRuntimeRunner(model)
     runner.activate()
     meta = runner.metadata
-    counter = CellCounter(CountingConfig(class_names=tuple(meta.classes), pixel_size_um=meta.pixel_size_um))
+    counter = CellCounter(CountingConfig(class_names=tuple(meta.classes), pixel_size_um=meta.pixel_size_um, **counting))
 
     def run(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
         segmenter = Segmenter(runner, zoom=pixel_size_um / meta.pixel_size_um)

@@ -8,10 +8,12 @@ U-Transfer, evaluated on held-out real images beside the labels they were traine
 2. U-Single (`csc-train single`): light-unet on the three single-kind sets, microscope augmentation (stain colour,
    uneven light, defocus, scale 0.7–1.4) and a 2-px background gap carved between touching cells, so the network
    draws the line between touching cells itself.
-3. U-Transfer (`csc-train transfer --n 50`): fine-tuned on 50 labelled mixed images of each of two sets: simulated
-   mixed frames (exact labels), and the BCCD smears of the training half (`bccd_half("train")`), auto-labelled as
-   RBC images with every cell whose centre lies in a TXL-PBC WBC box kept out of the RBC class — the WBC boxes are
-   the only hand annotation used, and only to say "not an RBC".
+3. U-Transfer (`csc-train transfer --n 70`, 2000 steps): fine-tuned, as the paper's U-Transfer is, on labelled
+   mixed images — 70 of each of two sets: simulated mixed frames (exact labels), and the BCCD smears of the
+   training half (`bccd_half("train")`) whose cells are shaped by the TXL-PBC RBC boxes (`box_instances`: each
+   box's ellipse cut to the labeller's foreground, so overlapping cells are taught apart) and whose WBCs are
+   background. Those boxes are the only hand annotation used; `--bccd-labels auto` uses the labeller's cells
+   instead (WBC boxes still kept out of the RBC class).
 4. Both exported (`csc-export onnx`, fused fp32) and measured in the same run, through the runtime
    (`csc-run --pixel-size P`'s path, `benchmarks.real_counts`), against the labeller itself on the held-out Chula
    subset and on BCCD, and on 30 simulated mixed frames (the demo's look): does the network beat its labels?
@@ -56,14 +58,15 @@ class Recipe:
     size: int = 224
     batch: int = 8
     single_steps: int = 6000
-    transfer_steps: int = 1000
-    transfer_n: int = 50
+    transfer_steps: int = 2000
+    transfer_n: int = 70  # of each mixed set: nearly all of BCCD's training split (73 images)
     val_every: int = 500
     simulated_singles: int = 150
     simulated_mixed: int = 120
     demo_frames: int = 30
     touching_gap: int = 4  # at 0.4 µm/px; the light U-Net's logits are at half resolution: 2 px there
     augment: str = "microscope"
+    bccd_labels: str = "boxes"  # "auto": labeller cells minus WBCs; "boxes": the TXL-PBC RBC boxes shape the cells
     seed: int = 0
 
 
@@ -94,47 +97,83 @@ def prepare_data(real: Path, work: Path, recipe: Recipe) -> dict[str, Path]:
         sets[name] = data / name
         if not (sets[name] / "dataset.json").exists():
             synthesize_dataset("mixed", count, sets[name], seed=seed)
-    sets["bccd"] = data / "bccd-0.4"
+    sets["bccd"] = data / f"bccd-{recipe.bccd_labels}-0.4"
     if not (sets["bccd"] / "dataset.json").exists():
-        bccd_mixed(real, data, sets["bccd"])
+        bccd_mixed(real, data, sets["bccd"], recipe.bccd_labels)
     return sets
 
 
-def bccd_mixed(real: Path, data: Path, out: Path) -> None:
-    """The BCCD training half as labelled mixed images at the model's pixel size: auto-labels of the RBCs, with
-    cells whose centre falls in a WBC box set to background (the labeller's nucleus test catches most already)."""
+def bccd_mixed(real: Path, data: Path, out: Path, labels: str) -> None:
+    """The BCCD training half as labelled mixed images at the model's pixel size.
+
+    ``labels="auto"``: the labeller's RBC instances, with cells whose centre falls in a WBC box set to background.
+    ``labels="boxes"``: the paper's U-Transfer uses hand-labelled mixed images, and the TXL-PBC RBC boxes are this
+    half's hand labels — each box's inscribed ellipse, cut to the labeller's foreground, is one cell, so cells that
+    overlap (which no mask-only splitter separates) are taught as separate cells; labeller cells outside every box
+    (TXL-PBC misses about 5 %) are kept, those hit by a WBC box centre dropped."""
     from runtime.count_dataset import open_count_dataset
-    from runtime.dataset import open_dataset, write_sample
+    from runtime.dataset import DatasetWriter, open_dataset
 
     imported = data / "bccd-import"
     if not (imported / "bccd" / "dataset.json").exists():
         shutil.rmtree(imported, ignore_errors=True)
         import_real(real, imported)
-    boxes = open_count_dataset(imported / "bccd")
+    marks = open_count_dataset(imported / "bccd").by_stem()
     images = data / "bccd-train-images"
     if not images.exists():
         images.mkdir(parents=True)
-        for stem in bccd_half(boxes, "train"):
-            sample = boxes.by_stem()[stem]
-            place_file(sample.image, images / sample.image.name, link=True)
-    labelled = data / "bccd-auto"
-    if not (labelled / "dataset.json").exists():
-        label_folder(images, labelled, AutoLabelConfig(kind="rbc", split_touching=True))
-    dataset = open_dataset(labelled)
-    wbc = {s.stem: s.points.get("wbc") for s in boxes.samples}
-    for i, sample in enumerate(dataset.samples):
-        centres = wbc.get(sample.stem)
-        labels = dataset.load(i)
-        if centres is None or not len(centres) or labels.instances is None:
-            continue
-        inst = labels.instances
-        hit = set(int(v) for v in inst[centres[:, 1].astype(int).clip(0, inst.shape[0] - 1),
-                                        centres[:, 0].astype(int).clip(0, inst.shape[1] - 1)]) - {0}
-        if hit:
-            gone = np.isin(inst, list(hit))
-            labels.mask[gone], inst[gone] = 0, 0
-            write_sample(labelled, sample.stem, None, labels.mask, inst)
+        for stem in bccd_half(open_count_dataset(imported / "bccd"), "train"):
+            place_file(marks[stem].image, images / marks[stem].image.name, link=True)
+    auto = data / "bccd-auto"
+    if not (auto / "dataset.json").exists():
+        label_folder(images, auto, AutoLabelConfig(kind="rbc", split_touching=True))
+    dataset = open_dataset(auto)
+    labelled = data / f"bccd-{labels}"
+    with DatasetWriter(labelled, source=f"BCCD training half: {labels} labels", pixel_size_um=BCCD_PIXEL_UM,
+                       classes=tuple(dataset.classes), extra={"scale": "given"}) as writer:
+        for i, sample in enumerate(dataset.samples):
+            image = dataset.load(i)
+            mark = marks[sample.stem]
+            instances = without_wbcs(image.instances, mark.points.get("wbc"))
+            if labels == "boxes":
+                instances = box_instances(image.mask > 0, mark.boxes.get("rbc", np.zeros((0, 4))), instances)
+            writer.add(sample.stem, image.image, (instances > 0).astype(np.uint8), instances)
     rescale_dataset(labelled, out, MODEL_PIXEL_UM, BCCD_PIXEL_UM)
+
+
+def without_wbcs(instances: np.ndarray, centres: np.ndarray | None) -> np.ndarray:
+    """The labeller's cells minus those under a WBC box centre (its nucleus test catches most of them already)."""
+    if centres is None or not len(centres):
+        return instances
+    h, w = instances.shape
+    hit = set(instances[centres[:, 1].astype(int).clip(0, h - 1), centres[:, 0].astype(int).clip(0, w - 1)].tolist())
+    return np.where(np.isin(instances, list(hit - {0})), 0, instances)
+
+
+def box_instances(foreground: np.ndarray, boxes: np.ndarray, auto: np.ndarray, cover: float = 0.6) -> np.ndarray:
+    """One cell per box: the pixels of its inscribed ellipse that are nearer (in ellipse-normalised distance) to its
+    centre than to any other box's, cut to ``foreground`` — or the ellipse itself, shrunk a little, where the
+    foreground covers under ``cover`` of it (a pale cell the labeller missed). ``auto`` cells that lie mostly
+    outside every box are kept as they are."""
+    h, w = foreground.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    nearest = np.full((h, w), np.inf, np.float32)
+    owner = np.zeros((h, w), np.int32)
+    for k, (x1, y1, x2, y2) in enumerate(boxes, 1):
+        r = np.hypot((xx - (x1 + x2) / 2) / max((x2 - x1) / 2, 1), (yy - (y1 + y2) / 2) / max((y2 - y1) / 2, 1))
+        take = (r <= 1) & (r < nearest)
+        nearest[take], owner[take] = r[take], k
+    out = np.zeros((h, w), np.int32)
+    for k in range(1, len(boxes) + 1):
+        region = owner == k
+        cell = region & foreground
+        out[cell if cell.sum() >= cover * region.sum() else region & (nearest <= 0.95)] = k
+    owned, label = out > 0, len(boxes) + 1
+    for v in np.unique(auto[auto > 0]):
+        cell = auto == v
+        if (cell & owned).sum() <= 0.3 * cell.sum():
+            out[cell & ~owned], label = label, label + 1
+    return out
 
 
 def train_models(sets: dict[str, Path], work: Path, recipe: Recipe) -> dict[str, Path]:
@@ -254,6 +293,11 @@ if __name__ == "__main__":
     parser.add_argument("--bundle", action="store_true", help="write the chosen model to runtime/models/default.onnx")
     parser.add_argument("--single-steps", type=int, default=Recipe.single_steps)
     parser.add_argument("--transfer-steps", type=int, default=Recipe.transfer_steps)
+    parser.add_argument("--transfer-n", type=int, default=Recipe.transfer_n)
+    parser.add_argument("--bccd-labels", choices=("boxes", "auto"), default=Recipe.bccd_labels,
+                        help="U-Transfer's BCCD cells: shaped by the hand-drawn RBC boxes, or the labeller's")
     args = parser.parse_args()
-    publish(main(args.real, args.work, Recipe(single_steps=args.single_steps, transfer_steps=args.transfer_steps),
+    publish(main(args.real, args.work, Recipe(single_steps=args.single_steps, transfer_steps=args.transfer_steps,
+                                              transfer_n=args.transfer_n,
+                                              bccd_labels=args.bccd_labels),
                  args.bundle), args.out)
