@@ -23,10 +23,12 @@ _BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
 # A part cut by the frame edge may show any fraction of its cell: such parts are kept down to this fraction of the
 # minimum area (debris elsewhere), and the border policy decides whether they count.
 CUT_CELL_FRACTION = 0.25
-# A clump no larger than this many times the frame's median single cell is one cell, whatever its outline: a split
-# would cut an ovalocyte in two, or follow two distance maxima that a coarse class map's jagged outline makes. Two
-# cells touching or overlapping, even by a third, are larger. The median adapts to the sample (Chula RBCs are
-# 7 µm, BCCD's 7.5, the simulator's 6); 1.1–1.4 gave the same real-image counts within 1 % (README).
+# Two parts of a clump no larger together than this many times the frame's median single cell are one cell,
+# whatever their outline: a split would cut an ovalocyte in two, or follow two distance maxima that a coarse class
+# map's jagged outline makes. Two cells touching or overlapping, even by a third, are larger. The median adapts to
+# the sample (Chula RBCs are 7 µm, BCCD's 7.5, the simulator's 6); 1.1 and 1.4 moved the real-image counts by at
+# most 1.1 points (benchmarks/results/counting_rules.json). Only for classes of a narrow size range: see
+# `CountingConfig.one_cell_factor`.
 ONE_CELL = 1.25
 
 CELL_DTYPE = np.dtype([
@@ -53,7 +55,7 @@ class CountingConfig:
     split_touching: bool = True
     border: str = "count"
     diameter_px: float | None = None
-    one_cell: float = ONE_CELL  # 0: split by the distance map alone
+    one_cell: float = ONE_CELL  # 0: split by the distance map alone (see one_cell_factor)
     cut_cell_fraction: float = CUT_CELL_FRACTION  # 1: cut cells need the full minimum area too
 
     def __post_init__(self) -> None:
@@ -63,7 +65,7 @@ class CountingConfig:
             raise ValueError(f"pixel size must be positive, got {self.pixel_size_um}")
         if self.diameter_px is not None and self.diameter_px < 2:
             raise ValueError(f"diameter must be at least 2 px, got {self.diameter_px}")
-        if self.one_cell < 0 or not 0 <= self.cut_cell_fraction <= 1:
+        if not (math.isfinite(self.one_cell) and self.one_cell >= 0 and 0 <= self.cut_cell_fraction <= 1):
             raise ValueError(f"one_cell must be ≥ 0 and cut_cell_fraction in 0–1, got {self.one_cell}, "
                              f"{self.cut_cell_fraction}")
         if self.min_area_um2 and self.pixel_size_um is None:
@@ -90,6 +92,13 @@ class CountingConfig:
         if self.min_area_um2 and name in self.min_area_um2:
             return int(round(self.min_area_um2[name] / pixel_size_um**2))
         return cell_size(name).min_area_px(pixel_size_um)
+
+    def one_cell_factor(self, class_id: int) -> float:
+        """`one_cell` where the rule is safe for the class: two of its smallest cells are larger than `one_cell` ×
+        a typical one (RBCs, 5–7 µm), so two small cells touching are never taken for one; 0 where the sizes span
+        too much (macrophages, 13–20 µm: two small ones are the area of one large one)."""
+        size = cell_size(self.class_names[class_id])
+        return self.one_cell if 2 * size.min_um**2 > self.one_cell * size.typical_um**2 else 0.0
 
     def min_radius_px(self, class_id: int, pixel_size_um: float | None = None) -> float:
         pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
@@ -133,7 +142,7 @@ class CellCounter:
             binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary)
             min_area = cfg.min_area(class_id, pixel_size)
             found = find_instances(binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None,
-                                   min_area, cfg.one_cell)
+                                   min_area, cfg.one_cell_factor(class_id))
             area = found.stats[:, cv2.CC_STAT_AREA]
             found = found.keep(np.flatnonzero((area >= min_area) | (_on_border(found.stats, h, w)
                                                                     & (area >= cfg.cut_cell_fraction * min_area))))

@@ -56,8 +56,9 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     have; see `_split_clump`); then neighbouring parts merge again, highest saddle first, when the lower of their two peaks rises less than
     DYNAMICS·r above the saddle between them (one cell's ridge: an ellipse, a ring, a lobed outline), or when one
     of them is smaller than ``min_area`` (a part of a cell is never dropped as debris: a clump loses no pixels),
-    or, with ``one_cell``, when together they are no larger than ``one_cell`` × the median area of the frame's
-    single cells (see `runtime.counting.ONE_CELL`).
+    or, with ``one_cell``, when the two parts together are no larger than ``one_cell`` × the median area of the
+    frame's single cells (see `runtime.counting.ONE_CELL`; merges go pairwise, highest saddle first, so a larger
+    clump can end with one such merged part beside others).
     Only clumps are split, on their bounding boxes, and only their statistics are recomputed: the whole-frame
     work is one labelling, one distance transform, one dilation.
     """
@@ -79,11 +80,12 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     points = points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
     px, py = points[:, 0], points[:, 1]
     pairs = np.unique(np.stack([comp[py, px], markers[py, px]]), axis=1)
-    clumps = np.flatnonzero(np.bincount(pairs[0], minlength=n_comp) > 1)
+    n_markers = np.bincount(pairs[0], minlength=n_comp)
+    clumps = np.flatnonzero(n_markers > 1)
     if not clumps.size:
         return Instances(comp, ids, stats, centroids)
     dynamics = max(DYNAMICS_FLOOR, DYNAMICS * radius_px)
-    one_cell_area = _one_cell_area(stats, clumps, min_area, one_cell)
+    one_cell_area = _one_cell_area(stats, n_markers[1:] == 1, fg.shape, min_area, one_cell)
     new_ids, new_stats, new_centroids = [], [], []
     next_id = n_comp
     for c in clumps:
@@ -109,15 +111,16 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
                      np.concatenate([centroids[whole], np.asarray(new_centroids, np.float64).reshape(-1, 2)]))
 
 
-def _one_cell_area(stats: np.ndarray, clumps: np.ndarray, min_area: int, factor: float) -> float:
-    """``factor`` × the median area of this frame's single cells (components with one marker, above the minimum
-    area), or 0 where fewer than MIN_SINGLES of them leave no reliable median."""
+def _one_cell_area(stats: np.ndarray, single: np.ndarray, shape: tuple[int, int], min_area: int,
+                   factor: float) -> float:
+    """``factor`` × the median area of this frame's single cells — components with exactly one marker, above the
+    minimum area and clear of the frame edge (a cut cell shows only part of its area) — or 0 where fewer than
+    MIN_SINGLES of them leave no reliable median."""
     if not factor:
         return 0.0
-    single = np.ones(len(stats), bool)
-    single[clumps - 1] = False
-    areas = stats[single, cv2.CC_STAT_AREA]
-    areas = areas[areas >= min_area]
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    inside = (x > 0) & (y > 0) & (x + w < shape[1]) & (y + h < shape[0])
+    areas = area[single & inside & (area >= min_area)]
     return factor * float(np.median(areas)) if len(areas) >= MIN_SINGLES else 0.0
 
 

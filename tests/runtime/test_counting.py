@@ -74,28 +74,34 @@ def test_a_sliver_cut_by_the_frame_edge_is_a_cell_and_the_border_policy_decides(
     assert sorted(result.cells["touches_border"].tolist()) == [False, True]
 
 
-@pytest.mark.parametrize("singles, expected", [(5, 1), (0, 2)])
-def test_a_clump_the_size_of_one_cell_is_one_cell_beside_enough_single_cells(singles, expected):
+@pytest.mark.parametrize("singles, cut, expected", [(5, 0, 1), (4, 0, 2), (4, 1, 2)])
+def test_a_clump_the_size_of_one_cell_is_one_cell_beside_enough_single_cells(singles, cut, expected):
     m = np.zeros((80, 220), np.uint8)
     for i in range(singles):
         disc(m, (20 + 40 * i, 60), 7, RBC)  # the frame's single cells: 7 µm discs
+    for i in range(cut):
+        disc(m, (215, 20 + 40 * i), 7, RBC)  # a single cell cut by the frame edge: not one for the median
     disc(m, (30, 20), 5, RBC)
     disc(m, (38, 20), 5, RBC)  # a peanut of 6.5 × 5 µm: two distance maxima and a neck, yet one cell's area
     disc(m, (120, 20), 7, RBC)
     disc(m, (133, 20), 7, RBC)  # two single cells overlapping as much: twice the area, two cells
     result = CellCounter(CountingConfig(**CFG)).count(m, return_labels=True)
-    assert len(np.unique(result.labels[:40, :60])) - 1 == expected  # too few singles for a median: split as before
-    assert len(np.unique(result.labels[:40, 100:])) - 1 == 2
-    assert result.counts["rbc"] == singles + expected + 2
+    assert len(np.unique(result.labels[:40, :60])) - 1 == expected  # under 5 singles, no median: split as before
+    assert len(np.unique(result.labels[:40, 100:150])) - 1 == 2
+    assert result.counts["rbc"] == singles + cut + expected + 2
+    off = CellCounter(CountingConfig(one_cell=0, **CFG)).count(m, return_labels=True)
+    assert len(np.unique(off.labels[:40, :60])) - 1 == 2
 
 
-def test_two_touching_macrophages_stay_two_among_single_ones_of_similar_size():
+def test_the_one_cell_rule_is_off_for_macrophages_whose_sizes_span_too_much():
     m = np.zeros((200, 260), np.uint8)
     for i in range(5):
-        disc(m, (25 + 50 * i, 150), 15, MACROPHAGE)  # 15 µm singles at 0.5 µm/px
+        disc(m, (25 + 50 * i, 150), 17, MACROPHAGE)  # 17 µm singles at 0.5 µm/px
     disc(m, (40, 40), 13, MACROPHAGE)
-    disc(m, (66, 40), 13, MACROPHAGE)  # two 13-µm cells touching: less than one 20-µm cell, 1.7 singles
-    assert CellCounter(CountingConfig(**CFG)).count(m).counts["macrophage"] == 7
+    disc(m, (66, 40), 13, MACROPHAGE)  # two 13-µm cells touching: under 1.25 × a 17-µm cell's area
+    config = CountingConfig(**CFG)
+    assert config.one_cell_factor(MACROPHAGE) == 0 and config.one_cell_factor(RBC) == 1.25
+    assert CellCounter(config).count(m).counts["macrophage"] == 7
 
 
 def test_small_debris_is_dropped_by_per_class_minimum_area():
@@ -140,6 +146,10 @@ def test_bad_configuration():
         CountingConfig(border="sometimes")
     with pytest.raises(ValueError, match="unknown class"):
         CountingConfig(min_area_px={"platelet": 3})
+    for bad in ({"one_cell": float("nan")}, {"one_cell": float("inf")}, {"one_cell": -1.0},
+                {"cut_cell_fraction": 1.5}, {"cut_cell_fraction": float("nan")}):
+        with pytest.raises(ValueError, match="one_cell must be"):
+            CountingConfig(**bad)
 
 
 def test_simulated_ground_truth_counts_within_two_percent():
