@@ -42,6 +42,7 @@ from runtime.errors import CscError
 from runtime.imageio import list_images, place_file
 from runtime.rescale import rescale_dataset
 from runtime.synthesize import synthesize_dataset
+from runtime.writers import write_json
 from trainer.autolabel import AutoLabelConfig
 from trainer.labelling import label_folder
 from trainer.regimes import plan_single, plan_transfer
@@ -128,7 +129,7 @@ def bccd_mixed(real: Path, data: Path, out: Path, labels: str) -> None:
     if not (auto / "dataset.json").exists():
         label_folder(images, auto, AutoLabelConfig(kind="rbc", split_touching=True))
     dataset = open_dataset(auto)
-    labelled = data / f"bccd-{labels}"
+    labelled = data / f"bccd-train-{labels}"
     with DatasetWriter(labelled, source=f"BCCD training half: {labels} labels", pixel_size_um=BCCD_PIXEL_UM,
                        classes=tuple(dataset.classes), extra={"scale": "given"}) as writer:
         for i, sample in enumerate(dataset.samples):
@@ -136,7 +137,7 @@ def bccd_mixed(real: Path, data: Path, out: Path, labels: str) -> None:
             mark = marks[sample.stem]
             instances = without_wbcs(image.instances, mark.points.get("wbc"))
             if labels == "boxes":
-                instances = box_instances(image.mask > 0, mark.boxes.get("rbc", np.zeros((0, 4))), instances)
+                instances = box_instances(instances > 0, mark.boxes.get("rbc", np.zeros((0, 4))), instances)
             writer.add(sample.stem, image.image, (instances > 0).astype(np.uint8), instances)
     rescale_dataset(labelled, out, MODEL_PIXEL_UM, BCCD_PIXEL_UM)
 
@@ -156,6 +157,8 @@ def box_instances(foreground: np.ndarray, boxes: np.ndarray, auto: np.ndarray, c
     foreground covers under ``cover`` of it (a pale cell the labeller missed). ``auto`` cells that lie mostly
     outside every box are kept as they are."""
     h, w = foreground.shape
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    boxes = boxes[(boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)]  # a degenerate box is no cell
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     nearest = np.full((h, w), np.inf, np.float32)
     owner = np.zeros((h, w), np.int32)
@@ -173,7 +176,10 @@ def box_instances(foreground: np.ndarray, boxes: np.ndarray, auto: np.ndarray, c
         cell = auto == v
         if (cell & owned).sum() <= 0.3 * cell.sum():
             out[cell & ~owned], label = label, label + 1
-    return out
+    ids = np.unique(out[out > 0])  # ids 1..N: boxes wholly outside the frame leave no gap
+    lut = np.zeros(label, np.int32)
+    lut[ids] = np.arange(1, len(ids) + 1)
+    return lut[out]
 
 
 def train_models(sets: dict[str, Path], work: Path, recipe: Recipe) -> dict[str, Path]:
@@ -260,9 +266,20 @@ def choose(evaluation: dict, models: dict[str, Path]) -> str | None:
     return best
 
 
+def keep_recipe(work: Path, recipe: Recipe) -> None:
+    """Each stage is reused when its output exists: a work folder made by another recipe would silently give that
+    recipe's data and models under this one's name, so it is refused."""
+    path = work / "recipe.json"
+    if path.exists() and json.loads(path.read_text(encoding="utf-8")) != asdict(recipe):
+        raise CscError("this work folder holds the data and runs of another recipe", path=work,
+                       fix="pass a new --work, or delete the folder")
+    write_json(path, asdict(recipe))
+
+
 def main(real: Path, work: Path, recipe: Recipe, bundle: bool) -> dict:
     if not real.is_dir():
         raise CscError("the real images are not here", path=real, fix="run beside ../shared/real, or pass --real")
+    keep_recipe(work, recipe)
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     began = time.perf_counter()
     sets = prepare_data(real, work, recipe)

@@ -1,8 +1,14 @@
 """The real-model recipe's label making: BCCD boxes shape the cells of U-Transfer's mixed images."""
+from pathlib import Path
+
 import cv2
 import numpy as np
+import pytest
 
-from benchmarks.real_model import box_instances, without_wbcs
+from benchmarks.real_model import Recipe, bccd_mixed, box_instances, keep_recipe, without_wbcs
+from runtime.errors import CscError
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
 
 
 def test_two_overlapping_boxes_over_one_blob_become_two_cells():
@@ -39,11 +45,30 @@ def test_cells_under_a_wbc_box_centre_are_dropped():
     assert without_wbcs(auto, None) is auto
 
 
-def test_the_counting_rule_settings_are_counter_options():
-    from benchmarks.counting_rules import SETTINGS
-    from runtime.counting import CountingConfig
+def test_degenerate_and_outside_boxes_make_no_cell_and_leave_no_id_gap():
+    fg = np.ones((40, 40), bool)
+    boxes = np.array([[5, 5, 5.5, 30], [100, 100, 130, 130], [10, 10, 30, 30]], np.float32)
+    cells = box_instances(fg, boxes, np.zeros((40, 40), np.int32))
+    assert sorted(np.unique(cells).tolist()) == [0, 1]
+    assert cells[20, 20] == 1 and cells[20, 5] == 0
 
-    configs = {name: CountingConfig(**settings) for name, settings in SETTINGS.items()}
-    assert configs["both off (the counter before)"].one_cell == 0
-    assert configs["both off (the counter before)"].cut_cell_fraction == 1
-    assert configs["both rules (defaults)"] == CountingConfig()
+
+def test_a_work_folder_of_another_recipe_is_refused(tmp_path):
+    keep_recipe(tmp_path, Recipe())
+    keep_recipe(tmp_path, Recipe())  # the same recipe: its stages are reused
+    with pytest.raises(CscError, match="another recipe"):
+        keep_recipe(tmp_path, Recipe(transfer_steps=10))
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real images not present at {REAL} (see its README)")
+def test_bccd_training_half_with_box_or_labeller_cells(tmp_path):
+    from runtime.dataset import open_dataset
+
+    counts = {}
+    for labels in ("auto", "boxes"):
+        bccd_mixed(REAL, tmp_path / "data", tmp_path / f"out-{labels}", labels)
+        dataset = open_dataset(tmp_path / f"out-{labels}")
+        assert len(dataset) == 97 and dataset.pixel_size_um == 0.4
+        counts[labels] = sum(n["rbc"] for n in dataset.meta["images"].values())
+    assert counts["boxes"] > 1.1 * counts["auto"], "boxes part the overlapping cells the labeller merged"
+    assert (tmp_path / "data" / "bccd-auto" / "dataset.json").exists(), "the labeller's own output stays as it was"
