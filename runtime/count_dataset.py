@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
+from runtime.csv_rows import csv_rows
 from runtime.dataset import COUNT_ONLY_KINDS, CheckReport, annotation_kind, read_meta
 from runtime.errors import CscError
 from runtime.imageio import list_images, read_raw, write_text
@@ -97,7 +98,7 @@ def open_count_dataset(root: str | Path) -> CountDataset:
     points: dict[str, dict[str, list]] = {stem: {} for stem in images}
     boxes: dict[str, dict[str, list]] = {stem: {} for stem in images}
     path = root / MARK_FILES[kind]
-    for line, row in _rows(path, MARK_COLUMNS[kind]):
+    for line, row in csv_rows(path, MARK_COLUMNS[kind], absent_fix="a count-only dataset needs this file"):
         stem, name = row["image"], row["class"]
         if stem not in images:
             raise CscError(f"line {line}: image {stem!r} is not in images/", path=path,
@@ -139,19 +140,6 @@ def check_count_dataset(root: str | Path) -> CheckReport:
             if outside:
                 problems.append(f"{sample.image}: {outside} {name} mark(s) outside the {w}×{h} image")
     return CheckReport(n_images=len(dataset), problems=problems, pixel_fraction={}, cells=cells, sizes=sizes)
-
-
-def _rows(path: Path, columns: tuple[str, ...]):
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as err:
-        raise CscError(f"cannot read ({err.strerror})", path=path, fix="a count-only dataset needs this file") from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in columns if c not in (reader.fieldnames or [])]
-    if missing:
-        raise CscError(f"missing column(s) {', '.join(missing)}; expected {','.join(columns)}", path=path)
-    for row in reader:
-        yield reader.line_num, row
 
 
 def _float(row: dict, column: str, line: int, path: Path) -> float:

@@ -10,13 +10,14 @@
 """
 from __future__ import annotations
 
-import csv
-import io
 import re
 from pathlib import Path
 
 from runtime.annotations.model import Annotations, Box, ImageAnnotation, Point, number
+from runtime.csv_rows import csv_rows
 from runtime.errors import CscError
+
+CSV_OR_FOLDER = "pass a CSV file or a folder of .txt files"
 
 _SPLIT = re.compile(r"[,\s]+")
 YOLO_NAMES = ("classes.txt", "obj.names")
@@ -26,7 +27,7 @@ def read_points(src: Path) -> Annotations:
     if src.is_dir():
         images = [_text_image(path, _point_line) for path in _text_files(src)]
         return Annotations("points", "points", images, files=set(_text_files(src)))
-    rows = _csv_rows(src, required=("image", "x", "y"), optional=("class",))
+    rows = csv_rows(src, ("image", "x", "y"), ("class",), CSV_OR_FOLDER)
     images: dict[str, ImageAnnotation] = {}
     for line, row in rows:
         image = _image_of(images, row["image"], src)
@@ -41,7 +42,7 @@ def read_boxes(src: Path) -> Annotations:
         files = _text_files(src, exclude=YOLO_NAMES)
         images = [_text_image(path, lambda f, where: _yolo_line(f, where, names)) for path in files]
         return Annotations("boxes", "boxes", images, declared=list(names.values()), files=set(files))
-    rows = _csv_rows(src, required=("image", "class", "x1", "y1", "x2", "y2"))
+    rows = csv_rows(src, ("image", "class", "x1", "y1", "x2", "y2"), absent_fix=CSV_OR_FOLDER)
     images: dict[str, ImageAnnotation] = {}
     for line, row in rows:
         image = _image_of(images, row["image"], src)
@@ -54,27 +55,6 @@ def _image_of(images: dict[str, ImageAnnotation], name: str, src: Path) -> Image
     """Rows of one image, whether they name it with its suffix or without (both are seen in the wild)."""
     image = ImageAnnotation(name, f"{src.name} (image {name})")
     return images.setdefault(image.stem, image)
-
-
-def _csv_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()):
-    if not path.is_file():
-        raise CscError("annotation file not found", path=path, fix="pass a CSV file or a folder of .txt files")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CscError(f"cannot read ({err})", path=path) from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = [c.strip().lower() for c in reader.fieldnames or []]
-    missing = [c for c in required if c not in header]
-    if missing:
-        expected = ",".join(required + optional)
-        raise CscError(f"the CSV header lacks {', '.join(missing)} (found: {','.join(header) or 'nothing'})", path=path,
-                       fix=f"the first line must name the columns, e.g. {expected}")
-    reader.fieldnames = header
-    for row in reader:
-        if None in row:
-            raise CscError(f"line {reader.line_num} has more fields than the header", path=path)
-        yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
 
 
 def _text_files(folder: Path, exclude: tuple[str, ...] = ()) -> list[Path]:

@@ -8,8 +8,6 @@ class that ``--classes '*=NAME'`` gives.
 """
 from __future__ import annotations
 
-import csv
-import io
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import cv2
 import numpy as np
 
 from runtime.annotations.model import Annotations, ImageAnnotation
+from runtime.csv_rows import csv_rows
 from runtime.errors import CscError
 from runtime.imageio import is_image_name, read_raw
 
@@ -64,22 +63,13 @@ def _load(path: Path, names: dict[int, str]) -> tuple[np.ndarray, dict[int, str]
 
 def _class_table(path: Path) -> dict[str, dict[int, str]]:
     """{image stem: {label id (0 = every cell of the file): class name}}."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CscError(f"cannot read the class table ({err})", path=path) from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = [c.strip().lower() for c in reader.fieldnames or []]
-    if not {"image", "class"} <= set(header):
-        raise CscError("a class table needs the columns image,class or image,label,class", path=path)
-    reader.fieldnames = header
     table: dict[str, dict[int, str]] = {}
-    for row in reader:
-        stem = Path(row["image"].strip()).stem if Path(row["image"].strip()).suffix else row["image"].strip()
-        label = (row.get("label") or "").strip()
+    for line, row in csv_rows(path, ("image", "class"), ("label",), "pass the class table's CSV file"):
+        stem = Path(row["image"]).stem if Path(row["image"]).suffix else row["image"]
+        label = row.get("label", "")
         try:
             label_id = int(label) if label else 0
         except ValueError:
-            raise CscError(f"line {reader.line_num}: label {label!r} is not an integer id", path=path) from None
-        table.setdefault(image_stem(Path(stem)), {})[label_id] = row["class"].strip()
+            raise CscError(f"line {line}: label {label!r} is not an integer id", path=path) from None
+        table.setdefault(image_stem(Path(stem)), {})[label_id] = row["class"]
     return table
