@@ -26,8 +26,8 @@ CUT_CELL_FRACTION = 0.25
 # Two parts of a clump no larger together than this many times the frame's median single cell are one cell,
 # whatever their outline: a split would cut an ovalocyte in two, or follow two distance maxima that a coarse class
 # map's jagged outline makes. Two cells touching or overlapping, even by a third, are larger. The median adapts to
-# the sample (Chula RBCs are 7 µm, BCCD's 7.5, the simulator's 6); 1.1 and 1.4 moved the real-image counts by at
-# most 1.1 points (benchmarks/results/counting_rules.json). Only for classes of a narrow size range: see
+# the sample (Chula RBCs are 7 µm, BCCD's 7.5, the simulator's 6); 1.1 and 1.35 moved the real-image counts by at
+# most 0.8 points (benchmarks/results/counting_rules.json). Only for classes of a narrow size range: see
 # `CountingConfig.one_cell_factor`.
 ONE_CELL = 1.25
 
