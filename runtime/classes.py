@@ -32,6 +32,12 @@ class CellSize:
         radius_px = self.min_um / pixel_size_um / 2.0
         return max(1, int(round(3.141592653589793 * radius_px**2 * fraction)))
 
+    def one_cell_safe(self, factor: float) -> bool:
+        """Whether "two parts together no larger than ``factor`` × a typical cell are one cell" holds for this kind:
+        two of its smallest cells are larger than that (RBCs, 5–7 µm), so two small cells touching are never taken
+        for one. Not where the sizes span too much (macrophages, 13–20 µm: two small ones are one large one)."""
+        return 2 * self.min_um**2 > factor * self.typical_um**2
+
 
 CELL_SIZES: dict[int, CellSize] = {RBC: CellSize(5.0, 7.0), MACROPHAGE: CellSize(13.0, 20.0)}
 

@@ -15,14 +15,11 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, cell_size
 from runtime.errors import CscError
-from runtime.instances import find_instances
+from runtime.instances import CUT_CELL_FRACTION, find_instances, on_border
 from runtime.scale import estimate_diameter
 
 BORDER_POLICIES = ("count", "ignore", "half")
 _BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
-# A part cut by the frame edge may show any fraction of its cell: such parts are kept down to this fraction of the
-# minimum area (debris elsewhere), and the border policy decides whether they count.
-CUT_CELL_FRACTION = 0.25
 # Two parts of a clump no larger together than this many times the frame's median single cell are one cell,
 # whatever their outline: a split would cut an ovalocyte in two, or follow two distance maxima that a coarse class
 # map's jagged outline makes. Two cells touching or overlapping, even by a third, are larger. The median adapts to
@@ -94,11 +91,8 @@ class CountingConfig:
         return cell_size(name).min_area_px(pixel_size_um)
 
     def one_cell_factor(self, class_id: int) -> float:
-        """`one_cell` where the rule is safe for the class: two of its smallest cells are larger than `one_cell` ×
-        a typical one (RBCs, 5–7 µm), so two small cells touching are never taken for one; 0 where the sizes span
-        too much (macrophages, 13–20 µm: two small ones are the area of one large one)."""
-        size = cell_size(self.class_names[class_id])
-        return self.one_cell if 2 * size.min_um**2 > self.one_cell * size.typical_um**2 else 0.0
+        """`one_cell` where the rule is safe for the class (`CellSize.one_cell_safe`), else 0."""
+        return self.one_cell if cell_size(self.class_names[class_id]).one_cell_safe(self.one_cell) else 0.0
 
     def min_radius_px(self, class_id: int, pixel_size_um: float | None = None) -> float:
         pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
@@ -143,9 +137,8 @@ class CellCounter:
             min_area = cfg.min_area(class_id, pixel_size)
             found = find_instances(binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None,
                                    min_area, cfg.one_cell_factor(class_id))
-            area = found.stats[:, cv2.CC_STAT_AREA]
-            found = found.keep(np.flatnonzero((area >= min_area) | (_on_border(found.stats, h, w)
-                                                                    & (area >= cfg.cut_cell_fraction * min_area))))
+            # Parts cut by the frame edge are kept smaller; the border policy decides whether they count.
+            found = found.keep(np.flatnonzero(found.large_enough(min_area, (h, w), cfg.cut_cell_fraction)))
             table = _table(found.stats, found.centroids, class_id, next_id, pixel_size, h, w)
             if labels_out is not None and len(table):
                 lut = np.zeros(int(found.labels.max()) + 1, np.int32)
@@ -221,10 +214,6 @@ def _table(stats, centroids, class_id, first_id, pixel_size_um, h, w) -> np.ndar
     table["x"], table["y"], table["w"], table["h"] = x, y, bw, bh
     table["eq_diameter_px"] = np.sqrt(4.0 * area / math.pi)
     table["eq_diameter_um"] = table["eq_diameter_px"] * pixel_size_um
-    table["touches_border"] = _on_border(stats, h, w)
+    table["touches_border"] = on_border(stats, (h, w))
     return table
 
-
-def _on_border(stats: np.ndarray, h: int, w: int) -> np.ndarray:
-    x, y, bw, bh = (stats[:, i] for i in range(4))
-    return (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)

@@ -20,6 +20,9 @@ WINDOW = 0.5
 DYNAMICS = 0.08
 DYNAMICS_FLOOR = 0.5  # px: below it, distance-map noise
 MIN_SINGLES = 5
+# A part cut by the frame edge may show any fraction of its cell: such parts are kept down to this fraction of the
+# minimum area (debris elsewhere). Labelling and counting both apply it (`large_enough`).
+CUT_CELL_FRACTION = 0.25
 
 
 @dataclass
@@ -37,6 +40,16 @@ class Instances:
     def keep(self, rows: np.ndarray) -> Instances:
         return Instances(self.labels, self.ids[rows], self.stats[rows], self.centroids[rows])
 
+    def touches_border(self, shape: tuple[int, int]) -> np.ndarray:
+        """Per instance: does its bounding box reach the frame edge (a cell the frame may cut)."""
+        return on_border(self.stats, shape)
+
+    def large_enough(self, min_area: float, shape: tuple[int, int],
+                     cut_fraction: float = CUT_CELL_FRACTION) -> np.ndarray:
+        """Per instance: is it at least ``min_area``, or ``cut_fraction`` of it where the frame edge cuts it."""
+        area = self.stats[:, cv2.CC_STAT_AREA]
+        return (area >= min_area) | (self.touches_border(shape) & (area >= cut_fraction * min_area))
+
     def dense_labels(self) -> np.ndarray:
         """uint16 labels 1..N in row order, instances not kept set to 0 (like a hand-made instance mask)."""
         if len(self.ids) > 65535:
@@ -47,18 +60,18 @@ class Instances:
 
 
 def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
-                   one_cell: float = 0.0) -> Instances:
+                   one_cell: float = 0.0, dynamics: float = DYNAMICS) -> Instances:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split.
 
     Splitting follows the distance transform's h-maxima, the criterion of a watershed with dynamics: markers are
     distance maxima of cell-like height (≥ PEAK_HEIGHT·r); a clump with several is divided between them by a
     watershed on the distance map (cv2.watershed itself floods by image gradients, which a binary mask does not
-    have; see `_split_clump`); then neighbouring parts merge again, highest saddle first, when the lower of their two peaks rises less than
-    DYNAMICS·r above the saddle between them (one cell's ridge: an ellipse, a ring, a lobed outline), or when one
-    of them is smaller than ``min_area`` (a part of a cell is never dropped as debris: a clump loses no pixels),
-    or, with ``one_cell``, when the two parts together are no larger than ``one_cell`` × the median area of the
-    frame's single cells (see `runtime.counting.ONE_CELL`; merges go pairwise, highest saddle first, so a larger
-    clump can end with one such merged part beside others).
+    have; see `_split_clump`); then neighbouring parts merge again, highest saddle first, when the lower of their
+    two peaks rises less than ``dynamics``·r above the saddle between them (one cell's ridge: an ellipse, a ring, a
+    lobed outline), or when one of them is smaller than ``min_area`` (a part of a cell is never dropped as debris:
+    a clump loses no pixels), or, with ``one_cell``, when the two parts together are no larger than ``one_cell`` ×
+    the median area of the frame's single cells (see `runtime.counting.ONE_CELL`; merges go pairwise, highest
+    saddle first, so a larger clump can end with one such merged part beside others).
     Only clumps are split, on their bounding boxes, and only their statistics are recomputed: the whole-frame
     work is one labelling, one distance transform, one dilation.
     """
@@ -84,31 +97,42 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     clumps = np.flatnonzero(n_markers > 1)
     if not clumps.size:
         return Instances(comp, ids, stats, centroids)
-    dynamics = max(DYNAMICS_FLOOR, DYNAMICS * radius_px)
+    dynamics = max(DYNAMICS_FLOOR, dynamics * radius_px)
     one_cell_area = _one_cell_area(stats, n_markers[1:] == 1, fg.shape, min_area, one_cell)
-    new_ids, new_stats, new_centroids = [], [], []
-    next_id = n_comp
+    parts_of, next_id = [], n_comp
     for c in clumps:
         x, y, w, h = stats[c - 1, :4]
         box = (slice(y, y + h), slice(x, x + w))
         region = comp[box] == c
         parts = _split_clump(region, peaks[box] > 0, markers[box], dist[box], dynamics, min_area, one_cell_area)
         ry, rx = np.nonzero(region)
-        part = parts[ry, rx]
-        n_parts = int(part.max())
-        comp[box][ry, rx] = next_id + part - 1
-        for j in range(1, n_parts + 1):
-            jy, jx = ry[part == j], rx[part == j]
-            new_ids.append(next_id + j - 1)
-            new_stats.append([x + jx.min(), y + jy.min(), jx.max() - jx.min() + 1, jy.max() - jy.min() + 1, jy.size])
-            new_centroids.append([x + jx.mean(), y + jy.mean()])
-        next_id += n_parts
-    whole = np.ones(len(ids), bool)
-    whole[clumps - 1] = False
-    return Instances(comp,
-                     np.concatenate([ids[whole], np.asarray(new_ids, np.int32)]),
-                     np.concatenate([stats[whole], np.asarray(new_stats, np.int32).reshape(-1, 5)]),
-                     np.concatenate([centroids[whole], np.asarray(new_centroids, np.float64).reshape(-1, 2)]))
+        parts_of.append(_relabel(comp, x, y, ry, rx, parts[ry, rx] - 1, next_id))
+        next_id += len(parts_of[-1][0])
+    return _replace(Instances(comp, ids, stats, centroids), clumps - 1, parts_of)
+
+
+def _relabel(labels: np.ndarray, x: int, y: int, ry: np.ndarray, rx: np.ndarray, part: np.ndarray,
+             first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Give an instance's pixels (``ry``, ``rx`` in its box at ``x``, ``y``) the ids ``first_id`` + ``part`` (parts
+    0..P-1, each non-empty) in ``labels``; returns the parts' ids, cv2-style statistics and centroids."""
+    labels[y + ry, x + rx] = first_id + part
+    n = int(part.max()) + 1
+    area = np.bincount(part, minlength=n)
+    x0, y0, x1, y1 = np.full(n, rx.max()), np.full(n, ry.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    np.minimum.at(x0, part, rx), np.minimum.at(y0, part, ry)
+    np.maximum.at(x1, part, rx), np.maximum.at(y1, part, ry)
+    stats = np.stack([x + x0, y + y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
+    centroids = np.stack([x + np.bincount(part, rx, n) / area, y + np.bincount(part, ry, n) / area], 1)
+    return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
+
+
+def _replace(found: Instances, rows: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Instances:
+    """``found`` with its ``rows`` replaced by the parts `_relabel` made of them (appended at the end)."""
+    whole = np.ones(len(found.ids), bool)
+    whole[rows] = False
+    return Instances(found.labels, np.concatenate([found.ids[whole], *(p[0] for p in parts)]),
+                     np.concatenate([found.stats[whole], *(p[1] for p in parts)]),
+                     np.concatenate([found.centroids[whole], *(p[2] for p in parts)]))
 
 
 def _one_cell_area(stats: np.ndarray, single: np.ndarray, shape: tuple[int, int], min_area: int,
@@ -118,10 +142,15 @@ def _one_cell_area(stats: np.ndarray, single: np.ndarray, shape: tuple[int, int]
     MIN_SINGLES of them leave no reliable median."""
     if not factor:
         return 0.0
-    x, y, w, h, area = (stats[:, i] for i in range(5))
-    inside = (x > 0) & (y > 0) & (x + w < shape[1]) & (y + h < shape[0])
-    areas = area[single & inside & (area >= min_area)]
+    area = stats[:, cv2.CC_STAT_AREA]
+    areas = area[single & ~on_border(stats, shape) & (area >= min_area)]
     return factor * float(np.median(areas)) if len(areas) >= MIN_SINGLES else 0.0
+
+
+def on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per row of cv2-style statistics: does the bounding box reach the edge of a frame of this (h, w) shape."""
+    x, y, bw, bh = (stats[:, i] for i in range(4))
+    return (x == 0) | (y == 0) | (x + bw == shape[1]) | (y + bh == shape[0])
 
 
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
@@ -187,6 +216,46 @@ def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dis
     _, dense = np.unique(final[1:], return_inverse=True)
     lut = np.concatenate([[0], dense + 1]).astype(np.int32)
     return lut[parts]
+
+
+def divide_large(found: Instances, factor: float, min_area: int, shape: tuple[int, int]) -> Instances:
+    """Instances at least ``factor`` × the frame's median cell divided into round(area ÷ median) parts.
+
+    Overlapping cells (blood smears thicker than a monolayer) leave no neck and no second distance maximum: the
+    splitter sees one round-ish blob. Its area still tells how many cells it holds. The median is over instances
+    of at least ``min_area`` clear of the frame edge, and needs MIN_SINGLES of them. Each blob is divided by
+    k-means on its pixel coordinates, started from k slices along its long axis (deterministic), so the parts are
+    compact and their centroids lie near the cells' centres. ``found.labels`` is relabelled in place.
+    """
+    if not factor or not len(found.ids):
+        return found
+    area = found.stats[:, cv2.CC_STAT_AREA]
+    typical = area[~on_border(found.stats, shape) & (area >= min_area)]
+    if len(typical) < MIN_SINGLES:
+        return found
+    median = float(np.median(typical))
+    large = np.flatnonzero(area >= factor * median)
+    if not len(large):
+        return found
+    parts_of, next_id = [], int(found.labels.max()) + 1
+    for row in large:
+        x, y, w, h = found.stats[row, :4]
+        ry, rx = np.nonzero(found.labels[y:y + h, x:x + w] == found.ids[row])
+        part = _kmeans_parts(np.stack([rx, ry], 1).astype(np.float32), max(2, round(area[row] / median)))
+        parts_of.append(_relabel(found.labels, x, y, ry, rx, part, next_id))
+        next_id += len(parts_of[-1][0])
+    return _replace(found, large, parts_of)
+
+
+def _kmeans_parts(points: np.ndarray, k: int) -> np.ndarray:
+    """Part 0..P-1 (P ≤ k, no part empty) of each point: k-means started from k equal slices along the points'
+    long axis, so that the result does not depend on a random start."""
+    centred = points - points.mean(0)
+    axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
+    start = (np.argsort(np.argsort(centred @ axis)) * k // len(points)).astype(np.int32).reshape(-1, 1)
+    _, part, _ = cv2.kmeans(points, k, start, (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5), 1,
+                            cv2.KMEANS_USE_INITIAL_LABELS)
+    return np.unique(part.ravel(), return_inverse=True)[1]
 
 
 def split_touching(binary: np.ndarray, radius_px: float, min_area: int = 0) -> np.ndarray:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from runtime.counting import CellCounter, CountingConfig
-from runtime.instances import find_instances
+from runtime.instances import MIN_SINGLES, divide_large, find_instances
 from runtime.scale import estimate_diameter
 
 
@@ -56,6 +56,49 @@ def test_split_parts_below_the_minimum_area_join_their_neighbour_instead_of_vani
     found = find_instances(mask, 6, min_area=300)
     assert int(found.stats[:, cv2.CC_STAT_AREA].sum()) == int(mask.sum()), "no pixel of the clump is dropped"
     assert len(found.ids) == 1
+
+
+def singles_and_blobs(overlap_pairs=((60, 130),), triple=None):
+    """Six single discs (r 16) and blobs of two discs 24 px apart (no neck a splitter could use), optionally a row
+    of three."""
+    mask = np.zeros((200, 260), np.uint8)
+    for x in (30, 80, 130, 180, 230):
+        disc(mask, (x, 30), 16)
+    disc(mask, (230, 90), 16)
+    for x, y in overlap_pairs:
+        disc(mask, (x, y), 16), disc(mask, (x + 24, y), 16)
+    if triple is not None:
+        for i in range(3):
+            disc(mask, (triple[0] + 24 * i, triple[1]), 16)
+    return mask
+
+
+def test_a_blob_of_overlapping_cells_is_divided_by_its_area():
+    mask = singles_and_blobs(triple=(140, 160))
+    found = divide_large(find_instances(mask), 1.8, 100, mask.shape)
+    assert len(found.ids) == 6 + 2 + 3
+    assert int(found.stats[:, cv2.CC_STAT_AREA].sum()) == int(mask.sum()), "no pixel lost"
+    pair = found.centroids[(found.centroids[:, 1] > 110) & (found.centroids[:, 1] < 150)]
+    assert np.abs(np.sort(pair[:, 0]) - [60, 84]).max() < 8, "each part's centroid near its disc's centre"
+    for row, i in enumerate(found.ids):  # labels agree with the statistics
+        assert int((found.labels == i).sum()) == found.stats[row, cv2.CC_STAT_AREA]
+
+
+def test_no_division_without_enough_single_cells_to_know_a_cells_area():
+    mask = np.zeros((100, 160), np.uint8)
+    for x in range(20, 20 + 24 * (MIN_SINGLES - 1), 24):
+        disc(mask, (x, 50), 16)  # one long blob and nothing else
+    found = divide_large(find_instances(mask), 1.8, 100, mask.shape)
+    assert len(found.ids) == 1
+
+
+def test_parts_cut_by_the_frame_edge_are_kept_smaller():
+    mask = np.zeros((60, 60), np.uint8)
+    mask[20:30, 0:6] = 1  # 60 px at the left edge
+    mask[20:30, 30:36] = 1  # 60 px inside
+    found = find_instances(mask)
+    kept = found.large_enough(100, mask.shape)
+    assert kept.tolist() == [True, False] if found.stats[0, 0] == 0 else [False, True]
 
 
 def test_a_thin_fibre_makes_no_markers():

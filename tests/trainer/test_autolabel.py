@@ -61,6 +61,75 @@ def test_hole_filling_fills_a_cells_holes_but_not_the_gap_between_cells():
     assert four[40, 40] == 0 and fill_holes(four, max_area=2000)[40, 40] == 0 and fill_holes(four)[40, 40] == 255
 
 
+def test_a_cell_cut_by_the_frame_edge_keeps_its_pale_centre_but_a_gap_at_the_edge_stays_background():
+    ring = np.zeros((40, 60), np.uint8)
+    cv2.circle(ring, (8, 20), 12, 255, 3)  # a rim cut by the left edge: its centre reaches the edge
+    filled = fill_holes(ring, max_area=600)
+    assert ring[20, 2] == 0 and filled[20, 2] == 255
+    two = np.zeros((40, 60), np.uint8)
+    cv2.circle(two, (20, 10), 11, 255, -1), cv2.circle(two, (40, 10), 11, 255, -1)  # the gap below them and the edge
+    assert (fill_holes(two, max_area=600) == two).all()
+
+
+def test_a_pale_cell_cut_by_the_frame_edge_is_labelled():
+    img = canvas()
+    for x in (40, 80, 120):
+        cv2.circle(img, (x, 60), 14, 80, 3)  # pale-centred cells inside
+    cv2.circle(img, (4, 30), 14, 80, 3)  # and one cut by the frame edge: a "C" the frame closes
+    label = auto_label(img, plain(fill="holes", close_rims=True, reject=True, pixel_size_um=0.2))
+    assert label.mask[30, 2] == RBC and label.mask[30, 10] == RBC
+
+
+def test_a_part_cut_by_the_frame_edge_is_kept_down_to_a_quarter_of_the_minimum_area():
+    img = canvas()
+    img[40:48, 0:6] = 60  # 48 px at the frame edge: a sliver of a cell the frame cuts
+    img[40:48, 80:86] = 60  # the same inside the frame: debris
+    label = auto_label(img, plain(min_area_px=100, split_touching=True, fill="holes"))
+    assert label.mask[44, 2] == RBC and label.mask[44, 82] == 0 and label.rejected["small"] == 1
+
+
+def test_overlapping_cells_are_two_and_an_ovalocyte_one():
+    """Blood smears overlap cells in places: two discs 0.75 diameters apart count two, and so does a blob of two
+    cells' area that overlapping left convex (no neck, one distance maximum), while an 8.8 × 4.8 µm ovalocyte beside
+    them stays one cell."""
+    img = np.full((200, 320), BG, np.uint8)
+    for x in (30, 90, 150, 210, 270):
+        cv2.circle(img, (x, 40), 16, 80, -1)
+    cv2.circle(img, (60, 130), 16, 80, -1), cv2.circle(img, (84, 130), 16, 80, -1)
+    cv2.ellipse(img, (150, 150), (28, 18), 0, 0, 360, 80, -1)  # 1.97 discs' area
+    pixel = 6.0 / 32  # a typical 6 µm RBC is 32 px across
+    cv2.ellipse(img, (220, 130), (round(4.4 / pixel), round(2.4 / pixel)), 20, 0, 360, 80, -1)
+    label = auto_label(img, AutoLabelConfig(split_touching=True, pixel_size_um=pixel))
+    assert int(label.instances.max()) == 5 + 2 + 2 + 1
+    assert len(np.unique(label.instances[130, 210:231])) == 1, "the ovalocyte is one cell"
+
+
+def fluorescence(dim: int):
+    """Two nuclei on a dark background with an offset, blurred by the optics: one bright, one ``dim``."""
+    image = np.full((100, 200), 20.0, np.float32)
+    truth = np.zeros((100, 200), np.uint8)
+    for x, level in ((50, 230), (140, dim)):
+        cv2.circle(truth, (x, 50), 18, 1, -1)
+        cv2.circle(image, (x, 50), 18, level, -1)
+    image = cv2.GaussianBlur(image, (0, 0), 4)
+    return cv2.merge([np.clip(image, 0, 255).astype(np.uint8)] * 3), truth
+
+
+def test_bright_images_take_each_objects_own_level():
+    """A dim nucleus beside a bright one: one global threshold cuts it small; each object's own level (a fraction
+    of its own peak) outlines both alike."""
+    image, truth = fluorescence(dim=110)
+
+    def ious(**kw):
+        mask = auto_label(image, config_for("rbc", diameter_px=36, **kw)).mask > 0
+        return [iou(mask[:, half], truth[:, half] > 0) for half in (slice(0, 100), slice(100, 200))]
+
+    bright, dim = ious()
+    one_level = ious(per_object_level=False)
+    assert dim == pytest.approx(bright, abs=0.02) and dim > 0.8
+    assert dim > one_level[1] + 0.1
+
+
 def test_small_areas_are_removed_in_px_and_um2():
     img = canvas()
     cv2.circle(img, (40, 48), 12, 80, -1)  # area ≈ 450 px
