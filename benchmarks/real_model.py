@@ -110,8 +110,8 @@ def bccd_mixed(real: Path, data: Path, out: Path, labels: str) -> None:
     ``labels="auto"``: the labeller's RBC instances, with cells whose centre falls in a WBC box set to background.
     ``labels="boxes"``: the paper's U-Transfer uses hand-labelled mixed images, and the TXL-PBC RBC boxes are this
     half's hand labels — each box's inscribed ellipse, cut to the labeller's foreground, is one cell, so cells that
-    overlap (which no mask-only splitter separates) are taught as separate cells; labeller cells outside every box
-    (TXL-PBC misses about 5 %) are kept, those hit by a WBC box centre dropped."""
+    overlap (which a mask-only splitter separates only by area) are taught as separate cells; labeller cells
+    outside every box (TXL-PBC misses about 5 %) are kept, those hit by a WBC box centre dropped."""
     from runtime.count_dataset import open_count_dataset
     from runtime.dataset import DatasetWriter, open_dataset
 
