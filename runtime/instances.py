@@ -20,6 +20,9 @@ WINDOW = 0.5
 DYNAMICS = 0.08
 DYNAMICS_FLOOR = 0.5  # px: below it, distance-map noise
 MIN_SINGLES = 5
+# `divide_large` divides a blob into at most this many cells (the largest clumps in the Chula and BCCD training
+# images hold 8 and 11 cells' area).
+MAX_PARTS = 12
 # A part cut by the frame edge may show any fraction of its cell: such parts are kept down to this fraction of the
 # minimum area (debris elsewhere). Labelling and counting both apply it (`large_enough`).
 CUT_CELL_FRACTION = 0.25
@@ -137,14 +140,20 @@ def _replace(found: Instances, rows: np.ndarray, parts: list[tuple[np.ndarray, n
 
 def _one_cell_area(stats: np.ndarray, single: np.ndarray, shape: tuple[int, int], min_area: int,
                    factor: float) -> float:
-    """``factor`` × the median area of this frame's single cells — components with exactly one marker, above the
-    minimum area and clear of the frame edge (a cut cell shows only part of its area) — or 0 where fewer than
-    MIN_SINGLES of them leave no reliable median."""
-    if not factor:
-        return 0.0
+    """``factor`` × the median area of this frame's single cells — components with exactly one marker (see
+    `_median_cell`) — or 0 where there are too few of them."""
+    median = _median_cell(stats, shape, min_area, single) if factor else None
+    return factor * median if median else 0.0
+
+
+def _median_cell(stats: np.ndarray, shape: tuple[int, int], min_area: int,
+                 rows: np.ndarray | None = None) -> float | None:
+    """The median area of the instances (``rows`` of them, else all) of at least ``min_area`` and clear of the frame
+    edge (a cut cell shows only part of its area); None where fewer than MIN_SINGLES leave no reliable median."""
     area = stats[:, cv2.CC_STAT_AREA]
-    areas = area[single & ~on_border(stats, shape) & (area >= min_area)]
-    return factor * float(np.median(areas)) if len(areas) >= MIN_SINGLES else 0.0
+    keep = ~on_border(stats, shape) & (area >= min_area)
+    areas = area[keep if rows is None else keep & rows]
+    return float(np.median(areas)) if len(areas) >= MIN_SINGLES else None
 
 
 def on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -223,18 +232,17 @@ def divide_large(found: Instances, factor: float, min_area: int, shape: tuple[in
 
     Overlapping cells (blood smears thicker than a monolayer) leave no neck and no second distance maximum: the
     splitter sees one round-ish blob. Its area still tells how many cells it holds. The median is over instances
-    of at least ``min_area`` clear of the frame edge, and needs MIN_SINGLES of them. Each blob is divided by
-    k-means on its pixel coordinates, started from k slices along its long axis (deterministic), so the parts are
-    compact and their centroids lie near the cells' centres. ``found.labels`` is relabelled in place.
+    of at least ``min_area`` clear of the frame edge, and needs MIN_SINGLES of them. A blob of more than MAX_PARTS
+    cells' area is left whole: not a clump but a thick patch of smear or an artefact (and k-means on it would
+    take seconds). Each blob is divided by k-means on its pixel coordinates, started from k slices along its long
+    axis (deterministic), so the parts are compact and their centroids lie near the cells' centres.
+    ``found.labels`` is relabelled in place.
     """
-    if not factor or not len(found.ids):
+    median = _median_cell(found.stats, shape, min_area) if factor and len(found.ids) else None
+    if median is None:
         return found
     area = found.stats[:, cv2.CC_STAT_AREA]
-    typical = area[~on_border(found.stats, shape) & (area >= min_area)]
-    if len(typical) < MIN_SINGLES:
-        return found
-    median = float(np.median(typical))
-    large = np.flatnonzero(area >= factor * median)
+    large = np.flatnonzero((area >= factor * median) & (area < (MAX_PARTS + 0.5) * median))
     if not len(large):
         return found
     parts_of, next_id = [], int(found.labels.max()) + 1

@@ -25,6 +25,8 @@ def estimate_diameter(mask: np.ndarray) -> float | None:
     a first guess: over a disc of radius r the distance values average r/3, so 3 × their mean is r (clumps and
     ellipses pull it lower, which only narrows the window).
     """
+    if min(mask.shape[:2]) < 3:
+        return None  # no cell and its surroundings fit
     fg = cv2.compare(np.ascontiguousarray(mask), 0, cv2.CMP_GT)  # 0/255 whatever the input's "on" value
     if min(fg.shape) >= 64:
         half = cv2.compare(cv2.resize(fg, (fg.shape[1] // 2, fg.shape[0] // 2), interpolation=cv2.INTER_AREA), 128,
@@ -36,6 +38,8 @@ def estimate_diameter(mask: np.ndarray) -> float | None:
 
 
 def _median_peak_diameter(fg: np.ndarray) -> float | None:
+    if cv2.countNonZero(fg) in (0, fg.size):
+        return None  # no cell, or no background for a cell to end at (a blank or saturated frame)
     dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
     mean = cv2.mean(dist, mask=fg)[0]
     if mean <= 0:

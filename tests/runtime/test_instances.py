@@ -85,11 +85,20 @@ def test_a_blob_of_overlapping_cells_is_divided_by_its_area():
 
 
 def test_no_division_without_enough_single_cells_to_know_a_cells_area():
-    mask = np.zeros((100, 160), np.uint8)
-    for x in range(20, 20 + 24 * (MIN_SINGLES - 1), 24):
-        disc(mask, (x, 50), 16)  # one long blob and nothing else
+    mask = np.zeros((100, 260), np.uint8)
+    for x in range(30, 30 + 50 * (MIN_SINGLES - 2), 50):
+        disc(mask, (x, 30), 16)
+    disc(mask, (60, 75), 16), disc(mask, (84, 75), 16)  # and a two-cell blob: one instance too few for a median
     found = divide_large(find_instances(mask), 1.8, 100, mask.shape)
-    assert len(found.ids) == 1
+    assert len(found.ids) == MIN_SINGLES - 1
+
+
+def test_a_blob_far_larger_than_a_clump_is_left_whole():
+    """A thick patch of smear or an artefact is no clump of a dozen cells: not cut into hundreds of "cells"."""
+    mask = singles_and_blobs(overlap_pairs=())
+    mask[120:200, 20:250] = 1  # ≈ 23 cells' area
+    found = divide_large(find_instances(mask), 1.8, 100, mask.shape)
+    assert len(found.ids) == 6 + 1
 
 
 def test_parts_cut_by_the_frame_edge_are_kept_smaller():
@@ -98,7 +107,8 @@ def test_parts_cut_by_the_frame_edge_are_kept_smaller():
     mask[20:30, 30:36] = 1  # 60 px inside
     found = find_instances(mask)
     kept = found.large_enough(100, mask.shape)
-    assert kept.tolist() == [True, False] if found.stats[0, 0] == 0 else [False, True]
+    at_edge = found.stats[:, 0] == 0
+    assert at_edge.sum() == 1 and kept.tolist() == at_edge.tolist()
 
 
 def test_a_thin_fibre_makes_no_markers():

@@ -67,8 +67,18 @@ def test_a_cell_cut_by_the_frame_edge_keeps_its_pale_centre_but_a_gap_at_the_edg
     filled = fill_holes(ring, max_area=600)
     assert ring[20, 2] == 0 and filled[20, 2] == 255
     two = np.zeros((40, 60), np.uint8)
-    cv2.circle(two, (20, 10), 11, 255, -1), cv2.circle(two, (40, 10), 11, 255, -1)  # the gap below them and the edge
+    cv2.circle(two, (20, 10), 11, 255, -1), cv2.circle(two, (40, 10), 11, 255, -1)
+    assert two[1, 30] == 0  # the gap the top edge closes between them is concave-sided: no cell's centre
     assert (fill_holes(two, max_area=600) == two).all()
+
+
+@pytest.mark.parametrize("level", [0, 255])
+def test_a_blank_or_saturated_frame_gives_an_empty_label_and_a_tiny_one_a_clear_error(level):
+    for image in (np.full((64, 80), level, np.uint8), np.full((64, 80, 3), level, np.uint8)):
+        label = auto_label(image, AutoLabelConfig(split_touching=True))
+        assert label.scale == "default" and int(label.instances.max()) <= 1
+    with pytest.raises(ValueError, match="at least 3×3"):
+        auto_label(np.full((2, 50), level, np.uint8), AutoLabelConfig())
 
 
 def test_a_pale_cell_cut_by_the_frame_edge_is_labelled():
