@@ -599,10 +599,10 @@ def _edge_holes(filled: np.ndarray, max_area: float, min_solidity: float) -> np.
     otherwise enclosed, are cell-like as interior holes must be (`_cell_like`), and meet one piece of foreground
     in their bounding box grown by a pixel. A cut cell's rim is a "C" whose opening the frame closes, one arc
     around its centre; the gap the edge closes between two touching cells is concave-sided, which the solidity
-    test catches (the one-piece test rarely decides: touching cells are one piece there too, and a speck inside a
-    cut cell's centre makes a second piece, so that centre stays open — a known gap, kept because the bundled
-    model's training labels were made with it). Unfilled, the rim is a thin arc that the thin-object rejection
-    drops with its cell.
+    test catches (touching cells are one piece there too). The one-piece test decides mainly where a speck lies
+    inside a cut cell's centre, a second piece, and leaves that centre open: a known flaw, kept because the
+    bundled model's training labels were made with it (without it 66 of the 668 Chula training labels change).
+    Unfilled, the rim is a thin arc that the thin-object rejection drops with its cell.
 
     Such a centre lies within a cell's diameter (at most 2·√(max_area/π)) of the edge, so only strips that wide
     along the four sides are searched, each turned to have the edge as its first row: a hole is a region there
