@@ -9,14 +9,11 @@ Run: python -m benchmarks.counting_rules [--model runtime/models/default.onnx] [
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 from benchmarks.publish import publish
-from benchmarks.real_counts import (BCCD_PIXEL_UM, CHULA_EDGE_BAND, CHULA_PIXEL_UM, SUBSET, bccd_half, import_real,
-                                    runtime_labeller, score_marks)
-from runtime.errors import CscError
+from benchmarks.real_counts import real_sets, runtime_labeller
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"both rules (defaults)": {},
@@ -28,21 +25,14 @@ SETTINGS = {"both rules (defaults)": {},
 
 
 def measure(real: Path, model: Path) -> dict:
-    if not real.is_dir():
-        raise CscError("the real images are not here", path=real, fix="run beside ../shared/real, or pass --real")
-    stems = [image["stem"] for image in json.loads(SUBSET.read_text(encoding="utf-8"))["images"]]
     with tempfile.TemporaryDirectory() as scratch:
-        chula, bccd = import_real(real, Path(scratch))
-        wbc = {s.stem: s.points["wbc"] for s in bccd.samples if len(s.points.get("wbc", ()))}
+        sets = real_sets(real, Path(scratch))
         rows = {}
         for name, counting in SETTINGS.items():
-            method = runtime_labeller(model, **counting)
             row = {"settings": counting}
-            for key, dataset, chosen, pixel, band, extra in (
-                    ("chula", chula, stems, CHULA_PIXEL_UM, CHULA_EDGE_BAND, None),
-                    ("bccd", bccd, bccd_half(bccd, "eval"), BCCD_PIXEL_UM, 0.0, wbc)):
-                summary = score_marks(dataset, chosen, method, pixel, band, extra).summary
-                row[key] = {"ratio": summary["count_accuracy"]["rbc"], "f1": summary["instances"]["rbc"]["f1"]}
+            for key, result in sets.score(runtime_labeller(model, **counting)).items():
+                row[key] = {"ratio": result.summary["count_accuracy"]["rbc"],
+                            "f1": result.summary["instances"]["rbc"]["f1"]}
             rows[name] = row
             print(f"{name}: Chula {row['chula']['ratio']} / F1 {row['chula']['f1']}; "
                   f"BCCD {row['bccd']['ratio']} / F1 {row['bccd']['f1']}", flush=True)

@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import cv2
@@ -196,27 +197,48 @@ def nuclei() -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
-def measure(real: Path, model: Path | None = None) -> dict:
+@dataclass
+class RealSets:
+    """The held-out real images every real-image benchmark scores on: the Chula evaluation subset (points) and the
+    BCCD evaluation half (RBC boxes, WBC box centres reported apart)."""
+
+    chula: Any
+    chula_stems: list[str]
+    bccd: Any
+    bccd_stems: list[str]
+    wbc: dict[str, np.ndarray]
+
+    def score(self, method: Labeller) -> dict[str, Scored]:
+        """One method on both sets, keyed "chula" and "bccd"."""
+        return {"chula": score_marks(self.chula, self.chula_stems, method, CHULA_PIXEL_UM, CHULA_EDGE_BAND),
+                "bccd": score_marks(self.bccd, self.bccd_stems, method, BCCD_PIXEL_UM, 0.0, self.wbc)}
+
+
+def real_sets(real: Path, work: Path) -> RealSets:
+    """The held-out sets, imported from ``real`` (../shared/real) into ``work``; a clear error when it is absent."""
     if not real.is_dir():
         raise CscError("the real images are not here", path=real,
                        fix="run from a checkout beside ../shared/real (see its README), or pass --real")
+    chula, bccd = import_real(real, work)
+    stems = [image["stem"] for image in json.loads(SUBSET.read_text(encoding="utf-8"))["images"]]
+    wbc = {s.stem: s.points["wbc"] for s in bccd.samples if len(s.points.get("wbc", ()))}
+    return RealSets(chula, stems, bccd, bccd_half(bccd, "eval"), wbc)
+
+
+def measure(real: Path, model: Path | None = None) -> dict:
     methods = dict(METHODS)
     if model is not None:
         methods[f"csc-run --pixel-size P ({model.name})"] = runtime_labeller(model)
-    subset = json.loads(SUBSET.read_text(encoding="utf-8"))
-    stems = [image["stem"] for image in subset["images"]]
-    out: dict = {"chula": {"images": len(stems), "how": subset["how"], "pixel_size_um": CHULA_PIXEL_UM,
-                           "edge_band_px": CHULA_EDGE_BAND, "methods": {}},
-                 "bccd": {"pixel_size_um": BCCD_PIXEL_UM, "methods": {}}, "dsb_nuclei": {"methods": {}}}
     with tempfile.TemporaryDirectory() as tmp:
-        chula, bccd = import_real(real, Path(tmp))
-        wbc = {s.stem: s.points["wbc"] for s in bccd.samples if len(s.points.get("wbc", ()))}
-        held_out = bccd_half(bccd, "eval")
-        out["bccd"]["images"] = len(held_out)
+        sets = real_sets(real, Path(tmp))
+        how = json.loads(SUBSET.read_text(encoding="utf-8"))["how"]
+        out: dict = {"chula": {"images": len(sets.chula_stems), "how": how, "pixel_size_um": CHULA_PIXEL_UM,
+                               "edge_band_px": CHULA_EDGE_BAND, "methods": {}},
+                     "bccd": {"pixel_size_um": BCCD_PIXEL_UM, "methods": {}, "images": len(sets.bccd_stems)},
+                     "dsb_nuclei": {"methods": {}}}
         for name, method in methods.items():
-            for key, result in (("chula", score_marks(chula, stems, method, CHULA_PIXEL_UM, CHULA_EDGE_BAND)),
-                                ("bccd", score_marks(bccd, held_out, method, BCCD_PIXEL_UM, 0.0, wbc))):
-                out[key]["methods"][name] = {**_headline(result.summary), **result.extra, "seconds": result.seconds,
+            for key, result in sets.score(method).items():
+                out[key]["methods"][name] = {**headline(result.summary), **result.extra, "seconds": result.seconds,
                                              "summary": result.summary}
                 print(f"{key:6s} {name}: {out[key]['methods'][name]['ratio']} ratio, "
                       f"F1 {out[key]['methods'][name]['f1']}", flush=True)
@@ -232,7 +254,7 @@ def measure(real: Path, model: Path | None = None) -> dict:
     return out
 
 
-def _headline(summary: dict) -> dict:
+def headline(summary: dict) -> dict:
     rbc = summary["instances"]["rbc"]
     return {"predicted": summary["counts"]["rbc"], "annotated": summary["true_counts"]["rbc"],
             "ratio": summary["count_accuracy"]["rbc"], "mae_per_image": summary["mean_abs_error"]["rbc"],

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.publish import publish
-from benchmarks.real_counts import (BCCD_PIXEL_UM, CHULA_EDGE_BAND, CHULA_PIXEL_UM, SUBSET, bccd_half, import_real,
-                                    labeller, runtime_labeller, score_marks)
+from benchmarks.real_counts import (BCCD_PIXEL_UM, CHULA_PIXEL_UM, SUBSET, bccd_half, headline, import_real, labeller,
+                                    real_sets, runtime_labeller)
 from runtime.errors import CscError
 from runtime.imageio import list_images, place_file
 from runtime.rescale import rescale_dataset
@@ -229,24 +229,15 @@ def demo_counts(model: Path, demo: Path) -> dict:
 
 def evaluate(models: dict[str, Path], real: Path, sets: dict[str, Path], work: Path) -> dict:
     """Labels vs networks on the held-out real images, and each network on the demo, in one run."""
-    stems = [image["stem"] for image in json.loads(SUBSET.read_text(encoding="utf-8"))["images"]]
     scratch = work / "eval"
     shutil.rmtree(scratch, ignore_errors=True)
-    chula, bccd = import_real(real, scratch)
-    wbc = {s.stem: s.points["wbc"] for s in bccd.samples if len(s.points.get("wbc", ()))}
-    held_out = bccd_half(bccd, "eval")
+    held_out = real_sets(real, scratch)
     paths = {"auto-labels (csc-label auto --split-touching, scale estimated)": labeller(),
              **{f"{name} (csc-run --pixel-size P)": runtime_labeller(path) for name, path in models.items()}}
     out = {}
     for name, method in paths.items():
-        row = {}
-        for key, dataset, chosen, pixel, band, extra in (("chula", chula, stems, CHULA_PIXEL_UM, CHULA_EDGE_BAND, None),
-                                                         ("bccd", bccd, held_out, BCCD_PIXEL_UM, 0.0, wbc)):
-            result = score_marks(dataset, chosen, method, pixel, band, extra)
-            rbc = result.summary["instances"]["rbc"]
-            row[key] = {"ratio": result.summary["count_accuracy"]["rbc"], "f1": rbc["f1"],
-                        "precision": rbc["precision"], "recall": rbc["recall"],
-                        "mae_per_image": result.summary["mean_abs_error"]["rbc"], **result.extra}
+        row = {key: {k: headline(result.summary)[k] for k in ("ratio", "f1", "precision", "recall", "mae_per_image")}
+               | result.extra for key, result in held_out.score(method).items()}
         out[name] = row
         print(f"{name}: Chula {row['chula']['ratio']} / F1 {row['chula']['f1']}; BCCD {row['bccd']['ratio']} / "
               f"F1 {row['bccd']['f1']}", flush=True)

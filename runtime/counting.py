@@ -216,4 +216,3 @@ def _table(stats, centroids, class_id, first_id, pixel_size_um, h, w) -> np.ndar
     table["eq_diameter_um"] = table["eq_diameter_px"] * pixel_size_um
     table["touches_border"] = on_border(stats, (h, w))
     return table
-

@@ -43,15 +43,11 @@ class Instances:
     def keep(self, rows: np.ndarray) -> Instances:
         return Instances(self.labels, self.ids[rows], self.stats[rows], self.centroids[rows])
 
-    def touches_border(self, shape: tuple[int, int]) -> np.ndarray:
-        """Per instance: does its bounding box reach the frame edge (a cell the frame may cut)."""
-        return on_border(self.stats, shape)
-
     def large_enough(self, min_area: float, shape: tuple[int, int],
                      cut_fraction: float = CUT_CELL_FRACTION) -> np.ndarray:
         """Per instance: is it at least ``min_area``, or ``cut_fraction`` of it where the frame edge cuts it."""
         area = self.stats[:, cv2.CC_STAT_AREA]
-        return (area >= min_area) | (self.touches_border(shape) & (area >= cut_fraction * min_area))
+        return (area >= min_area) | (on_border(self.stats, shape) & (area >= cut_fraction * min_area))
 
     def dense_labels(self) -> np.ndarray:
         """uint16 labels 1..N in row order, instances not kept set to 0 (like a hand-made instance mask)."""

@@ -198,6 +198,13 @@ def test_polarity_detection_on_both_polarities(polarity):
     assert iou(label.mask > 0, truth) > 0.85
 
 
+@pytest.mark.parametrize("name", ["split_dynamics", "overlap", "peak_fraction", "peak_reach"])
+def test_the_added_settings_refuse_negative_or_non_finite_values(name):
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=name):
+            AutoLabelConfig(**{name: bad})
+
+
 def test_wrong_parameters_are_clear_errors():
     with pytest.raises(ValueError, match="block-size must be odd"):
         AutoLabelConfig(block_size=30)
