@@ -13,6 +13,7 @@ from runtime.counting import BORDER_POLICIES
 from runtime.dataset import check_dataset, open_dataset
 from runtime.errors import CscError
 from runtime.imageio import write_image
+from runtime.modality import MODALITIES
 from runtime.overlay import OverlayRenderer, tile_grid
 from runtime.simulator import MODES
 from runtime.synthesize import synthesize_dataset
@@ -22,6 +23,7 @@ app = make_app("Datasets: simulate ([bold]synth[/]), bring labels in and out ([b
 
 
 Kind = choices("Kind", MODES)
+Optics = choices("Optics", MODALITIES)
 Border = choices("Border", BORDER_POLICIES)
 ImportFormat = choices("ImportFormat", IMPORT_FORMATS)
 ExportFormat = choices("ExportFormat", EXPORT_FORMATS)
@@ -34,11 +36,14 @@ def synth(
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same dataset."),
     size: int = typer.Option(512, "--size", min=32, help="Square frame size in px."),
+    optics: Optics = typer.Option(Optics.stained, "--optics", help="How the cells are imaged: stained (brightfield of stained cells), brightfield (unstained), phase (Zernike phase contrast), dic or fluorescence. The same seed gives the same cells and labels in every optics."),
+    pseudopods: float = typer.Option(0.0, "--pseudopods", min=0.0, help="Mean thin protrusions per macrophage (e.g. 0–4), part of the cell's mask."),
 ) -> None:
     """Write a simulated-microscope dataset with exact ground truth."""
     with progress_bar() as bar:
-        task = bar.add_task(f"synth {kind.value}", total=n)
-        synthesize_dataset(kind.value, n, out, seed=seed, size=size, on_image=lambda: bar.advance(task))
+        task = bar.add_task(f"synth {kind.value} ({optics.value})", total=n)
+        synthesize_dataset(kind.value, n, out, seed=seed, size=size, optics=optics.value, pseudopods=pseudopods,
+                           on_image=lambda: bar.advance(task))
     console.print(f"wrote {n} images to {out}")
 
 
