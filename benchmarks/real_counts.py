@@ -61,12 +61,16 @@ Labeller = Callable[[np.ndarray, float], np.ndarray]  # (BGR image, the dataset'
 
 
 def reference_labels(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
-    """The baseline: Otsu on grey (cells dark), holes filled, specks below a quarter of a cell removed, markers at
-    distance maxima at least 0.4 radius high and 0.6 radius apart, watershed (OpenCV) from them."""
-    radius = RBC_UM / pixel_size_um / 2
+    """The baseline: Otsu on grey (cells dark), holes filled, then `watershed_split` at an RBC's size."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     polarity = cv2.THRESH_BINARY_INV if np.median(grey) > grey.mean() else cv2.THRESH_BINARY
     mask = fill_holes(cv2.threshold(grey, 0, 255, polarity | cv2.THRESH_OTSU)[1])
+    return watershed_split(mask, image, RBC_UM / pixel_size_um / 2)
+
+
+def watershed_split(mask: np.ndarray, image: np.ndarray, radius: float) -> np.ndarray:
+    """The reference's instances of a cell mask: specks below a quarter of a cell of ``radius`` px removed, markers
+    at distance maxima at least 0.4 radius high and 0.6 radius apart, watershed (OpenCV) from them."""
     n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, 8)
     small = stats[:, cv2.CC_STAT_AREA] < 0.25 * np.pi * radius**2
     small[0] = False

@@ -268,3 +268,12 @@ def split_touching(binary: np.ndarray, radius_px: float, min_area: int = 0) -> n
     if min_area > 0:
         found = found.keep(np.flatnonzero(found.stats[:, cv2.CC_STAT_AREA] >= min_area))
     return found.dense_labels()
+
+
+def fill_all_holes(binary: np.ndarray) -> np.ndarray:
+    """Fill background regions not connected to the image border (flood fill from a padded corner)."""
+    padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 255)
+    holes = cv2.bitwise_not(flood)[1:-1, 1:-1]
+    return cv2.bitwise_or(binary, holes)

@@ -27,6 +27,7 @@ debris, white cells, unknown pixel size) they over-count 1.2–2.3×. So the def
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -35,8 +36,10 @@ import numpy as np
 
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC, class_id
 from runtime.counting import ONE_CELL
-from runtime.instances import divide_large, find_instances
+from runtime.instances import divide_large, fill_all_holes, find_instances
+from runtime.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.scale import estimate_diameter
+from trainer.label_free import first_pass_mask, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
 THRESHOLDS = ("auto", "otsu", "adaptive")
@@ -83,6 +86,7 @@ class AutoLabelConfig:
     image; block size and offset (not in the paper) derive from the cell size as tuned on simulated sets."""
 
     kind: str = "rbc"
+    modality: str = "auto"  # auto: decided per image (runtime/modality.py)
     channel: str = "auto"
     gaussian: bool = True
     gaussian_ksize: int = 3
@@ -110,6 +114,10 @@ class AutoLabelConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("rbc", "macrophage"):
             raise ValueError(f"--kind must be rbc or macrophage (single-kind images), got {self.kind!r}")
+        try:
+            check_modality(self.modality)
+        except ValueError as err:
+            raise ValueError(f"--{err}") from None
         for name, value, allowed in (("--threshold", self.threshold, THRESHOLDS), ("--fill", self.fill, FILLS),
                                      ("--channel", self.channel, CHANNELS), ("--polarity", self.polarity,
                                                                             ("dark", "bright", "auto"))):
@@ -220,11 +228,12 @@ class Scaled:
 class AutoLabel:
     mask: np.ndarray  # uint8 class map with the kind's class id
     instances: np.ndarray | None  # uint16 labels when touching cells are split
-    polarity: str  # the polarity used (what `auto` decided)
+    polarity: str  # the polarity used (what `auto` decided); "either" on label-free images
     diameter_px: float  # the typical cell diameter used (given, or estimated from the image)
     scale: str  # "given" | "estimated" | "default": where the diameter came from
     threshold: str  # the threshold used: "otsu", "flattened otsu" or "adaptive"
     rejected: dict[str, int] = field(default_factory=dict)  # objects left out of the label, by reason
+    modality: str = "stained"  # the modality labelled as (given, or what `detect_modality` decided)
 
 
 def detect_polarity(grey: np.ndarray) -> str:
@@ -265,35 +274,30 @@ def _spans(part: np.ndarray, reach: float = 0.9) -> bool:
 _KERNEL3 = np.ones((3, 3), np.uint8)
 
 
+@dataclass
+class _Foreground:
+    """The first half of labelling: the thresholded mask and what was decided on the way."""
+
+    binary: np.ndarray  # 255 on cells
+    cells: np.ndarray | None  # the cells-bright image thresholded (None on label-free images)
+    polarity: str
+    threshold: str
+    scaled: Scaled
+    scale: str  # "given" | "estimated" | "default"
+
+
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     """The auto-label of one single-kind image (uint8 BGR or grey, at least 3×3 px)."""
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 3:
         raise ValueError(f"an image to label must be at least 3×3 px (grey or BGR), got shape {image.shape}")
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    colour = config.channel == "auto" and image.ndim == 3
-    if config.gaussian and not colour:  # with colour, grey only decides polarity and seeds the colour split
-        grey = cv2.GaussianBlur(grey, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
-    polarity = detect_polarity(grey) if config.polarity == "auto" else config.polarity
-    if colour:
-        cells = cell_contrast(image, grey, polarity)
-        if config.gaussian:
-            cells = cv2.GaussianBlur(cells, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
-    else:
-        cells = cv2.bitwise_not(grey) if polarity == "dark" else grey
-    flat = None
-    if config.threshold == "auto":
-        binary, used, flat = _auto_threshold(cells)
-    scaled, origin = config.scaled(), "given"
-    if scaled is None:
-        first = binary if flat is not None else _otsu(_level(cells, smooth_background(cells)))
-        diameter = estimate_diameter(_fill_all_holes(first))
-        scaled, origin = (config.at_scale(diameter), "estimated") if diameter else (config.at_scale(_fallback(config)), "default")
-    if flat is None:
-        binary, used = _threshold(cells, scaled)
-    else:
-        cells = flat  # contrasts below are measured on what was thresholded
+    modality = detect_modality(image).modality if config.modality == "auto" else config.modality
+    # The paper's adaptive threshold (and any threshold chosen by hand) is an intensity method: it asks for the
+    # intensity path whatever the optics.
+    label_free = modality in LABEL_FREE and config.threshold == "auto"
+    fg = _label_free_foreground(image, config) if label_free else _intensity_foreground(image, config, modality)
+    binary, cells, polarity, used, scaled, origin = fg.binary, fg.cells, fg.polarity, fg.threshold, fg.scaled, fg.scale
     min_area = scaled.min_area
-    if polarity == "bright" and used != "adaptive" and config.per_object_level:
+    if cells is not None and polarity == "bright" and used != "adaptive" and config.per_object_level:
         binary = _per_object_level(cells, binary, config.peak_fraction, config.peak_reach * scaled.diameter_px)
     if config.fill == "contours":
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -311,14 +315,15 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
         binary = cv2.dilate(binary, _KERNEL3, anchor=(-1, -1), iterations=config.morph_iterations)
     rejected = {}
     if config.reject:
-        binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0)
+        binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0,
+                                                keep_outline=config.class_id == MACROPHAGE)
     found = _instances(binary, scaled, min_area)
     # Specks and debris (a split never leaves a part this small: parts merge instead); a part cut by the frame edge
     # is kept down to a quarter of the minimum, as the counter keeps it.
     bad = ~found.large_enough(min_area, binary.shape)
     rejected["small"] = int(bad.sum())
     if config.reject:
-        if image.ndim == 3 and len(found.ids):
+        if image.ndim == 3 and not label_free and len(found.ids):
             # Colour tests look at every second pixel (every fourth for cells over 12 px): they average over cells.
             step = 4 if scaled.diameter_px >= 12 else 2
             sample = np.ascontiguousarray(image[::step, ::step])
@@ -336,7 +341,58 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
         cells[y:y + h, x:x + w][found.labels[y:y + h, x:x + w] == i] = False  # a few boxes: cheaper than relabelling
     mask = cells.view(np.uint8) * np.uint8(config.class_id)
     return AutoLabel(mask, instances, polarity, round(scaled.diameter_px, 1), origin, used,
-                     {k: v for k, v in rejected.items() if v})
+                     {k: v for k, v in rejected.items() if v}, modality)
+
+
+def _grey(image: np.ndarray, config: AutoLabelConfig, colour: bool) -> np.ndarray:
+    """The grey image, with the paper's Gaussian filter (step 1) unless colour takes over the threshold."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if config.gaussian and not colour:  # with colour, grey only decides polarity and seeds the colour split
+        grey = cv2.GaussianBlur(grey, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
+    return grey
+
+
+def _scale(config: AutoLabelConfig, first: Callable[[], np.ndarray]) -> tuple[Scaled, str]:
+    """The given scale, else the one estimated from the rough mask ``first()``, else the kind's default."""
+    scaled = config.scaled()
+    if scaled is not None:
+        return scaled, "given"
+    diameter = estimate_diameter(fill_all_holes(first()))
+    return (config.at_scale(diameter), "estimated") if diameter else (config.at_scale(_fallback(config)), "default")
+
+
+def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: str) -> _Foreground:
+    """Cells by their intensity or colour: stained brightfield and fluorescence (and any image asked to be
+    labelled by the paper's adaptive threshold)."""
+    colour = config.channel == "auto" and image.ndim == 3
+    grey = _grey(image, config, colour)
+    polarity = config.polarity
+    if polarity == "auto" and config.modality != "auto":  # told the optics: absorbing or emitting cells
+        polarity = {"stained": "dark", "fluorescence": "bright"}[modality]
+    polarity = detect_polarity(grey) if polarity == "auto" else polarity
+    if colour:
+        cells = cell_contrast(image, grey, polarity)
+        if config.gaussian:
+            cells = cv2.GaussianBlur(cells, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
+    else:
+        cells = cv2.bitwise_not(grey) if polarity == "dark" else grey
+    flat = None
+    if config.threshold == "auto":
+        binary, used, flat = _auto_threshold(cells)
+    scaled, origin = _scale(config, lambda: binary if flat is not None else _otsu(_level(cells, smooth_background(cells))))
+    if flat is None:
+        binary, used = _threshold(cells, scaled)
+    else:
+        cells = flat  # contrasts below are measured on what was thresholded
+    return _Foreground(binary, cells, polarity, used, scaled, origin)
+
+
+def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig) -> _Foreground:
+    """Cells by their local contrast of either sign (trainer/label_free.py): unstained brightfield, phase
+    contrast and DIC."""
+    grey = _grey(image, config, colour=False)
+    scaled, origin = _scale(config, lambda: first_pass_mask(grey))
+    return _Foreground(label_free_mask(grey, scaled.diameter_px), None, "either", "texture", scaled, origin)
 
 
 def _instances(binary: np.ndarray, scaled: Scaled, min_area: int):
@@ -391,11 +447,19 @@ def _per_object_level(cells: np.ndarray, binary: np.ndarray, fraction: float, re
     return out
 
 
-def _remove_thin(binary: np.ndarray, depth: float) -> tuple[np.ndarray, int]:
-    """The mask opened with a disc of radius ``depth`` — fibres, open rims and a scale bar vanish, also where
-    they cross a cell, whose outline it barely touches — and how many objects vanished entirely."""
+def _remove_thin(binary: np.ndarray, depth: float, keep_outline: bool = False) -> tuple[np.ndarray, int]:
+    """The mask without its thin parts and how many objects vanished entirely: opened with a disc of radius
+    ``depth`` — fibres, open rims and a scale bar vanish, also where they cross a cell, whose outline it barely
+    touches. With ``keep_outline``, an object that keeps any part keeps its whole outline (opening by
+    reconstruction): a macrophage's pseudopods and ruffles are thin, and they are the cell."""
     side = max(3, 2 * int(round(depth)) + 1)
     opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    if keep_outline:
+        n, labels = cv2.connectedComponents(binary, connectivity=8)
+        kept = np.zeros(n, bool)
+        kept[labels[opened > 0]] = True
+        kept[0] = False
+        return kept[labels].view(np.uint8) * np.uint8(255), n - 1 - int(kept.sum())
     # Counted on every second pixel: the number is a report, the mask above is exact.
     n, labels = cv2.connectedComponents(np.ascontiguousarray(binary[::2, ::2]), connectivity=8)
     points = cv2.findNonZero(np.ascontiguousarray(opened[::2, ::2]))
@@ -587,7 +651,7 @@ def fill_holes(binary: np.ndarray, max_area: float | None = None, min_solidity: 
     are concave-sided and stay background: filled, they would weld the cells into one blob that no splitter
     can take apart again.
     """
-    filled = _fill_all_holes(binary)
+    filled = fill_all_holes(binary)
     if max_area is None:
         return filled
     holes = cv2.bitwise_xor(filled, binary)
@@ -637,15 +701,6 @@ def _edge_holes(filled: np.ndarray, max_area: float, min_solidity: float) -> np.
             if len(np.unique(rim[rim > 0])) == 1:
                 found[:y1, x0:x1][hole > 0] = 255
     return out
-
-
-def _fill_all_holes(binary: np.ndarray) -> np.ndarray:
-    """Fill background regions not connected to the image border (flood fill from a padded corner)."""
-    padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    flood = padded.copy()
-    cv2.floodFill(flood, None, (0, 0), 255)
-    holes = cv2.bitwise_not(flood)[1:-1, 1:-1]
-    return cv2.bitwise_or(binary, holes)
 
 
 def config_for(kind: str, **overrides) -> AutoLabelConfig:

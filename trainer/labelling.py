@@ -26,6 +26,7 @@ class LabelRun:
     labelled: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     polarity: Counter = field(default_factory=Counter)
+    modality: Counter = field(default_factory=Counter)
     threshold: Counter = field(default_factory=Counter)
     scale: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
@@ -50,8 +51,8 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path,
         label = auto_label(image, config)
         place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
-        decided = {"diameter_px": label.diameter_px, "scale": label.scale, "threshold": label.threshold,
-                   "polarity": label.polarity, "rejected": label.rejected}
+        decided = {"modality": label.modality, "diameter_px": label.diameter_px, "scale": label.scale,
+                   "threshold": label.threshold, "polarity": label.polarity, "rejected": label.rejected}
         return path, counts, decided, None
     except CscError as err:
         return path, None, None, err.reason
@@ -105,6 +106,7 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
                 writer.record(path.stem, counts)
                 run.labelled += 1
                 run.polarity[decided["polarity"]] += 1
+                run.modality[decided["modality"]] += 1
                 run.threshold[decided["threshold"]] += 1
                 run.scale[decided["scale"]] += 1
                 run.rejected.update(decided["rejected"])
@@ -117,8 +119,8 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
 def _record_decisions(writer: DatasetWriter, run: LabelRun, per_image: dict, config: AutoLabelConfig) -> None:
     """What the labeller decided, in dataset.json: per image, and the folder's scale (the median estimate where
     it was estimated: training and counting read ``pixel_size_um``)."""
-    writer.extra.update(polarity=dict(run.polarity), threshold=dict(run.threshold), rejected=dict(run.rejected),
-                        autolabel_images=per_image)
+    writer.extra.update(modality=dict(run.modality), polarity=dict(run.polarity), threshold=dict(run.threshold),
+                        rejected=dict(run.rejected), autolabel_images=per_image)
     if run.diameters:
         writer.extra["diameter_px"] = {"median": round(run.median_diameter, 1), "min": min(run.diameters),
                                        "max": max(run.diameters)}

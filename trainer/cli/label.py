@@ -11,6 +11,7 @@ from runtime.dataset import open_dataset
 from runtime.errors import CscError
 from runtime.imageio import write_image
 from runtime.overlay import OverlayRenderer, tile_grid
+from runtime.modality import MODALITIES
 from trainer.autolabel import CHANNELS, FILLS, THRESHOLDS
 
 app = make_app("Auto-labels for single-kind cell images ([bold]auto[/]) and the paper's ablation ([bold]ablation[/]).")
@@ -18,6 +19,7 @@ app = make_app("Auto-labels for single-kind cell images ([bold]auto[/]) and the 
 
 Kind = choices("Kind", ("rbc", "macrophage"))  # auto-labels are for single-kind images
 PolarityChoice = choices("PolarityChoice", ("dark", "bright", "auto"))
+ModalityChoice = choices("ModalityChoice", ("auto",) + MODALITIES)
 
 
 ThresholdChoice = choices("ThresholdChoice", THRESHOLDS)
@@ -32,6 +34,7 @@ def auto(
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel. Without it (and without --diameter) the cell diameter is estimated in every image."),
     diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the cells in px (instead of --pixel-size)."),
+    modality: ModalityChoice = typer.Option(ModalityChoice.auto, "--modality", help="The optics: stained (brightfield smears), brightfield (unstained), phase (phase contrast), dic, fluorescence; auto decides per image. Label-free ones (brightfield, phase, dic) are thresholded on local contrast of either sign, not on intensity."),
     paper: bool = typer.Option(False, "--paper", help="The paper's steps as published: grey, adaptive threshold, filled outer contours, no rim closing, no rejection."),
     channel: ChannelChoice = typer.Option(None, "--channel", help="auto: the colour direction with the most cell/background contrast; grey: brightness only. Default auto."),
     polarity: PolarityChoice = typer.Option(PolarityChoice.auto, "--polarity", help="Cells darker (brightfield) or brighter (fluorescence) than the background; auto decides per image."),
@@ -64,7 +67,7 @@ def auto(
                 if v is not None}}
     try:
         config = AutoLabelConfig(
-            kind=kind.value, gaussian=gaussian, gaussian_ksize=gaussian_ksize, gaussian_sigma=gaussian_sigma,
+            kind=kind.value, modality=modality.value, gaussian=gaussian, gaussian_ksize=gaussian_ksize, gaussian_sigma=gaussian_sigma,
             block_size=block_size, offset=offset, polarity=polarity.value, min_area_px=min_area,
             min_area_um2=min_area_um2, pixel_size_um=pixel_size, diameter_px=diameter, morphology=morphology,
             morph_iterations=morph_iterations, split_touching=split_touching, **steps)
@@ -81,6 +84,7 @@ def auto(
         how = {"given": "given", "estimated": "estimated per image", "default": "default: too few cells to measure"}
         scales = ", ".join(f"{how[s]} ×{c}" for s, c in run.scale.items())
         console.print(f"cell diameter: median {run.median_diameter:.1f} px (range {lo:g}–{hi:g}; {scales})", highlight=False)
+    console.print("modality: " + ", ".join(f"{m} ×{c}" for m, c in run.modality.items()), highlight=False)
     console.print("polarity: " + ", ".join(f"{p} ×{c}" for p, c in run.polarity.items())
                   + "; threshold: " + ", ".join(f"{t} ×{c}" for t, c in run.threshold.items()), highlight=False)
     if run.rejected:

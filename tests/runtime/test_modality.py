@@ -1,0 +1,131 @@
+"""Modality detection: each contrast mechanism told apart by its physics, on scenes built from that physics here
+and on the real images in ../shared/real where present."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.modality import MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality, energy_mask, texture_energy
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
+CENTRES = [(60, 70), (200, 90), (330, 60), (90, 250), (250, 230), (400, 300), (150, 400), (380, 430)]
+
+
+def _phase(radius: float = 22.0, size: int = 512) -> np.ndarray:
+    """Optical path of dome-shaped cells (float32, 0 outside)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    phase = np.zeros((size, size), np.float32)
+    for cy, cx in CENTRES:
+        r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2
+        phase += np.sqrt(np.clip(1 - r2, 0, None))
+    return phase
+
+
+def _camera(intensity: np.ndarray, noise: float = 2.0) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.clip(intensity + rng.normal(0, noise, intensity.shape), 0, 255).astype(np.uint8)
+
+
+def dic_image() -> np.ndarray:
+    """Shear interference: the path's derivative along 45°, a relief with a bright and a dark side."""
+    phase = cv2.GaussianBlur(_phase(), (0, 0), 1.0)
+    gy, gx = np.gradient(phase)
+    return _camera(128 + 300 * (gx + gy) / np.sqrt(2))
+
+
+def phase_contrast_image() -> np.ndarray:
+    """Zernike phase contrast: the path minus its wide blur, darkened: dark cells in bright halos."""
+    phase = _phase()
+    return _camera(150 - 60 * (phase - cv2.GaussianBlur(phase, (0, 0), 15)))
+
+
+def unstained_brightfield_image() -> np.ndarray:
+    """Unstained, slightly defocused: a faint absorption and the path's Laplacian (rings), a few % of the level."""
+    phase = cv2.GaussianBlur(_phase(), (0, 0), 2.0)
+    return _camera(200 - 6 * phase + 60 * cv2.Laplacian(phase, cv2.CV_32F))
+
+
+def stained_colour_image() -> np.ndarray:
+    inside = _phase() > 0
+    image = np.full(inside.shape + (3,), (215, 212, 220), np.float32)
+    image[inside] = (150, 110, 190)  # pink: green and blue absorbed
+    return _camera(image)
+
+
+def fluorescence_image() -> np.ndarray:
+    return _camera(15 + 180 * np.clip(_phase(), 0, 1))
+
+
+@pytest.mark.parametrize("make, expected", [
+    (dic_image, "dic"), (phase_contrast_image, "phase"), (unstained_brightfield_image, "brightfield"),
+    (stained_colour_image, "stained"), (fluorescence_image, "fluorescence"),
+])
+def test_each_physics_is_recognised(make, expected):
+    evidence = detect_modality(make())
+    assert evidence.modality == expected, evidence.as_dict()
+
+
+def test_dic_is_told_by_a_shared_relief_direction_not_by_the_relief_alone():
+    """Each DIC cell alone is a relief; turning every other one by 180° breaks the shared shear direction."""
+    image = dic_image().astype(np.int16)
+    evidence = detect_modality(image.astype(np.uint8))
+    assert evidence.relief_coherence > RELIEF_COHERENCE and evidence.objects >= len(CENTRES)
+    mixed = image.copy()
+    for cy, cx in CENTRES[::2]:
+        patch = (slice(cy - 30, cy + 31), slice(cx - 30, cx + 31))
+        mixed[patch] = mixed[patch][::-1, ::-1]
+    assert detect_modality(np.clip(mixed, 0, 255).astype(np.uint8)).relief_coherence < 0.5
+
+
+def test_grey_noise_from_a_colour_camera_is_not_a_stain():
+    grey = unstained_brightfield_image()
+    rng = np.random.default_rng(1)
+    colour = np.clip(np.repeat(grey[..., None], 3, 2) + rng.normal(0, 5, grey.shape + (3,)), 0, 255).astype(np.uint8)
+    assert detect_modality(colour).modality == "brightfield"
+
+
+def test_a_blank_frame_has_nothing_to_judge_by():
+    evidence = detect_modality(np.full((200, 300), 128, np.uint8))
+    assert evidence.objects < MIN_OBJECTS and evidence.modality == "stained" and evidence.relief_coherence is None
+
+
+def test_texture_energy_marks_contrast_of_either_sign():
+    image = dic_image()
+    mask = energy_mask(texture_energy(image, 1.5, 3.0)) > 0
+    deviation = image.astype(np.float32) - 128
+    assert mask[deviation > 25].mean() > 0.9 and mask[deviation < -25].mean() > 0.9, "both halves of each relief"
+    inside = _phase() > 0
+    assert mask[~cv2.dilate(inside.view(np.uint8), np.ones((15, 15), np.uint8)).view(bool)].mean() < 0.05
+
+
+def test_unknown_modality_lists_the_valid_ones():
+    assert check_modality("dic") == "dic" and check_modality("auto") == "auto"
+    with pytest.raises(ValueError, match="stained, brightfield, phase, dic, fluorescence"):
+        check_modality("darkfield")
+    with pytest.raises(ValueError):
+        check_modality("auto", allow_auto=False)
+    assert set(MODALITIES) == {"stained", "brightfield", "phase", "dic", "fluorescence"}
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real images not present at {REAL} (see its README)")
+@pytest.mark.parametrize("pattern, expected", [
+    ("bbbc030-dic/images/cho3*.png", "dic"), ("chula-rbc12/images/1*.jpg", "stained"),
+    ("bccd-txlpbc/images/BloodImage_001*.jpg", "stained"),
+])
+def test_real_images_are_recognised(pattern, expected):
+    files = sorted(REAL.glob(pattern))[:6]
+    assert files, f"no {pattern} under {REAL}"
+    for path in files:
+        assert detect_modality(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)).modality == expected, path.name
+
+
+def test_the_dsb_nuclei_are_fluorescence():
+    from trainer.ablation import stardist_nuclei
+    from runtime.errors import CscError
+
+    try:
+        image, _ = stardist_nuclei()
+    except CscError as err:
+        pytest.skip(str(err))
+    assert detect_modality(image).modality == "fluorescence"

@@ -1,0 +1,81 @@
+"""Auto-labels of label-free images: the modality decided and recorded, cells found whole whatever the sign of their
+contrast, macrophage pseudopods kept."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from runtime.count_metrics import match_instances
+from trainer.autolabel import AutoLabelConfig, _remove_thin, auto_label
+from trainer.cli.label import app
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
+BBBC = REAL / "bbbc030-dic"
+needs_bbbc = pytest.mark.skipif(not BBBC.is_dir(), reason=f"BBBC030 not present at {BBBC} (see ../shared/real/README.md)")
+STEMS = ("cho31", "cho42", "cho53")
+
+
+@pytest.fixture(scope="module")
+def dic_folder(tmp_path_factory) -> Path:
+    """Three real DIC images, one of them re-saved as 16-bit (what a scientific camera writes)."""
+    folder = tmp_path_factory.mktemp("dic")
+    for stem in STEMS[:-1]:
+        (folder / f"{stem}.png").write_bytes((BBBC / "images" / f"{stem}.png").read_bytes())
+    grey = cv2.imread(str(BBBC / "images" / f"{STEMS[-1]}.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(folder / f"{STEMS[-1]}.png"), grey.astype(np.uint16) * 257)
+    return folder
+
+
+@needs_bbbc
+def test_csc_label_contract_on_real_dic_images(dic_folder, tmp_path):
+    """`csc-label auto DIR --kind macrophage --split-touching --out OUT`, nothing else: the optics is found and
+    recorded, and each annotated cell is one instance (not a bright and a dark half)."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["auto", str(dic_folder), "--kind", "macrophage", "--split-touching",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "modality: dic ×3" in result.output
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["modality"] == {"dic": 3} and meta["threshold"] == {"texture": 3}
+    assert all(meta["autolabel_images"][s]["modality"] == "dic" for s in STEMS)
+    tp = fn = 0
+    for stem in STEMS:
+        instances = cv2.imread(str(out / "instances" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert instances.dtype == np.uint16
+        assert cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED).max() == 2  # macrophage
+        a, _, c = match_instances(instances, cv2.imread(str(BBBC / "instances" / f"{stem}.png"), cv2.IMREAD_UNCHANGED))
+        tp, fn = tp + a, fn + c
+    assert tp >= 0.8 * (tp + fn), f"{tp} of {tp + fn} annotated cells found whole"
+
+
+@needs_bbbc
+def test_a_given_modality_overrides_detection(dic_folder):
+    image = cv2.imread(str(dic_folder / f"{STEMS[0]}.png"), cv2.IMREAD_GRAYSCALE)
+    detected = auto_label(image, AutoLabelConfig(kind="macrophage"))
+    forced = auto_label(image, AutoLabelConfig(kind="macrophage", modality="stained"))
+    assert (detected.modality, detected.threshold) == ("dic", "texture")
+    assert forced.modality == "stained" and forced.threshold != "texture" and forced.polarity == "dark"
+    paper = auto_label(image, AutoLabelConfig(kind="macrophage", threshold="adaptive"))
+    assert paper.modality == "dic" and paper.threshold == "adaptive", "a threshold chosen by hand is honoured"
+
+
+def test_unknown_modality_is_a_clear_error():
+    with pytest.raises(ValueError, match="--modality must be one of auto, stained"):
+        AutoLabelConfig(kind="rbc", modality="darkfield")
+
+
+def test_pseudopods_stay_with_a_macrophage_but_fibres_go():
+    """Opening by reconstruction (macrophages) keeps a cell's thin protrusion; the plain opening (RBCs, where a
+    thin object crossing a cell is a fibre) cuts it. An object that is thin all over goes either way."""
+    binary = np.zeros((120, 160), np.uint8)
+    cv2.circle(binary, (50, 60), 20, 255, -1)
+    cv2.line(binary, (70, 60), (100, 60), 255, 3)  # a pseudopod
+    cv2.line(binary, (120, 10), (150, 110), 255, 2)  # a fibre on its own
+    kept, gone = _remove_thin(binary, 4.0, keep_outline=True)
+    cut, gone_too = _remove_thin(binary, 4.0)
+    assert kept[60, 95] and not cut[60, 95]
+    assert not kept[60, 135] and not cut[60, 135] and gone == gone_too == 1
+    assert np.array_equal(kept[:, :72] > 0, binary[:, :72] > 0), "the cell keeps its whole outline"
