@@ -58,6 +58,9 @@ BRIGHT_SHARE = 0.2
 FAINT = 0.08
 HALO = 0.25
 HALO_REACH = 8
+# The texture energy of a cell exceeds the camera noise's typical level by at least this many of the noise's
+# spreads (log scale).
+NOISE_FLOOR = 3.0
 # Detection runs on a copy at most this many px on its longer side: the physics above is visible at any size.
 DETECT_SIDE = 512
 
@@ -98,13 +101,21 @@ def texture_energy(grey: np.ndarray, fine_sigma: float, smooth_sigma: float) -> 
     return cv2.GaussianBlur(high, (0, 0), smooth_sigma)
 
 
-def energy_mask(energy: np.ndarray) -> np.ndarray:
+def energy_mask(energy: np.ndarray, floor_sigmas: float | None = None) -> np.ndarray:
     """255 where the texture energy is high: Otsu on its logarithm (the background's energy is the camera's noise,
-    the cells' is orders above it, so the two modes separate on a log scale whatever the exposure)."""
+    the cells' is many times it, so the two modes separate on a log scale whatever the exposure), but never below
+    the noise's own level plus ``floor_sigmas`` (NOISE_FLOOR) of its spread: with few or faint cells, Otsu would
+    split the noise itself. The noise's level and spread come from the lowest quantiles of the log energy (a
+    quarter of any frame is background), where a normal distribution's 5th and 25th percentiles lie 0.97 σ apart."""
     log = np.log(energy + 1e-3)
     lo, hi = float(log.min()), float(log.max())
-    scaled = cv2.convertScaleAbs(log, alpha=255.0 / max(hi - lo, 1e-6), beta=-lo * 255.0 / max(hi - lo, 1e-6))
-    return cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+    alpha = 255.0 / max(hi - lo, 1e-6)
+    scaled = cv2.convertScaleAbs(log, alpha=alpha, beta=-lo * alpha)
+    otsu = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
+    p5, p25 = np.percentile(log[::2, ::2], (5, 25))
+    sigma = (p25 - p5) / 0.97
+    floor = (p25 + 0.674 * sigma + (NOISE_FLOOR if floor_sigmas is None else floor_sigmas) * sigma - lo) * alpha
+    return cv2.threshold(scaled, max(otsu, min(floor, 254.0)), 255, cv2.THRESH_BINARY)[1]
 
 
 def detect_modality(image: np.ndarray) -> ModalityEvidence:

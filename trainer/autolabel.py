@@ -78,6 +78,12 @@ OVERLAP = 1.8
 # reaches of 0.1–0.3 at 0.3, 0.845–0.879 (114–121 nuclei) for fractions of 0.25–0.35 (labeller_settings.json).
 PEAK_FRACTION = 0.3
 PEAK_REACH = 0.2
+# Rims are closed with a disc of RIM × the diameter, LABEL_FREE_RIM on label-free images: there a cell's texture
+# energy is strong at its edge and weak where its middle is smooth (phase contrast's shade-off, a smooth relief),
+# so its mask is a ring open in more places. Chosen on simulated label-free macrophages (seed 20) with BBBC030's
+# tuning half watched: phase contrast count 0.86 → 0.90, F1 0.79 → 0.85 from 0.15 to 0.3; BBBC030 F1 0.946 → 0.961.
+RIM = 0.15
+LABEL_FREE_RIM = 0.3
 
 
 @dataclass(frozen=True)
@@ -306,7 +312,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
         cv2.drawContours(binary, keep, -1, 255, thickness=cv2.FILLED)
     else:
         if config.close_rims:
-            side = max(3, int(round(0.15 * scaled.diameter_px)) | 1)
+            side = max(3, int(round((LABEL_FREE_RIM if label_free else RIM) * scaled.diameter_px)) | 1)
             binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
         if config.fill == "holes":
             binary = fill_holes(binary, max_area=scaled.typical_area)

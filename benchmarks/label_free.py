@@ -1,0 +1,170 @@
+"""Label-free images, the paper's own domain (issue #21): the auto-labeller with no scale and no modality given,
+against a simple reference measured in the same run.
+
+Sets (real ones read from ``../shared/real``, never copied; skipped with the reason when absent):
+- **BBBC030** (real DIC of live, unstained CHO cells; 787 hand-outlined instances; CC BY 3.0 — Koos et al. 2016,
+  Sci. Rep. 6:30420, via the Broad Bioimage Benchmark Collection, Ljosa et al. 2012, Nat. Methods 9:637).
+  Labelled ``--kind macrophage`` (the nearest size). Split by name: cho01–cho30 is the tuning part (every choice in
+  trainer/label_free.py and runtime/modality.py was made looking at it), cho31–cho60 the evaluation part that no
+  choice looked at. Its outlines leave out-of-focus cells and debris unannotated and draw 25 doublets as one
+  object (its README), so precision and the count are bounded by the annotation, not only by the labeller.
+- **Simulated optics** (runtime/simulator.py, a test fixture, not evidence): the same scenes rendered as stained
+  brightfield, unstained brightfield, phase contrast and DIC, single-kind RBC and macrophage frames (macrophages
+  with pseudopods), at a seed no choice looked at.
+- **Stained smears** (no regression): the Chula evaluation subset, the BCCD evaluation half and the DSB nuclei
+  crop, scored exactly as benchmarks/real_counts.py scores them.
+
+Rows: ``csc-label auto --split-touching`` (scale and modality decided per image), and the reference: local
+variance (σ an eighth of the cell diameter) + Otsu + holes filled + distance watershed, **given the true median
+cell diameter** (the labeller is given nothing). Metrics: instance F1 at IoU 0.5, count ratio (predicted /
+annotated), and mIoU as the paper's eq. 5 (the mean over background and cells of the IoU summed over the set);
+how each image's modality was detected.
+
+Run: python -m benchmarks.label_free [--real ../shared/real] [--n 12] [--seed 21]
+                                     [--out benchmarks/results/label_free.json]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.publish import publish
+from benchmarks.real_counts import headline, nuclei, real_sets, score_nuclei, watershed_split
+from runtime.classes import CELL_SIZES, MACROPHAGE, RBC
+from runtime.count_metrics import match_instances
+from runtime.errors import CscError
+from runtime.modality import detect_modality
+from runtime.simulator import make_microscope
+from trainer.autolabel import AutoLabelConfig, auto_label, fill_holes
+
+ROOT = Path(__file__).resolve().parent.parent
+OPTICS = ("stained", "brightfield", "phase", "dic")
+PSEUDOPODS = 2.0  # mean protrusions per simulated macrophage
+TUNING = tuple(f"cho{i:02d}" for i in range(1, 31))
+EVALUATION = tuple(f"cho{i:02d}" for i in range(31, 61))
+
+Method = Callable[[np.ndarray, float], np.ndarray]  # (image, true median diameter px) → instance labels
+
+
+def labeller(kind: str) -> Method:
+    """`csc-label auto --kind KIND --split-touching`, nothing else given (the diameter is not passed on)."""
+    config = AutoLabelConfig(kind=kind, split_touching=True)
+    return lambda image, _diameter: auto_label(image, config).instances.astype(np.int32)
+
+
+def local_variance_reference(image: np.ndarray, diameter_px: float) -> np.ndarray:
+    """The reference: local standard deviation over σ = d/8, Otsu, holes filled, watershed at the true size."""
+    grey = (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image).astype(np.float32)
+    sigma = max(1.0, diameter_px / 8)
+    mean = cv2.GaussianBlur(grey, (0, 0), sigma)
+    std = np.sqrt(np.maximum(cv2.GaussianBlur(grey * grey, (0, 0), sigma) - mean * mean, 0))
+    mask = cv2.threshold(cv2.normalize(std, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8), 0, 255,
+                         cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+    return watershed_split(fill_holes(mask), image, diameter_px / 2)
+
+
+METHODS: dict[str, Callable[[str], Method]] = {
+    "csc-label auto --split-touching (nothing given)": labeller,
+    "reference: local variance + Otsu + watershed (true diameter given)": lambda _kind: local_variance_reference,
+}
+
+
+def score(pairs: Iterable[tuple[np.ndarray, np.ndarray]], method: Method, diameter_px: float) -> dict:
+    """Instance F1 at IoU 0.5, count ratio and the set's mIoU of one method over (image, truth) pairs."""
+    began = time.perf_counter()
+    tp = fp = fn = predicted = annotated = 0
+    inter, union = np.zeros(2), np.zeros(2)
+    for image, truth in pairs:
+        labels = method(image, diameter_px)
+        a, b, c = match_instances(labels, truth)
+        tp, fp, fn = tp + a, fp + b, fn + c
+        predicted += len(np.unique(labels)) - 1
+        annotated += len(np.unique(truth)) - 1
+        for k, (p, t) in enumerate(((labels == 0, truth == 0), (labels > 0, truth > 0))):
+            inter[k] += np.count_nonzero(p & t)
+            union[k] += np.count_nonzero(p | t)
+    return {"f1_iou50": round(2 * tp / max(1, 2 * tp + fp + fn), 4), "tp": tp, "fp": fp, "fn": fn,
+            "predicted": predicted, "annotated": annotated, "count_ratio": round(predicted / max(1, annotated), 4),
+            "miou": round(float(np.mean(inter / np.maximum(union, 1))), 4),
+            "seconds": round(time.perf_counter() - began, 1)}
+
+
+def bbbc030(real: Path) -> dict:
+    """Both parts of BBBC030 with every method, and the detected modalities."""
+    root = real / "bbbc030-dic"
+    if not (root / "images").is_dir():
+        return {"skipped": f"{root} is absent (see ../shared/real/README.md)"}
+    with (root / "counts.csv").open(newline="", encoding="utf-8") as f:
+        areas = [float(row["median_area_px"]) for row in csv.DictReader(f)]
+    diameter = 2 * math.sqrt(float(np.median(areas)) / math.pi)
+    out: dict = {"kind": "macrophage", "true_median_diameter_px": round(diameter, 1), "parts": {}}
+    for part, stems in (("tuning", TUNING), ("evaluation", EVALUATION)):
+        def pairs(stems=stems):
+            for stem in stems:
+                yield (cv2.imread(str(root / "images" / f"{stem}.png"), cv2.IMREAD_UNCHANGED),
+                       cv2.imread(str(root / "instances" / f"{stem}.png"), cv2.IMREAD_UNCHANGED))
+        modalities = Counter(detect_modality(image).modality for image, _ in pairs())
+        out["parts"][part] = {"images": f"{stems[0]}–{stems[-1]}", "modality_detected": dict(modalities),
+                              "methods": {name: score(pairs(), make("macrophage"), diameter)
+                                          for name, make in METHODS.items()}}
+    return out
+
+
+def simulated(n: int, seed: int, size: int = 512) -> dict:
+    """Every optics × single kind, the same scenes in each optics."""
+    out: dict = {"n": n, "seed": seed, "size": size, "pseudopods": PSEUDOPODS, "sets": {}}
+    for kind in ("rbc", "macrophage"):
+        cls = RBC if kind == "rbc" else MACROPHAGE
+        extra = {"pseudopods": PSEUDOPODS} if kind == "macrophage" else {}
+        for optics in OPTICS:
+            microscope = make_microscope(kind, size=size, seed=seed, optics=optics, **extra)
+            frames = [microscope.frame(i) for i in range(n)]
+            diameter = CELL_SIZES[cls].typical_um / microscope.config.pixel_size_um
+            out["sets"][f"{kind} {optics}"] = {
+                "modality_detected": dict(Counter(detect_modality(f.image).modality for f in frames)),
+                "methods": {name: score(((f.image, f.instances) for f in frames), make(kind), diameter)
+                            for name, make in METHODS.items()}}
+    return out
+
+
+def smears(real: Path) -> dict:
+    """The labeller on the stained sets, scored as benchmarks/real_counts.py scores them (no regression)."""
+    from benchmarks.real_counts import labeller as rbc_labeller
+
+    method = rbc_labeller()
+    out: dict = {"method": "csc-label auto --split-touching (scale estimated)"}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for key, result in real_sets(real, Path(tmp)).score(method).items():
+                out[key] = {**headline(result.summary), **result.extra}
+    except CscError as err:
+        out["skipped"] = str(err)
+    pair = nuclei()
+    out["dsb_nuclei"] = ({"skipped": "needs `pip install --no-deps stardist==0.9.2`"} if pair is None else
+                         score_nuclei(*pair, method).summary)
+    return out
+
+
+def measure(real: Path, n: int = 12, seed: int = 21) -> dict:
+    return {"what": "auto-labels of label-free images with nothing given, against a local-variance reference given "
+                    "the true cell size; the stained smears for no regression",
+            "bbbc030": bbbc030(real), "simulated": simulated(n, seed), "smears": smears(real)}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "real")
+    parser.add_argument("--n", type=int, default=12, help="simulated frames per optics and kind")
+    parser.add_argument("--seed", type=int, default=21, help="simulator seed (tuning used 20)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    publish(measure(args.real, args.n, args.seed), args.out)
