@@ -31,7 +31,7 @@ import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -98,6 +98,14 @@ def score(pairs: Iterable[tuple[np.ndarray, np.ndarray]], method: Method, diamet
             "seconds": round(time.perf_counter() - began, 1)}
 
 
+def bbbc030_pairs(real: Path, stems: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image, hand-drawn instances) of BBBC030's images with these stems, read from ``real``."""
+    root = real / "bbbc030-dic"
+    for stem in stems:
+        yield (cv2.imread(str(root / "images" / f"{stem}.png"), cv2.IMREAD_UNCHANGED),
+               cv2.imread(str(root / "instances" / f"{stem}.png"), cv2.IMREAD_UNCHANGED))
+
+
 def bbbc030(real: Path) -> dict:
     """Both parts of BBBC030 with every method, and the detected modalities."""
     root = real / "bbbc030-dic"
@@ -108,13 +116,9 @@ def bbbc030(real: Path) -> dict:
     diameter = 2 * math.sqrt(float(np.median(areas)) / math.pi)
     out: dict = {"kind": "macrophage", "true_median_diameter_px": round(diameter, 1), "parts": {}}
     for part, stems in (("tuning", TUNING), ("evaluation", EVALUATION)):
-        def pairs(stems=stems):
-            for stem in stems:
-                yield (cv2.imread(str(root / "images" / f"{stem}.png"), cv2.IMREAD_UNCHANGED),
-                       cv2.imread(str(root / "instances" / f"{stem}.png"), cv2.IMREAD_UNCHANGED))
-        modalities = Counter(detect_modality(image).modality for image, _ in pairs())
+        modalities = Counter(detect_modality(image).modality for image, _ in bbbc030_pairs(real, stems))
         out["parts"][part] = {"images": f"{stems[0]}–{stems[-1]}", "modality_detected": dict(modalities),
-                              "methods": {name: score(pairs(), make("macrophage"), diameter)
+                              "methods": {name: score(bbbc030_pairs(real, stems), make("macrophage"), diameter)
                                           for name, make in METHODS.items()}}
     return out
 
