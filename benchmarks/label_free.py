@@ -22,11 +22,13 @@ how each image's modality was detected.
 
 Run: python -m benchmarks.label_free [--real ../shared/real] [--n 12] [--seed 21]
                                      [--out benchmarks/results/label_free.json]
+     python -m benchmarks.label_free --table benchmarks/results/label_free.json   (the README table)
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import tempfile
 import time
@@ -164,11 +166,32 @@ def measure(real: Path, n: int = 12, seed: int = 21) -> dict:
             "bbbc030": bbbc030(real), "simulated": simulated(n, seed), "smears": smears(real)}
 
 
+def render_markdown(result: dict) -> str:
+    """The README table: one row per set and method (F1 at IoU 0.5, count ratio, mIoU, modality detected)."""
+    lines = ["| set | method | instance F1 | count ratio | mIoU | modality detected |", "|---|---|---:|---:|---:|---|"]
+
+    def rows(name: str, entry: dict) -> None:
+        detected = ", ".join(f"{m} {n}" for m, n in entry["modality_detected"].items())
+        for method, r in entry["methods"].items():
+            lines.append(f"| {name} | {method} | {r['f1_iou50']:.3f} | {r['count_ratio']:.3f} | {r['miou']:.3f} | "
+                         f"{detected} |")
+
+    for part, entry in result["bbbc030"].get("parts", {}).items():
+        rows(f"BBBC030 {part} ({entry['images']})", entry)
+    for name, entry in result["simulated"]["sets"].items():
+        rows(f"simulated {name}", entry)
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "real")
     parser.add_argument("--n", type=int, default=12, help="simulated frames per optics and kind")
     parser.add_argument("--seed", type=int, default=21, help="simulator seed (tuning used 20)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--table", type=Path, default=None, help="print the README table of a result file and exit")
     args = parser.parse_args()
-    publish(measure(args.real, args.n, args.seed), args.out)
+    if args.table is not None:
+        print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))), end="")
+    else:
+        publish(measure(args.real, args.n, args.seed), args.out)

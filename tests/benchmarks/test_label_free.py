@@ -1,0 +1,51 @@
+"""The label-free benchmark's own parts: scoring, the reference, the simulated sets, a missing real set, the
+README table."""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.label_free import (bbbc030, local_variance_reference, render_markdown, score, simulated)
+from runtime.simulator import make_microscope
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_score_counts_matches_and_the_set_miou():
+    frame = make_microscope("rbc", size=128, seed=4, optics="dic").frame(0)
+    truth = frame.instances.astype(np.int32)
+    perfect = score([(frame.image, truth)], lambda image, d: truth, 15.0)
+    assert perfect["f1_iou50"] == 1.0 and perfect["count_ratio"] == 1.0 and perfect["miou"] == 1.0
+    nothing = score([(frame.image, truth)], lambda image, d: np.zeros_like(truth), 15.0)
+    assert nothing["f1_iou50"] == 0.0 and nothing["predicted"] == 0 and nothing["fn"] == perfect["annotated"]
+    assert 0.4 < nothing["miou"] < 0.5, "background IoU alone, averaged with a cell IoU of 0"
+
+
+def test_the_reference_finds_label_free_cells_at_the_given_size():
+    frame = make_microscope("macrophage", size=256, seed=5, optics="phase").frame(0)
+    labels = local_variance_reference(frame.image, 41.0)
+    assert labels.dtype == np.int32 and labels.max() >= 1
+    found, cells = labels > 0, frame.instances > 0
+    assert found[cells].mean() > 5 * found[~cells].mean(), "its objects lie on cells, not on the background"
+
+
+def test_simulated_sets_score_each_optics_and_method():
+    result = simulated(n=1, seed=3, size=128)
+    assert set(result["sets"]) == {f"{k} {o}" for k in ("rbc", "macrophage") for o in ("stained", "brightfield",
+                                                                                      "phase", "dic")}
+    for entry in result["sets"].values():
+        assert sum(entry["modality_detected"].values()) == 1
+        assert len(entry["methods"]) == 2 and all(r["annotated"] >= 0 for r in entry["methods"].values())
+
+
+def test_a_missing_real_set_is_skipped_with_the_reason(tmp_path):
+    assert "absent" in bbbc030(tmp_path)["skipped"]
+
+
+def test_readme_table_is_the_committed_result_rendered():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    begin, end = "<!-- label-free: python -m benchmarks.label_free --table", "<!-- label-free: end -->"
+    assert readme.count(begin) == 1 and readme.count(end) == 1
+    block = readme.split(begin)[1].split("-->", 1)[1].split(end)[0]
+    result = json.loads((ROOT / "benchmarks" / "results" / "label_free.json").read_text(encoding="utf-8"))
+    assert block.strip() == render_markdown(result).strip()
