@@ -30,8 +30,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -267,30 +269,42 @@ def keep_recipe(work: Path, recipe: Recipe) -> None:
     write_json(path, asdict(recipe))
 
 
-def main(real: Path, work: Path, recipe: Recipe, bundle: bool) -> dict:
-    if not real.is_dir():
-        raise CscError("the real images are not here", path=real, fix="run beside ../shared/real, or pass --real")
+def run_stages(work: Path, recipe, prepare: Callable[[], Any], train: Callable[[Any], dict[str, Path]],
+               evaluate: Callable[[dict[str, Path], Any], dict],
+               choose: Callable[[dict, dict[str, Path]], str | None], bundled: Path, bundle: bool) -> dict:
+    """A recipe's stages, each reused when its output exists: data → models → ONNX exports → evaluation → the model
+    to bundle (copied to ``bundled`` with ``bundle``); returns the report's common part, timings included."""
     keep_recipe(work, recipe)
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     began = time.perf_counter()
-    sets = prepare_data(real, work, recipe)
+    data = prepare()
     prepared = time.perf_counter()
-    checkpoints = train_models(sets, work, recipe)
+    checkpoints = train(data)
     trained = time.perf_counter()
     models = {name: export(ckpt, work / "onnx" / f"{name.lower()}.onnx") for name, ckpt in checkpoints.items()}
-    evaluation = evaluate(models, real, sets, work)
+    evaluation = evaluate(models, data)
     chosen = choose(evaluation, models)
     if bundle and chosen is not None:
-        shutil.copyfile(models[chosen], BUNDLED)
+        shutil.copyfile(models[chosen], bundled)
     meta = {name: json.loads((ckpt.parent / "metrics.json").read_text()) for name, ckpt in checkpoints.items()}
     return {"recipe": asdict(recipe), "chosen": chosen, "bundled": bool(bundle and chosen),
-            "held_out": {"chula_subset": str(SUBSET.relative_to(ROOT)),
-                         "bccd": "the 97 images at odd positions in name order (the even ones train U-Transfer)"},
             "training": {name: {"best_val_miou": m["best_val_miou"], "seconds": m["seconds"],
-                                "class_fractions": m["config"].get("class_fractions", {})} for name, m in meta.items()},
+                                "class_fractions": m["config"].get("class_fractions", {}),
+                                "modalities": m["config"].get("modalities", [])} for name, m in meta.items()},
             "seconds": {"data": round(prepared - began), "training": round(trained - prepared),
                         "total": round(time.perf_counter() - began)},
             "evaluation": evaluation}
+
+
+def main(real: Path, work: Path, recipe: Recipe, bundle: bool) -> dict:
+    if not real.is_dir():
+        raise CscError("the real images are not here", path=real, fix="run beside ../shared/real, or pass --real")
+    report = run_stages(work, recipe, lambda: prepare_data(real, work, recipe),
+                        lambda sets: train_models(sets, work, recipe),
+                        lambda models, sets: evaluate(models, real, sets, work), choose, BUNDLED, bundle)
+    return {**report, "held_out": {"chula_subset": str(SUBSET.relative_to(ROOT)),
+                                   "bccd": "the 97 images at odd positions in name order (the even ones train "
+                                           "U-Transfer)"}}
 
 
 if __name__ == "__main__":

@@ -85,6 +85,13 @@ class Dataset:
         return float(self.meta.get("pixel_size_um") or DEFAULT_PIXEL_SIZE_UM)
 
     @property
+    def modalities(self) -> list[str]:
+        """The optics its images were taken with, as far as dataset.json says (`csc-label auto` records what it
+        detected, `csc-data synth` the simulated optics); empty where it does not say (imports, older sets)."""
+        found = self.meta.get("modality") or self.meta.get("optics") or []
+        return sorted(found) if isinstance(found, (dict, list)) else [str(found)]
+
+    @property
     def scale_known(self) -> bool:
         """Whether ``pixel_size_um`` was given (simulator, a user) rather than estimated from the cells (`csc-label
         auto` without a scale) or never recorded (imports without --pixel-size): counting then reads it off each

@@ -54,6 +54,7 @@ class CropSampler:
                 raise CscError("no images to train on", path=dataset.root, fix="add images or lower --n / the split")
             self.pools.append(pool)
         self.class_fractions = fractions  # per class, the largest share of a training image (runtime/domain.py)
+        self.modalities = sorted({m for dataset, _ in sources for m in dataset.modalities})  # (runtime/domain.py)
 
     def batch(self, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """uint8 images (B, H, W, 3) and masks (B, H, W) for this rank's share of global step ``step``."""

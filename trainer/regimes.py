@@ -26,6 +26,7 @@ class Plan:
     val: list[Labels]
     init_weights: dict | None = None
     seen_fractions: dict | None = None  # class fractions of the data the initial weights were trained on
+    seen_modalities: tuple[str, ...] = ()  # likewise, the optics
 
     def __post_init__(self) -> None:
         resolve_device(self.config.device)
@@ -33,7 +34,8 @@ class Plan:
         seen = self.seen_fractions or {}
         # What the model has seen, over every stage of its training: the runtime's domain check reads it.
         self.config = replace(self.config, class_fractions={
-            n: round(max(float(f), seen.get(n, 0.0)), 4) for n, f in zip(names[1:], self.sampler.class_fractions[1:])})
+            n: round(max(float(f), seen.get(n, 0.0)), 4) for n, f in zip(names[1:], self.sampler.class_fractions[1:])},
+            modalities=tuple(sorted({*self.seen_modalities, *self.sampler.modalities})))
 
     def run(self, out: Path, *, resume: bool = False, **kw) -> dict:
         """Train into ``out``; resuming restores last.pt, which replaces the initial weights."""
@@ -104,7 +106,8 @@ def plan_transfer(checkpoint: Path, mixed: Path, n: int, config: TrainConfig, mo
                      classes=tuple(start["classes"]),
                      sources={"init": str(checkpoint), "mixed": [str(p) for p in (mixed, *more)], "n": n})
     return Plan(config, _sampler(sources, config), val, init_weights=start["model"],
-                seen_fractions=start["config"].get("class_fractions"))
+                seen_fractions=start["config"].get("class_fractions"),
+                seen_modalities=tuple(start["config"].get("modalities", ())))
 
 
 def _differ(a: float, b: float) -> bool:

@@ -49,6 +49,7 @@ class TrainConfig:
     augment: str = "paper"  # a key of trainer.data.AUGMENTS
     touching_gap: int = 0  # px of background carved between touching instances of the training masks
     class_fractions: dict = field(default_factory=dict)  # filled from the training data (runtime/domain.py)
+    modalities: tuple[str, ...] = ()  # the optics of the training data, where the datasets record it (likewise)
 
     def __post_init__(self) -> None:
         from trainer.data import AUGMENTS

@@ -286,3 +286,18 @@ def test_single_refuses_sets_of_different_given_pixel_sizes(tmp_path):
     meta["scale"] = "estimated"
     (tmp_path / "mac2" / "dataset.json").write_text(_json.dumps(meta))
     assert plan_single(rbc, tmp_path / "mac2", config).config.pixel_size_um == 0.4
+
+
+def test_the_optics_of_the_training_data_are_recorded_through_every_stage(tmp_path):
+    """The runtime warns when frames come from other optics than the model learnt (runtime/domain.py): each plan
+    records the optics its datasets say they hold, and U-Transfer keeps those of its starting checkpoint."""
+    from trainer.regimes import plan_single, plan_transfer
+
+    rbc = synthesize_dataset("rbc", 3, tmp_path / "rbc", seed=1, size=64, optics="dic")
+    mac = synthesize_dataset("macrophage", 3, tmp_path / "mac", seed=2, size=64, optics="phase")
+    plan = plan_single(rbc, mac, cfg(regime="U-Single", steps=1, val_every=1))
+    assert plan.config.modalities == ("dic", "phase")
+    plan.run(tmp_path / "single")
+    mixed = synthesize_dataset("mixed", 12, tmp_path / "mixed", seed=3, size=64)  # stained by default
+    transfer = plan_transfer(tmp_path / "single" / "best.pt", mixed, 2, cfg(regime="U-Transfer", steps=1))
+    assert transfer.config.modalities == ("dic", "phase", "stained")

@@ -1,0 +1,207 @@
+"""The paper's method on label-free images, as one command: auto-labels of label-free single-kind images →
+U-Single → U-Transfer, and whether the network beats the labels it learnt from (issue #21, item 4).
+
+1. Single-kind sets, auto-labelled by `csc-label auto --kind K --split-touching` (modality detected per image):
+   simulated RBC and macrophage frames (macrophages with pseudopods) in unstained brightfield, phase contrast and
+   DIC, at the model's 0.4 µm/px (given, as for the simulated sets of benchmarks/real_model.py); and BBBC030's
+   tuning part (cho01–cho30, real DIC of CHO cells) as macrophage-sized cells, scale estimated by the labeller,
+   brought to 0.4 µm/px (`csc-data rescale`).
+2. U-Single (`csc-train single`): light-unet on those sets, microscope augmentation, a background gap carved between
+   touching cells.
+3. U-Transfer (`csc-train transfer`): fine-tuned on labelled mixed label-free frames — simulated ones with the
+   simulator's exact labels, the stand-in here for the paper's 50 hand-labelled mixed images (no licensed real
+   mixed label-free set exists here): ``transfer_n`` of each optics.
+4. Both exported (`csc-export onnx`) and measured through the runtime path (`csc-run --pixel-size P`: frame
+   rescaled to the model's pixel size, segmented, counted) beside the labeller, in one run:
+   - BBBC030's evaluation part (cho31–cho60): macrophage-class instances against the hand outlines (F1 at IoU 0.5,
+     count, mIoU); P is the median pixel size the labeller estimated on the tuning part (a calibration, made
+     without looking at the evaluation part);
+   - simulated mixed label-free frames of a seed no training used: counts per class against the simulator's.
+5. ``--bundle``: the model is written to runtime/models/label-free.onnx (beside the smear model, which stays the
+   default) if it beats the labeller's F1 on BBBC030's evaluation part and keeps the simulated label-free counts
+   within 15 %.
+
+Run: python -m benchmarks.label_free_model --work runs/label-free-model --out benchmarks/results/label_free_model.json
+     [--bundle]   (2-core CPU: about 20 minutes, mostly training; the timings are in the result.)
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.label_free import EVALUATION, PSEUDOPODS, TUNING, bbbc030_pairs, labeller, score
+from benchmarks.publish import publish
+from benchmarks.real_model import run_stages
+from runtime.dataset import open_dataset
+from runtime.imageio import place_file
+from runtime.rescale import rescale_dataset
+from runtime.synthesize import synthesize_dataset
+from trainer.autolabel import AutoLabelConfig
+from trainer.labelling import label_folder
+from trainer.regimes import plan_single, plan_transfer
+from trainer.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "runtime" / "models" / "label-free.onnx"
+MODEL_PIXEL_UM = 0.4
+OPTICS = ("brightfield", "phase", "dic")
+
+
+@dataclass
+class Recipe:
+    arch: str = "light-unet"
+    size: int = 224
+    batch: int = 8
+    single_steps: int = 4000
+    transfer_steps: int = 1000
+    transfer_n: int = 17  # of each of the three optics: 51 labelled mixed frames, the paper's 50
+    val_every: int = 500
+    singles_per_optics: int = 50
+    mixed_per_optics: int = 40
+    test_per_optics: int = 10
+    touching_gap: int = 4
+    augment: str = "microscope"
+    with_bbbc: bool = True
+    seed: int = 0
+
+
+def prepare_data(real: Path, work: Path, recipe: Recipe) -> dict[str, list[Path] | Path | float]:
+    """The auto-labelled single-kind sets per kind, the labelled mixed sets, the test sets and BBBC030's scale."""
+    data = work / "data"
+    singles: dict[str, list[Path]] = {"rbc": [], "macrophage": []}
+    for kind in singles:
+        extra = {"pseudopods": PSEUDOPODS} if kind == "macrophage" else {}
+        for k, optics in enumerate(OPTICS):
+            raw, auto = data / f"sim-{kind}-{optics}-raw", data / f"sim-{kind}-{optics}-auto"
+            if not (raw / "dataset.json").exists():
+                synthesize_dataset(kind, recipe.singles_per_optics, raw, seed=recipe.seed + 10 + k, optics=optics,
+                                   **extra)
+            if not (auto / "dataset.json").exists():
+                label_folder(raw / "images", auto,
+                             AutoLabelConfig(kind=kind, split_touching=True, pixel_size_um=MODEL_PIXEL_UM))
+            singles[kind].append(auto)
+    out: dict = {"singles": singles, "mixed": [], "test": []}
+    for k, optics in enumerate(OPTICS):
+        for name, count, seed in (("mixed", recipe.mixed_per_optics, recipe.seed + 20 + k),
+                                  ("test", recipe.test_per_optics, 990 + k)):
+            path = data / f"{name}-{optics}"
+            if not (path / "dataset.json").exists():
+                synthesize_dataset("mixed", count, path, seed=seed, optics=optics, pseudopods=PSEUDOPODS)
+            out[name].append(path)
+    bbbc = real / "bbbc030-dic" / "images"
+    if recipe.with_bbbc and bbbc.is_dir():
+        images, auto, scaled = data / "bbbc-tuning-images", data / "bbbc-tuning-auto", data / "bbbc-tuning-0.4"
+        if not images.exists():
+            images.mkdir(parents=True)
+            for stem in TUNING:
+                place_file(bbbc / f"{stem}.png", images / f"{stem}.png", link=True)
+        if not (auto / "dataset.json").exists():
+            label_folder(images, auto, AutoLabelConfig(kind="macrophage", split_touching=True))
+        out["bbbc_pixel_um"] = float(open_dataset(auto).pixel_size_um)  # the labeller's median estimate
+        if not (scaled / "dataset.json").exists():
+            rescale_dataset(auto, scaled, MODEL_PIXEL_UM, out["bbbc_pixel_um"])
+        singles["macrophage"].append(scaled)
+    return out
+
+
+def train_models(data: dict, work: Path, recipe: Recipe) -> dict[str, Path]:
+    common = dict(arch=recipe.arch, size=recipe.size, batch=recipe.batch, seed=recipe.seed, device="cpu",
+                  val_every=recipe.val_every, augment=recipe.augment, touching_gap=recipe.touching_gap)
+    runs = work / "runs"
+    single, transfer = runs / "single", runs / "transfer"
+    rbc, macrophage = data["singles"]["rbc"], data["singles"]["macrophage"]
+    if not (single / "best.pt").exists():
+        plan_single(rbc[0], macrophage[0], TrainConfig(regime="U-Single", steps=recipe.single_steps, **common),
+                    [*rbc[1:], *macrophage[1:]]).run(single)
+    if not (transfer / "best.pt").exists():
+        plan_transfer(single / "best.pt", data["mixed"][0], recipe.transfer_n,
+                      TrainConfig(regime="U-Transfer", steps=recipe.transfer_steps, lr=5e-4, **common),
+                      data["mixed"][1:]).run(transfer)
+    return {"U-Single": single / "best.pt", "U-Transfer": transfer / "best.pt"}
+
+
+def runtime_macrophages(model: Path):
+    """`csc-run --pixel-size P`'s path, the macrophage-class instances mapped back to the frame."""
+    from runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from runtime.counting import CellCounter, CountingConfig
+    from runtime.pipeline import Segmenter
+
+    runner = OnnxRuntimeRunner(model)
+    runner.activate()
+    meta = runner.metadata
+    counter = CellCounter(CountingConfig(class_names=tuple(meta.classes), pixel_size_um=meta.pixel_size_um))
+    wanted = meta.classes.index("macrophage")
+
+    def run(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image  # as csc-run reads it
+        segmenter = Segmenter(runner, zoom=pixel_size_um / meta.pixel_size_um)
+        result = counter.count(segmenter.segment(image), return_labels=True)
+        ids = result.cells["id"][result.cells["class_id"] == wanted]
+        return segmenter.to_frame(np.where(np.isin(result.labels, ids), result.labels, 0), image.shape)
+    return run
+
+
+def simulated_counts(model: Path, sets: list[Path]) -> dict:
+    from benchmarks.real_model import demo_counts
+
+    per_set = {Path(s).name: demo_counts(model, s) for s in sets}
+    counted = {c: sum(r["counts"][c] for r in per_set.values()) for c in ("rbc", "macrophage")}
+    true = {c: sum(r["true_counts"][c] for r in per_set.values()) for c in ("rbc", "macrophage")}
+    return {"per_optics": per_set, "count_accuracy": {c: round(counted[c] / max(1, true[c]), 4) for c in counted}}
+
+
+def evaluate(models: dict[str, Path], real: Path, data: dict) -> dict:
+    out: dict = {}
+    pixel = data.get("bbbc_pixel_um")
+    if pixel is not None:
+        rows = {"auto-labels (csc-label auto --kind macrophage --split-touching)": labeller("macrophage")}
+        rows.update({f"{name} (csc-run --pixel-size {pixel:.3f})": runtime_macrophages(path)
+                     for name, path in models.items()})
+        out["bbbc030_evaluation"] = {"images": f"{EVALUATION[0]}–{EVALUATION[-1]}", "pixel_size_um": pixel,
+                                     "methods": {name: score(bbbc030_pairs(real, EVALUATION), method, pixel)
+                                                 for name, method in rows.items()}}
+    out["simulated_label_free_mixed"] = {name: simulated_counts(path, data["test"]) for name, path in models.items()}
+    return out
+
+
+def choose(evaluation: dict, models: dict[str, Path]) -> str | None:
+    """The model to bundle: the best BBBC030 F1 above the labeller's, among those whose simulated label-free counts
+    are within 15 % for both classes."""
+    bbbc = evaluation.get("bbbc030_evaluation", {}).get("methods", {})
+    labels_f1 = next((v["f1_iou50"] for k, v in bbbc.items() if k.startswith("auto-labels")), None)
+    best, best_f1 = None, labels_f1 if labels_f1 is not None else -1.0
+    for name in models:
+        row = next((v for k, v in bbbc.items() if k.startswith(name + " ")), None)
+        counts = evaluation["simulated_label_free_mixed"][name]["count_accuracy"].values()
+        if row is not None and row["f1_iou50"] > best_f1 and all(abs(c - 1) <= 0.15 for c in counts):
+            best, best_f1 = name, row["f1_iou50"]
+    return best
+
+
+def main(real: Path, work: Path, recipe: Recipe, bundle: bool) -> dict:
+    report = run_stages(work, recipe, lambda: prepare_data(real, work, recipe),
+                        lambda data: train_models(data, work, recipe),
+                        lambda models, data: evaluate(models, real, data), choose, BUNDLED, bundle)
+    with_bbbc = "bbbc030_evaluation" in report["evaluation"]
+    return {**report, "bbbc030": {"tuning": f"{TUNING[0]}–{TUNING[-1]} (auto-labelled, trained on)",
+                                  "evaluation": f"{EVALUATION[0]}–{EVALUATION[-1]} (held out)"} if with_bbbc else
+                                 "not present: trained on simulated sets only"}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "real")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "label-free-model", help="data, runs, exports")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--bundle", action="store_true", help="write the chosen model to runtime/models/label-free.onnx")
+    parser.add_argument("--single-steps", type=int, default=Recipe.single_steps)
+    parser.add_argument("--transfer-steps", type=int, default=Recipe.transfer_steps)
+    args = parser.parse_args()
+    if not args.real.is_dir():
+        raise SystemExit(f"{args.real}: the real images are not here (run beside ../shared/real, or pass --real)")
+    publish(main(args.real, args.work, Recipe(single_steps=args.single_steps, transfer_steps=args.transfer_steps),
+                 args.bundle), args.out)
