@@ -102,6 +102,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, options: ExportOptions,
         pixel_size_um=float(meta["config"].get("pixel_size_um", DEFAULT_PIXEL_SIZE_UM)), regime=meta.get("regime", ""),
         metrics={k: meta["metrics"][k] for k in ("miou", "fwiou", "dice") if k in meta.get("metrics", {})},
         class_fractions=dict(meta["config"].get("class_fractions", {})),
+        modalities=list(meta["config"].get("modalities", [])),
         version=__version__, checkpoint=f"{Path(checkpoint).name} sha256:{sha256(checkpoint)[:16]}",
         outputs=(["class_map", "probabilities"] if options.probabilities else ["class_map"]) if options.fuse else ["logits"],
     )

@@ -98,6 +98,9 @@ class ModelMetadata:
     # Per class, the largest share of an image it covered in the training data: frames far above it look unlike
     # anything the model learnt from (runtime/domain.py). Empty for models exported before it was recorded.
     class_fractions: dict[str, float] = field(default_factory=dict)
+    # The optics of the training images (runtime.modality: stained, brightfield, phase, dic, fluorescence): frames
+    # of other optics are warned about. Empty where the training data did not record it.
+    modalities: list[str] = field(default_factory=list)
     # Keys of the file this reader does not know (from a newer exporter); not a field, so never written back.
     ignored_keys: ClassVar[tuple[str, ...]] = ()
 

@@ -290,9 +290,9 @@ class Pipeline:
                 start = time.perf_counter()
                 result = self.counter.count(class_map)
                 result.cells = self.segmenter.cells_to_frame(result.cells)
-                warning = self.domain.check(class_map)
-                if warning and self.on_warning is not None:
-                    self.on_warning(warning)
+                for warning in (self.domain.check_optics(frame.image), self.domain.check(class_map)):
+                    if warning and self.on_warning is not None:
+                        self.on_warning(warning)
                 n += 1
                 fps = n / max(time.perf_counter() - began, 1e-9)
                 for name in self.names:

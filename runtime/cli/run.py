@@ -9,11 +9,15 @@ from rich.table import Table
 
 from runtime.backends.select import BACKENDS
 from runtime.cli.common import VersionOption, choices, console, entry
+from runtime.modality import LABEL_FREE, MODALITIES
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 
 Backend = choices("Backend", BACKENDS)
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+Modality = choices("Modality", ("auto",) + MODALITIES)
+MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = MODELS / "default.onnx"  # trained on stained smears
+LABEL_FREE_MODEL = MODELS / "label-free.onnx"  # trained on unstained cells (brightfield, phase contrast, DIC)
 
 
 @app.command(help="Segment and count RBCs and macrophages live. Exactly one source: --camera, --video, --images "
@@ -23,7 +27,8 @@ def run(
     video: Path = typer.Option(None, "--video", help="Video file."),
     images: str = typer.Option(None, "--images", help="Folder of images or a glob such as 'data/*.png'."),
     source: str = typer.Option(None, "--source", help="'demo': the simulated microscope (no hardware needed)."),
-    model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled light model)."),
+    model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled model for --modality)."),
+    modality: Modality = typer.Option("auto", "--modality", help="The optics (stained, brightfield, phase, dic, fluorescence). Without --model, label-free optics pick the bundled label-free model where there is one; auto keeps the stained-smear model, and the run warns when the frames' optics are not the model's."),
     backend: Backend = typer.Option("auto", "--backend", help="auto (TensorRT when an engine beside the model runs here), trt or ort."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: capture each batch size's enqueue once as a CUDA graph and replay it."),
     no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
@@ -53,7 +58,7 @@ def run(
         raise CscError("give exactly one source", fix="--camera N, --video PATH, --images DIR|GLOB or --source demo")
     if source is not None and source != "demo":
         raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
-    model = model or DEFAULT_MODEL
+    model = model or _bundled_model(Modality(modality).value)
     if not model.exists():
         raise CscError("model file not found", path=model,
                        fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
@@ -87,6 +92,17 @@ def run(
         raise _nothing_processed(summary)
     if summary["errors"]:
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
+
+
+def _bundled_model(modality: str) -> Path:
+    """The bundled model for these optics: the label-free one for label-free optics where it is bundled, else the
+    stained-smear model (with a note, since the run's optics check will then warn)."""
+    if modality in LABEL_FREE:
+        if LABEL_FREE_MODEL.exists():
+            return LABEL_FREE_MODEL
+        console.print(f"[yellow]note:[/] no bundled label-free model ({LABEL_FREE_MODEL.name}); using the stained-smear "
+                      "model — train one with `python -m benchmarks.label_free_model`, or pass --model", highlight=False)
+    return DEFAULT_MODEL
 
 
 CAMERA_CONFIG = ".camera.json"  # beside the model: {"pixel_size_um": 0.194} for the microscope it serves
@@ -143,6 +159,8 @@ def _print_summary(summary: dict) -> None:
         a = acc.get(name)
         counts.add_row(name, str(s["mean"]), f"{s['min']:g}", f"{s['max']:g}", "—" if a is None else f"{100 * a:.1f} %")
     console.print(counts)
+    if summary["domain"]["optics"]["warning"]:
+        console.print(f"[bold yellow]{escape(summary['domain']['optics']['warning'])}[/]", highlight=False)
     if summary["domain"]["warning"]:
         console.print(f"[bold yellow]{summary['domain']['frames_unlike_training']} of {summary['frames']} frames "
                       "looked unlike the training data: counts above are unreliable[/]", highlight=False)

@@ -26,6 +26,7 @@ def test_fused_graph_takes_uint8_frames_and_gives_a_class_map(fp32_model):
     assert meta.classes == ["background", "rbc", "macrophage"] and meta.input_size == (64, 64)
     assert meta.arch == "light-unet" and meta.regime == "U-Base" and meta.fused and meta.precision == "fp32"
     assert meta.normalisation["mean_rgb"] == [0.485, 0.456, 0.406] and meta.version
+    assert meta.modalities == ["stained"], "the optics its (simulated, stained) training set records"
 
 
 def test_fp32_checks_pass_with_the_pytorch_comparison(fp32_model, checkpoint):

@@ -333,6 +333,36 @@ def test_frames_unlike_the_training_data_are_warned_about_once(tmp_path):
     assert not quiet
 
 
+def test_frames_of_other_optics_than_the_models_are_warned_about_once():
+    """A model records the optics it learnt from; a run on frames of another family (label-free DIC frames for a
+    stained-smear model) is warned about once, from its first frames; matching frames, or a model that records
+    nothing, stay quiet."""
+    from runtime.simulator import make_microscope
+
+    dic = [make_microscope("rbc", size=256, seed=7, optics="dic").frame(i).image for i in range(5)]
+    stained = [make_microscope("rbc", size=256, seed=7).frame(i).image for i in range(5)]
+    for trained, frames, warns in ((["stained"], dic, True), (["stained"], stained, False),
+                                   (["brightfield", "dic", "phase"], dic, False), ([], dic, False)):
+        runner = ThresholdRunner(256)
+        runner.metadata.modalities = trained
+        warnings = []
+        summary = Pipeline(FrameList(frames), runner, on_warning=warnings.append).run()
+        optics = summary["domain"]["optics"]
+        assert (len(warnings) == 1 and "label-free images (dic)" in warnings[0]) if warns else not warnings, trained
+        assert optics["warning"] == (warnings[0] if warns else None) and optics["model"] == trained
+        assert sum(optics["frames"].values()) == (3 if trained else 0), "only the first frames are looked at"
+
+
+def test_modality_picks_the_bundled_model(tmp_path, monkeypatch):
+    from runtime.cli import run
+
+    monkeypatch.setattr(run, "LABEL_FREE_MODEL", tmp_path / "label-free.onnx")
+    assert run._bundled_model("dic") == run.DEFAULT_MODEL, "none bundled: the smear model, with a note"
+    (tmp_path / "label-free.onnx").write_bytes(b"")
+    assert run._bundled_model("phase") == tmp_path / "label-free.onnx"
+    assert run._bundled_model("stained") == run._bundled_model("auto") == run.DEFAULT_MODEL
+
+
 def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
     from runtime.cli.run import _pixel_size
 
