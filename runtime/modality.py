@@ -60,6 +60,8 @@ HALO_REACH = 8
 # The texture energy of a cell exceeds the camera noise's typical level by at least this many of the noise's
 # spreads (log scale).
 NOISE_FLOOR = 3.0
+# The texture energy's scales (px) before the cells' size is known: enough to find cells of 15–150 px.
+ENERGY_FIRST_PASS = (1.5, 3.0)
 # Detection runs on a copy at most this many px on its longer side: the physics above is visible at any size.
 DETECT_SIDE = 512
 
@@ -115,6 +117,14 @@ def energy_mask(energy: np.ndarray, floor_sigmas: float | None = None) -> np.nda
     sigma = (p25 - p5) / 0.97
     floor = (p25 + 0.674 * sigma + (NOISE_FLOOR if floor_sigmas is None else floor_sigmas) * sigma - lo) * alpha
     return cv2.threshold(scaled, max(otsu, min(floor, 254.0)), 255, cv2.THRESH_BINARY)[1]
+
+
+def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: float = ENERGY_FIRST_PASS[1]) -> np.ndarray:
+    """The cells (255) of a label-free image: the thresholded texture energy, eroded by ``smooth`` — the energy's
+    average spreads each cell by about its σ (and would inflate a diameter measured on it)."""
+    mask = energy_mask(texture_energy(grey, fine, smooth))
+    side = 2 * int(round(smooth)) + 1
+    return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
 
 
 def detect_modality(image: np.ndarray) -> ModalityEvidence:

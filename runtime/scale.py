@@ -21,9 +21,18 @@ def estimate_diameter(mask: np.ndarray) -> float | None:
     """Typical cell diameter in px of a binary cell mask (holes filled), or None when it holds too few cells.
 
     Twice the median height of the distance transform's local maxima, i.e. of the cells' inscribed radii, which
-    touching neighbours do not inflate the way component areas would. The maxima are searched in a window set by
-    a first guess: over a disc of radius r the distance values average r/3, so 3 × their mean is r (clumps and
-    ellipses pull it lower, which only narrows the window).
+    touching neighbours do not inflate the way component areas would (see `peak_diameters`).
+    """
+    diameters = peak_diameters(mask)
+    return None if diameters is None else float(np.median(diameters))
+
+
+def peak_diameters(mask: np.ndarray) -> np.ndarray | None:
+    """Per cell centre found, twice its inscribed radius (float32 px), or None with fewer than MIN_PEAKS of them.
+
+    The maxima are searched in a window set by a first guess: over a disc of radius r the distance values average
+    r/3, so 3 × their mean is r (clumps and ellipses pull it lower, which only narrows the window). Cells of at least
+    HALF_SIZE_FROM px are measured on a half-size copy of the mask.
     """
     if min(mask.shape[:2]) < 3:
         return None  # no cell and its surroundings fit
@@ -31,13 +40,13 @@ def estimate_diameter(mask: np.ndarray) -> float | None:
     if min(fg.shape) >= 64:
         half = cv2.compare(cv2.resize(fg, (fg.shape[1] // 2, fg.shape[0] // 2), interpolation=cv2.INTER_AREA), 128,
                            cv2.CMP_GE)
-        estimate = _median_peak_diameter(half)
-        if estimate is not None and 2 * estimate >= HALF_SIZE_FROM:
-            return 2 * estimate
-    return _median_peak_diameter(fg)
+        diameters = _peak_diameters(half)
+        if diameters is not None and 2 * np.median(diameters) >= HALF_SIZE_FROM:
+            return 2 * diameters
+    return _peak_diameters(fg)
 
 
-def _median_peak_diameter(fg: np.ndarray) -> float | None:
+def _peak_diameters(fg: np.ndarray) -> np.ndarray | None:
     if cv2.countNonZero(fg) in (0, fg.size):
         return None  # no cell, or no background for a cell to end at (a blank or saturated frame)
     dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
@@ -54,4 +63,4 @@ def _median_peak_diameter(fg: np.ndarray) -> float | None:
     points = cv2.findNonZero(peaks).reshape(-1, 2)
     heights = np.zeros(n, np.float32)
     np.maximum.at(heights, markers[points[:, 1], points[:, 0]], dist[points[:, 1], points[:, 0]])
-    return float(2.0 * np.median(heights[1:]))
+    return 2.0 * heights[1:]

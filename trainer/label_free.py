@@ -10,36 +10,27 @@ stained images.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from runtime.modality import energy_mask, texture_energy
+from runtime.modality import ENERGY_FIRST_PASS, energy_cells
 
 # The energy's two scales, in cell diameters: the high-pass keeps detail finer than FINE × d (a cell's texture and
 # edges, not its slow shading), and the average over SMOOTH × d joins a cell's edges and texture into one region.
 # Chosen on BBBC030's tuning half (cho01–cho30): at 53-px cells, σ 1.5/3 px gave instance F1 0.944, 2/4 px 0.931,
-# 3/6 px 0.869 (before the erosion below, which took the first to 0.961 and its mIoU from 0.84 to 0.92 on every
-# third tuning image, and on simulated label-free RBCs F1 from 0.05–0.12 to 0.74–0.84).
+# 3/6 px 0.869 (before `energy_cells` eroded the mask by its σ, which took the first to 0.961 and its mIoU from
+# 0.84 to 0.92 on every third tuning image, and on simulated label-free RBCs F1 from 0.05–0.12 to 0.74–0.84).
 FINE = 1.5 / 53
 SMOOTH = 3.0 / 53
-# Before the scale is known: the small fixed scales of the first pass (px), enough to find cells of 15–150 px.
-FIRST_PASS = (1.5, 3.0)
 
 
 def first_pass_mask(grey: np.ndarray) -> np.ndarray:
-    """A rough cell mask (255) at the fixed small scales: what the diameter is estimated from (holes filled)."""
-    return _energy_cells(grey, *FIRST_PASS)
+    """A rough cell mask (255) at the fixed small scales (`ENERGY_FIRST_PASS`): what the diameter is estimated from
+    (holes filled)."""
+    return energy_cells(grey)
 
 
 def label_free_mask(grey: np.ndarray, diameter_px: float) -> np.ndarray:
     """The cell mask (255) of a label-free grey image whose cells are ``diameter_px`` across. The scales follow
     the diameter but never drop below the first pass's: finer, the camera's noise is the texture."""
-    return _energy_cells(grey, max(FIRST_PASS[0], FINE * diameter_px), max(FIRST_PASS[1], SMOOTH * diameter_px))
-
-
-def _energy_cells(grey: np.ndarray, fine: float, smooth: float) -> np.ndarray:
-    """The thresholded texture energy, eroded by ``smooth``: the energy's average spreads each cell by about its σ
-    (and would inflate the estimated diameter, the splitter's yardstick, with it)."""
-    mask = energy_mask(texture_energy(grey, fine, smooth))
-    side = 2 * int(round(smooth)) + 1
-    return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    fine, smooth = ENERGY_FIRST_PASS
+    return energy_cells(grey, max(fine, FINE * diameter_px), max(smooth, SMOOTH * diameter_px))
