@@ -105,11 +105,13 @@ METHODS: dict[str, Labeller] = {
 }
 
 
-def runtime_labeller(model: Path, **counting) -> Labeller:
+def runtime_labeller(model: Path, calibrated: bool = False, **counting) -> Labeller:
     """The runtime path of `csc-run --images DIR --pixel-size P`: the frame rescaled to the model's pixel size,
     segmented (tiled) by ONNX Runtime, counted by the runtime counter (``counting``: CountingConfig options), the
-    RBC instances mapped back to the frame."""
+    RBC instances mapped back to the frame. ``calibrated``: `csc-run` without a pixel size instead, each image
+    calibrated alone (runtime/calibration.py; a run calibrates on its first three frames)."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from runtime.calibration import calibrate
     from runtime.counting import CellCounter
     from runtime.pipeline import Segmenter
 
@@ -119,6 +121,9 @@ def runtime_labeller(model: Path, **counting) -> Labeller:
     counter = CellCounter(CountingConfig(class_names=tuple(meta.classes), pixel_size_um=meta.pixel_size_um, **counting))
 
     def run(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
+        if calibrated:
+            found = calibrate([image], meta, lambda frame, zoom: Segmenter(runner, zoom=zoom).segment(frame))
+            pixel_size_um = found.pixel_size_um or meta.pixel_size_um
         segmenter = Segmenter(runner, zoom=pixel_size_um / meta.pixel_size_um)
         result = counter.count(segmenter.segment(image), return_labels=True)
         rbc = result.cells["id"][result.cells["class_id"] == meta.classes.index("rbc")]
@@ -233,6 +238,7 @@ def measure(real: Path, model: Path | None = None) -> dict:
     methods = dict(METHODS)
     if model is not None:
         methods[f"csc-run --pixel-size P ({model.name})"] = runtime_labeller(model)
+        methods[f"csc-run, pixel size calibrated ({model.name})"] = runtime_labeller(model, calibrated=True)
     with tempfile.TemporaryDirectory() as tmp:
         sets = real_sets(real, Path(tmp))
         how = json.loads(SUBSET.read_text(encoding="utf-8"))["how"]

@@ -103,6 +103,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, options: ExportOptions,
         metrics={k: meta["metrics"][k] for k in ("miou", "fwiou", "dice") if k in meta.get("metrics", {})},
         class_fractions=dict(meta["config"].get("class_fractions", {})),
         modalities=list(meta["config"].get("modalities", [])),
+        cell_diameter_px=dict(meta["config"].get("cell_diameter_px", {})),
         version=__version__, checkpoint=f"{Path(checkpoint).name} sha256:{sha256(checkpoint)[:16]}",
         outputs=(["class_map", "probabilities"] if options.probabilities else ["class_map"]) if options.fuse else ["logits"],
     )

@@ -101,6 +101,9 @@ class ModelMetadata:
     # The optics of the training images (runtime.modality: stained, brightfield, phase, dic, fluorescence): frames
     # of other optics are warned about. Empty where the training data did not record it.
     modalities: list[str] = field(default_factory=list)
+    # Per class, the median diameter (px at the model's scale) of the training cells: the size a calibration
+    # brings the frames' cells to (runtime/calibration.py). Empty where not recorded: the typical size is used.
+    cell_diameter_px: dict[str, float] = field(default_factory=dict)
     # Keys of the file this reader does not know (from a newer exporter); not a field, so never written back.
     ignored_keys: ClassVar[tuple[str, ...]] = ()
 

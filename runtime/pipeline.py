@@ -7,6 +7,7 @@ complete, and the summary is returned.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -23,6 +24,7 @@ from runtime.backends.base import Runner
 from runtime.count_metrics import CountTally
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting import CellCounter, CountingConfig, FrameCounts
+from runtime.calibration import FRAMES as CALIBRATION_FRAMES, Calibration, calibrate, disagreement
 from runtime.domain import DomainCheck
 from runtime.errors import CscError
 from runtime.heap import keep_freed_memory
@@ -44,7 +46,10 @@ class RunOptions:
     save_cells: Path | None = None
     queue_size: int = 4
     tile_overlap: int = 64
-    pixel_size_um: float | None = None  # the frames' (camera's) pixel size; None: the model's is assumed
+    pixel_size_um: float | None = None  # the frames' (camera's) pixel size; None: calibrated (below), else the model's
+    # Calibrate from the first frames (runtime/calibration.py): the pixel size where none is given, a check of the
+    # given one otherwise. Off: a missing pixel size is the model's.
+    calibrate: bool = True
     host_budget: bool = True  # False: leave OpenCV's threads and the allocator as the embedding program set them
 
 
@@ -158,8 +163,12 @@ class Pipeline:
         model_pixel = runner.metadata.pixel_size_um if runner.metadata else DEFAULT_PIXEL_SIZE_UM
         frame_pixel = self.options.pixel_size_um or model_pixel
         self.segmenter = Segmenter(runner, self.options.tile_overlap, zoom=frame_pixel / model_pixel)
+        self.calibrating = self.options.calibrate and runner.metadata is not None
+        self.calibration: Calibration | None = None
+        self.scale_warning: str | None = None
         self.scale_note = (f"frames at {frame_pixel:g} µm/px, rescaled ×{frame_pixel / model_pixel:.3g} to the "
                            f"model's {model_pixel:g} µm/px" if self.options.pixel_size_um else
+                           "pixel size not given: calibrating from the first frames" if self.calibrating else
                            f"pixel size not given: frames assumed at the model's {model_pixel:g} µm/px "
                            "(give --pixel-size for another camera or magnification)")
         self.domain = DomainCheck(runner.metadata, self.counter.config.class_names)
@@ -213,30 +222,11 @@ class Pipeline:
     def _infer(self) -> None:
         pending: tuple[Frame, object, float] | None = None
         try:
-            while not self._stop.is_set():
-                try:
-                    item = self._frames_q.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if item is _END:
-                    break
-                frame: Frame = item
-                start = time.perf_counter()
-                image = self.segmenter.to_model(frame.image)
-                if self.segmenter.fits(image):
-                    # Keep one frame in flight: submit this one, then collect the previous one.
-                    handle = self.runner.submit(image[None])
-                    submitted = time.perf_counter() - start
-                    if pending is not None:
-                        self._finish(pending)
-                    pending = (frame, handle, submitted)
-                else:
-                    if pending is not None:
-                        self._finish(pending)
-                        pending = None
-                    class_map = self.segmenter.segment_tiled(image)
-                    self.times.infer.append(time.perf_counter() - start)
-                    self._results_q.put((frame, class_map))
+            first = self._first_frames() if self.calibrating else []
+            if first:
+                self._calibrate([frame.image for frame in first])
+            for frame in itertools.chain(first, self._queued_frames()):
+                pending = self._segment(frame, pending)
             if pending is not None:
                 self._finish(pending)
         except CscError as err:
@@ -250,6 +240,69 @@ class Pipeline:
                     break
                 except queue.Full:
                     continue
+
+    def _queued_frames(self) -> Iterator[Frame]:
+        while not self._stop.is_set():
+            try:
+                item = self._frames_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def _first_frames(self) -> list[Frame]:
+        """Up to CALIBRATION_FRAMES frames to calibrate on: fewer when the source ends first."""
+        frames = []
+        for frame in self._queued_frames():
+            frames.append(frame)
+            if len(frames) == CALIBRATION_FRAMES:
+                return frames
+        self._frames_q.put(_END)  # the source ended: let the frame loop see it too
+        return frames
+
+    def _segment(self, frame: Frame, pending):
+        """Segment one frame; returns the frame now in flight (if the whole frame went in one batch)."""
+        start = time.perf_counter()
+        image = self.segmenter.to_model(frame.image)
+        if self.segmenter.fits(image):
+            # Keep one frame in flight: submit this one, then collect the previous one.
+            handle = self.runner.submit(image[None])
+            submitted = time.perf_counter() - start
+            if pending is not None:
+                self._finish(pending)
+            return frame, handle, submitted
+        if pending is not None:
+            self._finish(pending)
+        class_map = self.segmenter.segment_tiled(image)
+        self.times.infer.append(time.perf_counter() - start)
+        self._results_q.put((frame, class_map))
+        return None
+
+    def _calibrate(self, images: list[np.ndarray]) -> None:
+        """The frames' pixel size from the first frames (runtime/calibration.py): set where none was given, checked
+        against the given one otherwise; a calibration that fails says so and the model's pixel size stays."""
+        meta = self.runner.metadata
+        overlap = self.options.tile_overlap
+        self.calibration = calibrate(images, meta, lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image))
+        given = self.options.pixel_size_um
+        if given is not None:
+            self.scale_warning = disagreement(given, self.calibration)
+        elif self.calibration.found:
+            self.segmenter.zoom = self.calibration.pixel_size_um / meta.pixel_size_um
+            self.scale_note = (f"frames at {self.calibration.describe()}, rescaled ×{self.segmenter.zoom:.3g} to the "
+                               f"model's {meta.pixel_size_um:g} µm/px")
+        else:
+            self.scale_warning = (f"{self.calibration.describe()}: frames assumed at the model's "
+                                  f"{meta.pixel_size_um:g} µm/px — counts are off by the square of the true pixel "
+                                  "size's ratio to it; give --pixel-size")
+        if self.scale_warning and self.on_warning is not None:
+            self.on_warning(self.scale_warning)
+
+    @property
+    def frame_pixel_size_um(self) -> float:
+        """The pixel size the frames are counted at: given, calibrated, or the model's."""
+        return self.segmenter.zoom * (self.runner.metadata.pixel_size_um if self.runner.metadata else DEFAULT_PIXEL_SIZE_UM)
 
     def _finish(self, pending) -> None:
         """Collect a frame in flight; its inference time is its submit plus its collect, not the wait between."""
@@ -300,7 +353,7 @@ class Pipeline:
                 if frame.truth is not None:
                     tally.add(result.counts, frame.truth)
                 if counts_csv:
-                    counts_csv.write(frame.index, frame.source, result.counts, fps)
+                    counts_csv.write(frame.index, frame.source, result.counts, fps, self.frame_pixel_size_um)
                 if cells_csv:
                     cells_csv.write(frame.index, frame.source, result)
                 if opts.show or opts.save_video:
@@ -344,7 +397,10 @@ class Pipeline:
             "backend": f"{self.runner.name} ({self.runner.detail})", "stages": self.times.summary(),
             "counts": {name: _stats(values) for name, values in per_class.items()},
             "skipped": [{"file": f, "reason": r} for f, r in self.source.skipped], "errors": self.errors,
-            "scale": {"note": self.scale_note, "zoom": round(self.segmenter.zoom, 4)}, "domain": self.domain.summary(),
+            "scale": {"note": self.scale_note, "zoom": round(self.segmenter.zoom, 4),
+                      "pixel_size_um": round(self.frame_pixel_size_um, 4), "warning": self.scale_warning,
+                      "calibration": self.calibration.as_dict() if self.calibration else None},
+            "domain": self.domain.summary(),
         }
         if tally.images:
             summary["versus_truth"] = {k: tally.summary()[k] for k in ("count_accuracy", "mean_abs_error")}

@@ -46,14 +46,17 @@ class _CsvWriter:
 
 
 class CountsCsvWriter(_CsvWriter):
-    """`frame, source, <one column per class name>, fps` — one row per frame (the `csc-run` contract)."""
+    """`frame, source, <one column per class name>, fps, pixel_size_um` — one row per frame (the `csc-run`
+    contract; the pixel size the frame was counted at, given or calibrated, last)."""
 
     def __init__(self, path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES):
         self.class_names = class_names[1:]
-        super().__init__(path, ["frame", "source", *self.class_names, "fps"])
+        super().__init__(path, ["frame", "source", *self.class_names, "fps", "pixel_size_um"])
 
-    def write(self, frame: int, source: str, counts: dict[str, float], fps: float | None) -> None:
-        row = [frame, source, *(counts.get(n, 0) for n in self.class_names), "" if fps is None else f"{fps:.2f}"]
+    def write(self, frame: int, source: str, counts: dict[str, float], fps: float | None,
+              pixel_size_um: float | None = None) -> None:
+        row = [frame, source, *(counts.get(n, 0) for n in self.class_names), "" if fps is None else f"{fps:.2f}",
+               "" if pixel_size_um is None else f"{pixel_size_um:.4g}"]
         self._write([row])
 
 

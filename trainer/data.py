@@ -32,6 +32,18 @@ AUGMENTS = {"paper": Augment(),
             "microscope": Augment(scale=(0.7, 1.4), colour=True, light=True, blur=True)}
 
 
+def instance_diameters(mask: np.ndarray, instances: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Per class present, the equivalent diameters (√(4·area/π), px) of its instances (the class of an instance is
+    the mask's largest id over its pixels)."""
+    ids, area = np.unique(instances[instances > 0], return_counts=True)
+    if not len(ids):
+        return []
+    cls = np.zeros(int(ids.max()) + 1, np.int64)
+    np.maximum.at(cls, instances.ravel(), mask.ravel())
+    diameters = np.sqrt(4 * area / np.pi)
+    return [(int(c), diameters[cls[ids] == c]) for c in np.unique(cls[ids]) if c > 0]
+
+
 class CropSampler:
     """Draws (image, mask) crops of ``size`` from the samples of one or more datasets (all kept in memory)."""
 
@@ -41,12 +53,16 @@ class CropSampler:
         self.augment = augment
         self.pools: list[list[Labels]] = []
         fractions = np.zeros(n_classes)
+        diameters: list[list[np.ndarray]] = [[] for _ in range(n_classes)]
         for dataset, indices in sources:
             pool = [dataset.load(i) for i in indices]
             for labels, i in zip(pool, indices):
                 if int(labels.mask.max()) >= n_classes:
                     raise CscError(f"class id {int(labels.mask.max())} but the model has {n_classes} classes",
                                    path=dataset.samples[i].mask, fix="train with a matching --classes or fix the mask")
+                if labels.instances is not None:
+                    for c, d in instance_diameters(labels.mask, labels.instances):
+                        diameters[c].append(d)
                 if touching_gap and labels.instances is not None:
                     labels.mask = carve_gaps(labels.mask, labels.instances, touching_gap)
                 fractions = np.maximum(fractions, np.bincount(labels.mask.ravel(), minlength=n_classes) / labels.mask.size)
@@ -54,6 +70,8 @@ class CropSampler:
                 raise CscError("no images to train on", path=dataset.root, fix="add images or lower --n / the split")
             self.pools.append(pool)
         self.class_fractions = fractions  # per class, the largest share of a training image (runtime/domain.py)
+        # Per class, the median equivalent diameter (px) of the training cells (runtime/calibration.py).
+        self.cell_diameters = [float(np.median(np.concatenate(d))) if d else None for d in diameters]
         self.modalities = sorted({m for dataset, _ in sources for m in dataset.modalities})  # (runtime/domain.py)
 
     def batch(self, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:

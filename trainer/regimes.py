@@ -35,7 +35,9 @@ class Plan:
         # What the model has seen, over every stage of its training: the runtime's domain check reads it.
         self.config = replace(self.config, class_fractions={
             n: round(max(float(f), seen.get(n, 0.0)), 4) for n, f in zip(names[1:], self.sampler.class_fractions[1:])},
-            modalities=tuple(sorted({*self.seen_modalities, *self.sampler.modalities})))
+            modalities=tuple(sorted({*self.seen_modalities, *self.sampler.modalities})),
+            # The latest stage's cells (U-Transfer's, its own data): what it was last tuned to see.
+            cell_diameter_px={n: round(d, 1) for n, d in zip(names[1:], self.sampler.cell_diameters[1:]) if d})
 
     def run(self, out: Path, *, resume: bool = False, **kw) -> dict:
         """Train into ``out``; resuming restores last.pt, which replaces the initial weights."""

@@ -50,6 +50,7 @@ class TrainConfig:
     touching_gap: int = 0  # px of background carved between touching instances of the training masks
     class_fractions: dict = field(default_factory=dict)  # filled from the training data (runtime/domain.py)
     modalities: tuple[str, ...] = ()  # the optics of the training data, where the datasets record it (likewise)
+    cell_diameter_px: dict = field(default_factory=dict)  # per class, the training cells' median (calibration)
 
     def __post_init__(self) -> None:
         from trainer.data import AUGMENTS

@@ -40,7 +40,8 @@ def run(
     summary_json: Path = typer.Option(None, "--summary", help="Write the end-of-run summary as JSON."),
     threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: all cores but one, left to capture and counting)."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
-    pixel_size: float = typer.Option(None, "--pixel-size", min=0.001, help="The camera's µm per pixel: frames are rescaled to the model's pixel size before inference, counts and cell tables mapped back. Default: MODEL.camera.json beside the model, else the model's own pixel size (the summary says which)."),
+    pixel_size: str = typer.Option("auto", "--pixel-size", help="The camera's µm per pixel: frames are rescaled to the model's pixel size before inference, counts and cell tables mapped back. auto (default): MODEL.camera.json beside the model, else calibrated from the first frames' cells (printed with its spread; the model's own pixel size, with a warning, where that is impossible). A given value is checked against the frames too."),
+    save_calibration: bool = typer.Option(False, "--save-calibration", help="Write the calibrated pixel size to MODEL.camera.json beside the model, so that the next run starts from it."),
     width: int = typer.Option(None, "--width", help="Camera capture width."),
     height: int = typer.Option(None, "--height", help="Camera capture height."),
     fps: float = typer.Option(None, "--fps", help="Camera capture frame rate."),
@@ -62,7 +63,7 @@ def run(
     if not model.exists():
         raise CscError("model file not found", path=model,
                        fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
-    pixel_size, pixel_source = _pixel_size(pixel_size, model)
+    pixel_size, pixel_source = _pixel_size(_parse_pixel_size(pixel_size), model)
     runner, reason = open_runner(model, Backend(backend).value, threads, cuda_graph)
     with runner:
         console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
@@ -79,8 +80,8 @@ def run(
                                        save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size),
                             on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
                                                                   highlight=False, soft_wrap=True))
-        console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
         summary = pipeline.run()
+        console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
     if summary["frames"]:
         _print_summary(summary)
     for skipped in summary["skipped"]:
@@ -88,6 +89,8 @@ def run(
                       soft_wrap=True)
     if summary_json:
         write_json(summary_json, summary)
+    if save_calibration:
+        _save_calibration(model, summary["scale"]["calibration"])
     if not summary["frames"]:
         raise _nothing_processed(summary)
     if summary["errors"]:
@@ -106,6 +109,35 @@ def _bundled_model(modality: str) -> Path:
 
 
 CAMERA_CONFIG = ".camera.json"  # beside the model: {"pixel_size_um": 0.194} for the microscope it serves
+
+
+def _parse_pixel_size(text: str) -> float | None:
+    """--pixel-size: ``auto`` (None) or a positive number of µm per pixel."""
+    from runtime.errors import CscError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise CscError(f"--pixel-size must be 'auto' or a positive number of µm per pixel, got {text!r}",
+                       fix="e.g. --pixel-size 0.194, or leave it out to calibrate from the frames")
+    return value
+
+
+def _save_calibration(model: Path, calibration: dict | None) -> None:
+    """MODEL.camera.json with the calibrated pixel size (and how it was found), written atomically."""
+    from runtime.errors import CscError
+    from runtime.writers import write_json
+
+    if not calibration or calibration["pixel_size_um"] is None:
+        raise CscError("nothing to save: the run made no calibration", path=model.with_suffix(CAMERA_CONFIG),
+                       fix="run on frames with cells in view, without --pixel-size")
+    path = model.with_suffix(CAMERA_CONFIG)
+    write_json(path, {"pixel_size_um": calibration["pixel_size_um"], "calibration": calibration})
+    console.print(f"calibration saved: {path}", highlight=False)
 
 
 def _pixel_size(given: float | None, model: Path) -> tuple[float | None, str]:

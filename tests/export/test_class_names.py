@@ -36,4 +36,4 @@ def test_imported_class_names_train_export_and_run_end_to_end(tmp_path):
                                           "--save-csv", str(tmp_path / "counts.csv")])
     assert result.exit_code == 0, result.output
     rows = (tmp_path / "counts.csv").read_text().splitlines()
-    assert rows[0] == "frame,source,rbc,wbc,fps" and len(rows) == 4
+    assert rows[0] == "frame,source,rbc,wbc,fps,pixel_size_um" and len(rows) == 4

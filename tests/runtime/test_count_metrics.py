@@ -49,14 +49,14 @@ def test_counts_csv_is_complete_after_a_crash_mid_stream(tmp_path):
         from runtime.writers import CountsCsvWriter
         writer = CountsCsvWriter({str(path)!r})
         for i in range(40):
-            writer.write(i, "demo", {{"rbc": i, "macrophage": 1}}, 25.0)
+            writer.write(i, "demo", {{"rbc": i, "macrophage": 1}}, 25.0, 0.194)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert run.returncode == -signal.SIGKILL
     lines = path.read_text().splitlines()
-    assert lines[0] == "frame,source,rbc,macrophage,fps"
-    assert len(lines) == 41 and lines[-1] == "39,demo,39,1,25.00"
+    assert lines[0] == "frame,source,rbc,macrophage,fps,pixel_size_um"
+    assert len(lines) == 41 and lines[-1] == "39,demo,39,1,25.00,0.194"
 
 
 def test_cells_csv_and_json(tmp_path):

@@ -1,0 +1,106 @@
+"""Scale without being told (`csc-run --pixel-size auto`): the frames' pixel size from their own cells."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from runtime.backends.onnxruntime import OnnxRuntimeRunner
+from runtime.calibration import DISAGREE, MIN_CELLS, calibrate, disagreement
+from runtime.cli.run import DEFAULT_MODEL, app as run_app
+from runtime.errors import CscError
+from runtime.pipeline import Pipeline, RunOptions, Segmenter
+from runtime.simulator import make_microscope
+from runtime.sources import Frame, Source
+
+
+class FrameList(Source):
+    def __init__(self, images):
+        super().__init__("frames")
+        self.images = images
+
+    def frames(self):
+        for i, image in enumerate(self.images):
+            yield Frame(i, image, f"frame{i}")
+
+
+@pytest.fixture(scope="module")
+def runner():
+    with OnnxRuntimeRunner(DEFAULT_MODEL) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """Three simulated fields at the model's 0.4 µm/px."""
+    microscope = make_microscope("mixed", seed=12)
+    return [microscope.frame(i).image for i in range(3)]
+
+
+def test_one_scene_at_three_magnifications_counts_alike_with_no_pixel_size(runner, scene):
+    """The same fields at 0.4, 0.2 and 0.1 µm/px (enlarged 2× and 4×): each run calibrates to its own scale and
+    counts the same cells."""
+    runs = {}
+    for factor in (1, 2, 4):
+        frames = [cv2.resize(f, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR) for f in scene]
+        runs[factor] = Pipeline(FrameList(frames), runner).run()
+        calibrated = runs[factor]["scale"]["calibration"]["pixel_size_um"]
+        assert calibrated == pytest.approx(0.4 / factor, rel=0.12), (factor, runs[factor]["scale"])
+    for factor in (2, 4):
+        for name in ("rbc", "macrophage"):
+            base, other = runs[1]["counts"][name]["total"], runs[factor]["counts"][name]["total"]
+            assert abs(other - base) <= max(2, 0.05 * base), (factor, name, base, other)
+
+
+def test_the_ruler_is_the_class_the_frames_hold(runner):
+    """Macrophage-only fields: macrophages (13–20 µm) are the ruler, not RBCs (5–7 µm), or the scale would be
+    off 2.75×."""
+    frames = [make_microscope("macrophage", seed=4).frame(i).image for i in range(2)]
+    enlarged = [cv2.resize(f, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR) for f in frames]
+    found = calibrate(enlarged, runner.metadata, lambda f, z: Segmenter(runner, zoom=z).segment(f))
+    assert found.ruler == "macrophage" and found.pixel_size_um == pytest.approx(0.2, rel=0.15), found
+
+
+def test_blank_frames_fall_back_to_the_models_pixel_size_and_say_so(runner):
+    warnings = []
+    blank = [np.full((300, 400, 3), 180, np.uint8)] * 4
+    summary = Pipeline(FrameList(blank), runner, on_warning=warnings.append).run()
+    scale = summary["scale"]
+    assert scale["calibration"]["pixel_size_um"] is None and scale["zoom"] == 1.0
+    assert scale["warning"] and "no calibration" in scale["warning"] and scale["warning"] in warnings
+    assert calibrate(blank, runner.metadata).cells < MIN_CELLS
+
+
+def test_a_given_pixel_size_far_from_the_frames_is_warned_about(runner, scene):
+    warnings = []
+    summary = Pipeline(FrameList(scene), runner, options=RunOptions(pixel_size_um=0.9),
+                       on_warning=warnings.append).run()
+    assert summary["scale"]["pixel_size_um"] == 0.9, "the given value is used"
+    assert summary["scale"]["warning"] in warnings and "--pixel-size 0.9" in summary["scale"]["warning"]
+    found = summary["scale"]["calibration"]
+    assert disagreement(found["pixel_size_um"] * DISAGREE * 0.95, calibrate(scene, runner.metadata)) is None
+
+
+def test_save_calibration_then_the_next_run_starts_from_it(scene, tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(DEFAULT_MODEL.read_bytes())
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, frame in enumerate(scene):
+        cv2.imwrite(str(images / f"f{i}.png"), cv2.resize(frame, None, fx=2, fy=2))
+    first = CliRunner().invoke(run_app, ["--images", str(images), "--model", str(model), "--no-show",
+                                         "--save-calibration", "--save-csv", str(tmp_path / "c.csv")])
+    assert first.exit_code == 0, first.output
+    saved = json.loads((tmp_path / "m.camera.json").read_text())
+    assert saved["pixel_size_um"] == pytest.approx(0.2, rel=0.12) and saved["calibration"]["cells"] >= MIN_CELLS
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert rows[0].endswith(",pixel_size_um") and rows[1].split(",")[-1] == f"{saved['pixel_size_um']:.4g}"
+    second = CliRunner().invoke(run_app, ["--images", str(images), "--model", str(model), "--no-show"])
+    assert second.exit_code == 0 and "from m.camera.json" in " ".join(second.output.split())
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf"])
+def test_a_bad_pixel_size_is_refused(value, tmp_path):
+    result = CliRunner().invoke(run_app, ["--source", "demo", "--no-show", "--max-frames", "1", "--pixel-size", value])
+    assert isinstance(result.exception, CscError) and "--pixel-size must be 'auto' or a positive" in str(result.exception)
