@@ -122,3 +122,45 @@ def disagreement(given_um: float, calibration: Calibration) -> str | None:
     return (f"--pixel-size {given_um:g} µm/px differs {max(ratio, 1 / ratio):.1f}× from what the frames show "
             f"({calibration.describe()}): check the objective and camera adapter, or drop --pixel-size to use the "
             "calibration")
+
+
+@dataclass
+class ScaleWatch:
+    """Notices when the cells' size changes during a run (an objective switched, a zoom turned), from the cells the
+    counter measures anyway: per frame, the median diameter of the ruler class's cells clear of the frame edge, at
+    the model's scale. The first BASELINE frames with enough cells set the baseline and its spread; PATIENCE frames
+    in a row beyond both (and beyond CHANGE) confirm a change. A frame with too few cells keeps the last scale."""
+
+    ruler_id: int
+    baseline: float | None = None
+    spread: float = 0.0
+    collected: list[float] | None = None
+    strikes: list[float] | None = None
+
+    BASELINE = 5
+    PATIENCE = 3
+    CHANGE = 0.25  # a change smaller than this fraction of the size is no change of objective or zoom
+
+    def observe(self, cells: np.ndarray) -> float | None:
+        """Take one frame's cell table (CELL_DTYPE, model scale); the size ratio (now ÷ baseline) once a change is
+        confirmed, after which a new baseline is collected."""
+        mine = cells[(cells["class_id"] == self.ruler_id) & ~cells["touches_border"]]
+        if len(mine) < MIN_CELLS:
+            return None
+        size = float(np.median(mine["eq_diameter_px"]))
+        if self.baseline is None:
+            self.collected = (self.collected or []) + [size]
+            if len(self.collected) == self.BASELINE:
+                self.baseline = float(np.median(self.collected))
+                self.spread = float(np.median(np.abs(np.asarray(self.collected) - self.baseline))) / self.baseline
+            return None
+        ratio = size / self.baseline
+        if abs(np.log(ratio)) <= np.log1p(max(self.CHANGE, 3 * self.spread)):
+            self.strikes = None
+            return None
+        self.strikes = (self.strikes or []) + [ratio]
+        if len(self.strikes) < self.PATIENCE:
+            return None
+        confirmed = float(np.median(self.strikes))
+        self.baseline, self.collected, self.strikes = None, None, None
+        return confirmed

@@ -24,7 +24,7 @@ from runtime.backends.base import Runner
 from runtime.count_metrics import CountTally
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting import CellCounter, CountingConfig, FrameCounts
-from runtime.calibration import FRAMES as CALIBRATION_FRAMES, Calibration, calibrate, disagreement
+from runtime.calibration import FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, disagreement
 from runtime.domain import DomainCheck
 from runtime.errors import CscError
 from runtime.heap import keep_freed_memory
@@ -137,16 +137,18 @@ class Segmenter:
             return labels
         return cv2.resize(labels, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
-    def cells_to_frame(self, cells: np.ndarray) -> np.ndarray:
-        """The counter's cell table with positions and pixel sizes in frame pixels (µm values are unchanged)."""
-        if not self.rescales or not len(cells):
+    def cells_to_frame(self, cells: np.ndarray, zoom: float | None = None) -> np.ndarray:
+        """The counter's cell table with positions and pixel sizes in frame pixels (µm values are unchanged);
+        ``zoom``: the one the frame was segmented at, where it may since have changed (a recalibration)."""
+        zoom = self.zoom if zoom is None else zoom
+        if abs(zoom - 1.0) <= 1e-3 or not len(cells):
             return cells
         cells = cells.copy()
         for column in ("cx", "cy", "eq_diameter_px"):
-            cells[column] = cells[column] / self.zoom
+            cells[column] = cells[column] / zoom
         for column in ("x", "y", "w", "h"):
-            cells[column] = np.round(cells[column] / self.zoom).astype(cells[column].dtype)
-        cells["area_px"] = np.round(cells["area_px"] / self.zoom**2).astype(cells["area_px"].dtype)
+            cells[column] = np.round(cells[column] / zoom).astype(cells[column].dtype)
+        cells["area_px"] = np.round(cells["area_px"] / zoom**2).astype(cells["area_px"].dtype)
         return cells
 
 
@@ -166,6 +168,11 @@ class Pipeline:
         self.calibrating = self.options.calibrate and runner.metadata is not None
         self.calibration: Calibration | None = None
         self.scale_warning: str | None = None
+        classes = self.counter.config.class_names
+        ruler = "rbc" if "rbc" in classes else classes[1]
+        self.scale_watch = ScaleWatch(classes.index(ruler)) if self.calibrating else None
+        self.scale_changes: list[dict] = []
+        self._recalibrate = threading.Event()
         self.scale_note = (f"frames at {frame_pixel:g} µm/px, rescaled ×{frame_pixel / model_pixel:.3g} to the "
                            f"model's {model_pixel:g} µm/px" if self.options.pixel_size_um else
                            "pixel size not given: calibrating from the first frames" if self.calibrating else
@@ -220,7 +227,7 @@ class Pipeline:
             self._put_frame(_END)
 
     def _infer(self) -> None:
-        pending: tuple[Frame, object, float] | None = None
+        pending: tuple[Frame, object, float, float] | None = None  # frame, handle, submit time, zoom
         try:
             first = self._first_frames() if self.calibrating else []
             if first:
@@ -262,7 +269,11 @@ class Pipeline:
         return frames
 
     def _segment(self, frame: Frame, pending):
-        """Segment one frame; returns the frame now in flight (if the whole frame went in one batch)."""
+        """Segment one frame; returns the frame now in flight (if the whole frame went in one batch). A scale change
+        seen by the main thread is recalibrated on this frame first."""
+        if self._recalibrate.is_set():
+            self._recalibrate.clear()
+            self._calibrate([frame.image], change_at=frame.index)
         start = time.perf_counter()
         image = self.segmenter.to_model(frame.image)
         if self.segmenter.fits(image):
@@ -271,20 +282,30 @@ class Pipeline:
             submitted = time.perf_counter() - start
             if pending is not None:
                 self._finish(pending)
-            return frame, handle, submitted
+            return frame, handle, submitted, self.segmenter.zoom
         if pending is not None:
             self._finish(pending)
         class_map = self.segmenter.segment_tiled(image)
         self.times.infer.append(time.perf_counter() - start)
-        self._results_q.put((frame, class_map))
+        self._results_q.put((frame, class_map, self.segmenter.zoom))
         return None
 
-    def _calibrate(self, images: list[np.ndarray]) -> None:
+    def _calibrate(self, images: list[np.ndarray], change_at: int | None = None) -> None:
         """The frames' pixel size from the first frames (runtime/calibration.py): set where none was given, checked
-        against the given one otherwise; a calibration that fails says so and the model's pixel size stays."""
+        against the given one otherwise; a calibration that fails says so and the model's pixel size stays. With
+        ``change_at``, a recalibration after a scale change seen at that frame: recorded, and a failed one keeps
+        the last scale."""
         meta = self.runner.metadata
         overlap = self.options.tile_overlap
-        self.calibration = calibrate(images, meta, lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image))
+        found = calibrate(images, meta, lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image))
+        if change_at is not None:
+            before = self.frame_pixel_size_um
+            if found.found:
+                self.segmenter.zoom = found.pixel_size_um / meta.pixel_size_um
+            self.scale_changes.append({"frame": change_at, "pixel_size_um_before": round(before, 4),
+                                       "pixel_size_um": round(self.frame_pixel_size_um, 4), "calibration": found.as_dict()})
+            return
+        self.calibration = found
         given = self.options.pixel_size_um
         if given is not None:
             self.scale_warning = disagreement(given, self.calibration)
@@ -299,18 +320,35 @@ class Pipeline:
         if self.scale_warning and self.on_warning is not None:
             self.on_warning(self.scale_warning)
 
+    def _watch_scale(self, frame: Frame, result: FrameCounts) -> None:
+        """After calibration, a change of the cells' size (ScaleWatch) is warned about once and recalibrated on the
+        next frame segmented."""
+        if self.scale_watch is None or self.calibration is None or not self.calibration.found:
+            return
+        ratio = self.scale_watch.observe(result.cells)
+        if ratio is None:
+            return
+        self._recalibrate.set()
+        if self.on_warning is not None:
+            self.on_warning(f"frame {frame.index}: cells are {ratio:.2f}× the size they had — the scale changed "
+                            "(objective or zoom?); recalibrating")
+
+    @property
+    def model_pixel_size_um(self) -> float:
+        return self.runner.metadata.pixel_size_um if self.runner.metadata else DEFAULT_PIXEL_SIZE_UM
+
     @property
     def frame_pixel_size_um(self) -> float:
-        """The pixel size the frames are counted at: given, calibrated, or the model's."""
-        return self.segmenter.zoom * (self.runner.metadata.pixel_size_um if self.runner.metadata else DEFAULT_PIXEL_SIZE_UM)
+        """The pixel size the frames are segmented at now: given, calibrated, or the model's."""
+        return self.segmenter.zoom * self.model_pixel_size_um
 
     def _finish(self, pending) -> None:
         """Collect a frame in flight; its inference time is its submit plus its collect, not the wait between."""
-        frame, handle, submitted = pending
+        frame, handle, submitted, zoom = pending
         start = time.perf_counter()
         class_map = self.runner.collect(handle)[0]
         self.times.infer.append(submitted + time.perf_counter() - start)
-        self._results_q.put((frame, class_map))
+        self._results_q.put((frame, class_map, zoom))
 
     # -- main thread ------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -339,10 +377,11 @@ class Pipeline:
                 item = self._results_q.get()
                 if item is _END:
                     break
-                frame, class_map = item
+                frame, class_map, zoom = item
                 start = time.perf_counter()
                 result = self.counter.count(class_map)
-                result.cells = self.segmenter.cells_to_frame(result.cells)
+                self._watch_scale(frame, result)
+                result.cells = self.segmenter.cells_to_frame(result.cells, zoom)
                 for warning in (self.domain.check_optics(frame.image), self.domain.check(class_map)):
                     if warning and self.on_warning is not None:
                         self.on_warning(warning)
@@ -353,7 +392,7 @@ class Pipeline:
                 if frame.truth is not None:
                     tally.add(result.counts, frame.truth)
                 if counts_csv:
-                    counts_csv.write(frame.index, frame.source, result.counts, fps, self.frame_pixel_size_um)
+                    counts_csv.write(frame.index, frame.source, result.counts, fps, zoom * self.model_pixel_size_um)
                 if cells_csv:
                     cells_csv.write(frame.index, frame.source, result)
                 if opts.show or opts.save_video:
@@ -399,7 +438,8 @@ class Pipeline:
             "skipped": [{"file": f, "reason": r} for f, r in self.source.skipped], "errors": self.errors,
             "scale": {"note": self.scale_note, "zoom": round(self.segmenter.zoom, 4),
                       "pixel_size_um": round(self.frame_pixel_size_um, 4), "warning": self.scale_warning,
-                      "calibration": self.calibration.as_dict() if self.calibration else None},
+                      "calibration": self.calibration.as_dict() if self.calibration else None,
+                      "changes": self.scale_changes},
             "domain": self.domain.summary(),
         }
         if tally.images:

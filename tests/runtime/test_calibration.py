@@ -104,3 +104,21 @@ def test_save_calibration_then_the_next_run_starts_from_it(scene, tmp_path):
 def test_a_bad_pixel_size_is_refused(value, tmp_path):
     result = CliRunner().invoke(run_app, ["--source", "demo", "--no-show", "--max-frames", "1", "--pixel-size", value])
     assert isinstance(result.exception, CscError) and "--pixel-size must be 'auto' or a positive" in str(result.exception)
+
+
+def test_a_change_of_magnification_mid_run_is_seen_and_recalibrated(runner):
+    """Eight fields at 0.4 µm/px, then eight at twice the magnification (an objective switched): the change is
+    warned about within a few frames, recorded with its frame, and the scale follows; frames with too few cells
+    keep the last scale."""
+    microscope = make_microscope("rbc", seed=21)
+    fields = [microscope.frame(i).image for i in range(8)]
+    enlarged = [cv2.resize(f, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR) for f in fields]
+    blank = [np.full((512, 512, 3), 200, np.uint8)] * 2
+    warnings = []
+    summary = Pipeline(FrameList(fields + blank + enlarged), runner, on_warning=warnings.append).run()
+    changes = summary["scale"]["changes"]
+    assert len(changes) == 1 and 10 <= changes[0]["frame"] <= 15, changes
+    assert changes[0]["pixel_size_um_before"] == pytest.approx(0.4, rel=0.12)
+    assert changes[0]["pixel_size_um"] == pytest.approx(0.2, rel=0.15)
+    assert sum("the scale changed" in w for w in warnings) == 1
+    assert summary["counts"]["rbc"]["min"] == 0, "the blank frames were counted, at the last scale"
