@@ -31,6 +31,9 @@ DISAGREE = 1.5
 # calibration's own uncertainty (its spread is ±8 % on the simulated demo frames, calibrated at 0.417 µm/px for
 # their true 0.4) only blurs them, and frames made for the model stay exactly as they are.
 SNAP = 0.1
+# The model's correction of the classical guess is at most this factor either way (the two agree within 20 % on
+# the simulated and real sets; a barely trained model's output once moved it 90×).
+MAX_CORRECTION = 1.5
 
 Segment = Callable[[np.ndarray, float], np.ndarray]  # (frame, zoom) → class map at the model's scale
 
@@ -104,8 +107,8 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
         # The classical mask is wider or narrower than the cells by its blur and threshold; the model's own class map
         # near the right scale is not: one correction by what it measures there.
         seen = peak_diameters(cv2.compare(segment(frames[0], zoom), metadata.classes.index(ruler), cv2.CMP_EQ))
-        if seen is not None:
-            zoom *= targets[ruler] / float(np.median(seen))
+        if seen is not None:  # bounded: a model lost on these frames must not move the classical guess far
+            zoom *= float(np.clip(targets[ruler] / float(np.median(seen)), 1 / MAX_CORRECTION, MAX_CORRECTION))
             note += f", {ruler}s of {float(np.median(seen)):.1f} px in the model's output"
     zoom = 1.0 if abs(zoom - 1.0) <= SNAP else zoom
     return Calibration(zoom * metadata.pixel_size_um, float((q3 - q1) / median), len(diameters), len(measured),

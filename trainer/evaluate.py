@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -33,6 +34,18 @@ def predict_class_map(model: nn.Module, image_bgr: np.ndarray, stride: int, devi
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
     logits = model(x)[..., :h, :w]
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def predict_at_zoom(model: nn.Module, image_bgr: np.ndarray, zoom: float, stride: int, device: torch.device,
+                    preprocess: Preprocess | None = None) -> np.ndarray:
+    """The class map of a frame segmented at ``zoom`` × its size (the model's scale), at the frame's own size."""
+    if abs(zoom - 1.0) <= 1e-3:
+        return predict_class_map(model, image_bgr, stride, device, preprocess)
+    h, w = image_bgr.shape[:2]
+    small = cv2.resize(image_bgr, (max(1, round(w * zoom)), max(1, round(h * zoom))),
+                       interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
+    return cv2.resize(predict_class_map(model, small, stride, device, preprocess), (w, h),
+                      interpolation=cv2.INTER_NEAREST)
 
 
 def evaluate(model: nn.Module, samples: Iterable[Labels], stride: int, device: torch.device,
@@ -70,15 +83,18 @@ def evaluate(model: nn.Module, samples: Iterable[Labels], stride: int, device: t
 
 def evaluate_counts(model: nn.Module, samples: Iterable[CountSample], stride: int, device: torch.device,
                     class_names: tuple[str, ...], truth_classes: list[str], pixel_size_um: float = 0.4,
-                    on_image: Callable[[], None] | None = None) -> dict:
+                    on_image: Callable[[], None] | None = None, zoom: float = 1.0) -> dict:
     """Count ratio, MAE per image and point precision / recall / F1 of the model's counted cells against points
-    (or box centres), scored by the runtime's `PointScorer` as `csc-data count --truth` scores class maps."""
+    (or box centres), scored by the runtime's `PointScorer` as `csc-data count --truth` scores class maps.
+    ``pixel_size_um`` is the images'; ``zoom`` (theirs over the model's) brings each to the model's scale first, as
+    the runtime does, and its class map comes back to the image's pixels, where the points are."""
     was_training = model.training
     model.eval()
     scorer = PointScorer(CountingConfig(class_names=class_names, pixel_size_um=pixel_size_um), truth_classes)
     preprocess = Preprocess().to(device)
     for sample in samples:
-        scorer.add(predict_class_map(model, read_image(sample.image), stride, device, preprocess), sample)
+        image = read_image(sample.image)
+        scorer.add(predict_at_zoom(model, image, zoom, stride, device, preprocess), sample)
         if on_image is not None:
             on_image()
     model.train(was_training)

@@ -83,6 +83,17 @@ def test_eval_scores_a_model_against_points(tiny_run, tmp_path):
         assert m["tp"] + m["fn"] == totals[name] and m["tp"] + m["fp"] == counts["counts"][name]
     assert report["reference"]["annotations"] == "points" and report["reference"]["ground_truth"]
     assert "miou" not in report, "a count-only dataset has no pixels to score"
+    # Imported without a pixel size: calibrated from the first images as csc-run does (found, or why not).
+    calibration = report["calibration"]
+    assert calibration["frames"] >= 1 and calibration["note"] and report["pixel_size_um"] > 0
+    assert report["pixel_size_um"] == pytest.approx(calibration["pixel_size_um"] or 0.4, rel=1e-3)
+    import_annotations(read_annotations("points", tmp_path / "p.csv"), data / "images", tmp_path / "pts2", ClassMap(),
+                       origin="import:points", pixel_size_um=0.2)
+    told = CliRunner().invoke(app, ["eval", str(root / "run" / "best.pt"), str(tmp_path / "pts2"), "--device", "cpu",
+                                    "--json", str(tmp_path / "e2.json")])
+    assert told.exit_code == 0, told.output
+    report = json.loads((tmp_path / "e2.json").read_text())
+    assert report["calibration"] is None and report["pixel_size_um"] == 0.2, "a recorded pixel size is used as is"
 
 
 def _real(*parts) -> Path:

@@ -169,6 +169,7 @@ def _evaluate_pixels(model, meta: dict, dataset, dev) -> dict:
 
 
 def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
+    from runtime.calibration import FRAMES as CALIBRATION_FRAMES
     from runtime.count_dataset import open_count_dataset
     from runtime.dataset import label_origin
     from runtime.evaluate_counts import Reference
@@ -176,12 +177,21 @@ def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
     from trainer.models import get_arch
 
     truth = open_count_dataset(data)
-    # The images' scale where the import recorded it, else the one the model was trained at.
-    pixel_size_um = float(truth.meta.get("pixel_size_um") or meta["config"].get("pixel_size_um", 0.4))
+    model_pixel = float(meta["config"].get("pixel_size_um", 0.4))
+    stride = get_arch(meta["arch"]).stride
+    # The images' scale where the import recorded it, else calibrated from the first images as `csc-run` does.
+    pixel_size_um, calibration = truth.meta.get("pixel_size_um"), None
+    if not pixel_size_um:
+        calibration = _calibrate(model, meta, [s.image for s in truth.samples[:CALIBRATION_FRAMES]], stride, dev)
+        pixel_size_um = calibration.pixel_size_um or model_pixel
+        console.print(f"scale: {calibration.describe()}" + ("" if calibration.found else
+                      f"; images taken at the model's {model_pixel:g} µm/px — give the import a --pixel-size"),
+                      highlight=False)
     with progress_bar() as bar:
         task = bar.add_task("evaluate counts", total=len(truth))
-        counts = evaluate_counts(model, truth.samples, get_arch(meta["arch"]).stride, dev, tuple(meta["classes"]),
-                                 truth.classes, pixel_size_um, on_image=lambda: bar.advance(task))
+        counts = evaluate_counts(model, truth.samples, stride, dev, tuple(meta["classes"]), truth.classes,
+                                 float(pixel_size_um), on_image=lambda: bar.advance(task),
+                                 zoom=float(pixel_size_um) / model_pixel)
     table = Table(title=f"{meta['regime']} ({meta['arch']}) on {data} ({truth.kind}, counts only)")
     for col in ("class", "counted (scored)", "annotated", "ratio", "MAE/image", "precision", "recall", "point F1"):
         table.add_column(col, justify="right")
@@ -194,7 +204,30 @@ def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
     console.print(table)
     for name, n in counts.get("not_predicted", {}).items():
         console.print(f"{name}: {n} annotated, not a class of the model (not scored)", highlight=False)
-    return {"counts": counts, "reference": Reference(str(data), truth.kind, label_origin(truth.meta)).as_json()}
+    return {"counts": counts, "reference": Reference(str(data), truth.kind, label_origin(truth.meta)).as_json(),
+            "pixel_size_um": float(pixel_size_um), "calibration": calibration.as_dict() if calibration else None}
+
+
+def _calibrate(model, meta: dict, images: list[Path], stride: int, dev):
+    """The images' pixel size by `runtime.calibration` — one code path with `csc-run` — segmenting with this
+    checkpoint (the torch model) where the runtime uses its runner."""
+    import cv2
+
+    from runtime.calibration import calibrate
+    from runtime.imageio import read_image
+    from runtime.model_meta import ModelMetadata
+    from trainer.evaluate import predict_class_map
+
+    config = meta["config"]
+    metadata = ModelMetadata(classes=list(meta["classes"]), input_size=(config["size"], config["size"]),
+                             arch=meta["arch"], pixel_size_um=float(config.get("pixel_size_um", 0.4)),
+                             cell_diameter_px=dict(config.get("cell_diameter_px", {})))
+    frames = [read_image(path) for path in images]
+
+    def segment(frame, zoom):
+        small = cv2.resize(frame, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
+        return predict_class_map(model, small, stride, dev)
+    return calibrate(frames, metadata, segment)
 
 
 @app.command()

@@ -1,0 +1,22 @@
+"""The label-free recipe's own rule: which model, if any, is bundled."""
+from pathlib import Path
+
+from benchmarks.label_free_model import choose
+
+MODELS = {"U-Single": Path("s.onnx"), "U-Transfer": Path("t.onnx")}
+
+
+def evaluation(single_f1, transfer_f1, transfer_counts=(0.95, 0.9)):
+    rows = {"auto-labels (csc-label auto --kind macrophage --split-touching)": {"f1_iou50": 0.96},
+            "U-Single (csc-run --pixel-size 0.313)": {"f1_iou50": single_f1},
+            "U-Transfer (csc-run --pixel-size 0.313)": {"f1_iou50": transfer_f1}}
+    counts = {"U-Single": {"count_accuracy": {"rbc": 1.0, "macrophage": 0.6}},
+              "U-Transfer": {"count_accuracy": dict(zip(("rbc", "macrophage"), transfer_counts))}}
+    return {"bbbc030_evaluation": {"methods": rows}, "simulated_label_free_mixed": counts}
+
+
+def test_a_model_is_bundled_only_where_it_beats_its_labels_and_counts_within_15_percent():
+    assert choose(evaluation(0.95, 0.97), MODELS) == "U-Transfer"
+    assert choose(evaluation(0.95, 0.955), MODELS) is None, "below the labels' F1"
+    assert choose(evaluation(0.99, 0.95), MODELS) is None, "U-Single's simulated macrophage count is off 40 %"
+    assert choose(evaluation(0.95, 0.97, (1.0, 0.8)), MODELS) is None, "20 % off in simulation"
