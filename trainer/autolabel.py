@@ -42,6 +42,7 @@ from runtime.scale import estimate_diameter
 from trainer.label_free import first_pass_mask, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
+NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand
 THRESHOLDS = ("auto", "otsu", "adaptive")
 FILLS = ("holes", "contours", "none")
 CHANNELS = ("auto", "grey")
@@ -239,7 +240,7 @@ class AutoLabel:
     scale: str  # "given" | "estimated" | "default": where the diameter came from
     threshold: str  # the threshold used: "otsu", "flattened otsu" or "adaptive"
     rejected: dict[str, int] = field(default_factory=dict)  # objects left out of the label, by reason
-    modality: str = "stained"  # the modality labelled as (given, or what `detect_modality` decided)
+    modality: str = "stained"  # given, or what `detect_modality` decided (NOT_CHECKED with a hand-chosen threshold)
 
 
 def detect_polarity(grey: np.ndarray) -> str:
@@ -296,9 +297,12 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     """The auto-label of one single-kind image (uint8 BGR or grey, at least 3×3 px)."""
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 3:
         raise ValueError(f"an image to label must be at least 3×3 px (grey or BGR), got shape {image.shape}")
-    modality = detect_modality(image).modality if config.modality == "auto" else config.modality
     # The paper's adaptive threshold (and any threshold chosen by hand) is an intensity method: it asks for the
-    # intensity path whatever the optics.
+    # intensity path whatever the optics, so detection (1–35 ms) is skipped there and the modality not checked.
+    if config.modality != "auto":
+        modality = config.modality
+    else:
+        modality = detect_modality(image).modality if config.threshold == "auto" else NOT_CHECKED
     label_free = modality in LABEL_FREE and config.threshold == "auto"
     fg = _label_free_foreground(image, config) if label_free else _intensity_foreground(image, config, modality)
     binary, cells, polarity, used, scaled, origin = fg.binary, fg.cells, fg.polarity, fg.threshold, fg.scaled, fg.scale
@@ -374,7 +378,7 @@ def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: 
     grey = _grey(image, config, colour)
     polarity = config.polarity
     if polarity == "auto" and config.modality != "auto":  # told the optics: absorbing or emitting cells
-        polarity = {"stained": "dark", "fluorescence": "bright"}[modality]
+        polarity = {"stained": "dark", "fluorescence": "bright"}.get(modality, "auto")
     polarity = detect_polarity(grey) if polarity == "auto" else polarity
     if colour:
         cells = cell_contrast(image, grey, polarity)

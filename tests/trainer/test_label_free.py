@@ -59,7 +59,10 @@ def test_a_given_modality_overrides_detection(dic_folder):
     assert (detected.modality, detected.threshold) == ("dic", "texture")
     assert forced.modality == "stained" and forced.threshold != "texture" and forced.polarity == "dark"
     paper = auto_label(image, AutoLabelConfig(kind="macrophage", threshold="adaptive"))
-    assert paper.modality == "dic" and paper.threshold == "adaptive", "a threshold chosen by hand is honoured"
+    assert paper.threshold == "adaptive", "a threshold chosen by hand is honoured"
+    assert paper.modality == "not checked", "and the optics, which could not change the path, are not detected"
+    told = auto_label(image, AutoLabelConfig(kind="macrophage", modality="dic", threshold="otsu"))
+    assert told.modality == "dic" and told.threshold == "otsu", "a label-free optics with a hand-chosen threshold"
 
 
 def test_unknown_modality_is_a_clear_error():
