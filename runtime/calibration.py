@@ -24,6 +24,8 @@ from runtime.model_meta import ModelMetadata
 from runtime.scale import peak_diameters
 
 MIN_CELLS = 5  # fewer cell centres over the calibration frames say nothing reliable about the scale
+MIN_CELL_PX = 5.0  # a median cell narrower than this (px) is noise or too small to measure
+MAX_ENLARGE = 4.0  # a calibration that would enlarge frames more than this is refused (tiles grow with its square)
 FRAMES = 3  # frames calibrated on: a few, so that one odd field of view does not decide
 # A given --pixel-size that differs from the frames' own by more than this factor is warned about.
 DISAGREE = 1.5
@@ -76,6 +78,22 @@ def cell_mask(image: np.ndarray) -> np.ndarray:
     return fill_all_holes(cv2.threshold(flat, 0, 255, mode)[1])
 
 
+def class_map_scale(class_map: np.ndarray, class_names: Sequence[str],
+                    scratch: np.ndarray | None = None) -> tuple[float, str] | None:
+    """(pixel size, ruler class) a class map's own cells imply, or None with too few cells: the class with the most
+    measurable cells is the ruler, as in `calibrate`, and its median inscribed diameter its typical size. What the
+    counter reads off a frame when nothing gave its scale (`csc-data count` on auto-labels made without one);
+    ``scratch``, a uint8 buffer of the map's shape, saves an allocation per class."""
+    best: tuple[str, np.ndarray] | None = None
+    for class_id, name in enumerate(class_names[1:], start=1):
+        diameters = peak_diameters(cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=scratch))
+        if diameters is not None and (best is None or len(diameters) > len(best[1])):
+            best = (name, diameters)
+    if best is None:
+        return None
+    return cell_size(best[0]).typical_um / float(np.median(best[1])), best[0]
+
+
 def trained_diameters(metadata: ModelMetadata) -> dict[str, float]:
     """Per cell class, the diameter (px at the model's scale) its cells had in training: recorded in the metadata
     where the exporter knew it, else the class's typical size at the model's pixel size."""
@@ -93,6 +111,9 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
                            f"{len(diameters)} cell-like objects in {len(frames)} frames (blank, empty or "
                            f"out-of-focus frames?)")
     median = float(np.median(diameters))
+    if median < MIN_CELL_PX:
+        return Calibration(None, None, len(diameters), len(measured), None,
+                           f"the cell-like objects are {median:.1f} px across: too small to measure")
     q1, q3 = np.percentile(diameters, (25, 75))
     targets = trained_diameters(metadata)
     ruler = "rbc" if "rbc" in targets else next(iter(targets))
@@ -111,6 +132,9 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
             zoom *= float(np.clip(targets[ruler] / float(np.median(seen)), 1 / MAX_CORRECTION, MAX_CORRECTION))
             note += f", {ruler}s of {float(np.median(seen)):.1f} px in the model's output"
     zoom = 1.0 if abs(zoom - 1.0) <= SNAP else zoom
+    if zoom > MAX_ENLARGE:
+        return Calibration(None, None, len(diameters), len(measured), ruler,
+                           f"{note}: the frames would need enlarging ×{zoom:.1f} (at most ×{MAX_ENLARGE:g})")
     return Calibration(zoom * metadata.pixel_size_um, float((q3 - q1) / median), len(diameters), len(measured),
                        ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px")
 

@@ -16,7 +16,7 @@ import numpy as np
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, cell_size
 from runtime.errors import CscError
 from runtime.instances import CUT_CELL_FRACTION, find_instances, on_border
-from runtime.scale import estimate_diameter
+from runtime.calibration import class_map_scale
 
 BORDER_POLICIES = ("count", "ignore", "half")
 _BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
@@ -153,17 +153,13 @@ class CellCounter:
         return FrameCounts(counts, cells, labels_out, weights, pixel_size, scale)
 
     def _scale(self, class_map: np.ndarray) -> tuple[float, str]:
-        """(pixel size, where it came from) for this frame: the configured one, else read off the cells of the
-        first class with enough cells to measure (runtime/scale.py)."""
+        """(pixel size, where it came from) for this frame: the configured one, else read off its own cells
+        (`runtime.calibration.class_map_scale`: the class with the most cells is the ruler)."""
         fixed = self.config.fixed_pixel_size_um
         if fixed is not None:
             return fixed, "given"
-        for class_id in range(1, len(self.config.class_names)):
-            size = cell_size(self.config.class_names[class_id])
-            diameter = estimate_diameter(cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary))
-            if diameter:
-                return size.typical_um / diameter, "estimated"
-        return DEFAULT_PIXEL_SIZE_UM, "default"
+        found = class_map_scale(class_map, self.config.class_names, self._binary)
+        return (found[0], "estimated") if found else (DEFAULT_PIXEL_SIZE_UM, "default")
 
     def _validate(self, class_map: np.ndarray) -> None:
         if not isinstance(class_map, np.ndarray) or class_map.ndim != 2 or class_map.dtype != np.uint8:

@@ -314,6 +314,7 @@ class Pipeline:
             self.scale_note = (f"frames at {self.calibration.describe()}, rescaled ×{self.segmenter.zoom:.3g} to the "
                                f"model's {meta.pixel_size_um:g} µm/px")
         else:
+            self.scale_note = f"{self.calibration.describe()}; frames taken at the model's {meta.pixel_size_um:g} µm/px"
             self.scale_warning = (f"{self.calibration.describe()}: frames assumed at the model's "
                                   f"{meta.pixel_size_um:g} µm/px — counts are off by the square of the true pixel "
                                   "size's ratio to it; give --pixel-size")

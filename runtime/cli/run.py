@@ -191,6 +191,8 @@ def _print_summary(summary: dict) -> None:
         a = acc.get(name)
         counts.add_row(name, str(s["mean"]), f"{s['min']:g}", f"{s['max']:g}", "—" if a is None else f"{100 * a:.1f} %")
     console.print(counts)
+    if summary["scale"]["warning"]:
+        console.print(f"[bold yellow]{escape(summary['scale']['warning'])}[/]", highlight=False)
     if summary["domain"]["optics"]["warning"]:
         console.print(f"[bold yellow]{escape(summary['domain']['optics']['warning'])}[/]", highlight=False)
     if summary["domain"]["warning"]:

@@ -69,6 +69,7 @@ def test_blank_frames_fall_back_to_the_models_pixel_size_and_say_so(runner):
     scale = summary["scale"]
     assert scale["calibration"]["pixel_size_um"] is None and scale["zoom"] == 1.0
     assert scale["warning"] and "no calibration" in scale["warning"] and scale["warning"] in warnings
+    assert "no calibration" in scale["note"] and "model's 0.4" in scale["note"]
     assert calibrate(blank, runner.metadata).cells < MIN_CELLS
 
 
@@ -122,3 +123,24 @@ def test_a_change_of_magnification_mid_run_is_seen_and_recalibrated(runner):
     assert changes[0]["pixel_size_um"] == pytest.approx(0.2, rel=0.15)
     assert sum("the scale changed" in w for w in warnings) == 1
     assert summary["counts"]["rbc"]["min"] == 0, "the blank frames were counted, at the last scale"
+
+
+def test_a_class_maps_own_cells_give_its_scale_with_the_same_ruler_rule():
+    """`csc-data count` without a pixel size reads the scale off each class map through class_map_scale: the class
+    with the most cells is the ruler (before, the first class with any: a few RBCs among many macrophages would
+    have set a macrophage field's scale 2.75× off)."""
+    from runtime.calibration import class_map_scale
+    from runtime.classes import CLASS_NAMES
+    from runtime.counting import CellCounter, CountingConfig
+
+    frame = make_microscope("mixed", seed=3).frame(0)
+    pixel, ruler = class_map_scale(frame.semantic, CLASS_NAMES)
+    assert ruler == "rbc" and pixel == pytest.approx(0.4, rel=0.15)
+    macrophages = make_microscope("macrophage", seed=3).frame(0).semantic.copy()
+    for x in (30, 90, 150):  # three RBCs among the macrophages
+        cv2.circle(macrophages, (x, 500), 7, 1, -1)
+    pixel, ruler = class_map_scale(macrophages, CLASS_NAMES)
+    assert ruler == "macrophage" and 0.4 / 1.5 < pixel < 0.4 * 1.5, pixel  # RBCs as the ruler: 2.75× off
+    counted = CellCounter(CountingConfig(pixel_size_um=None)).count(macrophages)
+    assert counted.pixel_size_um == pytest.approx(pixel) and counted.scale == "estimated"
+    assert class_map_scale(np.zeros((64, 64), np.uint8), CLASS_NAMES) is None
