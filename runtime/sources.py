@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,18 @@ class DemoSource(Source):
     def frames(self) -> Iterator[Frame]:
         for i, sim in enumerate(self.microscope.stream()):
             yield Frame(i, sim.image, "demo", sim.counts)
+
+
+class MemorySource(Source):
+    """Frames already in memory (an embedding program's, a test's), named ``frame0``, ``frame1``, …"""
+
+    def __init__(self, images: Sequence[np.ndarray], name: str = "frames"):
+        super().__init__(name)
+        self.images = images
+
+    def frames(self) -> Iterator[Frame]:
+        for i, image in enumerate(self.images):
+            yield Frame(i, image, f"frame{i}")
 
 
 class ImageSource(Source):

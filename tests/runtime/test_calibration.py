@@ -12,17 +12,7 @@ from runtime.cli.run import DEFAULT_MODEL, app as run_app
 from runtime.errors import CscError
 from runtime.pipeline import Pipeline, RunOptions, Segmenter
 from runtime.simulator import make_microscope
-from runtime.sources import Frame, Source
-
-
-class FrameList(Source):
-    def __init__(self, images):
-        super().__init__("frames")
-        self.images = images
-
-    def frames(self):
-        for i, image in enumerate(self.images):
-            yield Frame(i, image, f"frame{i}")
+from runtime.sources import MemorySource
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +34,7 @@ def test_one_scene_at_three_magnifications_counts_alike_with_no_pixel_size(runne
     runs = {}
     for factor in (1, 2, 4):
         frames = [cv2.resize(f, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR) for f in scene]
-        runs[factor] = Pipeline(FrameList(frames), runner).run()
+        runs[factor] = Pipeline(MemorySource(frames), runner).run()
         calibrated = runs[factor]["scale"]["calibration"]["pixel_size_um"]
         assert calibrated == pytest.approx(0.4 / factor, rel=0.12), (factor, runs[factor]["scale"])
     for factor in (2, 4):
@@ -65,7 +55,7 @@ def test_the_ruler_is_the_class_the_frames_hold(runner):
 def test_blank_frames_fall_back_to_the_models_pixel_size_and_say_so(runner):
     warnings = []
     blank = [np.full((300, 400, 3), 180, np.uint8)] * 4
-    summary = Pipeline(FrameList(blank), runner, on_warning=warnings.append).run()
+    summary = Pipeline(MemorySource(blank), runner, on_warning=warnings.append).run()
     scale = summary["scale"]
     assert scale["calibration"]["pixel_size_um"] is None and scale["zoom"] == 1.0
     assert scale["warning"] and "no calibration" in scale["warning"] and scale["warning"] in warnings
@@ -75,7 +65,7 @@ def test_blank_frames_fall_back_to_the_models_pixel_size_and_say_so(runner):
 
 def test_a_given_pixel_size_far_from_the_frames_is_warned_about(runner, scene):
     warnings = []
-    summary = Pipeline(FrameList(scene), runner, options=RunOptions(pixel_size_um=0.9),
+    summary = Pipeline(MemorySource(scene), runner, options=RunOptions(pixel_size_um=0.9),
                        on_warning=warnings.append).run()
     assert summary["scale"]["pixel_size_um"] == 0.9, "the given value is used"
     assert summary["scale"]["warning"] in warnings and "--pixel-size 0.9" in summary["scale"]["warning"]
@@ -116,7 +106,7 @@ def test_a_change_of_magnification_mid_run_is_seen_and_recalibrated(runner):
     enlarged = [cv2.resize(f, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR) for f in fields]
     blank = [np.full((512, 512, 3), 200, np.uint8)] * 2
     warnings = []
-    summary = Pipeline(FrameList(fields + blank + enlarged), runner, on_warning=warnings.append).run()
+    summary = Pipeline(MemorySource(fields + blank + enlarged), runner, on_warning=warnings.append).run()
     changes = summary["scale"]["changes"]
     assert len(changes) == 1 and 10 <= changes[0]["frame"] <= 15, changes
     assert changes[0]["pixel_size_um_before"] == pytest.approx(0.4, rel=0.12)

@@ -16,7 +16,7 @@ from runtime.errors import CscError
 from runtime.model_meta import ModelMetadata
 from runtime.pipeline import Pipeline, RunOptions, Segmenter
 from runtime.simulator import SimConfig, SimulatedMicroscope
-from runtime.sources import CameraSource, DemoSource, Frame, ImageSource, Source, VideoSource
+from runtime.sources import CameraSource, DemoSource, Frame, ImageSource, MemorySource, Source, VideoSource
 from runtime.tiling import Tiler, tile_starts
 
 
@@ -275,18 +275,6 @@ def test_cli_images_all_unreadable_is_a_failure_listing_every_file(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 0, "the summary is still written"
 
 
-class FrameList(Source):
-    """Frames given in memory, as a file source would read them."""
-
-    def __init__(self, images):
-        super().__init__("frames")
-        self.images = images
-
-    def frames(self):
-        for i, image in enumerate(self.images):
-            yield Frame(i, image, f"frame{i}")
-
-
 def test_a_frame_at_half_the_pixel_size_gives_the_same_counts_mapped_back_to_its_pixels(runner, tmp_path):
     """--pixel-size: the same field at twice the magnification (0.2 µm/px) is shrunk to the model's 0.4 µm/px, so
     it counts like the original, and the cell table is in the enlarged frame's own pixels."""
@@ -295,7 +283,7 @@ def test_a_frame_at_half_the_pixel_size_gives_the_same_counts_mapped_back_to_its
     runs = []
     for image, pixel_size in ((frame, None), (enlarged, 0.2)):
         options = RunOptions(save_cells=tmp_path / f"{pixel_size}.csv", pixel_size_um=pixel_size)
-        runs.append(Pipeline(FrameList([image]), runner, options=options).run())
+        runs.append(Pipeline(MemorySource([image]), runner, options=options).run())
     assert runs[1]["scale"]["zoom"] == 0.5 and "rescaled" in runs[1]["scale"]["note"]
     assert runs[0]["scale"]["zoom"] == 1.0 and "calibrated" in runs[0]["scale"]["note"], "not given: calibrated"
     for name in ("rbc", "macrophage"):
@@ -320,7 +308,7 @@ def test_frames_unlike_the_training_data_are_warned_about_once(tmp_path):
     warnings = []
     runner = AllMacrophageRunner(64)
     runner.metadata.class_fractions = {"rbc": 0.3, "macrophage": 0.25}
-    source = FrameList([np.full((64, 64, 3), 200, np.uint8)] * 5)
+    source = MemorySource([np.full((64, 64, 3), 200, np.uint8)] * 5)
     summary = Pipeline(source, runner, options=RunOptions(calibrate=False), on_warning=warnings.append).run()
     assert len(warnings) == 1 and "100 % macrophage" in warnings[0] and "at most 25 %" in warnings[0]
     assert summary["domain"]["frames_unlike_training"] == 5 and summary["domain"]["warning"] == warnings[0]
@@ -330,7 +318,7 @@ def test_frames_unlike_the_training_data_are_warned_about_once(tmp_path):
     cv2.circle(image, (32, 32), 8, (50, 50, 50), -1)
     quiet = []
     options = RunOptions(calibrate=False)  # one cell a frame is too few to calibrate on, and says so (tested apart)
-    assert Pipeline(FrameList([image] * 3), plausible, options=options, on_warning=quiet.append).run()["domain"]["warning"] is None
+    assert Pipeline(MemorySource([image] * 3), plausible, options=options, on_warning=quiet.append).run()["domain"]["warning"] is None
     assert not quiet
 
 
@@ -347,7 +335,7 @@ def test_frames_of_other_optics_than_the_models_are_warned_about_once():
         runner = ThresholdRunner(256)
         runner.metadata.modalities = trained
         warnings = []
-        summary = Pipeline(FrameList(frames), runner, on_warning=warnings.append).run()
+        summary = Pipeline(MemorySource(frames), runner, on_warning=warnings.append).run()
         optics = summary["domain"]["optics"]
         assert (len(warnings) == 1 and "label-free images (dic)" in warnings[0]) if warns else not warnings, trained
         assert optics["warning"] == (warnings[0] if warns else None) and optics["model"] == trained
