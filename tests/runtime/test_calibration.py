@@ -134,3 +134,24 @@ def test_a_class_maps_own_cells_give_its_scale_with_the_same_ruler_rule():
     counted = CellCounter(CountingConfig(pixel_size_um=None)).count(macrophages)
     assert counted.pixel_size_um == pytest.approx(pixel) and counted.scale == "estimated"
     assert class_map_scale(np.zeros((64, 64), np.uint8), CLASS_NAMES) is None
+
+
+def test_implausible_calibrations_are_refused_not_applied():
+    """Cells too small to measure, or a scale that would enlarge frames past ×4 (MAX_ENLARGE; tiles grow with its
+    square), give no calibration — the run then keeps the model's pixel size and says so."""
+    from runtime.model_meta import ModelMetadata
+
+    def discs(radius):
+        image = np.full((256, 256, 3), 210, np.uint8)
+        for y in range(20, 240, 30):
+            for x in range(20, 240, 30):
+                cv2.circle(image, (x, y), radius, (90, 90, 90), -1)
+        return image
+
+    meta = ModelMetadata(classes=["background", "rbc", "macrophage"], input_size=(64, 64), arch="test")
+    assert not calibrate([discs(1)], meta).found, "2–3 px specks are no cells to measure"
+    ok = calibrate([discs(6)], meta)
+    assert ok.found and ok.pixel_size_um == pytest.approx(0.4 * 15 / 13, rel=0.2)
+    meta.cell_diameter_px = {"rbc": 13 * 5.0}  # a model that saw its RBCs 5× larger: frames enlarged ×5
+    refused = calibrate([discs(6)], meta)
+    assert not refused.found and "enlarging" in refused.note

@@ -82,3 +82,15 @@ def test_pseudopods_stay_with_a_macrophage_but_fibres_go():
     assert kept[60, 95] and not cut[60, 95]
     assert not kept[60, 135] and not cut[60, 135] and gone == gone_too == 1
     assert np.array_equal(kept[:, :72] > 0, binary[:, :72] > 0), "the cell keeps its whole outline"
+
+
+def test_the_labeller_keeps_a_macrophages_pseudopod_but_cuts_a_fibre_from_an_rbc():
+    """The kind decides (`auto_label` passes keep_outline for macrophages only): the same blob with a thin
+    protrusion keeps it as a macrophage label and loses it as an RBC label."""
+    image = np.full((160, 200), 200, np.uint8)
+    cv2.circle(image, (70, 80), 30, 90, -1)
+    cv2.line(image, (100, 80), (150, 80), 90, 4)  # thin, 50 px long
+    for kind, kept in (("macrophage", True), ("rbc", False)):
+        label = auto_label(image, AutoLabelConfig(kind=kind, diameter_px=60, modality="stained"))
+        assert bool(label.mask[80, 140]) is kept, kind
+        assert label.mask[80, 70], "the body is a cell either way"
