@@ -1,6 +1,7 @@
-"""Counting accuracy from ground-truth class maps (issue target: within 2 % of the true counts on simulated mixed
-images), so that only the counter's post-processing is judged: the simulated microscope's exact class maps go
-through `csc-data count`'s code (runtime/evaluate_counts.py) with touching cells split and, for comparison, not.
+"""Counting accuracy from ground-truth class maps (issue targets: within 2 % of the true counts on simulated mixed
+images, and on dense simulated macrophage singles with pseudopods), so that only the counter's post-processing is
+judged: the simulated microscope's exact class maps go through `csc-data count`'s code (runtime/evaluate_counts.py)
+with touching cells split and, for comparison, not (mixed frames only).
 
 Not a speed figure: the result depends only on the code and the settings, which the JSON records, so a rerun with
 them gives the same numbers on any machine.
@@ -22,14 +23,23 @@ from runtime.synthesize import synthesize_dataset
 KEYS = ("counts", "true_counts", "count_accuracy", "mean_abs_error", "instances")
 
 
+PSEUDOPODS = 2.0  # mean protrusions per simulated macrophage in the singles
+
+
 def measure(n: int = 20, seed: int = 0, size: int = 512) -> dict:
-    """Counted vs true cells of ``n`` simulated mixed frames, with and without splitting touching cells."""
+    """Counted vs true cells of ``n`` simulated mixed frames, with and without splitting touching cells, and of
+    ``n`` macrophage singles with pseudopods (seed + 1), split."""
     with tempfile.TemporaryDirectory() as tmp:
         root = synthesize_dataset("mixed", n, Path(tmp) / "mixed", seed=seed, size=size)
         results = {}
         for split in (True, False):
             summary = count_dataset(root, CountingConfig(split_touching=split))
             results["split_on" if split else "split_off"] = {k: summary[k] for k in KEYS}
+        singles = synthesize_dataset("macrophage", n, Path(tmp) / "macrophage", seed=seed + 1, size=size,
+                                     pseudopods=PSEUDOPODS)
+        summary = count_dataset(singles, CountingConfig())
+        results["macrophage_singles"] = {"seed": seed + 1, "pseudopods": PSEUDOPODS,
+                                         **{k: summary[k] for k in KEYS}}
     return {"what": "csc-data count on the simulator's ground-truth class maps (only post-processing is judged)",
             "settings": {"kind": "mixed", "n": n, "seed": seed, "size": size}, **results}
 

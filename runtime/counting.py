@@ -136,7 +136,7 @@ class CellCounter:
             binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=self._binary)
             min_area = cfg.min_area(class_id, pixel_size)
             found = find_instances(binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None,
-                                   min_area, cfg.one_cell_factor(class_id))
+                                   min_area, cfg.one_cell_factor(class_id), cut_fraction=cfg.cut_cell_fraction)
             # Parts cut by the frame edge are kept smaller; the border policy decides whether they count.
             found = found.keep(np.flatnonzero(found.large_enough(min_area, (h, w), cfg.cut_cell_fraction)))
             table = _table(found.stats, found.centroids, class_id, next_id, pixel_size, h, w)

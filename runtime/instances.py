@@ -59,7 +59,8 @@ class Instances:
 
 
 def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
-                   one_cell: float = 0.0, dynamics: float = DYNAMICS) -> Instances:
+                   one_cell: float = 0.0, dynamics: float = DYNAMICS,
+                   cut_fraction: float = CUT_CELL_FRACTION) -> Instances:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split.
 
     Splitting follows the distance transform's h-maxima, the criterion of a watershed with dynamics: markers are
@@ -68,9 +69,10 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     have; see `_split_clump`); then neighbouring parts merge again, highest saddle first, when the lower of their
     two peaks rises less than ``dynamics``·r above the saddle between them (one cell's ridge: an ellipse, a ring, a
     lobed outline), or when one of them is smaller than ``min_area`` (a part of a cell is never dropped as debris:
-    a clump loses no pixels), or, with ``one_cell``, when the two parts together are no larger than ``one_cell`` ×
-    the median area of the frame's single cells (see `runtime.counting.ONE_CELL`; merges go pairwise, highest
-    saddle first, so a larger clump can end with one such merged part beside others).
+    a clump loses no pixels; a part on the frame edge needs only ``cut_fraction`` of it, the rule `large_enough`
+    applies to a cut cell standing alone), or, with ``one_cell``, when the two parts together are no larger than
+    ``one_cell`` × the median area of the frame's single cells (see `runtime.counting.ONE_CELL`; merges go pairwise,
+    highest saddle first, so a larger clump can end with one such merged part beside others).
     Only clumps are split, on their bounding boxes, and only their statistics are recomputed: the whole-frame
     work is one labelling, one distance transform, one dilation.
     """
@@ -103,7 +105,9 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
         x, y, w, h = stats[c - 1, :4]
         box = (slice(y, y + h), slice(x, x + w))
         region = comp[box] == c
-        parts = _split_clump(region, peaks[box] > 0, markers[box], dist[box], dynamics, min_area, one_cell_area)
+        edges = (y == 0, x + w == fg.shape[1], y + h == fg.shape[0], x == 0)  # top, right, bottom, left
+        parts = _split_clump(region, peaks[box] > 0, markers[box], dist[box], dynamics, min_area, one_cell_area,
+                             edges, cut_fraction)
         ry, rx = np.nonzero(region)
         parts_of.append(_relabel(comp, x, y, ry, rx, parts[ry, rx] - 1, next_id))
         next_id += len(parts_of[-1][0])
@@ -162,7 +166,8 @@ _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
 def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dist: np.ndarray, dynamics: float,
-                 min_area: int, one_cell_area: float = 0.0) -> np.ndarray:
+                 min_area: int, one_cell_area: float = 0.0, edges: tuple[bool, bool, bool, bool] = (False,) * 4,
+                 cut_fraction: float = CUT_CELL_FRACTION) -> np.ndarray:
     """Part labels 1..P (0 outside) of one clump's bounding box: a watershed on the distance map by drainage —
     every pixel follows its steepest uphill neighbour to a maximum, each maximum belongs to its nearest marker —
     then h-maxima merges. Drainage keeps part boundaries on the saddle lines between cells; a nearest-marker
@@ -194,6 +199,13 @@ def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dis
     peak = np.zeros(k, np.float32)
     np.maximum.at(peak, local + 1, dist[sy, sx])
     area = np.bincount(parts.ravel(), minlength=k)
+    # A part on the frame edge may be the visible piece of a cut cell: it needs only cut_fraction of min_area.
+    cut = np.zeros(k, bool)
+    for touches, line in zip(edges, (parts[0], parts[:, -1], parts[-1], parts[:, 0])):
+        if touches:
+            cut[line] = True
+    cut[0] = False
+    smallest = np.where(cut, cut_fraction * min_area, min_area)
     # Saddle between two neighbouring parts: the highest distance value on their common border (4-neighbours).
     a = np.concatenate([parts[:, :-1].ravel(), parts[:-1, :].ravel()])
     b = np.concatenate([parts[:, 1:].ravel(), parts[1:, :].ravel()])
@@ -213,10 +225,10 @@ def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dis
 
     for pair in touching[np.argsort(-saddle[touching], kind="stable")]:
         i, j = find(pair // k), find(pair % k)
-        if i != j and (min(peak[i], peak[j]) - saddle[pair] < dynamics or min(area[i], area[j]) < min_area
-                       or area[i] + area[j] <= one_cell_area):
+        if i != j and (min(peak[i], peak[j]) - saddle[pair] < dynamics or area[i] < smallest[i]
+                       or area[j] < smallest[j] or area[i] + area[j] <= one_cell_area):
             root[j] = i
-            peak[i], area[i] = max(peak[i], peak[j]), area[i] + area[j]
+            peak[i], area[i], smallest[i] = max(peak[i], peak[j]), area[i] + area[j], min(smallest[i], smallest[j])
     final = np.array([find(i) for i in range(k)])
     _, dense = np.unique(final[1:], return_inverse=True)
     lut = np.concatenate([[0], dense + 1]).astype(np.int32)
