@@ -1,13 +1,15 @@
-"""Soak run: does `csc-run --source demo --no-show` hold its frame rate and its memory over ten minutes?
+"""Soak run: does `csc-run --source demo --no-show` hold its frame rate and its memory for as long as it runs?
 
 Runs the real command line in a child process, as a user would, with its per-frame counts CSV (flushed every
 frame); every --interval seconds it reads how many frames the CSV holds and the child's resident memory
-(VmRSS, /proc: Linux). Targets (issue 15): the FPS of the first minute and of the last minute within 10 % of each
-other, and RSS growth under 20 MB from the end of the warm-up (the first --warmup seconds after the first frame:
-model loading, first allocations, OpenCV's and ONNX Runtime's pools) to the end.
+(VmRSS, /proc: Linux). Targets: the FPS of the first minute and of the last minute within 10 % of each other,
+RSS growth under 20 MB from the end of the warm-up (the first --warmup seconds after the first frame: model
+loading, first allocations, OpenCV's and ONNX Runtime's pools) to the end, and — what a run of weeks needs — an
+RSS slope under 1 MB per hour and no FPS trend, both least-squares fits over the samples after the warm-up. 150
+bytes kept per frame at 53 FPS would be a slope of 29 MB per hour: thirty minutes show it plainly.
 
 Run it on a quiet machine (other load changes the frame rate):
-    python -m benchmarks.soak --duration 600 --out benchmarks/results/soak.json
+    python -m benchmarks.soak --minutes 30 --out benchmarks/results/soak.json
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.publish import machine, publish
 
 FPS_TOLERANCE = 0.10  # first vs last window
 RSS_GROWTH_LIMIT_MB = 20.0
+RSS_SLOPE_LIMIT_MB_PER_HOUR = 1.0
 
 
 def rss_mb(pid: int) -> float | None:
@@ -60,6 +65,25 @@ def window_fps(samples: list[tuple[float, int, float]], start: float, end: float
     return (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
 
 
+def slope_per_hour(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, per hour."""
+    t = np.array([s[0] for s in samples], float)
+    v = np.array([s[1] for s in samples], float)
+    if len(t) < 2 or np.ptp(t) == 0:
+        return 0.0
+    return float(np.polyfit(t, v, 1)[0] * 3600)
+
+
+def fps_series(samples: list[tuple[float, int, float]], window: float) -> list[tuple[float, float]]:
+    """(middle time, FPS) of consecutive ``window``-second stretches of the samples."""
+    series, start = [], samples[0]
+    for sample in samples[1:]:
+        if sample[0] - start[0] >= window:
+            series.append(((sample[0] + start[0]) / 2, (sample[1] - start[1]) / (sample[0] - start[0])))
+            start = sample
+    return series
+
+
 def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval: float = 1.0) -> dict:
     """Run csc-run on the demo source for ``duration`` seconds and judge its FPS and memory over time."""
     if duration < 2 * window or warmup >= duration:
@@ -91,26 +115,38 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
     fps_first, fps_last = window_fps(samples, 0, window), window_fps(samples, end - window, end)
     warm = min(samples, key=lambda s: abs(s[0] - warmup))
     growth = samples[-1][2] - warm[2]
+    settled = [s for s in samples if s[0] >= warmup]
+    rss_slope = slope_per_hour([(s[0], s[2]) for s in settled])
+    fps_windows = fps_series(settled, window)
+    fps_trend = slope_per_hour(fps_windows) / max(float(np.mean([f for _, f in fps_windows])), 1e-9) \
+        if len(fps_windows) >= 2 else 0.0
     return {
         "command": f"csc-run --source demo --no-show --duration {duration:g} --save-csv CSV --summary JSON",
         "machine": machine(), "backend": run_summary["backend"], "duration_s": duration, "window_s": window,
         "warmup_s": warmup, "interval_s": interval, "frames": run_summary["frames"], "fps_overall": run_summary["fps"],
         "fps_first_window": round(fps_first, 2), "fps_last_window": round(fps_last, 2),
         "fps_change": round(fps_last / fps_first - 1, 4),
-        "fps_holds": abs(fps_last / fps_first - 1) <= FPS_TOLERANCE,
+        "fps_holds": abs(fps_last / fps_first - 1) <= FPS_TOLERANCE and abs(fps_trend) <= FPS_TOLERANCE,
         "rss_after_warmup_mb": warm[2], "rss_end_mb": samples[-1][2], "rss_max_mb": max(s[2] for s in samples),
-        "rss_growth_mb": round(growth, 1), "memory_flat": growth < RSS_GROWTH_LIMIT_MB,
-        "targets": {"fps_change_within": FPS_TOLERANCE, "rss_growth_below_mb": RSS_GROWTH_LIMIT_MB},
+        "rss_growth_mb": round(growth, 1), "rss_slope_mb_per_hour": round(rss_slope, 2),
+        "memory_flat": growth < RSS_GROWTH_LIMIT_MB and abs(rss_slope) < RSS_SLOPE_LIMIT_MB_PER_HOUR,
+        "fps_trend_per_hour": round(fps_trend, 4), "fps_windows": [[round(t, 1), round(f, 2)] for t, f in fps_windows],
+        "targets": {"fps_change_within": FPS_TOLERANCE, "rss_growth_below_mb": RSS_GROWTH_LIMIT_MB,
+                    "rss_slope_below_mb_per_hour": RSS_SLOPE_LIMIT_MB_PER_HOUR,
+                    "fps_trend_per_hour_within": FPS_TOLERANCE},
         "samples": {"columns": ["seconds_since_first_frame", "frames", "rss_mb"], "rows": [list(s) for s in samples]},
     }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=600, help="seconds csc-run runs")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=float, default=600, help="seconds csc-run runs")
+    length.add_argument("--minutes", type=float, default=None, help="minutes csc-run runs (instead of --duration)")
     parser.add_argument("--window", type=float, default=60, help="seconds of the first and the last window compared")
     parser.add_argument("--warmup", type=float, default=60, help="seconds after the first frame before RSS is baselined")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
-    publish(soak(args.duration, args.window, args.warmup, args.interval), args.out)
+    duration = args.minutes * 60 if args.minutes is not None else args.duration
+    publish(soak(duration, args.window, args.warmup, args.interval), args.out)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,11 +29,13 @@ from runtime.domain import DomainCheck
 from runtime.errors import CscError
 from runtime.heap import keep_freed_memory
 from runtime.overlay import OverlayRenderer
+from runtime.running_stats import LatencyHistogram, Tally
 from runtime.sources import Frame, Source
 from runtime.tiling import Tiler
 from runtime.writers import CellsCsvWriter, CountsCsvWriter
 
 _END = object()
+JOIN_TIMEOUT = 5.0  # seconds to wait at the end of a run for a capture thread that may be stuck in the source
 
 
 @dataclass
@@ -51,22 +53,21 @@ class RunOptions:
     # given one otherwise. Off: a missing pixel size is the model's.
     calibrate: bool = True
     host_budget: bool = True  # False: leave OpenCV's threads and the allocator as the embedding program set them
+    # A source that has not returned a frame for this many seconds (a camera unplugged mid-read, an RTSP stream
+    # that stopped sending) has stalled: the run says so and stops with its files closed. None: wait forever.
+    stall_timeout: float | None = 30.0
 
 
-@dataclass
 class StageTimes:
-    capture: list[float] = field(default_factory=list)
-    infer: list[float] = field(default_factory=list)
-    post: list[float] = field(default_factory=list)
+    """Per-stage durations as histograms (runtime/running_stats.py): constant memory however long the run."""
+
+    STAGES = ("capture", "infer", "post")
+
+    def __init__(self) -> None:
+        self.capture, self.infer, self.post = (LatencyHistogram() for _ in self.STAGES)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for name in ("capture", "infer", "post"):
-            values = np.asarray(getattr(self, name)) * 1e3
-            if values.size:
-                out[name] = {"mean_ms": round(float(values.mean()), 2), "p50_ms": round(float(np.percentile(values, 50)), 2),
-                             "p90_ms": round(float(np.percentile(values, 90)), 2)}
-        return out
+        return {name: getattr(self, name).summary_ms() for name in self.STAGES if len(getattr(self, name))}
 
 
 @contextmanager
@@ -185,6 +186,8 @@ class Pipeline:
         self.times = StageTimes()
         self.dropped = 0
         self.errors: list[str] = []
+        self.stalled = False
+        self._waiting_since: float | None = None  # when the capture thread began waiting on the source, if it is
         self._stop = threading.Event()
         self._frames_q: queue.Queue = queue.Queue(self.options.queue_size)
         self._results_q: queue.Queue = queue.Queue(self.options.queue_size)
@@ -214,10 +217,12 @@ class Pipeline:
             frames = self.source.frames()
             while not self._stop.is_set():
                 start = time.perf_counter()
+                self._waiting_since = time.monotonic()
                 frame = next(frames, None)
+                self._waiting_since = None
                 if frame is None:
                     break
-                self.times.capture.append(time.perf_counter() - start)
+                self.times.capture.add(time.perf_counter() - start)
                 self._put_frame(frame)
         except CscError as err:
             self.errors.append(str(err))
@@ -232,7 +237,12 @@ class Pipeline:
             first = self._first_frames() if self.calibrating else []
             if first:
                 self._calibrate([frame.image for frame in first])
-            for frame in itertools.chain(first, self._queued_frames()):
+            for frame in itertools.chain(first, self._queued_frames(idle=True)):
+                if frame is None:  # no new frame for a moment: finish the one in flight rather than hold it back
+                    if pending is not None:
+                        self._finish(pending)
+                        pending = None
+                    continue
                 pending = self._segment(frame, pending)
             if pending is not None:
                 self._finish(pending)
@@ -248,11 +258,14 @@ class Pipeline:
                 except queue.Full:
                     continue
 
-    def _queued_frames(self) -> Iterator[Frame]:
+    def _queued_frames(self, idle: bool = False) -> Iterator[Frame | None]:
+        """Frames from the capture queue until its end; with ``idle``, None after each 0.1 s without one."""
         while not self._stop.is_set():
             try:
                 item = self._frames_q.get(timeout=0.1)
             except queue.Empty:
+                if idle:
+                    yield None
                 continue
             if item is _END:
                 return
@@ -286,7 +299,7 @@ class Pipeline:
         if pending is not None:
             self._finish(pending)
         class_map = self.segmenter.segment_tiled(image)
-        self.times.infer.append(time.perf_counter() - start)
+        self.times.infer.add(time.perf_counter() - start)
         self._results_q.put((frame, class_map, self.segmenter.zoom))
         return None
 
@@ -348,10 +361,20 @@ class Pipeline:
         frame, handle, submitted, zoom = pending
         start = time.perf_counter()
         class_map = self.runner.collect(handle)[0]
-        self.times.infer.append(submitted + time.perf_counter() - start)
+        self.times.infer.add(submitted + time.perf_counter() - start)
         self._results_q.put((frame, class_map, zoom))
 
     # -- main thread ------------------------------------------------------------------------------------------
+    def _source_stalled(self) -> bool:
+        """Whether the source has kept the capture thread waiting past ``stall_timeout`` (recorded as an error)."""
+        timeout, since = self.options.stall_timeout, self._waiting_since
+        if timeout is None or since is None or time.monotonic() - since < timeout:
+            return False
+        self.stalled = True
+        self.errors.append(f"{self.source.name}: no frame for {timeout:g} s — the source stalled (camera unplugged, "
+                           "stream stopped?); the run stopped with its files closed")
+        return True
+
     def run(self) -> dict:
         """Run until the source ends, a limit is reached, the window is closed or Ctrl-C; returns the summary."""
         if not self.options.host_budget:
@@ -365,7 +388,7 @@ class Pipeline:
         cells_csv = CellsCsvWriter(opts.save_cells, self.counter.config.class_names) if opts.save_cells else None
         video = None
         tally = CountTally(self.names)
-        per_class: dict[str, list[float]] = {n: [] for n in self.names}
+        per_class = {n: Tally() for n in self.names}  # running figures: nothing kept per frame
         threads = [threading.Thread(target=self._capture, daemon=True, name="capture"),
                    threading.Thread(target=self._infer, daemon=True, name="infer")]
         began = time.perf_counter()
@@ -375,7 +398,12 @@ class Pipeline:
             t.start()
         try:
             while True:
-                item = self._results_q.get()
+                try:
+                    item = self._results_q.get(timeout=0.2)
+                except queue.Empty:
+                    if self._source_stalled():
+                        break
+                    continue
                 if item is _END:
                     break
                 frame, class_map, zoom = item
@@ -389,7 +417,7 @@ class Pipeline:
                 n += 1
                 fps = n / max(time.perf_counter() - began, 1e-9)
                 for name in self.names:
-                    per_class[name].append(float(result.counts[name]))
+                    per_class[name].add(float(result.counts[name]))
                 if frame.truth is not None:
                     tally.add(result.counts, frame.truth)
                 if counts_csv:
@@ -406,7 +434,7 @@ class Pipeline:
                         cv2.imshow("auto-CSC", shown)
                         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                             break
-                self.times.post.append(time.perf_counter() - start)
+                self.times.post.add(time.perf_counter() - start)
                 if self.on_frame is not None:
                     self.on_frame(frame, result, fps)
                 if (opts.max_frames and n >= opts.max_frames) or (opts.duration and time.perf_counter() - began >= opts.duration):
@@ -416,8 +444,12 @@ class Pipeline:
         finally:
             elapsed = time.perf_counter() - began
             self._stop.set()
-            while any(t.is_alive() for t in threads):  # unblock threads waiting on a full queue
-                for q in (self._frames_q, self._results_q):
+            # Inference ends between frames once stopped (the runner is closed after this: wait for it); capture
+            # may be stuck inside the source's read, so it gets JOIN_TIMEOUT, then, a daemon, is left behind.
+            capture, infer = threads
+            deadline = time.monotonic() + JOIN_TIMEOUT
+            while infer.is_alive() or (capture.is_alive() and time.monotonic() < deadline):
+                for q in (self._frames_q, self._results_q):  # unblock threads waiting on a full queue
                     try:
                         q.get_nowait()
                     except queue.Empty:
@@ -433,9 +465,9 @@ class Pipeline:
                 cv2.destroyAllWindows()
         summary = {
             "frames": n, "seconds": round(elapsed, 2), "fps": round(n / max(elapsed, 1e-9), 2),
-            "dropped": self.dropped, "interrupted": interrupted, "source": self.source.name,
+            "dropped": self.dropped, "interrupted": interrupted, "stalled": self.stalled, "source": self.source.name,
             "backend": f"{self.runner.name} ({self.runner.detail})", "stages": self.times.summary(),
-            "counts": {name: _stats(values) for name, values in per_class.items()},
+            "counts": {name: tally.summary() for name, tally in per_class.items()},
             "skipped": [{"file": f, "reason": r} for f, r in self.source.skipped], "errors": self.errors,
             "scale": {"note": self.scale_note, "zoom": round(self.segmenter.zoom, 4),
                       "pixel_size_um": round(self.frame_pixel_size_um, 4), "warning": self.scale_warning,
@@ -446,13 +478,6 @@ class Pipeline:
         if tally.images:
             summary["versus_truth"] = {k: tally.summary()[k] for k in ("count_accuracy", "mean_abs_error")}
         return summary
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"mean": 0.0, "min": 0.0, "max": 0.0, "total": 0.0}
-    a = np.asarray(values)
-    return {"mean": round(float(a.mean()), 2), "min": float(a.min()), "max": float(a.max()), "total": float(a.sum())}
 
 
 def _open_video(path: Path, shape: tuple[int, ...], fps: float = 25.0) -> cv2.VideoWriter:

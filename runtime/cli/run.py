@@ -34,6 +34,7 @@ def run(
     no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
     max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop after N frames."),
     duration: float = typer.Option(None, "--duration", min=0.1, help="Stop after S seconds."),
+    stall_timeout: float = typer.Option(30.0, "--stall-timeout", min=0.1, help="Seconds without a frame from the source (a camera unplugged mid-read, a stream that stopped) after which the run stops with its files closed and exits 1."),
     save_csv: Path = typer.Option(None, "--save-csv", help="Per-frame counts CSV (frame, source, one column per class of the model — rbc, macrophage by default — fps), flushed every frame."),
     save_video: Path = typer.Option(None, "--save-video", help="Overlay video (.mp4 or .avi)."),
     save_cells: Path = typer.Option(None, "--save-cells", help="Per-cell CSV (id, class, centroid, area, bbox, diameter)."),
@@ -77,7 +78,8 @@ def run(
                                                         class_names=tuple(runner.metadata.classes),
                                                         split_touching=split_touching),
                             RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
-                                       save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size),
+                                       save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size,
+                                       stall_timeout=stall_timeout),
                             on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
                                                                   highlight=False, soft_wrap=True))
         summary = pipeline.run()
@@ -93,6 +95,10 @@ def run(
         _save_calibration(model, summary["scale"]["calibration"])
     if not summary["frames"]:
         raise _nothing_processed(summary)
+    if summary["stalled"]:
+        raise CscError(f"stopped after {summary['frames']} frames: {summary['errors'][0]}",
+                       fix="check the camera or stream; a supervisor (e.g. systemd Restart=on-failure) can restart "
+                           "the run")
     if summary["errors"]:
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
 
