@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
-from runtime.imageio import LABEL_MAP_PNG, list_images, read_image, read_raw, write_image, write_text
+from runtime.imageio import LABEL_MAP_PNG, list_images, read_image, read_label_map, write_image, write_text
 
 FORMAT = "auto-csc-dataset/1"
 META_FILE = "dataset.json"
@@ -169,7 +169,7 @@ def _pair_samples(root: Path, images: list[Path]) -> tuple[list[Sample], list[Cs
 
 def load_sample(sample: Sample, n_classes: int = len(CLASS_NAMES)) -> Labels:
     image = read_image(sample.image)
-    mask = read_raw(sample.mask)
+    mask = read_label_map(sample.mask)
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise CscError(
             f"mask must be a single-channel uint8 class map, got {mask.dtype} with shape {mask.shape}",
@@ -191,7 +191,7 @@ def load_sample(sample: Sample, n_classes: int = len(CLASS_NAMES)) -> Labels:
         )
     instances = None
     if sample.instances is not None:
-        instances = read_raw(sample.instances)
+        instances = read_label_map(sample.instances)
         if instances.ndim != 2 or instances.dtype not in (np.uint8, np.uint16):
             raise CscError("instance labels must be a single-channel 8/16-bit PNG", path=sample.instances)
         if instances.shape != mask.shape:

@@ -33,8 +33,36 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def read_raw(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """The file's pixels exactly as stored (any depth, any channel count), or as ``flags`` asks."""
+def stem_of(name: str) -> str:
+    """The stem of an image as a file or an annotation names it: without its extension only where that is an image
+    extension, so ``slide1.x40.png`` and ``slide1.x40`` are both ``slide1.x40`` (Path.stem would make the second
+    ``slide1``)."""
+    path = Path(name)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
+
+
+def check_unique_stems(files: list[Path]) -> list[Path]:
+    """``files``, or an error naming every clash where two share a stem (``a.png`` and ``a.jpg``): a dataset keys
+    its masks by stem, so one would overwrite the other's and the dataset would later refuse to open."""
+    by_stem: dict[str, list[str]] = {}
+    for f in files:
+        by_stem.setdefault(f.stem, []).append(f.name)
+    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise CscError(f"{len(clashes)} file names differ only by their extension: {shown}",
+                       path=files[0].parent, fix="rename them, or move one of each pair elsewhere")
+    return files
+
+
+# One rule for pictures: as a viewer shows them — EXIF orientation applied (a phone or camera JPEG stored sideways
+# is turned upright), depth and colour kept. IMREAD_UNCHANGED would ignore the orientation while IMREAD_GRAYSCALE
+# applies it, and a labeller reading both ways wrote masks of the wrong shape for rotated JPEGs.
+AS_SHOWN = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
+def read_raw(path: str | Path, flags: int = AS_SHOWN) -> np.ndarray:
+    """The file's pixels as shown (any depth; grey or BGR, alpha dropped), or as ``flags`` asks."""
     path = Path(path)
     if not path.is_file():
         raise CscError("file not found", path=path, fix="check the path")
@@ -43,6 +71,11 @@ def read_raw(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     if image is None:
         raise CscError("unreadable or empty image file", path=path, fix="re-export it as PNG, TIFF or JPEG")
     return image
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """A mask or instance label image exactly as stored: label maps are PNGs we wrote, never rotated."""
+    return read_raw(path, cv2.IMREAD_UNCHANGED)
 
 
 def read_grey(path: str | Path) -> np.ndarray:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from runtime.errors import CscError
+
 # Splitting, relative to the smallest expected cell radius r (see `find_instances`): a marker is a distance
 # maximum at least PEAK_HEIGHT·r high (lower ridges are fibres or thin rims, not cell centres), found within a
 # window of WINDOW·r; two markers stay apart only when each rises DYNAMICS·r (at least half a pixel) above the
@@ -52,7 +54,8 @@ class Instances:
     def dense_labels(self) -> np.ndarray:
         """uint16 labels 1..N in row order, instances not kept set to 0 (like a hand-made instance mask)."""
         if len(self.ids) > 65535:
-            raise ValueError("more than 65535 instances do not fit uint16 labels")
+            raise CscError(f"{len(self.ids)} cells: more than a uint16 instance mask holds (65 535)",
+                           fix="crop the image into tiles")
         lut = np.zeros(int(self.labels.max()) + 1, np.uint16)
         lut[self.ids] = np.arange(1, len(self.ids) + 1, dtype=np.uint16)
         return lut[self.labels]

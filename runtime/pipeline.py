@@ -24,6 +24,7 @@ from runtime.backends.base import Runner
 from runtime.count_metrics import CountTally
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting import CellCounter, CountingConfig, FrameCounts
+from runtime.blank import is_blank
 from runtime.calibration import FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, disagreement
 from runtime.domain import DomainCheck
 from runtime.errors import CscError
@@ -35,6 +36,7 @@ from runtime.tiling import Tiler
 from runtime.writers import CellsCsvWriter, CountsCsvWriter
 
 _END = object()
+BLANK_WAIT = 50  # blank frames a run waits through at its start for frames to calibrate on
 JOIN_TIMEOUT = 5.0  # seconds to wait at the end of a run for a capture thread that may be stuck in the source
 
 
@@ -110,13 +112,18 @@ class Segmenter:
     def rescales(self) -> bool:
         return abs(self.zoom - 1.0) > 1e-3
 
+    def model_shape(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(h, w) of a frame of this shape at the model's pixel size."""
+        if not self.rescales:
+            return shape[0], shape[1]
+        return max(1, int(round(shape[0] * self.zoom))), max(1, int(round(shape[1] * self.zoom)))
+
     def to_model(self, image: np.ndarray) -> np.ndarray:
         """The frame at the model's pixel size (area averaging when shrinking, linear when enlarging)."""
         if not self.rescales:
             return image
-        h, w = image.shape[:2]
-        size = (max(1, int(round(w * self.zoom))), max(1, int(round(h * self.zoom))))
-        return cv2.resize(image, size, interpolation=cv2.INTER_AREA if self.zoom < 1 else cv2.INTER_LINEAR)
+        h, w = self.model_shape(image.shape)
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if self.zoom < 1 else cv2.INTER_LINEAR)
 
     def fits(self, image: np.ndarray) -> bool:
         return image.shape[:2] == tuple(self.runner.input_size)
@@ -187,6 +194,7 @@ class Pipeline:
         self.dropped = 0
         self.errors: list[str] = []
         self.stalled = False
+        self.blank_frames = 0  # frames judged blank (runtime/blank.py): counted zero, not segmented
         self._waiting_since: float | None = None  # when the capture thread began waiting on the source, if it is
         self._stop = threading.Event()
         self._frames_q: queue.Queue = queue.Queue(self.options.queue_size)
@@ -222,6 +230,7 @@ class Pipeline:
                 self._waiting_since = None
                 if frame is None:
                     break
+                frame.blank = is_blank(frame.image)  # here, beside the reads: inference is the busier thread
                 self.times.capture.add(time.perf_counter() - start)
                 self._put_frame(frame)
         except CscError as err:
@@ -236,7 +245,8 @@ class Pipeline:
         try:
             first = self._first_frames() if self.calibrating else []
             if first:
-                self._calibrate([frame.image for frame in first])
+                lit = [frame.image for frame in first if not frame.blank]
+                self._calibrate(lit or [frame.image for frame in first])
             for frame in itertools.chain(first, self._queued_frames(idle=True)):
                 if frame is None:  # no new frame for a moment: finish the one in flight rather than hold it back
                     if pending is not None:
@@ -272,11 +282,12 @@ class Pipeline:
             yield item
 
     def _first_frames(self) -> list[Frame]:
-        """Up to CALIBRATION_FRAMES frames to calibrate on: fewer when the source ends first."""
+        """The first frames, up to the CALIBRATION_FRAMES-th that is not blank (a run may start with the lamp off),
+        but no more than BLANK_WAIT beyond it; fewer when the source ends first."""
         frames = []
         for frame in self._queued_frames():
             frames.append(frame)
-            if len(frames) == CALIBRATION_FRAMES:
+            if sum(not f.blank for f in frames) == CALIBRATION_FRAMES or len(frames) == CALIBRATION_FRAMES + BLANK_WAIT:
                 return frames
         self._frames_q.put(_END)  # the source ended: let the frame loop see it too
         return frames
@@ -287,6 +298,13 @@ class Pipeline:
         if self._recalibrate.is_set():
             self._recalibrate.clear()
             self._calibrate([frame.image], change_at=frame.index)
+        if frame.blank:  # no cells to find: the network would draw some in the noise (two RBCs on a black frame)
+            if pending is not None:
+                self._finish(pending)
+            self.blank_frames += 1
+            self._results_q.put((frame, np.zeros(self.segmenter.model_shape(frame.image.shape), np.uint8),
+                                 self.segmenter.zoom))
+            return None
         start = time.perf_counter()
         image = self.segmenter.to_model(frame.image)
         if self.segmenter.fits(image):
@@ -465,7 +483,8 @@ class Pipeline:
                 cv2.destroyAllWindows()
         summary = {
             "frames": n, "seconds": round(elapsed, 2), "fps": round(n / max(elapsed, 1e-9), 2),
-            "dropped": self.dropped, "interrupted": interrupted, "stalled": self.stalled, "source": self.source.name,
+            "dropped": self.dropped, "blank_frames": self.blank_frames, "interrupted": interrupted,
+            "stalled": self.stalled, "source": self.source.name,
             "backend": f"{self.runner.name} ({self.runner.detail})", "stages": self.times.summary(),
             "counts": {name: tally.summary() for name, tally in per_class.items()},
             "skipped": [{"file": f, "reason": r} for f, r in self.source.skipped], "errors": self.errors,

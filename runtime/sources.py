@@ -22,6 +22,7 @@ class Frame:
     image: np.ndarray  # uint8 BGR
     source: str
     truth: dict[str, int] | None = None  # exact counts, for the simulated microscope
+    blank: bool = False  # nothing but background and noise (runtime/blank.py), set by the pipeline's capture
 
 
 class Source(ABC):

@@ -17,7 +17,7 @@ import numpy as np
 from runtime.classes import CLASS_NAMES
 from runtime.dataset import open_dataset
 from runtime.errors import CscError
-from runtime.imageio import read_raw, to_bgr8
+from runtime.imageio import read_label_map, read_raw, to_bgr8
 from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label
 from trainer.metrics import confusion_matrix, miou
 
@@ -84,7 +84,7 @@ def stardist_nuclei() -> tuple[np.ndarray, np.ndarray]:
                        fix=f"pip install --no-deps stardist=={STARDIST_VERSION}")
     folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
     image_path, mask_path = folder / "img2d.tif", folder / "mask2d.tif"
-    return to_bgr8(read_raw(image_path), image_path), read_raw(mask_path).astype(np.int32)
+    return to_bgr8(read_raw(image_path), image_path), read_label_map(mask_path).astype(np.int32)
 
 
 def stardist_nuclei_set() -> AblationSet:

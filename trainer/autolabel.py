@@ -37,12 +37,17 @@ import numpy as np
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC, class_id
 from runtime.counting import ONE_CELL
 from runtime.instances import divide_large, fill_all_holes, find_instances
+from runtime.blank import is_blank
 from runtime.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.scale import estimate_diameter
 from trainer.label_free import first_pass_mask, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
-NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand
+NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand, or of a blank one
+BLANK = "blank"  # the threshold of a blank frame: none was needed
+# The smallest image labelled: smaller ones are refused with a reason (a 3×3 PNG crashed OpenCV 5.1's cv2.mean in
+# the threshold's sampled statistics). The tests label every size from MIN_SIDE up to 40 px in each direction.
+MIN_SIDE = 16
 THRESHOLDS = ("auto", "otsu", "adaptive")
 FILLS = ("holes", "contours", "none")
 CHANNELS = ("auto", "grey")
@@ -294,9 +299,16 @@ class _Foreground:
 
 
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
-    """The auto-label of one single-kind image (uint8 BGR or grey, at least 3×3 px)."""
-    if image.ndim not in (2, 3) or min(image.shape[:2]) < 3:
-        raise ValueError(f"an image to label must be at least 3×3 px (grey or BGR), got shape {image.shape}")
+    """The auto-label of one single-kind image (uint8 BGR or grey, at least MIN_SIDE px a side). A blank frame
+    (`runtime.blank`: lens cap, lamp off, a uniform field) has no cells: its label is empty, threshold "blank"."""
+    if image.ndim not in (2, 3) or min(image.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"an image to label must be at least {MIN_SIDE}×{MIN_SIDE} px (grey or BGR), "
+                         f"got shape {image.shape}")
+    if is_blank(image):
+        empty, fixed = np.zeros(image.shape[:2], np.uint8), config.scaled()
+        return AutoLabel(empty, empty.astype(np.uint16) if config.split_touching else None, "either",
+                         round(fixed.diameter_px if fixed else _fallback(config), 1),
+                         "given" if fixed else "default", BLANK, {}, NOT_CHECKED)
     # The paper's adaptive threshold (and any threshold chosen by hand) is an intensity method: it asks for the
     # intensity path whatever the optics, so detection (1–35 ms) is skipped there and the modality not checked.
     if config.modality != "auto":

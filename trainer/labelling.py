@@ -16,8 +16,8 @@ from runtime.dataset import DatasetWriter, write_sample
 from runtime.errors import CscError
 from runtime.heap import keep_freed_memory
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
-from runtime.imageio import list_images, place_file, read_grey, read_image
-from trainer.autolabel import AutoLabelConfig, auto_label
+from runtime.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
+from trainer.autolabel import BLANK, MIN_SIDE, AutoLabelConfig, auto_label
 
 
 @dataclass
@@ -46,8 +46,9 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path,
     try:
         # The colour step needs colour; otherwise decoding straight to grey is the cheaper read.
         image = read_image(path) if config.channel == "auto" else read_grey(path)
-        if image.shape[0] < 3 or image.shape[1] < 3:
-            raise CscError("image is empty", path=path)
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise CscError(f"too small to label ({image.shape[1]}×{image.shape[0]} px; at least {MIN_SIDE}×{MIN_SIDE})",
+                           path=path)
         label = auto_label(image, config)
         place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
@@ -55,7 +56,18 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path,
                    "threshold": label.threshold, "polarity": label.polarity, "rejected": label.rejected}
         return path, counts, decided, None
     except CscError as err:
-        return path, None, None, err.reason
+        _remove_sample(out, path)
+        return path, None, None, err.reason + (f" — {err.fix}" if err.fix else "")
+    except Exception as err:  # one image must never end a folder's run: report it, keep going (--strict stops)
+        _remove_sample(out, path)
+        return path, None, None, f"labelling failed ({type(err).__name__}: {err}); please report this image"
+
+
+def _remove_sample(out: Path, path: Path) -> None:
+    """Whatever a failed image left in the dataset (its image link, mask, instances): a skipped image leaves none."""
+    (out / "images" / path.name).unlink(missing_ok=True)
+    for folder in ("masks", "instances"):
+        (out / folder / f"{path.stem}.png").unlink(missing_ok=True)
 
 
 def _worker_init() -> None:
@@ -64,8 +76,9 @@ def _worker_init() -> None:
 
 
 def check_folders(images: str | Path, out: str | Path) -> list[Path]:
-    """The images to label; an error, before any work, when there are none or ``out`` would overwrite their dataset."""
-    files = list_images(images)
+    """The images to label; an error, before any work, when there are none, when two share a stem, or when ``out``
+    would overwrite their dataset."""
+    files = check_unique_stems(list_images(images))
     if Path(out).resolve() == Path(images).resolve().parent:
         raise CscError("--out is the dataset that holds the input images", path=out, fix="write the labels to a new folder")
     return files
@@ -108,9 +121,10 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
                 run.polarity[decided["polarity"]] += 1
                 run.modality[decided["modality"]] += 1
                 run.threshold[decided["threshold"]] += 1
-                run.scale[decided["scale"]] += 1
                 run.rejected.update(decided["rejected"])
-                run.diameters.append(decided["diameter_px"])
+                if decided["threshold"] != BLANK:  # a blank frame measured nothing: its size is not evidence
+                    run.scale[decided["scale"]] += 1
+                    run.diameters.append(decided["diameter_px"])
                 per_image[path.stem] = decided
         _record_decisions(writer, run, per_image, config)
     return run

@@ -11,13 +11,12 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from runtime.annotations.model import Annotations, ImageAnnotation
 from runtime.csv_rows import csv_rows
 from runtime.errors import CscError
-from runtime.imageio import is_image_name, read_raw
+from runtime.imageio import is_image_name, read_label_map, stem_of
 
 TOOL_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label")
 
@@ -41,14 +40,19 @@ def read_masks(src: Path, class_table: Path | None = None) -> Annotations:
 
 
 def image_stem(path: Path) -> str:
+    """The stem of the image a label file belongs to (``slide1.x40_label.png`` → ``slide1.x40``)."""
+    return _without_tool_suffix(stem_of(path.name))
+
+
+def _without_tool_suffix(stem: str) -> str:
     for suffix in TOOL_SUFFIXES:
-        if path.stem.endswith(suffix) and len(path.stem) > len(suffix):
-            return path.stem[: -len(suffix)]
-    return path.stem
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
 def _load(path: Path, names: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
-    labels = read_raw(path, cv2.IMREAD_UNCHANGED)
+    labels = read_label_map(path)
     if labels.ndim != 2:
         raise CscError(f"a label image must have one channel, this one has {labels.shape[2]}", path=path,
                        fix="save instance labels as a single-channel 8/16/32-bit image, not a colour rendering")
@@ -65,11 +69,11 @@ def _class_table(path: Path) -> dict[str, dict[int, str]]:
     """{image stem: {label id (0 = every cell of the file): class name}}."""
     table: dict[str, dict[int, str]] = {}
     for line, row in csv_rows(path, ("image", "class"), ("label",), "pass the class table's CSV file"):
-        stem = Path(row["image"]).stem if Path(row["image"]).suffix else row["image"]
+        stem = stem_of(row["image"])
         label = row.get("label", "")
         try:
             label_id = int(label) if label else 0
         except ValueError:
             raise CscError(f"line {line}: label {label!r} is not an integer id", path=path) from None
-        table.setdefault(image_stem(Path(stem)), {})[label_id] = row["class"]
+        table.setdefault(_without_tool_suffix(stem), {})[label_id] = row["class"]
     return table

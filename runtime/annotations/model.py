@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import CscError
+from runtime.imageio import stem_of
 
 Patch = tuple[int, int, np.ndarray]  # top, left, bool crop inside the image
 
@@ -201,7 +202,7 @@ class ImageAnnotation:
 
     @property
     def stem(self) -> str:
-        return Path(self.name).stem if Path(self.name).suffix else Path(self.name).name
+        return stem_of(self.name)
 
 
 @dataclass

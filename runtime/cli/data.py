@@ -72,6 +72,10 @@ def import_labels(
                                      copy_images=copy_images, pixel_size_um=pixel_size,
                                      on_image=lambda: bar.advance(task))
     _print_import(summary)
+    if not summary.images:
+        raise CscError(f"imported none of the {len(source.images)} annotated images (listed above as not found, "
+                       "or skipped)", path=images,
+                       fix="check --images: images are matched by file name, else by the name without its extension")
 
 
 def _print_import(s) -> None:

@@ -182,6 +182,8 @@ def _open_source(camera, video, images, size, seed, width, height, fps):
 def _print_summary(summary: dict) -> None:
     console.print(f"{summary['frames']} frames in {summary['seconds']} s: [bold]{summary['fps']} FPS[/] end-to-end "
                   f"({summary['backend']}); dropped {summary['dropped']}"
+                  + (f"; {summary['blank_frames']} blank (lens cap, lamp off, empty field: counted 0)"
+                     if summary["blank_frames"] else "")
                   + (" — interrupted" if summary["interrupted"] else ""), highlight=False)
     table = Table(title="per-stage latency (ms)")
     for col in ("stage", "mean", "p50", "p90"):

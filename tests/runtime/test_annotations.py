@@ -359,3 +359,27 @@ def test_count_only_check_finds_marks_outside_their_image(tmp_path):
         f.write("a,99,4,rbc\n")
     result = CliRunner().invoke(app, ["check", str(tmp_path / "out")])
     assert result.exit_code == 1 and "outside the 30×20 image" in result.output
+
+
+def test_image_names_with_dots_match_their_annotations(tmp_path):
+    """slide1.x40.png was taken for the stem "slide1" when an annotation named it without its extension: "imported
+    0 images", exit 0."""
+    images = blank_images(tmp_path / "img", ["slide1.x40.png", "slide2.x40.png"])
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    (folder / "slide1.x40.txt").write_text("3 4\n10 12\n")
+    (folder / "slide2.x40.txt").write_text("5 5\n")
+    s = run_import("points", folder, images, tmp_path / "out", "*=rbc")
+    assert s.images == 2 and s.cells["rbc"] == 3 and not s.missing_images
+    table = tmp_path / "p.csv"
+    table.write_text("x,y,image,class\n3,4,slide1.x40,RBC\n5,5,slide2.x40.png,RBC\n")
+    assert run_import("points", table, images, tmp_path / "out2", "*=rbc").images == 2
+
+
+def test_importing_nothing_from_annotations_is_a_failure(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.png"])
+    src = tmp_path / "p.csv"
+    src.write_text("x,y,image,class\n3,4,other.png,RBC\n")
+    result = CliRunner().invoke(app, ["import", "points", str(src), "--images", str(images), "--out",
+                                      str(tmp_path / "out"), "--classes", "*=rbc"])
+    assert result.exit_code != 0 and "imported none of the 1 annotated images" in str(result.exception)

@@ -143,8 +143,10 @@ class FastLiveSource(Source):
         self.n = n
 
     def frames(self):
+        image = np.full((128, 128, 3), 200, np.uint8)
+        cv2.circle(image, (64, 64), 14, (50, 50, 50), -1)  # not blank: blank frames skip the (slow) model
         for i in range(self.n):
-            yield Frame(i, np.full((128, 128, 3), 200, np.uint8), self.name)
+            yield Frame(i, image, self.name)
 
 
 class SlowRunner(ThresholdRunner):
@@ -308,7 +310,9 @@ def test_frames_unlike_the_training_data_are_warned_about_once(tmp_path):
     warnings = []
     runner = AllMacrophageRunner(64)
     runner.metadata.class_fractions = {"rbc": 0.3, "macrophage": 0.25}
-    source = MemorySource([np.full((64, 64, 3), 200, np.uint8)] * 5)
+    frame = np.full((64, 64, 3), 200, np.uint8)
+    cv2.circle(frame, (20, 30), 9, (90, 90, 90), -1)  # not blank: a blank frame is never segmented
+    source = MemorySource([frame] * 5)
     summary = Pipeline(source, runner, options=RunOptions(calibrate=False), on_warning=warnings.append).run()
     assert len(warnings) == 1 and "100 % macrophage" in warnings[0] and "at most 25 %" in warnings[0]
     assert summary["domain"]["frames_unlike_training"] == 5 and summary["domain"]["warning"] == warnings[0]
@@ -443,3 +447,21 @@ def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch):
                                               "0.4", "--summary", str(tmp_path / "s.json")])
     assert result.exit_code != 0
     assert "stalled" in str(result.exception) and json.loads((tmp_path / "s.json").read_text())["stalled"]
+
+
+def test_blank_frames_count_zero_and_calibration_waits_for_lit_ones(runner):
+    """The bundled model drew two RBCs on every black frame; a run that starts with the lamp off calibrated on
+    nothing and kept the model's scale."""
+    rng = np.random.default_rng(0)
+    black = np.zeros((512, 512, 3), np.uint8)
+    dark = np.clip(3 + rng.normal(0, 2, (512, 512, 3)), 0, 255).astype(np.uint8)
+    microscope = SimulatedMicroscope(SimConfig(mode="mixed", height=512, width=512), seed=4)
+    lit = [microscope.frame(i) for i in range(3)]
+    frames = [black, dark, black] + [f.image for f in lit]
+    summary = Pipeline(MemorySource(frames), runner, options=RunOptions(host_budget=False)).run()
+    assert summary["frames"] == 6 and summary["blank_frames"] == 3
+    assert summary["counts"]["rbc"]["min"] == 0 and summary["counts"]["macrophage"]["min"] == 0
+    calibration = summary["scale"]["calibration"]
+    assert calibration["pixel_size_um"] and calibration["frames"] == 3, "calibrated on the lit frames"
+    true_rbc = sum(f.counts["rbc"] for f in lit)
+    assert abs(summary["counts"]["rbc"]["total"] - true_rbc) <= 0.1 * true_rbc

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from runtime.classes import MACROPHAGE, RBC
-from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label, config_for, detect_polarity, fill_holes
+from runtime.simulator import make_microscope
+from trainer.autolabel import MIN_SIDE, PAPER_STEPS, AutoLabelConfig, auto_label, config_for, detect_polarity, fill_holes
 
 BG = 200
 
@@ -72,13 +73,29 @@ def test_a_cell_cut_by_the_frame_edge_keeps_its_pale_centre_but_a_gap_at_the_edg
     assert (fill_holes(two, max_area=600) == two).all()
 
 
-@pytest.mark.parametrize("level", [0, 255])
-def test_a_blank_or_saturated_frame_gives_an_empty_label_and_a_tiny_one_a_clear_error(level):
-    for image in (np.full((64, 80), level, np.uint8), np.full((64, 80, 3), level, np.uint8)):
-        label = auto_label(image, AutoLabelConfig(split_touching=True))
-        assert label.scale == "default" and int(label.instances.max()) <= 1
-    with pytest.raises(ValueError, match="at least 3×3"):
-        auto_label(np.full((2, 50), level, np.uint8), AutoLabelConfig())
+@pytest.mark.parametrize("kind", ["rbc", "macrophage"])
+def test_a_blank_frame_has_no_cells_whatever_the_optics_and_a_tiny_one_a_clear_error(kind):
+    """Lens cap, lamp off, a uniform field: an all-black PNG was labelled as one RBC covering the frame, and a dark
+    noisy one as hundreds (Otsu splits noise)."""
+    rng = np.random.default_rng(0)
+    dark = np.clip(3 + rng.normal(0, 2, (128, 160)), 0, 255).astype(np.uint8)
+    frames = [np.full((64, 80), v, np.uint8) for v in (0, 128, 255)] + [np.zeros((64, 80, 3), np.uint8), dark]
+    for image in frames:
+        for modality in ("auto", "stained", "fluorescence", "dic"):
+            label = auto_label(image, AutoLabelConfig(kind=kind, split_touching=True, modality=modality))
+            assert label.threshold == "blank" and not label.mask.any() and not label.instances.any()
+    with pytest.raises(ValueError, match=f"at least {MIN_SIDE}×{MIN_SIDE}"):
+        auto_label(np.full((MIN_SIDE - 1, 50), 128, np.uint8), AutoLabelConfig())
+
+
+def test_every_small_size_labels_without_a_crash():
+    """A 3×3 PNG crashed OpenCV 5.1's cv2.mean deep in the threshold; sizes from MIN_SIDE up are labelled."""
+    microscope = make_microscope("rbc", size=64, seed=3)
+    image = microscope.frame(0).image
+    for h in range(MIN_SIDE, 41, 3):
+        for w in (MIN_SIDE, 17, 29, 40):
+            label = auto_label(np.ascontiguousarray(image[:h, :w]), AutoLabelConfig(split_touching=True))
+            assert label.mask.shape == (h, w)
 
 
 def test_a_pale_cell_cut_by_the_frame_edge_is_labelled():

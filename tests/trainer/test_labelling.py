@@ -1,5 +1,7 @@
 import json
 
+import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -102,3 +104,52 @@ def test_cli_refuses_the_input_dataset_as_output_before_any_progress(rbc_images)
                           "--kind", "rbc", "--out", str(rbc_images.parent)], capture_output=True, text=True)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 2 and len(lines) == 1 and "holds the input images" in lines[0], run.stderr
+
+
+def _folder(rbc_images, tmp_path, extra):
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in sorted(rbc_images.iterdir())[:2]:
+        (images / p.name).write_bytes(p.read_bytes())
+    for name, image in extra.items():
+        cv2.imwrite(str(images / name), image)
+    return images
+
+
+def test_a_bad_image_is_reported_and_skipped_and_the_rest_of_the_folder_labelled(rbc_images, tmp_path):
+    """A 3×3 PNG (which crashed OpenCV 5.1), a frame of more cells than a uint16 mask holds, and a black frame:
+    before, one bad image ended the folder with a traceback, exit 1 and masks left behind."""
+    dots = np.full((600, 600), 230, np.uint8)
+    dots[::2, ::2] = 20  # 90 000 one-pixel "cells", none touching
+    images = _folder(rbc_images, tmp_path, {"tiny.png": np.full((3, 3), 128, np.uint8), "dots.png": dots,
+                                            "black.png": np.zeros((64, 64), np.uint8)})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["auto", str(images), "--kind", "rbc", "--split-touching", "--min-area", "1",
+                                      "--no-reject", "--pixel-size", "0.4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "tiny.png: too small to label (3×3 px; at least 16×16)" in text
+    assert "dots.png: 90000 cells: more than a uint16 instance mask holds" in text
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["complete"] and meta["n_images"] == 3 and meta["threshold"]["blank"] == 1
+    assert not (out / "masks" / "dots.png").exists() and not (out / "images" / "dots.png").exists()
+    assert not cv2.imread(str(out / "masks" / "black.png"), cv2.IMREAD_UNCHANGED).any()
+    assert check_dataset(out).ok
+    strict = CliRunner().invoke(app, ["auto", str(images), "--kind", "rbc", "--strict", "--out", str(tmp_path / "s")])
+    assert strict.exit_code != 0 and "tiny.png" in str(strict.exception)
+
+
+def test_nothing_labelled_is_a_failure(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.zeros((3, 3), np.uint8))
+    result = CliRunner().invoke(app, ["auto", str(images), "--kind", "rbc", "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "no image labelled: all 1 were skipped" in str(result.exception)
+
+
+def test_two_images_with_one_stem_are_refused_before_any_work(rbc_images, tmp_path):
+    first = sorted(rbc_images.iterdir())[0]
+    images = _folder(rbc_images, tmp_path, {first.stem + ".tif": cv2.imread(str(first))})
+    with pytest.raises(CscError, match=f"differ only by their extension: {first.stem}.png and {first.stem}.tif"):
+        label_folder(images, tmp_path / "out", AutoLabelConfig(kind="rbc"))
+    assert not (tmp_path / "out").exists()

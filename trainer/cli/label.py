@@ -92,6 +92,9 @@ def auto(
                       highlight=False)
     for path, reason in run.skipped:
         console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
+    if not run.labelled:
+        raise CscError(f"no image labelled: all {len(run.skipped)} were skipped (each listed above)", path=images,
+                       fix="fix or replace the images")
     if preview is not None:
         dataset = open_dataset(out)
         renderer = OverlayRenderer()
