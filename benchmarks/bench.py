@@ -105,8 +105,8 @@ def model_cost(model: Path) -> dict:
     if model.suffix.lower() in ENGINE_SUFFIXES:
         from runtime.engine_sidecar import EngineSidecar
 
-        source = Path(EngineSidecar.read(model).onnx_file)
-    return graph_cost(source) if source.suffix == ".onnx" and source.is_file() else {"params": None, "flops": None}
+        source = EngineSidecar.read(model).onnx_path(model)
+    return graph_cost(source) if source is not None and source.suffix == ".onnx" else {"params": None, "flops": None}
 
 
 def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tuple[Runner, str]], list[str]]:

@@ -9,6 +9,7 @@ a list of compute capabilities, and specialises the engine on the RTX GPU when i
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -249,12 +250,23 @@ def build_engine(onnx_path: str | Path, out: str | Path, options: BuildOptions, 
 
     sidecar = EngineSidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu[0] if gpu else "", compute_capability=gpu[1] if gpu else "",
-        precision=facts.metadata.precision, profiles=profiles, onnx_file=str(onnx_path), onnx_sha256=sha256(onnx_path),
+        precision=facts.metadata.precision, profiles=profiles, onnx_file=_relative_to(onnx_path, Path(out).parent),
+        onnx_sha256=sha256(onnx_path),
         build_options=asdict(options), build_seconds=round(seconds, 2),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=asdict(facts.metadata),
         flavour=flavour, target_compute_capabilities=targets)
     sidecar.write(out)
     return sidecar
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (the engine's): the sidecar then finds its ONNX file from any current folder,
+    and after engine and ONNX file are copied elsewhere together. Absolute where no relative path exists (another
+    drive on Windows)."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
 
 
 # Minimum TensorRT-vs-ONNX-Runtime class-map agreement of a built engine: both run the same precision, so only
@@ -272,10 +284,11 @@ def engine_agreement(engine: str | Path, images: str | Path | None = None) -> fl
     from runtime.compare import class_map_agreement
 
     sidecar = EngineSidecar.read(engine)
-    source = Path(sidecar.onnx_file)
-    if not source.is_file():
-        raise CscError("the ONNX file this engine was built from is not here", path=source,
-                       fix="run from the folder the engine was built in, or copy the ONNX file to that path")
+    source = sidecar.onnx_path(engine)
+    if source is None:
+        raise CscError("the ONNX file this engine was built from is not here (looked for "
+                       f"{', '.join(map(str, sidecar.onnx_candidates(engine)))})", path=engine,
+                       fix="copy the ONNX file beside the engine")
     if sha256(source) != sidecar.onnx_sha256:
         raise CscError("the ONNX file changed since the engine was built from it", path=source,
                        fix=f"rebuild the engine: {sidecar.rebuild_command(engine)}")

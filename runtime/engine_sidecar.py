@@ -89,12 +89,28 @@ class EngineSidecar:
         """The model's metadata recorded at build time, checked key by key like the ONNX file's."""
         return ModelMetadata.from_dict(self.model, self.path_for(engine))
 
+    def onnx_candidates(self, engine: str | Path) -> list[Path]:
+        """Where the ONNX file this engine was built from may be, most likely first: its recorded path taken from
+        the engine's folder (sidecars record it relative to that folder, so a folder copied elsewhere keeps it),
+        a file of its name beside the engine (engine, sidecar and ONNX file copied together), and the recorded
+        path as it stands (absolute, or from the current folder as older sidecars meant it)."""
+        recorded, folder = Path(self.onnx_file), Path(engine).parent
+        found: list[Path] = []
+        for path in (folder / recorded, folder / recorded.name, recorded):
+            if path not in found:
+                found.append(path)
+        return found
+
+    def onnx_path(self, engine: str | Path) -> Path | None:
+        """The first of `onnx_candidates` that exists, or None."""
+        return next((p for p in self.onnx_candidates(engine) if p.is_file()), None)
+
     def rebuild_command(self, engine: str | Path, flavour: str | None = None,
                         compute_capabilities: list[str] | None = None) -> str:
         """The `csc-export build-engine` line that builds this engine again (for another flavour or GPU if asked)."""
         opts = self.build_options
         flavour = flavour or self.flavour
-        parts = [f"csc-export build-engine {self.onnx_file} --out {engine}"]
+        parts = [f"csc-export build-engine {self.onnx_path(engine) or self.onnx_file} --out {engine}"]
         parts += [f"--{k.replace('_', '-')} {opts[k]}" for k in ("min_batch", "opt_batch", "max_batch") if opts.get(k)]
         parts.append(f"--flavour {flavour}")
         if flavour == "rtx":

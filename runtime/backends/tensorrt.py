@@ -15,7 +15,9 @@ this project's CI, which has no GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -124,7 +126,12 @@ class TensorRTRunner(Runner):
                            path=self.engine_path, fix=f"rebuild it: {sidecar.rebuild_command(self.engine_path)}")
         self._engine = engine  # execution contexts need their engine alive
         self._read_io(trt, engine)
-        self._slots = [self._make_slot(engine) for _ in range(self.n_slots)]
+        try:
+            for _ in range(self.n_slots):
+                self._slots.append(self._make_slot(engine))
+        except BaseException:  # the runner is not entered: free the slots made before the failure here
+            self.deactivate()
+            raise
         self.detail = (f"{sidecar.label} {trt.__version__} on {gpu_name} (sm {capability}), {self.metadata.precision}, "
                        f"batch {self._min}–{self._max}, {self.n_slots} streams"
                        f"{', CUDA graphs' if self.cuda_graph else ''}")
@@ -184,20 +191,31 @@ class TensorRTRunner(Runner):
         return self._min
 
     def _make_slot(self, engine: Any) -> _Slot:
+        """One stream's buffers and context. Each allocation registers its release as it is made, so a failure part
+        of the way (out of device memory on the second buffer) frees the ones before it instead of leaking them."""
         cudart = _cudart()
         n = self._max
         in_bytes, out_bytes = n * int(np.prod(self._frame_shape)), n * int(np.prod(self._map_shape))
-        host_in_ptr = _ok(cudart.cudaMallocHost(in_bytes), "pinned allocation")
-        host_out_ptr = _ok(cudart.cudaMallocHost(out_bytes), "pinned allocation")
+        with contextlib.ExitStack() as undo:
+            def made(ptr: Any, free: Callable[[Any], Any]) -> Any:
+                undo.callback(free, ptr)
+                return ptr
+
+            host_in_ptr = made(_ok(cudart.cudaMallocHost(in_bytes), "pinned allocation"), cudart.cudaFreeHost)
+            host_out_ptr = made(_ok(cudart.cudaMallocHost(out_bytes), "pinned allocation"), cudart.cudaFreeHost)
+            dev_in = made(_ok(cudart.cudaMalloc(in_bytes), "device allocation"), cudart.cudaFree)
+            dev_out = made(_ok(cudart.cudaMalloc(out_bytes), "device allocation"), cudart.cudaFree)
+            stream = made(_ok(cudart.cudaStreamCreate(), "stream creation"), cudart.cudaStreamDestroy)
+            context = engine.create_execution_context()
+            if context is None:
+                raise CscError("TensorRT could not create an execution context (out of device memory?)",
+                               path=self.engine_path, fix="free GPU memory, or run with fewer streams")
+            for name, ptr in ((self._input, dev_in), (self._output, dev_out)):
+                if not context.set_tensor_address(name, int(ptr)):
+                    raise CscError(f"TensorRT refused the address of tensor {name}", path=self.engine_path)
+            undo.pop_all()  # every resource now belongs to the slot; deactivate frees it
         host_in = np.ctypeslib.as_array((ctypes.c_uint8 * in_bytes).from_address(int(host_in_ptr))).reshape(n, *self._frame_shape)
         host_out = np.ctypeslib.as_array((ctypes.c_uint8 * out_bytes).from_address(int(host_out_ptr))).reshape(n, *self._map_shape)
-        dev_in = _ok(cudart.cudaMalloc(in_bytes), "device allocation")
-        dev_out = _ok(cudart.cudaMalloc(out_bytes), "device allocation")
-        stream = _ok(cudart.cudaStreamCreate(), "stream creation")
-        context = engine.create_execution_context()
-        for name, ptr in ((self._input, dev_in), (self._output, dev_out)):
-            if not context.set_tensor_address(name, int(ptr)):
-                raise CscError(f"TensorRT refused the address of tensor {name}", path=self.engine_path)
         return _Slot(context, stream, host_in, host_out, dev_in, dev_out, host_in_ptr, host_out_ptr)
 
     def deactivate(self) -> None:

@@ -5,6 +5,7 @@ or full TensorRT with its GPU: the runner's logic is tested against stand-ins in
 tests/runtime/test_tensorrt_runner.py, and nothing here claims an engine ran.
 """
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -385,3 +386,34 @@ def test_cuda_python_names_used_by_the_runner():
     assert hasattr(rt.cudaMemcpyKind, "cudaMemcpyHostToDevice") and hasattr(rt.cudaMemcpyKind, "cudaMemcpyDeviceToHost")
     assert hasattr(rt.cudaStreamCaptureMode, "cudaStreamCaptureModeThreadLocal")
     assert hasattr(rt.cudaError_t, "cudaErrorInsufficientDriver")
+
+
+def test_a_copied_engine_finds_its_onnx_file_from_any_folder(checkpoint, tmp_path, monkeypatch):
+    """The sidecar recorded the ONNX path as typed and resolved it against the current folder: "build anywhere,
+    copy, `csc-export check` on the target" failed from another folder. It is recorded relative to the engine."""
+    import shutil
+
+    from export.onnx_export import ExportOptions, export_onnx
+    from export.tensorrt import engine_agreement
+
+    build = tmp_path / "build"
+    (build / "engines").mkdir(parents=True)
+    export_onnx(checkpoint, build / "model.onnx", ExportOptions(batch="1", size=64))
+    monkeypatch.chdir(tmp_path)
+    engine = Path("build") / "engines" / "model.engine"
+    assert cli("build-engine", Path("build") / "model.onnx", "--out", engine)[0] == 0
+    assert sidecar_of(engine)["onnx_file"] == "../model.onnx"
+    shutil.copytree(build, tmp_path / "target" / "build")  # the folder copied to the target as it is
+    flat = tmp_path / "flat"  # or engine, sidecar and ONNX file copied into one folder
+    flat.mkdir()
+    for f in (engine, Path(f"{engine}.json"), build / "model.onnx"):
+        shutil.copy(f, flat)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    copied = tmp_path / "target" / "build" / "engines" / "model.engine"
+    assert EngineSidecar.read(copied).onnx_path(copied).resolve() == (tmp_path / "target" / "build" / "model.onnx")
+    assert EngineSidecar.read(flat / "model.engine").onnx_path(flat / "model.engine") == flat / "model.onnx"
+    (flat / "model.onnx").unlink()
+    with pytest.raises(CscError, match="not here \\(looked for"):
+        engine_agreement(flat / "model.engine")

@@ -409,3 +409,27 @@ def test_a_cuda_python_that_raises_without_a_driver_is_one_line(monkeypatch):
     monkeypatch.setattr(gpu, "cudart", lambda: SimpleNamespace(cudaGetDeviceCount=missing))
     with pytest.raises(CscError, match="cuda-python could not reach a driver .*libcuda"):
         gpu.gpu_info()
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4, 6])
+def test_an_allocation_failing_part_way_through_activation_frees_what_was_made(setup, monkeypatch, fail_at):
+    """Out of device memory on the n-th allocation of two slots (2 pinned + 2 device buffers each): every buffer
+    made before it is released, none leaks, and the error says what failed."""
+    path, cudart, use = setup
+    use()
+    allocated, made = [0], []
+
+    def alloc(n):
+        allocated[0] += 1
+        if allocated[0] == fail_at:
+            return 2, None  # cudaErrorMemoryAllocation
+        made.append(n)
+        return FakeCudart._alloc(cudart, n)
+
+    monkeypatch.setattr(cudart, "cudaMalloc", alloc)
+    monkeypatch.setattr(cudart, "cudaMallocHost", alloc)
+    monkeypatch.setattr(trt_backend, "cuda_error", lambda _cudart, err, what: CscError(f"{what} failed ({err})"))
+    runner = trt_backend.TensorRTRunner(path)
+    with pytest.raises(CscError, match="allocation failed"):
+        runner.__enter__()
+    assert cudart.freed == len(made) == fail_at - 1 and runner._slots == []
