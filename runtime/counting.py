@@ -147,10 +147,28 @@ class CellCounter:
             next_id += len(table)
             rows.append(table)
         cells = np.concatenate(rows) if rows else np.zeros(0, CELL_DTYPE)
-        weights = np.where(cells["touches_border"], _BORDER_WEIGHT[cfg.border], 1.0).astype(np.float32)
-        totals = np.bincount(cells["class_id"], weights=weights, minlength=len(cfg.class_names))
-        counts = {name: _tidy(totals[i]) for i, name in enumerate(cfg.class_names) if i}
-        return FrameCounts(counts, cells, labels_out, weights, pixel_size, scale)
+        return self._frame_counts(cells, labels_out, pixel_size, scale)
+
+    def count_instances(self, class_map: np.ndarray, instances: np.ndarray, return_labels: bool = False) -> FrameCounts:
+        """A split made elsewhere — the auto-labeller's ``instances/``, an import — counted as it is, under this
+        config's scale and border policy: scoring a labelled dataset must score the labeller's cells, not the
+        counter's re-split of its class maps (on 27 held-out BCCD smears the two gave 610 and 502 cells)."""
+        self._validate(class_map)
+        if instances.shape != class_map.shape:
+            raise CscError(f"instances are {instances.shape[::-1]} px, the class map {class_map.shape[::-1]}")
+        pixel_size, scale = self._scale(class_map)
+        rows = [cells_from_instances(np.where(class_map == c, instances, 0), c, pixel_size)
+                for c in range(1, len(self.config.class_names))]
+        cells = np.concatenate(rows) if rows else np.zeros(0, CELL_DTYPE)
+        return self._frame_counts(cells, instances.astype(np.int32) if return_labels else None, pixel_size, scale)
+
+    def _frame_counts(self, cells: np.ndarray, labels: np.ndarray | None, pixel_size: float, scale: str) -> FrameCounts:
+        """Counts per class from a cell table under the border policy."""
+        names = self.config.class_names
+        weights = np.where(cells["touches_border"], _BORDER_WEIGHT[self.config.border], 1.0).astype(np.float32)
+        totals = np.bincount(cells["class_id"], weights=weights, minlength=len(names))
+        counts = {name: _tidy(totals[i]) for i, name in enumerate(names) if i}
+        return FrameCounts(counts, cells, labels, weights, pixel_size, scale)
 
     def _scale(self, class_map: np.ndarray) -> tuple[float, str]:
         """(pixel size, where it came from) for this frame: the configured one, else read off its own cells

@@ -69,10 +69,11 @@ class PointScorer:
         self.unscored = Counter({n: 0 for n in truth_classes[1:] if n not in predicted})
         self.tally = CountTally(tuple(self.names))
 
-    def add(self, class_map: np.ndarray, sample: CountSample) -> dict:
-        """Count and score one class map; returns its per-image record (the counter's counts, scored counts,
-        annotated counts)."""
-        result = self.counter.count(class_map, return_labels=True)
+    def add(self, class_map: np.ndarray, sample: CountSample, instances: np.ndarray | None = None) -> dict:
+        """Count and score one class map — its own ``instances`` where given, else the counter's split; returns
+        its per-image record (counts, scored counts, annotated counts)."""
+        result = (self.counter.count(class_map, return_labels=True) if instances is None
+                  else self.counter.count_instances(class_map, instances, return_labels=True))
         scale = {} if result.scale == "given" else {"pixel_size_um": round(result.pixel_size_um, 4), "scale": result.scale}
         return {"counts": result.counts, **scale, **self.add_labels(result.labels, result.cells, sample)}
 
@@ -97,18 +98,30 @@ class PointScorer:
         return out
 
 
+CELLS_FROM = {"instances": "the dataset's own instances/ (its labeller's or annotator's split)",
+              "counter": "the class maps, split by the counter"}
+
+
 def count_dataset(root: str | Path, config: CountingConfig | None = None,
-                  on_image: Callable[[], None] | None = None, truth: str | Path | None = None) -> dict:
+                  on_image: Callable[[], None] | None = None, truth: str | Path | None = None,
+                  resplit: bool = False) -> dict:
     """Counts of every mask in ``root/masks``, scored against ``truth`` (a dataset with the same image stems)
-    or, without it, against ``root/instances`` where that exists."""
+    or, without it, against ``root/instances`` where that exists.
+
+    Against ``truth``, the cells scored are the dataset's own instances where it has them (what its labeller or
+    annotator split), unless ``resplit`` asks for the counter's split of its class maps; ``cells_from`` in the
+    summary says which. Against its own instances the counter's split is always what is scored (there the
+    question is how far the counter agrees with them)."""
     dataset = open_dataset(root)
     config = config or CountingConfig(class_names=tuple(dataset.classes),
                                       pixel_size_um=dataset.pixel_size_um if dataset.scale_known else None)
+    own = truth is not None and not resplit and any(s.instances is not None for s in dataset.samples)
     if truth is not None and is_count_only(truth):
-        summary = _against_points(dataset, open_count_dataset(truth), config, on_image)
+        summary = _against_points(dataset, open_count_dataset(truth), config, on_image, own)
     else:
         reference = dataset if truth is None else open_dataset(truth)
-        summary = _against_instances(dataset, reference, config, on_image, truth is not None)
+        summary = _against_instances(dataset, reference, config, on_image, truth is not None, own)
+    summary["cells_from"] = CELLS_FROM["instances" if own else "counter"]
     names = config.class_names[1:]
     summary["config"] = {"split_touching": config.split_touching, "border": config.border,
                          "pixel_size_um": config.fixed_pixel_size_um,  # None: estimated per image (see per_image)
@@ -118,17 +131,20 @@ def count_dataset(root: str | Path, config: CountingConfig | None = None,
     return summary
 
 
-def _against_points(dataset: Dataset, truth, config: CountingConfig, on_image) -> dict:
+def _against_points(dataset: Dataset, truth, config: CountingConfig, on_image, own: bool) -> dict:
     reference = Reference(str(truth.root), truth.kind, label_origin(truth.meta))
     scorer = PointScorer(config, truth.classes)
     annotated = truth.by_stem()
     per_image = {}
     for i, sample in enumerate(dataset.samples):
         labels = dataset.load(i)
+        instances = labels.instances if own else None
         if sample.stem in annotated:
-            per_image[sample.stem] = scorer.add(labels.mask, annotated[sample.stem])
+            per_image[sample.stem] = scorer.add(labels.mask, annotated[sample.stem], instances)
         else:
-            per_image[sample.stem] = {"counts": scorer.counter.count(labels.mask).counts}
+            counted = scorer.counter.count(labels.mask) if instances is None else \
+                scorer.counter.count_instances(labels.mask, instances)
+            per_image[sample.stem] = {"counts": counted.counts}
         if on_image is not None:
             on_image()
     stems = {s.stem for s in dataset.samples}
@@ -137,7 +153,8 @@ def _against_points(dataset: Dataset, truth, config: CountingConfig, on_image) -
     return _report(scorer.summary(), reference, per_image, unmatched)
 
 
-def _against_instances(dataset: Dataset, truth: Dataset, config: CountingConfig, on_image, separate: bool) -> dict:
+def _against_instances(dataset: Dataset, truth: Dataset, config: CountingConfig, on_image, separate: bool,
+                       own: bool = False) -> dict:
     counter = CellCounter(config)
     names = config.class_names[1:]
     shared = [n for n in names if n in truth.classes[1:]]
@@ -149,7 +166,8 @@ def _against_instances(dataset: Dataset, truth: Dataset, config: CountingConfig,
         j = truth_index.get(sample.stem)
         reference = None if j is None else (truth.load(j) if separate else labels)
         scored = reference is not None and reference.instances is not None
-        result = counter.count(labels.mask, return_labels=scored)
+        result = (counter.count_instances(labels.mask, labels.instances, return_labels=scored)
+                  if own and labels.instances is not None else counter.count(labels.mask, return_labels=scored))
         record: dict = {"counts": result.counts}
         if result.scale != "given":
             record.update(pixel_size_um=round(result.pixel_size_um, 4), scale=result.scale)

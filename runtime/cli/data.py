@@ -195,6 +195,7 @@ def count(
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel; sets minimum areas, splitting and µm² values. Default: the dataset's where it was given, else estimated from the cells of each image."),
     diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the first cell class (RBC) in px, instead of --pixel-size."),
     border: Border = typer.Option(Border.count, "--border", help="Cells cut by the frame edge: count (once), ignore or half."),
+    resplit: bool = typer.Option(False, "--resplit", help="With --truth: score the counter's split of the class maps even where DIR has its own instances/ (by default those are scored: the labeller's or annotator's cells)."),
 ) -> None:
     """Count the cells in a dataset's class maps and score them against a reference.
 
@@ -221,8 +222,10 @@ def count(
         raise CscError(str(err), fix="see `csc-data count --help`") from None
     with progress_bar() as bar:
         task = bar.add_task("count", total=len(dataset))
-        summary = count_dataset(directory, config, on_image=lambda: bar.advance(task), truth=truth)
+        summary = count_dataset(directory, config, on_image=lambda: bar.advance(task), truth=truth, resplit=resplit)
     console.print(_count_table(summary, directory, config.class_names[1:]))
+    if truth is not None:
+        console.print(f"cells scored: {summary['cells_from']}", highlight=False)
     estimated = [r["pixel_size_um"] for r in summary.get("per_image", {}).values() if r.get("scale") == "estimated"]
     if config.fixed_pixel_size_um is None:
         scale = (f"estimated from the cells of {len(estimated)} of {summary['images']} images, median "
