@@ -214,10 +214,14 @@ def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dis
     b = np.concatenate([parts[:, 1:].ravel(), parts[1:, :].ravel()])
     s = np.concatenate([np.minimum(dist[:, :-1], dist[:, 1:]).ravel(), np.minimum(dist[:-1, :], dist[1:, :]).ravel()])
     border = (a != b) & (a > 0) & (b > 0)
-    key = np.minimum(a[border], b[border]) * k + np.maximum(a[border], b[border])
-    saddle = np.zeros(k * k, np.float32)
-    np.maximum.at(saddle, key, s[border])
-    touching = np.flatnonzero(saddle)
+    # One saddle per touching pair, from the border pixels sorted by pair: memory grows with the border, not with
+    # the square of the parts (a k × k table took 827 MB for a clump of 12 100 cells).
+    key = np.minimum(a[border], b[border]).astype(np.int64) * k + np.maximum(a[border], b[border])
+    order = np.argsort(key, kind="stable")
+    pairs, first = np.unique(key[order], return_index=True)
+    saddles = np.maximum.reduceat(s[border][order], first) if len(first) else np.zeros(0, np.float32)
+    touching = saddles > 0
+    pairs, saddles = pairs[touching], saddles[touching]
     root = np.arange(k)
 
     def find(i: int) -> int:
@@ -226,9 +230,10 @@ def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dis
             i = root[i]
         return i
 
-    for pair in touching[np.argsort(-saddle[touching], kind="stable")]:
+    highest_first = np.argsort(-saddles, kind="stable")
+    for pair, saddle in zip(pairs[highest_first], saddles[highest_first]):
         i, j = find(pair // k), find(pair % k)
-        if i != j and (min(peak[i], peak[j]) - saddle[pair] < dynamics or area[i] < smallest[i]
+        if i != j and (min(peak[i], peak[j]) - saddle < dynamics or area[i] < smallest[i]
                        or area[j] < smallest[j] or area[i] + area[j] <= one_cell_area):
             root[j] = i
             peak[i], area[i], smallest[i] = max(peak[i], peak[j]), area[i] + area[j], min(smallest[i], smallest[j])

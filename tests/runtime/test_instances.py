@@ -174,3 +174,24 @@ def test_counter_with_an_estimated_scale_counts_the_same_at_two_magnifications()
     assert a.counts == b.counts == {"rbc": 35} and a.scale == b.scale == "estimated"
     assert b.pixel_size_um == pytest.approx(a.pixel_size_um / 2, rel=0.1)
 
+
+
+def test_a_clump_of_thousands_of_cells_splits_in_memory_linear_in_its_border():
+    """6 400 touching discs in one clump: a k × k saddle table took 164 MB here (292 MB in the issue's frame); the
+    saddles now come from the clump's border pixels."""
+    import tracemalloc
+
+    n, step = 80, 11
+    mask = np.zeros((n * step + 8, n * step + 8), np.uint8)
+    for row in range(n):
+        for col in range(n):
+            disc(mask, (4 + step // 2 + col * step, 4 + step // 2 + row * step), 6)
+    assert cv2.connectedComponents(mask)[0] - 1 == 1, "one clump"
+    tracemalloc.start()
+    try:
+        found = find_instances(mask, 4.5, min_area=40)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(found.ids) == n * n
+    assert peak < 120e6, f"{peak / 1e6:.0f} MB"
