@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import open_runner
+from runtime.backends.openvino import openvino_available
 from runtime.backends.base import Runner
 from runtime.backends.select import ENGINE_SUFFIXES, engine_beside
 from runtime.backends.tensorrt import TensorRTRunner, why_not_runnable
@@ -111,10 +112,13 @@ def model_cost(model: Path) -> dict:
 
 def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tuple[Runner, str]], list[str]]:
     """The runners to measure for one model, and why a TensorRT row is missing. With ``auto``, an ONNX file runs on
-    ONNX Runtime, and also on TensorRT where an engine sits beside it and this machine can run it."""
+    ONNX Runtime, on OpenVINO where it is installed (the two CPU backends side by side, in one run), and on TensorRT
+    where an engine sits beside it and this machine can run it."""
     if backend != "auto" or model.suffix.lower() in ENGINE_SUFFIXES:
         return [open_runner(model, backend, threads)], []
     runners = [open_runner(model, "ort", threads)]
+    if openvino_available():
+        runners.append(open_runner(model, "openvino", threads))
     engine = engine_beside(model)
     if engine is None:
         return runners, [f"{model.name}: no TensorRT row — no engine beside it "
@@ -126,8 +130,8 @@ def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tu
 
 
 def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions | None = None, progress=None) -> dict:
-    """Each model × runner × batch measured; model cost per model, and the CPU's peak for ONNX Runtime entries
-    (measured once per thread count; all ONNX Runtime runners of a run share one), so "% of peak" holds when
+    """Each model × runner × batch measured; model cost per model, and the CPU's peak for CPU entries (ONNX Runtime,
+    OpenVINO; measured once per thread count and shared by every CPU runner of a run), so "% of peak" holds when
     architectures or sizes are mixed."""
     options = options or BenchOptions()
     results, notes, costs = [], [], {}
@@ -140,7 +144,7 @@ def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions |
             with runner:
                 meta = runner.metadata
                 peak = None
-                if runner.name == "onnxruntime" and runner.host_threads:
+                if runner.host_threads:  # a CPU backend (ONNX Runtime, OpenVINO): its share of the CPU's peak
                     peak = peaks.get(runner.threads) or peaks.setdefault(runner.threads, peak_gflops(runner.threads))
                 fitting = [b for b in options.batches if runner.min_batch <= b <= (runner.max_batch or b)]
                 batches = fitting or [runner.min_batch]

@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptio
                   "verdict against the paper's 25 FPS at 512×512.")
 def bench(
     model: list[Path] = typer.Option(None, "--model", help="ONNX file(s) or engine(s); repeat to compare (e.g. fp32 and int8)."),
-    backend: Backend = typer.Option("auto", "--backend", help="auto: ONNX Runtime, plus TensorRT where an engine beside the model runs here; ort; trt (engines)."),
+    backend: Backend = typer.Option("auto", "--backend", help="auto: ONNX Runtime, plus OpenVINO where installed and TensorRT where an engine beside the model runs here; ort; openvino; trt (engines)."),
     batch: list[int] = typer.Option([1], "--batch", help="Batch sizes (repeat); a static-batch model runs its own."),
     seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Time budget of each inference-only figure."),
     frames: int = typer.Option(150, "--frames", min=10, help="Frames of the end-to-end run."),

@@ -6,6 +6,7 @@ pipeline keep frames in flight; backends without asynchronous work run at ``subm
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,20 @@ class Runner(ABC):
     def min_batch(self) -> int:
         """The smallest batch the model runs as it is (smaller ones are padded): its fixed batch, or 1."""
         return self.max_batch or 1
+
+    def in_batches(self, frames: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``run`` over ``frames`` in chunks of the model's fixed batch, the last one padded with black frames (a
+        dynamic batch runs whole): for backends whose graph has the batch it was exported with."""
+        fixed = self.max_batch
+        if fixed is None or len(frames) == fixed:
+            return run(frames)
+        out = []
+        for i in range(0, len(frames), fixed):
+            chunk = frames[i : i + fixed]
+            if len(chunk) < fixed:
+                chunk = np.concatenate([chunk, np.zeros((fixed - len(chunk), *chunk.shape[1:]), np.uint8)])
+            out.append(run(chunk)[: min(fixed, len(frames) - i)])
+        return np.concatenate(out)
 
     def check_frames(self, frames: np.ndarray) -> None:
         h, w = self.input_size

@@ -64,16 +64,7 @@ class OnnxRuntimeRunner(Runner):
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         self.check_frames(frames)
-        fixed = self.max_batch
-        if fixed is None or len(frames) == fixed:
-            return self._run(frames)
-        return np.concatenate([self._run_padded(frames[i : i + fixed], fixed) for i in range(0, len(frames), fixed)])
-
-    def _run_padded(self, chunk: np.ndarray, fixed: int) -> np.ndarray:
-        if len(chunk) == fixed:
-            return self._run(chunk)
-        pad = np.zeros((fixed - len(chunk), *chunk.shape[1:]), np.uint8)
-        return self._run(np.concatenate([chunk, pad]))[: len(chunk)]
+        return self.in_batches(frames, self._run)
 
     def _run(self, frames: np.ndarray) -> np.ndarray:
         meta = self.metadata

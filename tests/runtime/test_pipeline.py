@@ -202,8 +202,11 @@ def test_lost_camera_is_retried_with_backoff_then_a_clear_error(monkeypatch):
 
 
 def test_runner_selection(tmp_path, monkeypatch):
+    import runtime.backends.openvino as openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "openvino_available", lambda: False)
     runner, reason = open_runner(DEFAULT_MODEL, "auto")
-    assert isinstance(runner, OnnxRuntimeRunner) and "no TensorRT engine" in reason
+    assert isinstance(runner, OnnxRuntimeRunner) and "no TensorRT engine" in reason and "not installed" in reason
     with pytest.raises(CscError, match="cannot run a TensorRT engine"):
         open_runner(tmp_path / "m.engine", "ort")
     with pytest.raises(CscError, match="needs an engine file"):

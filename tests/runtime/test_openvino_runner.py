@@ -1,0 +1,61 @@
+"""OpenVINO serves the same ONNX graph as ONNX Runtime: the same class maps (checked pixel by pixel, like the other
+backends), the same batching rules, and `--backend auto` picks it only where it is the fastest choice."""
+import numpy as np
+import pytest
+
+import runtime.backends.select as select
+from runtime.backends import open_runner
+from runtime.backends.onnxruntime import OnnxRuntimeRunner
+from runtime.backends.openvino import OpenVinoRunner
+from runtime.cli.run import DEFAULT_MODEL
+from runtime.compare import class_map_agreement
+from runtime.errors import CscError
+from runtime.simulator import SimConfig, SimulatedMicroscope
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'auto-csc[openvino]')")
+
+
+def demo_frames(n=4):
+    microscope = SimulatedMicroscope(SimConfig(mode="mixed", height=512, width=512), seed=9)
+    return np.stack([microscope.frame(i).image for i in range(n)])
+
+
+def test_class_maps_agree_with_onnx_runtime_pixel_by_pixel():
+    frames = demo_frames()
+    with OpenVinoRunner(DEFAULT_MODEL, threads=1) as ov, OnnxRuntimeRunner(DEFAULT_MODEL, threads=1) as ort:
+        assert ov.metadata == ort.metadata and ov.host_threads == 1 and "OpenVINO" in ov.detail
+        assert class_map_agreement(ov, ort, frames) >= 0.999
+        one = ov.infer(frames[:1])
+        again = ov.infer(frames[1:2])
+        assert not np.array_equal(one, again), "each call's class map is its own (the request's buffer is reused)"
+        # The bundled graph has a fixed batch of 1: three frames run one by one.
+        assert np.array_equal(ov.infer(frames[:3]), np.concatenate([ov.infer(frames[i : i + 1]) for i in range(3)]))
+
+
+def test_auto_picks_openvino_on_a_cpu_box_and_onnx_runtime_where_it_has_a_gpu(monkeypatch):
+    runner, reason = open_runner(DEFAULT_MODEL, "auto")
+    assert isinstance(runner, OpenVinoRunner) and "fastest CPU backend" in reason
+    monkeypatch.setattr(select, "ort_has_gpu", lambda: True)
+    runner, reason = open_runner(DEFAULT_MODEL, "auto")
+    assert isinstance(runner, OnnxRuntimeRunner) and "on the GPU" in reason
+    assert isinstance(open_runner(DEFAULT_MODEL, "openvino")[0], OpenVinoRunner)
+    assert isinstance(open_runner(DEFAULT_MODEL, "ort")[0], OnnxRuntimeRunner)
+
+
+def test_errors_name_the_fix(tmp_path, monkeypatch):
+    with pytest.raises(CscError, match="model file not found"):
+        OpenVinoRunner(tmp_path / "none.onnx").activate()
+    with pytest.raises(CscError, match="cannot run a TensorRT engine"):
+        open_runner(tmp_path / "m.engine", "openvino")
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(CscError, match=r"OpenVINO is not installed .*auto-csc\[openvino\]"):
+        OpenVinoRunner(DEFAULT_MODEL).activate()
