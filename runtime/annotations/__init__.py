@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runtime.annotations.cells import exported_images
-from runtime.annotations.coco import read_coco, write_coco
+from runtime.annotations.coco import CROWD_RULES, read_coco, write_coco
 from runtime.annotations.cvat import read_cvat, write_cvat
 from runtime.annotations.labelme import read_labelme, write_labelme
 from runtime.annotations.marks import read_boxes, read_points
@@ -28,8 +28,10 @@ IMPORT_FORMATS = tuple(READERS)
 EXPORT_FORMATS = tuple(WRITERS)
 
 
-def read_annotations(fmt: str, src: str | Path, class_table: str | Path | None = None) -> Annotations:
-    """Parse ``src`` in format ``fmt``; a malformed file is a CscError naming it and the place in it."""
+def read_annotations(fmt: str, src: str | Path, class_table: str | Path | None = None,
+                     crowd: str = "cell") -> Annotations:
+    """Parse ``src`` in format ``fmt``; a malformed file is a CscError naming it and the place in it. ``crowd``
+    (COCO): iscrowd=1 annotations as one cell each ("cell") or left out ("skip")."""
     src = Path(src)
     if fmt not in READERS:
         raise CscError(f"unknown annotation format {fmt!r}", fix=f"use one of {', '.join(IMPORT_FORMATS)}")
@@ -37,7 +39,12 @@ def read_annotations(fmt: str, src: str | Path, class_table: str | Path | None =
         raise CscError("annotations not found", path=src, fix="pass the exported file (or folder)")
     if fmt != "masks" and class_table is not None:
         raise CscError("--class-table is for the masks format only", fix="other formats name their classes")
-    source = read_masks(src, None if class_table is None else Path(class_table)) if fmt == "masks" else READERS[fmt](src)
+    if fmt != "coco" and crowd != CROWD_RULES[0]:
+        raise CscError("--crowd is for the coco format only", fix="other formats have no crowd regions")
+    if fmt == "masks":
+        source = read_masks(src, None if class_table is None else Path(class_table))
+    else:
+        source = read_coco(src, crowd) if fmt == "coco" else READERS[fmt](src)
     source.src = src.resolve()
     return source
 
@@ -51,4 +58,4 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path, on_image: Callab
     return WRITERS[fmt](exported_images(dataset, on_image), dataset.classes, Path(out), description)
 
 
-__all__ = ["Annotations", "EXPORT_FORMATS", "IMPORT_FORMATS", "export_dataset", "read_annotations"]
+__all__ = ["Annotations", "CROWD_RULES", "EXPORT_FORMATS", "IMPORT_FORMATS", "export_dataset", "read_annotations"]

@@ -56,8 +56,9 @@ class ClassMap:
                 raise CscError("the annotations give cells without a class name",
                                fix="name their class with --classes '*=rbc' (or a class table for masks)")
             targets = {n: _project_name(n) for n in names}
-            for target in targets.values():
-                _check_target(target, hint=True)
+            for source, target in targets.items():
+                # The advice keeps the other classes: a name --classes leaves out is dropped.
+                _check_target(target, keep=[s if s == t else f"{s}={t}" for s, t in targets.items() if s != source])
             return _resolved(targets)
         known = [n for n in names if n]
         for source, _ in self.pairs:
@@ -78,10 +79,17 @@ def _project_name(name: str) -> str:
     return lower if lower in CLASS_NAMES[1:] else name
 
 
-def _check_target(name: str, hint: bool = False) -> None:
-    if name == CLASS_NAMES[0] or not _VALID.match(name):
+def usable_name(name: str) -> bool:
+    """Whether ``name`` can be a dataset's class (it names files' columns and a model's outputs)."""
+    return name != CLASS_NAMES[0] and bool(_VALID.match(name))
+
+
+def _check_target(name: str, keep: list[str] | None = None) -> None:
+    """A CscError for an unusable class name; ``keep`` (the source's other names) makes the advice a map."""
+    if not usable_name(name):
         why = "is reserved for class 0" if name == CLASS_NAMES[0] else "is not a usable class name"
-        fix = (f"map it with --classes '{name}=NAME'" if hint else "use letters, digits, _ . + - (e.g. rbc, wbc)")
+        fix = ("use letters, digits, _ . + - (e.g. rbc, wbc)" if keep is None else
+               f"map it with --classes '{','.join([f'{name}=NAME', *keep])}'")
         raise CscError(f"class name {name!r} {why}", fix=fix)
 
 

@@ -1,5 +1,11 @@
 """COCO instance segmentation JSON: polygons (on pixel corners) and RLE, read and drawn with pycocotools.
 
+An annotation without a segmentation but with a ``bbox`` is a box (Roboflow's and CVAT's detection exports): a
+file of boxes alone imports as a count-only boxes dataset. ``iscrowd: 1`` is read as one cell by default, since
+CVAT marks every mask so; ``crowd="skip"`` leaves out COCO's own crowd regions (several objects under one mask).
+A category that only names the others' supercategory and has no annotation (Roboflow's dataset-wide parent,
+e.g. ``RBC-WBC`` over ``rbc`` and ``wbc``) is not a class.
+
 Export writes each cell as compressed RLE, COCO's exact mask encoding (polygons would move outlines by up to
 half a pixel on the way back in); CVAT, Detectron2 and pycocotools read it.
 """
@@ -12,13 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from runtime.annotations.cells import ExportedImage
-from runtime.annotations.model import Annotations, ImageAnnotation, Polygon, Rle, load_json, number
+from runtime.annotations.model import Annotations, Box, ImageAnnotation, Polygon, Rle, load_json, number
 from runtime.annotations.rle import coco_rle
 from runtime.errors import CscError
 from runtime.imageio import write_text
 
 
-def read_coco(src: Path) -> Annotations:
+CROWD_RULES = ("cell", "skip")  # iscrowd=1: one cell each, or left out
+
+
+def read_coco(src: Path, crowd: str = "cell") -> Annotations:
+    if crowd not in CROWD_RULES:
+        raise CscError(f"unknown crowd rule {crowd!r}", fix=f"use one of {', '.join(CROWD_RULES)}")
     data = load_json(src)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
         raise CscError("not a COCO instances file: 'images' and 'annotations' lists expected", path=src,
@@ -37,7 +48,8 @@ def read_coco(src: Path) -> Annotations:
             size = (int(number(entry["height"], "image height", src)), int(number(entry["width"], "image width", src)))
         name = str(entry["file_name"]).replace("\\", "/").rsplit("/", 1)[-1]
         images[entry["id"]] = ImageAnnotation(name, f"{src.name} image id {entry['id']}", size)
-    source = Annotations("coco", "masks", list(images.values()), declared=list(categories.values()), files={src})
+    source = Annotations("coco", "masks", list(images.values()), files={src})
+    crowds = 0
     for ann in data["annotations"]:
         where = f"annotation id {ann.get('id', '?')}" if isinstance(ann, dict) else repr(ann)
         if not isinstance(ann, dict) or ann.get("image_id") not in images:
@@ -45,12 +57,43 @@ def read_coco(src: Path) -> Annotations:
         if ann.get("category_id") not in categories:
             raise CscError(f"{where} has category_id {ann.get('category_id')!r}; the categories are "
                            + ", ".join(f"{k} ({v})" for k, v in categories.items()), path=src)
-        shape = _shape(ann.get("segmentation"), categories[ann["category_id"]], images[ann["image_id"]], where, src)
+        crowds += ann.get("iscrowd") == 1
+        if ann.get("iscrowd") == 1 and crowd == "skip":
+            source.ignored["crowd region"] += 1
+            continue
+        label, image = categories[ann["category_id"]], images[ann["image_id"]]
+        shape = _shape(ann.get("segmentation"), label, image, where, src) or _box(ann.get("bbox"), label, where, src)
         if shape is None:
             source.ignored["without a segmentation"] += 1
         else:
-            images[ann["image_id"]].shapes.append(shape)
+            image.shapes.append(shape)
+    source.declared = _classes(data, categories, source)
+    if crowds:
+        rule = "imported as one cell each" if crowd == "cell" else "left out"
+        source.notes.append(f"{crowds} iscrowd=1 annotations {rule} (--crowd {crowd}; CVAT marks every mask so, "
+                            "while COCO's own crowd regions hold several objects: --crowd skip)")
     return source
+
+
+def _classes(data: dict, categories: dict, source: Annotations) -> list[str]:
+    """The category names in order, less a parent that only names the others' supercategory (Roboflow's)."""
+    used = {s.label for image in source.images for s in image.shapes}
+    parents = {str(c.get("supercategory")) for c in data.get("categories") or [] if c.get("supercategory") != c["name"]}
+    names = list(categories.values())
+    left_out = [n for n in names if n in parents and n not in used]
+    for name in left_out:
+        source.notes.append(f"category {name!r} left out: the other categories' supercategory, with no annotation")
+    return [n for n in names if n not in left_out]
+
+
+def _box(bbox, label: str, where: str, src: Path) -> Box | None:
+    """A COCO ``[x, y, width, height]`` box (pixel corners), or None where the annotation has none."""
+    if not isinstance(bbox, list) or not bbox:
+        return None
+    if len(bbox) != 4:
+        raise CscError(f"{where}: a bbox needs [x, y, width, height], got {_short(bbox)}", path=src)
+    x, y, w, h = (number(v, f"{where} bbox", src) for v in bbox)
+    return Box(label, x, y, x + w, y + h)
 
 
 def _shape(segmentation, label: str, image: ImageAnnotation, where: str, src: Path):

@@ -1,5 +1,9 @@
 """CVAT for images 1.1 (XML): polygons (vertices on pixel corners, drawn as CVAT's exporter draws them, with
 pycocotools), masks (CVAT's run-length encoding of a box) and ellipses; cells are stacked by ``z_order``.
+``<box>`` and ``<points>`` (every point of one is a cell), CVAT's counting tools, are count-only marks.
+
+A project export names each image's ``subset`` (Train, Validation, …); its images lie in ``images/<subset>/``,
+where every subset may hold a file of the same name.
 
 Export writes every cell as a ``<mask>`` (exact, and editable with CVAT's brush) in a task-less file that
 CVAT's "Upload annotations" (format "CVAT 1.1") reads into a task holding the same images.
@@ -13,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from runtime.annotations.cells import ExportedImage
-from runtime.annotations.model import Annotations, CropMask, Ellipse, ImageAnnotation, Polygon, number
+from runtime.annotations.model import (Annotations, Box, CropMask, Ellipse, ImageAnnotation, Point, Polygon,
+                                       number)
 from runtime.annotations.rle import cvat_mask, cvat_rle
 from runtime.errors import CscError
 from runtime.imageio import write_text
 
 CELL_TAGS = ("polygon", "mask", "ellipse")
+MARK_TAGS = ("box", "points")
 
 
 def read_cvat(src: Path) -> Annotations:
@@ -40,22 +46,44 @@ def read_cvat(src: Path) -> Annotations:
         name = el.get("name")
         if not name:
             raise CscError(f"an <image> without a name (id {el.get('id')!r})", path=src)
-        where = f"{src.name} <image name={name!r}>"
+        subset = el.get("subset") or None
+        where = f"{src.name} <image name={name!r}{f' subset={subset!r}' if subset else ''}>"
         size = None
         if el.get("height") and el.get("width"):
             size = (int(number(el.get("height"), f"{where} height", src)),
                     int(number(el.get("width"), f"{where} width", src)))
-        image = ImageAnnotation(name.replace("\\", "/").rsplit("/", 1)[-1], where, size)
+        image = ImageAnnotation(name.replace("\\", "/").rsplit("/", 1)[-1], where, size, subset=subset)
         stacked = []
         for order, child in enumerate(el):
-            if child.tag not in CELL_TAGS:
+            if child.tag not in CELL_TAGS + MARK_TAGS:
                 source.ignored[child.tag] += 1
                 continue
             z = int(number(child.get("z_order", 0), f"{where} z_order", src))
-            stacked.append((z, order, _shape(child, where, src)))
+            shapes = _marks(child, where, src) if child.tag in MARK_TAGS else [_shape(child, where, src)]
+            stacked += [(z, order, shape) for shape in shapes]
         image.shapes = [shape for _, _, shape in sorted(stacked, key=lambda t: t[:2])]
         source.images.append(image)
     return source
+
+
+def _marks(el: ET.Element, where: str, src: Path) -> list[Box | Point]:
+    """A ``<box>`` (corners, pixel coordinates) or the points of a ``<points>`` element, one cell each."""
+    label = el.get("label")
+    if label is None:
+        raise CscError(f"{where}: a <{el.tag}> without a label", path=src)
+    what = f"{where} <{el.tag} label={label!r}>"
+    if el.tag == "box":
+        return [Box(label, *(number(el.get(k), f"{what} {k}", src) for k in ("xtl", "ytl", "xbr", "ybr")))]
+    return [Point(label, x, y) for x, y in _points(el, what, src)]
+
+
+def _points(el: ET.Element, what: str, src: Path) -> np.ndarray:
+    """The ``points="x,y;x,y;…"`` of an element as (N, 2) floats."""
+    try:
+        pairs = [p.split(",") for p in (el.get("points") or "").split(";") if p]
+        return np.array([[number(x, what, src), number(y, what, src)] for x, y in pairs], np.float64).reshape(-1, 2)
+    except ValueError:
+        raise CscError(f"{what}: points must be 'x,y;x,y;…'", path=src) from None
 
 
 def _shape(el: ET.Element, where: str, src: Path):
@@ -64,11 +92,7 @@ def _shape(el: ET.Element, where: str, src: Path):
         raise CscError(f"{where}: a <{el.tag}> without a label", path=src)
     what = f"{where} <{el.tag} label={label!r}>"
     if el.tag == "polygon":
-        try:
-            pairs = [p.split(",") for p in (el.get("points") or "").split(";") if p]
-            pts = np.array([[number(x, what, src), number(y, what, src)] for x, y in pairs], np.float64)
-        except ValueError:
-            raise CscError(f"{what}: points must be 'x,y;x,y;…'", path=src) from None
+        pts = _points(el, what, src)
         if len(pts) < 3:
             raise CscError(f"{what}: a polygon needs at least 3 points", path=src)
         return Polygon(label, [pts], corners=True)

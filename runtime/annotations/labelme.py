@@ -1,9 +1,15 @@
 """LabelMe: one JSON file per image; polygons with vertices on pixel centres, filled with their outline.
 
 Read: ``polygon``, ``rectangle``, ``circle`` and ``mask`` shapes (other types are not cells and are counted as
-ignored); shapes sharing a label and a ``group_id`` are one cell. Export: each cell's outer contour as a polygon
-(a cell split in parts by an overlapping one gets one polygon per part and a shared ``group_id``). Polygons carry
-no holes, so a cell with a hole in it comes back filled.
+ignored); shapes sharing a label and a ``group_id`` are one cell. A file whose image is not in --images but
+embedded (``imageData``, e.g. ``imagePath`` naming the JSON itself) brings its image along: it is written to the
+dataset as ``<JSON stem>.png|.jpg``.
+
+Export: each cell's outer contour as a polygon (a cell split in parts by an overlapping one gets one polygon per
+part and a shared ``group_id``). Polygons carry no holes, so a cell with a hole in it comes back filled; cells are
+written largest first, so that one lying in another's hole is drawn over it, not hidden under it (LabelMe draws
+later shapes on top). A part one pixel wide gives a contour of one or two points, which LabelMe refuses as a
+polygon: its last point is repeated up to three, which draws the same pixels.
 """
 from __future__ import annotations
 
@@ -11,18 +17,21 @@ import base64
 import json
 import os
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from runtime.annotations.cells import ExportedImage
-from runtime.annotations.model import (Annotations, CropMask, Ellipse, Group, ImageAnnotation, Polygon, load_json,
-                                       number)
+from runtime.annotations.model import (Annotations, CropMask, Ellipse, EmbeddedImage, Group, ImageAnnotation, Polygon,
+                                       load_json, number)
 from runtime.errors import CscError
 from runtime.imageio import write_text
 
 LABELME_VERSION = "5.5.0"  # the file layout written; LabelMe 4 and 5 read it
+# Leading bytes of the encodings LabelMe embeds as imageData (the image file's own bytes, or a PNG it encoded).
+_MAGIC = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"II*\x00": ".tif", b"MM\x00*": ".tif", b"BM": ".bmp"}
 
 
 def read_labelme(src: Path) -> Annotations:
@@ -39,7 +48,7 @@ def read_labelme(src: Path) -> Annotations:
         if data.get("imageHeight") and data.get("imageWidth"):
             size = (int(number(data["imageHeight"], "imageHeight", path)),
                     int(number(data["imageWidth"], "imageWidth", path)))
-        image = ImageAnnotation(image_path, path.name, size)
+        image = ImageAnnotation(image_path, path.name, size, embedded=_embedded(data.get("imageData"), path))
         groups: dict[tuple[str, object], Group] = {}
         for i, raw in enumerate(data["shapes"]):
             shape = _shape(raw, f"shape {i}", path, source)
@@ -55,6 +64,30 @@ def read_labelme(src: Path) -> Annotations:
                 image.shapes.append(groups[shape.label, group_id])
         source.images.append(image)
     return source
+
+
+def _embedded(image_data: object, path: Path) -> EmbeddedImage | None:
+    """The image embedded in the file, if any, to be decoded when written (named after the JSON file, as LabelMe
+    names it after the image)."""
+    if not image_data:
+        return None
+    head = str(image_data)[:8]
+    try:
+        magic = base64.b64decode(head, validate=True)
+    except ValueError:  # binascii.Error
+        magic = b""
+    suffix = next((s for m, s in _MAGIC.items() if magic.startswith(m)), None)
+    if suffix is None:
+        raise CscError("imageData is not a base64 PNG, JPEG, TIFF or BMP image", path=path,
+                       fix="save the file again in LabelMe, or drop imageData and put the image in --images")
+    return EmbeddedImage(f"{path.stem}{suffix}", partial(_image_data, path))
+
+
+def _image_data(path: Path) -> bytes:
+    try:
+        return base64.b64decode(str(load_json(path)["imageData"]), validate=True)
+    except ValueError:  # binascii.Error
+        raise CscError("imageData is not valid base64", path=path, fix="save the file again in LabelMe") from None
 
 
 def _shape(raw: dict, where: str, path: Path, source: Annotations):
@@ -94,10 +127,10 @@ def write_labelme(images: Iterable[ExportedImage], classes: list[str], out: Path
     n = 0
     for image in images:
         shapes = []
-        for k, cell in enumerate(image.cells):
+        for k, cell in enumerate(sorted(image.cells, key=lambda c: -c.mask.size)):  # enclosing cells first
             contours, _ = cv2.findContours(cell.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             for contour in contours:
-                points = (contour.reshape(-1, 2) + (cell.left, cell.top)).tolist()
+                points = _three_or_more(contour.reshape(-1, 2) + (cell.left, cell.top)).tolist()
                 shapes.append({"label": cell.label, "points": points, "group_id": k if len(contours) > 1 else None,
                                "description": "", "shape_type": "polygon", "flags": {}, "mask": None})
             n += 1
@@ -106,3 +139,9 @@ def write_labelme(images: Iterable[ExportedImage], classes: list[str], out: Path
                "imageHeight": image.height, "imageWidth": image.width}
         write_text(out / f"{Path(image.name).stem}.json", json.dumps(doc, indent=1) + "\n")
     return n
+
+
+def _three_or_more(points: np.ndarray) -> np.ndarray:
+    """A contour of a part one pixel wide (one or two points: a dot or a line) as a polygon LabelMe accepts (it
+    asserts more than two points): the last point repeated, which fills the same pixels."""
+    return np.concatenate([points, np.repeat(points[-1:], 3 - len(points), axis=0)]) if len(points) < 3 else points

@@ -189,6 +189,15 @@ class Box:
     normalised: bool = False  # in fractions of the image size (YOLO), scaled once the image size is known
 
 
+@dataclass(frozen=True)
+class EmbeddedImage:
+    """An image carried inside the annotation file (LabelMe's ``imageData``), written to the dataset as ``name``.
+    Its bytes are loaded only when the image is written: a folder of such files would not fit in memory at once."""
+
+    name: str
+    load: Callable[[], bytes]  # the encoded file (PNG, JPEG, …) as stored
+
+
 @dataclass
 class ImageAnnotation:
     """The annotations of one image. ``name`` is the image's file name, or its stem, as the source refers to it."""
@@ -199,6 +208,10 @@ class ImageAnnotation:
     shapes: list = field(default_factory=list)  # Shape (segmentation) or Point / Box (count-only)
     # Instance-label files (the `masks` format): a loader of (label image, class name per label id) instead of shapes.
     label_map: Callable[[], tuple[np.ndarray, dict[int, str]]] | None = None
+    # A CVAT project's subset: the image is looked for in --images/<subset>/ first, and its dataset name gets the
+    # prefix ``<subset>_``, because every subset may hold a file of the same name.
+    subset: str | None = None
+    embedded: EmbeddedImage | None = None  # the image itself, used where --images has no file for it
 
     @property
     def stem(self) -> str:
@@ -217,6 +230,7 @@ class Annotations:
     label_names: list[str] = field(default_factory=list)  # class names the instance-label loaders will give
     files: set[Path] = field(default_factory=set)  # files read, never taken for images when they share a folder
     src: Path | None = None  # the file or folder given, recorded as the dataset's source
+    notes: list[str] = field(default_factory=list)  # rules that decided what was imported, for the summary
 
     def used_labels(self) -> list[str]:
         """Class names in the order declared, then in order of first use."""
@@ -227,6 +241,61 @@ class Annotations:
         for name in self.label_names:
             names.setdefault(name, None)
         return list(names)
+
+    def n_annotations(self) -> int:
+        """Shapes, marks and label images read, and those set aside as not cells: what a user expects cells from."""
+        return sum(len(i.shapes) + (i.label_map is not None) for i in self.images) + sum(self.ignored.values())
+
+    def settle_kind(self) -> None:
+        """Decide the dataset a file makes when it mixes cells and marks (a CVAT task, a COCO file). Shapes win:
+        with any polygon, mask or ellipse it is a mask dataset and its boxes and points are set aside as ignored
+        (a dataset holds one kind of label). Marks alone make a count-only dataset: boxes a boxes dataset; points,
+        with or without boxes, a points dataset, where a box counts at its centre."""
+        kinds = {_kind_of(s) for image in self.images for s in image.shapes}
+        if not kinds:
+            return  # label images, or no annotation at all: the reader's kind stands
+        self.kind = "masks" if "masks" in kinds else "points" if "points" in kinds else "boxes"
+        if self.kind == "masks" and kinds != {"masks"}:
+            for image in self.images:
+                marks = [s for s in image.shapes if _kind_of(s) != "masks"]
+                self.ignored.update(type(m).__name__.lower() for m in marks)
+                image.shapes = [s for s in image.shapes if _kind_of(s) == "masks"]
+            self.notes.append("boxes and points are not imported beside polygons or masks (a dataset holds one "
+                              "kind of label); export them alone to import them as a count-only dataset")
+        elif kinds == {"points", "boxes"}:
+            self.notes.append("points and boxes together: a points dataset, each box counted at its centre")
+
+    def drop_conventional_labels(self, kept: set[str]) -> None:
+        """Set aside shapes and classes named by a tool's convention for what is not an object (LabelMe's
+        ``__ignore__``, labelme2coco's ``_background_``), unless ``kept`` (the names ``--classes`` maps) has them."""
+        names = {n: why for n, why in CONVENTIONAL_LABELS.items() if n not in kept}
+        found: Counter = Counter()
+        for image in self.images:
+            found.update(s.label for s in image.shapes if s.label in names)
+            image.shapes = [s for s in image.shapes if s.label not in names]
+        found.update({n: 0 for n in self.declared if n in names})
+        self.declared = [n for n in self.declared if n not in names]
+        self.ignored.update({n: c for n, c in found.items() if c})
+        for name in found:
+            self.notes.append(f"label {name!r} ignored: {names[name]}, not a class (map it with --classes to keep it)")
+
+    def leave_out_unused(self, unusable: Callable[[str], bool]) -> None:
+        """Declared classes that no annotation uses and whose names cannot be class names (VOC's 'potted plant'
+        among labelme2coco's categories): left out with a note, rather than stopping the import of those used."""
+        used = {s.label for image in self.images for s in image.shapes} | set(self.label_names)
+        left_out = [n for n in self.declared if n not in used and unusable(n)]
+        if left_out:
+            self.declared = [n for n in self.declared if n not in left_out]
+            self.notes.append("classes declared but never used, whose names cannot be class names, left out: "
+                              + ", ".join(repr(n) for n in left_out))
+
+
+# Label names that tools write for what is not an object, by convention, and whose convention it is.
+CONVENTIONAL_LABELS = {"__ignore__": "LabelMe's region to ignore", "_background_": "labelme2coco's background"}
+
+
+def _kind_of(shape: object) -> str:
+    return "points" if isinstance(shape, Point) else "boxes" if isinstance(shape, Box) else "masks"
 
 
 def load_json(path: Path) -> object:

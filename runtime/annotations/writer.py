@@ -7,6 +7,7 @@ every dataset writer of the project does.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,12 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.annotations.classmap import ClassMap, ResolvedClasses
+from runtime.annotations.classmap import ClassMap, ResolvedClasses, usable_name
 from runtime.annotations.model import Annotations, Box, ImageAnnotation, Point
 from runtime.count_dataset import write_marks
 from runtime.dataset import META_FILE, DatasetWriter, write_sample
 from runtime.errors import CscError
-from runtime.imageio import is_image_name, place_file, read_raw
+from runtime.imageio import atomic_path, is_image_name, place_file, read_raw
 
 _SHOWN = 5  # names listed in an error before "… and N more"
 
@@ -41,6 +42,7 @@ class ImportSummary:
     overlapping: int = 0  # cells drawn over an earlier cell: the later one wins the shared pixels
     hidden: int = 0  # cells wholly covered by later ones (gone)
     ignored: dict[str, int] = field(default_factory=dict)  # shapes that are not cells, by type
+    notes: list[str] = field(default_factory=list)  # rules that decided what was imported (mixed kinds, crowds, …)
     missing_images: list[str] = field(default_factory=list)  # annotated, but no such image in --images
     unannotated: list[str] = field(default_factory=list)  # images in --images without annotations (not imported)
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images, size mismatches
@@ -57,10 +59,14 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
     classes, and (``strict``) for annotations without images or images without annotations."""
     out, images_dir = Path(out), Path(images_dir)
     _check_out(out)
+    source.drop_conventional_labels({name for name, _ in class_map.pairs})
+    source.settle_kind()
+    if not class_map.pairs:  # with a map, classes it does not name are dropped anyway
+        source.leave_out_unused(lambda name: not usable_name(name))
     resolved = class_map.resolve(source.used_labels())
     pairs, missing, unannotated = match_images(source, images_dir)
     summary = ImportSummary(str(out), source.fmt, source.kind, list(resolved.classes),
-                            ignored=dict(source.ignored), missing_images=missing,
+                            ignored=dict(source.ignored), notes=list(source.notes), missing_images=missing,
                             unannotated=[p.name for p in unannotated])
     if strict and (missing or unannotated):
         problem = (f"{len(missing)} annotated image(s) not found in {images_dir}: {_some(missing)}" if missing else
@@ -72,21 +78,22 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
     with DatasetWriter(out, source=f"{source.fmt} annotations {source.src or ''} (csc-data import)",
                        classes=resolved.classes, pixel_size_um=pixel_size_um, labels=origin,
                        annotations=source.kind) as writer:
-        for annotation, image_path in pairs:
+        for pair in pairs:
+            annotation, stem = pair.annotation, pair.stem
             try:
-                h, w = _image_size(image_path)
+                embedded = None if pair.path is not None else annotation.embedded.load()
+                h, w = _image_size(pair, embedded)
                 if annotation.size is not None and annotation.size != (h, w):
                     raise CscError(f"{annotation.where} gives {annotation.size[1]}×{annotation.size[0]} px but the "
-                                   f"image is {w}×{h}", path=image_path, fix="annotate the image it belongs to")
-                stem = image_path.stem
+                                   f"image is {w}×{h}", path=pair.path, fix="annotate the image it belongs to")
                 if source.kind == "masks":
                     instances, class_of = (_from_label_map(annotation, resolved, h, w, dropped)
                                            if annotation.label_map is not None else
                                            _compose(annotation, resolved, h, w, summary, dropped))
                 else:
-                    rows, counts = _marks(stem, annotation, resolved, h, w, summary, dropped)
+                    rows, counts = _marks(stem, source.kind, annotation, resolved, (h, w), summary, dropped)
                 # The image goes in only once its labels are made: a dataset never holds an image without them.
-                place_file(image_path, out / "images" / image_path.name, link=not copy_images)
+                _place_image(pair, embedded, out / "images" / pair.name, link=not copy_images)
                 if source.kind == "masks":
                     counts = write_sample(out, stem, None, class_of[instances], instances,
                                           n_classes=len(resolved.classes))
@@ -95,8 +102,10 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
             except CscError as err:
                 if strict:
                     raise
-                writer.skip(str(image_path), err.reason)
-                summary.skipped.append({"file": str(image_path), "reason": err.reason})
+                # The file to fix: a label image or annotation file where the error names one, else the image.
+                bad = str(err.path or pair.path or annotation.where)
+                writer.skip(bad, err.reason)
+                summary.skipped.append({"file": bad, "reason": err.reason})
             else:
                 writer.record(stem, counts)
                 cells += counts
@@ -118,43 +127,100 @@ def _check_out(out: Path) -> None:
         raise CscError("--out exists and is not an empty folder", path=out, fix="choose a new folder")
 
 
-def match_images(source: Annotations,
-                 images_dir: Path) -> tuple[list[tuple[ImageAnnotation, Path]], list[str], list[Path]]:
-    """Pair each annotated image with its file in ``images_dir``: by file name, else by stem (annotations often
-    drop or change the suffix). Returns the pairs, the names not found, and the images left without annotation."""
+@dataclass(frozen=True)
+class Pair:
+    """An annotated image, where its pixels come from, and the file name it takes in the dataset."""
+
+    annotation: ImageAnnotation
+    path: Path | None  # the image file; None where the annotation embeds its image
+    name: str  # the file name in the dataset's images/; its stem keys the labels
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+class _Folder:
+    """The image files of one folder, by file name and by stem (annotation files excepted)."""
+
+    def __init__(self, path: Path, annotation_files: set[Path]):
+        self.path = path
+        self.files = sorted(p for p in path.iterdir()
+                            if p.is_file() and is_image_name(p) and p.resolve() not in annotation_files)
+        self.by_name = {p.name: p for p in self.files}
+        self.by_stem: dict[str, list[Path]] = {}
+        for p in self.files:
+            self.by_stem.setdefault(p.stem, []).append(p)
+
+    def find(self, annotation: ImageAnnotation) -> Path | None:
+        """By file name, else by stem (annotations often drop or change the suffix)."""
+        path = self.by_name.get(Path(annotation.name).name)
+        if path is not None:
+            return path
+        candidates = self.by_stem.get(annotation.stem, [])
+        if len(candidates) > 1:
+            raise CscError(f"{annotation.where} could be any of {', '.join(p.name for p in candidates)}",
+                           path=self.path, fix="keep one image per name, or give file names with suffixes")
+        return candidates[0] if candidates else None
+
+
+def match_images(source: Annotations, images_dir: Path) -> tuple[list[Pair], list[str], list[Path]]:
+    """Pair each annotated image with its file: in ``images_dir/<subset>/`` for a CVAT project's image, else in
+    ``images_dir``, else the image the annotation embeds. Returns the pairs, the names not found, and the images
+    left without annotation."""
     if not images_dir.is_dir():
         raise CscError("--images is not a folder", path=images_dir, fix="pass the folder that holds the images")
     annotation_files = {f.resolve() for f in source.files}
-    files = sorted(p for p in images_dir.iterdir()
-                   if p.is_file() and is_image_name(p) and p.resolve() not in annotation_files)
-    by_name = {p.name: p for p in files}
-    by_stem: dict[str, list[Path]] = {}
-    for p in files:
-        by_stem.setdefault(p.stem, []).append(p)
+    folders = {images_dir: _Folder(images_dir, annotation_files)}
     pairs, missing, used = [], [], {}
     for annotation in source.images:
-        path = by_name.get(Path(annotation.name).name)
-        if path is None:
-            candidates = by_stem.get(annotation.stem, [])
-            if len(candidates) > 1:
-                raise CscError(f"{annotation.where} could be any of {', '.join(p.name for p in candidates)}",
-                               path=images_dir, fix="keep one image per name, or give file names with suffixes")
-            path = candidates[0] if candidates else None
-        if path is None:
-            missing.append(annotation.name)
+        path = None
+        if annotation.subset and (images_dir / annotation.subset).is_dir():
+            subset = folders.setdefault(images_dir / annotation.subset,
+                                        _Folder(images_dir / annotation.subset, annotation_files))
+            path = subset.find(annotation)
+        path = path or folders[images_dir].find(annotation)
+        if path is None and annotation.embedded is None:
+            missing.append(f"{annotation.subset}/{annotation.name}" if annotation.subset else annotation.name)
             continue
-        if path.stem in used:
-            raise CscError(f"{annotation.where} and {used[path.stem]} both annotate {path.name}", path=path,
-                           fix="merge the two entries, or keep one")
-        used[path.stem] = annotation.where
-        pairs.append((annotation, path))
-    unannotated = [p for p in files if p.stem not in used]
+        pair = Pair(annotation, path, _dataset_name(annotation, path))
+        if pair.stem in used:
+            raise CscError(f"{annotation.where} and {used[pair.stem]} both annotate {pair.name}",
+                           path=path or images_dir, fix="merge the two entries, or keep one")
+        used[pair.stem] = annotation.where
+        pairs.append(pair)
+    taken = {pair.path for pair in pairs}
+    unannotated = [p for f in folders.values() for p in f.files if p not in taken and p.stem not in used]
     return pairs, missing, unannotated
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    image = read_raw(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+def _dataset_name(annotation: ImageAnnotation, path: Path | None) -> str:
+    """The image's file name in the dataset: a CVAT project's subset as a prefix, since subsets share names."""
+    name = path.name if path is not None else annotation.embedded.name
+    if not annotation.subset:
+        return name
+    prefix = re.sub(r"[/\\]", "_", annotation.subset)  # a subset's name makes no folder in images/
+    return f"{prefix}_{name}"
+
+
+def _image_size(pair: Pair, embedded: bytes | None) -> tuple[int, int]:
+    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH
+    if embedded is None:
+        image = read_raw(pair.path, flags)
+    else:
+        image = cv2.imdecode(np.frombuffer(embedded, np.uint8), flags)
+        if image is None:
+            raise CscError(f"{pair.annotation.where}: its embedded image (imageData) cannot be decoded",
+                           fix="save the file again in LabelMe, or put the image in --images")
     return int(image.shape[0]), int(image.shape[1])
+
+
+def _place_image(pair: Pair, embedded: bytes | None, target: Path, link: bool) -> None:
+    if embedded is None:
+        place_file(pair.path, target, link=link)
+        return
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(embedded)
 
 
 def _compose(annotation: ImageAnnotation, resolved: ResolvedClasses, h: int, w: int, summary: ImportSummary,
@@ -216,9 +282,11 @@ def _from_label_map(annotation: ImageAnnotation, resolved: ResolvedClasses, h: i
     return _dense(dense.astype(np.uint16), class_of, None)
 
 
-def _marks(stem: str, annotation: ImageAnnotation, resolved: ResolvedClasses, h: int, w: int,
+def _marks(stem: str, kind: str, annotation: ImageAnnotation, resolved: ResolvedClasses, size: tuple[int, int],
            summary: ImportSummary, dropped: Counter) -> tuple[list[tuple], np.ndarray]:
-    """Rows of the dataset's points.csv / boxes.csv for one image, and its per-class counts."""
+    """Rows of the dataset's points.csv / boxes.csv for one image, and its per-class counts; in a points dataset
+    a box is a point at its centre."""
+    h, w = size
     marks: list[tuple] = []
     counts = np.zeros(len(resolved.classes), np.int64)
     for mark in annotation.shapes:
@@ -241,7 +309,8 @@ def _marks(stem: str, annotation: ImageAnnotation, resolved: ResolvedClasses, h:
                 summary.outside += 1
                 continue
             summary.clipped += (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
-            marks.append((stem, name, cx1, cy1, cx2, cy2))
+            box = (cx1, cy1, cx2, cy2) if kind == "boxes" else ((cx1 + cx2) / 2, (cy1 + cy2) / 2)
+            marks.append((stem, name, *box))
         counts[class_id] += 1
     return marks, counts
 

@@ -7,7 +7,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from runtime.annotations import EXPORT_FORMATS, IMPORT_FORMATS
+from runtime.annotations import CROWD_RULES, EXPORT_FORMATS, IMPORT_FORMATS
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.counting import BORDER_POLICIES
 from runtime.dataset import check_dataset, open_dataset
@@ -27,6 +27,7 @@ Optics = choices("Optics", MODALITIES)
 Border = choices("Border", BORDER_POLICIES)
 ImportFormat = choices("ImportFormat", IMPORT_FORMATS)
 ExportFormat = choices("ExportFormat", EXPORT_FORMATS)
+Crowd = choices("Crowd", CROWD_RULES)
 
 
 @app.command()
@@ -50,14 +51,15 @@ def synth(
 @app.command("import")
 def import_labels(
     fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="coco, labelme, cvat, masks, points or boxes."),
-    src: Path = typer.Argument(..., help="The annotations: a COCO JSON, a LabelMe JSON or folder, a CVAT XML, a folder of label images, a points/boxes CSV or a folder of per-image .txt files (points: 'x y' or 'x y class' per line; boxes: YOLO)."),
-    images: Path = typer.Option(..., "--images", help="Folder holding the annotated images (matched by file name, else by stem)."),
+    src: Path = typer.Argument(..., help="The annotations: a COCO JSON, a LabelMe JSON or folder, a CVAT XML, a folder of label images, a points/boxes CSV or a folder of per-image .txt files (points: 'x y' or 'x y class' per line; boxes: YOLO). Boxes or points alone (COCO bbox without segmentation, CVAT <box>/<points>) make a count-only dataset."),
+    images: Path = typer.Option(..., "--images", help="Folder holding the annotated images (matched by file name, else by stem); a CVAT project's images in its <subset>/ folders, named <subset>_<name> in the dataset. LabelMe's embedded imageData is used where the folder lacks the image."),
     out: Path = typer.Option(..., "--out", help="New dataset folder to write."),
     classes: str = typer.Option(None, "--classes", help="Class mapping SOURCE=target,… (e.g. RBC=rbc,WBC=wbc); '*=rbc' maps every other name; unmapped classes are dropped and counted. Default: the names as given (rbc/macrophage in any case become the project's)."),
     class_table: Path = typer.Option(None, "--class-table", help="masks only: CSV image,class (a class per file) or image,label,class (per cell)."),
     pixel_size: float = typer.Option(None, "--pixel-size", min=0.0001, help="µm per pixel of the images, recorded in dataset.json (default: not recorded; counting then assumes 0.4)."),
     strict: bool = typer.Option(False, "--strict", help="Stop on annotations without images, images without annotations, unreadable images or size mismatches, instead of listing and skipping them."),
     copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images instead of hard-linking them (the default where the file system allows)."),
+    crowd: Crowd = typer.Option(Crowd.cell, "--crowd", help="coco only: iscrowd=1 annotations as one cell each (cell: CVAT marks every mask so) or left out (skip: COCO's own crowd regions, several objects under one mask)."),
 ) -> None:
     """Write a dataset from a labelling tool's annotations (masks and instances, or count-only points/boxes)."""
     from runtime.annotations import read_annotations
@@ -65,7 +67,7 @@ def import_labels(
     from runtime.annotations.writer import import_annotations
 
     class_map = ClassMap.parse(classes)
-    source = read_annotations(fmt.value, src, class_table)
+    source = read_annotations(fmt.value, src, class_table, crowd=crowd.value)
     with progress_bar() as bar:
         task = bar.add_task(f"import {fmt.value}", total=len(source.images))
         summary = import_annotations(source, images, out, class_map, origin=f"import:{fmt.value}", strict=strict,
@@ -76,6 +78,10 @@ def import_labels(
         raise CscError(f"imported none of the {len(source.images)} annotated images (listed above as not found, "
                        "or skipped)", path=images,
                        fix="check --images: images are matched by file name, else by the name without its extension")
+    if not sum(summary.cells.values()) and source.n_annotations():
+        raise CscError(f"imported no cell from the {source.n_annotations()} annotations (where they went is listed "
+                       "above)", path=src, fix="map the dropped classes with --classes, or re-export the cells as "
+                       "shapes (polygons, masks) or marks (boxes, points) the format holds")
 
 
 def _print_import(s) -> None:
@@ -91,13 +97,16 @@ def _print_import(s) -> None:
     for present, text in notes:
         if present:
             console.print(f"[yellow]{escape(text)}[/]", highlight=False)
+    for note in s.notes:
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     for names, what in ((s.missing_images, "annotated images not found in --images"),
                         (s.unannotated, "images without annotations, not imported")):
         if names:
             shown = ", ".join(names[:8]) + (f" … (all in {s.out}/dataset.json)" if len(names) > 8 else "")
             console.print(f"[yellow]{len(names)} {what}:[/] {escape(shown)}", highlight=False)
     for skipped in s.skipped:
-        console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False)
+        console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
