@@ -178,3 +178,42 @@ def test_a_labelled_dataset_is_scored_on_its_own_cells_not_the_counters_resplit(
     assert resplit["counts"]["rbc"] == 1 and resplit["cells_from"] == "the class maps, split by the counter"
     result = CliRunner().invoke(app, ["count", str(tmp_path / "labels"), "--truth", str(tmp_path / "truth")])
     assert result.exit_code == 0 and "cells scored: the dataset's own instances/" in " ".join(result.output.split())
+
+
+def edge_band_case() -> tuple[np.ndarray, dict]:
+    """A cell inside with its point, a cell centred 11 px from the left edge (not cut by it) with no point, and a
+    point on background 5 px from the bottom edge: what an edge band of 12 px leaves out of the scoring."""
+    class_map = np.zeros((60, 80), np.uint8)
+    disc(class_map, 40, 25, 8, 1)
+    disc(class_map, 11, 25, 8, 1)
+    return class_map, {"rbc": np.array([[40.0, 25.0], [60.0, 54.0]])}
+
+
+def test_an_edge_band_leaves_out_points_and_unhit_cells_near_the_frame_edge():
+    """Annotators mark cells near the frame edge inconsistently (Chula RBC-12): within the band a point is not a
+    miss and a cell no point hits is not a false positive; without the band both count."""
+    class_map, points = edge_band_case()
+    result = CellCounter().count(class_map, return_labels=True)
+    assert not result.cells["touches_border"].any(), "the band, not the frame edge, is what spares the left cell"
+    names = ("background", "rbc", "macrophage")
+    assert score_points(result.labels, result.cells, points, names) == {"rbc": (1, 1, 1)}
+    assert score_points(result.labels, result.cells, points, names, edge_band=12) == {"rbc": (1, 0, 0)}
+    # A point inside the band does not rescue its cell either: the band's points are not scored at all.
+    in_band = {"rbc": np.vstack([points["rbc"], [[11.0, 25.0]]])}
+    assert score_points(result.labels, result.cells, in_band, names, edge_band=12) == {"rbc": (1, 0, 0)}
+
+
+def test_point_scorer_applies_its_edge_band():
+    from pathlib import Path
+
+    from runtime.count_dataset import CountSample
+    from runtime.counting import CountingConfig
+    from runtime.evaluate_counts import PointScorer
+
+    class_map, points = edge_band_case()
+    sample = CountSample("a", Path("a.png"), points)
+    plain = PointScorer(CountingConfig(), ["background", "rbc"]).add(class_map, sample)
+    banded = PointScorer(CountingConfig(), ["background", "rbc"], edge_band=12).add(class_map, sample)
+    assert plain["scored_counts"] == {"rbc": 2} and plain["true_counts"] == {"rbc": 2}
+    assert banded["scored_counts"] == {"rbc": 1} and banded["true_counts"] == {"rbc": 1}
+    assert banded["counts"] == {"rbc": 2, "macrophage": 0}, "the band changes the scoring, never the count"

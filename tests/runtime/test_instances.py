@@ -27,6 +27,20 @@ def test_two_touching_discs_are_two_cells(gap):
     assert count(mask, radius=13) == 2
 
 
+@pytest.mark.parametrize(("apart", "cells"), [(16, 1), (24, 2)])
+def test_a_shallow_waist_is_one_cell_and_a_deeper_neck_two(apart, cells):
+    """Two distance maxima stay apart only when each rises DYNAMICS × r above the saddle (1.6 px for r = 20): a
+    lobed cell whose waist dips under a pixel in the distance map is one cell, two overlapping ones whose neck
+    dips 3 px are two."""
+    mask = np.zeros((80, 120), np.uint8)
+    disc(mask, (50, 40), 24)
+    disc(mask, (50 + apart, 40), 24)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    depth = dist[40, 50] - dist[40, 50 + apart // 2]
+    assert (depth < 1) if cells == 1 else (2.5 < depth < 3.5)
+    assert count(mask, radius=20) == cells
+
+
 def test_a_ring_is_one_cell_and_is_not_lost_to_the_minimum_area():
     """An RBC whose pale centre the threshold missed: the old nearest-marker split cut the ring into arcs, each
     below the minimum area, so the cell counted 0."""

@@ -1,0 +1,254 @@
+"""Mutation check: break each rule the labeller, the counter and the annotation readers rest on, one at a time,
+and see whether the tests notice. A rule whose removal leaves its tests green is a rule nothing checks.
+
+Each mutation is an exact source edit — a snippet that must occur exactly once in its file, or the script stops
+(a mutation that silently misses its target would be counted as a kill it never made) — applied to a copy of
+the working tree (`git ls-files`: tracked and untracked files, ignored ones left out), never to the tree itself.
+The copy sits at ``<tmp>/main`` beside a link ``<tmp>/shared`` to the real ``../shared``, the layout the tests
+use to find the real images, and the tests run there with ``PYTHONPATH`` set to the copy, so the mutated modules
+are imported rather than the editable install's; the script checks that before it starts. First the tests run
+on the unmutated copy and must pass (otherwise a "kill" proves nothing); then each mutation runs its tests
+(``pytest -x``) and is **killed** when a test fails, **survived** when all pass, and an **error** when pytest
+could not run them (collection error, timeout). Score: killed / total.
+
+Run: python -m benchmarks.mutation [--only NAME …] [--out benchmarks/results/mutation.json]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.publish import machine, publish
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 600  # per pytest run: a mutation that hangs the tests is reported, not waited for
+
+AUTOLABEL_TESTS = ("tests/trainer/test_autolabel.py",)
+ANNOTATION_TESTS = ("tests/runtime/test_annotations.py",)
+SCORING_TESTS = ("tests/runtime/test_count_metrics.py", "tests/runtime/test_count_evaluation.py")
+COUNTER_TESTS = ("tests/runtime/test_instances.py", "tests/runtime/test_counting.py")
+
+
+class MutationError(RuntimeError):
+    """The check itself cannot be trusted: a snippet not found once, a copy importing the wrong modules, a
+    baseline that fails."""
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One rule broken by one exact source edit, and the tests that should notice."""
+
+    name: str
+    rule: str  # what the rule does, and so what breaking it should break
+    path: str  # relative to the repository root
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest paths or node ids, relative to the repository root
+
+
+MUTATIONS = (
+    # The rules issue #25 names as broken with the suite still green.
+    Mutation("unstained rejection disabled",
+             "objects whose colour barely moves from the background's (grey dust, lysed ghosts) are left out",
+             "trainer/autolabel.py", "~bad & _unstained(found, sample, labels, binary[::step, ::step])",
+             "~bad & np.zeros(len(found.ids), bool)", AUTOLABEL_TESTS),
+    Mutation("UNSTAINED 0.35 -> 0.05",
+             "an object stained under 0.35 of the typical object's colour shift is not a cell",
+             "trainer/autolabel.py", "UNSTAINED = 0.35", "UNSTAINED = 0.05", AUTOLABEL_TESTS),
+    Mutation("colour channel disabled",
+             "colour images are thresholded along the colour direction that separates cells from background",
+             "trainer/autolabel.py", 'colour = config.channel == "auto" and image.ndim == 3', "colour = False",
+             AUTOLABEL_TESTS),
+    Mutation("polarity: spanning-background rule removed",
+             "the background is the Otsu class whose largest region spans the frame (dense smears)",
+             "trainer/autolabel.py",
+             '    if spans[0] != spans[1]:\n        return "dark" if spans[0] else "bright"\n', "",
+             AUTOLABEL_TESTS),
+    Mutation("polarity: auto detection removed",
+             "polarity auto decides per image whether cells are darker or brighter than the background",
+             "trainer/autolabel.py", 'polarity = detect_polarity(grey) if polarity == "auto" else polarity',
+             'polarity = "dark" if polarity == "auto" else polarity', AUTOLABEL_TESTS),
+    Mutation("CVAT ellipse half-pixel shift removed",
+             "CVAT's ellipse centres are on pixel corners; the mask takes pixel centres",
+             "runtime/annotations/cvat.py", "Ellipse(label, cx - 0.5, cy - 0.5, rx, ry,",
+             "Ellipse(label, cx, cy, rx, ry,", ANNOTATION_TESTS),
+    Mutation("edge band: points in the band scored",
+             "annotated points within the edge band are left out of point scoring",
+             "runtime/count_metrics.py", "        if edge_band > 0:\n", "        if False:\n", SCORING_TESTS),
+    Mutation("edge band: cells centred in the band scored",
+             "counted cells centred within the edge band are not false positives when no point hits them",
+             "runtime/count_metrics.py", 'h - 1 - cells["cy"])) < edge_band)', 'h - 1 - cells["cy"])) < 0)',
+             SCORING_TESTS),
+    Mutation("edge band: PointScorer drops it",
+             "the scorer behind csc-data count --truth and the real-image benchmark applies its edge band",
+             "runtime/evaluate_counts.py", "self.edge_band = edge_band", "self.edge_band = 0.0", SCORING_TESTS),
+    # More of the labeller's and the counter's core rules.
+    Mutation("nucleated rejection disabled",
+             "for RBC labels, white cells (a nucleus stained blue-purple) are left out",
+             "trainer/autolabel.py", "~bad & _nucleated(found, sample, labels)",
+             "~bad & np.zeros(len(found.ids), bool)",
+             AUTOLABEL_TESTS),
+    Mutation("DYNAMICS 0.08 -> 0",
+             "two distance maxima stay apart only when each rises DYNAMICS x r above the saddle",
+             "runtime/instances.py", "DYNAMICS = 0.08", "DYNAMICS = 0.0", COUNTER_TESTS),
+    Mutation("DYNAMICS 0.08 -> 0.3",
+             "the same rule, too strict: touching cells with a clear neck must still split",
+             "runtime/instances.py", "DYNAMICS = 0.08", "DYNAMICS = 0.3", COUNTER_TESTS),
+    Mutation("CUT_CELL_FRACTION 0.25 -> 1",
+             "a part cut by the frame edge is kept down to a quarter of the minimum area",
+             "runtime/instances.py", "CUT_CELL_FRACTION = 0.25", "CUT_CELL_FRACTION = 1.0", COUNTER_TESTS),
+    Mutation("ONE_CELL 1.25 -> 0",
+             "two parts no larger together than 1.25 x the median single cell are one cell",
+             "runtime/counting.py", "ONE_CELL = 1.25", "ONE_CELL = 0.0", COUNTER_TESTS),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one mutation's tests did."""
+
+    name: str
+    rule: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    outcome: str  # killed | survived | error
+    seconds: float
+    failed: list[str]  # pytest's FAILED/ERROR lines: which test noticed
+
+
+def git(repo: Path, *args: str) -> str:
+    """What ``git args`` prints in ``repo`` (the copy and the result name files and commits as git sees them)."""
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def working_tree(repo: Path) -> list[str]:
+    """The files a checkout of ``repo`` would hold now: tracked and untracked, less what .gitignore ignores."""
+    listed = git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    return sorted({p for p in listed.split("\0") if p and (repo / p).is_file()})  # deleted-but-tracked: skipped
+
+
+def tree_state(repo: Path) -> dict:
+    """Which tree was checked: its HEAD commit, and whether files differed from it (the tests being written)."""
+    return {"commit": git(repo, "rev-parse", "HEAD").strip(),
+            "uncommitted_changes": bool(git(repo, "status", "--porcelain"))}
+
+
+def copy_tree(repo: Path, scratch: Path) -> Path:
+    """``repo``'s working tree copied to ``scratch/main``, with ``scratch/shared`` linking ``repo``'s
+    ``../shared`` when there is one (tests find the real images as ``../shared/real`` of the repository)."""
+    dest = scratch / "main"
+    for rel in working_tree(repo):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / rel, dest / rel)
+    shared = repo.parent / "shared"
+    if shared.is_dir():
+        (scratch / "shared").symlink_to(shared.resolve(), target_is_directory=True)
+    return dest
+
+
+def copy_env(root: Path) -> dict[str, str]:
+    """The environment the copy's tests run in: its own packages first, and no bytecode written — a mutation
+    restored within the same second at the same size (0.35 → 0.05) would otherwise be read back from a stale .pyc."""
+    env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def check_imports(root: Path) -> None:
+    """Stop unless the copy's Python imports the copy's packages (an editable install could win otherwise)."""
+    code = "import benchmarks, export, runtime, trainer; print('\\n'.join(m.__file__ for m in " \
+           "(benchmarks, export, runtime, trainer)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=copy_env(root), capture_output=True, text=True)
+    if done.returncode:
+        raise MutationError(f"the copy at {root} does not import: {done.stderr.strip()}")
+    outside = [f for f in done.stdout.split() if not Path(f).resolve().is_relative_to(root.resolve())]
+    if outside:
+        raise MutationError(f"the copy at {root} imports modules from elsewhere: {', '.join(outside)}")
+
+
+def run_tests(root: Path, tests: tuple[str, ...], timeout_s: float = TIMEOUT_S) -> tuple[int | None, float, list[str]]:
+    """pytest's exit code (None on a timeout), seconds, and its FAILED/ERROR summary lines, run in ``root``."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                              cwd=root, env=copy_env(root), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, round(time.perf_counter() - start, 1), [f"timeout after {timeout_s} s"]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return done.returncode, round(time.perf_counter() - start, 1), lines
+
+
+def apply(mutation: Mutation, root: Path) -> str:
+    """Apply ``mutation`` in the tree at ``root``; returns the file's original text to restore."""
+    path = root / mutation.path
+    text = path.read_text()
+    found = text.count(mutation.old)
+    if found != 1:
+        raise MutationError(f"{mutation.name}: {mutation.old!r} occurs {found} times in {mutation.path}, not once")
+    path.write_text(text.replace(mutation.old, mutation.new))
+    return text
+
+
+def mutate(mutation: Mutation, root: Path, timeout_s: float = TIMEOUT_S) -> Outcome:
+    """Run ``mutation``'s tests with it applied in ``root``, then restore the file (its text and its times)."""
+    path = root / mutation.path
+    times = path.stat()
+    original = apply(mutation, root)
+    try:
+        code, seconds, failed = run_tests(root, mutation.tests, timeout_s)
+    finally:
+        path.write_text(original)
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+    # pytest: 0 all passed, 1 some failed; anything else (collection error, nothing collected, a timeout) says
+    # nothing about whether the tests check the rule.
+    outcome = {0: "survived", 1: "killed"}.get(code, "error")
+    return Outcome(mutation.name, mutation.rule, mutation.path, mutation.old, mutation.new, mutation.tests, outcome,
+                   seconds, failed if outcome != "survived" else [])
+
+
+def measure(mutations: tuple[Mutation, ...] = MUTATIONS, repo: Path = ROOT) -> dict:
+    """Every mutation's outcome on a copy of ``repo``'s working tree, after a green baseline of their tests."""
+    tests = tuple(dict.fromkeys(t for m in mutations for t in m.tests))
+    with tempfile.TemporaryDirectory(prefix="csc-mutation-") as scratch:
+        root = copy_tree(repo, Path(scratch))
+        check_imports(root)
+        code, seconds, failed = run_tests(root, tests)
+        if code != 0:
+            raise MutationError(f"the tests fail (exit {code}) without any mutation: {failed}")
+        outcomes = []
+        for mutation in mutations:
+            outcome = mutate(mutation, root)
+            print(f"{outcome.outcome:8} {outcome.seconds:6.1f} s  {mutation.name}", file=sys.stderr, flush=True)
+            outcomes.append(outcome)
+    killed = sum(o.outcome == "killed" for o in outcomes)
+    return {"what": "each named rule broken by one exact source edit on a copy of the tree; killed = a test failed",
+            "machine": machine(), **tree_state(repo),
+            "baseline": {"tests": list(tests), "passed": True, "seconds": seconds},
+            "killed": killed, "survived": sum(o.outcome == "survived" for o in outcomes),
+            "errors": sum(o.outcome == "error" for o in outcomes), "total": len(outcomes),
+            "score": round(killed / max(1, len(outcomes)), 3), "mutations": [asdict(o) for o in outcomes]}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", default=None, metavar="NAME",
+                        help="run only the mutation(s) with this name (repeat); see MUTATIONS")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    chosen = MUTATIONS
+    if args.only:
+        unknown = set(args.only) - {m.name for m in MUTATIONS}
+        if unknown:
+            parser.error(f"no mutation named {', '.join(sorted(unknown))}; known: "
+                         f"{'; '.join(m.name for m in MUTATIONS)}")
+        chosen = tuple(m for m in MUTATIONS if m.name in args.only)
+    publish(measure(chosen), args.out)
