@@ -119,17 +119,20 @@ def test_auto_adds_a_tensorrt_row_where_an_engine_runs_and_says_why_not_elsewher
     model = tmp_path / "small.onnx"
     shutil.copy(small_model, model)
     options = BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10)
+    from runtime.backends.openvino import openvino_available
+
+    cpu = ["onnxruntime"] + (["openvino"] if openvino_available() else [])  # both CPU backends, side by side
     alone = run_bench([model], "auto", options)
-    assert [r["backend"] for r in alone["results"]] == ["onnxruntime"]
+    assert [r["backend"] for r in alone["results"]] == cpu
     assert alone["not_measured"] == [f"small.onnx: no TensorRT row — no engine beside it (csc-export build-engine "
                                      f"{model} --out {tmp_path / 'small.engine'})"]
     build_engine(model, tmp_path / "small.engine", BuildOptions(), flavour="rtx")
     report = run_bench([model], "auto", options)
     problem = why_not_runnable(tmp_path / "small.engine")
     if problem is None:  # a machine with an RTX GPU measures the engine
-        assert [r["backend"] for r in report["results"]] == ["onnxruntime", "tensorrt"] and not report["not_measured"]
+        assert [r["backend"] for r in report["results"]] == cpu + ["tensorrt"] and not report["not_measured"]
     else:  # no number is made up: the report says why there is no TensorRT row
-        assert [r["backend"] for r in report["results"]] == ["onnxruntime"]
+        assert [r["backend"] for r in report["results"]] == cpu
         assert report["not_measured"] == [f"small.onnx: no TensorRT row — small.engine cannot run on this machine: {problem}"]
         assert "Not measured: small.onnx: no TensorRT row" in render_markdown(report)
 
@@ -139,8 +142,9 @@ def test_cli_writes_json_md_and_plot(tmp_path):
 
     from benchmarks.cli import app
 
-    result = CliRunner().invoke(app, ["--seconds", "0.5", "--frames", "10", "--json", str(tmp_path / "b.json"),
-                                      "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png")])
+    result = CliRunner().invoke(app, ["--backend", "ort", "--seconds", "0.5", "--frames", "10", "--json",
+                                      str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md"), "--plot",
+                                      str(tmp_path / "b.png")])
     assert result.exit_code == 0, result.output
     (entry,) = json.loads((tmp_path / "b.json").read_text())["results"]
     assert entry["meets_25fps"] == (entry["end_to_end_fps"] >= 25)

@@ -393,7 +393,7 @@ def test_csc_run_offers_backend_choices_and_cuda_graph(tmp_path):
     from runtime.cli.run import app
 
     help_text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
-    assert "--cuda-graph" in help_text and "auto|trt|ort" in help_text
+    assert "--cuda-graph" in help_text and "auto|trt|openvino|ort" in help_text
     bad = CliRunner().invoke(app, ["--source", "demo", "--backend", "cuda"])
     assert bad.exit_code == 2
     runner, reason = open_runner(tmp_path / "m.engine", "auto", cuda_graph=True)
