@@ -31,14 +31,19 @@ class OverlayRenderer:
             self._dilated3 = np.empty((*shape, 3), np.uint8)
             self._colour = np.empty((*shape, 3), np.uint8)
 
-    def outlines(self, frame: np.ndarray, class_map: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Colour the pixels where the class changes (a morphological gradient of the class map)."""
+    def outlines(self, frame: np.ndarray, class_map: np.ndarray, out: np.ndarray | None = None,
+                 instances: np.ndarray | None = None) -> np.ndarray:
+        """Colour the pixels where the class changes (a morphological gradient of the class map), and, given an
+        instance map, where the cell changes: touching cells of one class are otherwise one blob."""
         self._buffers(class_map.shape)
         out = frame.copy() if out is None else out
         kernel = _KERNEL if self.thickness <= 1 else np.ones((2 * self.thickness + 1,) * 2, np.uint8)
         cv2.erode(class_map, kernel, dst=self._eroded)
         cv2.dilate(class_map, kernel, dst=self._dilated)
         cv2.compare(self._eroded, self._dilated, cv2.CMP_NE, dst=self._edge)
+        if instances is not None:  # float32 holds instance ids exactly up to 2**24 (OpenCV erodes no int32)
+            ids = instances.astype(np.float32)
+            self._edge |= cv2.compare(cv2.erode(ids, kernel), cv2.dilate(ids, kernel), cv2.CMP_NE)
         # Colour every pixel by its (dilated) class through a lookup table, then copy only the edge pixels:
         # whole-image OpenCV calls instead of numpy boolean indexing, which costs more than the rest together.
         cv2.merge([self._dilated] * 3, dst=self._dilated3)
@@ -83,6 +88,27 @@ class OverlayRenderer:
                     cv2.drawMarker(out, tuple(row), colour, cv2.MARKER_CROSS, size, thick)
         return out
 
+    def preview(self, image: np.ndarray, class_map: np.ndarray, instances: np.ndarray | None = None,
+                cell: int = 256) -> np.ndarray:
+        """A grid tile of a labelled image: image and labels fitted to ``cell`` px first, then the outlines (and the
+        lines between touching cells) drawn at that size, where they stay one visible pixel wide."""
+        def labels(m: np.ndarray) -> np.ndarray:
+            return fit(m, cell, cv2.INTER_NEAREST)
+
+        cells = None if instances is None else labels(instances)
+        return self.outlines(fit(image, cell), labels(class_map), instances=cells)
+
+    def preview_marks(self, frame: np.ndarray, points: Mapping[str, np.ndarray],
+                      boxes: Mapping[str, np.ndarray] | None = None, cell: int = 256) -> np.ndarray:
+        """A grid tile of a count-only image: the frame fitted to ``cell`` px, then its marks drawn at that size."""
+        small = fit(frame, cell)
+        scale = small.shape[0] / frame.shape[0]
+
+        def scaled(marks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {name: np.asarray(xy, float) * scale for name, xy in marks.items()}
+
+        return self.marks(small, scaled(points), None if boxes is None else scaled(boxes))
+
     def render(self, frame: np.ndarray, class_map: np.ndarray, counts: Mapping[str, float] | None = None,
                fps: float | None = None, cells: np.ndarray | None = None) -> np.ndarray:
         """Outlines, optional cell ids, and the legend with counts and FPS, on a copy of the frame."""
@@ -98,12 +124,29 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+def fit(image: np.ndarray, cell: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """The image scaled to fit a ``cell`` px square, its aspect ratio kept: labels (``cv2.INTER_NEAREST``) and the
+    photo are scaled alike before anything is drawn, so that outlines are drawn at the size they are shown."""
+    h, w = image.shape[:2]
+    scale = cell / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return image
+    if interpolation == cv2.INTER_AREA and scale > 1:
+        interpolation = cv2.INTER_LINEAR  # INTER_AREA enlarges as nearest neighbour would
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
 def tile_grid(images: list[np.ndarray], columns: int = 4, cell: int = 256) -> np.ndarray:
-    """Images resized to ``cell`` px squares and laid out in a grid, for a person to look at."""
+    """Images fitted into ``cell`` px squares (aspect ratio kept, centred on white) and laid out in a grid, for a
+    person to look at. Draw on images already fitted (`fit`): a line drawn at full size shrinks out of sight."""
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
     grid = np.full((rows * cell, columns * cell, 3), 255, np.uint8)
     for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        grid[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA)
+        small = fit(image, cell)
+        h, w = small.shape[:2]
+        row, column = divmod(i, columns)
+        top, left = row * cell + (cell - h) // 2, column * cell + (cell - w) // 2
+        grid[top : top + h, left : left + w] = small
     return grid

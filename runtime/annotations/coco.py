@@ -122,11 +122,10 @@ def write_coco(images: Iterable[ExportedImage], classes: list[str], out: Path, d
     for image_id, image in enumerate(images, start=1):
         doc["images"].append({"id": image_id, "file_name": image.name, "width": image.width, "height": image.height})
         for cell in image.cells:
-            full = np.zeros((image.height, image.width), bool)
-            full[cell.top : cell.top + cell.mask.shape[0], cell.left : cell.left + cell.mask.shape[1]] = cell.mask
             doc["annotations"].append({
                 "id": len(doc["annotations"]) + 1, "image_id": image_id, "category_id": ids[cell.label],
-                "segmentation": coco_rle(full), "area": int(cell.mask.sum()), "iscrowd": 0,
+                "segmentation": coco_rle(cell.mask, cell.top, cell.left, image.height, image.width),
+                "area": int(cell.mask.sum()), "iscrowd": 0,
                 "bbox": [cell.left, cell.top, cell.mask.shape[1], cell.mask.shape[0]]})
     write_text(out, json.dumps(doc) + "\n")
     return len(doc["annotations"])

@@ -1,4 +1,4 @@
-"""LabelMe: one JSON file per image; polygons with vertices on pixel centres, filled with their outline.
+"""LabelMe: one JSON file per image; polygons with vertices on pixel centres, drawn as LabelMe draws them (Pillow).
 
 Read: ``polygon``, ``rectangle``, ``circle`` and ``mask`` shapes (other types are not cells and are counted as
 ignored); shapes sharing a label and a ``group_id`` are one cell. A file whose image is not in --images but
@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from runtime.annotations.cells import ExportedImage
-from runtime.annotations.model import (Annotations, CropMask, Ellipse, EmbeddedImage, Group, ImageAnnotation, Polygon,
-                                       load_json, number)
+from runtime.annotations.model import (Annotations, CropMask, EmbeddedImage, Group, ImageAnnotation, PillowEllipse,
+                                       Polygon, load_json, number)
 from runtime.errors import CscError
 from runtime.imageio import write_text
 
@@ -109,7 +109,7 @@ def _shape(raw: dict, where: str, path: Path, source: Annotations):
     if kind == "circle" and len(pts) == 2:
         (cx, cy), (px, py) = pts
         r = float(np.hypot(px - cx, py - cy))
-        return Ellipse(label, cx, cy, r, r)
+        return PillowEllipse(label, cx, cy, r, r)
     if kind == "mask" and raw.get("mask"):
         data = np.frombuffer(base64.b64decode(raw["mask"]), np.uint8)
         crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)

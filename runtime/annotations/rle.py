@@ -29,10 +29,23 @@ def coco_mask(polygons_or_rle: list | dict, h: int, w: int) -> np.ndarray:
     return mask.decode(rle).astype(bool)
 
 
-def coco_rle(binary: np.ndarray) -> dict:
-    """COCO compressed RLE of a bool mask, as JSON-ready ``{"size": [h, w], "counts": str}``."""
-    rle = _coco().encode(np.asfortranarray(binary, dtype=np.uint8))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+def coco_rle(crop: np.ndarray, top: int, left: int, h: int, w: int) -> dict:
+    """COCO compressed RLE, as JSON-ready ``{"size": [h, w], "counts": str}``, of a bool crop lying at (top, left)
+    in an h × w image. The runs are found in the crop alone (a full-frame mask per cell took 16 s for 886 cells of
+    a 2048² frame): in COCO's column-major order the frame's runs change only inside the crop's columns, where a
+    change at crop row r of column c starts a run at frame pixel (left + c) · h + top + r."""
+    ch, cw = crop.shape
+    padded = np.zeros((ch + 2, cw), np.int8)  # a background row above and below: each column starts and ends off
+    padded[1:-1] = crop
+    col, row = np.divmod(np.flatnonzero(np.diff(padded.ravel(order="F"))) + 1, ch + 2)
+    starts = (left + col) * h + top + row - 1
+    # On the frame's bottom row a column's run ends where the next column's begins: a cell on the bottom and the
+    # top row there goes on in one run (the two changes cancel), and on the frame's last pixel no run follows.
+    twin = np.r_[starts[1:] == starts[:-1], False]
+    starts = starts[~twin & ~np.r_[False, twin[:-1]] & (starts < h * w)]
+    counts = np.diff(np.concatenate([[0], starts, [h * w]]))
+    rle = _coco().frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
 def cvat_rle(crop: np.ndarray) -> list[int]:

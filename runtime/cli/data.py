@@ -159,21 +159,23 @@ def show(
     n: int = typer.Option(16, "--n", min=1, help="How many images (the first ones)."),
     columns: int = typer.Option(4, "--columns", min=1, help="Images per row."),
 ) -> None:
-    """Render images with their mask outlines (or annotated points and boxes) in a grid, for a person to check."""
+    """Render images with their mask outlines (or annotated points and boxes) in a grid, for a person to check.
+    Each image is fitted to its tile (aspect ratio kept) before its outlines, the lines between touching cells
+    included, are drawn, so that they stay visible however large the photo."""
     from runtime.count_dataset import is_count_only, open_count_dataset
     from runtime.imageio import read_image
 
     if is_count_only(directory):
         marked = open_count_dataset(directory)
         renderer = OverlayRenderer(tuple(marked.classes))
-        tiles = [renderer.marks(read_image(s.image), s.points, s.boxes) for s in marked.samples[:n]]
+        tiles = [renderer.preview_marks(read_image(s.image), s.points, s.boxes) for s in marked.samples[:n]]
     else:
         dataset = open_dataset(directory)
         renderer = OverlayRenderer(tuple(dataset.classes))
         tiles = []
         for i in range(min(n, len(dataset))):
             labels = dataset.load(i)
-            tiles.append(renderer.outlines(labels.image, labels.mask))
+            tiles.append(renderer.preview(labels.image, labels.mask, labels.instances))
     write_image(out, tile_grid(tiles, columns))
     console.print(f"wrote {out}")
 

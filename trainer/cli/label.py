@@ -98,7 +98,8 @@ def auto(
     if preview is not None:
         dataset = open_dataset(out)
         renderer = OverlayRenderer()
-        tiles = [renderer.outlines(dataset.load(i).image, dataset.load(i).mask) for i in range(min(16, len(dataset)))]
+        tiles = [renderer.preview(labels.image, labels.mask, labels.instances)
+                 for labels in map(dataset.load, range(min(16, len(dataset))))]
         write_image(preview, tile_grid(tiles))
         console.print(f"preview: {preview}")
 
