@@ -84,7 +84,11 @@ def test_report_structure(report, tmp_path):
     assert entry["meets_25fps"] == (entry["end_to_end_fps"] >= 25)
     assert 0 < entry["fraction_of_peak"] < 1
     assert set(entry["stages"]) == {"capture", "infer", "post"}
+    # Post-processing beside inference: the end-to-end run's per-frame counting time, and per megapixel of frame.
+    assert entry["post_ms"] == entry["stages"]["post"]["mean_ms"] > 0
+    assert entry["post_ms_per_megapixel"] == pytest.approx(entry["post_ms"] / (512 * 512 / 1e6), abs=0.01)
     md = render_markdown(report)
+    assert f"| {entry['post_ms']} ({entry['post_ms_per_megapixel']}) |" in md
     assert "| default.onnx (light-unet) | onnxruntime | fp32 | 1 |" in md
     render_chart(report, tmp_path / "chart.png")
     import cv2
