@@ -84,13 +84,15 @@ def fps_series(samples: list[tuple[float, int, float]], window: float) -> list[t
     return series
 
 
-def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval: float = 1.0) -> dict:
+def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval: float = 1.0,
+         backend: str = "auto") -> dict:
     """Run csc-run on the demo source for ``duration`` seconds and judge its FPS and memory over time."""
     if duration < 2 * window or warmup >= duration:
         raise ValueError("--duration must hold two --window lengths and more than the --warmup")
     with tempfile.TemporaryDirectory() as tmp:
         csv, summary, log = Path(tmp) / "counts.csv", Path(tmp) / "summary.json", Path(tmp) / "stderr.txt"
         command = [sys.executable, "-c", "from runtime.cli.run import main; main()", "--source", "demo", "--no-show",
+                   "--backend", backend,
                    "--duration", str(duration), "--save-csv", str(csv), "--summary", str(summary)]
         counter, samples, first_frame = FrameCounter(csv), [], None
         with log.open("w") as stderr:
@@ -121,7 +123,8 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
     fps_trend = slope_per_hour(fps_windows) / max(float(np.mean([f for _, f in fps_windows])), 1e-9) \
         if len(fps_windows) >= 2 else 0.0
     return {
-        "command": f"csc-run --source demo --no-show --duration {duration:g} --save-csv CSV --summary JSON",
+        "command": f"csc-run --source demo --no-show --backend {backend} --duration {duration:g} --save-csv CSV "
+                   "--summary JSON",
         "machine": machine(), "backend": run_summary["backend"], "duration_s": duration, "window_s": window,
         "warmup_s": warmup, "interval_s": interval, "frames": run_summary["frames"], "fps_overall": run_summary["fps"],
         "fps_first_window": round(fps_first, 2), "fps_last_window": round(fps_last, 2),
@@ -146,7 +149,8 @@ if __name__ == "__main__":
     parser.add_argument("--window", type=float, default=60, help="seconds of the first and the last window compared")
     parser.add_argument("--warmup", type=float, default=60, help="seconds after the first frame before RSS is baselined")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--backend", default="auto", help="csc-run's --backend (auto, ort, openvino, trt)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     duration = args.minutes * 60 if args.minutes is not None else args.duration
-    publish(soak(duration, args.window, args.warmup, args.interval), args.out)
+    publish(soak(duration, args.window, args.warmup, args.interval, args.backend), args.out)
