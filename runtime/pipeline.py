@@ -163,7 +163,8 @@ class Segmenter:
 class Pipeline:
     def __init__(self, source: Source, runner: Runner, counting: CountingConfig | None = None,
                  options: RunOptions | None = None, on_frame: Callable[[Frame, FrameCounts, float], None] | None = None,
-                 on_warning: Callable[[str], None] | None = None):
+                 on_warning: Callable[[str], None] | None = None,
+                 observer: Callable[[Frame, np.ndarray, FrameCounts, float, float], None] | None = None):
         self.source, self.runner = source, runner
         self.options = options or RunOptions()
         if counting is None:
@@ -190,6 +191,10 @@ class Pipeline:
         self.renderer = OverlayRenderer(self.counter.config.class_names)
         self.on_frame = on_frame
         self.on_warning = on_warning
+        # Called per frame with the frame, its class map at the model's scale, the counts, the FPS and the pixel size
+        # counted at (the live web view, runtime/serve): it must return at once, so drawing and encoding happen in its
+        # own thread, and only while someone watches. Neither array is written to after the call.
+        self.observer = observer
         self.times = StageTimes()
         self.dropped = 0
         self.errors: list[str] = []
@@ -455,6 +460,8 @@ class Pipeline:
                 self.times.post.add(time.perf_counter() - start)
                 if self.on_frame is not None:
                     self.on_frame(frame, result, fps)
+                if self.observer is not None:
+                    self.observer(frame, class_map, result, fps, zoom * self.model_pixel_size_um)
                 if (opts.max_frames and n >= opts.max_frames) or (opts.duration and time.perf_counter() - began >= opts.duration):
                     break
         except KeyboardInterrupt:
