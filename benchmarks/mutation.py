@@ -32,6 +32,7 @@ TIMEOUT_S = 600  # per pytest run: a mutation that hangs the tests is reported, 
 
 AUTOLABEL_TESTS = ("tests/trainer/test_autolabel.py",)
 ANNOTATION_TESTS = ("tests/runtime/test_annotations.py",)
+CVAT_ELLIPSE_TESTS = (*ANNOTATION_TESTS, "tests/runtime/test_cvat_ellipse.py")
 SCORING_TESTS = ("tests/runtime/test_count_metrics.py", "tests/runtime/test_count_evaluation.py")
 COUNTER_TESTS = ("tests/runtime/test_instances.py", "tests/runtime/test_counting.py")
 
@@ -75,10 +76,19 @@ MUTATIONS = (
              "polarity auto decides per image whether cells are darker or brighter than the background",
              "trainer/autolabel.py", 'polarity = detect_polarity(grey) if polarity == "auto" else polarity',
              'polarity = "dark" if polarity == "auto" else polarity', AUTOLABEL_TESTS),
-    Mutation("CVAT ellipse half-pixel shift removed",
-             "CVAT's ellipse centres are on pixel corners; the mask takes pixel centres",
-             "runtime/annotations/cvat.py", "Ellipse(label, cx - 0.5, cy - 0.5, rx, ry,",
-             "Ellipse(label, cx, cy, rx, ry,", ANNOTATION_TESTS),
+    Mutation("CVAT ellipse drawn geometrically",
+             "a CVAT ellipse is CVAT's own mask of it (centre and axes rounded, OpenCV's fill), not the geometric "
+             "ellipse with its centre on pixel corners",
+             "runtime/annotations/cvat.py", "return CvatEllipse.from_xml(label, cx, cy, rx, ry,",
+             "return Ellipse(label, cx - 0.5, cy - 0.5, rx, ry,", CVAT_ELLIPSE_TESTS),
+    Mutation("CVAT ellipse centre truncated",
+             "CVAT rounds an ellipse's centre to the nearest pixel (Python's round)",
+             "runtime/annotations/cvat.py", "centre, axes = (round(self.cx), round(self.cy)),",
+             "centre, axes = (int(self.cx), int(self.cy)),", CVAT_ELLIPSE_TESTS),
+    Mutation("CVAT ellipse axes not from 2-decimal points",
+             "CVAT keeps an uploaded ellipse as points written to 2 decimals and takes its axes back from them",
+             "runtime/annotations/cvat.py", 'right, top = float(f"{cx + rx:.2f}"), float(f"{cy - ry:.2f}")',
+             "right, top = cx + rx, cy - ry", CVAT_ELLIPSE_TESTS),
     Mutation("edge band: points in the band scored",
              "annotated points within the edge band are left out of point scoring",
              "runtime/count_metrics.py", "        if edge_band > 0:\n", "        if False:\n", SCORING_TESTS),

@@ -1,5 +1,6 @@
 """CVAT for images 1.1 (XML): polygons (vertices on pixel corners, drawn as CVAT's exporter draws them, with
-pycocotools), masks (CVAT's run-length encoding of a box) and ellipses; cells are stacked by ``z_order``.
+pycocotools), masks (CVAT's run-length encoding of a box) and ellipses (drawn as CVAT's own mask exports draw
+them, `CvatEllipse`); cells are stacked by ``z_order``.
 ``<box>`` and ``<points>`` (every point of one is a cell), CVAT's counting tools, are count-only marks.
 
 A project export names each image's ``subset`` (Train, Validation, …); its images lie in ``images/<subset>/``,
@@ -14,11 +15,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from runtime.annotations.cells import ExportedImage
-from runtime.annotations.model import (Annotations, Box, CropMask, Ellipse, ImageAnnotation, Point, Polygon,
-                                       number)
+from runtime.annotations.model import (Annotations, Box, CropMask, Ellipse, ImageAnnotation, Patch, Point,
+                                       Polygon, number)
 from runtime.annotations.rle import cvat_mask, cvat_rle
 from runtime.errors import CscError
 from runtime.imageio import write_text
@@ -98,8 +100,9 @@ def _shape(el: ET.Element, where: str, src: Path):
         return Polygon(label, [pts], corners=True)
     if el.tag == "ellipse":
         cx, cy, rx, ry = (number(el.get(k), f"{what} {k}", src) for k in ("cx", "cy", "rx", "ry"))
-        # CVAT's coordinates are on pixel corners; Ellipse takes pixel centres.
-        return Ellipse(label, cx - 0.5, cy - 0.5, rx, ry, number(el.get("rotation", 0), f"{what} rotation", src))
+        if rx < 0 or ry < 0:
+            raise CscError(f"{what}: an ellipse's rx and ry must not be negative", path=src)
+        return CvatEllipse.from_xml(label, cx, cy, rx, ry, number(el.get("rotation", 0), f"{what} rotation", src))
     left, top, width, height = (int(number(el.get(k), f"{what} {k}", src)) for k in ("left", "top", "width", "height"))
     try:
         runs = [int(v) for v in (el.get("rle") or "").replace(" ", "").split(",") if v]
@@ -107,6 +110,48 @@ def _shape(el: ET.Element, where: str, src: Path):
     except ValueError as err:
         raise CscError(f"{what}: bad rle ({err})", path=src) from None
     return CropMask(label, top, left, crop)
+
+
+class CvatEllipse(Ellipse):
+    """An ellipse drawn as CVAT draws it into every mask it exports (COCO, Segmentation mask, Datumaro, …):
+    `EllipsesToMasks.convert_ellipse` in CVAT's cvat/apps/dataset_manager/formats/transformations.py (cvat-ai/cvat
+    @ 03501ddb9b754e318dd656a94eafc92ecce4f16f; called for every ellipse by bindings.py's `_convert_shape`) fills
+    ``cv2.ellipse(mat, (round(cx), round(cy)), (round(rx), round(ry)), rotation, 0, 360, 255, thickness=-1)``
+    on the frame. The centre and axes are rounded to whole pixels (Python's round, half to even) and the centre
+    taken as a pixel *index*, so a cell CVAT shows centred on the corner (10, 6) is written centred on pixel
+    (10, 6), and OpenCV's fill includes the pixels its outline passes through: CVAT's masks are about half a
+    pixel larger in radius than the geometric ellipse (13 % of the area at r = 4, 4 % at r = 20). Datumaro does
+    not rasterise ellipses (its CVAT reader skips them; `Ellipse.as_polygon` serves IoU only), so CVAT's masks
+    are the tool's own drawing of a CVAT ellipse. ``cx, cy, rx, ry`` are held as CVAT holds them (`from_xml`)."""
+
+    @classmethod
+    def from_xml(cls, label: str, cx: float, cy: float, rx: float, ry: float, rotation: float) -> CvatEllipse:
+        """CVAT's upload of a 'CVAT 1.1' file (formats/cvat.py, `load_anno`) keeps an ellipse as the points
+        cx, cy, cx + rx, cy - ry with the last two written to 2 decimals, and its export takes the axes back as
+        differences of those: a radius of .5 can come back a hair either side and round either way."""
+        right, top = float(f"{cx + rx:.2f}"), float(f"{cy - ry:.2f}")
+        return cls(label, cx, cy, right - cx, cy - top, rotation)
+
+    def _drawn(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        centre, axes = (round(self.cx), round(self.cy)), (round(self.rx), round(self.ry))
+        return centre, axes
+
+    def clipped(self, h: int, w: int) -> bool:
+        (x, y), (a, b) = self._drawn()
+        r = max(a, b)
+        return x - r < 0 or y - r < 0 or x + r > w - 1 or y + r > h - 1
+
+    def rasterise(self, h: int, w: int) -> Patch | None:
+        (x, y), axes = self._drawn()
+        r = max(axes) + 1  # OpenCV's fill stays within a pixel of the axes, whatever the rotation
+        left, top = max(0, x - r), max(0, y - r)
+        right, bottom = min(w, x + r + 1), min(h, y + r + 1)
+        if right <= left or bottom <= top:
+            return None
+        crop = np.zeros((bottom - top, right - left), np.uint8)
+        # Drawn in its window, not the frame: OpenCV's integer drawing moves with a whole-pixel shift of the centre.
+        cv2.ellipse(crop, (x - left, y - top), axes, self.angle_deg, 0, 360, 1, thickness=-1)
+        return (top, left, crop.astype(bool)) if crop.any() else None
 
 
 def write_cvat(images: Iterable[ExportedImage], classes: list[str], out: Path, description: str) -> int:
