@@ -4,7 +4,9 @@ Data (read from ``../shared/real``, never copied; skipped with the reason when a
 - **Chula RBC-12**: the evaluation subset in benchmarks/data/chula_eval_subset.json — images whose point
   annotation was checked complete on full-resolution overlays (its ``how`` says how they were chosen). Its points
   mark cells near the frame edge inconsistently, so a band of half an RBC (18 px) along the edge is not scored.
-  640×480, ≈0.194 µm/px.
+  640×480, ≈0.194 µm/px. ``--part blind`` scores the blind part instead (benchmarks/data/chula_blind_part.json:
+  images no choice of the project looked at, frozen before any method ran on them; its ``caveats`` say what it
+  can and cannot show).
 - **BCCD + TXL-PBC**: mixed smears with RBC and WBC boxes; an RBC box's centre is its point. The 97 images with an
   odd position in name order are scored (`bccd_half("eval")`); the other 97 may train a model
   (benchmarks/real_model.py). RBCs are ≈100 px across (≈0.075 µm/px for a 7.5 µm cell, from the median box); each
@@ -25,7 +27,7 @@ Scoring is `runtime.evaluate_counts.PointScorer` (point / box-centre F1, count r
 `csc-data count --truth` uses.
 
 Run: python -m benchmarks.real_counts [--real ../shared/real] [--model runtime/models/default.onnx]
-                                      [--out benchmarks/results/real_counts.json]
+                                      [--part development|blind] [--out benchmarks/results/real_counts.json]
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label, fill_hol
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = ROOT / "benchmarks" / "data" / "chula_eval_subset.json"
+# The Chula parts scored: the development subset (choices were made watching it) and the blind part (none were)
+CHULA_PARTS = {"development": SUBSET, "blind": ROOT / "benchmarks" / "data" / "chula_blind_part.json"}
 RBC_UM = 7.5  # a human RBC's diameter: the reference's only size parameter
 CHULA_PIXEL_UM = 0.194  # from the burnt-in scale bars (../shared/real/README.md)
 BCCD_PIXEL_UM = 0.075  # a 7.5 µm RBC over the median TXL-PBC RBC box (≈100 px)
@@ -223,27 +227,37 @@ class RealSets:
                 "bccd": score_marks(self.bccd, self.bccd_stems, method, BCCD_PIXEL_UM, 0.0, self.wbc)}
 
 
-def real_sets(real: Path, work: Path) -> RealSets:
-    """The held-out sets, imported from ``real`` (../shared/real) into ``work``; a clear error when it is absent."""
+def chula_part(part: str = "development") -> dict:
+    """The file of one Chula part (``CHULA_PARTS``): its ``images`` (stems) and how they were chosen."""
+    if part not in CHULA_PARTS:
+        raise CscError(f"no Chula part {part!r}", fix=f"one of {', '.join(CHULA_PARTS)}")
+    return json.loads(CHULA_PARTS[part].read_text(encoding="utf-8"))
+
+
+def real_sets(real: Path, work: Path, part: str = "development") -> RealSets:
+    """The held-out sets, imported from ``real`` (../shared/real) into ``work``; a clear error when it is absent.
+    ``part``: which Chula part is scored (``CHULA_PARTS``)."""
     if not real.is_dir():
         raise CscError("the real images are not here", path=real,
                        fix="run from a checkout beside ../shared/real (see its README), or pass --real")
     chula, bccd = import_real(real, work)
-    stems = [image["stem"] for image in json.loads(SUBSET.read_text(encoding="utf-8"))["images"]]
+    stems = [image["stem"] for image in chula_part(part)["images"]]
     wbc = {s.stem: s.points["wbc"] for s in bccd.samples if len(s.points.get("wbc", ()))}
     return RealSets(chula, stems, bccd, bccd_half(bccd, "eval"), wbc)
 
 
-def measure(real: Path, model: Path | None = None) -> dict:
+def measure(real: Path, model: Path | None = None, part: str = "development") -> dict:
     methods = dict(METHODS)
     if model is not None:
         methods[f"csc-run --pixel-size P ({model.name})"] = runtime_labeller(model)
         methods[f"csc-run, pixel size calibrated ({model.name})"] = runtime_labeller(model, calibrated=True)
     with tempfile.TemporaryDirectory() as tmp:
-        sets = real_sets(real, Path(tmp))
-        how = json.loads(SUBSET.read_text(encoding="utf-8"))["how"]
-        out: dict = {"chula": {"images": len(sets.chula_stems), "how": how, "pixel_size_um": CHULA_PIXEL_UM,
-                               "edge_band_px": CHULA_EDGE_BAND, "methods": {}},
+        sets = real_sets(real, Path(tmp), part)
+        chosen = chula_part(part)
+        out: dict = {"chula": {"part": part, "file": str(CHULA_PARTS[part].relative_to(ROOT)),
+                               "images": len(sets.chula_stems), "how": chosen["how"],
+                               **({"caveats": chosen["caveats"]} if "caveats" in chosen else {}),
+                               "pixel_size_um": CHULA_PIXEL_UM, "edge_band_px": CHULA_EDGE_BAND, "methods": {}},
                      "bccd": {"pixel_size_um": BCCD_PIXEL_UM, "methods": {}, "images": len(sets.bccd_stems)},
                      "dsb_nuclei": {"methods": {}}}
         for name, method in methods.items():
@@ -290,9 +304,11 @@ if __name__ == "__main__":
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "real")
     parser.add_argument("--model", type=Path, default=None, help="also score the runtime with this ONNX model")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--part", choices=tuple(CHULA_PARTS), default="development",
+                        help="the Chula part scored: the development subset (default) or the blind part")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a result file and exit")
     args = parser.parse_args()
     if args.table is not None:
         print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))))
     else:
-        publish(measure(args.real, args.model), args.out)
+        publish(measure(args.real, args.model, args.part), args.out)

@@ -22,6 +22,8 @@ U-Transfer, evaluated on held-out real images beside the labels they were traine
 
 Run: python -m benchmarks.real_model --work runs/real-model --out benchmarks/results/real_model.json [--bundle]
 (2-core CPU: about 30 minutes, mostly training; the timings are in the result.)
+``--part blind --work runs/real-model-blind``: the Chula blind part (benchmarks/data/chula_blind_part.json) is the
+held-out part instead — left out of the auto-labelled training images and scored; no model is bundled from it.
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.publish import publish
-from benchmarks.real_counts import (BCCD_PIXEL_UM, CHULA_PIXEL_UM, SUBSET, bccd_half, headline, import_real, labeller,
-                                    real_sets, runtime_labeller)
+from benchmarks.real_counts import (BCCD_PIXEL_UM, CHULA_PARTS, CHULA_PIXEL_UM, bccd_half, chula_part, headline,
+                                    import_real, labeller, real_sets, runtime_labeller)
 from runtime.errors import CscError
 from runtime.imageio import list_images, place_file
 from runtime.rescale import rescale_dataset
@@ -73,10 +75,11 @@ class Recipe:
     seed: int = 0
 
 
-def prepare_data(real: Path, work: Path, recipe: Recipe) -> dict[str, Path]:
-    """Auto-labelled single-kind sets at the model's pixel size, the labelled mixed set and the demo test set."""
+def prepare_data(real: Path, work: Path, recipe: Recipe, part: str = "development") -> dict[str, Path]:
+    """Auto-labelled single-kind sets at the model's pixel size, the labelled mixed set and the demo test set; the
+    Chula ``part`` (``CHULA_PARTS``) is held out of the training images."""
     data = work / "data"
-    held_out = {image["stem"] for image in json.loads(SUBSET.read_text(encoding="utf-8"))["images"]}
+    held_out = {image["stem"] for image in chula_part(part)["images"]}
     chula = data / "chula-train-images"
     if not chula.exists():
         chula.mkdir(parents=True)
@@ -229,11 +232,11 @@ def demo_counts(model: Path, demo: Path) -> dict:
     return {k: summary[k] for k in ("counts", "true_counts", "count_accuracy", "mean_abs_error")}
 
 
-def evaluate(models: dict[str, Path], real: Path, sets: dict[str, Path], work: Path) -> dict:
-    """Labels vs networks on the held-out real images, and each network on the demo, in one run."""
+def evaluate(models: dict[str, Path], real: Path, sets: dict[str, Path], work: Path, part: str = "development") -> dict:
+    """Labels vs networks on the held-out real images (the Chula ``part``), and each network on the demo, in one run."""
     scratch = work / "eval"
     shutil.rmtree(scratch, ignore_errors=True)
-    held_out = real_sets(real, scratch)
+    held_out = real_sets(real, scratch, part)
     paths = {"auto-labels (csc-label auto --split-touching, scale estimated)": labeller(),
              **{f"{name} (csc-run --pixel-size P)": runtime_labeller(path) for name, path in models.items()}}
     out = {}
@@ -296,13 +299,28 @@ def run_stages(work: Path, recipe, prepare: Callable[[], Any], train: Callable[[
             "evaluation": evaluation}
 
 
-def main(real: Path, work: Path, recipe: Recipe, bundle: bool) -> dict:
+def keep_part(work: Path, part: str) -> None:
+    """A work folder's training images leave out one Chula part: data made for another part is refused (the
+    development runs predate this marker, so a folder without it is taken as "development")."""
+    path = work / "chula_part.txt"
+    held = path.read_text(encoding="utf-8").strip() if path.exists() else ("development" if work.exists() else part)
+    if held != part:
+        raise CscError(f"this work folder's training images leave out the {held!r} Chula part, not {part!r}",
+                       path=work, fix="pass a new --work")
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(part + "\n", encoding="utf-8")
+
+
+def main(real: Path, work: Path, recipe: Recipe, bundle: bool, part: str = "development") -> dict:
     if not real.is_dir():
         raise CscError("the real images are not here", path=real, fix="run beside ../shared/real, or pass --real")
-    report = run_stages(work, recipe, lambda: prepare_data(real, work, recipe),
+    if bundle and part != "development":
+        raise CscError("a model chosen on the blind part would make it a development part", fix="drop --bundle")
+    keep_part(work, part)
+    report = run_stages(work, recipe, lambda: prepare_data(real, work, recipe, part),
                         lambda sets: train_models(sets, work, recipe),
-                        lambda models, sets: evaluate(models, real, sets, work), choose, BUNDLED, bundle)
-    return {**report, "held_out": {"chula_subset": str(SUBSET.relative_to(ROOT)),
+                        lambda models, sets: evaluate(models, real, sets, work, part), choose, BUNDLED, bundle)
+    return {**report, "held_out": {"chula_part": part, "chula_subset": str(CHULA_PARTS[part].relative_to(ROOT)),
                                    "bccd": "the 97 images at odd positions in name order (the even ones train "
                                            "U-Transfer)"}}
 
@@ -313,6 +331,8 @@ if __name__ == "__main__":
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "real-model", help="data, runs and exports")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--bundle", action="store_true", help="write the chosen model to runtime/models/default.onnx")
+    parser.add_argument("--part", choices=tuple(CHULA_PARTS), default="development",
+                        help="the Chula part held out of training and scored (no --bundle with blind)")
     parser.add_argument("--single-steps", type=int, default=Recipe.single_steps)
     parser.add_argument("--transfer-steps", type=int, default=Recipe.transfer_steps)
     parser.add_argument("--transfer-n", type=int, default=Recipe.transfer_n)
@@ -322,4 +342,4 @@ if __name__ == "__main__":
     publish(main(args.real, args.work, Recipe(single_steps=args.single_steps, transfer_steps=args.transfer_steps,
                                               transfer_n=args.transfer_n,
                                               bccd_labels=args.bccd_labels),
-                 args.bundle), args.out)
+                 args.bundle, args.part), args.out)
