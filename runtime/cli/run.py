@@ -1,6 +1,7 @@
 """`csc-run`: segment and count cells live from a camera, a video, images or the simulated microscope."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -47,6 +48,8 @@ def run(
     height: int = typer.Option(None, "--height", help="Camera capture height."),
     fps: float = typer.Option(None, "--fps", help="Camera capture frame rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the demo source."),
+    serve: str = typer.Option(None, "--serve", metavar="[HOST:]PORT", help="While counting, serve a live web view (overlay video, counts, chart, CSV downloads) and the HTTP API (POST /api/count, /metrics, /docs) on PORT; HOST defaults to 127.0.0.1 (this machine only). Any other address requires a token. Needs the serve extra: pip install 'auto-csc[serve]'."),
+    token: str = typer.Option(None, "--token", help="With --serve: the token every request must carry (Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser); default: the CSC_TOKEN environment variable, else none on loopback and a random one, printed once, on any other address."),
     version: bool = VersionOption,  # noqa: ARG001
 ) -> None:
     from runtime.backends import open_runner
@@ -66,7 +69,14 @@ def run(
                        fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
     pixel_size, pixel_source = _pixel_size(_parse_pixel_size(pixel_size), model)
     runner, reason = open_runner(model, Backend(backend).value, threads, cuda_graph)
-    with runner:
+    web = None
+    if serve is not None:
+        from runtime.serve.live import WebView  # the serve extra: checked there, imported only when asked for
+
+        web = WebView(serve, token, say=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    elif token is not None:
+        raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
+    with runner, web or nullcontext():
         console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
         for note in runner.notes:
             console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -82,6 +92,8 @@ def run(
                                        stall_timeout=stall_timeout),
                             on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
                                                                   highlight=False, soft_wrap=True))
+        if web is not None:
+            web.start(pipeline, model, Backend(backend).value)
         summary = pipeline.run()
         console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
     if summary["frames"]:
