@@ -23,6 +23,9 @@ MB = 1024 * 1024
 # JPEG with a second picture attached.
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF", "BMP": "BMP"}
 
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+              (b"BM", "BMP"))
+
 
 @dataclass(frozen=True)
 class UploadLimits:
@@ -81,6 +84,9 @@ def image_header(data: bytes) -> tuple[str, int, int]:
     except Image.DecompressionBombError as err:
         raise UploadRejected(413, f"image too large to decode: {err}") from None
     except UnidentifiedImageError:
+        known = next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
+        if known:  # Pillow gives up on a cut header as on a stranger's: say which it is
+            raise UploadRejected(400, f"truncated or damaged {known} header") from None
         raise UploadRejected(415, "not an image: send a PNG, JPEG, TIFF or BMP image") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as err:
         # Pillow reports a damaged header as any of these, depending on the format and the damage
