@@ -67,17 +67,18 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split.
 
     Splitting follows the distance transform's h-maxima, the criterion of a watershed with dynamics: markers are
-    distance maxima of cell-like height (≥ PEAK_HEIGHT·r); a clump with several is divided between them by a
-    watershed on the distance map (cv2.watershed itself floods by image gradients, which a binary mask does not
-    have; see `_split_clump`); then neighbouring parts merge again, highest saddle first, when the lower of their
-    two peaks rises less than ``dynamics``·r above the saddle between them (one cell's ridge: an ellipse, a ring, a
-    lobed outline), or when one of them is smaller than ``min_area`` (a part of a cell is never dropped as debris:
-    a clump loses no pixels; a part on the frame edge needs only ``cut_fraction`` of it, the rule `large_enough`
-    applies to a cut cell standing alone), or, with ``one_cell``, when the two parts together are no larger than
-    ``one_cell`` × the median area of the frame's single cells (see `runtime.counting.ONE_CELL`; merges go pairwise,
-    highest saddle first, so a larger clump can end with one such merged part beside others).
-    Only clumps are split, on their bounding boxes, and only their statistics are recomputed: the whole-frame
-    work is one labelling, one distance transform, one dilation.
+    distance maxima of cell-like height (≥ PEAK_HEIGHT·r) within a window of WINDOW·r of the cell's own pixels; a
+    clump with several is divided between them by a watershed on the distance map (cv2.watershed itself floods by
+    image gradients, which a binary mask does not have; see `_split_clumps`); then neighbouring parts merge again,
+    highest saddle first, when the lower of their two peaks rises less than ``dynamics``·r above the saddle between
+    them (one cell's ridge: an ellipse, a ring, a lobed outline), or when one of them is smaller than ``min_area``
+    (a part of a cell is never dropped as debris: a clump loses no pixels; a part on the frame edge needs only
+    ``cut_fraction`` of it, the rule `large_enough` applies to a cut cell standing alone), or, with ``one_cell``,
+    when the two parts together are no larger than ``one_cell`` × the median area of the frame's single cells (see
+    `runtime.counting.ONE_CELL`; merges go pairwise, highest saddle first, so a larger clump can end with one such
+    merged part beside others).
+    The whole-frame work is the labelling alone: the distance map, its window maxima and the splits are computed
+    on the components' bounding boxes packed side by side (`_Packed`), a few percent of a sparse frame.
     """
     fg = np.ascontiguousarray(binary, dtype=np.uint8)
     n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
@@ -85,36 +86,117 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     stats, centroids = stats[1:], centroids[1:]
     if radius_px is None or n_comp <= 1:
         return Instances(comp, ids, stats, centroids)
-    dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
     window = max(1, int(round(WINDOW * radius_px)))
+    packed = _Packed.of(comp, stats, gap=max(2, window))
+    dist = packed.distances(comp)
     # A square window: OpenCV dilates with rectangles in separable passes, an ellipse costs ~10× more.
-    peaks = cv2.compare(dist, cv2.dilate(dist, np.ones((2 * window + 1,) * 2, np.uint8)) - 1e-3, cv2.CMP_GE)
-    peaks &= cv2.compare(dist, PEAK_HEIGHT * radius_px, cv2.CMP_GE)
-    points = cv2.findNonZero(peaks)  # sparse: far cheaper than np.nonzero over the frame
+    local_max = cv2.dilate(dist, np.ones((2 * window + 1,) * 2, np.uint8))
+    cv2.subtract(local_max, 1e-3, dst=local_max)
+    peaks = cv2.compare(dist, local_max, cv2.CMP_GE)
+    cv2.bitwise_and(peaks, cv2.compare(dist, PEAK_HEIGHT * radius_px, cv2.CMP_GE), dst=peaks)
+    points = cv2.findNonZero(peaks)
     if points is None:
         return Instances(comp, ids, stats, centroids)
-    _, markers = cv2.connectedComponents(peaks, connectivity=8)
     points = points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
-    px, py = points[:, 0], points[:, 1]
-    pairs = np.unique(np.stack([comp[py, px], markers[py, px]]), axis=1)
-    n_markers = np.bincount(pairs[0], minlength=n_comp)
+    px, py = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
+    marker = _group_points(px, py, dist.shape[1])
+    row = packed.rows[py, px] - 1  # the 8-connected pixels of one marker lie in one component
+    first = np.unique(marker, return_index=True)[1]
+    n_markers = np.bincount(row[first], minlength=n_comp - 1)
     clumps = np.flatnonzero(n_markers > 1)
     if not clumps.size:
         return Instances(comp, ids, stats, centroids)
-    dynamics = max(DYNAMICS_FLOOR, dynamics * radius_px)
-    one_cell_area = _one_cell_area(stats, n_markers[1:] == 1, fg.shape, min_area, one_cell)
-    parts_of, next_id = [], n_comp
-    for c in clumps:
-        x, y, w, h = stats[c - 1, :4]
-        box = (slice(y, y + h), slice(x, x + w))
-        region = comp[box] == c
-        edges = (y == 0, x + w == fg.shape[1], y + h == fg.shape[0], x == 0)  # top, right, bottom, left
-        parts = _split_clump(region, peaks[box] > 0, markers[box], dist[box], dynamics, min_area, one_cell_area,
-                             edges, cut_fraction)
-        ry, rx = np.nonzero(region)
-        parts_of.append(_relabel(comp, x, y, ry, rx, parts[ry, rx] - 1, next_id))
-        next_id += len(parts_of[-1][0])
-    return _replace(Instances(comp, ids, stats, centroids), clumps - 1, parts_of)
+    in_clump = n_markers[row] > 1
+    one_cell_area = _one_cell_area(stats, n_markers == 1, fg.shape, min_area, one_cell)
+    parts = _split_clumps(comp, packed, dist, clumps, _Sites(px[in_clump], py[in_clump], marker[in_clump],
+                                                              row[in_clump]),
+                          max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction, n_comp)
+    return _replace(Instances(comp, ids, stats, centroids), clumps, [parts])
+
+
+@dataclass
+class _Packed:
+    """A frame's components, each alone in its bounding box, packed on shelves (tallest first) into one small
+    image with ``gap`` px of background around every box. Distances to the background there equal the frame's
+    (OpenCV's 5×5 chamfer steps reach at most 2 px, so the gap's background is as near as the frame's; see
+    `distances` for cells on the frame edge), and a window of up to ``gap`` px sees only the component's own
+    pixels."""
+
+    rows: np.ndarray  # int32: component row + 1 inside a component, 0 elsewhere
+    ax: np.ndarray  # top-left corner of each component's box in the packed image
+    ay: np.ndarray
+    box: np.ndarray  # int64 (N, 4): each component's box in the frame, x, y, width, height
+
+    @classmethod
+    def of(cls, comp: np.ndarray, stats: np.ndarray, gap: int) -> _Packed:
+        box = stats[:, :4].astype(np.int64)
+        w, h = box[:, 2], box[:, 3]
+        width = max(int(w.max()), int(np.sqrt(float(((w + gap) * (h + gap)).sum())) * 1.2)) + 2 * gap
+        ax, ay = np.zeros(len(w), np.int64), np.zeros(len(w), np.int64)
+        x = y = gap
+        shelf = 0
+        for k in np.argsort(-h, kind="stable"):
+            if x > gap and x + w[k] + gap > width:
+                x, y, shelf = gap, y + shelf + gap, 0
+            ax[k], ay[k] = x, y
+            x, shelf = x + w[k] + gap, max(shelf, int(h[k]))
+        rows = np.zeros((y + shelf + gap, width), np.int32)
+        for k, (bx, by, bw, bh) in enumerate(box):
+            np.copyto(rows[ay[k]:ay[k] + bh, ax[k]:ax[k] + bw], k + 1, where=comp[by:by + bh, bx:bx + bw] == k + 1)
+        return cls(rows, ax, ay, box)
+
+    def distances(self, comp: np.ndarray) -> np.ndarray:
+        """The frame's distance map (cv2's 5×5 chamfer L2), packed. A component cut by the frame edge is measured
+        apart, in its box cropped at that edge: OpenCV puts no background beyond an image's edge, while the packed
+        image has a gap of background on every side."""
+        dist = cv2.distanceTransform(cv2.compare(self.rows, 0, cv2.CMP_GT), cv2.DIST_L2, 5)
+        height, width = comp.shape
+        x, y, w, h = self.box.T
+        for k in np.flatnonzero((x == 0) | (y == 0) | (x + w == width) | (y + h == height)):
+            x0, y0 = max(0, x[k] - 2), max(0, y[k] - 2)
+            crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], int(k + 1), cv2.CMP_EQ)
+            inside = (slice(y[k] - y0, y[k] - y0 + h[k]), slice(x[k] - x0, x[k] - x0 + w[k]))
+            packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
+            np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)
+        return dist
+
+    def to_frame(self, y: np.ndarray, x: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame coordinates of packed pixels of component ``row``."""
+        return y - self.ay[row] + self.box[row, 1], x - self.ax[row] + self.box[row, 0]
+
+
+def _group_points(x: np.ndarray, y: np.ndarray, width: int) -> np.ndarray:
+    """Marker id 1..M of each point (points in raster order, as cv2.findNonZero gives them): its 8-connected group
+    among the points, numbered by the group's first point. The grouping of cv2.connectedComponents on the peak
+    image, without a pass over the whole image."""
+    key = y * width + x
+    left, right = [], []
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
+        want = key + dy * width + dx
+        at = np.minimum(np.searchsorted(key, want), len(key) - 1)
+        hit = np.flatnonzero((key[at] == want) & (x + dx >= 0) & (x + dx < width))
+        left.append(hit)
+        right.append(at[hit])
+    i, j = np.concatenate(left), np.concatenate(right)
+    root = np.arange(len(key))
+    while True:  # label propagation to each group's smallest index; plateaus of peaks are a few pixels wide
+        lower = np.minimum(root[i], root[j])
+        if np.array_equal(lower, root[i]) and np.array_equal(lower, root[j]):
+            break
+        np.minimum.at(root, i, lower)
+        np.minimum.at(root, j, lower)
+        root = root[root]
+    return (np.unique(root, return_inverse=True)[1] + 1).astype(np.int32)
+
+
+@dataclass
+class _Sites:
+    """The peak pixels inside clumps: packed coordinates, marker id and component row."""
+
+    x: np.ndarray
+    y: np.ndarray
+    marker: np.ndarray
+    row: np.ndarray
 
 
 def _relabel(labels: np.ndarray, x: int, y: int, ry: np.ndarray, rx: np.ndarray, part: np.ndarray,
@@ -165,64 +247,110 @@ def on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (x == 0) | (y == 0) | (x + bw == shape[1]) | (y + bh == shape[0])
 
 
+# Steepest-ascent drainage looks at the pixel itself first, then its 8 neighbours in this order; the first of equal
+# heights wins, so a pixel on a plateau drains nowhere and neighbours are taken in a fixed order.
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
-def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dist: np.ndarray, dynamics: float,
-                 min_area: int, one_cell_area: float = 0.0, edges: tuple[bool, bool, bool, bool] = (False,) * 4,
-                 cut_fraction: float = CUT_CELL_FRACTION) -> np.ndarray:
-    """Part labels 1..P (0 outside) of one clump's bounding box: a watershed on the distance map by drainage —
-    every pixel follows its steepest uphill neighbour to a maximum, each maximum belongs to its nearest marker —
-    then h-maxima merges. Drainage keeps part boundaries on the saddle lines between cells; a nearest-marker
-    (Voronoi) split would let a marker near a neck claim pixels of the neighbouring cell."""
-    h, w = region.shape
-    flow = np.where(region, dist, -1.0).astype(np.float32)
-    padded = cv2.copyMakeBorder(flow, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=-1.0)
-    index = np.arange(h * w, dtype=np.int64).reshape(h, w)
-    best, target = flow.copy(), index.copy()
-    for dy, dx in _NEIGHBOURS:
-        neighbour = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-        higher = neighbour > best
-        best = np.where(higher, neighbour, best)
-        target = np.where(higher, index + dy * w + dx, target)
-    target = target.ravel()
-    for _ in range(max(1, int(h * w).bit_length())):  # pointer jumping: each step doubles the path followed
-        target = target[target]
-    sites = peaks & region
-    # Each maximum (where drainage ends) goes to its nearest marker; a plateau marker is one part.
-    _, nearest = cv2.distanceTransformWithLabels((~sites).astype(np.uint8), cv2.DIST_L2, 5,
-                                                 labelType=cv2.DIST_LABEL_PIXEL)
-    sy, sx = np.nonzero(sites)
-    _, local = np.unique(markers[sy, sx], return_inverse=True)
-    k = int(local.max()) + 2  # parts 1..k-1, 0 outside the clump
-    site_to_part = np.zeros(int(nearest.max()) + 1, np.int32)
-    site_to_part[nearest[sy, sx]] = local + 1
-    part_of_pixel = site_to_part[nearest.ravel()]
-    parts = np.where(region, part_of_pixel[target].reshape(h, w), 0)
-    peak = np.zeros(k, np.float32)
-    np.maximum.at(peak, local + 1, dist[sy, sx])
-    area = np.bincount(parts.ravel(), minlength=k)
+def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: np.ndarray, sites: _Sites,
+                  dynamics: float, min_area: int, one_cell_area: float, cut_fraction: float,
+                  first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split every clump (component rows ``clumps``) and relabel its pixels in ``comp`` with ids from ``first_id``
+    on; returns the parts' ids, cv2-style statistics and centroids, in clump order.
+
+    Per clump, a watershed on the distance map by drainage — every pixel follows its steepest uphill neighbour to
+    a maximum, each maximum belongs to its nearest marker — then h-maxima merges. Drainage keeps part boundaries on
+    the saddle lines between cells; a nearest-marker (Voronoi) split would let a marker near a neck claim pixels of
+    the neighbouring cell. All clumps at once, on the list of their packed pixels: the gaps between packed boxes
+    keep drainage, saddles and merges inside each clump.
+    """
+    height, width = dist.shape
+    is_clump = np.zeros(len(packed.box) + 1, bool)
+    is_clump[clumps + 1] = True
+    pixels = np.flatnonzero(is_clump[packed.rows])  # each box's pixels in its raster order, as in the frame
+    row = packed.rows.ravel()[pixels] - 1
+    flat = dist.ravel()
+    position = np.full(height * width, -1, np.int64)
+    position[pixels] = np.arange(len(pixels))
+    steps = np.array([0] + [dy * width + dx for dy, dx in _NEIGHBOURS])
+    target = position[pixels + steps[np.argmax(flat[pixels[:, None] + steps], axis=1)]]
+    while True:  # pointer jumping: each step doubles the path followed
+        further = target[target]
+        if np.array_equal(further, target):
+            break
+        target = further
+    # Parts 1..P: each clump's markers in id order, clump after clump.
+    slot = np.searchsorted(clumps, sites.row)
+    pair = slot.astype(np.int64) * (int(sites.marker.max()) + 1) + sites.marker
+    unique_pairs, site_part = np.unique(pair, return_inverse=True)
+    site_part = site_part.astype(np.int32) + 1
+    n_parts = len(unique_pairs) + 1  # part 0: outside
+    site_at = position[sites.y * width + sites.x]
+    part_of = np.zeros(len(pixels), np.int32)
+    part_of[site_at] = site_part
+    _nearest_sites(part_of, np.unique(target), pixels, row, packed)
+    parts = part_of[target]
+    peak = np.zeros(n_parts, np.float32)
+    np.maximum.at(peak, site_part, flat[pixels[site_at]])
+    area = np.bincount(parts, minlength=n_parts).astype(np.float64)
+    fy, fx = packed.to_frame(pixels // width, pixels % width, row)
     # A part on the frame edge may be the visible piece of a cut cell: it needs only cut_fraction of min_area.
-    cut = np.zeros(k, bool)
-    for touches, line in zip(edges, (parts[0], parts[:, -1], parts[-1], parts[:, 0])):
-        if touches:
-            cut[line] = True
-    cut[0] = False
+    cut = np.zeros(n_parts, bool)
+    cut[parts[(fy == 0) | (fx == 0) | (fy == comp.shape[0] - 1) | (fx == comp.shape[1] - 1)]] = True
     smallest = np.where(cut, cut_fraction * min_area, min_area)
+    root = _merge(parts, pixels, position, flat, width, peak, area, smallest, dynamics, one_cell_area)
+    _, dense = np.unique(root[1:], return_inverse=True)
+    part = dense[parts - 1]  # 0-based, in clump order
+    comp[fy, fx] = first_id + part
+    return _part_statistics(part, fy, fx, packed.box[row, :2], first_id)
+
+
+def _nearest_sites(part_of: np.ndarray, ends: np.ndarray, pixels: np.ndarray, row: np.ndarray,
+                   packed: _Packed) -> None:
+    """Give every drainage end that is not a marker pixel (a low bump of the distance map) the part of its nearest
+    marker pixel in its own clump, in place in ``part_of``: a distance transform with labels per such clump."""
+    lost = ends[part_of[ends] == 0]
+    if not len(lost):
+        return
+    height, width = packed.rows.shape
+    sites = np.zeros(height * width, np.int32)
+    sites[pixels] = part_of
+    sites = sites.reshape(height, width)
+    lost = lost[np.argsort(row[lost], kind="stable")]
+    clumps, first = np.unique(row[lost], return_index=True)
+    for k, ends_here in zip(clumps, np.split(lost, first[1:])):
+        x, y, w, h = packed.ax[k], packed.ay[k], packed.box[k, 2], packed.box[k, 3]
+        box = sites[y:y + h, x:x + w]  # boxes never overlap: only this clump's marker pixels
+        _, nearest = cv2.distanceTransformWithLabels((box == 0).astype(np.uint8), cv2.DIST_L2, 5,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        sy, sx = np.nonzero(box)
+        label_part = np.zeros(int(nearest.max()) + 1, np.int32)
+        label_part[nearest[sy, sx]] = box[sy, sx]
+        part_of[ends_here] = label_part[nearest[pixels[ends_here] // width - y, pixels[ends_here] % width - x]]
+
+
+def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np.ndarray, width: int,
+           peak: np.ndarray, area: np.ndarray, smallest: np.ndarray, dynamics: float,
+           one_cell_area: float) -> np.ndarray:
+    """The h-maxima merges of all clumps' parts, highest saddle first; returns each part's root part."""
+    n_parts = len(peak)
     # Saddle between two neighbouring parts: the highest distance value on their common border (4-neighbours).
-    a = np.concatenate([parts[:, :-1].ravel(), parts[:-1, :].ravel()])
-    b = np.concatenate([parts[:, 1:].ravel(), parts[1:, :].ravel()])
-    s = np.concatenate([np.minimum(dist[:, :-1], dist[:, 1:]).ravel(), np.minimum(dist[:-1, :], dist[1:, :]).ravel()])
-    border = (a != b) & (a > 0) & (b > 0)
+    a, b, s = [], [], []
+    for step in (1, width):
+        other = position[pixels + step]
+        both = np.flatnonzero(other >= 0)
+        a.append(parts[both])
+        b.append(parts[other[both]])
+        s.append(np.minimum(flat[pixels[both]], flat[pixels[both] + step]))
+    a, b, s = np.concatenate(a), np.concatenate(b), np.concatenate(s)
+    border = a != b
     # One saddle per touching pair, from the border pixels sorted by pair: memory grows with the border, not with
     # the square of the parts (a k × k table took 827 MB for a clump of 12 100 cells).
-    key = np.minimum(a[border], b[border]).astype(np.int64) * k + np.maximum(a[border], b[border])
+    key = np.minimum(a[border], b[border]).astype(np.int64) * n_parts + np.maximum(a[border], b[border])
     order = np.argsort(key, kind="stable")
     pairs, first = np.unique(key[order], return_index=True)
     saddles = np.maximum.reduceat(s[border][order], first) if len(first) else np.zeros(0, np.float32)
-    touching = saddles > 0
-    pairs, saddles = pairs[touching], saddles[touching]
-    root = np.arange(k)
+    root = np.arange(n_parts)
 
     def find(i: int) -> int:
         while root[i] != i:
@@ -231,16 +359,31 @@ def _split_clump(region: np.ndarray, peaks: np.ndarray, markers: np.ndarray, dis
         return i
 
     highest_first = np.argsort(-saddles, kind="stable")
-    for pair, saddle in zip(pairs[highest_first], saddles[highest_first]):
-        i, j = find(pair // k), find(pair % k)
+    for pair, saddle in zip(pairs[highest_first].tolist(), saddles[highest_first].tolist()):
+        i, j = find(pair // n_parts), find(pair % n_parts)
         if i != j and (min(peak[i], peak[j]) - saddle < dynamics or area[i] < smallest[i]
                        or area[j] < smallest[j] or area[i] + area[j] <= one_cell_area):
             root[j] = i
             peak[i], area[i], smallest[i] = max(peak[i], peak[j]), area[i] + area[j], min(smallest[i], smallest[j])
-    final = np.array([find(i) for i in range(k)])
-    _, dense = np.unique(final[1:], return_inverse=True)
-    lut = np.concatenate([[0], dense + 1]).astype(np.int32)
-    return lut[parts]
+    return np.array([find(i) for i in range(n_parts)])
+
+
+def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, corner: np.ndarray,
+                     first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids, cv2-style statistics and centroids of parts 0..P-1 from their pixels' frame coordinates; each centroid
+    is its clump box's ``corner`` plus the mean offset in the box, summed in the box's raster order (as `_relabel`
+    sums a single clump)."""
+    n = int(part.max()) + 1
+    area = np.bincount(part, minlength=n)
+    x0, y0, x1, y1 = np.full(n, x.max()), np.full(n, y.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    np.minimum.at(x0, part, x), np.minimum.at(y0, part, y)
+    np.maximum.at(x1, part, x), np.maximum.at(y1, part, y)
+    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
+    part_corner = np.zeros((n, 2), np.int64)
+    part_corner[part] = corner
+    centroids = part_corner + np.stack([np.bincount(part, x - corner[:, 0], n),
+                                        np.bincount(part, y - corner[:, 1], n)], 1) / area[:, None]
+    return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
 
 
 def divide_large(found: Instances, factor: float, min_area: int, shape: tuple[int, int]) -> Instances:

@@ -209,3 +209,42 @@ def test_a_clump_of_thousands_of_cells_splits_in_memory_linear_in_its_border():
         tracemalloc.stop()
     assert len(found.ids) == n * n
     assert peak < 120e6, f"{peak / 1e6:.0f} MB"
+
+
+def random_blobs(seed, shape=(160, 200)):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, np.uint8)
+    for _ in range(60):  # discs of two cell sizes: many touch, some overlap the frame edge
+        disc(mask, (int(rng.integers(-4, shape[1] + 4)), int(rng.integers(-4, shape[0] + 4))), int(rng.integers(4, 15)))
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_packed_distance_map_is_the_frames_own(seed):
+    """Distances and splits are computed on components packed side by side: every component's distances must equal
+    those of cv2 on the whole frame, cells cut by the frame edge included (OpenCV puts no background beyond an
+    image's edge)."""
+    from runtime.instances import _Packed
+
+    mask = random_blobs(seed)
+    _, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    packed = _Packed.of(comp, stats[1:], gap=2)
+    dist = packed.distances(comp)
+    ys, xs = np.nonzero(packed.rows)
+    fy, fx = packed.to_frame(ys, xs, packed.rows[ys, xs] - 1)
+    assert (comp[fy, fx] == packed.rows[ys, xs]).all() and len(ys) == int(mask.sum())
+    np.testing.assert_array_equal(dist[ys, xs], cv2.distanceTransform(mask, cv2.DIST_L2, 5)[fy, fx])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_components_split_does_not_depend_on_the_other_components(seed):
+    """Each component splits as it would alone in the frame: the packing keeps a window's width between them."""
+    mask = random_blobs(seed)
+    whole = find_instances(mask, 10.0, 30, one_cell=0.0)
+    n, comp = cv2.connectedComponents(mask, connectivity=8)
+    for c in range(1, n):
+        alone = find_instances((comp == c).astype(np.uint8), 10.0, 30, one_cell=0.0)
+        inside = whole.labels[comp == c]
+        np.testing.assert_array_equal(np.unique(inside), np.sort(whole.ids[np.isin(whole.ids, inside)]))
+        assert len(np.unique(inside)) == len(alone.ids), f"component {c}"
+        assert sorted(whole.stats[np.isin(whole.ids, inside), 4]) == sorted(alone.stats[:, 4])
