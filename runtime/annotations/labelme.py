@@ -5,11 +5,17 @@ ignored); shapes sharing a label and a ``group_id`` are one cell. A file whose i
 embedded (``imageData``, e.g. ``imagePath`` naming the JSON itself) brings its image along: it is written to the
 dataset as ``<JSON stem>.png|.jpg``.
 
-Export: each cell's outer contour as a polygon (a cell split in parts by an overlapping one gets one polygon per
-part and a shared ``group_id``). Polygons carry no holes, so a cell with a hole in it comes back filled; cells are
-written largest first, so that one lying in another's hole is drawn over it, not hidden under it (LabelMe draws
-later shapes on top). A part one pixel wide gives a contour of one or two points, which LabelMe refuses as a
-polygon: its last point is repeated up to three, which draws the same pixels.
+Export: each cell as LabelMe draws it back exactly. A cell whose outer contour, drawn as LabelMe draws polygons
+(Pillow), gives exactly its pixels is written as that polygon (one per part, sharing a ``group_id``, for a cell
+split in parts by an overlapping one), which stays editable in LabelMe. Any other cell (one with a hole: polygons
+carry none) is written as a ``mask`` shape, LabelMe 5/6's bitmap: ``points`` the inclusive corner pixels
+``[[x0, y0], [x1, y1]]`` of its box, ``mask`` a base64 8-bit greyscale PNG of the box's crop, 1 on the cell and 0
+elsewhere, as LabelMe 6.3.1 writes it (app.py ``_shape_to_dict``: ``img_arr_to_b64(mask.astype(np.uint8))``) and
+reads it (utils/shape.py ``shapes_to_label``: ``mask[y1 : y2 + 1, x1 : x2 + 1] = shape["mask"]``, points
+``astype(int)``; _label_file.py: the PNG ``astype(bool)``). A mask paints only the cell's own pixels, so cells
+lying in a hole come back too; cells are still written largest first. A part one pixel wide gives a contour of one
+or two points, which LabelMe refuses as a polygon: its last point is repeated up to three, which draws the same
+pixels.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.annotations.cells import ExportedImage
+from runtime.annotations.cells import Cell, ExportedImage
 from runtime.annotations.model import (Annotations, CropMask, EmbeddedImage, Group, ImageAnnotation, PillowEllipse,
                                        Polygon, load_json, number)
 from runtime.errors import CscError
@@ -115,7 +121,8 @@ def _shape(raw: dict, where: str, path: Path, source: Annotations):
         crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
         if crop is None:
             raise CscError(f"{where}: its mask is not a base64 PNG", path=path)
-        return CropMask(label, int(round(pts[0, 1])), int(round(pts[0, 0])), crop > 0)
+        # the box's first corner, truncated as LabelMe 6.3.1's shapes_to_label truncates it (astype(int))
+        return CropMask(label, int(pts[0, 1]), int(pts[0, 0]), crop > 0)
     source.ignored[kind] += 1
     return None
 
@@ -128,17 +135,42 @@ def write_labelme(images: Iterable[ExportedImage], classes: list[str], out: Path
     for image in images:
         shapes = []
         for k, cell in enumerate(sorted(image.cells, key=lambda c: -c.mask.size)):  # enclosing cells first
-            contours, _ = cv2.findContours(cell.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            for contour in contours:
-                points = _three_or_more(contour.reshape(-1, 2) + (cell.left, cell.top)).tolist()
-                shapes.append({"label": cell.label, "points": points, "group_id": k if len(contours) > 1 else None,
-                               "description": "", "shape_type": "polygon", "flags": {}, "mask": None})
+            parts = _polygons(cell)
+            if _draws_exactly(parts, cell, image.height, image.width):
+                shapes += [{"label": cell.label, "points": part.tolist(), "group_id": k if len(parts) > 1 else None,
+                            "description": "", "shape_type": "polygon", "flags": {}, "mask": None} for part in parts]
+            else:
+                shapes.append(_mask_shape(cell))
             n += 1
         doc = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes,
                "imagePath": os.path.relpath(image.path, out), "imageData": None,
                "imageHeight": image.height, "imageWidth": image.width}
         write_text(out / f"{Path(image.name).stem}.json", json.dumps(doc, indent=1) + "\n")
     return n
+
+
+def _polygons(cell: Cell) -> list[np.ndarray]:
+    """The cell's outer contours, vertices on pixel centres in image coordinates, each of three points or more."""
+    contours, _ = cv2.findContours(cell.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [_three_or_more(c.reshape(-1, 2) + (cell.left, cell.top)) for c in contours]
+
+
+def _draws_exactly(parts: list[np.ndarray], cell: Cell, h: int, w: int) -> bool:
+    """Whether the polygons, drawn on the image as LabelMe draws them (Pillow), fill exactly the cell's pixels."""
+    patch = Polygon(cell.label, [p.astype(np.float64) for p in parts], corners=False).rasterise(h, w)
+    if patch is None:
+        return False
+    top, left, crop = patch
+    return (top, left) == (cell.top, cell.left) and np.array_equal(crop, cell.mask)
+
+
+def _mask_shape(cell: Cell) -> dict:
+    """The cell as a LabelMe ``mask`` shape: its box's inclusive corner pixels and a 0/1 8-bit PNG of its crop."""
+    mh, mw = cell.mask.shape
+    png = cv2.imencode(".png", cell.mask.astype(np.uint8))[1].tobytes()
+    return {"label": cell.label, "points": [[cell.left, cell.top], [cell.left + mw - 1, cell.top + mh - 1]],
+            "group_id": None, "description": "", "shape_type": "mask", "flags": {},
+            "mask": base64.b64encode(png).decode("ascii")}
 
 
 def _three_or_more(points: np.ndarray) -> np.ndarray:

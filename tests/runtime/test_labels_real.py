@@ -7,6 +7,7 @@ without them. Expected counts are read from the files themselves (JSON, XML, Pil
 this project's readers.
 """
 import base64
+import io
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -336,24 +337,97 @@ def test_an_unusable_label_image_is_reported_by_its_own_name(tmp_path):
 # ---------------------------------------------------------------- 10. LabelMe export LabelMe itself reads
 
 
-def labelme_polygons(folder: Path) -> list[dict]:
+def labelme_shapes(folder: Path) -> list[dict]:
     return [s for p in sorted(folder.glob("*.json")) for s in json.loads(p.read_text())["shapes"]]
 
 
-def test_labelme_export_of_real_labels_gives_polygons_labelme_accepts(tmp_path):
-    """labelme.utils.shape_to_mask asserts more than two points per polygon; the round trip keeps every cell."""
+def labelme_polygons(folder: Path) -> list[dict]:
+    return [s for s in labelme_shapes(folder) if s["shape_type"] == "polygon"]
+
+
+def test_labelme_export_of_real_labels_gives_shapes_labelme_accepts(tmp_path):
+    """labelme.utils.shape_to_mask asserts more than two points per polygon; the round trip keeps every cell, the
+    two objects with holes in LabelMe's own example (filled back before) as masks."""
     folder = real("labelme", "instance_segmentation", "data_annotated")
     run_import("labelme", folder, folder, tmp_path / "in")
     written = export_dataset(tmp_path / "in", "labelme", tmp_path / "lm")
     assert all(len(shape["points"]) > 2 for shape in labelme_polygons(tmp_path / "lm"))
+    assert Counter(s["shape_type"] for s in labelme_shapes(tmp_path / "lm"))["mask"] >= 2
     s = run_import("labelme", tmp_path / "lm", tmp_path / "in" / "images", tmp_path / "back")
     before = json.loads((tmp_path / "in" / "dataset.json").read_text())["counts"]
     assert s.cells == before and sum(before.values()) == written
+    a, b = open_dataset(tmp_path / "in"), open_dataset(tmp_path / "back")
+    for k in range(len(a)):
+        was, now = a.load(k), b.load(k)
+        pairs = np.unique(np.stack([was.instances.ravel(), now.instances.ravel()]), axis=1)
+        assert np.array_equal(np.array(a.classes)[was.mask], np.array(b.classes)[now.mask]), "every pixel's class"
+        assert len(set(pairs[0])) == len(set(pairs[1])) == pairs.shape[1], "every cell back as exactly its pixels"
+
+
+def ring_and_disc(tmp_path: Path) -> tuple[np.ndarray, Path]:
+    """An instance label image: a square ring (a cell with a hole) with a cell in its hole, and a disc beside them."""
+    ids = np.zeros((30, 50), np.uint16)
+    ids[5:25, 6:28] = 1  # a ring: rows 5..24, columns 6..27
+    ids[10:20, 11:21] = 0  # its hole
+    ids[12:18, 13:19] = 2  # a cell in the hole
+    cv2.circle(ids, (40, 15), 6, 3, -1)  # a disc: no hole
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "labels" / "a.png"), ids)
+    images = tmp_path / "img"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((30, 50, 3), 200, np.uint8))
+    run_import("masks", tmp_path / "labels", images, tmp_path / "ds", "*=rbc")
+    return ids, images
+
+
+def test_labelme_export_writes_a_cell_with_a_hole_as_labelme_mask_and_reads_it_back_exactly(tmp_path):
+    """A cell with a hole came back filled from its outer polygon; it is now a LabelMe ``mask`` shape, written as
+    LabelMe 6.3.1 writes one and placed as it reads one (checked against its code, quoted here), and our own
+    reader gives back exactly its pixels. Cells without holes stay polygons, editable in LabelMe."""
+    image_module = pytest.importorskip("PIL.Image")
+    ids, images = ring_and_disc(tmp_path)
+    export_dataset(tmp_path / "ds", "labelme", tmp_path / "lm")
+    shapes = labelme_shapes(tmp_path / "lm")
+    assert sorted(s["shape_type"] for s in shapes) == ["mask", "polygon", "polygon"]
+    ring = next(s for s in shapes if s["shape_type"] == "mask")
+    # labelme 6.3.1, labelme/utils/shape.py, shapes_to_label:
+    #     (x1, y1), (x2, y2) = np.asarray(points).astype(int)
+    #     mask[y1 : y2 + 1, x1 : x2 + 1] = shape["mask"]
+    # so points are the box's top-left and bottom-right pixels, both inclusive, and the PNG is exactly the box.
+    assert ring["points"] == [[6, 5], [27, 24]]
+    # labelme 6.3.1, labelme/app.py, _shape_to_dict: mask=utils.img_arr_to_b64(shape.mask.astype(np.uint8)), i.e.
+    # PIL.Image.fromarray(uint8 0/1).save(format="PNG") (utils/image.py): an 8-bit greyscale ("L") PNG of 0 and 1;
+    # labelme/_label_file.py, _load_shape_json_obj: utils.img_b64_to_arr(shape["mask"]).astype(bool).
+    png = image_module.open(io.BytesIO(base64.b64decode(ring["mask"])))
+    assert png.format == "PNG" and png.mode == "L"
+    crop = np.array(png)
+    assert crop.shape == (24 - 5 + 1, 27 - 6 + 1) and set(np.unique(crop)) == {0, 1}
+    labelme_drawn = np.zeros(ids.shape, bool)  # LabelMe's own placement, literally
+    (x1, y1), (x2, y2) = np.asarray(ring["points"]).astype(int)
+    labelme_drawn[y1 : y2 + 1, x1 : x2 + 1] = crop.astype(bool)
+    assert np.array_equal(labelme_drawn, ids == 1), "LabelMe's shapes_to_label paints exactly the ring"
+    assert ring["group_id"] is None and ring["label"] == "rbc"
+    assert all(len(s["points"]) > 2 for s in shapes if s["shape_type"] == "polygon"), "disc and inner cell: polygons"
+
+    s = run_import("labelme", tmp_path / "lm", images, tmp_path / "back")
+    back = open_dataset(tmp_path / "back").load(0).instances
+    assert s.cells["rbc"] == 3 and (s.overlapping, s.hidden) == (0, 0)
+    for k in (1, 2, 3):
+        assert len(np.unique(back[ids == k])) == 1 and back[ids == k][0] != 0
+    assert np.array_equal(back > 0, ids > 0), "the ring's hole stays a hole, the cells in it and beside it stay"
+    assert len(np.unique(back)) == 4
+
+
+def test_labelme_export_keeps_cells_without_holes_as_polygons(mixed_dataset, tmp_path):
+    """The simulated cells have no holes: every one is a polygon (editable in LabelMe), none a mask."""
+    written = export_dataset(mixed_dataset, "labelme", tmp_path / "lm")
+    shapes = labelme_shapes(tmp_path / "lm")
+    assert written > 0 and {s["shape_type"] for s in shapes} == {"polygon"} and len(shapes) >= written
 
 
 def test_labelme_export_writes_enclosing_cells_first_and_slivers_as_polygons(tmp_path):
-    """A cell in another's hole was hidden under the outer cell's filled polygon; a one-pixel-wide cell was written
-    as a two-point polygon LabelMe refuses."""
+    """A cell in another's hole was hidden under the outer cell's filled polygon (the ring is now a mask, which
+    paints only its own pixels); a one-pixel-wide cell was written as a two-point polygon LabelMe refuses."""
     ids = np.zeros((30, 40), np.uint16)
     ids[5:25, 5:25] = 2  # a ring, exported after the cell in its hole in id order
     ids[10:20, 10:20] = 0  # the ring's hole
@@ -368,7 +442,8 @@ def test_labelme_export_writes_enclosing_cells_first_and_slivers_as_polygons(tmp
     run_import("masks", tmp_path / "labels", images, tmp_path / "ds", "*=rbc")
     export_dataset(tmp_path / "ds", "labelme", tmp_path / "lm")
     shapes = labelme_polygons(tmp_path / "lm")
-    assert len(shapes) == 4 and all(len(s["points"]) > 2 for s in shapes)
+    assert len(shapes) == 3 and all(len(s["points"]) > 2 for s in shapes)
+    assert [s["shape_type"] for s in labelme_shapes(tmp_path / "lm")][0] == "mask", "the ring, written first"
     s = run_import("labelme", tmp_path / "lm", images, tmp_path / "back")
     back = open_dataset(tmp_path / "back").load(0).instances
     assert s.cells["rbc"] == 4 and s.hidden == 0
