@@ -59,12 +59,38 @@ def upload_image() -> bytes:
     return cv2.imencode(".png", SimulatedMicroscope(SimConfig(height=512, width=512), seed=21).frame(0).image)[1].tobytes()
 
 
-def counting_fps(counter: FrameCounter, seconds: float) -> dict:
-    """Frames per second the run adds to its CSV over the next ``seconds``."""
+class CpuShares:
+    """Where the machine's CPU time went over a window (Linux /proc): the run, this load generator, and every other
+    process — on a shared machine the last says how far the window's FPS can be trusted."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        child = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own = os.times()
+        return (time.perf_counter(), busy / ticks, (int(child[11]) + int(child[12])) / ticks, own.user + own.system)
+
+    def shares(self) -> dict:
+        """Cores' worth of CPU used by each over the window."""
+        end = self._read()
+        wall = end[0] - self.start[0]
+        machine, run, generator = ((end[i] - self.start[i]) / wall for i in (1, 2, 3))
+        return {"machine_cores_busy": round(machine, 2), "run_cores": round(run, 2),
+                "load_generator_cores": round(generator, 2), "other_processes_cores": round(machine - run - generator, 2)}
+
+
+def counting_fps(counter: FrameCounter, seconds: float, pid: int) -> dict:
+    """Frames per second the run adds to its CSV over the next ``seconds``, and where the CPU went meanwhile."""
+    cpu = CpuShares(pid)
     f0, t0 = counter.frames(), time.perf_counter()
     time.sleep(seconds)
     f1, t1 = counter.frames(), time.perf_counter()
-    return {"frames": f1 - f0, "seconds": round(t1 - t0, 2), "fps": round((f1 - f0) / (t1 - t0), 2)}
+    return {"frames": f1 - f0, "seconds": round(t1 - t0, 2), "fps": round((f1 - f0) / (t1 - t0), 2), "cpu": cpu.shares()}
 
 
 def wait_for_frames(counter: FrameCounter, child: subprocess.Popen, warmup: float) -> None:
@@ -161,7 +187,7 @@ def serve_load(seconds: float = 60.0, warmup: float = 10.0, backend: str = "auto
         try:
             counter = FrameCounter(csv)
             wait_for_frames(counter, child, warmup)
-            result["without_serve"] = counting_fps(counter, seconds)
+            result["without_serve"] = counting_fps(counter, seconds, child.pid)
         finally:
             stop(child)
 
@@ -177,7 +203,7 @@ def serve_load(seconds: float = 60.0, warmup: float = 10.0, backend: str = "auto
             first = httpx.post(f"http://127.0.0.1:{port}/api/count", content=body, timeout=120)
             result["first_upload"] = {"status": first.status_code, "seconds": round(first.elapsed.total_seconds(), 2)}
             time.sleep(2.0)
-            result["idle_before"] = counting_fps(counter, seconds)
+            result["idle_before"] = counting_fps(counter, seconds, child.pid)
             rss_samples: list = []
             rss_start = rss_mb(child.pid)
             f0 = None
@@ -187,7 +213,7 @@ def serve_load(seconds: float = 60.0, warmup: float = 10.0, backend: str = "auto
                 nonlocal f0
                 task = asyncio.create_task(load(port, seconds, body, child.pid, rss_samples))
                 await asyncio.sleep(RAMP_S)
-                f0 = (counter.frames(), time.perf_counter())
+                f0 = (counter.frames(), time.perf_counter(), CpuShares(child.pid))
                 loop_result.update(await task)
 
             os.nice(client_nice)  # see the module: the clients stand in for other machines (children keep theirs)
@@ -195,9 +221,9 @@ def serve_load(seconds: float = 60.0, warmup: float = 10.0, backend: str = "auto
             f1 = (counter.frames(), time.perf_counter())
             rss_end = rss_mb(child.pid)
             result["under_load"] = {"frames": f1[0] - f0[0], "seconds": round(f1[1] - f0[1], 2),
-                                    "fps": round((f1[0] - f0[0]) / (f1[1] - f0[1]), 2)}
+                                    "fps": round((f1[0] - f0[0]) / (f1[1] - f0[1]), 2), "cpu": f0[2].shares()}
             time.sleep(2.0)  # the last answers and closed connections settle
-            result["idle_after"] = counting_fps(counter, seconds)
+            result["idle_after"] = counting_fps(counter, seconds, child.pid)
             result["rss_mb"] = {"load_start": round(rss_start, 1), "load_end": round(rss_end, 1),
                                 "change": round(rss_end - rss_start, 1),
                                 "samples_s_mb": [list(s) for s in rss_samples]}
