@@ -270,7 +270,7 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     pixels = np.flatnonzero(is_clump[packed.rows])  # each box's pixels in its raster order, as in the frame
     row = packed.rows.ravel()[pixels] - 1
     flat = dist.ravel()
-    position = np.full(height * width, -1, np.int64)
+    position = np.full(height * width, -1, np.int64)  # numpy indexes with intp: narrower indices only add casts
     position[pixels] = np.arange(len(pixels))
     steps = np.array([0] + [dy * width + dx for dy, dx in _NEIGHBOURS])
     target = position[pixels + steps[np.argmax(flat[pixels[:, None] + steps], axis=1)]]
@@ -279,6 +279,7 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
         if np.array_equal(further, target):
             break
         target = further
+    ends = np.flatnonzero(target == np.arange(len(target)))
     # Parts 1..P: each clump's markers in id order, clump after clump.
     slot = np.searchsorted(clumps, sites.row)
     pair = slot.astype(np.int64) * (int(sites.marker.max()) + 1) + sites.marker
@@ -288,7 +289,7 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     site_at = position[sites.y * width + sites.x]
     part_of = np.zeros(len(pixels), np.int32)
     part_of[site_at] = site_part
-    _nearest_sites(part_of, np.unique(target), pixels, row, packed)
+    _nearest_sites(part_of, ends, pixels, row, packed)
     parts = part_of[target]
     peak = np.zeros(n_parts, np.float32)
     np.maximum.at(peak, site_part, flat[pixels[site_at]])
