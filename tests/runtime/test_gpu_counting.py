@@ -100,3 +100,13 @@ def test_make_counter_picks_by_device():
 def test_importing_the_module_does_not_import_torch():
     code = "import sys, runtime, runtime.gpu_counting; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_benchmark_compares_with_the_cpu_counter_and_names_the_device():
+    from benchmarks.gpu_counting import measure
+
+    result = measure(repeats=1, frames=1, height=200, width=260)
+    assert result["frame"].startswith("260x200") and result["frames_512_differing"] == {"split_off": 0, "split_on": 0}
+    for mode in result["best_of_repeats"].values():
+        assert mode["same_table"] and mode["counts"] == mode["cpu_counts"] and mode["torch_ms"] > 0
+    assert result["device"].startswith("torch CPU") != torch.cuda.is_available()
