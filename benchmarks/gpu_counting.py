@@ -67,7 +67,8 @@ def measure(repeats: int = 5, frames: int = 20, height: int = 3000, width: int =
         "machine": machine(),
         "device": torch.cuda.get_device_name() if device == "cuda" else "torch CPU (no GPU): not a GPU figure",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "frame": f"{width}x{height} mixed, SimulatedMicroscope seed 3, frame 0", "cells": int(sum(expected.counts.values())),
+        "frame": f"{width}x{height} mixed, SimulatedMicroscope seed 3, frame 0",
+        "cells": int(sum(expected.counts.values())),
         "repeats": repeats, "best_of_repeats": full,
         "frames_512_compared": frames, "frames_512_differing": differing,
     }

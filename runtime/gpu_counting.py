@@ -4,10 +4,10 @@ torch is an optional dependency, imported only when a `TorchCellCounter` is made
 does not import it; `runtime` stays numpy + OpenCV). The class map may be a torch tensor already on the device
 (the model's argmax) or a numpy array.
 
-On the device, per class: connected components (8-connected; min-label propagation by 3×3 min-pooling with
-pointer jumping, convergence checked every few rounds), numbered in OpenCV's order (GRANA labels components in
-the raster order of 2×2 blocks), and their areas, boxes and coordinate sums by scatter-reduce. Only those
-statistics (7 integers per component) come to the host, where the minimum-area rule (`Instances.large_enough`),
+On the device, per class: connected components (8-connected; min-label propagation over the foreground pixels'
+neighbour lists with hooking and pointer jumping, convergence checked every round), numbered in OpenCV's order
+(GRANA labels components in the raster order of 2×2 blocks), and their areas, boxes and coordinate sums by
+scatter-reduce. Only those statistics (7 integers per component) come to the host, where the minimum-area rule (`Instances.large_enough`),
 the border policy and the table are `CellCounter`'s own code.
 
 Splitting touching cells (``split_touching``) is hybrid. The device decides which components are clumps exactly
@@ -17,15 +17,20 @@ window maxima of cell-like height and their 8-connected groups (markers); a comp
 a clump. Only the clumps' pixels — plus, where the one-cell rule is on, the five or six single cells that carry
 the frame's median single-cell area — go to the host, into a frame-sized mask on which the CPU splitter
 (`find_instances`) runs: the split is the one implementation, on a sparse image. A frame without clumps sends
-no pixels at all. If the host ever finds a different set of clumps than the device (never seen in the tests), the
-class is counted on the host from the whole class map instead, and ``host_fallbacks`` counts it.
+no pixels at all. If the host finds fewer clumps than the device sent (never seen in the tests), the class is
+counted on the host from the whole class map instead, and ``host_fallbacks`` counts it. The other way round — a
+component the device takes for one cell that the CPU would split — is not detected while counting: the marker
+rule here mirrors `find_instances`'s (PEAK_HEIGHT, WINDOW, the 1e-3 margin, the chamfer map), so a change there
+must be made here too; the equality tests fail until it is.
 
 Equal to `CellCounter` (tests/runtime/test_gpu_counting.py, on torch's CPU): counts and whole cell tables, ids and
 row order included, with and without splitting, every border policy. The per-frame scale estimate
 (``pixel_size_um=None``) runs on the host (`CellCounter._scale`), as does ``return_labels``'s last step.
 
 Speed: only measured on torch's CPU (benchmarks/gpu_counting.py; benchmarks/results/gpu_counting_cpu.json), where
-it is much slower than the CPU counter. **The GPU figure is unmeasured**: no GPU was lent when this was written.
+it is 7× (splitting off) to 67× (on) slower than the CPU counter on a 4000×3000 frame. **The GPU figure is
+unmeasured**: no GPU was lent when this was written. Each propagation round synchronises once with the device and
+clumps are split on the host, so the issue's ≤ 5 ms target is not to be taken for granted.
 """
 from __future__ import annotations
 
@@ -33,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting import CELL_DTYPE, CellCounter, CountingConfig, FrameCounts, _table
 from runtime.errors import CscError
 from runtime.instances import MIN_SINGLES, PEAK_HEIGHT, WINDOW, Instances, find_instances, on_border
@@ -134,7 +138,7 @@ class TorchCellCounter(CellCounter):
         cfg = self.config
         h, w = fg.shape
         pixels = torch.nonzero(fg.view(-1)).squeeze(1)  # raster order
-        root = _components(torch, pixels, h, w, grid, 8)
+        root = _components(torch, pixels, h, w, grid)
         is_root = root == torch.arange(len(pixels), device=self.device)
         n = int(is_root.sum())
         if n == 0:
@@ -200,7 +204,7 @@ class TorchCellCounter(CellCounter):
         if len(at):
             peaks.view(-1)[at] = _own_window_peaks(torch, dist, owner, at, window)
         peak_pixels = torch.nonzero(peaks.view(-1)).squeeze(1)
-        marker = _components(torch, peak_pixels, h, w, grid, 8)
+        marker = _components(torch, peak_pixels, h, w, grid)
         first = peak_pixels[marker == torch.arange(len(peak_pixels), device=self.device)]
         return torch.bincount(owner.view(-1)[first], minlength=n)
 
@@ -268,8 +272,7 @@ class TorchCellCounter(CellCounter):
             torch = self._torch
             index = torch.arange(h * w, device=self.device)
             y, x = index // w, index % w
-            block = (y // 2) * ((w + 1) // 2) + x // 2
-            self._grid = {"shape": (h, w), "index": index.view(h, w), "y": y, "x": x, "block": block}
+            self._grid = {"shape": (h, w), "y": y, "x": x, "block": (y // 2) * ((w + 1) // 2) + x // 2}
         return self._grid
 
     @staticmethod
@@ -311,10 +314,11 @@ def _neighbours(torch, pixels, h: int, w: int, grid: dict, offsets, key=None):
 _EIGHT = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
-def _components(torch, pixels, h: int, w: int, grid: dict, connectivity: int = 8):
+def _components(torch, pixels, h: int, w: int, grid: dict):
     """Per pixel of ``pixels`` (flat, raster order): the position of its 8-connected component's first pixel.
     Min-label propagation with hooking (a label's root takes the smallest label next to it) and pointer jumping,
-    a few rounds for any shape; convergence checked every round (one small synchronisation)."""
+    a few rounds for any shape; convergence checked every round (one small synchronisation). The first pixel, as
+    labels only ever point to a pixel of the same component with a label no larger."""
     n = len(pixels)
     if n == 0:
         return pixels.new_zeros(0)
