@@ -7,8 +7,8 @@ does not import it; `runtime` stays numpy + OpenCV). The class map may be a torc
 On the device, per class: connected components (8-connected; min-label propagation over the foreground pixels'
 neighbour lists with hooking and pointer jumping, convergence checked every round), numbered in OpenCV's order
 (GRANA labels components in the raster order of 2×2 blocks), and their areas, boxes and coordinate sums by
-scatter-reduce. Only those statistics (7 integers per component) come to the host, where the minimum-area rule (`Instances.large_enough`),
-the border policy and the table are `CellCounter`'s own code.
+scatter-reduce. Only those statistics (7 integers per component) come to the host, where the minimum-area rule
+(`Instances.large_enough`), the border policy and the table are `CellCounter`'s own code.
 
 Splitting touching cells (``split_touching``) is hybrid. The device decides which components are clumps exactly
 as `runtime.instances.find_instances` does: the per-component distance map (OpenCV's 5×5 chamfer L2, by
