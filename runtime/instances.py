@@ -94,6 +94,7 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     cv2.subtract(local_max, 1e-3, dst=local_max)
     peaks = cv2.compare(dist, local_max, cv2.CMP_GE)
     cv2.bitwise_and(peaks, cv2.compare(dist, PEAK_HEIGHT * radius_px, cv2.CMP_GE), dst=peaks)
+    del local_max
     points = cv2.findNonZero(peaks)
     if points is None:
         return Instances(comp, ids, stats, centroids)
@@ -250,6 +251,7 @@ def on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 # Steepest-ascent drainage looks at the pixel itself first, then its 8 neighbours in this order; the first of equal
 # heights wins, so a pixel on a plateau drains nowhere and neighbours are taken in a fixed order.
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+_CHUNK = 1 << 18  # pixels whose neighbours are looked at together: ~30 MB of temporaries
 
 
 def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: np.ndarray, sites: _Sites,
@@ -273,12 +275,16 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     position = np.full(height * width, -1, np.int64)  # numpy indexes with intp: narrower indices only add casts
     position[pixels] = np.arange(len(pixels))
     steps = np.array([0] + [dy * width + dx for dy, dx in _NEIGHBOURS])
-    target = position[pixels + steps[np.argmax(flat[pixels[:, None] + steps], axis=1)]]
+    target = np.empty(len(pixels), np.int64)
+    for start in range(0, len(pixels), _CHUNK):  # in chunks: 9 neighbours of a confluent frame's 12 M pixels is GBs
+        chunk = pixels[start:start + _CHUNK]
+        target[start:start + _CHUNK] = position[chunk + steps[np.argmax(flat[chunk[:, None] + steps], axis=1)]]
     while True:  # pointer jumping: each step doubles the path followed
         further = target[target]
         if np.array_equal(further, target):
             break
         target = further
+    del further
     ends = np.flatnonzero(target == np.arange(len(target)))
     # Parts 1..P: each clump's markers in id order, clump after clump.
     slot = np.searchsorted(clumps, sites.row)
@@ -291,6 +297,7 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     part_of[site_at] = site_part
     _nearest_sites(part_of, ends, pixels, row, packed)
     parts = part_of[target]
+    del target, part_of  # a confluent frame's clump is millions of pixels: arrays go as soon as they are done
     peak = np.zeros(n_parts, np.float32)
     np.maximum.at(peak, site_part, flat[pixels[site_at]])
     area = np.bincount(parts, minlength=n_parts).astype(np.float64)
@@ -300,10 +307,12 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     cut[parts[(fy == 0) | (fx == 0) | (fy == comp.shape[0] - 1) | (fx == comp.shape[1] - 1)]] = True
     smallest = np.where(cut, cut_fraction * min_area, min_area)
     root = _merge(parts, pixels, position, flat, width, peak, area, smallest, dynamics, one_cell_area)
+    del position, pixels
     _, dense = np.unique(root[1:], return_inverse=True)
     part = dense[parts - 1]  # 0-based, in clump order
+    del parts
     comp[fy, fx] = first_id + part
-    return _part_statistics(part, fy, fx, packed.box[row, :2], first_id)
+    return _part_statistics(part, fy, fx, row, packed.box, first_id)
 
 
 def _nearest_sites(part_of: np.ndarray, ends: np.ndarray, pixels: np.ndarray, row: np.ndarray,
@@ -336,21 +345,22 @@ def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np
     """The h-maxima merges of all clumps' parts, highest saddle first; returns each part's root part."""
     n_parts = len(peak)
     # Saddle between two neighbouring parts: the highest distance value on their common border (4-neighbours).
-    a, b, s = [], [], []
+    keys, heights = [], []
     for step in (1, width):
         other = position[pixels + step]
         both = np.flatnonzero(other >= 0)
-        a.append(parts[both])
-        b.append(parts[other[both]])
-        s.append(np.minimum(flat[pixels[both]], flat[pixels[both] + step]))
-    a, b, s = np.concatenate(a), np.concatenate(b), np.concatenate(s)
-    border = a != b
+        a, b = parts[both], parts[other[both]]
+        border = np.flatnonzero(a != b)  # only the border pixels are kept: a confluent frame has millions of pairs
+        a, b, both = a[border], b[border], both[border]
+        keys.append(np.minimum(a, b).astype(np.int64) * n_parts + np.maximum(a, b))
+        heights.append(np.minimum(flat[pixels[both]], flat[pixels[both] + step]))
+        del other, a, b, both
     # One saddle per touching pair, from the border pixels sorted by pair: memory grows with the border, not with
     # the square of the parts (a k × k table took 827 MB for a clump of 12 100 cells).
-    key = np.minimum(a[border], b[border]).astype(np.int64) * n_parts + np.maximum(a[border], b[border])
+    key, s = np.concatenate(keys), np.concatenate(heights)
     order = np.argsort(key, kind="stable")
     pairs, first = np.unique(key[order], return_index=True)
-    saddles = np.maximum.reduceat(s[border][order], first) if len(first) else np.zeros(0, np.float32)
+    saddles = np.maximum.reduceat(s[order], first) if len(first) else np.zeros(0, np.float32)
     root = np.arange(n_parts)
 
     def find(i: int) -> int:
@@ -369,21 +379,21 @@ def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np
     return np.array([find(i) for i in range(n_parts)])
 
 
-def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, corner: np.ndarray,
+def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, row: np.ndarray, box: np.ndarray,
                      first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ids, cv2-style statistics and centroids of parts 0..P-1 from their pixels' frame coordinates; each centroid
-    is its clump box's ``corner`` plus the mean offset in the box, summed in the box's raster order (as `_relabel`
-    sums a single clump)."""
+    """Ids, cv2-style statistics and centroids of parts 0..P-1 from their pixels' frame coordinates and component
+    ``row``; each centroid is its clump box's corner plus the mean offset in the box, summed in the box's raster
+    order (as `_relabel` sums a single clump)."""
     n = int(part.max()) + 1
     area = np.bincount(part, minlength=n)
     x0, y0, x1, y1 = np.full(n, x.max()), np.full(n, y.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
     np.minimum.at(x0, part, x), np.minimum.at(y0, part, y)
     np.maximum.at(x1, part, x), np.maximum.at(y1, part, y)
     stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
-    part_corner = np.zeros((n, 2), np.int64)
-    part_corner[part] = corner
-    centroids = part_corner + np.stack([np.bincount(part, x - corner[:, 0], n),
-                                        np.bincount(part, y - corner[:, 1], n)], 1) / area[:, None]
+    part_row = np.zeros(n, np.int64)
+    part_row[part] = row
+    offset = np.stack([np.bincount(part, x - box[row, 0], n), np.bincount(part, y - box[row, 1], n)], 1)
+    centroids = box[part_row, :2] + offset / area[:, None]
     return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
 
 
