@@ -12,7 +12,9 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,9 @@ class RunOptions:
     # A source that has not returned a frame for this many seconds (a camera unplugged mid-read, an RTSP stream
     # that stopped sending) has stalled: the run says so and stops with its files closed. None: wait forever.
     stall_timeout: float | None = 30.0
+    # Threads counting consecutive frames at once (results still written in frame order). None: the cores the
+    # backend leaves free (one on a 2-core box with ONNX Runtime on the CPU; most of them beside a GPU).
+    count_workers: int | None = None
 
 
 class StageTimes:
@@ -204,6 +209,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._frames_q: queue.Queue = queue.Queue(self.options.queue_size)
         self._results_q: queue.Queue = queue.Queue(self.options.queue_size)
+        self._counters = threading.local()  # one CellCounter per counting thread: each keeps its own buffers
 
     # -- threads ----------------------------------------------------------------------------------------------
     def _put_frame(self, item) -> None:
@@ -387,6 +393,50 @@ class Pipeline:
         self.times.infer.add(submitted + time.perf_counter() - start)
         self._results_q.put((frame, class_map, zoom))
 
+    # -- counting ---------------------------------------------------------------------------------------------
+    @property
+    def count_workers(self) -> int:
+        workers = self.options.count_workers
+        return workers if workers else max(1, (os.cpu_count() or 1) - self.runner.host_threads)
+
+    def _count(self, class_map: np.ndarray) -> tuple[FrameCounts, float]:
+        """Count one class map with this thread's counter; returns the counts and the seconds it took."""
+        counter = getattr(self._counters, "counter", None)
+        if counter is None:
+            counter = self._counters.counter = CellCounter(self.counter.config)
+        start = time.perf_counter()
+        return counter.count(class_map), time.perf_counter() - start
+
+    def _counted(self) -> Iterator[tuple[Frame, np.ndarray, float, FrameCounts, float]]:
+        """(frame, class map, zoom, counts, counting seconds) in frame order until the inference thread ends or the
+        source stalls. With several workers, up to that many consecutive frames are counted at once (OpenCV's
+        calls release the GIL), and each result waits for the frames before it."""
+        workers = self.count_workers
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="count") if workers > 1 else None
+        in_flight: deque[tuple[Frame, np.ndarray, float, Future]] = deque()
+        ended = False
+        try:
+            while not ended or in_flight:
+                if in_flight and (ended or len(in_flight) >= workers or in_flight[0][3].done()):
+                    frame, class_map, zoom, future = in_flight.popleft()
+                    yield (frame, class_map, zoom, *future.result())
+                    continue
+                try:
+                    item = self._results_q.get(timeout=0.005 if in_flight else 0.2)
+                except queue.Empty:
+                    if not in_flight and self._source_stalled():
+                        return
+                    continue
+                if item is _END:
+                    ended = True
+                elif pool is None:
+                    yield (*item, *self._count(item[1]))
+                else:
+                    in_flight.append((*item, pool.submit(self._count, item[1])))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
     # -- main thread ------------------------------------------------------------------------------------------
     def _source_stalled(self) -> bool:
         """Whether the source has kept the capture thread waiting past ``stall_timeout`` (recorded as an error)."""
@@ -419,19 +469,10 @@ class Pipeline:
         interrupted = False
         for t in threads:
             t.start()
+        counted = self._counted()
         try:
-            while True:
-                try:
-                    item = self._results_q.get(timeout=0.2)
-                except queue.Empty:
-                    if self._source_stalled():
-                        break
-                    continue
-                if item is _END:
-                    break
-                frame, class_map, zoom = item
+            for frame, class_map, zoom, result, counting in counted:
                 start = time.perf_counter()
-                result = self.counter.count(class_map)
                 self._watch_scale(frame, result)
                 result.cells = self.segmenter.cells_to_frame(result.cells, zoom)
                 for warning in (self.domain.check_optics(frame.image), self.domain.check(class_map)):
@@ -457,7 +498,7 @@ class Pipeline:
                         cv2.imshow("auto-CSC", shown)
                         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                             break
-                self.times.post.add(time.perf_counter() - start)
+                self.times.post.add(counting + time.perf_counter() - start)
                 if self.on_frame is not None:
                     self.on_frame(frame, result, fps)
                 if self.observer is not None:
@@ -469,6 +510,7 @@ class Pipeline:
         finally:
             elapsed = time.perf_counter() - began
             self._stop.set()
+            counted.close()  # its counting threads finish the frames they hold
             # Inference ends between frames once stopped (the runner is closed after this: wait for it); capture
             # may be stuck inside the source's read, so it gets JOIN_TIMEOUT, then, a daemon, is left behind.
             capture, infer = threads
@@ -492,7 +534,8 @@ class Pipeline:
             "frames": n, "seconds": round(elapsed, 2), "fps": round(n / max(elapsed, 1e-9), 2),
             "dropped": self.dropped, "blank_frames": self.blank_frames, "interrupted": interrupted,
             "stalled": self.stalled, "source": self.source.name,
-            "backend": f"{self.runner.name} ({self.runner.detail})", "stages": self.times.summary(),
+            "backend": f"{self.runner.name} ({self.runner.detail})", "count_workers": self.count_workers,
+            "stages": self.times.summary(),
             "counts": {name: tally.summary() for name, tally in per_class.items()},
             "skipped": [{"file": f, "reason": r} for f, r in self.source.skipped], "errors": self.errors,
             "scale": {"note": self.scale_note, "zoom": round(self.segmenter.zoom, 4),

@@ -41,6 +41,7 @@ def run(
     save_cells: Path = typer.Option(None, "--save-cells", help="Per-cell CSV (id, class, centroid, area, bbox, diameter)."),
     summary_json: Path = typer.Option(None, "--summary", help="Write the end-of-run summary as JSON."),
     threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: all cores but one, left to capture and counting)."),
+    count_workers: int = typer.Option(None, "--count-workers", min=1, help="Threads counting consecutive frames at once, written in frame order (default: the cores the backend leaves free)."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
     pixel_size: str = typer.Option("auto", "--pixel-size", help="The camera's µm per pixel: frames are rescaled to the model's pixel size before inference, counts and cell tables mapped back. auto (default): MODEL.camera.json beside the model, else calibrated from the first frames' cells (printed with its spread; the model's own pixel size, with a warning, where that is impossible). A given value is checked against the frames too."),
     save_calibration: bool = typer.Option(False, "--save-calibration", help="Write the calibrated pixel size to MODEL.camera.json beside the model, so that the next run starts from it."),
@@ -89,7 +90,7 @@ def run(
                                                         split_touching=split_touching),
                             RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
                                        save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size,
-                                       stall_timeout=stall_timeout),
+                                       stall_timeout=stall_timeout, count_workers=count_workers),
                             on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
                                                                   highlight=False, soft_wrap=True))
         if web is not None:

@@ -468,3 +468,34 @@ def test_blank_frames_count_zero_and_calibration_waits_for_lit_ones(runner):
     assert calibration["pixel_size_um"] and calibration["frames"] == 3, "calibrated on the lit frames"
     true_rbc = sum(f.counts["rbc"] for f in lit)
     assert abs(summary["counts"]["rbc"]["total"] - true_rbc) <= 0.1 * true_rbc
+
+
+def test_consecutive_frames_are_counted_in_parallel_and_written_in_order(runner, tmp_path, monkeypatch):
+    """With several counting workers, frames are counted at once (a slow count overlaps the next ones) and the
+    CSV still lists them in frame order with the counts one worker gives."""
+    import threading
+    import time as clock
+
+    inline = Pipeline(DemoSource(seed=5), runner,
+                      options=RunOptions(max_frames=8, save_csv=tmp_path / "one.csv", count_workers=1)).run()
+    active, most, lock = [0], [0], threading.Lock()
+    real_count = CellCounter.count
+
+    def slow_count(self, class_map, *args, **kwargs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        clock.sleep(0.05 if int(class_map.sum()) % 2 else 0.01)  # uneven: later frames may finish first
+        try:
+            return real_count(self, class_map, *args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(CellCounter, "count", slow_count)
+    parallel = Pipeline(DemoSource(seed=5), runner,
+                        options=RunOptions(max_frames=8, save_csv=tmp_path / "three.csv", count_workers=3)).run()
+    assert most[0] > 1, "no two frames were counted at once"
+    assert parallel["frames"] == inline["frames"] == 8 and not parallel["errors"]
+    columns = lambda path: [row.split(",")[:4] for row in path.read_text().splitlines()]  # frame, source, counts
+    assert columns(tmp_path / "three.csv") == columns(tmp_path / "one.csv")
