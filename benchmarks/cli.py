@@ -24,6 +24,7 @@ def bench(
     batch: list[int] = typer.Option([1], "--batch", help="Batch sizes (repeat); a static-batch model runs its own."),
     seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Time budget of each inference-only figure."),
     frames: int = typer.Option(150, "--frames", min=10, help="Frames of the end-to-end run."),
+    full_frames: int = typer.Option(4, "--full-frames", min=0, help="4000×3000 frames (the paper's camera) of a second end-to-end run, tiled through the model; 0 skips it."),
     threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: all cores but one)."),
     json_path: Path = typer.Option(None, "--json", help="Write the report as JSON."),
     md: Path = typer.Option(None, "--md", help="Write the report as markdown."),
@@ -36,7 +37,7 @@ def bench(
 
     models = list(model) if model else [DEFAULT_MODEL]
     with console.status("benchmarking…") as status:
-        report = run_bench(models, Backend(backend).value, BenchOptions(tuple(batch), seconds, frames, threads),
+        report = run_bench(models, Backend(backend).value, BenchOptions(tuple(batch), seconds, frames, threads, full_frames),
                            progress=lambda text: status.update(f"benchmarking {text}"))
     table = Table(title=f"auto-CSC benchmark — {report['machine']['cpu']}, {report['machine']['cores']} cores, "
                         f"peak {report['peak_gflops']} GFLOP/s")

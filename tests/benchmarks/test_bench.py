@@ -55,7 +55,8 @@ def test_graph_cost_of_the_bundled_model_equals_the_torch_count():
 
 @pytest.fixture(scope="module")
 def report():
-    return run_bench([DEFAULT_MODEL], "ort", BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10))
+    return run_bench([DEFAULT_MODEL], "ort", BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10,
+                                                          full_frames=1))
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +88,13 @@ def test_report_structure(report, tmp_path):
     # Post-processing beside inference: the end-to-end run's per-frame counting time, and per megapixel of frame.
     assert entry["post_ms"] == entry["stages"]["post"]["mean_ms"] > 0
     assert entry["post_ms_per_megapixel"] == pytest.approx(entry["post_ms"] / (512 * 512 / 1e6), abs=0.01)
+    # And at the paper's camera size: a 4000×3000 frame tiled through the model and counted whole.
+    full = entry["end_to_end_4000x3000"]
+    assert full["frames"] == 1 and full["end_to_end_fps"] > 0 and full["post_ms"] > 0 and full["infer_ms"] > 0
+    assert full["post_ms_per_megapixel"] == pytest.approx(full["post_ms"] / 12.0, abs=0.01)
     md = render_markdown(report)
     assert f"| {entry['post_ms']} ({entry['post_ms_per_megapixel']}) |" in md
+    assert f"| {full['end_to_end_fps']} ({full['post_ms']}) |" in md
     assert "| default.onnx (light-unet) | onnxruntime | fp32 | 1 |" in md
     render_chart(report, tmp_path / "chart.png")
     import cv2
@@ -100,7 +106,7 @@ def test_report_structure(report, tmp_path):
 def test_cost_and_peak_fraction_are_per_model_when_models_differ(small_model):
     """Before, the first model's FLOPs were used for every row: "% of peak" of the second model was wrong."""
     both = run_bench([DEFAULT_MODEL, small_model], "ort",
-                     BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10))
+                     BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10, full_frames=0))
     big, small = both["results"]
     assert big["flops"] == graph_cost(DEFAULT_MODEL)["flops"] and small["flops"] == graph_cost(small_model)["flops"]
     assert small["flops"] * 60 < big["flops"], "64² against 512² pixels"
@@ -122,7 +128,7 @@ def test_auto_adds_a_tensorrt_row_where_an_engine_runs_and_says_why_not_elsewher
 
     model = tmp_path / "small.onnx"
     shutil.copy(small_model, model)
-    options = BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10)
+    options = BenchOptions(batches=(1,), seconds_per_entry=0.5, end_to_end_frames=10, full_frames=0)
     from runtime.backends.openvino import openvino_available
 
     cpu = ["onnxruntime"] + (["openvino"] if openvino_available() else [])  # both CPU backends, side by side
@@ -146,7 +152,7 @@ def test_cli_writes_json_md_and_plot(tmp_path):
 
     from benchmarks.cli import app
 
-    result = CliRunner().invoke(app, ["--backend", "ort", "--seconds", "0.5", "--frames", "10", "--json",
+    result = CliRunner().invoke(app, ["--backend", "ort", "--seconds", "0.5", "--frames", "10", "--full-frames", "0", "--json",
                                       str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md"), "--plot",
                                       str(tmp_path / "b.png")])
     assert result.exit_code == 0, result.output

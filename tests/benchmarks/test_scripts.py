@@ -28,12 +28,23 @@ def test_counting_accuracy_judges_the_simulators_exact_counts(tmp_path):
 
 
 def test_counting_speed_reports_each_mode():
-    from benchmarks.counting_speed import measure
+    from benchmarks.counting_speed import small_frames
 
-    result = measure(frames=2, repeats=1, size=64)
+    result = small_frames(frames=2, repeats=1, size=64)
     assert set(result["ms_per_frame"]) == {"split_off", "split_on"} and result["frame"] == "64x64 mixed"
     for times in result["ms_per_frame"].values():
         assert 0 < times["count"] <= times["count+overlay"], "count+overlay includes the counting"
+        assert 0 < times["count_cpu"]
+
+
+def test_the_confluent_sheet_is_one_clump_of_touching_cells():
+    import cv2
+
+    from benchmarks.counting_speed import FULL, confluent_sheet
+
+    sheet = confluent_sheet()
+    assert sheet.shape == FULL and cv2.connectedComponents(sheet)[0] - 1 == 1
+    assert 0.5 < sheet.mean() < 0.95, "cells with gaps between them, not a solid field"
 
 
 def test_simulator_speed_reports_each_kind_and_the_stream():
