@@ -171,3 +171,28 @@ def test_simulated_ground_truth_counts_within_two_percent(kind, pseudopods):
             true[k] += frame.counts[k]
     for k in (k for k in pred if true[k]):
         assert abs(pred[k] / true[k] - 1) <= 0.02, (k, pred[k], true[k])
+
+
+def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypatch):
+    """``workers=2`` counts RBCs and macrophages at once, each class on its own thread and buffer; the cell table
+    (ids, rows, values) and the labels are the one-thread counter's."""
+    import threading
+
+    from runtime import counting
+    from runtime.simulator import make_microscope
+
+    threads = set()
+    real = counting.find_instances
+
+    def recording(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(counting, "find_instances", recording)
+    one, two = CellCounter(), CellCounter(workers=2)
+    for i in range(4):
+        class_map = make_microscope("mixed", size=256, seed=4).frame(i).semantic
+        a, b = one.count(class_map, return_labels=True), two.count(class_map, return_labels=True)
+        assert a.counts == b.counts and a.cells.tobytes() == b.cells.tobytes()
+        np.testing.assert_array_equal(a.labels, b.labels)
+    assert any(name.startswith("count-class") for name in threads), threads
