@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 
 from benchmarks.publish import machine, publish
-from runtime.heap import keep_freed_memory
-from runtime.imageio import list_images, read_grey, read_image
-from runtime.synthesize import synthesize_dataset
+from runtime.io.heap import keep_freed_memory
+from runtime.io.imageio import list_images, read_grey, read_image
+from runtime.data.synthesize import synthesize_dataset
 from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label
 from trainer.labelling import label_folder
 

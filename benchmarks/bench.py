@@ -19,10 +19,10 @@ from runtime.backends.openvino import openvino_available
 from runtime.backends.base import Runner
 from runtime.backends.select import ENGINE_SUFFIXES, engine_beside
 from runtime.backends.tensorrt import TensorRTRunner, why_not_runnable
-from runtime.graph_cost import graph_cost
-from runtime.pipeline import Pipeline, RunOptions
-from runtime.simulator import SimConfig, SimulatedMicroscope
-from runtime.sources import DemoSource, MemorySource
+from runtime.backends.graph_cost import graph_cost
+from runtime.pipeline.stream import Pipeline, RunOptions
+from runtime.data.simulator import SimConfig, SimulatedMicroscope
+from runtime.io.sources import DemoSource, MemorySource
 
 TARGET_FPS = 25.0
 PAPER = {"params": 7.48e6, "flops_stated": 3.09e6, "fps": 25.0, "gpu": "RTX 2060", "size": 512}
@@ -105,7 +105,7 @@ def model_cost(model: Path) -> dict:
     where that is still here)."""
     source = model
     if model.suffix.lower() in ENGINE_SUFFIXES:
-        from runtime.engine_sidecar import EngineSidecar
+        from runtime.backends.engine_sidecar import EngineSidecar
 
         source = EngineSidecar.read(model).onnx_path(model)
     return graph_cost(source) if source is not None and source.suffix == ".onnx" else {"params": None, "flops": None}
@@ -232,7 +232,7 @@ def render_chart(report: dict, path: Path) -> None:
     library needed on an edge box)."""
     import cv2
 
-    from runtime.imageio import write_image
+    from runtime.io.imageio import write_image
 
     entries = report["results"]
     width, height, left, bottom = max(480, 150 * len(entries) + 120), 420, 70, 90

@@ -33,7 +33,7 @@ def bench(
 ) -> None:
     from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
     from runtime.cli.run import DEFAULT_MODEL
-    from runtime.writers import write_json
+    from runtime.io.writers import write_json
 
     models = list(model) if model else [DEFAULT_MODEL]
     with console.status("benchmarking…") as status:
@@ -61,7 +61,7 @@ def bench(
     if json_path:
         write_json(json_path, report)
     if md:
-        from runtime.imageio import write_text
+        from runtime.io.imageio import write_text
 
         write_text(md, render_markdown(report))
     if plot:

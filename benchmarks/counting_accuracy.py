@@ -1,6 +1,6 @@
 """Counting accuracy from ground-truth class maps (issue targets: within 2 % of the true counts on simulated mixed
 images, and on dense simulated macrophage singles with pseudopods), so that only the counter's post-processing is
-judged: the simulated microscope's exact class maps go through `csc-data count`'s code (runtime/evaluate_counts.py)
+judged: the simulated microscope's exact class maps go through `csc-data count`'s code (runtime/counting/evaluation.py)
 with touching cells split and, for comparison, not (mixed frames only).
 
 Not a speed figure: the result depends only on the code and the settings, which the JSON records, so a rerun with
@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.publish import publish
-from runtime.counting import CountingConfig
-from runtime.evaluate_counts import count_dataset
-from runtime.synthesize import synthesize_dataset
+from runtime.counting.counter import CountingConfig
+from runtime.counting.evaluation import count_dataset
+from runtime.data.synthesize import synthesize_dataset
 
 KEYS = ("counts", "true_counts", "count_accuracy", "mean_abs_error", "instances")
 

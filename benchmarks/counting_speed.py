@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from benchmarks.publish import machine, publish
-from runtime.counting import CellCounter, CountingConfig
-from runtime.overlay import OverlayRenderer
-from runtime.simulator import SimConfig, SimulatedMicroscope, make_microscope
+from runtime.counting.counter import CellCounter, CountingConfig
+from runtime.pipeline.overlay import OverlayRenderer
+from runtime.data.simulator import SimConfig, SimulatedMicroscope, make_microscope
 
 FULL = (3000, 4000)  # the paper's camera (§2.3)
 

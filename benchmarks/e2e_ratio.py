@@ -23,9 +23,9 @@ import numpy as np
 from benchmarks.publish import publish
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
 from runtime.cli.run import DEFAULT_MODEL
-from runtime.pipeline import Pipeline, RunOptions
-from runtime.simulator import make_microscope
-from runtime.sources import DemoSource
+from runtime.pipeline.stream import Pipeline, RunOptions
+from runtime.data.simulator import make_microscope
+from runtime.io.sources import DemoSource
 
 
 def inference_fps(runner: OnnxRuntimeRunner, frame: np.ndarray, n: int = 40) -> float:

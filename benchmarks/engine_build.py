@@ -22,7 +22,7 @@ from benchmarks.publish import publish
 from export.onnx_export import ExportOptions, export_onnx
 from export.tensorrt import BuildOptions, build_engine
 from runtime.cli.run import DEFAULT_MODEL
-from runtime.model_meta import PRECISIONS
+from runtime.backends.model_meta import PRECISIONS
 
 # (batch, build options): a static batch of 1, and a dynamic batch with the default profile (1…8). The workspace is
 # 4 GiB: vgg16-unet at batch 8 asks for 1.17 GB of scratch, more than the 1 GiB default.
@@ -57,7 +57,7 @@ def _build(onnx_path: Path, options: BuildOptions, repeats: int, tmp: Path) -> d
 
 def measure(archs: tuple[str, ...] = ("light-unet", "vgg16-unet"), size: int = 512, repeats: int = 3,
             precisions: tuple[str, ...] = PRECISIONS, bundled: bool = True) -> dict:
-    from runtime.synthesize import synthesize_dataset
+    from runtime.data.synthesize import synthesize_dataset
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.dataset import open_dataset
-from runtime.imageio import write_text
-from runtime.synthesize import synthesize_dataset
+from runtime.data.dataset import open_dataset
+from runtime.io.imageio import write_text
+from runtime.data.synthesize import synthesize_dataset
 from trainer.autolabel import AutoLabelConfig
 from trainer.checkpoint import model_from_checkpoint
 from trainer.evaluate import evaluate

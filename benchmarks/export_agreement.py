@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.publish import publish
 from export.checks import AGREEMENT_THRESHOLD, run_checks
 from export.onnx_export import ExportOptions, export_onnx, sha256
-from runtime.model_meta import PRECISIONS
+from runtime.backends.model_meta import PRECISIONS
 
 CALIB_SEED, CALIB_FRAMES = 7, 32
 
@@ -23,7 +23,7 @@ def measure(checkpoint: Path, size: int = 512, calib: Path | None = None, images
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         if calib is None:
-            from runtime.synthesize import synthesize_dataset
+            from runtime.data.synthesize import synthesize_dataset
 
             calib = synthesize_dataset("mixed", CALIB_FRAMES, Path(tmp) / "calib", seed=CALIB_SEED, size=size) / "images"
         for precision in PRECISIONS:

@@ -50,8 +50,8 @@ def bench_inference(arch: str, batch: int, size: int = 512, iters: int = 50) -> 
 
 def train_and_compare(steps: int, quick: bool) -> dict:
     from benchmarks.experiment import Scale
-    from runtime.dataset import open_dataset
-    from runtime.synthesize import synthesize_dataset
+    from runtime.data.dataset import open_dataset
+    from runtime.data.synthesize import synthesize_dataset
     from trainer.checkpoint import model_from_checkpoint
     from trainer.evaluate import evaluate
     from trainer.models import get_arch

@@ -1,4 +1,4 @@
-"""The torch counter (`runtime.gpu_counting.TorchCellCounter`) on a 4000×3000 simulator class map, against the CPU
+"""The torch counter (`runtime.counting.gpu.TorchCellCounter`) on a 4000×3000 simulator class map, against the CPU
 counter (`CellCounter`) in the same run: time per frame and whether counts and cell tables are the same; then the
 same comparison on 512×512 frames (how many of them differ).
 
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from benchmarks.publish import machine, publish
-from runtime.counting import CellCounter, CountingConfig
-from runtime.simulator import SimConfig, SimulatedMicroscope, make_microscope
+from runtime.counting.counter import CellCounter, CountingConfig
+from runtime.data.simulator import SimConfig, SimulatedMicroscope, make_microscope
 
 
 
@@ -39,7 +39,7 @@ def _same(a, b) -> bool:
 def measure(repeats: int = 5, frames: int = 20, height: int = 3000, width: int = 4000) -> dict:
     import torch
 
-    from runtime.gpu_counting import TorchCellCounter
+    from runtime.counting.gpu import TorchCellCounter
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

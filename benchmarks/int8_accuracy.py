@@ -17,9 +17,9 @@ import numpy as np
 
 from benchmarks.publish import publish
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
-from runtime.count_metrics import CountTally
-from runtime.counting import CellCounter
-from runtime.simulator import SimConfig, SimulatedMicroscope
+from runtime.counting.metrics import CountTally
+from runtime.counting.counter import CellCounter
+from runtime.data.simulator import SimConfig, SimulatedMicroscope
 from trainer.metrics import confusion_matrix, fwiou, miou
 
 EVAL_SEED, CALIB_SEED, CALIB_FRAMES = 99, 7, 32
@@ -48,7 +48,7 @@ def quantize(fp32: Path, out: Path) -> Path:
     from export.checks import metadata_of
     from export.onnx_export import _write_metadata
     from export.precision import quantize_int8
-    from runtime.imageio import write_image
+    from runtime.io.imageio import write_image
 
     graph = onnx.load(str(fp32))
     meta = metadata_of(graph, fp32)

@@ -5,10 +5,10 @@ Sets (real ones read from ``../shared/real``, never copied; skipped with the rea
 - **BBBC030** (real DIC of live, unstained CHO cells; 787 hand-outlined instances; CC BY 3.0 — Koos et al. 2016,
   Sci. Rep. 6:30420, via the Broad Bioimage Benchmark Collection, Ljosa et al. 2012, Nat. Methods 9:637).
   Labelled ``--kind macrophage`` (the nearest size). Split by name: cho01–cho30 is the tuning part (every choice in
-  trainer/label_free.py and runtime/modality.py was made looking at it), cho31–cho60 the evaluation part that no
+  trainer/label_free.py and runtime/data/modality.py was made looking at it), cho31–cho60 the evaluation part that no
   choice looked at. Its outlines leave out-of-focus cells and debris unannotated and draw 25 doublets as one
   object (its README), so precision and the count are bounded by the annotation, not only by the labeller.
-- **Simulated optics** (runtime/simulator.py, a test fixture, not evidence): the same scenes rendered as stained
+- **Simulated optics** (runtime/data/simulator.py, a test fixture, not evidence): the same scenes rendered as stained
   brightfield, unstained brightfield, phase contrast and DIC, single-kind RBC and macrophage frames (macrophages
   with pseudopods), at a seed no choice looked at.
 - **Stained smears** (no regression): the Chula evaluation subset, the BCCD evaluation half and the DSB nuclei
@@ -42,10 +42,10 @@ import numpy as np
 from benchmarks.publish import publish
 from benchmarks.real_counts import headline, nuclei, real_sets, score_nuclei, watershed_split
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC
-from runtime.count_metrics import match_instances
+from runtime.counting.metrics import match_instances
 from runtime.errors import CscError
-from runtime.modality import detect_modality
-from runtime.simulator import make_microscope
+from runtime.data.modality import detect_modality
+from runtime.data.simulator import make_microscope
 from trainer.autolabel import AutoLabelConfig, auto_label, fill_holes
 
 ROOT = Path(__file__).resolve().parent.parent

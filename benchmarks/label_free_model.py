@@ -37,10 +37,10 @@ import numpy as np
 from benchmarks.label_free import EVALUATION, PSEUDOPODS, TUNING, bbbc030_pairs, labeller, score
 from benchmarks.publish import publish
 from benchmarks.real_model import run_stages
-from runtime.dataset import DatasetWriter, open_dataset
-from runtime.imageio import place_file
-from runtime.rescale import rescale_dataset
-from runtime.synthesize import synthesize_dataset
+from runtime.data.dataset import DatasetWriter, open_dataset
+from runtime.io.imageio import place_file
+from runtime.data.rescale import rescale_dataset
+from runtime.data.synthesize import synthesize_dataset
 from trainer.autolabel import AutoLabelConfig
 from trainer.labelling import label_folder
 from trainer.regimes import plan_single, plan_transfer
@@ -147,8 +147,8 @@ def train_models(data: dict, work: Path, recipe: Recipe) -> dict[str, Path]:
 def runtime_macrophages(model: Path):
     """`csc-run --pixel-size P`'s path, the macrophage-class instances mapped back to the frame."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.counting import CellCounter, CountingConfig
-    from runtime.pipeline import Segmenter
+    from runtime.counting.counter import CellCounter, CountingConfig
+    from runtime.pipeline.stream import Segmenter
 
     runner = OnnxRuntimeRunner(model)
     runner.activate()

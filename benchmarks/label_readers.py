@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.publish import machine, publish
-from runtime.annotations import export_dataset, read_annotations
-from runtime.annotations.cells import exported_images
-from runtime.annotations.classmap import ClassMap
-from runtime.annotations.cvat import CvatEllipse
-from runtime.annotations.model import Ellipse
-from runtime.annotations.writer import import_annotations
-from runtime.dataset import open_dataset
+from runtime.data.annotations import export_dataset, read_annotations
+from runtime.data.annotations.cells import exported_images
+from runtime.data.annotations.classmap import ClassMap
+from runtime.data.annotations.cvat import CvatEllipse
+from runtime.data.annotations.model import Ellipse
+from runtime.data.annotations.writer import import_annotations
+from runtime.data.dataset import open_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -262,7 +262,7 @@ def _what_differs(image: str, cell, a: int, pairs: np.ndarray, shared: np.ndarra
 
 def make_datasets(where: Path) -> dict[str, dict]:
     """The datasets exported: name -> {"root": folder, "what": description}; a source absent here is skipped."""
-    from runtime.synthesize import synthesize_dataset
+    from runtime.data.synthesize import synthesize_dataset
 
     made = {"simulated-mixed": {"root": synthesize_dataset("mixed", 4, where / "simulated", seed=26, size=256),
                                 "what": "simulated microscope, mode mixed (rbc and macrophage), 4 frames of 256 px"}}
@@ -396,7 +396,7 @@ def main(python: Path) -> dict:
                               for k, v in datasets.items()}
         result["checks"] = checks
         result["all_exact"] = all(c.get("exact") for c in checks)
-        # LabelMe polygons carry no holes (runtime/annotations/labelme.py says so): a cell with one reads back filled
+        # LabelMe polygons carry no holes (runtime/data/annotations/labelme.py says so): a cell with one reads back filled
         result["not_exact_only_cells_with_holes"] = all(
             e["holes"] > 0 for c in checks if not c.get("exact") and "error" not in c
             for e in c["cells_not_read_exactly_examples"])

@@ -6,7 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-from runtime.imageio import write_text
+from runtime.io.imageio import write_text
 
 
 def publish(result: dict, out: Path | None) -> None:

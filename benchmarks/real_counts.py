@@ -23,7 +23,7 @@ Paths (rows), all through the project's own code except the reference:
   at the given pixel size (as measured in the real-images issue),
 - with ``--model``, the runtime (`csc-run --images DIR --pixel-size P`): the model's class map, rescaled to the
   model's pixel size, counted by the runtime counter.
-Scoring is `runtime.evaluate_counts.PointScorer` (point / box-centre F1, count ratio, MAE per image), the code
+Scoring is `runtime.counting.evaluation.PointScorer` (point / box-centre F1, count ratio, MAE per image), the code
 `csc-data count --truth` uses.
 
 Run: python -m benchmarks.real_counts [--real ../shared/real] [--model runtime/models/default.onnx]
@@ -45,10 +45,10 @@ import numpy as np
 
 from benchmarks.publish import publish
 from runtime.classes import RBC
-from runtime.count_metrics import match_instances
-from runtime.counting import CountingConfig, cells_from_instances
+from runtime.counting.metrics import match_instances
+from runtime.counting.counter import CountingConfig, cells_from_instances
 from runtime.errors import CscError
-from runtime.imageio import read_image
+from runtime.io.imageio import read_image
 from trainer.ablation import NUCLEI_PIXEL_UM as DSB_PIXEL_UM  # nuclei of ≈24 px taken as 6 µm cells
 from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label, fill_holes
 
@@ -113,11 +113,11 @@ def runtime_labeller(model: Path, calibrated: bool = False, **counting) -> Label
     """The runtime path of `csc-run --images DIR --pixel-size P`: the frame rescaled to the model's pixel size,
     segmented (tiled) by ONNX Runtime, counted by the runtime counter (``counting``: CountingConfig options), the
     RBC instances mapped back to the frame. ``calibrated``: `csc-run` without a pixel size instead, each image
-    calibrated alone (runtime/calibration.py; a run calibrates on its first three frames)."""
+    calibrated alone (runtime/counting/calibration.py; a run calibrates on its first three frames)."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.calibration import calibrate
-    from runtime.counting import CellCounter
-    from runtime.pipeline import Segmenter
+    from runtime.counting.calibration import calibrate
+    from runtime.counting.counter import CellCounter
+    from runtime.pipeline.stream import Segmenter
 
     runner = OnnxRuntimeRunner(model)
     runner.activate()
@@ -147,7 +147,7 @@ class Scored:
 def score_marks(dataset, stems: list[str] | None, method: Labeller, pixel_size_um: float, edge_band: float,
                 wbc: dict[str, np.ndarray] | None = None) -> Scored:
     """Point / box-centre scores of one method over a count-only dataset (optionally only ``stems``)."""
-    from runtime.evaluate_counts import PointScorer
+    from runtime.counting.evaluation import PointScorer
 
     scorer = PointScorer(CountingConfig(class_names=("background", "rbc"), pixel_size_um=pixel_size_um),
                          dataset.classes, edge_band=edge_band)
@@ -188,10 +188,10 @@ def bccd_half(dataset, part: str) -> list[str]:
 
 def import_real(real: Path, work: Path) -> tuple:
     """The Chula points and BCCD boxes as count-only datasets (`csc-data import`'s code; images hard-linked)."""
-    from runtime.annotations import read_annotations
-    from runtime.annotations.classmap import ClassMap
-    from runtime.annotations.writer import import_annotations
-    from runtime.count_dataset import open_count_dataset
+    from runtime.data.annotations import read_annotations
+    from runtime.data.annotations.classmap import ClassMap
+    from runtime.data.annotations.writer import import_annotations
+    from runtime.data.count_dataset import open_count_dataset
 
     chula, bccd = real / "chula-rbc12", real / "bccd-txlpbc"
     import_annotations(read_annotations("points", chula / "points"), chula / "images", work / "chula",

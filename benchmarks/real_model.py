@@ -43,10 +43,10 @@ from benchmarks.publish import publish
 from benchmarks.real_counts import (BCCD_PIXEL_UM, CHULA_PARTS, CHULA_PIXEL_UM, bccd_half, chula_part, headline,
                                     import_real, labeller, real_sets, runtime_labeller)
 from runtime.errors import CscError
-from runtime.imageio import list_images, place_file
-from runtime.rescale import rescale_dataset
-from runtime.synthesize import synthesize_dataset
-from runtime.writers import write_json
+from runtime.io.imageio import list_images, place_file
+from runtime.data.rescale import rescale_dataset
+from runtime.data.synthesize import synthesize_dataset
+from runtime.io.writers import write_json
 from trainer.autolabel import AutoLabelConfig
 from trainer.labelling import label_folder
 from trainer.regimes import plan_single, plan_transfer
@@ -117,8 +117,8 @@ def bccd_mixed(real: Path, data: Path, out: Path, labels: str) -> None:
     half's hand labels — each box's inscribed ellipse, cut to the labeller's foreground, is one cell, so cells that
     overlap (which a mask-only splitter separates only by area) are taught as separate cells; labeller cells
     outside every box (TXL-PBC misses about 5 %) are kept, those hit by a WBC box centre dropped."""
-    from runtime.count_dataset import open_count_dataset
-    from runtime.dataset import DatasetWriter, open_dataset
+    from runtime.data.count_dataset import open_count_dataset
+    from runtime.data.dataset import DatasetWriter, open_dataset
 
     imported = data / "bccd-import"
     if not (imported / "bccd" / "dataset.json").exists():
@@ -213,9 +213,9 @@ def export(checkpoint: Path, out: Path) -> Path:
 def demo_counts(model: Path, demo: Path) -> dict:
     """The model on simulated mixed frames through the runtime: counts against the simulator's truth."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.count_metrics import CountTally
-    from runtime.counting import CellCounter, CountingConfig
-    from runtime.dataset import instance_counts, open_dataset
+    from runtime.counting.metrics import CountTally
+    from runtime.counting.counter import CellCounter, CountingConfig
+    from runtime.data.dataset import instance_counts, open_dataset
 
     dataset = open_dataset(demo)
     with OnnxRuntimeRunner(model) as runner:

@@ -54,7 +54,7 @@ def load_average() -> list[float]:
 
 
 def upload_image() -> bytes:
-    from runtime.simulator import SimConfig, SimulatedMicroscope
+    from runtime.data.simulator import SimConfig, SimulatedMicroscope
 
     return cv2.imencode(".png", SimulatedMicroscope(SimConfig(height=512, width=512), seed=21).frame(0).image)[1].tobytes()
 

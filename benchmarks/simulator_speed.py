@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 
 from benchmarks.publish import machine, publish
-from runtime.simulator import make_microscope
+from runtime.data.simulator import make_microscope
 
 
 def measure(frames: int = 100, size: int = 512) -> dict:

@@ -19,8 +19,8 @@ import onnx
 import onnxruntime as ort
 
 from runtime.errors import CscError
-from runtime.imageio import list_images, read_image
-from runtime.model_meta import ModelMetadata
+from runtime.io.imageio import list_images, read_image
+from runtime.backends.model_meta import ModelMetadata
 
 # Minimum class-map agreement with the FP32 PyTorch model, per precision. FP32 must match (only summation order
 # differs). FP16 and INT8 flip pixels where two class logits nearly tie, i.e. on cell outlines: the 3-px band along
@@ -81,7 +81,7 @@ def unsupported_by_tensorrt(graph: onnx.ModelProto) -> list[str]:
 def tensorrt_parser_check(graph: onnx.ModelProto, path: Path) -> tuple[bool, str]:
     """(ok, detail): parsed by the first installed TensorRT flavour, or, with none installed, the operator list."""
     from export.tensorrt import parse_onnx, upgrade_hint
-    from runtime.gpu import LABELS, import_tensorrt, installed_flavours
+    from runtime.backends.cuda import LABELS, import_tensorrt, installed_flavours
 
     flavours = installed_flavours()
     if not flavours:
@@ -106,7 +106,7 @@ def check_frames(size: tuple[int, int], images: str | Path | None = None, n: int
     h, w = size
     if images is not None:
         return [cv2.resize(read_image(p), (w, h), interpolation=cv2.INTER_AREA) for p in list_images(images)[:n]]
-    from runtime.simulator import SimConfig, SimulatedMicroscope
+    from runtime.data.simulator import SimConfig, SimulatedMicroscope
 
     microscope = SimulatedMicroscope(SimConfig(mode="mixed", height=h, width=w), seed=2024)
     return [microscope.frame(i).image for i in range(n)]
@@ -193,7 +193,7 @@ def simplify(path: str | Path) -> None:
         import onnxslim
     except ImportError:
         raise CscError("--simplify needs onnxslim", fix="pip install onnxslim") from None
-    from runtime.imageio import atomic_path
+    from runtime.io.imageio import atomic_path
 
     path = Path(path)
     graph = onnx.load(str(path))

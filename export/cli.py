@@ -9,8 +9,8 @@ from rich.table import Table
 
 from runtime.cli.common import choices, console, entry, make_app
 from runtime.errors import CscError
-from runtime.gpu import FLAVOURS
-from runtime.model_meta import PRECISIONS
+from runtime.backends.cuda import FLAVOURS
+from runtime.backends.model_meta import PRECISIONS
 
 app = make_app("Export: [bold]onnx[/] (fused uint8 graph + checks), [bold]check[/], [bold]upgrade[/] (older files "
                "for TensorRT), [bold]build-engine[/] (TensorRT or TensorRT-RTX).")

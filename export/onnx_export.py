@@ -18,8 +18,8 @@ import torch.nn as nn
 from export.targets import validate
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
-from runtime.imageio import atomic_path
-from runtime.model_meta import METADATA_KEY, PRECISIONS, ModelMetadata
+from runtime.io.imageio import atomic_path
+from runtime.backends.model_meta import METADATA_KEY, PRECISIONS, ModelMetadata
 from runtime.version import __version__
 from trainer.checkpoint import model_from_checkpoint
 from trainer.models import get_arch

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 
 from runtime.errors import CscError
-from runtime.imageio import list_images, read_image
-from runtime.model_meta import ModelMetadata
+from runtime.io.imageio import list_images, read_image
+from runtime.backends.model_meta import ModelMetadata
 
 
 class _FrameReader:

@@ -19,11 +19,11 @@ from types import ModuleType
 import onnx
 
 from export.targets import validate
-from runtime.engine_sidecar import RTX_DEFAULT_TARGETS, RTX_TARGETABLE, EngineSidecar
+from runtime.backends.engine_sidecar import RTX_DEFAULT_TARGETS, RTX_TARGETABLE, EngineSidecar
 from runtime.errors import CscError
-from runtime.gpu import LABELS, gpu_info, import_tensorrt, installed_flavours, tensorrt_logger
-from runtime.imageio import atomic_path
-from runtime.model_meta import ModelMetadata
+from runtime.backends.cuda import LABELS, gpu_info, import_tensorrt, installed_flavours, tensorrt_logger
+from runtime.io.imageio import atomic_path
+from runtime.backends.model_meta import ModelMetadata
 
 
 @dataclass
@@ -281,7 +281,7 @@ def engine_agreement(engine: str | Path, images: str | Path | None = None) -> fl
     from export.onnx_export import sha256
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
     from runtime.backends.tensorrt import TensorRTRunner
-    from runtime.compare import class_map_agreement
+    from runtime.backends.compare import class_map_agreement
 
     sidecar = EngineSidecar.read(engine)
     source = sidecar.onnx_path(engine)

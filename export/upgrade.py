@@ -82,8 +82,8 @@ def upgrade_onnx(path: str | Path, out: str | Path, frames: list[np.ndarray] | N
     """Write the rewritten graph of ``path`` to ``out`` (atomically, only when ONNX Runtime gives the same class
     maps before and after) and return (changes, agreement)."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.compare import class_map_agreement
-    from runtime.imageio import atomic_path
+    from runtime.backends.compare import class_map_agreement
+    from runtime.io.imageio import atomic_path
 
     path, out = Path(path), Path(out)
     try:

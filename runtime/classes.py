@@ -20,7 +20,7 @@ class CellSize:
 
     @property
     def typical_um(self) -> float:
-        """The middle of the range: the size an estimated diameter in px is taken to be (runtime/scale.py)."""
+        """The middle of the range: the size an estimated diameter in px is taken to be (runtime/counting/scale.py)."""
         return (self.min_um + self.max_um) / 2.0
 
     def min_area_px(self, pixel_size_um: float, fraction: float = 0.25) -> int:

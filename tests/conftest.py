@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.synthesize import synthesize_dataset
+from runtime.data.synthesize import synthesize_dataset
 
 
 @pytest.fixture(scope="session")

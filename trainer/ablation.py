@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.classes import CLASS_NAMES
-from runtime.dataset import open_dataset
+from runtime.data.dataset import open_dataset
 from runtime.errors import CscError
-from runtime.imageio import read_label_map, read_raw, to_bgr8
+from runtime.io.imageio import read_label_map, read_raw, to_bgr8
 from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label
 from trainer.metrics import confusion_matrix, miou
 
@@ -158,7 +158,7 @@ def render_markdown(report: dict) -> str:
 
 def write_report(report: dict, markdown_path: Path) -> Path:
     """Markdown at ``markdown_path`` and the same numbers as JSON beside it; both written atomically."""
-    from runtime.imageio import write_text
+    from runtime.io.imageio import write_text
 
     write_text(markdown_path, "# Auto-label ablation (paper Table 1)\n\n" + render_markdown(report))
     json_path = markdown_path.with_suffix(".json")

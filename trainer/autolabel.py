@@ -5,7 +5,7 @@ contours with small areas removed, filled → erosion then dilation (3×3, for m
 one known magnification and clean brightfield frames; on real stained smears (colour, pale centres, uneven light,
 debris, white cells, unknown pixel size) they over-count 1.2–2.3×. So the defaults here add, in order:
 
-- **scale**: the typical cell diameter is estimated per image (runtime/scale.py) unless ``pixel_size_um`` or
+- **scale**: the typical cell diameter is estimated per image (runtime/counting/scale.py) unless ``pixel_size_um`` or
   ``diameter_px`` is given, and every size-dependent parameter follows from it;
 - **channel**: on colour images, the colour direction that best separates cells from background (Fisher's
   discriminant of a first Otsu split) instead of plain grey: stained cells differ from the background in hue
@@ -18,7 +18,7 @@ debris, white cells, unknown pixel size) they over-count 1.2–2.3×. So the def
 - **fill** ``holes``: open rims closed, then holes smaller than a cell filled (pale centres), also those of cells
   the frame edge cuts, whereas the paper's filled outer contours also fill the background that a ring of touching
   cells encloses;
-- **split**: touching cells split by distance-transform dynamics (runtime/instances.py), shared with counting;
+- **split**: touching cells split by distance-transform dynamics (runtime/counting/instances.py), shared with counting;
   for RBCs, which overlap in thick smears, at lower dynamics with the counter's one-cell rule, and blobs of two
   or more cells' area divided by area; parts cut by the frame edge kept down to a quarter of the minimum area;
 - **reject**: objects that are not cells of the kind — specks, thin fibres, rims left open, and for RBC labels
@@ -35,11 +35,11 @@ import cv2
 import numpy as np
 
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC, class_id
-from runtime.counting import ONE_CELL
-from runtime.instances import divide_large, fill_all_holes, find_instances
-from runtime.blank import is_blank
-from runtime.modality import LABEL_FREE, check_modality, detect_modality
-from runtime.scale import estimate_diameter
+from runtime.counting.counter import ONE_CELL
+from runtime.counting.instances import divide_large, fill_all_holes, find_instances
+from runtime.counting.blank import is_blank
+from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
+from runtime.counting.scale import estimate_diameter
 from trainer.label_free import first_pass_mask, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
@@ -98,7 +98,7 @@ class AutoLabelConfig:
     image; block size and offset (not in the paper) derive from the cell size as tuned on simulated sets."""
 
     kind: str = "rbc"
-    modality: str = "auto"  # auto: decided per image (runtime/modality.py)
+    modality: str = "auto"  # auto: decided per image (runtime/data/modality.py)
     channel: str = "auto"
     gaussian: bool = True
     gaussian_ksize: int = 3
@@ -300,7 +300,7 @@ class _Foreground:
 
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     """The auto-label of one single-kind image (uint8 BGR or grey, at least MIN_SIDE px a side). A blank frame
-    (`runtime.blank`: lens cap, lamp off, a uniform field) has no cells: its label is empty, threshold "blank"."""
+    (`runtime.counting.blank`: lens cap, lamp off, a uniform field) has no cells: its label is empty, threshold "blank"."""
     if image.ndim not in (2, 3) or min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"an image to label must be at least {MIN_SIDE}×{MIN_SIDE} px (grey or BGR), "
                          f"got shape {image.shape}")
@@ -423,7 +423,7 @@ def _instances(binary: np.ndarray, scaled: Scaled, min_area: int):
     Where the one-cell rule is safe for the kind (`CellSize.one_cell_safe`: RBCs), the splitter cuts at every
     distance maximum that rises above noise (``split_dynamics``) and the rule merges back parts that together are
     no larger than one cell; blobs of ``overlap`` × the median cell or more are then divided by area
-    (`runtime.instances.divide_large`). Blood smears are thicker than a monolayer in places: overlapping cells
+    (`runtime.counting.instances.divide_large`). Blood smears are thicker than a monolayer in places: overlapping cells
     leave shallow necks or none, which the distance map's default dynamics keep whole.
     """
     if not scaled.config.split_touching:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from runtime.errors import CscError
-from runtime.imageio import atomic_path
+from runtime.io.imageio import atomic_path
 from runtime.version import __version__
 
 FORMAT = "auto-csc-checkpoint/1"

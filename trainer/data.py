@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.dataset import Dataset, Labels
+from runtime.data.dataset import Dataset, Labels
 from runtime.errors import CscError
 
 
@@ -69,10 +69,10 @@ class CropSampler:
             if not pool:
                 raise CscError("no images to train on", path=dataset.root, fix="add images or lower --n / the split")
             self.pools.append(pool)
-        self.class_fractions = fractions  # per class, the largest share of a training image (runtime/domain.py)
-        # Per class, the median equivalent diameter (px) of the training cells (runtime/calibration.py).
+        self.class_fractions = fractions  # per class, the largest share of a training image (runtime/pipeline/domain.py)
+        # Per class, the median equivalent diameter (px) of the training cells (runtime/counting/calibration.py).
         self.cell_diameters = [float(np.median(np.concatenate(d))) if d else None for d in diameters]
-        self.modalities = sorted({m for dataset, _ in sources for m in dataset.modalities})  # (runtime/domain.py)
+        self.modalities = sorted({m for dataset, _ in sources for m in dataset.modalities})  # (runtime/pipeline/domain.py)
 
     def batch(self, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """uint8 images (B, H, W, 3) and masks (B, H, W) for this rank's share of global step ``step``."""

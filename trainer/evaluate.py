@@ -12,12 +12,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
-from runtime.count_dataset import CountSample
-from runtime.count_metrics import CountTally
-from runtime.counting import CellCounter, CountingConfig
-from runtime.dataset import Labels, instance_counts
-from runtime.evaluate_counts import PointScorer
-from runtime.imageio import read_image
+from runtime.data.count_dataset import CountSample
+from runtime.counting.metrics import CountTally
+from runtime.counting.counter import CellCounter, CountingConfig
+from runtime.data.dataset import Labels, instance_counts
+from runtime.counting.evaluation import PointScorer
+from runtime.io.imageio import read_image
 from trainer.metrics import confusion_matrix, dice, fwiou, miou, per_class_iou
 from trainer.preprocess import Preprocess
 

@@ -3,7 +3,7 @@
 An intensity threshold fails on these images for physical reasons: a DIC cell is a relief, one bright and one dark
 half, so it becomes two objects or a rim; a phase-contrast cell is a dark body in a bright halo with pseudopods
 fainter than either; an unstained cell in brightfield barely absorbs and shows mostly as defocus rings. What they
-share is local contrast of either sign where the background is flat (`runtime.modality.texture_energy`), so the
+share is local contrast of either sign where the background is flat (`runtime.data.modality.texture_energy`), so the
 mask is that energy thresholded on a log scale, first at a fixed small scale to measure the cells, then at a scale
 set by their diameter. The rest of the labeller (rim closing, hole filling, splitting, rejection) follows as for
 stained images.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.modality import ENERGY_FIRST_PASS, energy_cells
+from runtime.data.modality import ENERGY_FIRST_PASS, energy_cells
 
 # The energy's two scales, in cell diameters: the high-pass keeps detail finer than FINE × d (a cell's texture and
 # edges, not its slow shading), and the average over SMOOTH × d joins a cell's edges and texture into one region.

@@ -12,11 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.dataset import DatasetWriter, write_sample
+from runtime.data.dataset import DatasetWriter, write_sample
 from runtime.errors import CscError
-from runtime.heap import keep_freed_memory
+from runtime.io.heap import keep_freed_memory
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
-from runtime.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
+from runtime.io.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
 from trainer.autolabel import BLANK, MIN_SIDE, AutoLabelConfig, auto_label
 
 

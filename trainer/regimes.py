@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runtime.dataset import Labels, open_dataset
+from runtime.data.dataset import Labels, open_dataset
 from runtime.errors import CscError
 from trainer.checkpoint import load_checkpoint
 from trainer.data import AUGMENTS, CropSampler, split_indices

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM
-from runtime.dataset import Labels
+from runtime.data.dataset import Labels
 from runtime.errors import CscError
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import CropSampler
@@ -48,7 +48,7 @@ class TrainConfig:
     sources: dict = field(default_factory=dict)
     augment: str = "paper"  # a key of trainer.data.AUGMENTS
     touching_gap: int = 0  # px of background carved between touching instances of the training masks
-    class_fractions: dict = field(default_factory=dict)  # filled from the training data (runtime/domain.py)
+    class_fractions: dict = field(default_factory=dict)  # filled from the training data (runtime/pipeline/domain.py)
     modalities: tuple[str, ...] = ()  # the optics of the training data, where the datasets record it (likewise)
     cell_diameter_px: dict = field(default_factory=dict)  # per class, the training cells' median (calibration)
 
@@ -181,7 +181,7 @@ def train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pat
     if ddp.main:
         best_metrics = load_checkpoint(out / "best.pt")["metrics"]
         result["val_metrics"] = best_metrics
-        from runtime.writers import write_json
+        from runtime.io.writers import write_json
 
         write_json(out / "metrics.json", result)
         write_curves(out / "curves.png", history, config.regime)
@@ -209,7 +209,7 @@ def write_curves(path: Path, history: dict, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from runtime.imageio import atomic_path
+    from runtime.io.imageio import atomic_path
 
     loss = np.asarray(history["loss"], dtype=float)
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import CscError
-from runtime.model_meta import ModelMetadata
+from runtime.backends.model_meta import ModelMetadata
 
 
 class Runner(ABC):

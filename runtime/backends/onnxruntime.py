@@ -9,7 +9,7 @@ import numpy as np
 
 from runtime.backends.base import Runner
 from runtime.errors import CscError
-from runtime.model_meta import ModelMetadata
+from runtime.backends.model_meta import ModelMetadata
 
 
 # The GPU provider tried first when present (onnxruntime-gpu). The TensorRT provider is left out on purpose: it

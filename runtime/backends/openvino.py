@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.backends.base import Runner
 from runtime.errors import CscError
-from runtime.model_meta import ModelMetadata
+from runtime.backends.model_meta import ModelMetadata
 
 INSTALL = "pip install 'auto-csc[openvino]' (or --backend ort)"
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from runtime.backends.base import Runner
-from runtime.engine_sidecar import EngineSidecar
+from runtime.backends.engine_sidecar import EngineSidecar
 from runtime.errors import CscError
-from runtime.gpu import cuda_error, gpu_info, import_tensorrt, tensorrt_logger
-from runtime.gpu import cudart as _cudart
+from runtime.backends.cuda import cuda_error, gpu_info, import_tensorrt, tensorrt_logger
+from runtime.backends.cuda import cudart as _cudart
 
 # TensorRT-RTX's EngineInvalidityDiagnostics bits, as sentences for the user.
 _DIAGNOSTICS = {

@@ -7,16 +7,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from runtime.annotations import CROWD_RULES, EXPORT_FORMATS, IMPORT_FORMATS
+from runtime.data.annotations import CROWD_RULES, EXPORT_FORMATS, IMPORT_FORMATS
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
-from runtime.counting import BORDER_POLICIES
-from runtime.dataset import check_dataset, open_dataset
+from runtime.counting.counter import BORDER_POLICIES
+from runtime.data.dataset import check_dataset, open_dataset
 from runtime.errors import CscError
-from runtime.imageio import write_image
-from runtime.modality import MODALITIES
-from runtime.overlay import OverlayRenderer, tile_grid
-from runtime.simulator import MODES
-from runtime.synthesize import synthesize_dataset
+from runtime.io.imageio import write_image
+from runtime.data.modality import MODALITIES
+from runtime.pipeline.overlay import OverlayRenderer, tile_grid
+from runtime.data.simulator import MODES
+from runtime.data.synthesize import synthesize_dataset
 
 app = make_app("Datasets: simulate ([bold]synth[/]), bring labels in and out ([bold]import[/], [bold]export[/]), "
                "validate ([bold]check[/]), look ([bold]show[/]), count ([bold]count[/]).")
@@ -62,9 +62,9 @@ def import_labels(
     crowd: Crowd = typer.Option(Crowd.cell, "--crowd", help="coco only: iscrowd=1 annotations as one cell each (cell: CVAT marks every mask so) or left out (skip: COCO's own crowd regions, several objects under one mask)."),
 ) -> None:
     """Write a dataset from a labelling tool's annotations (masks and instances, or count-only points/boxes)."""
-    from runtime.annotations import read_annotations
-    from runtime.annotations.classmap import ClassMap
-    from runtime.annotations.writer import import_annotations
+    from runtime.data.annotations import read_annotations
+    from runtime.data.annotations.classmap import ClassMap
+    from runtime.data.annotations.writer import import_annotations
 
     class_map = ClassMap.parse(classes)
     source = read_annotations(fmt.value, src, class_table, crowd=crowd.value)
@@ -116,7 +116,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="File to write (a folder for labelme)."),
 ) -> None:
     """Write a dataset's cells for a labelling tool, to correct them and `csc-data import` them back."""
-    from runtime.annotations import export_dataset
+    from runtime.data.annotations import export_dataset
 
     dataset = open_dataset(directory)
     with progress_bar() as bar:
@@ -128,7 +128,7 @@ def export(
 @app.command()
 def check(directory: Path = typer.Argument(..., help="Dataset folder.")) -> None:
     """Validate a dataset and print per-class statistics; exits 1 naming each bad file."""
-    from runtime.count_dataset import check_count_dataset, is_count_only
+    from runtime.data.count_dataset import check_count_dataset, is_count_only
 
     try:
         count_only = is_count_only(directory)
@@ -162,8 +162,8 @@ def show(
     """Render images with their mask outlines (or annotated points and boxes) in a grid, for a person to check.
     Each image is fitted to its tile (aspect ratio kept) before its outlines, the lines between touching cells
     included, are drawn, so that they stay visible however large the photo."""
-    from runtime.count_dataset import is_count_only, open_count_dataset
-    from runtime.imageio import read_image
+    from runtime.data.count_dataset import is_count_only, open_count_dataset
+    from runtime.io.imageio import read_image
 
     if is_count_only(directory):
         marked = open_count_dataset(directory)
@@ -188,7 +188,7 @@ def rescale(
     source_pixel_size: float = typer.Option(None, "--from", min=0.0001, help="The dataset's own pixel size, when its dataset.json lacks it or only estimated it."),
 ) -> None:
     """Write the dataset at another pixel size: images resampled, class and instance maps by nearest neighbour."""
-    from runtime.rescale import rescale_dataset
+    from runtime.data.rescale import rescale_dataset
 
     dataset = open_dataset(directory)
     with progress_bar() as bar:
@@ -213,10 +213,10 @@ def count(
     Against ground truth (simulated, imported human labels) the columns are true counts, accuracy and F1; where
     the reference is the auto-labeller's own split they show agreement with the labeller instead.
     """
-    from runtime.count_dataset import is_count_only
-    from runtime.counting import CountingConfig
-    from runtime.evaluate_counts import count_dataset
-    from runtime.writers import write_json
+    from runtime.data.count_dataset import is_count_only
+    from runtime.counting.counter import CountingConfig
+    from runtime.counting.evaluation import count_dataset
+    from runtime.io.writers import write_json
 
     if is_count_only(directory):
         raise CscError("count-only dataset: it holds annotations, not class maps to count", path=directory,
@@ -266,7 +266,7 @@ _COLUMNS = {
 
 
 def _count_table(summary: dict, directory: Path, names: tuple[str, ...]) -> Table:
-    from runtime.evaluate_counts import AGREEMENT_KEYS
+    from runtime.counting.evaluation import AGREEMENT_KEYS
 
     reference = summary.get("reference")
     title = f"{directory} — {summary['images']} images"

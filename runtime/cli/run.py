@@ -10,7 +10,7 @@ from rich.table import Table
 
 from runtime.backends.select import BACKENDS
 from runtime.cli.common import VersionOption, choices, console, entry
-from runtime.modality import LABEL_FREE, MODALITIES
+from runtime.data.modality import LABEL_FREE, MODALITIES
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 
@@ -54,10 +54,10 @@ def run(
     version: bool = VersionOption,  # noqa: ARG001
 ) -> None:
     from runtime.backends import open_runner
-    from runtime.counting import CountingConfig
+    from runtime.counting.counter import CountingConfig
     from runtime.errors import CscError
-    from runtime.pipeline import Pipeline, RunOptions, display_available
-    from runtime.writers import write_json
+    from runtime.pipeline.stream import Pipeline, RunOptions, display_available
+    from runtime.io.writers import write_json
 
     chosen = [s for s in (camera, video, images, source) if s is not None]
     if len(chosen) != 1:
@@ -149,7 +149,7 @@ def _parse_pixel_size(text: str) -> float | None:
 def _save_calibration(model: Path, calibration: dict | None) -> None:
     """MODEL.camera.json with the calibrated pixel size (and how it was found), written atomically."""
     from runtime.errors import CscError
-    from runtime.writers import write_json
+    from runtime.io.writers import write_json
 
     if not calibration or calibration["pixel_size_um"] is None:
         raise CscError("nothing to save: the run made no calibration", path=model.with_suffix(CAMERA_CONFIG),
@@ -181,7 +181,7 @@ def _pixel_size(given: float | None, model: Path) -> tuple[float | None, str]:
 
 
 def _open_source(camera, video, images, size, seed, width, height, fps):
-    from runtime.sources import CameraSource, DemoSource, ImageSource, VideoSource
+    from runtime.io.sources import CameraSource, DemoSource, ImageSource, VideoSource
 
     if camera is not None:
         return CameraSource(camera, width, height, fps, on_message=lambda m: console.print(f"[yellow]{escape(m)}[/]"))

@@ -16,8 +16,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from runtime.errors import CscError
-from runtime.overlay import CLASS_COLOURS
-from runtime.pipeline import Pipeline
+from runtime.pipeline.overlay import CLASS_COLOURS
+from runtime.pipeline.stream import Pipeline
 from runtime.serve.auth import TokenGate
 from runtime.serve.frame_hub import FrameHub
 from runtime.serve.image_counter import ImageCounter

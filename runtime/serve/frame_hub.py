@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.counting import FrameCounts
-from runtime.overlay import OverlayRenderer
+from runtime.counting.counter import FrameCounts
+from runtime.pipeline.overlay import OverlayRenderer
 from runtime.serve.priority import lower_thread_priority
-from runtime.sources import Frame
+from runtime.io.sources import Frame
 
 
 @dataclass(frozen=True)

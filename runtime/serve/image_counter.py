@@ -16,13 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from runtime.backends.base import Runner
-from runtime.blank import is_blank
+from runtime.counting.blank import is_blank
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
-from runtime.counting import CellCounter, CountingConfig, FrameCounts
-from runtime.pipeline import Segmenter
+from runtime.counting.counter import CellCounter, CountingConfig, FrameCounts
+from runtime.pipeline.stream import Segmenter
 from runtime.serve.priority import lower_thread_priority
 from runtime.serve.uploads import UploadLimits, decode_upload
-from runtime.writers import CELL_COLUMNS, CellsCsvWriter
+from runtime.io.writers import CELL_COLUMNS, CellsCsvWriter
 
 _INTEGER_COLUMNS = frozenset({"frame", "id", "area_px", "x", "y", "w", "h", "touches_border"})
 _TEXT_COLUMNS = frozenset({"source", "class"})

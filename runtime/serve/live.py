@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.pipeline import Pipeline
+from runtime.pipeline.stream import Pipeline
 from runtime.serve import require_serve
 from runtime.serve.auth import choose_token
 from runtime.serve.server import bind, parse_address

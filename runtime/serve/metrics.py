@@ -1,6 +1,6 @@
 """`GET /metrics` in Prometheus' text format (version 0.0.4), so that a fleet of boxes is watched from one Grafana.
 
-Stage latencies come from the pipeline's own histograms (runtime/running_stats.py): their log-spaced bins are summed
+Stage latencies come from the pipeline's own histograms (runtime/pipeline/running_stats.py): their log-spaced bins are summed
 into buckets at every tenth bin edge (5 a decade, 0.1 ms to 10 s), so the bucket counts are exact, not re-estimated.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from runtime.running_stats import LatencyHistogram
+from runtime.pipeline.running_stats import LatencyHistogram
 
 BUCKET_STEP = 10  # every tenth bin edge of LatencyHistogram: 5 buckets a decade
 BUCKET_RANGE_S = (1e-4, 10.0)

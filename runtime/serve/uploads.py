@@ -4,7 +4,7 @@ pixel is decoded, then decoded as `csc-run --images` decodes files.
 A hostile body must cost a 4xx, never memory: a 1 MB PNG can declare 100 000 × 100 000 pixels (30 GB decoded),
 and `cv2.imdecode` has no pixel limit but a process-wide environment variable. Pillow reads only the header when it
 opens an image, so the size is known (and refused) first; OpenCV then decodes, so that an upload and a file on disk
-give the same pixels (EXIF orientation, 16-bit scaling: runtime/imageio.py).
+give the same pixels (EXIF orientation, 16-bit scaling: runtime/io/imageio.py).
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 
 from runtime.errors import CscError
-from runtime.imageio import AS_SHOWN, to_bgr8
+from runtime.io.imageio import AS_SHOWN, to_bgr8
 
 MB = 1024 * 1024
-# Pillow's format names for what `csc-run --images` reads (runtime/imageio.py IMAGE_SUFFIXES); MPO is a phone's
+# Pillow's format names for what `csc-run --images` reads (runtime/io/imageio.py IMAGE_SUFFIXES); MPO is a phone's
 # JPEG with a second picture attached.
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF", "BMP": "BMP"}
 

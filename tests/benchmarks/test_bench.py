@@ -6,7 +6,7 @@ from onnx import TensorProto, helper
 
 from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
 from runtime.cli.run import DEFAULT_MODEL
-from runtime.graph_cost import graph_cost
+from runtime.backends.graph_cost import graph_cost
 from trainer.profile import count_flops
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.label_free import (bbbc030, local_variance_reference, render_markdown, score, simulated)
-from runtime.simulator import make_microscope
+from runtime.data.simulator import make_microscope
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ import pytest
 
 from benchmarks.mutation import MUTATIONS, ROOT, Mutation, MutationError, check_imports, copy_tree, mutate
 
-# One point per instance (runtime/count_metrics.py: match_points); a single hand-made test checks it.
+# One point per instance (runtime/counting/metrics.py: match_points); a single hand-made test checks it.
 MATCHING_TEST = ("tests/runtime/test_count_metrics.py::test_point_matching_on_a_hand_made_case",)
 
 
@@ -19,19 +19,19 @@ def test_every_mutation_finds_its_snippet_once_in_the_tree():
 def test_a_broken_rule_is_killed_and_a_harmless_edit_survives(tmp_path):
     root = copy_tree(ROOT, tmp_path)
     check_imports(root)
-    source = root / "runtime" / "count_metrics.py"
+    source = root / "runtime" / "counting" / "metrics.py"
     original = source.read_text()
-    broken = Mutation("two hits per point", "a point hits one instance", "runtime/count_metrics.py",
+    broken = Mutation("two hits per point", "a point hits one instance", "runtime/counting/metrics.py",
                       "tp = len(hit)\n", "tp = 2 * len(hit)\n", MATCHING_TEST)
     killed = mutate(broken, root)
     assert killed.outcome == "killed" and killed.failed and "test_point_matching" in killed.failed[0]
     assert source.read_text() == original, "the file is restored after the mutation"
-    harmless = Mutation("same code, new comment", "none", "runtime/count_metrics.py", "tp = len(hit)\n",
+    harmless = Mutation("same code, new comment", "none", "runtime/counting/metrics.py", "tp = len(hit)\n",
                         "tp = len(hit)  # mutated\n", MATCHING_TEST)
     survived = mutate(harmless, root)
     assert survived.outcome == "survived" and not survived.failed
     assert source.read_text() == original
-    missing = Mutation("not there", "none", "runtime/count_metrics.py", "no such code", "x", MATCHING_TEST)
+    missing = Mutation("not there", "none", "runtime/counting/metrics.py", "no such code", "x", MATCHING_TEST)
     with pytest.raises(MutationError, match="occurs 0 times"):
         mutate(missing, root)
 

@@ -62,7 +62,7 @@ def test_a_work_folder_of_another_recipe_is_refused(tmp_path):
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real images not present at {REAL} (see its README)")
 def test_bccd_training_half_with_box_or_labeller_cells(tmp_path):
-    from runtime.dataset import open_dataset
+    from runtime.data.dataset import open_dataset
 
     counts = {}
     for labels in ("auto", "boxes"):
@@ -70,7 +70,7 @@ def test_bccd_training_half_with_box_or_labeller_cells(tmp_path):
         dataset = open_dataset(tmp_path / f"out-{labels}")
         assert len(dataset) == 97 and dataset.pixel_size_um == 0.4
         counts[labels] = sum(n["rbc"] for n in dataset.meta["images"].values())
-    from runtime.count_dataset import open_count_dataset
+    from runtime.data.count_dataset import open_count_dataset
 
     marks = open_count_dataset(tmp_path / "data" / "bccd-import" / "bccd").by_stem()
     boxes = sum(len(marks[stem].boxes["rbc"]) for stem in open_dataset(tmp_path / "out-boxes").meta["images"])

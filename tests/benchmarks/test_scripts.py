@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from runtime.simulator import make_microscope
+from runtime.data.simulator import make_microscope
 
 
 def test_counting_accuracy_judges_the_simulators_exact_counts(tmp_path):

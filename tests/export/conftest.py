@@ -1,6 +1,6 @@
 import pytest
 
-from runtime.synthesize import synthesize_dataset
+from runtime.data.synthesize import synthesize_dataset
 from trainer.regimes import run_base
 from trainer.train import TrainConfig
 
@@ -32,7 +32,7 @@ def old_style_model(checkpoint, tmp_path_factory):
     import torch
 
     from export.onnx_export import ExportOptions, FusedSegmenter, _trace, _write_metadata
-    from runtime.model_meta import ModelMetadata
+    from runtime.backends.model_meta import ModelMetadata
     from trainer.checkpoint import model_from_checkpoint
 
     class OldFusedSegmenter(FusedSegmenter):

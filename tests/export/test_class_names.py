@@ -2,11 +2,11 @@
 import cv2
 from typer.testing import CliRunner
 
-from runtime.annotations import export_dataset, read_annotations
-from runtime.annotations.classmap import ClassMap
-from runtime.annotations.writer import import_annotations
+from runtime.data.annotations import export_dataset, read_annotations
+from runtime.data.annotations.classmap import ClassMap
+from runtime.data.annotations.writer import import_annotations
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
-from runtime.synthesize import synthesize_dataset
+from runtime.data.synthesize import synthesize_dataset
 from trainer.regimes import run_base
 from trainer.train import TrainConfig
 

@@ -7,7 +7,7 @@ from export.checks import run_checks, unsupported_by_tensorrt
 from export.onnx_export import ExportOptions, export_onnx
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
 from runtime.errors import CscError
-from runtime.model_meta import ModelMetadata
+from runtime.backends.model_meta import ModelMetadata
 
 
 def test_fused_graph_takes_uint8_frames_and_gives_a_class_map(fp32_model):
@@ -78,8 +78,8 @@ def test_int8_of_the_bundled_model_agrees_with_its_fp32_on_fixed_frames(tmp_path
     from export.checks import AGREEMENT_THRESHOLD, check_frames, metadata_of
     from export.precision import quantize_int8
     from runtime.cli.run import DEFAULT_MODEL
-    from runtime.compare import class_map_agreement
-    from runtime.synthesize import synthesize_dataset
+    from runtime.backends.compare import class_map_agreement
+    from runtime.data.synthesize import synthesize_dataset
 
     graph = onnx.load(str(DEFAULT_MODEL))
     calib = synthesize_dataset("mixed", 4, tmp_path / "calib", seed=5, size=512) / "images"

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from export.cli import app
 from export.tensorrt import BuildOptions, build_engine, network_flags, parse_onnx, profile_shapes, resolve_flavour
 from runtime.cli.run import DEFAULT_MODEL
-from runtime.engine_sidecar import RTX_DEFAULT_TARGETS, EngineSidecar, runs_on
+from runtime.backends.engine_sidecar import RTX_DEFAULT_TARGETS, EngineSidecar, runs_on
 from runtime.errors import CscError
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip tensorrt-rtx-cu12, the dev extra) is not installed")
@@ -216,9 +216,9 @@ def test_check_exits_1_naming_the_node_a_real_parser_rejects(tmp_path, fp32_mode
 
 
 def test_check_falls_back_to_the_operator_list_and_says_so(fp32_model, monkeypatch):
-    import runtime.gpu
+    import runtime.backends.cuda
 
-    monkeypatch.setattr(runtime.gpu, "installed_flavours", lambda: [])
+    monkeypatch.setattr(runtime.backends.cuda, "installed_flavours", lambda: [])
     code, output = cli("check", fp32_model)
     assert code == 0 and "no TensorRT installed, so only TensorRT 10's operator list" in output
 
@@ -332,7 +332,7 @@ def test_deserialisation_failure_names_the_cause_from_the_library(fp32_model, tm
     """The real TensorRT-RTX runtime, given a file that is not an engine: no "truncated, or another version" guess,
     but its own diagnosis."""
     from runtime.backends.tensorrt import deserialise_failure
-    from runtime.gpu import tensorrt_logger
+    from runtime.backends.cuda import tensorrt_logger
 
     logger = tensorrt_logger(trt)
     runtime = trt.Runtime(logger)
@@ -345,7 +345,7 @@ def test_a_real_engine_needs_a_gpu_to_deserialise_and_the_library_says_so(fp32_m
     """What this project found out: TensorRT-RTX builds without a GPU but cannot load the engine without one; the
     runner's message carries the library's own reason."""
     from runtime.backends.tensorrt import deserialise_failure
-    from runtime.gpu import gpu_info, tensorrt_logger
+    from runtime.backends.cuda import gpu_info, tensorrt_logger
 
     try:
         gpu_info()
@@ -375,7 +375,7 @@ def test_tensorrt_names_the_runner_and_builder_call_exist_in_the_real_bindings()
 
 
 def test_cuda_python_names_used_by_the_runner():
-    from runtime.gpu import cudart
+    from runtime.backends.cuda import cudart
 
     rt = cudart()
     for name in ("cudaGetDeviceCount", "cudaGetDeviceProperties", "cudaDriverGetVersion", "cudaRuntimeGetVersion",

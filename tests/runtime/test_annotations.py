@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.annotations import export_dataset, read_annotations
-from runtime.annotations.classmap import ClassMap
-from runtime.annotations.rle import cvat_mask, cvat_rle
-from runtime.annotations.writer import import_annotations
+from runtime.data.annotations import export_dataset, read_annotations
+from runtime.data.annotations.classmap import ClassMap
+from runtime.data.annotations.rle import cvat_mask, cvat_rle
+from runtime.data.annotations.writer import import_annotations
 from runtime.classes import CLASS_NAMES
 from runtime.cli.data import app
-from runtime.count_dataset import open_count_dataset
-from runtime.dataset import label_origin, open_dataset
+from runtime.data.count_dataset import open_count_dataset
+from runtime.data.dataset import label_origin, open_dataset
 from runtime.errors import CscError
 
 

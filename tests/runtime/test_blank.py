@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.blank import is_blank
-from runtime.modality import MODALITIES
-from runtime.simulator import make_microscope
+from runtime.counting.blank import is_blank
+from runtime.data.modality import MODALITIES
+from runtime.data.simulator import make_microscope
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
 
@@ -49,7 +49,7 @@ def test_simulated_frames_of_every_optics_are_not_blank(optics, kind):
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real images not present at {REAL} (see its README)")
 @pytest.mark.parametrize("pattern", ["chula-rbc12/images/*", "bccd-txlpbc/images/*", "bbbc030-dic/images/*.png"])
 def test_real_images_are_not_blank(pattern):
-    from runtime.imageio import read_image
+    from runtime.io.imageio import read_image
 
     files = sorted(REAL.glob(pattern))[::20]
     assert files, f"no {pattern} under {REAL}"

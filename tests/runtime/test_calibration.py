@@ -7,12 +7,12 @@ import pytest
 from typer.testing import CliRunner
 
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
-from runtime.calibration import DISAGREE, MIN_CELLS, calibrate, disagreement
+from runtime.counting.calibration import DISAGREE, MIN_CELLS, calibrate, disagreement
 from runtime.cli.run import DEFAULT_MODEL, app as run_app
 from runtime.errors import CscError
-from runtime.pipeline import Pipeline, RunOptions, Segmenter
-from runtime.simulator import make_microscope
-from runtime.sources import MemorySource
+from runtime.pipeline.stream import Pipeline, RunOptions, Segmenter
+from runtime.data.simulator import make_microscope
+from runtime.io.sources import MemorySource
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +119,9 @@ def test_a_class_maps_own_cells_give_its_scale_with_the_same_ruler_rule():
     """`csc-data count` without a pixel size reads the scale off each class map through class_map_scale: the class
     with the most cells is the ruler (before, the first class with any: a few RBCs among many macrophages would
     have set a macrophage field's scale 2.75× off)."""
-    from runtime.calibration import class_map_scale
+    from runtime.counting.calibration import class_map_scale
     from runtime.classes import CLASS_NAMES
-    from runtime.counting import CellCounter, CountingConfig
+    from runtime.counting.counter import CellCounter, CountingConfig
 
     frame = make_microscope("mixed", seed=3).frame(0)
     pixel, ruler = class_map_scale(frame.semantic, CLASS_NAMES)
@@ -139,7 +139,7 @@ def test_a_class_maps_own_cells_give_its_scale_with_the_same_ruler_rule():
 def test_implausible_calibrations_are_refused_not_applied():
     """Cells too small to measure, or a scale that would enlarge frames past ×4 (MAX_ENLARGE; tiles grow with its
     square), give no calibration — the run then keeps the model's pixel size and says so."""
-    from runtime.model_meta import ModelMetadata
+    from runtime.backends.model_meta import ModelMetadata
 
     def discs(radius):
         image = np.full((256, 256, 3), 210, np.uint8)

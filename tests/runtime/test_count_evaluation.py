@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.annotations.classmap import ClassMap
-from runtime.annotations.marks import read_points
-from runtime.annotations.writer import import_annotations
+from runtime.data.annotations.classmap import ClassMap
+from runtime.data.annotations.marks import read_points
+from runtime.data.annotations.writer import import_annotations
 from runtime.classes import UNKNOWN_CELL_SIZE, cell_size
 from runtime.cli.data import app
-from runtime.count_metrics import score_points
-from runtime.counting import CellCounter
-from runtime.dataset import DatasetWriter, is_ground_truth, label_origin
+from runtime.counting.metrics import score_points
+from runtime.counting.counter import CellCounter
+from runtime.data.dataset import DatasetWriter, is_ground_truth, label_origin
 from runtime.errors import CscError
-from runtime.evaluate_counts import count_dataset
+from runtime.counting.evaluation import count_dataset
 
 
 def disc(mask, cx, cy, r, value):
@@ -134,9 +134,9 @@ def test_cell_sizes_by_name_with_a_default_for_unknown_names():
 def test_point_scorer_tallies_ratio_mae_and_f1_over_images():
     from pathlib import Path
 
-    from runtime.count_dataset import CountSample
-    from runtime.counting import CountingConfig
-    from runtime.evaluate_counts import PointScorer
+    from runtime.data.count_dataset import CountSample
+    from runtime.counting.counter import CountingConfig
+    from runtime.counting.evaluation import PointScorer
 
     class_map = np.zeros((60, 80), np.uint8)
     disc(class_map, 15, 30, 8, 1)
@@ -206,9 +206,9 @@ def test_an_edge_band_leaves_out_points_and_unhit_cells_near_the_frame_edge():
 def test_point_scorer_applies_its_edge_band():
     from pathlib import Path
 
-    from runtime.count_dataset import CountSample
-    from runtime.counting import CountingConfig
-    from runtime.evaluate_counts import PointScorer
+    from runtime.data.count_dataset import CountSample
+    from runtime.counting.counter import CountingConfig
+    from runtime.counting.evaluation import PointScorer
 
     class_map, points = edge_band_case()
     sample = CountSample("a", Path("a.png"), points)

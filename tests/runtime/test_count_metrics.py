@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from runtime.count_metrics import CountTally, match_instances
+from runtime.counting.metrics import CountTally, match_instances
 
 
 def test_instance_matching_on_a_hand_made_case():
@@ -46,7 +46,7 @@ def test_counts_csv_is_complete_after_a_crash_mid_stream(tmp_path):
     path = tmp_path / "counts.csv"
     script = textwrap.dedent(f"""
         import os, signal
-        from runtime.writers import CountsCsvWriter
+        from runtime.io.writers import CountsCsvWriter
         writer = CountsCsvWriter({str(path)!r})
         for i in range(40):
             writer.write(i, "demo", {{"rbc": i, "macrophage": 1}}, 25.0, 0.194)
@@ -60,8 +60,8 @@ def test_counts_csv_is_complete_after_a_crash_mid_stream(tmp_path):
 
 
 def test_cells_csv_and_json(tmp_path):
-    from runtime.counting import CellCounter
-    from runtime.writers import CellsCsvWriter, write_json
+    from runtime.counting.counter import CellCounter
+    from runtime.io.writers import CellsCsvWriter, write_json
 
     m = np.zeros((40, 40), np.uint8)
     m[5:15, 5:15] = 1
@@ -77,7 +77,7 @@ def test_cells_csv_and_json(tmp_path):
 
 def test_unwritable_csv_is_a_clear_error(tmp_path):
     from runtime.errors import CscError
-    from runtime.writers import CountsCsvWriter
+    from runtime.io.writers import CountsCsvWriter
 
     (tmp_path / "file").write_text("")
     with pytest.raises(CscError, match="cannot write"):
@@ -85,7 +85,7 @@ def test_unwritable_csv_is_a_clear_error(tmp_path):
 
 
 def test_point_matching_on_a_hand_made_case():
-    from runtime.count_metrics import match_points
+    from runtime.counting.metrics import match_points
 
     labels = np.zeros((20, 40), np.int32)
     labels[2:8, 2:8] = 1  # one point inside: a hit

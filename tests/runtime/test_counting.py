@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from runtime.classes import MACROPHAGE, RBC
-from runtime.counting import CellCounter, CountingConfig
+from runtime.counting.counter import CellCounter, CountingConfig
 from runtime.errors import CscError
 
 CFG = dict(pixel_size_um=0.5)  # RBC min radius 5 px, min area 20 px; macrophage min area ≈ 133 px
@@ -157,7 +157,7 @@ def test_simulated_ground_truth_counts_within_two_percent(kind, pseudopods):
     """The issues' target on simulated images: counting from the true class maps (only post-processing is judged)
     gets within 2 % of the true counts, touching cells included — on mixed frames, and on dense macrophage singles
     with pseudopods (the label-free issue's item 2)."""
-    from runtime.simulator import make_microscope
+    from runtime.data.simulator import make_microscope
 
     microscope = make_microscope(kind, size=512, seed=123, pseudopods=pseudopods)
     counter = CellCounter()
@@ -178,8 +178,8 @@ def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypa
     (ids, rows, values) and the labels are the one-thread counter's."""
     import threading
 
-    from runtime import counting
-    from runtime.simulator import make_microscope
+    from runtime.counting import counter as counting
+    from runtime.data.simulator import make_microscope
 
     threads = set()
     real = counting.find_instances

@@ -1,7 +1,7 @@
 """The one CSV reader behind annotation files, class tables and count-only datasets."""
 import pytest
 
-from runtime.csv_rows import csv_rows
+from runtime.io.csv_rows import csv_rows
 from runtime.errors import CscError
 
 

@@ -14,11 +14,11 @@ through pycocotools gives the geometric area, 4–12 % under CVAT's masks at rad
 import numpy as np
 import pytest
 
-from runtime.annotations import read_annotations
-from runtime.annotations.classmap import ClassMap
-from runtime.annotations.cvat import CvatEllipse
-from runtime.annotations.writer import import_annotations
-from runtime.dataset import open_dataset
+from runtime.data.annotations import read_annotations
+from runtime.data.annotations.classmap import ClassMap
+from runtime.data.annotations.cvat import CvatEllipse
+from runtime.data.annotations.writer import import_annotations
+from runtime.data.dataset import open_dataset
 from runtime.errors import CscError
 
 

@@ -7,14 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.dataset import DatasetWriter, check_dataset, open_dataset
+from runtime.data.dataset import DatasetWriter, check_dataset, open_dataset
 from runtime.errors import CscError
-from runtime.imageio import LABEL_MAP_PNG, place_file, read_image, read_raw, write_image
+from runtime.io.imageio import LABEL_MAP_PNG, place_file, read_image, read_raw, write_image
 
 
 def test_round_trip_synth_open_load(tmp_path):
-    from runtime.simulator import make_microscope
-    from runtime.synthesize import synthesize_dataset
+    from runtime.data.simulator import make_microscope
+    from runtime.data.synthesize import synthesize_dataset
 
     root = synthesize_dataset("mixed", 3, tmp_path / "ds", seed=7, size=96)
     dataset = open_dataset(root)
@@ -86,7 +86,7 @@ def test_empty_folder(tmp_path):
 
 
 def test_hidden_files_are_not_images(tmp_path):
-    from runtime.imageio import list_images
+    from runtime.io.imageio import list_images
 
     write_image(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
     (tmp_path / ".a.1234-0.tmp.png").write_bytes(b"half-written by a killed run")
@@ -251,7 +251,7 @@ def test_rescale_brings_a_dataset_to_another_pixel_size(tmp_path, mixed_dataset)
     kept; an estimated pixel size is refused unless the camera's is given."""
     import json as _json
 
-    from runtime.rescale import rescale_dataset
+    from runtime.data.rescale import rescale_dataset
 
     zoom = rescale_dataset(mixed_dataset, tmp_path / "fine", 0.2)
     fine = open_dataset(tmp_path / "fine")

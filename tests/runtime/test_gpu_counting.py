@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from runtime.classes import MACROPHAGE, RBC
-from runtime.counting import CellCounter, CountingConfig
+from runtime.counting.counter import CellCounter, CountingConfig
 from runtime.errors import CscError
-from runtime.simulator import make_microscope
+from runtime.data.simulator import make_microscope
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the GPU counter is optional (pip install torch)")
-from runtime.gpu_counting import TorchCellCounter, make_counter  # noqa: E402
+from runtime.counting.gpu import TorchCellCounter, make_counter  # noqa: E402
 
 
 def assert_same(config: CountingConfig, class_map: np.ndarray, as_tensor: bool = False) -> None:
@@ -98,7 +98,7 @@ def test_make_counter_picks_by_device():
 
 
 def test_importing_the_module_does_not_import_torch():
-    code = "import sys, runtime, runtime.gpu_counting; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, runtime, runtime.counting.gpu; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

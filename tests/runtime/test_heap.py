@@ -11,7 +11,7 @@ def test_keep_freed_memory_takes_effect_on_glibc():
     # stays in the heap: the process's resident size does not fall back when it is freed.
     code = """
 import numpy as np
-from runtime.heap import keep_freed_memory
+from runtime.io.heap import keep_freed_memory
 assert keep_freed_memory() is True
 def rss():
     return int(open('/proc/self/statm').read().split()[1])
@@ -25,7 +25,7 @@ print(rss() - before)
 
 
 def test_keep_freed_memory_is_a_no_op_off_glibc(monkeypatch):
-    from runtime import heap
+    from runtime.io import heap
 
     monkeypatch.setattr(heap.platform, "libc_ver", lambda: ("", ""))
     assert heap.keep_freed_memory() is False

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from runtime.imageio import read_grey, read_image, read_raw
+from runtime.io.imageio import read_grey, read_image, read_raw
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -32,7 +32,7 @@ def test_every_reader_turns_the_image_upright(rotated_jpeg):
 
 @pytest.mark.parametrize("paper", [False, True])
 def test_labels_of_a_rotated_jpeg_have_its_shown_shape(rotated_jpeg, tmp_path, paper):
-    from runtime.dataset import open_dataset
+    from runtime.data.dataset import open_dataset
     from trainer.autolabel import PAPER_STEPS, AutoLabelConfig
     from trainer.labelling import label_folder
 

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.counting import CellCounter, CountingConfig
-from runtime.instances import MIN_SINGLES, divide_large, find_instances
-from runtime.scale import estimate_diameter
+from runtime.counting.counter import CellCounter, CountingConfig
+from runtime.counting.instances import MIN_SINGLES, divide_large, find_instances
+from runtime.counting.scale import estimate_diameter
 
 
 def count(mask, radius, min_area=0):
@@ -224,7 +224,7 @@ def test_the_packed_distance_map_is_the_frames_own(seed):
     """Distances and splits are computed on components packed side by side: every component's distances must equal
     those of cv2 on the whole frame, cells cut by the frame edge included (OpenCV puts no background beyond an
     image's edge)."""
-    from runtime.instances import _Packed
+    from runtime.counting.instances import _Packed
 
     mask = random_blobs(seed)
     _, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)

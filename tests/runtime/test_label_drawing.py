@@ -18,14 +18,14 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 from typer.testing import CliRunner
 
-from runtime.annotations import read_annotations
-from runtime.annotations.cells import Cell, ExportedImage
-from runtime.annotations.coco import write_coco
-from runtime.annotations.model import PillowEllipse, Polygon
-from runtime.annotations.rle import coco_rle
+from runtime.data.annotations import read_annotations
+from runtime.data.annotations.cells import Cell, ExportedImage
+from runtime.data.annotations.coco import write_coco
+from runtime.data.annotations.model import PillowEllipse, Polygon
+from runtime.data.annotations.rle import coco_rle
 from runtime.cli.data import app
-from runtime.dataset import DatasetWriter
-from runtime.overlay import CLASS_COLOURS
+from runtime.data.dataset import DatasetWriter
+from runtime.pipeline.overlay import CLASS_COLOURS
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "labels-real"
 DRAWN = ("polygon", "rectangle", "circle")  # the LabelMe shapes drawn from points (a mask shape is a bitmap)

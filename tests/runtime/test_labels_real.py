@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.annotations import export_dataset, read_annotations
-from runtime.annotations.classmap import ClassMap
-from runtime.annotations.writer import import_annotations
+from runtime.data.annotations import export_dataset, read_annotations
+from runtime.data.annotations.classmap import ClassMap
+from runtime.data.annotations.writer import import_annotations
 from runtime.cli.data import app
-from runtime.count_dataset import open_count_dataset
-from runtime.dataset import open_dataset
+from runtime.data.count_dataset import open_count_dataset
+from runtime.data.dataset import open_dataset
 from runtime.errors import CscError
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "labels-real"

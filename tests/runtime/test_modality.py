@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.modality import LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality, energy_mask, texture_energy
+from runtime.data.modality import LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality, energy_mask, texture_energy
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
 CENTRES = [(60, 70), (200, 90), (330, 60), (90, 250), (250, 230), (400, 300), (150, 400), (380, 430)]
@@ -83,7 +83,7 @@ def test_grey_noise_from_a_colour_camera_is_not_a_stain():
 def test_simulated_optics_go_to_their_path(kind):
     """The simulator's optics (a fixture): every label-free frame is taken as label-free (which of the three
     matters little: they share one labelling path), DIC frames as DIC, stained frames as stained."""
-    from runtime.simulator import make_microscope
+    from runtime.data.simulator import make_microscope
 
     for optics in ("stained", "brightfield", "phase", "dic", "fluorescence"):
         microscope = make_microscope(kind, seed=20, optics=optics)

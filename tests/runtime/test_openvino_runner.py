@@ -8,9 +8,9 @@ from runtime.backends import open_runner
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
 from runtime.backends.openvino import OpenVinoRunner
 from runtime.cli.run import DEFAULT_MODEL
-from runtime.compare import class_map_agreement
+from runtime.backends.compare import class_map_agreement
 from runtime.errors import CscError
-from runtime.simulator import SimConfig, SimulatedMicroscope
+from runtime.data.simulator import SimConfig, SimulatedMicroscope
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'auto-csc[openvino]')")
 

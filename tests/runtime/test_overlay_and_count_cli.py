@@ -4,7 +4,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from runtime.cli.data import app
-from runtime.overlay import CLASS_COLOURS, OverlayRenderer
+from runtime.pipeline.overlay import CLASS_COLOURS, OverlayRenderer
 
 
 def test_outlines_colour_class_boundaries_only():
@@ -59,7 +59,7 @@ def test_count_cli_border_is_a_choice(mixed_dataset):
     import subprocess
     import sys
 
-    from runtime.counting import BORDER_POLICIES
+    from runtime.counting.counter import BORDER_POLICIES
 
     text = " ".join(CliRunner().invoke(app, ["count", "--help"], env={"COLUMNS": "200"}).output.split())
     assert "|".join(BORDER_POLICIES) in text
@@ -74,7 +74,7 @@ def test_count_reads_the_scale_off_an_auto_labelled_set_unless_given(tmp_path):
     --diameter or --pixel-size fix it (not both)."""
     import cv2
 
-    from runtime.dataset import DatasetWriter
+    from runtime.data.dataset import DatasetWriter
 
     with DatasetWriter(tmp_path / "d", source="test", extra={"scale": "estimated"}) as writer:
         mask = np.zeros((200, 200), np.uint8)

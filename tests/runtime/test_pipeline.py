@@ -11,13 +11,13 @@ from runtime.backends import open_runner
 from runtime.backends.base import Runner
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
 from runtime.cli.run import DEFAULT_MODEL
-from runtime.counting import CellCounter
+from runtime.counting.counter import CellCounter
 from runtime.errors import CscError
-from runtime.model_meta import ModelMetadata
-from runtime.pipeline import Pipeline, RunOptions, Segmenter
-from runtime.simulator import SimConfig, SimulatedMicroscope
-from runtime.sources import CameraSource, DemoSource, Frame, ImageSource, MemorySource, Source, VideoSource
-from runtime.tiling import Tiler, tile_starts
+from runtime.backends.model_meta import ModelMetadata
+from runtime.pipeline.stream import Pipeline, RunOptions, Segmenter
+from runtime.data.simulator import SimConfig, SimulatedMicroscope
+from runtime.io.sources import CameraSource, DemoSource, Frame, ImageSource, MemorySource, Source, VideoSource
+from runtime.pipeline.tiling import Tiler, tile_starts
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_camera_that_does_not_exist():
 
 
 def test_lost_camera_is_retried_with_backoff_then_a_clear_error(monkeypatch):
-    import runtime.sources as sources
+    import runtime.io.sources as sources
 
     sleeps, messages = [], []
     monkeypatch.setattr(sources.time, "sleep", sleeps.append)
@@ -333,7 +333,7 @@ def test_frames_of_other_optics_than_the_models_are_warned_about_once():
     """A model records the optics it learnt from; a run on frames of another family (label-free DIC frames for a
     stained-smear model) is warned about once, from its first frames; matching frames, or a model that records
     nothing, stay quiet."""
-    from runtime.simulator import make_microscope
+    from runtime.data.simulator import make_microscope
 
     dic = [make_microscope("rbc", size=256, seed=7, optics="dic").frame(i).image for i in range(5)]
     stained = [make_microscope("rbc", size=256, seed=7).frame(i).image for i in range(5)]
@@ -419,7 +419,7 @@ class StallingSource(Source):
 def test_a_stalled_source_stops_the_run_with_its_files_closed(tmp_path, monkeypatch):
     import threading
 
-    import runtime.pipeline as pipeline_module
+    import runtime.pipeline.stream as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     source = StallingSource()
@@ -442,7 +442,7 @@ def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import runtime.cli.run as run_cli
-    import runtime.pipeline as pipeline_module
+    import runtime.pipeline.stream as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     monkeypatch.setattr(run_cli, "_open_source", lambda *args: StallingSource())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from runtime.running_stats import LatencyHistogram, Tally
+from runtime.pipeline.running_stats import LatencyHistogram, Tally
 
 
 def test_tally_matches_the_list_it_replaces():

@@ -29,8 +29,8 @@ from runtime.backends.base import Runner  # noqa: E402
 from runtime.backends.onnxruntime import OnnxRuntimeRunner  # noqa: E402
 from runtime.cli.run import DEFAULT_MODEL  # noqa: E402
 from runtime.errors import CscError  # noqa: E402
-from runtime.model_meta import ModelMetadata  # noqa: E402
-from runtime.pipeline import Pipeline, RunOptions  # noqa: E402
+from runtime.backends.model_meta import ModelMetadata  # noqa: E402
+from runtime.pipeline.stream import Pipeline, RunOptions  # noqa: E402
 from runtime.serve import require_serve  # noqa: E402
 from runtime.serve.app import LiveRun, ServeContext, create_app  # noqa: E402
 from runtime.serve.auth import choose_token, is_loopback  # noqa: E402
@@ -38,9 +38,9 @@ from runtime.serve.frame_hub import FrameHub, ViewSettings  # noqa: E402
 from runtime.serve.image_counter import ImageCounter  # noqa: E402
 from runtime.serve.server import BackgroundServer, bind, parse_address  # noqa: E402
 from runtime.serve.uploads import UploadLimits  # noqa: E402
-from runtime.simulator import SimConfig, SimulatedMicroscope  # noqa: E402
-from runtime.sources import Frame, MemorySource, Source  # noqa: E402
-from runtime.writers import CELL_COLUMNS  # noqa: E402
+from runtime.data.simulator import SimConfig, SimulatedMicroscope  # noqa: E402
+from runtime.io.sources import Frame, MemorySource, Source  # noqa: E402
+from runtime.io.writers import CELL_COLUMNS  # noqa: E402
 
 NAMES = ("background", "rbc", "macrophage")
 TOKEN = "test-token-0123456789"
@@ -470,7 +470,7 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch):
 
 
 def test_runtime_imports_without_the_serve_stack():
-    code = ("import sys, runtime, runtime.pipeline, runtime.cli.run, runtime.serve, runtime.serve.live;"
+    code = ("import sys, runtime, runtime.pipeline.stream, runtime.cli.run, runtime.serve, runtime.serve.live;"
             "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

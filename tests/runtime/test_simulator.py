@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from runtime.classes import MACROPHAGE, RBC
-from runtime.simulator import SimConfig, SimulatedMicroscope, make_microscope
+from runtime.data.simulator import SimConfig, SimulatedMicroscope, make_microscope
 
 
 def _class_counts_from_instances(frame):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.modality import MODALITIES
-from runtime.simulator import SimConfig, SimulatedMicroscope, make_microscope
+from runtime.data.modality import MODALITIES
+from runtime.data.simulator import SimConfig, SimulatedMicroscope, make_microscope
 
 # Sparse, separate cells on an even lamp: each cell's own signature can be read off the frame.
 SPARSE = dict(height=256, width=256, density=20, touching_prob=0.0, macrophage_touching_prob=0.0, max_overlap=0.0,

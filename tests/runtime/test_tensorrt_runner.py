@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import runtime.backends.tensorrt as trt_backend
-from runtime.engine_sidecar import RTX_DEFAULT_TARGETS, EngineSidecar
+from runtime.backends.engine_sidecar import RTX_DEFAULT_TARGETS, EngineSidecar
 from runtime.errors import CscError
 
 MODES = SimpleNamespace(INPUT="input", OUTPUT="output")
@@ -230,7 +230,7 @@ def test_two_batches_in_flight_come_back_in_order_and_a_third_submit_is_refused(
 
 def test_batch_range_comes_from_the_engine_and_tiling_uses_it(setup):
     """A `--max-batch 4` engine used to fail tiling with "batch of 8 exceeds": the Segmenter now asks the runner."""
-    from runtime.pipeline import Segmenter
+    from runtime.pipeline.stream import Segmenter
 
     path, _, use = setup
     engine = use(profile=((2, 32, 32, 3), (4, 32, 32, 3), (4, 32, 32, 3)))
@@ -368,7 +368,7 @@ def test_malformed_sidecar_model_is_one_error_naming_the_key(setup):
 def test_driver_too_old_for_cuda_python_is_named(monkeypatch):
     """cuda-python 13 on a JetPack 6 / R535–R570 driver answers cudaErrorInsufficientDriver; no GPU answers it
     too, with a driver version of 0."""
-    import runtime.gpu as gpu
+    import runtime.backends.cuda as gpu
 
     class Err(int):
         name = "cudaErrorInsufficientDriver"
@@ -401,7 +401,7 @@ def test_csc_run_offers_backend_choices_and_cuda_graph(tmp_path):
 
 
 def test_a_cuda_python_that_raises_without_a_driver_is_one_line(monkeypatch):
-    import runtime.gpu as gpu
+    import runtime.backends.cuda as gpu
 
     def missing():
         raise RuntimeError("Failed to dlopen libcuda.so.1")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.synthesize import synthesize_dataset
+from runtime.data.synthesize import synthesize_dataset
 from trainer.ablation import COLUMNS, PAPER, dataset_set, run_ablation, stardist_nuclei_set, write_report
 
 
@@ -26,7 +26,7 @@ def test_each_column_runs_its_own_steps(column):
     """Truth made by one column's own steps: that column scores exactly 1, and the steps of the others differ."""
     from dataclasses import replace
 
-    from runtime.simulator import make_microscope
+    from runtime.data.simulator import make_microscope
     from trainer.ablation import AblationSet
     from trainer.autolabel import AutoLabelConfig, auto_label
 

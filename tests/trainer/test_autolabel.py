@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from runtime.classes import MACROPHAGE, RBC
-from runtime.simulator import make_microscope
+from runtime.data.simulator import make_microscope
 from trainer.autolabel import MIN_SIDE, PAPER_STEPS, AutoLabelConfig, auto_label, config_for, detect_polarity, fill_holes
 
 BG = 200
@@ -267,7 +267,7 @@ def test_size_derived_defaults_scale_with_pixel_size_or_diameter():
 @pytest.mark.parametrize("polarity", ["dark", "bright"])
 @pytest.mark.parametrize(("kind", "block"), [("rbc", 21), ("macrophage", 71)])
 def test_fast_wide_block_threshold_matches_opencv(polarity, kind, block):
-    from runtime.simulator import make_microscope
+    from runtime.data.simulator import make_microscope
     from trainer.autolabel import adaptive_gaussian_threshold
 
     grey = cv2.cvtColor(make_microscope(kind, size=512, seed=3).frame(0).image, cv2.COLOR_BGR2GRAY)

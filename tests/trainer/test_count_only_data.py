@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.annotations import read_annotations
-from runtime.annotations.classmap import ClassMap
-from runtime.annotations.writer import import_annotations
-from runtime.dataset import open_dataset
+from runtime.data.annotations import read_annotations
+from runtime.data.annotations.classmap import ClassMap
+from runtime.data.annotations.writer import import_annotations
+from runtime.data.dataset import open_dataset
 from runtime.errors import CscError
-from runtime.evaluate_counts import count_dataset
-from runtime.synthesize import synthesize_dataset
+from runtime.counting.evaluation import count_dataset
+from runtime.data.synthesize import synthesize_dataset
 from trainer.autolabel import AutoLabelConfig
 from trainer.labelling import label_folder
 from trainer.regimes import run_base

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.count_metrics import match_instances
+from runtime.counting.metrics import match_instances
 from trainer.autolabel import AutoLabelConfig, _remove_thin, auto_label
 from trainer.cli.label import app
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.dataset import check_dataset
+from runtime.data.dataset import check_dataset
 from runtime.errors import CscError
-from runtime.synthesize import synthesize_dataset
+from runtime.data.synthesize import synthesize_dataset
 from trainer.autolabel import AutoLabelConfig
 from trainer.cli.label import app
 from trainer.labelling import label_folder

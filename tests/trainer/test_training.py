@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from runtime.errors import CscError
-from runtime.synthesize import synthesize_dataset
+from runtime.data.synthesize import synthesize_dataset
 from trainer.checkpoint import load_checkpoint
 from trainer.regimes import run_base, run_single, run_transfer
 from trainer.train import TrainConfig, TrainingDiverged
@@ -33,7 +33,7 @@ def test_overfits_one_batch():
     from trainer.metrics import confusion_matrix, miou
     from trainer.models import build_model
     from trainer.preprocess import Preprocess
-    from runtime.simulator import make_microscope
+    from runtime.data.simulator import make_microscope
 
     torch.manual_seed(0)
     frames = [make_microscope("mixed", size=64, seed=9, density=300).frame(i) for i in range(2)]
@@ -135,7 +135,7 @@ def test_dataset_with_class_ids_beyond_the_model(tmp_path):
     mask[:4, :4] = 3
     cv2.imwrite(str(mask_path), mask)
     with pytest.raises(CscError, match="class id 3 but the model has 3 classes"):
-        from runtime.dataset import open_dataset
+        from runtime.data.dataset import open_dataset
         from trainer.data import CropSampler
 
         CropSampler([(open_dataset(data), [0, 1, 2, 3])], 64, n_classes=3)
@@ -234,7 +234,7 @@ def test_microscope_augmentation_and_touching_gaps(tmp_path):
     import cv2
     import numpy as np
 
-    from runtime.dataset import DatasetWriter, open_dataset
+    from runtime.data.dataset import DatasetWriter, open_dataset
     from trainer.data import AUGMENTS, CropSampler
 
     mask = np.zeros((96, 96), np.uint8)
@@ -271,8 +271,8 @@ def test_single_refuses_sets_of_different_given_pixel_sizes(tmp_path):
     import json as _json
 
     from runtime.errors import CscError
-    from runtime.rescale import rescale_dataset
-    from runtime.synthesize import synthesize_dataset
+    from runtime.data.rescale import rescale_dataset
+    from runtime.data.synthesize import synthesize_dataset
     from trainer.regimes import plan_single
     from trainer.train import TrainConfig
 
@@ -289,7 +289,7 @@ def test_single_refuses_sets_of_different_given_pixel_sizes(tmp_path):
 
 
 def test_the_optics_of_the_training_data_are_recorded_through_every_stage(tmp_path):
-    """The runtime warns when frames come from other optics than the model learnt (runtime/domain.py): each plan
+    """The runtime warns when frames come from other optics than the model learnt (runtime/pipeline/domain.py): each plan
     records the optics its datasets say they hold, and U-Transfer keeps those of its starting checkpoint."""
     from trainer.regimes import plan_single, plan_transfer
 

@@ -7,11 +7,11 @@ import typer
 from rich.markup import escape
 
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
-from runtime.dataset import open_dataset
+from runtime.data.dataset import open_dataset
 from runtime.errors import CscError
-from runtime.imageio import write_image
-from runtime.overlay import OverlayRenderer, tile_grid
-from runtime.modality import MODALITIES
+from runtime.io.imageio import write_image
+from runtime.pipeline.overlay import OverlayRenderer, tile_grid
+from runtime.data.modality import MODALITIES
 from trainer.autolabel import CHANNELS, FILLS, THRESHOLDS
 
 app = make_app("Auto-labels for single-kind cell images ([bold]auto[/]) and the paper's ablation ([bold]ablation[/]).")

@@ -123,9 +123,9 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.p
                  device: DeviceChoice = Device) -> None:
     """mIoU and FWIoU (paper eq. 5, 6), Dice, per-class IoU, confusion matrix and counts against ground truth;
     against count-only points or boxes: count ratio, MAE per image and point F1."""
-    from runtime.count_dataset import is_count_only
-    from runtime.dataset import is_ground_truth, label_origin, open_dataset
-    from runtime.writers import write_json
+    from runtime.data.count_dataset import is_count_only
+    from runtime.data.dataset import is_ground_truth, label_origin, open_dataset
+    from runtime.io.writers import write_json
     from trainer.checkpoint import model_from_checkpoint
     from trainer.train import resolve_device
 
@@ -169,10 +169,10 @@ def _evaluate_pixels(model, meta: dict, dataset, dev) -> dict:
 
 
 def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
-    from runtime.calibration import FRAMES as CALIBRATION_FRAMES
-    from runtime.count_dataset import open_count_dataset
-    from runtime.dataset import label_origin
-    from runtime.evaluate_counts import Reference
+    from runtime.counting.calibration import FRAMES as CALIBRATION_FRAMES
+    from runtime.data.count_dataset import open_count_dataset
+    from runtime.data.dataset import label_origin
+    from runtime.counting.evaluation import Reference
     from trainer.evaluate import evaluate_counts
     from trainer.models import get_arch
 
@@ -209,13 +209,13 @@ def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
 
 
 def _calibrate(model, meta: dict, images: list[Path], stride: int, dev):
-    """The images' pixel size by `runtime.calibration` — one code path with `csc-run` — segmenting with this
+    """The images' pixel size by `runtime.counting.calibration` — one code path with `csc-run` — segmenting with this
     checkpoint (the torch model) where the runtime uses its runner."""
     import cv2
 
-    from runtime.calibration import calibrate
-    from runtime.imageio import read_image
-    from runtime.model_meta import ModelMetadata
+    from runtime.counting.calibration import calibrate
+    from runtime.io.imageio import read_image
+    from runtime.backends.model_meta import ModelMetadata
     from trainer.evaluate import predict_class_map
 
     config = meta["config"]

@@ -1,0 +1,453 @@
+"""Cells of one class as instances: connected components, optionally with touching cells split.
+
+One implementation shared by the auto-labeller (instance labels for training data) and the runtime's counting
+(a clump of three RBCs counts as three).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from runtime.errors import CscError
+
+# Splitting, relative to the smallest expected cell radius r (see `find_instances`): a marker is a distance
+# maximum at least PEAK_HEIGHT·r high (lower ridges are fibres or thin rims, not cell centres), found within a
+# window of WINDOW·r; two markers stay apart only when each rises DYNAMICS·r (at least half a pixel) above the
+# saddle between them. Tuned on real stained smears (Chula RBC-12 images outside the evaluation subset) and
+# checked on hand-made shapes: two touching discs split, an ellipse of axis ratio 1.8 and a ring stay whole.
+PEAK_HEIGHT = 0.35
+WINDOW = 0.5
+DYNAMICS = 0.08
+DYNAMICS_FLOOR = 0.5  # px: below it, distance-map noise
+MIN_SINGLES = 5
+# `divide_large` divides a blob into at most this many cells (the largest clumps in the Chula and BCCD training
+# images hold 8 and 11 cells' area).
+MAX_PARTS = 12
+# A part cut by the frame edge may show any fraction of its cell: such parts are kept down to this fraction of the
+# minimum area (debris elsewhere). Labelling and counting both apply it (`large_enough`).
+CUT_CELL_FRACTION = 0.25
+
+
+@dataclass
+class Instances:
+    """Instances of a binary mask: a label image and, per instance, its label id and cv2-style statistics.
+
+    Ids need not be dense (a split clump's id is replaced by new ones); ``dense_labels`` renumbers them 1..N.
+    """
+
+    labels: np.ndarray  # int32, 0 background
+    ids: np.ndarray  # int32 (N,), the label value of each instance
+    stats: np.ndarray  # int32 (N, 5): x, y, width, height, area
+    centroids: np.ndarray  # float64 (N, 2): x, y
+
+    def keep(self, rows: np.ndarray) -> Instances:
+        return Instances(self.labels, self.ids[rows], self.stats[rows], self.centroids[rows])
+
+    def large_enough(self, min_area: float, shape: tuple[int, int],
+                     cut_fraction: float = CUT_CELL_FRACTION) -> np.ndarray:
+        """Per instance: is it at least ``min_area``, or ``cut_fraction`` of it where the frame edge cuts it."""
+        area = self.stats[:, cv2.CC_STAT_AREA]
+        return (area >= min_area) | (on_border(self.stats, shape) & (area >= cut_fraction * min_area))
+
+    def dense_labels(self) -> np.ndarray:
+        """uint16 labels 1..N in row order, instances not kept set to 0 (like a hand-made instance mask)."""
+        if len(self.ids) > 65535:
+            raise CscError(f"{len(self.ids)} cells: more than a uint16 instance mask holds (65 535)",
+                           fix="crop the image into tiles")
+        lut = np.zeros(int(self.labels.max()) + 1, np.uint16)
+        lut[self.ids] = np.arange(1, len(self.ids) + 1, dtype=np.uint16)
+        return lut[self.labels]
+
+
+def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
+                   one_cell: float = 0.0, dynamics: float = DYNAMICS,
+                   cut_fraction: float = CUT_CELL_FRACTION) -> Instances:
+    """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split.
+
+    Splitting follows the distance transform's h-maxima, the criterion of a watershed with dynamics: markers are
+    distance maxima of cell-like height (≥ PEAK_HEIGHT·r) within a window of WINDOW·r of the cell's own pixels; a
+    clump with several is divided between them by a watershed on the distance map (cv2.watershed itself floods by
+    image gradients, which a binary mask does not have; see `_split_clumps`); then neighbouring parts merge again,
+    highest saddle first, when the lower of their two peaks rises less than ``dynamics``·r above the saddle between
+    them (one cell's ridge: an ellipse, a ring, a lobed outline), or when one of them is smaller than ``min_area``
+    (a part of a cell is never dropped as debris: a clump loses no pixels; a part on the frame edge needs only
+    ``cut_fraction`` of it, the rule `large_enough` applies to a cut cell standing alone), or, with ``one_cell``,
+    when the two parts together are no larger than ``one_cell`` × the median area of the frame's single cells (see
+    `runtime.counting.counter.ONE_CELL`; merges go pairwise, highest saddle first, so a larger clump can end with one such
+    merged part beside others).
+    The whole-frame work is the labelling alone: the distance map, its window maxima and the splits are computed
+    on the components' bounding boxes packed side by side (`_Packed`), a few percent of a sparse frame.
+    """
+    fg = np.ascontiguousarray(binary, dtype=np.uint8)
+    n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    ids = np.arange(1, n_comp, dtype=np.int32)
+    stats, centroids = stats[1:], centroids[1:]
+    if radius_px is None or n_comp <= 1:
+        return Instances(comp, ids, stats, centroids)
+    window = max(1, int(round(WINDOW * radius_px)))
+    packed = _Packed.of(comp, stats, gap=max(2, window))
+    dist = packed.distances(comp)
+    # A square window: OpenCV dilates with rectangles in separable passes, an ellipse costs ~10× more.
+    local_max = cv2.dilate(dist, np.ones((2 * window + 1,) * 2, np.uint8))
+    cv2.subtract(local_max, 1e-3, dst=local_max)
+    peaks = cv2.compare(dist, local_max, cv2.CMP_GE)
+    cv2.bitwise_and(peaks, cv2.compare(dist, PEAK_HEIGHT * radius_px, cv2.CMP_GE), dst=peaks)
+    del local_max
+    points = cv2.findNonZero(peaks)
+    if points is None:
+        return Instances(comp, ids, stats, centroids)
+    points = points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
+    px, py = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
+    marker = _group_points(px, py, dist.shape[1])
+    row = packed.rows[py, px] - 1  # the 8-connected pixels of one marker lie in one component
+    first = np.unique(marker, return_index=True)[1]
+    n_markers = np.bincount(row[first], minlength=n_comp - 1)
+    clumps = np.flatnonzero(n_markers > 1)
+    if not clumps.size:
+        return Instances(comp, ids, stats, centroids)
+    in_clump = n_markers[row] > 1
+    one_cell_area = _one_cell_area(stats, n_markers == 1, fg.shape, min_area, one_cell)
+    parts = _split_clumps(comp, packed, dist, clumps, _Sites(px[in_clump], py[in_clump], marker[in_clump],
+                                                              row[in_clump]),
+                          max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction, n_comp)
+    return _replace(Instances(comp, ids, stats, centroids), clumps, [parts])
+
+
+@dataclass
+class _Packed:
+    """A frame's components, each alone in its bounding box, packed on shelves (tallest first) into one small
+    image with ``gap`` px of background around every box. Distances to the background there equal the frame's
+    (OpenCV's 5×5 chamfer steps reach at most 2 px, so the gap's background is as near as the frame's; see
+    `distances` for cells on the frame edge), and a window of up to ``gap`` px sees only the component's own
+    pixels."""
+
+    rows: np.ndarray  # int32: component row + 1 inside a component, 0 elsewhere
+    ax: np.ndarray  # top-left corner of each component's box in the packed image
+    ay: np.ndarray
+    box: np.ndarray  # int64 (N, 4): each component's box in the frame, x, y, width, height
+
+    @classmethod
+    def of(cls, comp: np.ndarray, stats: np.ndarray, gap: int) -> _Packed:
+        box = stats[:, :4].astype(np.int64)
+        w, h = box[:, 2], box[:, 3]
+        width = max(int(w.max()), int(np.sqrt(float(((w + gap) * (h + gap)).sum())) * 1.2)) + 2 * gap
+        ax, ay = np.zeros(len(w), np.int64), np.zeros(len(w), np.int64)
+        x = y = gap
+        shelf = 0
+        for k in np.argsort(-h, kind="stable"):
+            if x > gap and x + w[k] + gap > width:
+                x, y, shelf = gap, y + shelf + gap, 0
+            ax[k], ay[k] = x, y
+            x, shelf = x + w[k] + gap, max(shelf, int(h[k]))
+        rows = np.zeros((y + shelf + gap, width), np.int32)
+        for k, (bx, by, bw, bh) in enumerate(box):
+            np.copyto(rows[ay[k]:ay[k] + bh, ax[k]:ax[k] + bw], k + 1, where=comp[by:by + bh, bx:bx + bw] == k + 1)
+        return cls(rows, ax, ay, box)
+
+    def distances(self, comp: np.ndarray) -> np.ndarray:
+        """The frame's distance map (cv2's 5×5 chamfer L2), packed. A component cut by the frame edge is measured
+        apart, in its box cropped at that edge: OpenCV puts no background beyond an image's edge, while the packed
+        image has a gap of background on every side."""
+        dist = cv2.distanceTransform(cv2.compare(self.rows, 0, cv2.CMP_GT), cv2.DIST_L2, 5)
+        height, width = comp.shape
+        x, y, w, h = self.box.T
+        for k in np.flatnonzero((x == 0) | (y == 0) | (x + w == width) | (y + h == height)):
+            x0, y0 = max(0, x[k] - 2), max(0, y[k] - 2)
+            crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], int(k + 1), cv2.CMP_EQ)
+            inside = (slice(y[k] - y0, y[k] - y0 + h[k]), slice(x[k] - x0, x[k] - x0 + w[k]))
+            packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
+            np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)
+        return dist
+
+    def to_frame(self, y: np.ndarray, x: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame coordinates of packed pixels of component ``row``."""
+        return y - self.ay[row] + self.box[row, 1], x - self.ax[row] + self.box[row, 0]
+
+
+def _group_points(x: np.ndarray, y: np.ndarray, width: int) -> np.ndarray:
+    """Marker id 1..M of each point (points in raster order, as cv2.findNonZero gives them): its 8-connected group
+    among the points, numbered by the group's first point. The grouping of cv2.connectedComponents on the peak
+    image, without a pass over the whole image."""
+    key = y * width + x
+    left, right = [], []
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
+        want = key + dy * width + dx
+        at = np.minimum(np.searchsorted(key, want), len(key) - 1)
+        hit = np.flatnonzero((key[at] == want) & (x + dx >= 0) & (x + dx < width))
+        left.append(hit)
+        right.append(at[hit])
+    i, j = np.concatenate(left), np.concatenate(right)
+    root = np.arange(len(key))
+    while True:  # label propagation to each group's smallest index; plateaus of peaks are a few pixels wide
+        lower = np.minimum(root[i], root[j])
+        if np.array_equal(lower, root[i]) and np.array_equal(lower, root[j]):
+            break
+        np.minimum.at(root, i, lower)
+        np.minimum.at(root, j, lower)
+        root = root[root]
+    return (np.unique(root, return_inverse=True)[1] + 1).astype(np.int32)
+
+
+@dataclass
+class _Sites:
+    """The peak pixels inside clumps: packed coordinates, marker id and component row."""
+
+    x: np.ndarray
+    y: np.ndarray
+    marker: np.ndarray
+    row: np.ndarray
+
+
+def _relabel(labels: np.ndarray, x: int, y: int, ry: np.ndarray, rx: np.ndarray, part: np.ndarray,
+             first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Give an instance's pixels (``ry``, ``rx`` in its box at ``x``, ``y``) the ids ``first_id`` + ``part`` (parts
+    0..P-1, each non-empty) in ``labels``; returns the parts' ids, cv2-style statistics and centroids."""
+    labels[y + ry, x + rx] = first_id + part
+    n = int(part.max()) + 1
+    area = np.bincount(part, minlength=n)
+    x0, y0, x1, y1 = np.full(n, rx.max()), np.full(n, ry.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    np.minimum.at(x0, part, rx), np.minimum.at(y0, part, ry)
+    np.maximum.at(x1, part, rx), np.maximum.at(y1, part, ry)
+    stats = np.stack([x + x0, y + y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
+    centroids = np.stack([x + np.bincount(part, rx, n) / area, y + np.bincount(part, ry, n) / area], 1)
+    return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
+
+
+def _replace(found: Instances, rows: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Instances:
+    """``found`` with its ``rows`` replaced by the parts `_relabel` made of them (appended at the end)."""
+    whole = np.ones(len(found.ids), bool)
+    whole[rows] = False
+    return Instances(found.labels, np.concatenate([found.ids[whole], *(p[0] for p in parts)]),
+                     np.concatenate([found.stats[whole], *(p[1] for p in parts)]),
+                     np.concatenate([found.centroids[whole], *(p[2] for p in parts)]))
+
+
+def _one_cell_area(stats: np.ndarray, single: np.ndarray, shape: tuple[int, int], min_area: int,
+                   factor: float) -> float:
+    """``factor`` × the median area of this frame's single cells — components with exactly one marker (see
+    `_median_cell`) — or 0 where there are too few of them."""
+    median = _median_cell(stats, shape, min_area, single) if factor else None
+    return factor * median if median else 0.0
+
+
+def _median_cell(stats: np.ndarray, shape: tuple[int, int], min_area: int,
+                 rows: np.ndarray | None = None) -> float | None:
+    """The median area of the instances (``rows`` of them, else all) of at least ``min_area`` and clear of the frame
+    edge (a cut cell shows only part of its area); None where fewer than MIN_SINGLES leave no reliable median."""
+    area = stats[:, cv2.CC_STAT_AREA]
+    keep = ~on_border(stats, shape) & (area >= min_area)
+    areas = area[keep if rows is None else keep & rows]
+    return float(np.median(areas)) if len(areas) >= MIN_SINGLES else None
+
+
+def on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per row of cv2-style statistics: does the bounding box reach the edge of a frame of this (h, w) shape."""
+    x, y, bw, bh = (stats[:, i] for i in range(4))
+    return (x == 0) | (y == 0) | (x + bw == shape[1]) | (y + bh == shape[0])
+
+
+# Steepest-ascent drainage looks at the pixel itself first, then its 8 neighbours in this order; the first of equal
+# heights wins, so a pixel on a plateau drains nowhere and neighbours are taken in a fixed order.
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+_CHUNK = 1 << 18  # pixels whose neighbours are looked at together: ~30 MB of temporaries
+
+
+def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: np.ndarray, sites: _Sites,
+                  dynamics: float, min_area: int, one_cell_area: float, cut_fraction: float,
+                  first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split every clump (component rows ``clumps``) and relabel its pixels in ``comp`` with ids from ``first_id``
+    on; returns the parts' ids, cv2-style statistics and centroids, in clump order.
+
+    Per clump, a watershed on the distance map by drainage — every pixel follows its steepest uphill neighbour to
+    a maximum, each maximum belongs to its nearest marker — then h-maxima merges. Drainage keeps part boundaries on
+    the saddle lines between cells; a nearest-marker (Voronoi) split would let a marker near a neck claim pixels of
+    the neighbouring cell. All clumps at once, on the list of their packed pixels: the gaps between packed boxes
+    keep drainage, saddles and merges inside each clump.
+    """
+    height, width = dist.shape
+    is_clump = np.zeros(len(packed.box) + 1, bool)
+    is_clump[clumps + 1] = True
+    pixels = np.flatnonzero(is_clump[packed.rows])  # each box's pixels in its raster order, as in the frame
+    row = packed.rows.ravel()[pixels] - 1
+    flat = dist.ravel()
+    position = np.full(height * width, -1, np.int64)  # numpy indexes with intp: narrower indices only add casts
+    position[pixels] = np.arange(len(pixels))
+    steps = np.array([0] + [dy * width + dx for dy, dx in _NEIGHBOURS])
+    target = np.empty(len(pixels), np.int64)
+    for start in range(0, len(pixels), _CHUNK):  # in chunks: 9 neighbours of a confluent frame's 12 M pixels is GBs
+        chunk = pixels[start:start + _CHUNK]
+        target[start:start + _CHUNK] = position[chunk + steps[np.argmax(flat[chunk[:, None] + steps], axis=1)]]
+    while True:  # pointer jumping: each step doubles the path followed
+        further = target[target]
+        if np.array_equal(further, target):
+            break
+        target = further
+    del further
+    ends = np.flatnonzero(target == np.arange(len(target)))
+    # Parts 1..P: each clump's markers in id order, clump after clump.
+    slot = np.searchsorted(clumps, sites.row)
+    pair = slot.astype(np.int64) * (int(sites.marker.max()) + 1) + sites.marker
+    unique_pairs, site_part = np.unique(pair, return_inverse=True)
+    site_part = site_part.astype(np.int32) + 1
+    n_parts = len(unique_pairs) + 1  # part 0: outside
+    site_at = position[sites.y * width + sites.x]
+    part_of = np.zeros(len(pixels), np.int32)
+    part_of[site_at] = site_part
+    _nearest_sites(part_of, ends, pixels, row, packed)
+    parts = part_of[target]
+    del target, part_of  # a confluent frame's clump is millions of pixels: arrays go as soon as they are done
+    peak = np.zeros(n_parts, np.float32)
+    np.maximum.at(peak, site_part, flat[pixels[site_at]])
+    area = np.bincount(parts, minlength=n_parts).astype(np.float64)
+    fy, fx = packed.to_frame(pixels // width, pixels % width, row)
+    # A part on the frame edge may be the visible piece of a cut cell: it needs only cut_fraction of min_area.
+    cut = np.zeros(n_parts, bool)
+    cut[parts[(fy == 0) | (fx == 0) | (fy == comp.shape[0] - 1) | (fx == comp.shape[1] - 1)]] = True
+    smallest = np.where(cut, cut_fraction * min_area, min_area)
+    root = _merge(parts, pixels, position, flat, width, peak, area, smallest, dynamics, one_cell_area)
+    del position, pixels
+    _, dense = np.unique(root[1:], return_inverse=True)
+    part = dense[parts - 1]  # 0-based, in clump order
+    del parts
+    comp[fy, fx] = first_id + part
+    return _part_statistics(part, fy, fx, row, packed.box, first_id)
+
+
+def _nearest_sites(part_of: np.ndarray, ends: np.ndarray, pixels: np.ndarray, row: np.ndarray,
+                   packed: _Packed) -> None:
+    """Give every drainage end that is not a marker pixel (a low bump of the distance map) the part of its nearest
+    marker pixel in its own clump, in place in ``part_of``: a distance transform with labels per such clump."""
+    lost = ends[part_of[ends] == 0]
+    if not len(lost):
+        return
+    height, width = packed.rows.shape
+    sites = np.zeros(height * width, np.int32)
+    sites[pixels] = part_of
+    sites = sites.reshape(height, width)
+    lost = lost[np.argsort(row[lost], kind="stable")]
+    clumps, first = np.unique(row[lost], return_index=True)
+    for k, ends_here in zip(clumps, np.split(lost, first[1:])):
+        x, y, w, h = packed.ax[k], packed.ay[k], packed.box[k, 2], packed.box[k, 3]
+        box = sites[y:y + h, x:x + w]  # boxes never overlap: only this clump's marker pixels
+        _, nearest = cv2.distanceTransformWithLabels((box == 0).astype(np.uint8), cv2.DIST_L2, 5,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        sy, sx = np.nonzero(box)
+        label_part = np.zeros(int(nearest.max()) + 1, np.int32)
+        label_part[nearest[sy, sx]] = box[sy, sx]
+        part_of[ends_here] = label_part[nearest[pixels[ends_here] // width - y, pixels[ends_here] % width - x]]
+
+
+def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np.ndarray, width: int,
+           peak: np.ndarray, area: np.ndarray, smallest: np.ndarray, dynamics: float,
+           one_cell_area: float) -> np.ndarray:
+    """The h-maxima merges of all clumps' parts, highest saddle first; returns each part's root part."""
+    n_parts = len(peak)
+    # Saddle between two neighbouring parts: the highest distance value on their common border (4-neighbours).
+    keys, heights = [], []
+    for step in (1, width):
+        other = position[pixels + step]
+        both = np.flatnonzero(other >= 0)
+        a, b = parts[both], parts[other[both]]
+        border = np.flatnonzero(a != b)  # only the border pixels are kept: a confluent frame has millions of pairs
+        a, b, both = a[border], b[border], both[border]
+        keys.append(np.minimum(a, b).astype(np.int64) * n_parts + np.maximum(a, b))
+        heights.append(np.minimum(flat[pixels[both]], flat[pixels[both] + step]))
+        del other, a, b, both
+    # One saddle per touching pair, from the border pixels sorted by pair: memory grows with the border, not with
+    # the square of the parts (a k × k table took 827 MB for a clump of 12 100 cells).
+    key, s = np.concatenate(keys), np.concatenate(heights)
+    order = np.argsort(key, kind="stable")
+    pairs, first = np.unique(key[order], return_index=True)
+    saddles = np.maximum.reduceat(s[order], first) if len(first) else np.zeros(0, np.float32)
+    root = np.arange(n_parts)
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    highest_first = np.argsort(-saddles, kind="stable")
+    for pair, saddle in zip(pairs[highest_first].tolist(), saddles[highest_first].tolist()):
+        i, j = find(pair // n_parts), find(pair % n_parts)
+        if i != j and (min(peak[i], peak[j]) - saddle < dynamics or area[i] < smallest[i]
+                       or area[j] < smallest[j] or area[i] + area[j] <= one_cell_area):
+            root[j] = i
+            peak[i], area[i], smallest[i] = max(peak[i], peak[j]), area[i] + area[j], min(smallest[i], smallest[j])
+    return np.array([find(i) for i in range(n_parts)])
+
+
+def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, row: np.ndarray, box: np.ndarray,
+                     first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids, cv2-style statistics and centroids of parts 0..P-1 from their pixels' frame coordinates and component
+    ``row``; each centroid is its clump box's corner plus the mean offset in the box, summed in the box's raster
+    order (as `_relabel` sums a single clump)."""
+    n = int(part.max()) + 1
+    area = np.bincount(part, minlength=n)
+    x0, y0, x1, y1 = np.full(n, x.max()), np.full(n, y.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    np.minimum.at(x0, part, x), np.minimum.at(y0, part, y)
+    np.maximum.at(x1, part, x), np.maximum.at(y1, part, y)
+    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
+    part_row = np.zeros(n, np.int64)
+    part_row[part] = row
+    offset = np.stack([np.bincount(part, x - box[row, 0], n), np.bincount(part, y - box[row, 1], n)], 1)
+    centroids = box[part_row, :2] + offset / area[:, None]
+    return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
+
+
+def divide_large(found: Instances, factor: float, min_area: int, shape: tuple[int, int]) -> Instances:
+    """Instances at least ``factor`` × the frame's median cell divided into round(area ÷ median) parts.
+
+    Overlapping cells (blood smears thicker than a monolayer) leave no neck and no second distance maximum: the
+    splitter sees one round-ish blob. Its area still tells how many cells it holds. The median is over instances
+    of at least ``min_area`` clear of the frame edge, and needs MIN_SINGLES of them. A blob of more than MAX_PARTS
+    cells' area is left whole: not a clump but a thick patch of smear or an artefact (and k-means on it would
+    take seconds). Each blob is divided by k-means on its pixel coordinates, started from k slices along its long
+    axis (deterministic), so the parts are compact and their centroids lie near the cells' centres.
+    ``found.labels`` is relabelled in place.
+    """
+    median = _median_cell(found.stats, shape, min_area) if factor and len(found.ids) else None
+    if median is None:
+        return found
+    area = found.stats[:, cv2.CC_STAT_AREA]
+    large = np.flatnonzero((area >= factor * median) & (area < (MAX_PARTS + 0.5) * median))
+    if not len(large):
+        return found
+    parts_of, next_id = [], int(found.labels.max()) + 1
+    for row in large:
+        x, y, w, h = found.stats[row, :4]
+        ry, rx = np.nonzero(found.labels[y:y + h, x:x + w] == found.ids[row])
+        part = _kmeans_parts(np.stack([rx, ry], 1).astype(np.float32), max(2, round(area[row] / median)))
+        parts_of.append(_relabel(found.labels, x, y, ry, rx, part, next_id))
+        next_id += len(parts_of[-1][0])
+    return _replace(found, large, parts_of)
+
+
+def _kmeans_parts(points: np.ndarray, k: int) -> np.ndarray:
+    """Part 0..P-1 (P ≤ k, no part empty) of each point: k-means started from k equal slices along the points'
+    long axis, so that the result does not depend on a random start."""
+    centred = points - points.mean(0)
+    axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
+    start = (np.argsort(np.argsort(centred @ axis)) * k // len(points)).astype(np.int32).reshape(-1, 1)
+    _, part, _ = cv2.kmeans(points, k, start, (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5), 1,
+                            cv2.KMEANS_USE_INITIAL_LABELS)
+    return np.unique(part.ravel(), return_inverse=True)[1]
+
+
+def split_touching(binary: np.ndarray, radius_px: float, min_area: int = 0) -> np.ndarray:
+    """uint16 instance labels 1..N of a mask with touching cells split; instances below ``min_area`` dropped."""
+    found = find_instances(binary, radius_px, min_area)
+    if min_area > 0:
+        found = found.keep(np.flatnonzero(found.stats[:, cv2.CC_STAT_AREA] >= min_area))
+    return found.dense_labels()
+
+
+def fill_all_holes(binary: np.ndarray) -> np.ndarray:
+    """Fill background regions not connected to the image border (flood fill from a padded corner)."""
+    padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 255)
+    holes = cv2.bitwise_not(flood)[1:-1, 1:-1]
+    return cv2.bitwise_or(binary, holes)

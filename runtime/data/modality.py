@@ -1,0 +1,268 @@
+"""Which kind of microscope image a frame is: the contrast mechanism decides what a cell looks like.
+
+The paper photographed unstained live cells on an inverted culture microscope; users also bring stained smears and
+fluorescence. Each contrast mechanism needs its own notion of foreground, so the labeller (and the simulator that
+renders test scenes) name them alike:
+
+- ``stained``: brightfield of stained cells (smears): cells absorb, and differ from the background in colour;
+- ``brightfield``: brightfield of unstained cells: weak absorption, and slightly out of focus, bright and dark
+  rings (the transport-of-intensity term of the cells' phase);
+- ``phase``: Zernike phase contrast: the cell's optical path turned into dark (or, rounded up, bright) intensity,
+  with a bright halo around it and shade-off inside large flat cells;
+- ``dic``: differential interference contrast: the derivative of the optical path along the shear direction, a
+  relief with one bright and one dark side;
+- ``fluorescence``: emission: cells (or nuclei) bright on a dark background.
+
+`detect_modality` tells them apart per image from physics that survive any camera and exposure, in this order:
+colour between cells and background (only stains make it), a dark background under a bright tail (emission), a
+contrast so faint that the cells barely absorb (unstained brightfield), a relief whose bright side lies on the
+same side of every cell (DIC's shear), and a bright halo ringing dark cells (phase contrast). Its thresholds were
+set on the real sets' tuning parts (stained Chula and BCCD smears, BBBC030 DIC, the DSB fluorescence crop) and on
+the simulated optics for phase contrast and unstained brightfield, for which no licensed real images are here
+(`python -m benchmarks.label_free` reports how each set is classified).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from runtime.counting.instances import fill_all_holes
+
+MODALITIES: tuple[str, ...] = ("stained", "brightfield", "phase", "dic", "fluorescence")
+LABEL_FREE: tuple[str, ...] = ("brightfield", "phase", "dic")
+
+# Stained: the chromaticity (blue and red shares of B+G+R, after a 5×5 px average) spans at least this much between
+# the 1st and 99th percentile pixel. Measured: Chula smears from 0.031, BCCD from 0.12, simulated stained frames
+# (128–512 px) from 0.035; grey images with colour sensor noise (σ 5) 0.013, the DSB fluorescence crop 0.009.
+STAIN_CHROMA = 0.025
+# Fluorescence: the median grey lies below this fraction of the bright tail (99.5th percentile). DSB 0.15,
+# transmitted light 0.74–0.94 (an empty field is its background: ≈1).
+EMISSION_BACKGROUND = 0.4
+# DIC: the unit vectors from each object's dark to its bright side, averaged, are at least this long (1: all
+# point the same way). BBBC030's tuning part 0.96–1.0, simulated DIC 0.58–1.0 (most above 0.95), simulated phase
+# contrast and halos mostly below 0.5.
+RELIEF_COHERENCE = 0.7
+MIN_OBJECTS = 3  # fewer objects say nothing about a shared relief direction or a halo
+MIN_OBJECT_AREA = 30  # px at the detection size: smaller textured spots are noise or debris
+OBJECT_SCALES = (3.0, 8.0, 16.0)  # px at the detection size: the energy's smoothing, textured to smooth cells
+# Both signs: the weaker of the bright and dark parts holds at least this share of the |contrast| — of an object,
+# for it to have a relief direction; of the objects and their surroundings, for them to be more than absorbers.
+BRIGHT_SHARE = 0.2
+# Unstained brightfield: the objects' strong contrast (95th percentile of |deviation from the background|) is below
+# FAINT of the background level: cells that barely absorb. Phase contrast: stronger, and ringed by a halo — the
+# band HALO_REACH px (at the detection size) around the objects is brighter than the background by at least HALO
+# of the objects' mean |contrast|. What is none of these is taken as absorbing (stained, imaged in grey).
+FAINT = 0.08
+HALO = 0.25
+HALO_REACH = 8
+# The texture energy of a cell exceeds the camera noise's typical level by at least this many of the noise's
+# spreads (log scale).
+NOISE_FLOOR = 3.0
+# The texture energy's scales (px) before the cells' size is known: enough to find cells of 15–150 px.
+ENERGY_FIRST_PASS = (1.5, 3.0)
+# Detection runs on a copy at most this many px on its longer side: the physics above is visible at any size.
+DETECT_SIDE = 512
+
+
+def check_modality(name: str, allow_auto: bool = True) -> str:
+    """``name`` if it is a modality (or ``auto`` where allowed); the error lists the valid names."""
+    valid = (("auto",) if allow_auto else ()) + MODALITIES
+    if name not in valid:
+        raise ValueError(f"modality must be one of {', '.join(valid)}, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class ModalityEvidence:
+    """What `detect_modality` decided and the measurements it rests on (recorded per image in dataset.json)."""
+
+    modality: str
+    chroma: float  # chromaticity span, 1st–99th percentile
+    background_ratio: float | None  # median grey over the 99.5th percentile (None: decided by colour)
+    relief_coherence: float | None  # None: fewer than MIN_OBJECTS objects
+    bright_share: float | None  # of the |deviation| in and around the objects, the share that is brighter
+    halo: float | None  # the band around the objects: its mean deviation over the objects' mean |deviation|
+    contrast: float | None  # the objects' 95th-percentile |deviation from the background| over the background level
+    objects: int
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def texture_energy(grey: np.ndarray, fine_sigma: float, smooth_sigma: float) -> np.ndarray:
+    """float32 map of local contrast: |image − its blur at ``fine_sigma``| averaged over ``smooth_sigma``.
+
+    What every label-free cell has and its flat background lacks, whatever the sign of its contrast: a relief's
+    bright and dark halves (DIC), a dark body and its bright halo (phase), faint rings (unstained brightfield) all
+    raise it alike, where an intensity threshold sees two objects, a rim or nothing."""
+    x = grey.astype(np.float32, copy=False)
+    high = cv2.absdiff(x, cv2.GaussianBlur(x, (0, 0), fine_sigma))
+    return cv2.GaussianBlur(high, (0, 0), smooth_sigma)
+
+
+def energy_mask(energy: np.ndarray, floor_sigmas: float | None = None) -> np.ndarray:
+    """255 where the texture energy is high: Otsu on its logarithm (the background's energy is the camera's noise,
+    the cells' is many times it, so the two modes separate on a log scale whatever the exposure), but never below
+    the noise's own level plus ``floor_sigmas`` (NOISE_FLOOR) of its spread: with few or faint cells, Otsu would
+    split the noise itself. The noise's level and spread come from the lowest quantiles of the log energy (a
+    quarter of any frame is background), where a normal distribution's 5th and 25th percentiles lie 0.97 σ apart."""
+    log = np.log(energy + 1e-3)
+    lo, hi = float(log.min()), float(log.max())
+    alpha = 255.0 / max(hi - lo, 1e-6)
+    scaled = cv2.convertScaleAbs(log, alpha=alpha, beta=-lo * alpha)
+    otsu = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
+    p5, p25 = np.percentile(log[::2, ::2], (5, 25))
+    sigma = (p25 - p5) / 0.97
+    floor = (p25 + 0.674 * sigma + (NOISE_FLOOR if floor_sigmas is None else floor_sigmas) * sigma - lo) * alpha
+    return cv2.threshold(scaled, max(otsu, min(floor, 254.0)), 255, cv2.THRESH_BINARY)[1]
+
+
+def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: float = ENERGY_FIRST_PASS[1]) -> np.ndarray:
+    """The cells (255) of a label-free image: the thresholded texture energy, eroded by ``smooth`` — the energy's
+    average spreads each cell by about its σ (and would inflate a diameter measured on it)."""
+    mask = energy_mask(texture_energy(grey, fine, smooth))
+    side = 2 * int(round(smooth)) + 1
+    return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+
+
+def detect_modality(image: np.ndarray) -> ModalityEvidence:
+    """The modality of one uint8 grey or BGR image, with the evidence (see the module docstring)."""
+    chroma = _chroma_span(image) if image.ndim == 3 else 0.0
+    evidence = dict(chroma=chroma, background_ratio=None, relief_coherence=None, bright_share=None, halo=None,
+                    contrast=None, objects=0)
+    if chroma >= STAIN_CHROMA:  # the common case, decided before any other work
+        return ModalityEvidence("stained", **evidence)
+    small = _shrunk(image)
+    grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    median, bright = np.percentile(grey[::2, ::2], (50, 99.5))
+    evidence["background_ratio"] = background_ratio = float(median / max(bright, 1.0))
+    if background_ratio < EMISSION_BACKGROUND:
+        return ModalityEvidence("fluorescence", **evidence)
+    found, deviation = _object_evidence(grey)
+    evidence.update(found)
+    if deviation is None:
+        return ModalityEvidence("stained", **evidence)  # nothing to judge by: the classical path
+    if evidence["bright_share"] < BRIGHT_SHARE:  # cells only darken the field: absorption, imaged in grey
+        return ModalityEvidence("stained", **evidence)
+    if evidence["contrast"] < FAINT:  # so faint that noise blobs could fake any relief direction or halo
+        return ModalityEvidence("brightfield", **evidence)
+    evidence["relief_coherence"] = _relief(grey, deviation)
+    if evidence["relief_coherence"] >= RELIEF_COHERENCE:
+        modality = "dic"
+    elif evidence["halo"] >= HALO:
+        modality = "phase"
+    else:  # bright and dark beside each other, no shared direction, no halo: defocus rings of unstained cells
+        modality = "brightfield"
+    return ModalityEvidence(modality, **evidence)
+
+
+def _shrunk(image: np.ndarray) -> np.ndarray:
+    side = max(image.shape[:2])
+    if side <= DETECT_SIDE:
+        return image
+    f = DETECT_SIDE / side
+    return cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+
+
+def _chroma_span(image: np.ndarray) -> float:
+    """The span (1st–99th percentile) of the pixels' blue and red shares after a 5×5 px average: a colour camera's
+    independent per-channel noise alone would span 0.06 at σ 5 grey levels, the average takes it to about 0.01.
+    Every 4th pixel of the averaged copy (at most DETECT_SIDE px) will do for two percentiles."""
+    small = _shrunk(image)
+    step = 4 if min(small.shape[:2]) >= 64 else 1
+    sample = cv2.blur(small, (5, 5))[::step, ::step].reshape(-1, 3).astype(np.float32)
+    shares = sample[:, ::2] / (sample.sum(1, keepdims=True) + 1.0)
+    lo, hi = np.percentile(shares, (1, 99), axis=0)
+    return float(np.hypot(*(hi - lo)))
+
+
+def relief_coherence(deviation: np.ndarray, objects: np.ndarray) -> float:
+    """0–1: how consistently, across objects, the dark side of each lies opposite its bright side in one direction.
+
+    Per object, the unit vector from the centroid of its dark part to that of its bright part, averaged with the
+    objects' total |contrast| as weights (strong reliefs outvote faint debris): 1 when every cell is lit from the
+    same side (DIC's shear), ≈0 for halos, rings and texture. An object dark (or bright) nearly all over has no
+    direction — only rounding noise, which would point the same way in every identical cell."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(objects.view(np.uint8), connectivity=8)
+    directions, weights = [], []
+    for i in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_OBJECT_AREA):
+        if i == 0:
+            continue
+        x0, y0, w, h = stats[i, :4]
+        inside = labels[y0:y0 + h, x0:x0 + w] == i
+        ys, xs = np.nonzero(inside)
+        d = deviation[y0:y0 + h, x0:x0 + w][inside]
+        bright, dark = np.clip(d, 0, None), np.clip(-d, 0, None)
+        total = float(bright.sum() + dark.sum())
+        if total <= 0:
+            continue
+        weights.append(total)
+        if min(bright.sum(), dark.sum()) < BRIGHT_SHARE * total:
+            directions.append(np.zeros(2))
+            continue
+        v = np.array([xs @ bright / bright.sum() - xs @ dark / dark.sum(), ys @ bright / bright.sum() - ys @ dark / dark.sum()])
+        directions.append(v / max(float(np.hypot(*v)), 1e-9))
+    if len(directions) < MIN_OBJECTS:
+        return 0.0
+    return float(np.hypot(*np.average(directions, axis=0, weights=weights)))
+
+
+def _objects(x: np.ndarray, smooth: float) -> np.ndarray:
+    """bool mask of the textured regions at one smoothing scale, closed and filled (a smooth cell's energy is its
+    rim)."""
+    mask = energy_mask(texture_energy(x, 1.5, smooth))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    return fill_all_holes(mask) > 0
+
+
+def _object_evidence(grey: np.ndarray) -> tuple[dict, np.ndarray | None]:
+    """Bright share, halo and contrast of the textured objects of a transmitted-light image, and its deviation from
+    the background (None with too few objects) for `_relief`."""
+    x = grey.astype(np.float32)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(_objects(x, OBJECT_SCALES[0]).view(np.uint8),
+                                                           connectivity=8)
+    kept = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_OBJECT_AREA)
+    kept = kept[kept > 0]
+    if len(kept) < MIN_OBJECTS:
+        return {"objects": len(kept)}, None
+    objects = np.isin(labels, kept)
+    # The background from the pixels away from any object (a normalised blur): a plain blur would take in the
+    # cells' own darkness and their halos, and a halo would vanish into it.
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * HALO_REACH + 1,) * 2)
+    near = cv2.dilate(objects.view(np.uint8), disc)
+    weight = (cv2.dilate(near, disc) == 0).astype(np.float32)
+    sigma = min(x.shape) / 16
+    background = _wide_blur(x * weight, sigma) / np.maximum(_wide_blur(weight, sigma), 1e-3)
+    if weight.mean() < 0.1:  # objects everywhere: the frame's median is the best guess of the background
+        background = np.full_like(x, float(np.median(x[::4, ::4])))
+    deviation = cv2.GaussianBlur(x - background, (0, 0), 1.0)
+    strength = float(np.abs(deviation[objects]).mean())
+    around = near > 0
+    ring = around & ~objects
+    return {"objects": len(kept),
+            "bright_share": float(np.clip(deviation[around], 0, None).sum() / max(np.abs(deviation[around]).sum(), 1e-6)),
+            "halo": float(deviation[ring].mean() / max(strength, 1e-6)) if ring.any() else 0.0,
+            "contrast": float(np.percentile(np.abs(deviation[::2, ::2][objects[::2, ::2]]), 95)
+                              / max(float(np.median(background[::4, ::4])), 1.0))}, \
+        deviation
+
+
+def _wide_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of σ ≥ 8 px done on a copy shrunk by a power of two and enlarged again: what it leaves is
+    smooth at that scale, and a full-size blur that wide took most of the detection's time."""
+    factor = 1 << max(0, int(np.log2(sigma / 4)))
+    if factor == 1:
+        return cv2.GaussianBlur(x, (0, 0), sigma)
+    h, w = x.shape
+    small = cv2.resize(x, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / factor), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _relief(grey: np.ndarray, deviation: np.ndarray) -> float:
+    """The relief coherence over the objects at every scale of OBJECT_SCALES, the largest: a textured cell is one
+    object at the finest scale, a smooth relief's two halves join only at a coarser. The costly test (three masks,
+    a loop over objects), so it is made last, only on images with both signs of contrast."""
+    x = grey.astype(np.float32)
+    return max(relief_coherence(deviation, _objects(x, smooth)) for smooth in OBJECT_SCALES)

@@ -1,0 +1,97 @@
+"""Result files a person or a script reads: per-frame counts CSV, per-cell CSV, JSON summary.
+
+CSV rows are flushed as each frame is written, so a crash (or Ctrl-C, or a lost camera) loses at most the frame
+being written; whole-file results (the JSON summary) are written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.classes import CLASS_NAMES
+from runtime.counting.counter import FrameCounts
+from runtime.errors import CscError
+from runtime.io.imageio import write_text
+
+
+class _CsvWriter:
+    def __init__(self, path: str | Path, header: list[str]):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as err:
+            raise CscError(f"cannot write ({err.strerror})", path=self.path, fix="choose a writable location") from None
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(header)
+        self._file.flush()
+
+    def _write(self, rows: list[list[Any]]) -> None:
+        self._csv.writerows(rows)
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CountsCsvWriter(_CsvWriter):
+    """`frame, source, <one column per class name>, fps, pixel_size_um` — one row per frame (the `csc-run`
+    contract; the pixel size the frame was counted at, given or calibrated, last)."""
+
+    def __init__(self, path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES):
+        self.class_names = class_names[1:]
+        super().__init__(path, ["frame", "source", *self.class_names, "fps", "pixel_size_um"])
+
+    def write(self, frame: int, source: str, counts: dict[str, float], fps: float | None,
+              pixel_size_um: float | None = None) -> None:
+        row = [frame, source, *(counts.get(n, 0) for n in self.class_names), "" if fps is None else f"{fps:.2f}",
+               "" if pixel_size_um is None else f"{pixel_size_um:.4g}"]
+        self._write([row])
+
+
+CELL_COLUMNS = ["frame", "source", "id", "class", "cx", "cy", "area_px", "area_um2", "x", "y", "w", "h",
+                "eq_diameter_px", "eq_diameter_um", "touches_border"]
+
+
+class CellsCsvWriter(_CsvWriter):
+    """One row per counted cell per frame: id, class, centroid, area (px, µm²), bbox, diameter, border flag."""
+
+    def __init__(self, path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES):
+        self.class_names = class_names
+        super().__init__(path, CELL_COLUMNS)
+
+    def write(self, frame: int, source: str, result: FrameCounts) -> None:
+        c = result.cells
+        rows = [
+            [frame, source, int(c["id"][i]), self.class_names[c["class_id"][i]], f"{c['cx'][i]:.1f}", f"{c['cy'][i]:.1f}",
+             int(c["area_px"][i]), f"{c['area_um2'][i]:.2f}", int(c["x"][i]), int(c["y"][i]), int(c["w"][i]),
+             int(c["h"][i]), f"{c['eq_diameter_px'][i]:.2f}", f"{c['eq_diameter_um'][i]:.2f}", int(c["touches_border"][i])]
+            for i in range(len(c))
+        ]
+        self._write(rows)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """A JSON file written atomically (numpy scalars converted)."""
+    write_text(path, json.dumps(data, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
