@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,14 @@ from runtime.io.imageio import write_text
 
 
 class _CsvWriter:
-    def __init__(self, path: str | Path, header: list[str]):
+    """A CSV with a header, flushed per write. With ``max_bytes`` it keeps only its newest rows: past that size it is
+    replaced (atomically: a reader holding it keeps the old file) by the header and its newest half — for files
+    nobody asked to keep whole, such as the web view's CSVs of a run that lasts weeks."""
+
+    def __init__(self, path: str | Path, header: list[str], max_bytes: int | None = None):
         self.path = Path(path)
+        self.header = header
+        self.max_bytes = max_bytes
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -33,6 +40,22 @@ class _CsvWriter:
     def _write(self, rows: list[list[Any]]) -> None:
         self._csv.writerows(rows)
         self._file.flush()
+        if self.max_bytes and self._file.tell() > self.max_bytes:
+            self._keep_newest()
+
+    def _keep_newest(self) -> None:
+        self._file.close()
+        with open(self.path, "rb") as old:
+            old.seek(-(self.max_bytes // 2), os.SEEK_END)
+            tail = old.read()
+        tail = tail[tail.index(b"\n") + 1:]  # from the first whole row
+        part = self.path.with_name(self.path.name + ".part")
+        with open(part, "w", newline="", encoding="utf-8") as new:
+            csv.writer(new).writerow(self.header)
+            new.write(tail.decode("utf-8"))
+        os.replace(part, self.path)
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._csv = csv.writer(self._file)
 
     def close(self) -> None:
         if not self._file.closed:
@@ -49,9 +72,9 @@ class CountsCsvWriter(_CsvWriter):
     """`frame, source, <one column per class name>, fps, pixel_size_um` — one row per frame (the `csc-run`
     contract; the pixel size the frame was counted at, given or calibrated, last)."""
 
-    def __init__(self, path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES):
+    def __init__(self, path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES, max_bytes: int | None = None):
         self.class_names = class_names[1:]
-        super().__init__(path, ["frame", "source", *self.class_names, "fps", "pixel_size_um"])
+        super().__init__(path, ["frame", "source", *self.class_names, "fps", "pixel_size_um"], max_bytes)
 
     def write(self, frame: int, source: str, counts: dict[str, float], fps: float | None,
               pixel_size_um: float | None = None) -> None:
@@ -67,19 +90,23 @@ CELL_COLUMNS = ["frame", "source", "id", "class", "cx", "cy", "area_px", "area_u
 class CellsCsvWriter(_CsvWriter):
     """One row per counted cell per frame: id, class, centroid, area (px, µm²), bbox, diameter, border flag."""
 
-    def __init__(self, path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES):
+    def __init__(self, path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES, max_bytes: int | None = None):
         self.class_names = class_names
-        super().__init__(path, CELL_COLUMNS)
+        super().__init__(path, CELL_COLUMNS, max_bytes)
 
     def write(self, frame: int, source: str, result: FrameCounts) -> None:
-        c = result.cells
-        rows = [
-            [frame, source, int(c["id"][i]), self.class_names[c["class_id"][i]], f"{c['cx'][i]:.1f}", f"{c['cy'][i]:.1f}",
-             int(c["area_px"][i]), f"{c['area_um2'][i]:.2f}", int(c["x"][i]), int(c["y"][i]), int(c["w"][i]),
-             int(c["h"][i]), f"{c['eq_diameter_px'][i]:.2f}", f"{c['eq_diameter_um'][i]:.2f}", int(c["touches_border"][i])]
-            for i in range(len(c))
-        ]
-        self._write(rows)
+        self._write(cell_rows(frame, source, result, self.class_names))
+
+
+def cell_rows(frame: int, source: str, result: FrameCounts, class_names: tuple[str, ...]) -> list[list[Any]]:
+    """The cells CSV's rows of one frame (CELL_COLUMNS), as written: the HTTP API's cell table is the same rows."""
+    c = result.cells
+    return [
+        [frame, source, int(c["id"][i]), class_names[c["class_id"][i]], f"{c['cx'][i]:.1f}", f"{c['cy'][i]:.1f}",
+         int(c["area_px"][i]), f"{c['area_um2'][i]:.2f}", int(c["x"][i]), int(c["y"][i]), int(c["w"][i]),
+         int(c["h"][i]), f"{c['eq_diameter_px'][i]:.2f}", f"{c['eq_diameter_um'][i]:.2f}", int(c["touches_border"][i])]
+        for i in range(len(c))
+    ]
 
 
 def write_json(path: str | Path, data: dict) -> None:

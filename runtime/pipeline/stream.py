@@ -63,6 +63,10 @@ class RunOptions:
     # Threads counting consecutive frames at once (results still written in frame order). None: the cores the
     # backend leaves free (one on a 2-core box with ONNX Runtime on the CPU; most of them beside a GPU).
     count_workers: int | None = None
+    # Caps on the counts and cells CSVs, in bytes (None: whole): past it a file keeps only its newest rows. For CSVs
+    # nobody asked for, such as the web view's temporary ones; a --save-csv or --save-cells file is never trimmed.
+    counts_csv_max_bytes: int | None = None
+    cells_csv_max_bytes: int | None = None
 
 
 class StageTimes:
@@ -457,8 +461,9 @@ class Pipeline:
 
     def _run(self) -> dict:
         opts = self.options
-        counts_csv = CountsCsvWriter(opts.save_csv, self.counter.config.class_names) if opts.save_csv else None
-        cells_csv = CellsCsvWriter(opts.save_cells, self.counter.config.class_names) if opts.save_cells else None
+        names = self.counter.config.class_names
+        counts_csv = CountsCsvWriter(opts.save_csv, names, opts.counts_csv_max_bytes) if opts.save_csv else None
+        cells_csv = CellsCsvWriter(opts.save_cells, names, opts.cells_csv_max_bytes) if opts.save_cells else None
         video = None
         tally = CountTally(self.names)
         per_class = {n: Tally() for n in self.names}  # running figures: nothing kept per frame

@@ -194,11 +194,11 @@ def create_app(ctx: ServeContext):
         index, jpeg = drawn
         return Response(jpeg, media_type="image/jpeg", headers={**NO_STORE, "X-Frame": str(index)})
 
-    @app.get("/counts.csv", summary="The run's per-frame counts CSV so far", response_class=Response)
+    @app.get("/counts.csv", summary="The run's per-frame counts CSV so far (without --save-csv: its newest 32–64 MB of rows)", response_class=Response)
     async def counts_csv() -> Response:
         return _csv_so_far(live.counts_csv, "counts.csv")
 
-    @app.get("/cells.csv", summary="The run's per-cell CSV so far", response_class=Response)
+    @app.get("/cells.csv", summary="The run's per-cell CSV so far (without --save-cells: its newest 32–64 MB of rows)", response_class=Response)
     async def cells_csv() -> Response:
         return _csv_so_far(live.cells_csv, "cells.csv")
 

@@ -8,8 +8,6 @@ a live run that runner has one thread and opens on the first upload, so a run no
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,32 +20,16 @@ from runtime.counting.counter import CellCounter, CountingConfig, FrameCounts
 from runtime.pipeline.stream import Segmenter
 from runtime.serve.priority import lower_thread_priority
 from runtime.serve.uploads import UploadLimits, decode_upload
-from runtime.io.writers import CELL_COLUMNS, CellsCsvWriter
+from runtime.io.writers import CELL_COLUMNS, cell_rows
 
 _INTEGER_COLUMNS = frozenset({"frame", "id", "area_px", "x", "y", "w", "h", "touches_border"})
 _TEXT_COLUMNS = frozenset({"source", "class"})
 
 
-class _CellRowsInMemory(CellsCsvWriter):
-    """The --save-cells writer's rows, kept in memory: the API's cell table is the CSV's, value for value."""
-
-    def __init__(self, class_names: tuple[str, ...]):  # noqa: D107 - no file: the rows stay in a string
-        self.class_names = class_names
-        self.path = None
-        self._file = io.StringIO()
-        self._csv = csv.writer(self._file)
-
-    def records(self) -> list[dict]:
-        rows = csv.reader(io.StringIO(self._file.getvalue()))
-        return [{column: value if column in _TEXT_COLUMNS else int(value) if column in _INTEGER_COLUMNS
-                 else float(value) for column, value in zip(CELL_COLUMNS, row)} for row in rows]
-
-
 def cell_records(result: FrameCounts, class_names: tuple[str, ...], source: str, frame: int = 0) -> list[dict]:
-    """One dict per cell with the cells CSV's columns (numbers as numbers)."""
-    rows = _CellRowsInMemory(class_names)
-    rows.write(frame, source, result)
-    return rows.records()
+    """One dict per cell with the cells CSV's columns and values (numbers as numbers): the --save-cells rows."""
+    return [{column: value if column in _TEXT_COLUMNS else int(value) if column in _INTEGER_COLUMNS else float(value)
+             for column, value in zip(CELL_COLUMNS, row)} for row in cell_rows(frame, source, result, class_names)]
 
 
 class ImageCounter:

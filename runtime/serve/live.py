@@ -20,6 +20,7 @@ from runtime.serve.server import bind, parse_address
 from runtime.serve.uploads import UploadLimits
 
 UPLOAD_THREADS = 1  # the live run's inference keeps the other cores
+TEMPORARY_CSV_BYTES = 64 << 20  # each of the page's own CSVs keeps its newest 32–64 MB of rows
 
 
 class WebView:
@@ -43,8 +44,11 @@ class WebView:
         if options.save_csv is None or options.save_cells is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="csc-serve-")
             folder = Path(self._tmp.name)
-            options.save_csv = options.save_csv or folder / "counts.csv"
-            options.save_cells = options.save_cells or folder / "cells.csv"
+            # Temporary ones keep only their newest rows: a run of weeks would fill the disk with cells otherwise.
+            if options.save_csv is None:
+                options.save_csv, options.counts_csv_max_bytes = folder / "counts.csv", TEMPORARY_CSV_BYTES
+            if options.save_cells is None:
+                options.save_cells, options.cells_csv_max_bytes = folder / "cells.csv", TEMPORARY_CSV_BYTES
         return Path(options.save_csv), Path(options.save_cells)
 
     def start(self, pipeline: Pipeline, model: Path, backend: str) -> None:
