@@ -1,7 +1,9 @@
 """`csc-run`: segment and count cells live from a camera, a video, images or the simulated microscope."""
 from __future__ import annotations
 
-from contextlib import nullcontext
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import typer
@@ -95,7 +97,8 @@ def run(
                                                                   highlight=False, soft_wrap=True))
         if web is not None:
             web.start(pipeline, model, Backend(backend).value)
-        summary = pipeline.run()
+        with _sigterm_as_interrupt():
+            summary = pipeline.run()
         console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
     if summary["frames"]:
         _print_summary(summary)
@@ -114,6 +117,21 @@ def run(
                            "the run")
     if summary["errors"]:
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM — how systemd, `docker stop` and supervisors end a service — stops the run as Ctrl-C does: frames
+    in flight finished, files closed, the summary printed and written, exit 0. Python's default ends the process
+    on the spot, with the last rows unflushed and no summary."""
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _bundled_model(modality: str) -> Path:

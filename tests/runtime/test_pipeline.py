@@ -499,3 +499,29 @@ def test_consecutive_frames_are_counted_in_parallel_and_written_in_order(runner,
     assert parallel["frames"] == inline["frames"] == 8 and not parallel["errors"]
     columns = lambda path: [row.split(",")[:4] for row in path.read_text().splitlines()]  # frame, source, counts
     assert columns(tmp_path / "three.csv") == columns(tmp_path / "one.csv")
+
+
+def test_sigterm_stops_csc_run_like_ctrl_c_with_its_files_closed(tmp_path):
+    """systemd and `docker stop` send SIGTERM: the run must end as on Ctrl-C — every written frame whole in the CSV,
+    the summary written, exit 0 — not die mid-row."""
+    import signal
+    import time
+
+    csv_path, summary_path = tmp_path / "c.csv", tmp_path / "s.json"
+    process = subprocess.Popen([sys.executable, "-c", "from runtime.cli.run import main; main()", "--source", "demo",
+                                "--no-show",
+                                "--save-csv", str(csv_path), "--summary", str(summary_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 4):
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    summary = json.loads(summary_path.read_text())
+    rows = csv_path.read_text().splitlines()
+    assert summary["interrupted"] and summary["frames"] == len(rows) - 1 >= 3
+    assert all(len(row.split(",")) == 6 for row in rows)
