@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from runtime.errors import CscError
-from runtime.io.imageio import list_images, read_image
+from export.frames import check_frames
+from export.tensorrt import parse_onnx, upgrade_hint
+from runtime.backends import cuda
 from runtime.backends.model_meta import ModelMetadata
+from runtime.errors import CscError
+from runtime.io.imageio import atomic_path
 
 # Minimum class-map agreement with the FP32 PyTorch model, per precision. FP32 must match (only summation order
 # differs). FP16 and INT8 flip pixels where two class logits nearly tie, i.e. on cell outlines: the 3-px band along
@@ -80,18 +82,15 @@ def unsupported_by_tensorrt(graph: onnx.ModelProto) -> list[str]:
 
 def tensorrt_parser_check(graph: onnx.ModelProto, path: Path) -> tuple[bool, str]:
     """(ok, detail): parsed by the first installed TensorRT flavour, or, with none installed, the operator list."""
-    from export.tensorrt import parse_onnx, upgrade_hint
-    from runtime.backends.cuda import LABELS, import_tensorrt, installed_flavours
-
-    flavours = installed_flavours()
+    flavours = cuda.installed_flavours()
     if not flavours:
         problems = unsupported_by_tensorrt(graph)
         fallback = ("no TensorRT installed, so only TensorRT 10's operator list was checked (not types): "
                     "pip install tensorrt-rtx-cu12 for a real parse")
         return not problems, f"{fallback}; " + ("all operators listed" if not problems else "; ".join(problems[:5]))
-    trt = import_tensorrt(flavours[0])
+    trt = cuda.import_tensorrt(flavours[0])
     errors, *_ = parse_onnx(trt, path)
-    library = f"{LABELS[flavours[0]]} {trt.__version__}"
+    library = f"{cuda.LABELS[flavours[0]]} {trt.__version__}"
     if errors:
         return False, f"{library} rejects it: {'; '.join(errors[:3])} — {upgrade_hint(errors, path)}"
     return True, f"{library} parses every node"
@@ -99,17 +98,6 @@ def tensorrt_parser_check(graph: onnx.ModelProto, path: Path) -> tuple[bool, str
 
 def metadata_of(graph: onnx.ModelProto, path: Path) -> ModelMetadata:
     return ModelMetadata.from_props({p.key: p.value for p in graph.metadata_props}, str(path))
-
-
-def check_frames(size: tuple[int, int], images: str | Path | None = None, n: int = 4) -> list[np.ndarray]:
-    """Frames to compare on: images from a folder when given (real ones), else simulated mixed frames."""
-    h, w = size
-    if images is not None:
-        return [cv2.resize(read_image(p), (w, h), interpolation=cv2.INTER_AREA) for p in list_images(images)[:n]]
-    from runtime.data.simulator import SimConfig, SimulatedMicroscope
-
-    microscope = SimulatedMicroscope(SimConfig(mode="mixed", height=h, width=w), seed=2024)
-    return [microscope.frame(i).image for i in range(n)]
 
 
 def _with_logits_output(graph: onnx.ModelProto, precision: str) -> tuple[onnx.ModelProto, str]:
@@ -193,7 +181,6 @@ def simplify(path: str | Path) -> None:
         import onnxslim
     except ImportError:
         raise CscError("--simplify needs onnxslim", fix="pip install onnxslim") from None
-    from runtime.io.imageio import atomic_path
 
     path = Path(path)
     graph = onnx.load(str(path))

@@ -18,6 +18,7 @@ from types import ModuleType
 
 import onnx
 
+from export.frames import check_frames
 from export.targets import validate
 from runtime.backends.engine_sidecar import RTX_DEFAULT_TARGETS, RTX_TARGETABLE, EngineSidecar
 from runtime.errors import CscError
@@ -277,7 +278,6 @@ ENGINE_AGREEMENT = 0.995
 def engine_agreement(engine: str | Path, images: str | Path | None = None) -> float:
     """Class-map agreement of ``engine`` (run here by TensorRT) with the ONNX file it was built from (run by ONNX
     Runtime) on frames: the accuracy guard of `csc-export build-engine` and `csc-export check ENGINE`."""
-    from export.checks import check_frames
     from export.onnx_export import sha256
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
     from runtime.backends.tensorrt import TensorRTRunner

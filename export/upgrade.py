@@ -15,7 +15,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from export.frames import check_frames
+from runtime.backends.compare import class_map_agreement
+from runtime.backends.onnxruntime import OnnxRuntimeRunner
 from runtime.errors import CscError
+from runtime.io.imageio import atomic_path
 
 # Ops that only move or select elements: on a uint8 → float path they give the same values before or after a Cast.
 LAYOUT_OPS = ("Transpose", "Slice", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
@@ -81,10 +85,6 @@ def cast_uint8_inputs_first(model: onnx.ModelProto) -> list[str]:
 def upgrade_onnx(path: str | Path, out: str | Path, frames: list[np.ndarray] | None = None) -> tuple[list[str], float]:
     """Write the rewritten graph of ``path`` to ``out`` (atomically, only when ONNX Runtime gives the same class
     maps before and after) and return (changes, agreement)."""
-    from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.backends.compare import class_map_agreement
-    from runtime.io.imageio import atomic_path
-
     path, out = Path(path), Path(out)
     try:
         model = onnx.load(str(path))
@@ -98,8 +98,6 @@ def upgrade_onnx(path: str | Path, out: str | Path, frames: list[np.ndarray] | N
         onnx.save(model, tmp)
         with OnnxRuntimeRunner(path, threads=1) as before, OnnxRuntimeRunner(tmp, threads=1) as after:
             if frames is None:
-                from export.checks import check_frames
-
                 frames = check_frames(before.input_size)
             agreement = class_map_agreement(before, after, frames)
         if agreement < 1.0:

@@ -1,7 +1,6 @@
 """Checkpoints: written atomically, read with ``weights_only=True``, checked against the expected architecture."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,10 @@ import torch
 from runtime.errors import CscError
 from runtime.io.imageio import atomic_path
 from runtime.version import __version__
+from trainer.models import build_model
+from trainer.tensor_file import load_tensors
+
+__all__ = ["FORMAT", "load_checkpoint", "load_tensors", "model_from_checkpoint", "save_checkpoint"]
 
 FORMAT = "auto-csc-checkpoint/1"
 
@@ -19,23 +22,6 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "version": __version__, **payload}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-
-
-def load_tensors(path: Path) -> Any:
-    """A torch file's tensors and plain containers; nothing stored in it can run (``weights_only=True``).
-
-    A ValueError says why a file cannot be read so. torch's own message is not passed on: for any file it cannot
-    read safely it advises retrying with ``weights_only=False``, which runs whatever the file holds.
-    """
-    if path.stat().st_size == 0:
-        raise ValueError("the file is empty")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's warnings about such files carry the same advice
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # corrupt, truncated or foreign files raise many different types
-            raise ValueError("PyTorch cannot read it as tensors alone: corrupt, or it holds pickled Python "
-                             "objects") from None
 
 
 def load_checkpoint(path: str | Path, arch: str | None = None) -> dict[str, Any]:
@@ -58,8 +44,6 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> dict[str, Any]
 
 def model_from_checkpoint(path: str | Path, arch: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model of a checkpoint with its weights loaded, and the checkpoint dict."""
-    from trainer.models import build_model
-
     data = load_checkpoint(path, arch)
     model = build_model(data["arch"], num_classes=len(data["classes"]))
     try:

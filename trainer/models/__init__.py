@@ -3,35 +3,15 @@
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch.nn as nn
 
+from trainer.models import light_unet, vgg16_unet  # noqa: F401 - importing registers them
+from trainer.models.registry import _REGISTRY, ArchSpec, register
 
-@dataclass(frozen=True)
-class ArchSpec:
-    name: str
-    build: Callable[..., nn.Module]
-    stride: int  # input height and width must be multiples of this
-    summary: str
-
-
-_REGISTRY: dict[str, ArchSpec] = {}
-
-
-def register(name: str, stride: int, summary: str) -> Callable:
-    def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"architecture {name!r} registered twice")
-        _REGISTRY[name] = ArchSpec(name, build, stride, summary)
-        return build
-
-    return wrap
+__all__ = ["ArchSpec", "available", "build_model", "get_arch", "register"]
 
 
 def get_arch(name: str) -> ArchSpec:
-    _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -39,7 +19,6 @@ def get_arch(name: str) -> ArchSpec:
 
 
 def available() -> list[str]:
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
@@ -49,6 +28,3 @@ def build_model(name: str, num_classes: int = 3, **kwargs) -> nn.Module:
     model.arch = name
     return model
 
-
-def _load_builtin() -> None:
-    from trainer.models import light_unet, vgg16_unet  # noqa: F401 - importing registers them

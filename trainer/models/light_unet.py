@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.models import register
 from trainer.models.blocks import paper_init, upsample2x
+from trainer.models.registry import register
 
 
 class SeparableConv(nn.Sequential):

@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainer.models import register
+from runtime.errors import CscError
 from trainer.models.blocks import paper_init, upsample2x
+from trainer.models.registry import register
+from trainer.tensor_file import load_tensors
 
 # VGG16 blocks up to conv5_2 and the index of each conv in torchvision's ``features`` Sequential.
 VGG16_BLOCKS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512]]
@@ -82,9 +84,6 @@ def load_vgg16_encoder(model: VGG16UNet, path: str | Path) -> None:
     Nothing is downloaded: save one elsewhere with ``torch.save(torchvision.models.vgg16(weights=...)
     .state_dict(), path)`` and bring the file.
     """
-    from runtime.errors import CscError
-    from trainer.checkpoint import load_tensors
-
     path = Path(path)
     if not path.is_file():
         raise CscError("encoder weights file not found", path=path,
