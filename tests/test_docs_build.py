@@ -1,0 +1,52 @@
+"""The documentation site builds with warnings as errors (`mkdocs build --strict`), with every benchmark table
+rendered from its result file and the CLI reference read from the commands (docs/hooks.py)."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or
+                                importlib.util.find_spec("material") is None,
+                                reason="mkdocs and mkdocs-material come with the dev extra")
+
+
+def test_the_site_builds_strict(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert "WARNING" not in log, log
+    site = tmp_path / "site"
+    # the markers became tables, and no marker was left unrendered
+    for page in site.rglob("*.html"):
+        assert "{{ table(" not in page.read_text(encoding="utf-8"), page
+        assert "{{ cli(" not in page.read_text(encoding="utf-8"), page
+    cli = (site / "cli" / "index.html").read_text(encoding="utf-8")
+    for command in ("csc-data synth", "csc-label auto", "csc-train transfer", "csc-export build-engine", "csc-run",
+                    "csc-serve", "csc-bench"):
+        assert command in cli, command
+    assert "--max-frames" in cli and "--flavour" in cli
+    bench = (site / "benchmarks" / "index.html").read_text(encoding="utf-8")
+    assert "benchmarks/results/bench_cpu_backends.json" in bench
+
+
+def test_the_tables_come_from_the_result_files():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    import json
+    speed = json.loads((ROOT / "benchmarks" / "results" / "counting_speed.json").read_text())
+    assert f"{speed['4000x3000']['1_thread']['wall_ms']:.0f} ms" in hooks.table("counting_speed")
+    with pytest.raises(KeyError):
+        hooks.table("no-such-result")
+    used = set()
+    for page in (ROOT / "docs").glob("*.md"):
+        used |= {name for kind, name in hooks.MARKER.findall(page.read_text(encoding="utf-8")) if kind == "table"}
+    assert used == set(hooks.TABLES), "every renderer is used by a page, and every page's table has a renderer"
