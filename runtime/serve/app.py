@@ -66,10 +66,28 @@ _COUNT_BODY = {
 }
 
 
+def _offline_docs(app) -> None:
+    """OpenAPI's page at /docs from Swagger UI's files on this box (the swagger-ui-bundle package, in the serve
+    extra): FastAPI's own page loads them from a CDN, and a box beside a microscope is often offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="auto-CSC API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
 def create_app(ctx: ServeContext):
     """The ASGI application: FastAPI's routes behind the token gate."""
-    app = FastAPI(title="auto-CSC", version=__version__, redoc_url=None,
+    app = FastAPI(title="auto-CSC", version=__version__, redoc_url=None, docs_url=None,
                   description="Cell counts from a live `csc-run --serve` and from uploaded images.")
+    _offline_docs(app)
     names = ctx.class_names[1:]
     pending = 0
 

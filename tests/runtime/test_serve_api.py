@@ -5,6 +5,7 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -268,7 +269,11 @@ def test_live_endpoints_after_a_run(finished_run, counter):
     schema = client.get("/openapi.json").json()
     assert {"/api/count", "/api/counts", "/api/events", "/metrics", "/healthz", "/stream.mjpg"} <= set(schema["paths"])
     assert "multipart/form-data" in schema["paths"]["/api/count"]["post"]["requestBody"]["content"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower(), "the docs page must work offline"
+    for asset in re.findall(r'(/docs-assets/[\w.-]+)', docs.text):
+        assert client.get(asset).status_code == 200, asset
+    assert "/docs-assets/swagger-ui-bundle.js" in docs.text
 
 
 def test_csv_download_stops_at_the_last_complete_row(finished_run, counter):
