@@ -1,5 +1,5 @@
 """The auto-labeller's added settings on real images, each varied around its default in one run: what backs the
-defaults (`trainer/autolabel.py`: SPLIT_DYNAMICS, OVERLAP, PEAK_FRACTION, PEAK_REACH).
+defaults (`runtime/counting/instances.py`: LABELLER_SPLIT; `trainer/autolabel.py`: PEAK_FRACTION, PEAK_REACH).
 
 - splitting RBCs (`split_dynamics`, `overlap`; 0 = no division by area): `csc-label auto --split-touching`, scale
   estimated, on the BCCD **training** half (even positions; the sets they were chosen on), the held-out Chula

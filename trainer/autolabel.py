@@ -35,8 +35,7 @@ import cv2
 import numpy as np
 
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC, class_id
-from runtime.counting.counter import ONE_CELL
-from runtime.counting.instances import divide_large, fill_all_holes, find_instances
+from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_holes, find_instances
 from runtime.counting.blank import is_blank
 from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
@@ -70,14 +69,6 @@ NUCLEUS_STAIN = 30
 # The background varies "too much" for one global threshold when its spread exceeds this fraction of the
 # cell/background contrast.
 UNEVEN = 0.25
-# Splitting RBC-like kinds (see `_instances`): distance maxima stay apart when each rises SPLIT_DYNAMICS × the
-# smallest cell's radius above the saddle (the floor, half a pixel, decides at most scales); blobs of OVERLAP × the
-# frame's median cell or more are divided by area. Chosen on the BCCD training half (overlapping cells) with the
-# Chula subset's counts and the DSB nuclei watched (`python -m benchmarks.labeller_settings`): BCCD counts 0.93 of
-# its boxes, 0.87 at the counter's dynamics (0.08) and 0.85 without division; OVERLAP 1.6 takes BCCD to 0.95 but
-# Chula to +4.0 %, 2.0 leaves BCCD at 0.92 and the nuclei at 118 of 125.
-SPLIT_DYNAMICS = 0.02
-OVERLAP = 1.8
 # Bright (fluorescence) images, per object (`_per_object_level`): cells are where the contrast exceeds the
 # background by PEAK_FRACTION of the object's peak, searched up to PEAK_REACH diameters from the first mask.
 # Chosen on the DSB nuclei crop, the one fluorescence image with hand-drawn outlines here: mIoU 0.859–0.879 for
@@ -118,8 +109,10 @@ class AutoLabelConfig:
     split_touching: bool = False
     reject: bool = True
     per_object_level: bool = True  # bright images: each object's own level (see _per_object_level)
-    split_dynamics: float = SPLIT_DYNAMICS  # RBC-like kinds (see _instances)
-    overlap: float = OVERLAP  # 0: no division by area
+    # Splitting (see _instances): the labeller's preset, `runtime.counting.instances.LABELLER_SPLIT` (which says
+    # why), with these two of it for RBC-like kinds:
+    split_dynamics: float = LABELLER_SPLIT.dynamics
+    overlap: float = LABELLER_SPLIT.divide_large  # 0: no division by area
     peak_fraction: float = PEAK_FRACTION
     peak_reach: float = PEAK_REACH
 
@@ -232,6 +225,13 @@ class Scaled:
         return self.size.min_um / self.pixel_size_um / 2.0
 
     @property
+    def split_settings(self) -> SplitSettings:
+        """The labeller's splitting preset with this config's dynamics and overlap, for the kind's size range."""
+        cfg = self.config
+        settings = replace(LABELLER_SPLIT, dynamics=cfg.split_dynamics, divide_large=cfg.overlap or None)
+        return settings.for_size(self.size)
+
+    @property
     def typical_area(self) -> float:
         return math.pi * (self.diameter_px / 2.0) ** 2
 
@@ -342,7 +342,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     found = _instances(binary, scaled, min_area)
     # Specks and debris (a split never leaves a part this small: parts merge instead); a part cut by the frame edge
     # is kept down to a quarter of the minimum, as the counter keeps it.
-    bad = ~found.large_enough(min_area, binary.shape)
+    bad = ~found.large_enough(min_area, binary.shape, scaled.split_settings.cut_fraction)
     rejected["small"] = int(bad.sum())
     if config.reject:
         if image.ndim == 3 and not label_free and len(found.ids):
@@ -418,21 +418,13 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig) -> _Foreg
 
 
 def _instances(binary: np.ndarray, scaled: Scaled, min_area: int):
-    """The mask's cells: connected components, or with ``split_touching`` touching and overlapping cells split.
-
-    Where the one-cell rule is safe for the kind (`CellSize.one_cell_safe`: RBCs), the splitter cuts at every
-    distance maximum that rises above noise (``split_dynamics``) and the rule merges back parts that together are
-    no larger than one cell; blobs of ``overlap`` × the median cell or more are then divided by area
-    (`runtime.counting.instances.divide_large`). Blood smears are thicker than a monolayer in places: overlapping cells
-    leave shallow necks or none, which the distance map's default dynamics keep whole.
-    """
+    """The mask's cells: connected components, or with ``split_touching`` touching and overlapping cells split at
+    the labeller's preset (`runtime.counting.instances.LABELLER_SPLIT`, which says why it differs from the
+    counter's) for the kind's size range: for RBCs, cut at every distance maximum above noise, parts no larger than
+    one cell joined back, large blobs divided by area; for macrophages, the distance map alone."""
     if not scaled.config.split_touching:
         return find_instances(binary, None, min_area)
-    if not scaled.size.one_cell_safe(ONE_CELL):
-        return find_instances(binary, scaled.expected_radius_px, min_area)
-    config = scaled.config
-    found = find_instances(binary, scaled.expected_radius_px, min_area, ONE_CELL, config.split_dynamics)
-    return divide_large(found, config.overlap, min_area, binary.shape)
+    return scaled.split_settings.split(binary, scaled.expected_radius_px, min_area)
 
 
 def _fallback(config: AutoLabelConfig) -> float:

@@ -9,26 +9,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, cell_size
 from runtime.errors import CscError
-from runtime.counting.instances import CUT_CELL_FRACTION, Instances, find_instances, on_border
+from runtime.counting.instances import COUNTER_SPLIT, Instances, SplitSettings, on_border
 from runtime.counting.calibration import class_map_scale
 
 BORDER_POLICIES = ("count", "ignore", "half")
 _BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
-# Two parts of a clump no larger together than this many times the frame's median single cell are one cell,
-# whatever their outline: a split would cut an ovalocyte in two, or follow two distance maxima that a coarse class
-# map's jagged outline makes. Two cells touching or overlapping, even by a third, are larger. The median adapts to
-# the sample (Chula RBCs are 7 µm, BCCD's 7.5, the simulator's 6); 1.1 and 1.35 moved the real-image counts by at
-# most 0.8 points (benchmarks/results/counting_rules.json). Only for classes of a narrow size range: see
-# `CountingConfig.one_cell_factor`.
-ONE_CELL = 1.25
-
 CELL_DTYPE = np.dtype([
     ("id", np.int32), ("class_id", np.uint8), ("cx", np.float32), ("cy", np.float32), ("area_px", np.int32),
     ("area_um2", np.float32), ("x", np.int32), ("y", np.int32), ("w", np.int32), ("h", np.int32),
@@ -53,8 +45,10 @@ class CountingConfig:
     split_touching: bool = True
     border: str = "count"
     diameter_px: float | None = None
-    one_cell: float = ONE_CELL  # 0: split by the distance map alone (see one_cell_factor)
-    cut_cell_fraction: float = CUT_CELL_FRACTION  # 1: cut cells need the full minimum area too
+    # The splitter's settings are the counter's preset (`runtime.counting.instances.COUNTER_SPLIT`, which says why)
+    # with these two of it:
+    one_cell: float = COUNTER_SPLIT.one_cell  # 0: split by the distance map alone (see one_cell_factor)
+    cut_cell_fraction: float = COUNTER_SPLIT.cut_fraction  # 1: cut cells need the full minimum area too
 
     def __post_init__(self) -> None:
         if self.border not in BORDER_POLICIES:
@@ -91,9 +85,15 @@ class CountingConfig:
             return int(round(self.min_area_um2[name] / pixel_size_um**2))
         return cell_size(name).min_area_px(pixel_size_um)
 
+    def split_settings(self, class_id: int) -> SplitSettings:
+        """How a class's touching cells are split: `COUNTER_SPLIT` with this config's ``one_cell`` and
+        ``cut_cell_fraction``, for the class's size range (`SplitSettings.for_size`)."""
+        settings = replace(COUNTER_SPLIT, one_cell=self.one_cell, cut_fraction=self.cut_cell_fraction)
+        return settings.for_size(cell_size(self.class_names[class_id]))
+
     def one_cell_factor(self, class_id: int) -> float:
         """`one_cell` where the rule is safe for the class (`CellSize.one_cell_safe`), else 0."""
-        return self.one_cell if cell_size(self.class_names[class_id]).one_cell_safe(self.one_cell) else 0.0
+        return self.split_settings(class_id).one_cell
 
     def min_radius_px(self, class_id: int, pixel_size_um: float | None = None) -> float:
         pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
@@ -167,8 +167,8 @@ class CellCounter:
             buffer = self._binaries[class_id] = np.empty(class_map.shape, np.uint8)
         binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=buffer)
         min_area = cfg.min_area(class_id, pixel_size)
-        found = find_instances(binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None,
-                               min_area, cfg.one_cell_factor(class_id), cut_fraction=cfg.cut_cell_fraction)
+        found = cfg.split_settings(class_id).split(
+            binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area)
         return found.keep(np.flatnonzero(found.large_enough(min_area, class_map.shape, cfg.cut_cell_fraction)))
 
     def count_instances(self, class_map: np.ndarray, instances: np.ndarray, return_labels: bool = False) -> FrameCounts:

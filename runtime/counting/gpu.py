@@ -40,7 +40,7 @@ import numpy as np
 
 from runtime.counting.counter import CELL_DTYPE, CellCounter, CountingConfig, FrameCounts, _table
 from runtime.errors import CscError
-from runtime.counting.instances import MIN_SINGLES, PEAK_HEIGHT, WINDOW, Instances, find_instances, on_border
+from runtime.counting.instances import MIN_SINGLES, PEAK_HEIGHT, WINDOW, Instances, on_border
 
 DEVICES = ("cpu", "cuda", "auto")
 # OpenCV's 5×5 chamfer for DIST_L2 (getDistanceTransformMask): horizontal/vertical, diagonal, knight's move.
@@ -215,7 +215,8 @@ class TorchCellCounter(CellCounter):
         torch = self._torch
         cfg = self.config
         shape = self._shape_of(class_map)
-        one_cell = cfg.one_cell_factor(class_id)
+        settings = cfg.split_settings(class_id)
+        one_cell = settings.one_cell
         radius = cfg.min_radius_px(class_id, pixel_size)
         singles = _median_carriers(found.stats, n_markers, shape, min_area) if one_cell else np.zeros(0, np.int64)
         chosen = np.sort(np.concatenate([clumps, singles]))
@@ -227,7 +228,7 @@ class TorchCellCounter(CellCounter):
         mask = self._host_mask.ravel()
         mask[flat] = 1
         try:
-            split = find_instances(self._host_mask, radius, min_area, one_cell, cut_fraction=cfg.cut_cell_fraction)
+            split = settings.split(self._host_mask, radius, min_area)
         finally:
             mask[flat] = 0
         whole_on_host = split.ids <= len(chosen)
@@ -235,7 +236,7 @@ class TorchCellCounter(CellCounter):
             self.host_fallbacks += 1
             host_map = host_map if host_map is not None else class_map.cpu().numpy()
             binary = (host_map == class_id).astype(np.uint8)
-            whole = find_instances(binary, radius, min_area, one_cell, cut_fraction=cfg.cut_cell_fraction)
+            whole = settings.split(binary, radius, min_area)
             ys, xs = np.nonzero(whole.labels)
             return whole, (None, pixels, 0, (ys * shape[1] + xs, whole.labels))
         parts = np.flatnonzero(~whole_on_host)

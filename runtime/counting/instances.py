@@ -1,33 +1,90 @@
 """Cells of one class as instances: connected components, optionally with touching cells split.
 
-One implementation shared by the auto-labeller (instance labels for training data) and the runtime's counting
-(a clump of three RBCs counts as three).
+The module that owns splitting: one implementation shared by the auto-labeller (instance labels for training
+data) and the runtime's counting (a clump of three RBCs counts as three), each with its own named preset of the
+settings (`SplitSettings`: `LABELLER_SPLIT`, `COUNTER_SPLIT`), so that neither's constant changes the other's cells.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
+from runtime.classes import CellSize
 from runtime.errors import CscError
 
 # Splitting, relative to the smallest expected cell radius r (see `find_instances`): a marker is a distance
 # maximum at least PEAK_HEIGHT·r high (lower ridges are fibres or thin rims, not cell centres), found within a
-# window of WINDOW·r; two markers stay apart only when each rises DYNAMICS·r (at least half a pixel) above the
-# saddle between them. Tuned on real stained smears (Chula RBC-12 images outside the evaluation subset) and
-# checked on hand-made shapes: two touching discs split, an ellipse of axis ratio 1.8 and a ring stay whole.
+# window of WINDOW·r. How high each must rise above the saddle to stay apart, and the rules after, are a preset's
+# (`SplitSettings`: `COUNTER_SPLIT`, `LABELLER_SPLIT`).
 PEAK_HEIGHT = 0.35
 WINDOW = 0.5
-DYNAMICS = 0.08
 DYNAMICS_FLOOR = 0.5  # px: below it, distance-map noise
 MIN_SINGLES = 5
 # `divide_large` divides a blob into at most this many cells (the largest clumps in the Chula and BCCD training
 # images hold 8 and 11 cells' area).
 MAX_PARTS = 12
-# A part cut by the frame edge may show any fraction of its cell: such parts are kept down to this fraction of the
-# minimum area (debris elsewhere). Labelling and counting both apply it (`large_enough`).
-CUT_CELL_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How touching cells of one class are split (`split`): the settings of `find_instances` and `divide_large`.
+
+    The project splits with one of two presets, `COUNTER_SPLIT` (the counter, on a model's class maps) and
+    `LABELLER_SPLIT` (the auto-labeller, on the masks it makes of images to train on); each says why it differs.
+    """
+
+    dynamics: float  # × r: two distance maxima stay apart only when each rises this far above the saddle
+    one_cell: float  # two parts together no larger than this × the frame's median single cell are one cell; 0: off
+    divide_large: float | None  # blobs of at least this × the median cell divided by area (`divide_large`); None: off
+    cut_fraction: float  # a part on the frame edge is kept down to this fraction of the minimum area
+    # Where the one-cell rule does not hold for the class (`CellSize.one_cell_safe`: sizes that span so much that
+    # two small cells have one large one's area, macrophages), the rule is off and with it the division by area,
+    # which needs a median cell that stands for every cell; the distance map alone decides, at these dynamics.
+    wide_size_dynamics: float
+
+    def for_size(self, size: CellSize) -> SplitSettings:
+        """These settings for a class of this size range: as they are, or without the one-cell rule and the
+        division by area (at `wide_size_dynamics`) where the rule does not hold for it."""
+        if size.one_cell_safe(self.one_cell):
+            return self
+        return replace(self, dynamics=self.wide_size_dynamics, one_cell=0.0, divide_large=None)
+
+    def split(self, binary: np.ndarray, radius_px: float | None, min_area: int = 0) -> Instances:
+        """The instances of a mask split at these settings (`find_instances`, then `divide_large` where set);
+        ``radius_px`` None: connected components, nothing split. Call `for_size` first for a class's own."""
+        found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction)
+        if radius_px is None or not self.divide_large:
+            return found
+        return divide_large(found, self.divide_large, min_area, binary.shape)
+
+
+# The counter's preset: it splits a model's class map, whose outlines are coarse and jagged, so a distance maximum
+# must rise 0.08 r above the saddle to be a cell of its own (tuned on real stained smears, Chula RBC-12 images
+# outside the evaluation subset, and checked on hand-made shapes: two touching discs split, an ellipse of axis
+# ratio 1.8 and a ring stay whole). Two parts together no larger than 1.25× the frame's median single cell are one
+# cell, whatever their outline: a split would cut an ovalocyte in two, or follow two distance maxima that a jagged
+# outline makes; two cells touching or overlapping, even by a third, are larger. The median adapts to the sample
+# (Chula RBCs are 7 µm, BCCD's 7.5, the simulator's 6); 1.1 and 1.35 moved the real-image counts by at most 0.8
+# points (benchmarks/results/counting_rules.json). No division by area: a count must not rest on the area of a
+# blob the model may have merged or swollen. A part cut by the frame edge may show any fraction of its cell: it is
+# kept down to a quarter of the minimum area (debris elsewhere), alone (`Instances.large_enough`) or in a clump.
+# The user's `CountingConfig.one_cell` and `cut_cell_fraction` start from it.
+COUNTER_SPLIT = SplitSettings(dynamics=0.08, one_cell=1.25, divide_large=None, cut_fraction=0.25,
+                              wide_size_dynamics=0.08)
+# The auto-labeller's preset (`csc-label auto --split-touching`): its labels are what a model learns to split, on
+# images where smears are thicker than a monolayer, so overlapping RBCs leave shallow necks or none. It cuts at
+# every distance maximum above noise (0.02 r; the floor, half a pixel, decides at most scales) and lets the
+# one-cell rule (1.25×, as the counter's) join parts back; blobs of 1.8× the frame's median cell or more are then
+# divided by area. Chosen on the BCCD training half (overlapping cells) with the Chula subset's counts and the DSB
+# nuclei watched (`python -m benchmarks.labeller_settings`): BCCD counts 0.93 of its boxes, 0.87 at the counter's
+# dynamics (0.08) and 0.85 without division; a factor of 1.6 takes BCCD to 0.95 but Chula to +4.0 %, 2.0 leaves
+# BCCD at 0.92 and the nuclei at 118 of 125. Macrophages (a wide size range) split at 0.08 r, the distance map
+# alone: at 0.02 with no one-cell rule to join the parts back, a lobed outline would be cut. `AutoLabelConfig`'s
+# ``split_dynamics`` and ``overlap`` start from it.
+LABELLER_SPLIT = SplitSettings(dynamics=0.02, one_cell=1.25, divide_large=1.8, cut_fraction=0.25,
+                               wide_size_dynamics=0.08)
 
 
 @dataclass
@@ -46,7 +103,7 @@ class Instances:
         return Instances(self.labels, self.ids[rows], self.stats[rows], self.centroids[rows])
 
     def large_enough(self, min_area: float, shape: tuple[int, int],
-                     cut_fraction: float = CUT_CELL_FRACTION) -> np.ndarray:
+                     cut_fraction: float = COUNTER_SPLIT.cut_fraction) -> np.ndarray:
         """Per instance: is it at least ``min_area``, or ``cut_fraction`` of it where the frame edge cuts it."""
         area = self.stats[:, cv2.CC_STAT_AREA]
         return (area >= min_area) | (on_border(self.stats, shape) & (area >= cut_fraction * min_area))
@@ -62,9 +119,10 @@ class Instances:
 
 
 def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
-                   one_cell: float = 0.0, dynamics: float = DYNAMICS,
-                   cut_fraction: float = CUT_CELL_FRACTION) -> Instances:
-    """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split.
+                   one_cell: float = 0.0, dynamics: float = COUNTER_SPLIT.dynamics,
+                   cut_fraction: float = COUNTER_SPLIT.cut_fraction) -> Instances:
+    """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split (the
+    defaults: the counter's preset without the one-cell rule; `SplitSettings.split` passes a preset's).
 
     Splitting follows the distance transform's h-maxima, the criterion of a watershed with dynamics: markers are
     distance maxima of cell-like height (≥ PEAK_HEIGHT·r) within a window of WINDOW·r of the cell's own pixels; a
@@ -75,7 +133,7 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     (a part of a cell is never dropped as debris: a clump loses no pixels; a part on the frame edge needs only
     ``cut_fraction`` of it, the rule `large_enough` applies to a cut cell standing alone), or, with ``one_cell``,
     when the two parts together are no larger than ``one_cell`` × the median area of the frame's single cells (see
-    `runtime.counting.counter.ONE_CELL`; merges go pairwise, highest saddle first, so a larger clump can end with one such
+    `COUNTER_SPLIT`; merges go pairwise, highest saddle first, so a larger clump can end with one such
     merged part beside others).
     The whole-frame work is the labelling alone: the distance map, its window maxima and the splits are computed
     on the components' bounding boxes packed side by side (`_Packed`), a few percent of a sparse frame.

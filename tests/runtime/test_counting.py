@@ -178,17 +178,17 @@ def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypa
     (ids, rows, values) and the labels are the one-thread counter's."""
     import threading
 
-    from runtime.counting import counter as counting
+    from runtime.counting import instances as splitting
     from runtime.data.simulator import make_microscope
 
     threads = set()
-    real = counting.find_instances
+    real = splitting.find_instances
 
     def recording(*args, **kwargs):
         threads.add(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(counting, "find_instances", recording)
+    monkeypatch.setattr(splitting, "find_instances", recording)
     one, two = CellCounter(), CellCounter(workers=2)
     for i in range(4):
         class_map = make_microscope("mixed", size=256, seed=4).frame(i).semantic

@@ -29,9 +29,9 @@ def test_two_touching_discs_are_two_cells(gap):
 
 @pytest.mark.parametrize(("apart", "cells"), [(16, 1), (24, 2)])
 def test_a_shallow_waist_is_one_cell_and_a_deeper_neck_two(apart, cells):
-    """Two distance maxima stay apart only when each rises DYNAMICS × r above the saddle (1.6 px for r = 20): a
-    lobed cell whose waist dips under a pixel in the distance map is one cell, two overlapping ones whose neck
-    dips 3 px are two."""
+    """Two distance maxima stay apart only when each rises COUNTER_SPLIT.dynamics × r above the saddle (1.6 px
+    for r = 20): a lobed cell whose waist dips under a pixel in the distance map is one cell, two overlapping ones
+    whose neck dips 3 px are two."""
     mask = np.zeros((80, 120), np.uint8)
     disc(mask, (50, 40), 24)
     disc(mask, (50 + apart, 40), 24)
@@ -248,3 +248,43 @@ def test_a_components_split_does_not_depend_on_the_other_components(seed):
         np.testing.assert_array_equal(np.unique(inside), np.sort(whole.ids[np.isin(whole.ids, inside)]))
         assert len(np.unique(inside)) == len(alone.ids), f"component {c}"
         assert sorted(whole.stats[np.isin(whole.ids, inside), 4]) == sorted(alone.stats[:, 4])
+
+
+def test_the_two_splitting_presets_are_named_and_each_used_by_its_own_side():
+    """One module owns splitting; the counter and the labeller each take their own preset of it, so a change to
+    one (the counter's dynamics, say) leaves the other's cells alone."""
+    from dataclasses import replace
+
+    from runtime.classes import CELL_SIZES, MACROPHAGE, RBC
+    from runtime.counting.instances import COUNTER_SPLIT, LABELLER_SPLIT
+
+    assert COUNTER_SPLIT.divide_large is None and LABELLER_SPLIT.divide_large == 1.8
+    assert LABELLER_SPLIT.dynamics == 0.02 and LABELLER_SPLIT.one_cell == 1.25
+    config = CountingConfig()
+    assert config.split_settings(RBC) == COUNTER_SPLIT
+    assert (config.one_cell, config.cut_cell_fraction) == (COUNTER_SPLIT.one_cell, COUNTER_SPLIT.cut_fraction)
+    # Macrophages' sizes span too much for the one-cell rule: both presets fall back to the distance map alone.
+    for preset in (COUNTER_SPLIT, LABELLER_SPLIT):
+        wide = preset.for_size(CELL_SIZES[MACROPHAGE])
+        assert (wide.one_cell, wide.divide_large, wide.dynamics) == (0.0, None, preset.wide_size_dynamics)
+        assert preset.for_size(CELL_SIZES[RBC]) == preset
+    # `split` is find_instances at the preset's settings, then divide_large where the preset divides.
+    mask = np.zeros((120, 260), np.uint8)
+    for x in range(20, 240, 40):
+        disc(mask, (x, 30), 12)  # singles, for the median
+    disc(mask, (70, 85), 18)  # one round blob of two cells' area (overlapping cells): no neck, one maximum
+    plain = find_instances(mask, 10, 50, 1.25, 0.02, 0.25)
+    assert len(replace(LABELLER_SPLIT, divide_large=None).split(mask, 10, 50).ids) == len(plain.ids)
+    divided = divide_large(find_instances(mask, 10, 50, 1.25, 0.02, 0.25), 1.8, 50, mask.shape)
+    assert len(LABELLER_SPLIT.split(mask, 10, 50).ids) == len(divided.ids) > len(plain.ids)
+
+
+def test_the_labeller_takes_no_counter_constant():
+    from pathlib import Path
+
+    import trainer.autolabel
+    from runtime.counting.instances import LABELLER_SPLIT
+
+    config = trainer.autolabel.AutoLabelConfig()
+    assert (config.split_dynamics, config.overlap) == (LABELLER_SPLIT.dynamics, LABELLER_SPLIT.divide_large)
+    assert "runtime.counting.counter" not in Path(trainer.autolabel.__file__).read_text()
