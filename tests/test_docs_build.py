@@ -50,3 +50,20 @@ def test_the_tables_come_from_the_result_files():
     for page in (ROOT / "docs").glob("*.md"):
         used |= {name for kind, name in hooks.MARKER.findall(page.read_text(encoding="utf-8")) if kind == "table"}
     assert used == set(hooks.TABLES), "every renderer is used by a page, and every page's table has a renderer"
+
+
+def test_the_readme_links_into_the_docs_resolve():
+    """The README links into docs/ (GitHub renders them as files); each target page exists, and each #anchor is a
+    heading of that page (MkDocs' slugs: lower case, punctuation dropped, spaces to hyphens)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    assert len(links) >= 10
+    for target, anchor in links:
+        path = ROOT / target
+        assert path.is_file(), target
+        if anchor and path.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), flags=re.M)
+            slugs = {re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", h.lower()).strip()) for h in headings}
+            assert anchor in slugs, f"{target}#{anchor} is no heading there ({sorted(slugs)})"
