@@ -238,6 +238,21 @@ def t_simulator_speed() -> str:
         "simulator_speed", "python -m benchmarks.simulator_speed --out benchmarks/results/simulator_speed.json")
 
 
+def t_results_index() -> str:
+    """Every committed result file and the pages that show or cite it (a page cites a file by its name, or renders
+    it with a table marker)."""
+    pages = {p: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}
+    titles = {p: next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), p.stem)
+              for p, text in pages.items()}
+    rows = []
+    for result in sorted(RESULTS.glob("*.json")):
+        stem = result.stem
+        shown = [p for p, text in pages.items() if result.name in text or f'table("{stem}")' in text]
+        where = ", ".join(f"[{titles[p].replace('|', '/')}]({p.name})" for p in shown) or "—"
+        rows.append([f"`{result.name}`", where])
+    return _md_table(["result file (`benchmarks/results/`)", "shown or cited on"], rows)
+
+
 TABLES = {name[2:]: fn for name, fn in dict(globals()).items() if name.startswith("t_") and callable(fn)}
 
 

@@ -67,3 +67,15 @@ def test_the_readme_links_into_the_docs_resolve():
             headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), flags=re.M)
             slugs = {re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", h.lower()).strip()) for h in headings}
             assert anchor in slugs, f"{target}#{anchor} is no heading there ({sorted(slugs)})"
+
+
+def test_every_result_file_is_shown_or_cited_in_the_docs():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    index = hooks.table("results_index")
+    rows = [line for line in index.splitlines()[2:]]
+    assert len(rows) == len(list((ROOT / "benchmarks" / "results").glob("*.json")))
+    assert not [row for row in rows if row.endswith("| — |")], "result files no page shows or cites"
