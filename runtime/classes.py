@@ -23,14 +23,36 @@ class CellSize:
         """The middle of the range: the size an estimated diameter in px is taken to be (runtime/counting/scale.py)."""
         return (self.min_um + self.max_um) / 2.0
 
+    def diameter_px(self, pixel_size_um: float) -> float:
+        """A typical cell's diameter in px at this pixel size."""
+        return self.typical_um / pixel_size_um
+
+    def pixel_size_um(self, diameter_px: float) -> float:
+        """The pixel size at which a typical cell spans ``diameter_px`` (a scale given, or estimated, as a
+        diameter)."""
+        return self.typical_um / diameter_px
+
+    def min_radius_px(self, pixel_size_um: float) -> float:
+        """The smallest cell's radius in px: the splitter's yardstick."""
+        return self.min_um / pixel_size_um / 2.0
+
     def min_area_px(self, pixel_size_um: float, fraction: float = 0.25) -> int:
         """Smallest plausible visible area in px: a fraction of the smallest cell's disc.
 
         A fraction rather than the whole disc because cells cut by the frame border or partly hidden under
         another cell are still cells; anything below it is debris or a broken-cell fragment.
         """
-        radius_px = self.min_um / pixel_size_um / 2.0
+        radius_px = self.min_radius_px(pixel_size_um)
         return max(1, int(round(3.141592653589793 * radius_px**2 * fraction)))
+
+    def min_area(self, pixel_size_um: float, px: float | None = None, um2: float | None = None) -> int:
+        """The smallest kept object in px: ``px`` where given, else ``um2`` at this pixel size, else
+        `min_area_px`. The labeller's (`trainer.autolabel.Scaled`) and the counter's (`CountingConfig`) rule."""
+        if px is not None:
+            return int(px)
+        if um2 is not None:
+            return int(round(um2 / pixel_size_um**2))
+        return self.min_area_px(pixel_size_um)
 
     def one_cell_safe(self, factor: float) -> bool:
         """Whether "two parts together no larger than ``factor`` × a typical cell are one cell" holds for this kind:

@@ -34,7 +34,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from runtime.classes import CELL_SIZES, MACROPHAGE, RBC, class_id
+from runtime.classes import CELL_SIZES, DEFAULT_PIXEL_SIZE_UM, MACROPHAGE, RBC, class_id
 from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_holes, find_instances
 from runtime.counting.blank import is_blank
 from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
@@ -174,7 +174,7 @@ class AutoLabelConfig:
         if self.diameter_px is not None:
             return self.at_scale(self.diameter_px)
         if self.pixel_size_um is not None:
-            return self.at_scale(CELL_SIZES[self.class_id].typical_um / self.pixel_size_um)
+            return self.at_scale(CELL_SIZES[self.class_id].diameter_px(self.pixel_size_um))
         return None
 
 
@@ -192,17 +192,12 @@ class Scaled:
     @property
     def pixel_size_um(self) -> float:
         """The pixel size this diameter implies for a typical cell of the kind (exact when it was given)."""
-        return self.config.pixel_size_um or self.size.typical_um / self.diameter_px
+        return self.config.pixel_size_um or self.size.pixel_size_um(self.diameter_px)
 
     @property
     def min_area(self) -> int:
         """Smallest kept object in px: explicit px, else µm² over the pixel size, else from the cell size."""
-        cfg = self.config
-        if cfg.min_area_px is not None:
-            return cfg.min_area_px
-        if cfg.min_area_um2 is not None:
-            return int(round(cfg.min_area_um2 / self.pixel_size_um**2))
-        return self.size.min_area_px(self.pixel_size_um)
+        return self.size.min_area(self.pixel_size_um, self.config.min_area_px, self.config.min_area_um2)
 
     @property
     def block(self) -> int:
@@ -222,7 +217,7 @@ class Scaled:
     @property
     def expected_radius_px(self) -> float:
         """Radius of the smallest cell of the kind: the splitter's and the rejection's yardstick."""
-        return self.size.min_um / self.pixel_size_um / 2.0
+        return self.size.min_radius_px(self.pixel_size_um)
 
     @property
     def split_settings(self) -> SplitSettings:
@@ -430,9 +425,7 @@ def _instances(binary: np.ndarray, scaled: Scaled, min_area: int):
 def _fallback(config: AutoLabelConfig) -> float:
     """The diameter when an image holds too few cells to measure: the kind's typical size at the default pixel
     size (the simulator's)."""
-    from runtime.classes import DEFAULT_PIXEL_SIZE_UM
-
-    return CELL_SIZES[config.class_id].typical_um / DEFAULT_PIXEL_SIZE_UM
+    return CELL_SIZES[config.class_id].diameter_px(DEFAULT_PIXEL_SIZE_UM)
 
 
 def _per_object_level(cells: np.ndarray, binary: np.ndarray, fraction: float, reach_px: float) -> np.ndarray:

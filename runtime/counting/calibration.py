@@ -91,13 +91,13 @@ def class_map_scale(class_map: np.ndarray, class_names: Sequence[str],
             best = (name, diameters)
     if best is None:
         return None
-    return cell_size(best[0]).typical_um / float(np.median(best[1])), best[0]
+    return cell_size(best[0]).pixel_size_um(float(np.median(best[1]))), best[0]
 
 
 def trained_diameters(metadata: ModelMetadata) -> dict[str, float]:
     """Per cell class, the diameter (px at the model's scale) its cells had in training: recorded in the metadata
     where the exporter knew it, else the class's typical size at the model's pixel size."""
-    return {name: metadata.cell_diameter_px.get(name) or cell_size(name).typical_um / metadata.pixel_size_um
+    return {name: metadata.cell_diameter_px.get(name) or cell_size(name).diameter_px(metadata.pixel_size_um)
             for name in metadata.classes[1:]}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, cell_size
 from runtime.errors import CscError
 from runtime.counting.instances import COUNTER_SPLIT, Instances, SplitSettings, on_border
+from runtime.counting.metrics import tidy_count
 from runtime.counting.calibration import class_map_scale
 
 BORDER_POLICIES = ("count", "ignore", "half")
@@ -73,17 +74,14 @@ class CountingConfig:
     def fixed_pixel_size_um(self) -> float | None:
         """The pixel size every frame is counted at, or None when it is estimated per frame."""
         if self.diameter_px is not None:
-            return cell_size(self.class_names[1]).typical_um / self.diameter_px
+            return cell_size(self.class_names[1]).pixel_size_um(self.diameter_px)
         return self.pixel_size_um
 
     def min_area(self, class_id: int, pixel_size_um: float | None = None) -> int:
         pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
         name = self.class_names[class_id]
-        if self.min_area_px and name in self.min_area_px:
-            return int(self.min_area_px[name])
-        if self.min_area_um2 and name in self.min_area_um2:
-            return int(round(self.min_area_um2[name] / pixel_size_um**2))
-        return cell_size(name).min_area_px(pixel_size_um)
+        return cell_size(name).min_area(pixel_size_um, (self.min_area_px or {}).get(name),
+                                        (self.min_area_um2 or {}).get(name))
 
     def split_settings(self, class_id: int) -> SplitSettings:
         """How a class's touching cells are split: `COUNTER_SPLIT` with this config's ``one_cell`` and
@@ -97,7 +95,7 @@ class CountingConfig:
 
     def min_radius_px(self, class_id: int, pixel_size_um: float | None = None) -> float:
         pixel_size_um = pixel_size_um or self.fixed_pixel_size_um or DEFAULT_PIXEL_SIZE_UM
-        return cell_size(self.class_names[class_id]).min_um / pixel_size_um / 2.0
+        return cell_size(self.class_names[class_id]).min_radius_px(pixel_size_um)
 
 
 @dataclass
@@ -189,7 +187,7 @@ class CellCounter:
         names = self.config.class_names
         weights = np.where(cells["touches_border"], _BORDER_WEIGHT[self.config.border], 1.0).astype(np.float32)
         totals = np.bincount(cells["class_id"], weights=weights, minlength=len(names))
-        counts = {name: _tidy(totals[i]) for i, name in enumerate(names) if i}
+        counts = {name: tidy_count(totals[i]) for i, name in enumerate(names) if i}
         return FrameCounts(counts, cells, labels, weights, pixel_size, scale)
 
     def _scale(self, class_map: np.ndarray) -> tuple[float, str]:
@@ -231,10 +229,6 @@ def cells_from_instances(labels: np.ndarray, class_id: int, pixel_size_um: float
     table = _table(stats, centroids, class_id, 1, pixel_size_um, *labels.shape)
     table["id"] = ids
     return table
-
-
-def _tidy(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else float(value)
 
 
 def _table(stats, centroids, class_id, first_id, pixel_size_um, h, w) -> np.ndarray:

@@ -20,7 +20,7 @@ the frame's median single-cell area — go to the host, into a frame-sized mask 
 no pixels at all. If the host finds fewer clumps than the device sent (never seen in the tests), the class is
 counted on the host from the whole class map instead, and ``host_fallbacks`` counts it. The other way round — a
 component the device takes for one cell that the CPU would split — is not detected while counting: the marker
-rule here mirrors `find_instances`'s (PEAK_HEIGHT, WINDOW, the 1e-3 margin, the chamfer map), so a change there
+rule here mirrors `find_instances`'s (PEAK_HEIGHT, WINDOW, PEAK_MARGIN, the chamfer map), so a change there
 must be made here too; the equality tests fail until it is.
 
 Equal to `CellCounter` (tests/runtime/test_gpu_counting.py, on torch's CPU): counts and whole cell tables, ids and
@@ -41,6 +41,7 @@ import numpy as np
 from runtime.counting.counter import CELL_DTYPE, CellCounter, CountingConfig, FrameCounts, _table
 from runtime.errors import CscError
 from runtime.counting.instances import MIN_SINGLES, PEAK_HEIGHT, WINDOW, Instances, on_border
+from runtime.counting.scale import PEAK_MARGIN
 
 DEVICES = ("cpu", "cuda", "auto")
 # OpenCV's 5×5 chamfer for DIST_L2 (getDistanceTransformMask): horizontal/vertical, diagonal, knight's move.
@@ -48,7 +49,6 @@ _CHAMFER = ((1.0, [(0, 1), (0, -1), (1, 0), (-1, 0)]),
             (1.4, [(1, 1), (1, -1), (-1, 1), (-1, -1)]),
             (2.1969, [(dy, dx) for dy in (-2, -1, 1, 2) for dx in (-2, -1, 1, 2) if abs(dy) != abs(dx)]))
 _CHECK_EVERY = 4  # propagation rounds between convergence checks (each check synchronises with the device)
-_PEAK_MARGIN = 1e-3  # find_instances: a pixel within this of its window's maximum is a maximum
 
 
 def make_counter(config: CountingConfig | None = None, device: str = "cpu") -> CellCounter:
@@ -190,7 +190,7 @@ class TorchCellCounter(CellCounter):
         window = max(1, int(round(WINDOW * radius)))
         size = 2 * window + 1
         pool = torch.nn.functional.max_pool2d
-        local_max = pool(dist[None, None], size, 1, window)[0, 0] - _PEAK_MARGIN
+        local_max = pool(dist[None, None], size, 1, window)[0, 0] - PEAK_MARGIN
         high = fg & (dist >= PEAK_HEIGHT * radius)
         peaks = high & (dist >= local_max)
         # find_instances sees each component alone in its box: where a window also reaches another component of
@@ -370,7 +370,7 @@ def _own_window_peaks(torch, dist, owner, at, window: int):
     flat = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).view(len(at), -1)
     own = (owner.view(-1)[flat] == owner.view(-1)[at][:, None]) & inside.view(len(at), -1)
     best = torch.where(own, dist.view(-1)[flat], 0.0).amax(1)
-    return dist.view(-1)[at] >= best - _PEAK_MARGIN
+    return dist.view(-1)[at] >= best - PEAK_MARGIN
 
 
 def _median_carriers(stats: np.ndarray, n_markers: np.ndarray, shape: tuple[int, int], min_area: int) -> np.ndarray:

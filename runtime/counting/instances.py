@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from runtime.classes import CellSize
+from runtime.counting.scale import window_maxima
 from runtime.errors import CscError
 
 # Splitting, relative to the smallest expected cell radius r (see `find_instances`): a marker is a distance
@@ -147,12 +148,7 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     window = max(1, int(round(WINDOW * radius_px)))
     packed = _Packed.of(comp, stats, gap=max(2, window))
     dist = packed.distances(comp)
-    # A square window: OpenCV dilates with rectangles in separable passes, an ellipse costs ~10× more.
-    local_max = cv2.dilate(dist, np.ones((2 * window + 1,) * 2, np.uint8))
-    cv2.subtract(local_max, 1e-3, dst=local_max)
-    peaks = cv2.compare(dist, local_max, cv2.CMP_GE)
-    cv2.bitwise_and(peaks, cv2.compare(dist, PEAK_HEIGHT * radius_px, cv2.CMP_GE), dst=peaks)
-    del local_max
+    peaks = window_maxima(dist, window, PEAK_HEIGHT * radius_px)
     points = cv2.findNonZero(peaks)
     if points is None:
         return Instances(comp, ids, stats, centroids)

@@ -95,8 +95,8 @@ class CountTally:
 
         out: dict = {
             "images": self.images,
-            "counts": {n: _tidy(v) for n, v in self.predicted.items()},
-            "true_counts": {n: _tidy(v) for n, v in self.true.items()},
+            "counts": {n: tidy_count(v) for n, v in self.predicted.items()},
+            "true_counts": {n: tidy_count(v) for n, v in self.true.items()},
             "count_accuracy": {n: ratio(self.predicted[n], self.true[n]) for n in self.class_names},
             "mean_abs_error": {n: round(self.abs_error[n] / max(1, self.images), 3) for n in self.class_names},
         }
@@ -110,8 +110,10 @@ class CountTally:
         return out
 
 
-def _tidy(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else round(value, 2)
+def tidy_count(value: float) -> float | int:
+    """A count as JSON shows it: whole numbers as int, others (the `half` border policy's halves, sums of them)
+    rounded to 2 decimals. The one rounding of counts, the counter's (`FrameCounts.counts`) and the summaries'."""
+    return int(value) if float(value).is_integer() else round(float(value), 2)
 
 
 def score_points(labels: np.ndarray, cells: np.ndarray, points: Mapping[str, np.ndarray],

@@ -13,13 +13,18 @@ from runtime.data.dataset import DatasetWriter, open_dataset
 from runtime.errors import CscError
 
 
+def zoomed_size(shape: tuple[int, ...], zoom: float) -> tuple[int, int]:
+    """(h, w) of an image of this shape scaled by ``zoom`` (at least 1 px each)."""
+    return max(1, int(round(shape[0] * zoom))), max(1, int(round(shape[1] * zoom)))
+
+
 def resize_to(image: np.ndarray, zoom: float, labels: bool = False) -> np.ndarray:
     """``image`` scaled by ``zoom``: label maps by nearest neighbour (ids never blend), pictures by area
-    averaging when shrinking and linear interpolation when enlarging."""
-    h, w = image.shape[:2]
-    size = (max(1, int(round(w * zoom))), max(1, int(round(h * zoom))))
+    averaging when shrinking and linear interpolation when enlarging. The one resize of a dataset
+    (`rescale_dataset`) and of `csc-run`'s frames to the model's pixel size (`runtime.pipeline.stream`)."""
+    h, w = zoomed_size(image.shape, zoom)
     method = cv2.INTER_NEAREST if labels else cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=method)
+    return cv2.resize(image, (w, h), interpolation=method)
 
 
 def rescale_dataset(root: str | Path, out: str | Path, pixel_size_um: float, source_pixel_size_um: float | None = None,

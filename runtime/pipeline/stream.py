@@ -28,6 +28,7 @@ from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting.counter import CellCounter, CountingConfig, FrameCounts
 from runtime.counting.blank import is_blank
 from runtime.counting.calibration import FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, disagreement
+from runtime.data.rescale import resize_to, zoomed_size
 from runtime.pipeline.domain import DomainCheck
 from runtime.errors import CscError
 from runtime.io.heap import keep_freed_memory
@@ -125,14 +126,11 @@ class Segmenter:
         """(h, w) of a frame of this shape at the model's pixel size."""
         if not self.rescales:
             return shape[0], shape[1]
-        return max(1, int(round(shape[0] * self.zoom))), max(1, int(round(shape[1] * self.zoom)))
+        return zoomed_size(shape, self.zoom)
 
     def to_model(self, image: np.ndarray) -> np.ndarray:
         """The frame at the model's pixel size (area averaging when shrinking, linear when enlarging)."""
-        if not self.rescales:
-            return image
-        h, w = self.model_shape(image.shape)
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if self.zoom < 1 else cv2.INTER_LINEAR)
+        return resize_to(image, self.zoom) if self.rescales else image
 
     def fits(self, image: np.ndarray) -> bool:
         return image.shape[:2] == tuple(self.runner.input_size)

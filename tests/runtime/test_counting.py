@@ -196,3 +196,28 @@ def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypa
         assert a.counts == b.counts and a.cells.tobytes() == b.cells.tobytes()
         np.testing.assert_array_equal(a.labels, b.labels)
     assert any(name.startswith("count-class") for name in threads), threads
+
+
+def test_the_counter_and_the_labeller_convert_scales_with_the_one_cell_size_rule():
+    """Pixel size ↔ diameter, the splitter's radius and the minimum area come from `CellSize` for both sides
+    (issue #27: `autolabel.Scaled` and `CountingConfig` each had their own)."""
+    from runtime.classes import CELL_SIZES
+    from trainer.autolabel import config_for
+
+    rbc = CELL_SIZES[RBC]
+    assert rbc.pixel_size_um(rbc.diameter_px(0.4)) == pytest.approx(0.4)
+    for extra, expected in (({}, rbc.min_area_px(0.5)), ({"min_area_um2": 9.0}, 36), ({"min_area_px": 7}, 7)):
+        counter = CountingConfig(pixel_size_um=0.5, **{k: {"rbc": v} for k, v in extra.items()})
+        scaled = config_for("rbc", pixel_size_um=0.5, **extra).scaled()
+        assert counter.min_area(RBC) == scaled.min_area == expected
+    scaled = config_for("rbc", diameter_px=15.0).scaled()
+    counter = CountingConfig(diameter_px=15.0)
+    assert counter.fixed_pixel_size_um == scaled.pixel_size_um == rbc.pixel_size_um(15.0)
+    assert counter.min_radius_px(RBC) == scaled.expected_radius_px == rbc.min_radius_px(rbc.pixel_size_um(15.0))
+
+
+def test_counts_are_rounded_one_way_in_frames_and_summaries():
+    from runtime.counting.metrics import tidy_count
+
+    assert tidy_count(3.0) == 3 and isinstance(tidy_count(np.float64(3.0)), int)
+    assert tidy_count(np.float64(2.5)) == 2.5 and tidy_count(1 / 3) == 0.33

@@ -123,6 +123,18 @@ def test_tiling_stitches_exactly_and_counts_seam_cells_once():
     assert Segmenter(runner).segment_tiled(small).shape == (90, 100)
 
 
+def test_frames_reach_the_models_scale_by_the_datasets_resize():
+    """`csc-run --pixel-size` and `csc-data rescale` resize with one function (issue #27)."""
+    from runtime.data.rescale import resize_to, zoomed_size
+
+    image = np.random.default_rng(0).integers(0, 255, (301, 207, 3), np.uint8)
+    for zoom in (0.485, 1.7):
+        segmenter = Segmenter(ThresholdRunner(128), zoom=zoom)
+        assert segmenter.model_shape(image.shape) == zoomed_size(image.shape, zoom) == resize_to(image, zoom).shape[:2]
+        assert np.array_equal(segmenter.to_model(image), resize_to(image, zoom))
+    assert Segmenter(ThresholdRunner(128)).to_model(image) is image
+
+
 def test_large_frame_tiled_through_the_model_matches_its_ground_truth(runner):
     microscope = SimulatedMicroscope(SimConfig(mode="mixed", height=900, width=1200), seed=5)
     frame = microscope.frame(0)
