@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +79,10 @@ CANNOT_RUN = {
 }
 PIP = "pip install "  # a part of a line that installs: the suite's environment was made by it
 
-PAGES = ["README.md"] + [f"docs/{next(iter(item.values()))}"
-                         for item in yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]]
+# the site's pages in its nav order (mkdocs.yml: `  - Title: page.md` under `nav:`)
+PAGES = ["README.md"] + [f"docs/{page}" for page in re.findall(
+    r"^\s+- [^:\n]+:\s*(\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:\n", 1)[1],
+    flags=re.M)]
 
 
 def _strip_comment(line: str) -> str:
@@ -159,7 +161,9 @@ def test_every_documented_command_runs(tmp_path):
     work = tmp_path / "work"
     (work / "runtime").mkdir(parents=True)
     (work / "runtime" / "models").symlink_to(ROOT / "runtime" / "models")
-    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    # the commands are the environment's console scripts, found beside its python even where it is not activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "COLUMNS": "120", "NO_COLOR": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
     ran, failures, log = 0, [], []
     for page, command, reason in plan():
