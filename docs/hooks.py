@@ -92,6 +92,45 @@ def t_real_counts_chula_blind() -> str:
                                "benchmarks/results/real_counts_chula_blind.json")
 
 
+def t_real_model() -> str:
+    d = load("real_model")
+    rows = []
+    for method, r in d["evaluation"].items():
+        c, b, demo = r["chula"], r["bccd"], r.get("demo")
+        name = method
+        if d.get("bundled") and method.startswith(str(d.get("chosen"))):
+            name = f"**{method}, bundled**"
+        rows.append([name, f"{c['ratio']:.3f}", f"{c['f1']:.3f}", f"{b['ratio']:.3f}", f"{b['f1']:.3f}",
+                     f"{b['wbcs_counted_as_rbc']} / {b['wbcs']}",
+                     "—" if demo is None else f"{100 * demo['count_accuracy']['rbc']:.1f} % / "
+                                              f"{100 * demo['count_accuracy']['macrophage']:.1f} %"])
+    return _md_table(["labels / model", "Chula ratio", "Chula point F1", "BCCD ratio", "BCCD F1",
+                      "BCCD WBCs counted as RBC", "demo RBC / macrophage count"], rows,
+                     ["---", "---:", "---:", "---:", "---:", "---:", "---:"]) + source_line(
+        "real_model", "python -m benchmarks.real_model --work runs/real-model --out "
+                      "benchmarks/results/real_model.json --bundle")
+
+
+def t_label_free_model() -> str:
+    d = load("label_free_model")
+    ev = d["evaluation"]
+    sim = ev.get("simulated_label_free_mixed", {})
+    rows = []
+    for method, r in ev["bbbc030_evaluation"]["methods"].items():
+        regime = method.split(" (")[0]
+        acc = sim.get(regime, {}).get("count_accuracy")
+        rows.append([method, f"{r['f1_iou50']:.3f}", f"{r['count_ratio']:.3f}", f"{r['miou']:.3f}",
+                     "—" if acc is None else f"{acc['rbc']:.3f} / {acc['macrophage']:.3f}"])
+    table = _md_table(["path", "instance F1", "count ratio", "mIoU",
+                       "simulated label-free mixed: RBC / macrophage counts"], rows,
+                      ["---", "---:", "---:", "---:", "---:"])
+    bundled = "a label-free model bundled" if d.get("bundled") else "no label-free model bundled"
+    return table + f"\n\nBBBC030 evaluation part {ev['bbbc030_evaluation']['images']} at " \
+                   f"{ev['bbbc030_evaluation']['pixel_size_um']:.3f} µm/px; {bundled}." + source_line(
+        "label_free_model", "python -m benchmarks.label_free_model --work runs/label-free-model "
+                            "--out benchmarks/results/label_free_model.json")
+
+
 def _bench(name: str, command: str) -> str:
     from benchmarks.bench import render_markdown
     return render_markdown(load(name)).strip() + source_line(name, command)
