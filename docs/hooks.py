@@ -131,6 +131,26 @@ def t_label_free_model() -> str:
                             "--out benchmarks/results/label_free_model.json")
 
 
+def t_soak() -> str:
+    rows = []
+    for name, command in (("soak", "python -m benchmarks.soak --minutes 30 --out benchmarks/results/soak.json"),
+                          ("soak_ort", "python -m benchmarks.soak --minutes 30 --backend ort --out "
+                                       "benchmarks/results/soak_ort.json")):
+        d = load(name)
+        rows.append([f"`{name}.json`", d["backend"].split(" (")[0], f"{d['duration_s'] / 60:.0f} min",
+                     f"{d['frames']:,}".replace(",", " "), f"{d['fps_overall']:.1f}",
+                     f"{d['fps_first_window']:.1f} → {d['fps_last_window']:.1f} ({100 * d['fps_change']:+.1f} %)",
+                     f"{100 * d['fps_trend_per_hour']:+.1f} %", "yes" if d["fps_holds"] else "**no**",
+                     f"{d['rss_after_warmup_mb']:.1f} → {d['rss_end_mb']:.1f} MB (+{d['rss_growth_mb']:.1f})",
+                     f"{d['rss_slope_mb_per_hour']:.2f}", "yes" if d["memory_flat"] else "**no**"])
+    table = _md_table(["file", "backend", "run", "frames", "FPS", "first → last minute", "FPS trend / h",
+                       "FPS holds", "RSS after the first minute → end", "RSS slope MB/h", "memory flat"], rows,
+                      ["---", "---", "---:", "---:", "---:", "---", "---:", "---", "---", "---:", "---"])
+    return table + "\n\n*Rendered at build time from `benchmarks/results/soak.json` (`python -m benchmarks.soak " \
+                   "--minutes 30 --out benchmarks/results/soak.json`) and `soak_ort.json` (the same with " \
+                   "`--backend ort`).*\n"
+
+
 def _bench(name: str, command: str) -> str:
     from benchmarks.bench import render_markdown
     return render_markdown(load(name)).strip() + source_line(name, command)
