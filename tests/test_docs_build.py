@@ -101,3 +101,28 @@ def test_every_file_the_docs_name_exists():
             if not found:
                 missing.append(f"{page.name}: {path}")
     assert not missing, missing
+
+
+def test_every_import_path_the_docs_name_resolves():
+    """`runtime.counting.gpu.make_counter` and the like: the longest importable module, then attributes."""
+    import importlib
+    import re
+
+    names = set()
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        names |= set(re.findall(r"`((?:runtime|trainer|export|benchmarks)\.[A-Za-z_][\w.]*)",
+                                page.read_text(encoding="utf-8")))
+    assert names
+    for name in sorted(names):
+        parts = name.rstrip(".").split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for attribute in parts[cut:]:
+                assert hasattr(obj, attribute), f"{name}: no {attribute}"
+                obj = getattr(obj, attribute)
+            break
+        else:
+            raise AssertionError(f"{name}: no such module")
