@@ -155,6 +155,7 @@ def test_the_readme_commands_are_there():
     assert readme[0].startswith("pip install -e . && csc-run --source demo")
     marker = (ROOT / "README.md").read_text(encoding="utf-8").split("ci: test-command", 1)[1]
     assert marker.splitlines()[2] == readme[1]  # the line .ci/run reads is the README's second command
+    assert commands(ROOT / "docs" / "getting-started.md")[:2] == readme[:2]  # and Getting started shows the same two
 
 
 def test_every_documented_command_runs(tmp_path):
