@@ -63,15 +63,15 @@ def t_ablation() -> str:
 
 
 def t_label_free() -> str:
-    from benchmarks.label_free import render_markdown
+    from benchmarks.real.label_free import render_markdown
     return render_markdown(load("label_free")).strip() + source_line(
-        "label_free", "python -m benchmarks.label_free --out benchmarks/results/label_free.json")
+        "label_free", "python -m benchmarks.real.label_free --out benchmarks/results/label_free.json")
 
 
 def t_real_counts() -> str:
-    from benchmarks.real_counts import render_markdown
+    from benchmarks.real.real_counts import render_markdown
     return render_markdown(load("real_counts")).strip() + source_line(
-        "real_counts", "python -m benchmarks.real_counts --model runtime/models/default.onnx "
+        "real_counts", "python -m benchmarks.real.real_counts --model runtime/models/default.onnx "
                        "--out benchmarks/results/real_counts.json")
 
 
@@ -87,7 +87,7 @@ def t_real_counts_chula_blind() -> str:
     table = _md_table(["path (Chula)", f"development subset ({dev['images']} images): ratio / F1",
                        f"blind part ({blind['images']} image{'s' if blind['images'] != 1 else ''}): ratio / F1"],
                       rows, ["---", "---:", "---:"])
-    return table + source_line("real_counts_chula_blind", "python -m benchmarks.real_counts --model "
+    return table + source_line("real_counts_chula_blind", "python -m benchmarks.real.real_counts --model "
                                "runtime/models/default.onnx --part blind --out "
                                "benchmarks/results/real_counts_chula_blind.json")
 
@@ -107,7 +107,7 @@ def t_real_model() -> str:
     return _md_table(["labels / model", "Chula ratio", "Chula point F1", "BCCD ratio", "BCCD F1",
                       "BCCD WBCs counted as RBC", "demo RBC / macrophage count"], rows,
                      ["---", "---:", "---:", "---:", "---:", "---:", "---:"]) + source_line(
-        "real_model", "python -m benchmarks.real_model --work runs/real-model --out "
+        "real_model", "python -m benchmarks.real.real_model --work runs/real-model --out "
                       "benchmarks/results/real_model.json --bundle")
 
 
@@ -127,14 +127,14 @@ def t_label_free_model() -> str:
     bundled = "a label-free model bundled" if d.get("bundled") else "no label-free model bundled"
     return table + f"\n\nBBBC030 evaluation part {ev['bbbc030_evaluation']['images']} at " \
                    f"{ev['bbbc030_evaluation']['pixel_size_um']:.3f} µm/px; {bundled}." + source_line(
-        "label_free_model", "python -m benchmarks.label_free_model --work runs/label-free-model "
+        "label_free_model", "python -m benchmarks.real.label_free_model --work runs/label-free-model "
                             "--out benchmarks/results/label_free_model.json")
 
 
 def t_soak() -> str:
     rows = []
-    for name, command in (("soak", "python -m benchmarks.soak --minutes 30 --out benchmarks/results/soak.json"),
-                          ("soak_ort", "python -m benchmarks.soak --minutes 30 --backend ort --out "
+    for name, command in (("soak", "python -m benchmarks.speed.soak --minutes 30 --out benchmarks/results/soak.json"),
+                          ("soak_ort", "python -m benchmarks.speed.soak --minutes 30 --backend ort --out "
                                        "benchmarks/results/soak_ort.json")):
         d = load(name)
         rows.append([f"`{name}.json`", d["backend"].split(" (")[0], f"{d['duration_s'] / 60:.0f} min",
@@ -146,7 +146,7 @@ def t_soak() -> str:
     table = _md_table(["file", "backend", "run", "frames", "FPS", "first → last minute", "FPS trend / h",
                        "FPS holds", "RSS after the first minute → end", "RSS slope MB/h", "memory flat"], rows,
                       ["---", "---", "---:", "---:", "---:", "---", "---:", "---", "---", "---:", "---"])
-    return table + "\n\n*Rendered at build time from `benchmarks/results/soak.json` (`python -m benchmarks.soak " \
+    return table + "\n\n*Rendered at build time from `benchmarks/results/soak.json` (`python -m benchmarks.speed.soak " \
                    "--minutes 30 --out benchmarks/results/soak.json`) and `soak_ort.json` (the same with " \
                    "`--backend ort`).*\n"
 
@@ -174,17 +174,17 @@ def t_bench_cpu() -> str:
 
 
 def t_engine_build() -> str:
-    from benchmarks.engine_build import render_markdown
+    from benchmarks.speed.engine_build import render_markdown
     return render_markdown(load("engine_build")).strip() + source_line(
-        "engine_build", "python -m benchmarks.engine_build")
+        "engine_build", "python -m benchmarks.speed.engine_build")
 
 
 def t_experiment() -> str:
-    from benchmarks.experiment import render
+    from benchmarks.real.experiment import render
     text = render(load("experiment")).strip()
     # the page has its own heading; drop the renderer's title line if any
     lines = [ln for ln in text.splitlines() if not ln.startswith("# ")]
-    return "\n".join(lines).strip() + source_line("experiment", "python -m benchmarks.experiment --out runs/experiment")
+    return "\n".join(lines).strip() + source_line("experiment", "python -m benchmarks.real.experiment --out runs/experiment")
 
 
 # issue #24's targets and the figures before that work (the issue's, and this VM's before the change: git history
@@ -222,7 +222,7 @@ def t_counting_speed() -> str:
     return table + f"\n\nWith the overlay drawn too: {ms['split_off']['count+overlay']:.1f} / " \
                    f"{ms['split_on']['count+overlay']:.1f} ms at 512×512 (splitting off / on). " \
                    f"Machine: {d['machine']}, load average {d['load_average_at_start']:.1f} at the start." + \
-        source_line("counting_speed", "python -m benchmarks.counting_speed --out benchmarks/results/counting_speed.json")
+        source_line("counting_speed", "python -m benchmarks.speed.counting_speed --out benchmarks/results/counting_speed.json")
 
 
 def t_counting_accuracy() -> str:
@@ -242,7 +242,7 @@ def t_counting_accuracy() -> str:
                          _f(r["mean_abs_error"][cls], 2), _f(inst["f1"])])
     return _md_table(["frames", "class", "counted", "true", "accuracy", "MAE/image", "F1@0.5"], rows,
                      ["---", "---", "---:", "---:", "---:", "---:", "---:"]) + source_line(
-        "counting_accuracy", "python -m benchmarks.counting_accuracy --out benchmarks/results/counting_accuracy.json")
+        "counting_accuracy", "python -m benchmarks.accuracy.counting_accuracy --out benchmarks/results/counting_accuracy.json")
 
 
 def t_serve_load() -> str:
@@ -267,7 +267,7 @@ def t_serve_load() -> str:
         f"p99 {lat['p99'] / 1000:.1f} s), 503 with `Retry-After`: {busy}. Each viewer got "
         f"{v['fps_per_viewer_mean']:.1f} frames a second. Resident memory over the loaded minute: "
         f"{rss['load_start']:.1f} → {rss['load_end']:.1f} MB (+{rss['change']:.1f}).") + source_line(
-        "serve_load", "python -m benchmarks.serve_load")
+        "serve_load", "python -m benchmarks.speed.serve_load")
 
 
 def t_mutation() -> str:
@@ -276,7 +276,7 @@ def t_mutation() -> str:
     table = _md_table(["mutation", "the rule it breaks", "file", "outcome"], rows)
     return table + f"\n\nScore: **{d['killed']} of {d['total']} killed** (survived {d['survived']}, errors " \
                    f"{d['errors']}), at commit `{d['commit'][:12]}`." + source_line(
-        "mutation", "python -m benchmarks.mutation --out benchmarks/results/mutation.json")
+        "mutation", "python -m benchmarks.accuracy.mutation --out benchmarks/results/mutation.json")
 
 
 def t_autolabel_speed() -> str:
@@ -287,14 +287,14 @@ def t_autolabel_speed() -> str:
               ("whole_job_tiff_paper_steps", "uncompressed TIFF, `--paper --pixel-size 0.4`")]
     rows = [[label, f"{k['rbc'][key]['median']:.0f}", f"{k['macrophage'][key]['median']:.0f}"] for key, label in labels]
     return _md_table(["input files", "RBC images/s", "macrophage images/s"], rows, ["---", "---:", "---:"]) + \
-        source_line("autolabel_speed", "python -m benchmarks.autolabel_speed --out benchmarks/results/autolabel_speed.json")
+        source_line("autolabel_speed", "python -m benchmarks.speed.autolabel_speed --out benchmarks/results/autolabel_speed.json")
 
 
 def t_simulator_speed() -> str:
     d = load("simulator_speed")
     rows = [[k, f"{v:.0f}"] for k, v in d["frames_per_second"].items()]
     return _md_table([f"what ({d['size']}, {d['threads']} thread)", "frames/s"], rows, ["---", "---:"]) + source_line(
-        "simulator_speed", "python -m benchmarks.simulator_speed --out benchmarks/results/simulator_speed.json")
+        "simulator_speed", "python -m benchmarks.speed.simulator_speed --out benchmarks/results/simulator_speed.json")
 
 
 def t_results_index() -> str:

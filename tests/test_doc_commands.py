@@ -58,7 +58,7 @@ CANNOT_RUN = {
                                                                       "(real images, Bring your own labels)",
     "csc-train eval runs/transfer/best.pt data/bccd": "needs data/bccd, imported from the real-image folder",
     # training
-    "python -m benchmarks.real_model --work runs/real-model --out benchmarks/results/real_model.json --bundle":
+    "python -m benchmarks.real.real_model --work runs/real-model --out benchmarks/results/real_model.json --bundle":
         "rebuilds the bundled model: the real-image folder and about 20 minutes of training on 2 cores; rewrites "
         "the committed result and runtime/models/default.onnx",
     # export

@@ -9,7 +9,7 @@ flight: while one slot's copies and kernels run, the pipeline post-processes the
 before a collect is refused (it would overwrite a batch in flight). Optionally (``csc-run --cuda-graph``) the
 enqueue (H2D copy, kernels, D2H copy) is captured once per batch size as a CUDA graph and replayed.
 
-Where it ran: the unit tests (tests/runtime/test_tensorrt_runner.py) drive this code against stand-ins of the
+Where it ran: the unit tests (tests/runtime/backends/test_tensorrt_runner.py) drive this code against stand-ins of the
 engine and CUDA API, and deserialisation against the real TensorRT-RTX library; no engine has been executed by
 this project's CI, which has no GPU.
 """

@@ -141,7 +141,7 @@ def _bundled_model(modality: str) -> Path:
         if LABEL_FREE_MODEL.exists():
             return LABEL_FREE_MODEL
         console.print(f"[yellow]note:[/] no bundled label-free model ({LABEL_FREE_MODEL.name}); using the stained-smear "
-                      "model — train one with `python -m benchmarks.label_free_model`, or pass --model", highlight=False)
+                      "model — train one with `python -m benchmarks.real.label_free_model`, or pass --model", highlight=False)
     return DEFAULT_MODEL
 
 

@@ -23,11 +23,11 @@ component the device takes for one cell that the CPU would split — is not dete
 rule here mirrors `find_instances`'s (PEAK_HEIGHT, WINDOW, PEAK_MARGIN, the chamfer map), so a change there
 must be made here too; the equality tests fail until it is.
 
-Equal to `CellCounter` (tests/runtime/test_gpu_counting.py, on torch's CPU): counts and whole cell tables, ids and
+Equal to `CellCounter` (tests/runtime/counting/test_gpu_counting.py, on torch's CPU): counts and whole cell tables, ids and
 row order included, with and without splitting, every border policy. The per-frame scale estimate
 (``pixel_size_um=None``) runs on the host (`CellCounter._scale`), as does ``return_labels``'s last step.
 
-Speed: only measured on torch's CPU (benchmarks/gpu_counting.py; benchmarks/results/gpu_counting_cpu.json), where
+Speed: only measured on torch's CPU (benchmarks/speed/gpu_counting.py; benchmarks/results/gpu_counting_cpu.json), where
 it is 7× (splitting off) to 67× (on) slower than the CPU counter on a 4000×3000 frame. **The GPU figure is
 unmeasured**: no GPU was lent when this was written. Each propagation round synchronises once with the device and
 clumps are split on the host, so the issue's ≤ 5 ms target is not to be taken for granted.

@@ -79,7 +79,7 @@ COUNTER_SPLIT = SplitSettings(dynamics=0.08, one_cell=1.25, divide_large=None, c
 # every distance maximum above noise (0.02 r; the floor, half a pixel, decides at most scales) and lets the
 # one-cell rule (1.25×, as the counter's) join parts back; blobs of 1.8× the frame's median cell or more are then
 # divided by area. Chosen on the BCCD training half (overlapping cells) with the Chula subset's counts and the DSB
-# nuclei watched (`python -m benchmarks.labeller_settings`): BCCD counts 0.93 of its boxes, 0.87 at the counter's
+# nuclei watched (`python -m benchmarks.accuracy.labeller_settings`): BCCD counts 0.93 of its boxes, 0.87 at the counter's
 # dynamics (0.08) and 0.85 without division; a factor of 1.6 takes BCCD to 0.95 but Chula to +4.0 %, 2.0 leaves
 # BCCD at 0.92 and the nuclei at 118 of 125. Macrophages (a wide size range) split at 0.08 r, the distance map
 # alone: at 0.02 with no one-cell rule to join the parts back, a lobed outline would be cut. `AutoLabelConfig`'s

@@ -19,7 +19,7 @@ contrast so faint that the cells barely absorb (unstained brightfield), a relief
 same side of every cell (DIC's shear), and a bright halo ringing dark cells (phase contrast). Its thresholds were
 set on the real sets' tuning parts (stained Chula and BCCD smears, BBBC030 DIC, the DSB fluorescence crop) and on
 the simulated optics for phase contrast and unstained brightfield, for which no licensed real images are here
-(`python -m benchmarks.label_free` reports how each set is classified).
+(`python -m benchmarks.real.label_free` reports how each set is classified).
 """
 from __future__ import annotations
 

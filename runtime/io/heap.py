@@ -4,7 +4,7 @@ glibc hands any allocation over 128 KiB straight to the kernel (mmap) and gives 
 image, its float copy and every OpenCV temporary are such allocations, so each image touches ~1 MiB of new pages,
 and on a virtual machine the faults can cost more than the arithmetic. Raising the thresholds makes those buffers
 come from, and go back to, the heap, where the next image reuses them; the effect on a whole run is measured by
-`python -m benchmarks.e2e_ratio --baseline` (the host budget, this included, switched off).
+`python -m benchmarks.speed.e2e_ratio --baseline` (the host budget, this included, switched off).
 """
 from __future__ import annotations
 

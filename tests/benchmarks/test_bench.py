@@ -165,7 +165,7 @@ def test_cli_writes_json_md_and_plot(tmp_path):
 
 
 def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(tmp_path, capsys):
-    from benchmarks.e2e_ratio import measure
+    from benchmarks.speed.e2e_ratio import measure
     from benchmarks.publish import publish
 
     result = measure(pairs=2, frames=10)
@@ -177,7 +177,7 @@ def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(t
 
 
 def test_export_agreement_script_reports_each_precision_as_the_export_check_does(small_model, capsys, tmp_path):
-    from benchmarks.export_agreement import measure
+    from benchmarks.accuracy.export_agreement import measure
     from benchmarks.publish import publish
     from export.checks import AGREEMENT_THRESHOLD
 
@@ -194,7 +194,7 @@ def test_export_agreement_script_reports_each_precision_as_the_export_check_does
 
 def test_engine_build_script_builds_each_variant_with_the_real_builder():
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (dev extra) builds the engines")
-    from benchmarks.engine_build import measure, render_markdown
+    from benchmarks.speed.engine_build import measure, render_markdown
 
     result = measure(("light-unet",), size=64, repeats=2, precisions=("fp16",), bundled=False)
     static, dynamic = result["results"]
@@ -206,7 +206,7 @@ def test_engine_build_script_builds_each_variant_with_the_real_builder():
 
 
 def test_int8_accuracy_script_quantizes_with_the_exporter_and_evaluates_both(small_model):
-    from benchmarks.int8_accuracy import main
+    from benchmarks.accuracy.int8_accuracy import main
 
     result = main([str(small_model)], n=2, quantize_first=True)
     fp32, int8 = result["results"]

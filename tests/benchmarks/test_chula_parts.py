@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.real_counts import CHULA_PARTS, chula_part, real_sets
-from benchmarks.real_model import Recipe, keep_part, main
+from benchmarks.real.real_counts import CHULA_PARTS, chula_part, real_sets
+from benchmarks.real.real_model import Recipe, keep_part, main
 from runtime.errors import CscError
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.label_free import (bbbc030, local_variance_reference, render_markdown, score, simulated)
+from benchmarks.real.label_free import (bbbc030, local_variance_reference, render_markdown, score, simulated)
 from runtime.data.simulator import make_microscope
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def test_docs_table_is_the_committed_result_rendered():
     import importlib.util
 
     page = (ROOT / "docs" / "labelling.md").read_text(encoding="utf-8")
-    begin, end = "<!-- label-free: python -m benchmarks.label_free --table", "<!-- label-free: end -->"
+    begin, end = "<!-- label-free: python -m benchmarks.real.label_free --table", "<!-- label-free: end -->"
     assert page.count(begin) == 1 and page.count(end) == 1
     block = page.split(begin)[1].split("-->", 1)[1].split(end)[0]
     assert block.strip() == '{{ table("label_free") }}'

@@ -1,7 +1,7 @@
 """The label-free recipe's own rule: which model, if any, is bundled."""
 from pathlib import Path
 
-from benchmarks.label_free_model import choose
+from benchmarks.real.label_free_model import choose
 
 MODELS = {"U-Single": Path("s.onnx"), "U-Transfer": Path("t.onnx")}
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from benchmarks.label_readers import INSTALL, JUDGE, make_datasets, read_back
+from benchmarks.accuracy.label_readers import INSTALL, JUDGE, make_datasets, read_back
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 tree is restored after each, and a snippet that is not in its file stops the check instead of scoring."""
 import pytest
 
-from benchmarks.mutation import MUTATIONS, ROOT, Mutation, MutationError, check_imports, copy_tree, mutate
+from benchmarks.accuracy.mutation import MUTATIONS, ROOT, Mutation, MutationError, check_imports, copy_tree, mutate
 
 # One point per instance (runtime/counting/metrics.py: match_points); a single hand-made test checks it.
-MATCHING_TEST = ("tests/runtime/test_count_metrics.py::test_point_matching_on_a_hand_made_case",)
+MATCHING_TEST = ("tests/runtime/counting/test_count_metrics.py::test_point_matching_on_a_hand_made_case",)
 
 
 def test_every_mutation_finds_its_snippet_once_in_the_tree():
@@ -38,9 +38,9 @@ def test_a_broken_rule_is_killed_and_a_harmless_edit_survives(tmp_path):
 
 def test_the_copy_keeps_the_layout_the_tests_use_to_find_the_real_images(tmp_path):
     root = copy_tree(ROOT, tmp_path)
-    assert root == tmp_path / "main" and (root / "benchmarks" / "mutation.py").is_file()
+    assert root == tmp_path / "main" and (root / "benchmarks" / "accuracy" / "mutation.py").is_file()
     assert not (root / ".venv").exists(), "ignored files stay behind"
     real = ROOT.parent / "shared" / "real"
-    if real.is_dir():  # as tests/runtime/test_blank.py finds it: ../shared/real of the repository
-        found = (root / "tests" / "runtime" / "test_blank.py").resolve().parents[3] / "shared" / "real"
+    if real.is_dir():  # as tests/runtime/counting/test_blank.py finds it: ../shared/real of the repository
+        found = (root / "tests" / "runtime" / "counting" / "test_blank.py").resolve().parents[4] / "shared" / "real"
         assert found.resolve() == real.resolve()

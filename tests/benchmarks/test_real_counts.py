@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.real_counts import (CHULA_EDGE_BAND, CHULA_PIXEL_UM, SUBSET, import_real, labeller, measure,
+from benchmarks.real.real_counts import (CHULA_EDGE_BAND, CHULA_PIXEL_UM, SUBSET, import_real, labeller, measure,
                                     reference_labels, render_markdown, score_marks)
 from runtime.errors import CscError
 

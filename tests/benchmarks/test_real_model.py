@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.real_model import Recipe, bccd_mixed, box_instances, keep_recipe, without_wbcs
+from benchmarks.real.real_model import Recipe, bccd_mixed, box_instances, keep_recipe, without_wbcs
 from runtime.errors import CscError
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real"

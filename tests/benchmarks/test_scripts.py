@@ -8,7 +8,7 @@ from runtime.data.simulator import make_microscope
 
 
 def test_counting_accuracy_judges_the_simulators_exact_counts(tmp_path):
-    from benchmarks.counting_accuracy import measure
+    from benchmarks.accuracy.counting_accuracy import measure
     from benchmarks.publish import publish
 
     result = measure(n=2, seed=3, size=256)
@@ -28,7 +28,7 @@ def test_counting_accuracy_judges_the_simulators_exact_counts(tmp_path):
 
 
 def test_counting_speed_reports_each_mode():
-    from benchmarks.counting_speed import small_frames
+    from benchmarks.speed.counting_speed import small_frames
 
     result = small_frames(frames=2, repeats=1, size=64)
     assert set(result["ms_per_frame"]) == {"split_off", "split_on"} and result["frame"] == "64x64 mixed"
@@ -40,7 +40,7 @@ def test_counting_speed_reports_each_mode():
 def test_the_confluent_sheet_is_one_clump_of_touching_cells():
     import cv2
 
-    from benchmarks.counting_speed import FULL, confluent_sheet
+    from benchmarks.speed.counting_speed import FULL, confluent_sheet
 
     sheet = confluent_sheet()
     assert sheet.shape == FULL and cv2.connectedComponents(sheet)[0] - 1 == 1
@@ -48,7 +48,7 @@ def test_the_confluent_sheet_is_one_clump_of_touching_cells():
 
 
 def test_simulator_speed_reports_each_kind_and_the_stream():
-    from benchmarks.simulator_speed import measure
+    from benchmarks.speed.simulator_speed import measure
 
     rates = measure(frames=2, size=64)["frames_per_second"]
     assert set(rates) == {"rbc frame()", "macrophage frame()", "mixed frame()", "mixed stream()"}
@@ -56,7 +56,7 @@ def test_simulator_speed_reports_each_kind_and_the_stream():
 
 
 def test_soak_window_fps_and_growing_csv(tmp_path):
-    from benchmarks.soak import FrameCounter, window_fps
+    from benchmarks.speed.soak import FrameCounter, window_fps
 
     samples = [(0.0, 0, 100.0), (1.0, 30, 100.0), (2.0, 50, 101.0), (3.0, 60, 101.0)]
     assert window_fps(samples, 0, 1) == 30 and window_fps(samples, 2, 3) == 10
@@ -72,7 +72,7 @@ def test_soak_window_fps_and_growing_csv(tmp_path):
 
 
 def test_soak_fits_the_memory_slope_and_the_fps_trend():
-    from benchmarks.soak import fps_series, slope_per_hour
+    from benchmarks.speed.soak import fps_series, slope_per_hour
 
     # 150 bytes a frame at 53 FPS: 28.6 MB an hour, found in ten minutes of samples with 0.3 MB of jitter.
     leak = [(t, 300 + 150 * 53 * t / 1e6 + 0.3 * (t % 7 == 0)) for t in range(0, 600, 5)]
@@ -83,7 +83,7 @@ def test_soak_fits_the_memory_slope_and_the_fps_trend():
 
 
 def test_soak_runs_csc_run_and_samples_frames_and_memory():
-    from benchmarks.soak import soak
+    from benchmarks.speed.soak import soak
 
     result = soak(duration=4, window=1, warmup=1, interval=0.25)
     rows = result["samples"]["rows"]

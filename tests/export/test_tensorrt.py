@@ -2,7 +2,7 @@
 parses and builds ahead of time without a GPU, so every export variant goes through our own `build_engine` and
 `csc-export build-engine` here — no stand-ins for the builder. Running an engine needs an RTX GPU (TensorRT-RTX)
 or full TensorRT with its GPU: the runner's logic is tested against stand-ins in
-tests/runtime/test_tensorrt_runner.py, and nothing here claims an engine ran.
+tests/runtime/backends/test_tensorrt_runner.py, and nothing here claims an engine ran.
 """
 import json
 from pathlib import Path

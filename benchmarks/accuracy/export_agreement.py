@@ -2,7 +2,7 @@
 `csc-export onnx`, each compared through ONNX Runtime with the FP32 PyTorch model by the export check itself
 (export/checks.py: class-map agreement and max logit difference on simulated mixed frames, or --images).
 
-Run: python -m benchmarks.export_agreement RUN/best.pt --out benchmarks/results/export_agreement.json
+Run: python -m benchmarks.accuracy.export_agreement RUN/best.pt --out benchmarks/results/export_agreement.json
 (INT8 is calibrated on --calib DIR, default: 32 simulated mixed frames, seed 7.)
 """
 from __future__ import annotations

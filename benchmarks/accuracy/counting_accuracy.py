@@ -6,7 +6,7 @@ with touching cells split and, for comparison, not (mixed frames only).
 Not a speed figure: the result depends only on the code and the settings, which the JSON records, so a rerun with
 them gives the same numbers on any machine.
 
-Run: python -m benchmarks.counting_accuracy [--n 20] [--seed 0] [--size 512]
+Run: python -m benchmarks.accuracy.counting_accuracy [--n 20] [--seed 0] [--size 512]
      [--out benchmarks/results/counting_accuracy.json]
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ the same held-out simulated mixed set → a markdown table and JSON. Scaled down
 2-core CPU (what is scaled is written into the report): the light U-Net, 256 px crops, ~1.2 k steps instead of
 35 k iterations, 120 + 2 × 100 images instead of 600 + 2 × 1000.
 
-Run: python -m benchmarks.experiment --out runs/experiment   (then copy experiment.md and .json to benchmarks/results/)
+Run: python -m benchmarks.real.experiment --out runs/experiment   (then copy experiment.md and .json to benchmarks/results/)
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ bundled model on the held-out Chula subset and BCCD half (the real-image benchma
 - one cell: a clump no larger than `one_cell` × the frame's median single cell is not split (0: off);
 - cut cells: parts touching the frame edge are kept down to `cut_cell_fraction` × the minimum area (1: off).
 
-Run: python -m benchmarks.counting_rules [--model runtime/models/default.onnx] [--out benchmarks/results/counting_rules.json]
+Run: python -m benchmarks.accuracy.counting_rules [--model runtime/models/default.onnx] [--out benchmarks/results/counting_rules.json]
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.publish import publish
-from benchmarks.real_counts import real_sets, runtime_labeller
+from benchmarks.real.real_counts import real_sets, runtime_labeller
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"both rules (defaults)": {},
             "one cell off": {"one_cell": 0.0},
             "cut cells off": {"cut_cell_fraction": 1.0},

@@ -9,7 +9,7 @@ RSS slope under 1 MB per hour and no FPS trend, both least-squares fits over the
 bytes kept per frame at 53 FPS would be a slope of 29 MB per hour: thirty minutes show it plainly.
 
 Run it on a quiet machine (other load changes the frame rate):
-    python -m benchmarks.soak --minutes 30 --out benchmarks/results/soak.json
+    python -m benchmarks.speed.soak --minutes 30 --out benchmarks/results/soak.json
 """
 from __future__ import annotations
 

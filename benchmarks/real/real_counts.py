@@ -9,7 +9,7 @@ Data (read from ``../shared/real``, never copied; skipped with the reason when a
   can and cannot show).
 - **BCCD + TXL-PBC**: mixed smears with RBC and WBC boxes; an RBC box's centre is its point. The 97 images with an
   odd position in name order are scored (`bccd_half("eval")`); the other 97 may train a model
-  (benchmarks/real_model.py). RBCs are ≈100 px across (≈0.075 µm/px for a 7.5 µm cell, from the median box); each
+  (benchmarks/real/real_model.py). RBCs are ≈100 px across (≈0.075 µm/px for a 7.5 µm cell, from the median box); each
   image holds one or two WBCs, reported as "WBCs counted as RBCs" (a WBC box centre inside a counted RBC).
 - **DSB 2018 nuclei**: the crop with 125 hand-drawn instances inside the stardist 0.9.2 wheel (fluorescence):
   mIoU (background + cells), count, F1 at IoU 0.5.
@@ -26,7 +26,7 @@ Paths (rows), all through the project's own code except the reference:
 Scoring is `runtime.counting.evaluation.PointScorer` (point / box-centre F1, count ratio, MAE per image), the code
 `csc-data count --truth` uses.
 
-Run: python -m benchmarks.real_counts [--real ../shared/real] [--model runtime/models/default.onnx]
+Run: python -m benchmarks.real.real_counts [--real ../shared/real] [--model runtime/models/default.onnx]
                                       [--part development|blind] [--out benchmarks/results/real_counts.json]
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ from runtime.io.imageio import read_image
 from trainer.ablation import NUCLEI_PIXEL_UM as DSB_PIXEL_UM  # nuclei of ≈24 px taken as 6 µm cells
 from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label, fill_holes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUBSET = ROOT / "benchmarks" / "data" / "chula_eval_subset.json"
 # The Chula parts scored: the development subset (choices were made watching it) and the blind part (none were)
 CHULA_PARTS = {"development": SUBSET, "blind": ROOT / "benchmarks" / "data" / "chula_blind_part.json"}

@@ -3,7 +3,7 @@ U-Single → U-Transfer, and whether the network beats the labels it learnt from
 
 1. Single-kind sets, auto-labelled by `csc-label auto --kind K --split-touching` (modality detected per image):
    simulated RBC and macrophage frames (macrophages with pseudopods) in unstained brightfield, phase contrast and
-   DIC, at the model's 0.4 µm/px (given, as for the simulated sets of benchmarks/real_model.py); and BBBC030's
+   DIC, at the model's 0.4 µm/px (given, as for the simulated sets of benchmarks/real/real_model.py); and BBBC030's
    tuning part (cho01–cho30, real DIC of CHO cells) as macrophage-sized cells, scale estimated by the labeller,
    brought to 0.4 µm/px (`csc-data rescale`).
 2. U-Single (`csc-train single`): light-unet on those sets, microscope augmentation, a background gap carved between
@@ -22,7 +22,7 @@ U-Single → U-Transfer, and whether the network beats the labels it learnt from
    default) if it beats the labeller's F1 on BBBC030's evaluation part and keeps the simulated label-free counts
    within 15 %.
 
-Run: python -m benchmarks.label_free_model --work runs/label-free-model --out benchmarks/results/label_free_model.json
+Run: python -m benchmarks.real.label_free_model --work runs/label-free-model --out benchmarks/results/label_free_model.json
      [--bundle]   (2-core CPU: about 20 minutes, mostly training; the timings are in the result.)
 """
 from __future__ import annotations
@@ -34,9 +34,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.label_free import EVALUATION, PSEUDOPODS, TUNING, bbbc030_pairs, labeller, score
+from benchmarks.real.label_free import EVALUATION, PSEUDOPODS, TUNING, bbbc030_pairs, labeller, score
 from benchmarks.publish import publish
-from benchmarks.real_model import run_stages
+from benchmarks.real.real_model import run_stages
 from runtime.data.dataset import DatasetWriter, open_dataset
 from runtime.io.imageio import place_file
 from runtime.data.rescale import rescale_dataset
@@ -46,7 +46,7 @@ from trainer.labelling import label_folder
 from trainer.regimes import plan_single, plan_transfer
 from trainer.train import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "runtime" / "models" / "label-free.onnx"
 MODEL_PIXEL_UM = 0.4
 OPTICS = ("brightfield", "phase", "dic")
@@ -166,7 +166,7 @@ def runtime_macrophages(model: Path):
 
 
 def simulated_counts(model: Path, sets: list[Path]) -> dict:
-    from benchmarks.real_model import demo_counts
+    from benchmarks.real.real_model import demo_counts
 
     per_set = {Path(s).name: demo_counts(model, s) for s in sets}
     counted = {c: sum(r["counts"][c] for r in per_set.values()) for c in ("rbc", "macrophage")}

@@ -6,7 +6,7 @@ On cuda when torch sees a GPU (the class map handed over as a tensor already on 
 would be; the clock stops after a synchronisation), else on torch's CPU, which says nothing about GPU speed.
 The issue's target (#24): ≤ 5 ms for a 4000×3000 class map on a GPU, same counts as the CPU counter.
 
-Run: python -m benchmarks.gpu_counting [--repeats 5] [--frames 20] [--out benchmarks/results/gpu_counting_<gpu>.json]
+Run: python -m benchmarks.speed.gpu_counting [--repeats 5] [--frames 20] [--out benchmarks/results/gpu_counting_<gpu>.json]
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from runtime.counting.blank import is_blank
 from runtime.data.modality import MODALITIES
 from runtime.data.simulator import make_microscope
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
+REAL = Path(__file__).resolve().parents[4] / "shared" / "real"
 
 
 def _jpeg(image, quality):

@@ -7,7 +7,7 @@ defaults (`runtime/counting/instances.py`: LABELLER_SPLIT; `trainer/autolabel.py
 - the per-object level of bright images (`peak_fraction` × `peak_reach`): the DSB nuclei crop, the one
   fluorescence image with outlines here (so its rows show sensitivity, not a held-out result).
 
-Run: python -m benchmarks.labeller_settings [--real ../shared/real] [--out benchmarks/results/labeller_settings.json]
+Run: python -m benchmarks.accuracy.labeller_settings [--real ../shared/real] [--out benchmarks/results/labeller_settings.json]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.publish import publish
-from benchmarks.real_counts import (BCCD_PIXEL_UM, ROOT, bccd_half, headline, labeller, nuclei, real_sets, score_marks,
+from benchmarks.real.real_counts import (BCCD_PIXEL_UM, ROOT, bccd_half, headline, labeller, nuclei, real_sets, score_marks,
                                     score_nuclei)
 from runtime.errors import CscError
 

@@ -11,7 +11,7 @@ on the unmutated copy and must pass (otherwise a "kill" proves nothing); then ea
 (``pytest -x``) and is **killed** when a test fails, **survived** when all pass, and an **error** when pytest
 could not run them (collection error, timeout). Score: killed / total.
 
-Run: python -m benchmarks.mutation [--only NAME …] [--out benchmarks/results/mutation.json]
+Run: python -m benchmarks.accuracy.mutation [--only NAME …] [--out benchmarks/results/mutation.json]
 """
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ from pathlib import Path
 
 from benchmarks.publish import machine, publish
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600  # per pytest run: a mutation that hangs the tests is reported, not waited for
 
 AUTOLABEL_TESTS = ("tests/trainer/test_autolabel.py",)
-ANNOTATION_TESTS = ("tests/runtime/test_annotations.py",)
-CVAT_ELLIPSE_TESTS = (*ANNOTATION_TESTS, "tests/runtime/test_cvat_ellipse.py")
-SCORING_TESTS = ("tests/runtime/test_count_metrics.py", "tests/runtime/test_count_evaluation.py")
-COUNTER_TESTS = ("tests/runtime/test_instances.py", "tests/runtime/test_counting.py")
+ANNOTATION_TESTS = ("tests/runtime/data/test_annotations.py",)
+CVAT_ELLIPSE_TESTS = (*ANNOTATION_TESTS, "tests/runtime/data/test_cvat_ellipse.py")
+SCORING_TESTS = ("tests/runtime/counting/test_count_metrics.py", "tests/runtime/counting/test_count_evaluation.py")
+COUNTER_TESTS = ("tests/runtime/counting/test_instances.py", "tests/runtime/counting/test_counting.py")
 
 
 class MutationError(RuntimeError):

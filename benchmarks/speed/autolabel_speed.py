@@ -8,7 +8,7 @@ and deflate-compressed), uncompressed TIFF (what microscope software such as µM
 (quality 95, what many camera tools save). Each figure is the median of --repeats runs, all runs listed (this VM
 drifts by tens of percent).
 
-Run: python -m benchmarks.autolabel_speed [--n 1000] [--repeats 3] [--out benchmarks/results/autolabel_speed.json]
+Run: python -m benchmarks.speed.autolabel_speed [--n 1000] [--repeats 3] [--out benchmarks/results/autolabel_speed.json]
 """
 from __future__ import annotations
 

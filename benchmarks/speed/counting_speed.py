@@ -6,7 +6,7 @@ thread's CPU time: on a machine shared with other work, CPU time is what one cor
 fresh process per case (the peak RSS while counting — VmHWM, reset once the class map is made — minus the RSS with
 the class map loaded), so that one case's heap does not hide another's.
 
-Run: python -m benchmarks.counting_speed [--frames 50] [--repeats 5] [--out benchmarks/results/counting_speed.json]
+Run: python -m benchmarks.speed.counting_speed [--frames 50] [--repeats 5] [--out benchmarks/results/counting_speed.json]
 """
 from __future__ import annotations
 

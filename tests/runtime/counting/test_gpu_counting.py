@@ -103,7 +103,7 @@ def test_importing_the_module_does_not_import_torch():
 
 
 def test_the_benchmark_compares_with_the_cpu_counter_and_names_the_device():
-    from benchmarks.gpu_counting import measure
+    from benchmarks.speed.gpu_counting import measure
 
     result = measure(repeats=1, frames=1, height=200, width=260)
     assert result["frame"].startswith("260x200") and result["frames_512_differing"] == {"split_off": 0, "split_on": 0}

@@ -8,7 +8,7 @@ import pytest
 
 from runtime.data.modality import LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality, energy_mask, texture_energy
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
+REAL = Path(__file__).resolve().parents[4] / "shared" / "real"
 CENTRES = [(60, 70), (200, 90), (330, 60), (90, 250), (250, 230), (400, 300), (150, 400), (380, 430)]
 
 

@@ -6,7 +6,7 @@ Build time is the builder call alone (``build_serialized_network``), median of `
 the CPU and its load, not on the weights, so the fresh exports use untrained weights (seed 0). No engine is run
 here: speed on a GPU is csc-bench's job on the GPU box.
 
-Run: python -m benchmarks.engine_build --out benchmarks/results/engine_build.json
+Run: python -m benchmarks.speed.engine_build --out benchmarks/results/engine_build.json
 """
 from __future__ import annotations
 

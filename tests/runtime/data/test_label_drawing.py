@@ -27,7 +27,7 @@ from runtime.cli.data import app
 from runtime.data.dataset import DatasetWriter
 from runtime.pipeline.overlay import CLASS_COLOURS
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "labels-real"
+REAL = Path(__file__).resolve().parents[4] / "shared" / "labels-real"
 DRAWN = ("polygon", "rectangle", "circle")  # the LabelMe shapes drawn from points (a mask shape is a bitmap)
 
 

@@ -13,7 +13,7 @@ Target: the counting FPS under load within 10 % of the idle FPS (the mean of the
 The load generator runs at --client-nice (default 10, the niceness of the server's own threads): on a real box the
 viewers and the lab's software run on other machines, and here they share its cores; at 19 it is starved of the CPU
 the counting fills and sends almost nothing. Run it on a quiet machine:
-    python -m benchmarks.serve_load --seconds 60 --out benchmarks/results/serve_load.json
+    python -m benchmarks.speed.serve_load --seconds 60 --out benchmarks/results/serve_load.json
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import httpx
 import numpy as np
 
 from benchmarks.publish import machine, publish
-from benchmarks.soak import FrameCounter, rss_mb
+from benchmarks.speed.soak import FrameCounter, rss_mb
 
 VIEWERS = 20
 UPLOADS_PER_SECOND = 10.0

@@ -18,7 +18,7 @@ Also recorded: CVAT ellipses, which the project reads but never writes. CVAT's o
 (`EllipsesToMasks`, run literally in the judge environment with the OpenCV and pycocotools CVAT installs) against
 the project's drawing before and after it followed that rule, and whether Datumaro reads CVAT ellipses at all.
 
-Run: python -m benchmarks.label_readers [--judge /tmp/judge/bin/python] [--out benchmarks/results/label_readers.json]
+Run: python -m benchmarks.accuracy.label_readers [--judge /tmp/judge/bin/python] [--out benchmarks/results/label_readers.json]
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from runtime.data.annotations.model import Ellipse
 from runtime.data.annotations.writer import import_annotations
 from runtime.data.dataset import open_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 JUDGE = Path(os.environ.get("CSC_JUDGE_PYTHON", "/tmp/judge/bin/python"))  # .ci/run makes it
 INSTALL = "python3 -m venv /tmp/judge && /tmp/judge/bin/pip install 'datumaro==1.13.*' 'labelme==6.3.*'"

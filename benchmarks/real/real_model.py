@@ -15,12 +15,12 @@ U-Transfer, evaluated on held-out real images beside the labels they were traine
    background. Those boxes are the only hand annotation used; `--bccd-labels auto` uses the labeller's cells
    instead (WBC boxes still kept out of the RBC class).
 4. Both exported (`csc-export onnx`, fused fp32) and measured in the same run, through the runtime
-   (`csc-run --pixel-size P`'s path, `benchmarks.real_counts`), against the labeller itself on the held-out Chula
+   (`csc-run --pixel-size P`'s path, `benchmarks.real.real_counts`), against the labeller itself on the held-out Chula
    subset and on BCCD, and on 30 simulated mixed frames (the demo's look): does the network beat its labels?
 5. ``--bundle``: the better model on the real subset, among those that keep the demo's counts within 10 %, is
    written to runtime/models/default.onnx.
 
-Run: python -m benchmarks.real_model --work runs/real-model --out benchmarks/results/real_model.json [--bundle]
+Run: python -m benchmarks.real.real_model --work runs/real-model --out benchmarks/results/real_model.json [--bundle]
 (2-core CPU: about 30 minutes, mostly training; the timings are in the result.)
 ``--part blind --work runs/real-model-blind``: the Chula blind part (benchmarks/data/chula_blind_part.json) is the
 held-out part instead — left out of the auto-labelled training images and scored; no model is bundled from it.
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.publish import publish
-from benchmarks.real_counts import (BCCD_PIXEL_UM, CHULA_PARTS, CHULA_PIXEL_UM, bccd_half, chula_part, headline,
+from benchmarks.real.real_counts import (BCCD_PIXEL_UM, CHULA_PARTS, CHULA_PIXEL_UM, bccd_half, chula_part, headline,
                                     import_real, labeller, real_sets, runtime_labeller)
 from runtime.errors import CscError
 from runtime.io.imageio import list_images, place_file
@@ -52,7 +52,7 @@ from trainer.labelling import label_folder
 from trainer.regimes import plan_single, plan_transfer
 from trainer.train import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "runtime" / "models" / "default.onnx"
 MODEL_PIXEL_UM = 0.4  # the simulator's, so one model serves the demo and real cameras (via --pixel-size)
 

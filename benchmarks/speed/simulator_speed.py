@@ -1,6 +1,6 @@
 """Simulated-microscope frame rate on one core (issue target: ≥ 50 frames/s at 512×512, to serve as a camera).
 
-Run it on a quiet machine: python -m benchmarks.simulator_speed [--frames 100] [--out benchmarks/results/simulator_speed.json]
+Run it on a quiet machine: python -m benchmarks.speed.simulator_speed [--frames 100] [--out benchmarks/results/simulator_speed.json]
 """
 from __future__ import annotations
 

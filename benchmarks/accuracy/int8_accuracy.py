@@ -5,7 +5,7 @@ With ``--quantize``, the first (FP32, fused) model is also quantized here with t
 (export/precision.py: QDQ, calibrated on simulated mixed frames of another seed) and evaluated beside it, so the
 result needs no checkpoint — the bundled model ships without one.
 
-Run: python -m benchmarks.int8_accuracy runtime/models/default.onnx --quantize --out benchmarks/results/int8_accuracy.json
+Run: python -m benchmarks.accuracy.int8_accuracy runtime/models/default.onnx --quantize --out benchmarks/results/int8_accuracy.json
 """
 from __future__ import annotations
 

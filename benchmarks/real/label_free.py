@@ -12,7 +12,7 @@ Sets (real ones read from ``../shared/real``, never copied; skipped with the rea
   brightfield, unstained brightfield, phase contrast and DIC, single-kind RBC and macrophage frames (macrophages
   with pseudopods), at a seed no choice looked at.
 - **Stained smears** (no regression): the Chula evaluation subset, the BCCD evaluation half and the DSB nuclei
-  crop, scored exactly as benchmarks/real_counts.py scores them.
+  crop, scored exactly as benchmarks/real/real_counts.py scores them.
 
 Rows: ``csc-label auto --split-touching`` (scale and modality decided per image), and the reference: local
 variance (σ an eighth of the cell diameter) + Otsu + holes filled + distance watershed, **given the true median
@@ -20,9 +20,9 @@ cell diameter** (the labeller is given nothing). Metrics: instance F1 at IoU 0.5
 annotated), and mIoU as the paper's eq. 5 (the mean over background and cells of the IoU summed over the set);
 how each image's modality was detected.
 
-Run: python -m benchmarks.label_free [--real ../shared/real] [--n 12] [--seed 21]
+Run: python -m benchmarks.real.label_free [--real ../shared/real] [--n 12] [--seed 21]
                                      [--out benchmarks/results/label_free.json]
-     python -m benchmarks.label_free --table benchmarks/results/label_free.json   (the README table)
+     python -m benchmarks.real.label_free --table benchmarks/results/label_free.json   (the README table)
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from benchmarks.publish import publish
-from benchmarks.real_counts import headline, nuclei, real_sets, score_nuclei, watershed_split
+from benchmarks.real.real_counts import headline, nuclei, real_sets, score_nuclei, watershed_split
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC
 from runtime.counting.metrics import match_instances
 from runtime.errors import CscError
@@ -48,7 +48,7 @@ from runtime.data.modality import detect_modality
 from runtime.data.simulator import make_microscope
 from trainer.autolabel import AutoLabelConfig, auto_label, fill_holes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OPTICS = ("stained", "brightfield", "phase", "dic")
 PSEUDOPODS = 2.0  # mean protrusions per simulated macrophage
 TUNING = tuple(f"cho{i:02d}" for i in range(1, 31))
@@ -143,8 +143,8 @@ def simulated(n: int, seed: int, size: int = 512) -> dict:
 
 
 def smears(real: Path) -> dict:
-    """The labeller on the stained sets, scored as benchmarks/real_counts.py scores them (no regression)."""
-    from benchmarks.real_counts import labeller as rbc_labeller
+    """The labeller on the stained sets, scored as benchmarks/real/real_counts.py scores them (no regression)."""
+    from benchmarks.real.real_counts import labeller as rbc_labeller
 
     method = rbc_labeller()
     out: dict = {"method": "csc-label auto --split-touching (scale estimated)"}

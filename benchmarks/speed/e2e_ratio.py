@@ -7,7 +7,7 @@ over --pairs such sandwiches, every one listed, and the ratio of the pooled fram
 pipeline without its host budget (OpenCV on every core, glibc's allocator defaults), as it was before; run it in a
 process of its own, because the budget's allocator setting stays for the life of a process.
 
-Run: python -m benchmarks.e2e_ratio [--pairs 8] [--frames 150] [--baseline] [--out benchmarks/results/e2e_ratio.json]
+Run: python -m benchmarks.speed.e2e_ratio [--pairs 8] [--frames 150] [--baseline] [--out benchmarks/results/e2e_ratio.json]
 """
 from __future__ import annotations
 

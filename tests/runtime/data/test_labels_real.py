@@ -26,7 +26,7 @@ from runtime.data.count_dataset import open_count_dataset
 from runtime.data.dataset import open_dataset
 from runtime.errors import CscError
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "labels-real"
+REAL = Path(__file__).resolve().parents[4] / "shared" / "labels-real"
 
 
 def real(*parts: str) -> Path:

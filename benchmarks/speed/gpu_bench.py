@@ -1,8 +1,8 @@
 """The CUDA path that runs on a lent GPU (PyTorch, no TensorRT): FP16, channels-last, CUDA graphs, at 512×512,
 batch 1 and 8, for each registered architecture; and both architectures trained the same way (the U-Base recipe of
-benchmarks/experiment.py) and evaluated on the same held-out set, to compare their mIoU in one run.
+benchmarks/real/experiment.py) and evaluated on the same held-out set, to compare their mIoU in one run.
 
-Run on a GPU machine: PYTHONPATH=. python3 benchmarks/gpu_bench.py --out gpu.json
+Run on a GPU machine: PYTHONPATH=. python3 benchmarks/speed/gpu_bench.py --out gpu.json
 TensorRT numbers never come from here: they appear only when measured on a machine that has TensorRT.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def bench_inference(arch: str, batch: int, size: int = 512, iters: int = 50) -> 
 
 
 def train_and_compare(steps: int, quick: bool) -> dict:
-    from benchmarks.experiment import Scale
+    from benchmarks.real.experiment import Scale
     from runtime.data.dataset import open_dataset
     from runtime.data.synthesize import synthesize_dataset
     from trainer.checkpoint import model_from_checkpoint
