@@ -14,4 +14,12 @@ def __getattr__(name: str):
         from runtime.counting import counter
 
         return getattr(counter, name)
+    if name == "ONE_CELL":  # the old README showed runtime.counting.ONE_CELL: now the counter's preset holds it
+        import warnings
+
+        from runtime.counting.instances import COUNTER_SPLIT
+
+        warnings.warn("runtime.counting.ONE_CELL is COUNTER_SPLIT.one_cell (runtime.counting.instances) now",
+                      DeprecationWarning, stacklevel=2)
+        return COUNTER_SPLIT.one_cell
     raise AttributeError(f"module 'runtime.counting' has no attribute {name!r}")
