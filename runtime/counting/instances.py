@@ -254,23 +254,8 @@ class _Sites:
     row: np.ndarray
 
 
-def _relabel(labels: np.ndarray, x: int, y: int, ry: np.ndarray, rx: np.ndarray, part: np.ndarray,
-             first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Give an instance's pixels (``ry``, ``rx`` in its box at ``x``, ``y``) the ids ``first_id`` + ``part`` (parts
-    0..P-1, each non-empty) in ``labels``; returns the parts' ids, cv2-style statistics and centroids."""
-    labels[y + ry, x + rx] = first_id + part
-    n = int(part.max()) + 1
-    area = np.bincount(part, minlength=n)
-    x0, y0, x1, y1 = np.full(n, rx.max()), np.full(n, ry.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
-    np.minimum.at(x0, part, rx), np.minimum.at(y0, part, ry)
-    np.maximum.at(x1, part, rx), np.maximum.at(y1, part, ry)
-    stats = np.stack([x + x0, y + y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
-    centroids = np.stack([x + np.bincount(part, rx, n) / area, y + np.bincount(part, ry, n) / area], 1)
-    return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
-
-
 def _replace(found: Instances, rows: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Instances:
-    """``found`` with its ``rows`` replaced by the parts `_relabel` made of them (appended at the end)."""
+    """``found`` with its ``rows`` replaced by their parts (ids, statistics, centroids; appended at the end)."""
     whole = np.ones(len(found.ids), bool)
     whole[rows] = False
     return Instances(found.labels, np.concatenate([found.ids[whole], *(p[0] for p in parts)]),
@@ -437,7 +422,7 @@ def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, row: np.nda
                      first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ids, cv2-style statistics and centroids of parts 0..P-1 from their pixels' frame coordinates and component
     ``row``; each centroid is its clump box's corner plus the mean offset in the box, summed in the box's raster
-    order (as `_relabel` sums a single clump)."""
+    order."""
     n = int(part.max()) + 1
     area = np.bincount(part, minlength=n)
     x0, y0, x1, y1 = np.full(n, x.max()), np.full(n, y.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
@@ -474,7 +459,9 @@ def divide_large(found: Instances, factor: float, min_area: int, shape: tuple[in
         x, y, w, h = found.stats[row, :4]
         ry, rx = np.nonzero(found.labels[y:y + h, x:x + w] == found.ids[row])
         part = _kmeans_parts(np.stack([rx, ry], 1).astype(np.float32), max(2, round(area[row] / median)))
-        parts_of.append(_relabel(found.labels, x, y, ry, rx, part, next_id))
+        found.labels[y + ry, x + rx] = next_id + part
+        parts_of.append(_part_statistics(part, y + ry, x + rx, np.zeros(len(part), np.intp),
+                                         found.stats[row:row + 1, :4].astype(np.int64), next_id))
         next_id += len(parts_of[-1][0])
     return _replace(found, large, parts_of)
 
