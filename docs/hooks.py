@@ -231,8 +231,8 @@ def t_counting_accuracy() -> str:
     rows = []
     for key, label in (("split_on", f"{s['n']} mixed {s['size']}² frames (seed {s['seed']}), splitting on"),
                        ("split_off", f"the same, splitting off"),
-                       ("macrophage_singles", "dense macrophage singles with pseudopods "
-                                              f"(seed {d['macrophage_singles']['seed']})")):
+                       ("macrophage_singles", f"{d['macrophage_singles'].get('n', s['n'])} dense macrophage "
+                                              f"singles with pseudopods (seed {d['macrophage_singles']['seed']})")):
         r = d[key]
         for cls in ("rbc", "macrophage"):
             if not r["true_counts"].get(cls):
