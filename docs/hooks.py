@@ -131,6 +131,13 @@ def t_label_free_model() -> str:
                             "--out benchmarks/results/label_free_model.json")
 
 
+def _parts(parts: dict | None) -> str:
+    """A soak's growth by part of the resident memory, where the run sampled them."""
+    if not parts:
+        return "not sampled"
+    return " / ".join(f"{p['growth_mb']:+.1f} MB" for p in (parts["RssAnon"], parts["RssFile"]))
+
+
 def t_soak() -> str:
     rows = []
     for name, command in (("soak", "python -m benchmarks.speed.soak --minutes 30 --out benchmarks/results/soak.json"),
@@ -142,10 +149,12 @@ def t_soak() -> str:
                      f"{d['fps_first_window']:.1f} → {d['fps_last_window']:.1f} ({100 * d['fps_change']:+.1f} %)",
                      f"{100 * d['fps_trend_per_hour']:+.1f} %", "yes" if d["fps_holds"] else "**no**",
                      f"{d['rss_after_warmup_mb']:.1f} → {d['rss_end_mb']:.1f} MB (+{d['rss_growth_mb']:.1f})",
-                     f"{d['rss_slope_mb_per_hour']:.2f}", "yes" if d["memory_flat"] else "**no**"])
+                     f"{d['rss_slope_mb_per_hour']:.2f}", _parts(d.get("rss_parts")),
+                     "yes" if d["memory_flat"] else "**no**"])
     table = _md_table(["file", "backend", "run", "frames", "FPS", "first → last minute", "FPS trend / h",
-                       "FPS holds", "RSS after the first minute → end", "RSS slope MB/h", "memory flat"], rows,
-                      ["---", "---", "---:", "---:", "---:", "---", "---:", "---", "---", "---:", "---"])
+                       "FPS holds", "RSS after the first minute → end", "RSS slope MB/h", "anonymous / file-backed",
+                       "memory flat"], rows,
+                      ["---", "---", "---:", "---:", "---:", "---", "---:", "---", "---", "---:", "---", "---"])
     return table + "\n\n*Rendered at build time from `benchmarks/results/soak.json` (`python -m benchmarks.speed.soak " \
                    "--minutes 30 --out benchmarks/results/soak.json`) and `soak_ort.json` (the same with " \
                    "`--backend ort`).*\n"

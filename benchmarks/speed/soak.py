@@ -6,10 +6,13 @@ frame); every --interval seconds it reads how many frames the CSV holds and the 
 RSS growth under 20 MB from the end of the warm-up (the first --warmup seconds after the first frame: model
 loading, first allocations, OpenCV's and ONNX Runtime's pools) to the end, and — what a run of weeks needs — an
 RSS slope under 1 MB per hour and no FPS trend, both least-squares fits over the samples after the warm-up. 150
-bytes kept per frame at 53 FPS would be a slope of 29 MB per hour: thirty minutes show it plainly.
+bytes kept per frame at 53 FPS would be a slope of 29 MB per hour: thirty minutes show it plainly. The memory of
+the last TEARDOWN_S seconds is left out (the child may be exiting), and the resident memory's anonymous and
+file-backed parts are sampled beside it (PARTS), so that growth says whether it was the heap or library pages.
 
 Run it on a quiet machine (other load changes the frame rate):
     python -m benchmarks.speed.soak --minutes 30 --out benchmarks/results/soak.json
+    python -m benchmarks.speed.soak --judge benchmarks/results/soak.json   (the saved samples judged again)
 """
 from __future__ import annotations
 
@@ -28,17 +31,33 @@ from benchmarks.publish import machine, publish
 FPS_TOLERANCE = 0.10  # first vs last window
 RSS_GROWTH_LIMIT_MB = 20.0
 RSS_SLOPE_LIMIT_MB_PER_HOUR = 1.0
+# Memory is judged up to this many seconds before the last sample: the child's last seconds can be its exit, its
+# model and buffers freed (one run's last sample read 188.6 MB after 29 minutes at 350.9–352.4 MB).
+TEARDOWN_S = 2.0
+
+
+# What a process's resident memory is made of (/proc/PID/status, Linux ≥ 4.5): VmRSS is RssAnon + RssFile +
+# RssShmem. Anonymous pages are what a leak grows (heap, arrays, native allocations); file-backed ones are the
+# pages of mapped files — shared libraries' code and data — read in the first time a code path runs, and
+# reclaimable by the kernel. Both are sampled so that a slope of the total says which one moved.
+PARTS = ("RssAnon", "RssFile")
+
+
+def memory_mb(pid: int) -> dict[str, float] | None:
+    """VmRSS and its anonymous and file-backed parts (PARTS) of a live process in MB, or None once it has gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines
+              if line.split(":")[0] in ("VmRSS", *PARTS)}
+    return fields if "VmRSS" in fields else None
 
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory of a live process in MB, or None once it has gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
+    memory = memory_mb(pid)
+    return None if memory is None else memory["VmRSS"]
 
 
 class FrameCounter:
@@ -84,6 +103,38 @@ def fps_series(samples: list[tuple[float, int, float]], window: float) -> list[t
     return series
 
 
+def judge(samples: list, window: float, warmup: float) -> dict:
+    """The targets judged on (seconds, frames, RSS[, RssAnon, RssFile]) samples: FPS of the first and last
+    ``window``, the FPS trend, and memory from the end of the ``warmup`` to TEARDOWN_S before the last sample."""
+    end = samples[-1][0]
+    fps_first, fps_last = window_fps(samples, 0, window), window_fps(samples, end - window, end)
+    warm = min(samples, key=lambda s: abs(s[0] - warmup))
+    settled = [s for s in samples if s[0] >= warmup]
+    running = [s for s in settled if s[0] <= end - TEARDOWN_S] or settled[:1]
+    last = running[-1]
+    growth = last[2] - warm[2]
+    rss_slope = slope_per_hour([(s[0], s[2]) for s in running])
+    parts = {part: {"after_warmup_mb": warm[3 + i], "end_mb": last[3 + i], "growth_mb": round(last[3 + i] - warm[3 + i], 1),
+                    "slope_mb_per_hour": round(slope_per_hour([(s[0], s[3 + i]) for s in running]), 2)}
+             for i, part in enumerate(PARTS) if len(warm) > 3 + i}
+    fps_windows = fps_series(settled, window)
+    fps_trend = slope_per_hour(fps_windows) / max(float(np.mean([f for _, f in fps_windows])), 1e-9) \
+        if len(fps_windows) >= 2 else 0.0
+    return {
+        "fps_first_window": round(fps_first, 2), "fps_last_window": round(fps_last, 2),
+        "fps_change": round(fps_last / fps_first - 1, 4),
+        "fps_holds": abs(fps_last / fps_first - 1) <= FPS_TOLERANCE and abs(fps_trend) <= FPS_TOLERANCE,
+        "rss_after_warmup_mb": warm[2], "rss_end_mb": last[2], "rss_max_mb": max(s[2] for s in running),
+        "rss_growth_mb": round(growth, 1), "rss_slope_mb_per_hour": round(rss_slope, 2),
+        "memory_flat": growth < RSS_GROWTH_LIMIT_MB and abs(rss_slope) < RSS_SLOPE_LIMIT_MB_PER_HOUR,
+        "rss_parts": parts, "teardown_s": TEARDOWN_S,
+        "fps_trend_per_hour": round(fps_trend, 4), "fps_windows": [[round(t, 1), round(f, 2)] for t, f in fps_windows],
+        "targets": {"fps_change_within": FPS_TOLERANCE, "rss_growth_below_mb": RSS_GROWTH_LIMIT_MB,
+                    "rss_slope_below_mb_per_hour": RSS_SLOPE_LIMIT_MB_PER_HOUR,
+                    "fps_trend_per_hour_within": FPS_TOLERANCE},
+    }
+
+
 def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval: float = 1.0,
          backend: str = "auto") -> dict:
     """Run csc-run on the demo source for ``duration`` seconds and judge its FPS and memory over time."""
@@ -100,11 +151,12 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
             try:
                 while child.poll() is None:
                     time.sleep(interval)
-                    now, frames, rss = time.perf_counter(), counter.frames(), rss_mb(child.pid)
-                    if rss is None or not frames:
+                    now, frames, memory = time.perf_counter(), counter.frames(), memory_mb(child.pid)
+                    if memory is None or not frames:
                         continue  # still starting (or already gone): no frame rate to judge yet
                     first_frame = first_frame if first_frame is not None else now
-                    samples.append((round(now - first_frame, 2), frames, round(rss, 1)))
+                    samples.append((round(now - first_frame, 2), frames, round(memory["VmRSS"], 1),
+                                    *(round(memory.get(part, float("nan")), 1) for part in PARTS)))
             finally:
                 if child.poll() is None:
                     child.kill()
@@ -113,31 +165,14 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
             raise RuntimeError(f"csc-run failed (exit {child.returncode}, {len(samples)} samples): "
                                f"{log.read_text()[-2000:]}")
         run_summary = json.loads(summary.read_text())
-    end = samples[-1][0]
-    fps_first, fps_last = window_fps(samples, 0, window), window_fps(samples, end - window, end)
-    warm = min(samples, key=lambda s: abs(s[0] - warmup))
-    growth = samples[-1][2] - warm[2]
-    settled = [s for s in samples if s[0] >= warmup]
-    rss_slope = slope_per_hour([(s[0], s[2]) for s in settled])
-    fps_windows = fps_series(settled, window)
-    fps_trend = slope_per_hour(fps_windows) / max(float(np.mean([f for _, f in fps_windows])), 1e-9) \
-        if len(fps_windows) >= 2 else 0.0
     return {
         "command": f"csc-run --source demo --no-show --backend {backend} --duration {duration:g} --save-csv CSV "
                    "--summary JSON",
         "machine": machine(), "backend": run_summary["backend"], "duration_s": duration, "window_s": window,
         "warmup_s": warmup, "interval_s": interval, "frames": run_summary["frames"], "fps_overall": run_summary["fps"],
-        "fps_first_window": round(fps_first, 2), "fps_last_window": round(fps_last, 2),
-        "fps_change": round(fps_last / fps_first - 1, 4),
-        "fps_holds": abs(fps_last / fps_first - 1) <= FPS_TOLERANCE and abs(fps_trend) <= FPS_TOLERANCE,
-        "rss_after_warmup_mb": warm[2], "rss_end_mb": samples[-1][2], "rss_max_mb": max(s[2] for s in samples),
-        "rss_growth_mb": round(growth, 1), "rss_slope_mb_per_hour": round(rss_slope, 2),
-        "memory_flat": growth < RSS_GROWTH_LIMIT_MB and abs(rss_slope) < RSS_SLOPE_LIMIT_MB_PER_HOUR,
-        "fps_trend_per_hour": round(fps_trend, 4), "fps_windows": [[round(t, 1), round(f, 2)] for t, f in fps_windows],
-        "targets": {"fps_change_within": FPS_TOLERANCE, "rss_growth_below_mb": RSS_GROWTH_LIMIT_MB,
-                    "rss_slope_below_mb_per_hour": RSS_SLOPE_LIMIT_MB_PER_HOUR,
-                    "fps_trend_per_hour_within": FPS_TOLERANCE},
-        "samples": {"columns": ["seconds_since_first_frame", "frames", "rss_mb"], "rows": [list(s) for s in samples]},
+        **judge(samples, window, warmup),
+        "samples": {"columns": ["seconds_since_first_frame", "frames", "rss_mb", "rss_anon_mb", "rss_file_mb"],
+                    "rows": [list(s) for s in samples]},
     }
 
 
@@ -151,6 +186,12 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--backend", default="auto", help="csc-run's --backend (auto, ort, openvino, trt)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--judge", type=Path, default=None, metavar="RESULT",
+                        help="run nothing: judge the samples of a saved result again (with its window and warm-up)")
     args = parser.parse_args()
-    duration = args.minutes * 60 if args.minutes is not None else args.duration
-    publish(soak(duration, args.window, args.warmup, args.interval, args.backend), args.out)
+    if args.judge:
+        saved = json.loads(args.judge.read_text(encoding="utf-8"))
+        publish({**saved, **judge(saved["samples"]["rows"], saved["window_s"], saved["warmup_s"])}, args.out)
+    else:
+        duration = args.minutes * 60 if args.minutes is not None else args.duration
+        publish(soak(duration, args.window, args.warmup, args.interval, args.backend), args.out)

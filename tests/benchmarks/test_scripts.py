@@ -82,17 +82,37 @@ def test_soak_fits_the_memory_slope_and_the_fps_trend():
     assert [round(f) for _, f in fps_series(samples, 60)] == [50, 50, 40, 40]
 
 
+def test_soak_judges_memory_before_the_childs_exit_and_by_part():
+    from benchmarks.speed.soak import TEARDOWN_S, judge
+
+    # 10 minutes at 80 FPS; anonymous memory steps up 3 MB at minute 5; the last sample is the child exiting.
+    samples = [(float(t), 80 * t, 300.0 + 3.0 * (t >= 300), 200.0 + 3.0 * (t >= 300), 100.0) for t in range(600)]
+    samples.append((600.0, 48_000, 120.0, 20.0, 100.0))
+    result = judge(samples, window=60, warmup=60)
+    assert result["rss_end_mb"] == 303.0 and result["rss_growth_mb"] == 3.0, "the exit sample was judged"
+    assert result["rss_parts"]["RssAnon"]["growth_mb"] == 3.0 and result["rss_parts"]["RssFile"]["growth_mb"] == 0.0
+    assert result["rss_slope_mb_per_hour"] > 10 and not result["memory_flat"]
+    assert result["fps_holds"] and result["teardown_s"] == TEARDOWN_S
+    flat = judge([(t, f, 300.0, 200.0, 100.0) for t, f, *_ in samples[:-1]], window=60, warmup=60)
+    assert flat["memory_flat"] and flat["rss_slope_mb_per_hour"] == 0.0
+
+
 def test_soak_runs_csc_run_and_samples_frames_and_memory():
     from benchmarks.speed.soak import soak
 
-    result = soak(duration=4, window=1, warmup=1, interval=0.25)
+    result = soak(duration=6, window=1, warmup=1, interval=0.25)
     rows = result["samples"]["rows"]
     assert len(rows) >= 3 and rows[0][0] == 0
     assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(rows, rows[1:]))
     assert rows[-1][1] <= result["frames"], "the CSV never holds more frames than csc-run reports"
     assert result["fps_first_window"] > 0 and result["fps_last_window"] > 0
     assert all(r[2] > 50 for r in rows), "the child's resident memory (ONNX Runtime, OpenCV, numpy) was read"
-    assert result["rss_growth_mb"] == round(rows[-1][2] - result["rss_after_warmup_mb"], 1)
+    running = [r for r in rows if r[0] <= rows[-1][0] - result["teardown_s"]]
+    assert result["rss_growth_mb"] == round(running[-1][2] - result["rss_after_warmup_mb"], 1)
     assert "rss_slope_mb_per_hour" in result and "fps_trend_per_hour" in result
+    # The total's two parts are sampled with it: anonymous (what a leak grows) and file-backed (libraries' pages).
+    assert all(abs(r[3] + r[4] - r[2]) < 2 and r[3] > 10 and r[4] > 10 for r in rows), rows[:3]
+    parts = result["rss_parts"]
+    assert parts["RssAnon"]["growth_mb"] == round(running[-1][3] - parts["RssAnon"]["after_warmup_mb"], 1)
     with pytest.raises(ValueError, match="two --window"):
         soak(duration=1, window=1)
