@@ -11,12 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from runtime.backends.select import BACKENDS
+from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
 from runtime.data.modality import LABEL_FREE, MODALITIES
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 
 Backend = choices("Backend", BACKENDS)
+CountingDevice = choices("CountingDevice", DEVICES)
 Modality = choices("Modality", ("auto",) + MODALITIES)
 MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS / "default.onnx"  # trained on stained smears
@@ -45,6 +47,7 @@ def run(
     threads: int = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads (default: all cores but one, left to capture and counting)."),
     count_workers: int = typer.Option(None, "--count-workers", min=1, help="Threads counting consecutive frames at once, written in frame order (default: the cores the backend leaves free)."),
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
+    counting_device: CountingDevice = typer.Option("cpu", "--counting-device", help="Where class maps are counted: cpu (OpenCV, the default), cuda (torch on the GPU: the same counts and cell tables; needs a CUDA build of torch; its speed is not measured yet), or auto (cuda where torch sees a GPU, else cpu)."),
     pixel_size: str = typer.Option("auto", "--pixel-size", help="The camera's µm per pixel: frames are rescaled to the model's pixel size before inference, counts and cell tables mapped back. auto (default): MODEL.camera.json beside the model, else calibrated from the first frames' cells (printed with its spread; the model's own pixel size, with a warning, where that is impossible). A given value is checked against the frames too."),
     save_calibration: bool = typer.Option(False, "--save-calibration", help="Write the calibrated pixel size to MODEL.camera.json beside the model, so that the next run starts from it."),
     width: int = typer.Option(None, "--width", help="Camera capture width."),
@@ -92,7 +95,8 @@ def run(
                                                         split_touching=split_touching),
                             RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
                                        save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size,
-                                       stall_timeout=stall_timeout, count_workers=count_workers),
+                                       stall_timeout=stall_timeout, count_workers=count_workers,
+                                       counting_device=CountingDevice(counting_device).value),
                             on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
                                                                   highlight=False, soft_wrap=True))
         if web is not None:

@@ -25,7 +25,8 @@ import numpy as np
 from runtime.backends.base import Runner
 from runtime.counting.metrics import CountTally
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
-from runtime.counting.counter import CellCounter, CountingConfig, FrameCounts
+from runtime.counting.counter import CountingConfig, FrameCounts
+from runtime.counting.gpu import make_counter
 from runtime.counting.blank import is_blank
 from runtime.counting.calibration import FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, disagreement
 from runtime.data.rescale import resize_to, zoomed_size
@@ -68,6 +69,9 @@ class RunOptions:
     # nobody asked for, such as the web view's temporary ones; a --save-csv or --save-cells file is never trimmed.
     counts_csv_max_bytes: int | None = None
     cells_csv_max_bytes: int | None = None
+    # Where class maps are counted (`runtime.counting.gpu.make_counter`): "cpu" (OpenCV), "cuda" (torch on the GPU),
+    # "auto" (the GPU where torch sees one). CPU by default: the GPU counter's speed has not been measured yet.
+    counting_device: str = "cpu"
 
 
 class StageTimes:
@@ -176,7 +180,7 @@ class Pipeline:
         self.options = options or RunOptions()
         if counting is None:
             counting = CountingConfig(pixel_size_um=runner.metadata.pixel_size_um) if runner.metadata else CountingConfig()
-        self.counter = CellCounter(counting)
+        self.counter = make_counter(counting, self.options.counting_device)  # fails here, before a frame, if that device is absent
         self.names = self.counter.config.class_names[1:]
         model_pixel = runner.metadata.pixel_size_um if runner.metadata else DEFAULT_PIXEL_SIZE_UM
         frame_pixel = self.options.pixel_size_um or model_pixel
@@ -211,7 +215,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._frames_q: queue.Queue = queue.Queue(self.options.queue_size)
         self._results_q: queue.Queue = queue.Queue(self.options.queue_size)
-        self._counters = threading.local()  # one CellCounter per counting thread: each keeps its own buffers
+        self._counters = threading.local()  # one counter per counting thread: each keeps its own buffers
 
     # -- threads ----------------------------------------------------------------------------------------------
     def _put_frame(self, item) -> None:
@@ -405,7 +409,7 @@ class Pipeline:
         """Count one class map with this thread's counter; returns the counts and the seconds it took."""
         counter = getattr(self._counters, "counter", None)
         if counter is None:
-            counter = self._counters.counter = CellCounter(self.counter.config)
+            counter = self._counters.counter = make_counter(self.counter.config, self.options.counting_device)
         start = time.perf_counter()
         return counter.count(class_map), time.perf_counter() - start
 

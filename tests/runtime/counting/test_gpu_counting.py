@@ -110,3 +110,43 @@ def test_the_benchmark_compares_with_the_cpu_counter_and_names_the_device():
     for mode in result["best_of_repeats"].values():
         assert mode["same_table"] and mode["counts"] == mode["cpu_counts"] and mode["torch_ms"] > 0
     assert result["device"].startswith("torch CPU") != torch.cuda.is_available()
+
+
+def test_the_pipeline_counts_with_the_torch_counter_as_with_the_cpu_one(tmp_path, monkeypatch):
+    """`csc-run --counting-device` reaches every counting thread: with the torch counter (on torch's CPU here) the
+    counts and cell CSVs are the CPU counter's, frame for frame."""
+    from runtime.backends import open_runner
+    from runtime.cli.run import DEFAULT_MODEL
+    from runtime.io.sources import DemoSource
+    from runtime.pipeline import stream
+
+    made = []
+
+    def torch_counter(config, device):
+        assert device == "cuda"
+        made.append(TorchCellCounter(config, device="cpu"))
+        return made[-1]
+
+    runner, _ = open_runner(DEFAULT_MODEL, "ort")
+    outputs = {}
+    with runner:
+        for device in ("cpu", "cuda"):
+            if device == "cuda":
+                monkeypatch.setattr(stream, "make_counter", torch_counter)
+            counts, cells = tmp_path / f"{device}.csv", tmp_path / f"{device}-cells.csv"
+            stream.Pipeline(DemoSource(seed=4), runner, options=stream.RunOptions(
+                max_frames=4, count_workers=2, save_csv=counts, save_cells=cells, counting_device=device)).run()
+            outputs[device] = ([row.rsplit(",", 2)[0] for row in counts.read_text().splitlines()],  # fps differs
+                               cells.read_text())
+    assert len(made) >= 2, "the pipeline's counter and its counting threads' counters are the torch one"
+    assert all(counter.host_fallbacks == 0 for counter in made)
+    assert len(outputs["cpu"][0]) == 5 and outputs["cuda"] == outputs["cpu"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for boxes without a GPU")
+def test_csc_run_asked_to_count_on_a_gpu_it_lacks_says_so_in_one_line():
+    run = subprocess.run([sys.executable, "-c", "from runtime.cli.run import main; main()", "--source", "demo",
+                          "--no-show", "--max-frames", "2", "--counting-device", "cuda"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "torch sees no GPU" in run.stderr and "--counting-device auto" in run.stderr
+    assert "Traceback" not in run.stderr
