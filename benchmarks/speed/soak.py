@@ -49,8 +49,8 @@ def memory_mb(pid: int) -> dict[str, float] | None:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines
-              if line.split(":")[0] in ("VmRSS", *PARTS)}
+    pairs = (line.split(":", 1) for line in lines)
+    fields = {name: int(value.split()[0]) / 1024 for name, value in pairs if name in ("VmRSS", *PARTS)}
     return fields if "VmRSS" in fields else None
 
 

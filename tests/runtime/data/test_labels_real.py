@@ -371,13 +371,19 @@ def ring_and_disc(tmp_path: Path) -> tuple[np.ndarray, Path]:
     ids[10:20, 11:21] = 0  # its hole
     ids[12:18, 13:19] = 2  # a cell in the hole
     cv2.circle(ids, (40, 15), 6, 3, -1)  # a disc: no hole
+    return ids, import_label_image(tmp_path, ids)
+
+
+def import_label_image(tmp_path: Path, ids: np.ndarray) -> Path:
+    """``ids`` written as an instance mask beside a plain image and imported as RBCs into ``tmp_path/ds``; returns
+    the images folder."""
     (tmp_path / "labels").mkdir()
     cv2.imwrite(str(tmp_path / "labels" / "a.png"), ids)
     images = tmp_path / "img"
     images.mkdir()
-    cv2.imwrite(str(images / "a.png"), np.full((30, 50, 3), 200, np.uint8))
+    cv2.imwrite(str(images / "a.png"), np.full((*ids.shape, 3), 200, np.uint8))
     run_import("masks", tmp_path / "labels", images, tmp_path / "ds", "*=rbc")
-    return ids, images
+    return images
 
 
 def test_labelme_export_writes_a_cell_with_a_hole_as_labelme_mask_and_reads_it_back_exactly(tmp_path):
@@ -434,12 +440,7 @@ def test_labelme_export_writes_enclosing_cells_first_and_slivers_as_polygons(tmp
     ids[12:18, 12:18] = 1  # a cell inside it
     ids[3, 30:38] = 3  # one pixel wide: a two-point contour
     ids[27, 35] = 4  # one pixel: a one-point contour
-    (tmp_path / "labels").mkdir()
-    cv2.imwrite(str(tmp_path / "labels" / "a.png"), ids)
-    images = tmp_path / "img"
-    images.mkdir()
-    cv2.imwrite(str(images / "a.png"), np.full((30, 40, 3), 200, np.uint8))
-    run_import("masks", tmp_path / "labels", images, tmp_path / "ds", "*=rbc")
+    images = import_label_image(tmp_path, ids)
     export_dataset(tmp_path / "ds", "labelme", tmp_path / "lm")
     shapes = labelme_polygons(tmp_path / "lm")
     assert len(shapes) == 3 and all(len(s["points"]) > 2 for s in shapes)
