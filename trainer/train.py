@@ -87,6 +87,7 @@ def resolve_device(name: str) -> torch.device:
 class _Dist:
     rank: int = 0
     world: int = 1
+    owned: bool = False  # this training created the process group, so it destroys it
 
     @property
     def main(self) -> bool:
@@ -97,16 +98,30 @@ def _init_distributed(device: torch.device) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), world)
+    return _Dist(dist.get_rank(), world, owned)
 
 
 def train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Path, *, init_weights: dict | None = None,
           resume: bool = False, progress: Callable[[int, int, float, float], None] | None = None) -> dict:
-    """Train; returns the metrics written to ``out/metrics.json``."""
+    """Train; returns the metrics written to ``out/metrics.json``.
+
+    Under torchrun the process group is destroyed before returning, even on an error: a rank that leaves it to the
+    interpreter's exit can abort there (SIGABRT, seen in CI on the rank that finishes first), because Gloo's worker
+    threads still hold tensors when Python is already torn down (pytorch/pytorch#179291)."""
     device = resolve_device(config.device)
     ddp = _init_distributed(device)
+    try:
+        return _train(config, sampler, val, Path(out), device, ddp, init_weights, resume, progress)
+    finally:
+        if ddp.owned:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Path, device: torch.device, ddp: _Dist,
+           init_weights: dict | None, resume: bool, progress: Callable[[int, int, float, float], None] | None) -> dict:
     if device.type == "cuda" and ddp.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(config.seed)
@@ -124,7 +139,6 @@ def train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pat
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     start, best, history = 0, -1.0, {"loss": [], "val": []}
-    out = Path(out)
     if resume:
         state = load_checkpoint(out / "last.pt", config.arch)
         model.load_state_dict(state["model"])

@@ -11,7 +11,7 @@ import torch
 from runtime.errors import CscError
 from runtime.data.synthesize import synthesize_dataset
 from trainer.checkpoint import load_checkpoint
-from trainer.regimes import run_base, run_single, run_transfer
+from trainer.regimes import plan_base, run_base, run_single, run_transfer
 from trainer.train import TrainConfig, TrainingDiverged
 
 torch.set_num_threads(2)
@@ -150,13 +150,39 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mixed, tmp_path):
 
 def test_ddp_two_cpu_processes_agree(mixed, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "trainer.cli.train", "base", str(mixed), "--out", str(tmp_path / "ddp"), "--arch", "light-unet",
            "--steps", "3", "--batch", "2", "--size", "64", "--val-every", "3", "--device", "cpu"]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, run.stderr[:4000] + " … " + run.stderr[-1000:]  # the ranks' own errors come first
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["ddp"] == {"world_size": 2, "ranks_agree": True}
+
+
+def test_training_under_torchrun_destroys_the_process_group_it_made_on_every_way_out(mixed, tmp_path, monkeypatch):
+    """A rank that leaves its Gloo group to the interpreter's exit can abort there (SIGABRT): `train` destroys the
+    group it made, after a finished run and after an error, and leaves alone a group its caller made. A real Gloo
+    group of one process stands in for torchrun's (WORLD_SIZE says 2, so `train` takes its distributed path)."""
+    import torch.distributed as dist
+
+    init = dist.init_process_group
+
+    def one_process_group(backend):
+        init(backend="gloo", store=dist.HashStore(), rank=0, world_size=1)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr("trainer.train.dist.init_process_group", one_process_group)
+    plan = plan_base(mixed, cfg(steps=2, val_every=2))
+    assert plan.run(tmp_path / "done")["ddp"]["ranks_agree"] and not dist.is_initialized()
+    with pytest.raises(TrainingDiverged):
+        run_base(mixed, tmp_path / "diverged", cfg(steps=6, val_every=1, lr=1e30))
+    assert not dist.is_initialized()
+    one_process_group("gloo")
+    try:
+        plan.run(tmp_path / "caller")
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_cli_eval_and_models_contracts(mixed, tmp_path):
