@@ -123,8 +123,8 @@ class SimFrame:
     """One frame and its exact ground truth."""
 
     image: np.ndarray  # uint8 BGR, H×W×3
-    semantic: np.ndarray  # uint8 class map, 0 background, 1 RBC, 2 macrophage
-    instances: np.ndarray  # uint16 labels, 0 background
+    semantic: np.ndarray | None  # uint8 class map, 0 background, 1 RBC, 2 macrophage (None: a stream without maps)
+    instances: np.ndarray | None  # uint16 labels, 0 background (likewise)
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -221,8 +221,12 @@ class SimulatedMicroscope:
         signal = self.optics.transmission(scene.absorption, scene.phase, defocus_dz)
         return self._photograph(rng, signal, scene.instances, scene.instance_class)
 
-    def stream(self, n_frames: int | None = None, drift_px: float = 0.8, world_scale: int = 3) -> Iterator[SimFrame]:
-        """A live-camera imitation: one large slide whose field of view drifts slowly, fresh noise per frame."""
+    def stream(self, n_frames: int | None = None, drift_px: float = 0.8, world_scale: int = 3,
+               maps: bool = True) -> Iterator[SimFrame]:
+        """A live-camera imitation: one large slide whose field of view drifts slowly, fresh noise per frame.
+
+        ``maps`` False: frames carry the counts but no class or instance map (None), a third of a frame's cost —
+        the demo camera needs only the counts, and its thread shares the cores with the pipeline it feeds."""
         cfg = self.config
         rng = np.random.default_rng([self.seed, 0xCA3E7A])
         wh, ww = cfg.height * world_scale, cfg.width * world_scale
@@ -253,6 +257,7 @@ class SimulatedMicroscope:
                 world.instance_class,
                 sigma=0.0,
                 light=light,
+                maps=maps,
             )
             t += 1
 
@@ -336,11 +341,12 @@ class SimulatedMicroscope:
 
     # -- camera -----------------------------------------------------------------------------------------------
     def _photograph(self, rng, signal, instances, instance_class, sigma: float | None = None,
-                    light: np.ndarray | None = None) -> SimFrame:
+                    light: np.ndarray | None = None, maps: bool = True) -> SimFrame:
         """Illumination, defocus and noise over a scene's transmission (``Optics.transmission``); ground truth
         comes from the untouched instance map.
 
-        ``sigma`` and ``light`` default to a random defocus and illumination for this frame."""
+        ``sigma`` and ``light`` default to a random defocus and illumination for this frame; ``maps`` False leaves
+        the class and instance maps out (the counts only)."""
         cfg = self.config
         h, w = instances.shape
         image = signal * (self._illumination(rng, h, w) if light is None else light)
@@ -356,12 +362,10 @@ class SimulatedMicroscope:
         present = np.bincount(instances.ravel(), minlength=len(instance_class)) > 0
         present[0] = False
         counts = np.bincount(instance_class[present], minlength=len(CLASS_NAMES))
-        semantic = instance_class[instances]
-        relabelled = _relabel_sequential(instances, present)
         return SimFrame(
             image=image,
-            semantic=semantic,
-            instances=relabelled,
+            semantic=instance_class[instances] if maps else None,
+            instances=_relabel_sequential(instances, present) if maps else None,
             counts={name: int(counts[i]) for i, name in enumerate(CLASS_NAMES) if i},
         )
 

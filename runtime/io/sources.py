@@ -51,7 +51,7 @@ class DemoSource(Source):
         self.microscope = make_microscope(kind, size=size, seed=seed)
 
     def frames(self) -> Iterator[Frame]:
-        for i, sim in enumerate(self.microscope.stream()):
+        for i, sim in enumerate(self.microscope.stream(maps=False)):  # a camera gives no maps
             yield Frame(i, sim.image, "demo", sim.counts)
 
 

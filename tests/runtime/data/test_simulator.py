@@ -87,6 +87,10 @@ def test_stream_drifts_slowly_and_stays_consistent():
     assert diff < 0.2
     again = list(make_microscope("mixed", size=128, seed=3).stream(n_frames=2, drift_px=2.0))
     assert np.array_equal(again[1].image, frames[1].image)
+    # The demo camera's stream, without maps: the same frames and counts, no class or instance map.
+    bare = list(make_microscope("mixed", size=128, seed=3).stream(n_frames=5, drift_px=2.0, maps=False))
+    assert all(np.array_equal(b.image, f.image) and b.counts == f.counts for b, f in zip(bare, frames))
+    assert all(b.semantic is None and b.instances is None for b in bare)
 
 
 def test_bad_config_is_a_clear_error():
