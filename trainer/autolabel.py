@@ -39,7 +39,7 @@ from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_h
 from runtime.counting.blank import is_blank
 from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
-from trainer.label_free import first_pass_mask, label_free_mask
+from trainer.label_free import HALOS, bright_halos, first_pass_mask, halo_free, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
 NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand, or of a blank one
@@ -291,6 +291,7 @@ class _Foreground:
     threshold: str
     scaled: Scaled
     scale: str  # "given" | "estimated" | "default"
+    halos: np.ndarray | None = None  # bright halos (255) between touching cells may lie on (`halo_free`)
 
 
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
@@ -311,7 +312,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     else:
         modality = detect_modality(image).modality if config.threshold == "auto" else NOT_CHECKED
     label_free = modality in LABEL_FREE and config.threshold == "auto"
-    fg = _label_free_foreground(image, config) if label_free else _intensity_foreground(image, config, modality)
+    fg = _label_free_foreground(image, config, modality) if label_free else _intensity_foreground(image, config, modality)
     binary, cells, polarity, used, scaled, origin = fg.binary, fg.cells, fg.polarity, fg.threshold, fg.scaled, fg.scale
     min_area = scaled.min_area
     if cells is not None and polarity == "bright" and used != "adaptive" and config.per_object_level:
@@ -334,7 +335,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     if config.reject:
         binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0,
                                                 keep_outline=config.class_id == MACROPHAGE)
-    found = _instances(binary, scaled, min_area)
+    found = _instances(binary, scaled, min_area, None if fg.halos is None else halo_free(binary, fg.halos))
     # Specks and debris (a split never leaves a part this small: parts merge instead); a part cut by the frame edge
     # is kept down to a quarter of the minimum, as the counter keeps it.
     bad = ~found.large_enough(min_area, binary.shape, scaled.split_settings.cut_fraction)
@@ -404,22 +405,26 @@ def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: 
     return _Foreground(binary, cells, polarity, used, scaled, origin)
 
 
-def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig) -> _Foreground:
+def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality: str) -> _Foreground:
     """Cells by their local contrast of either sign (trainer/label_free.py): unstained brightfield, phase
-    contrast and DIC."""
+    contrast and DIC; where the optics give cells bright halos (`trainer.label_free.HALOS`), touching cells are
+    split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`)."""
     grey = _grey(image, config, colour=False)
     scaled, origin = _scale(config, lambda: first_pass_mask(grey))
-    return _Foreground(label_free_mask(grey, scaled.diameter_px), None, "either", "texture", scaled, origin)
+    binary = label_free_mask(grey, scaled.diameter_px)
+    halos = bright_halos(grey, binary) if modality in HALOS and config.split_touching else None
+    return _Foreground(binary, None, "either", "texture", scaled, origin, halos)
 
 
-def _instances(binary: np.ndarray, scaled: Scaled, min_area: int):
+def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndarray | None = None):
     """The mask's cells: connected components, or with ``split_touching`` touching and overlapping cells split at
     the labeller's preset (`runtime.counting.instances.LABELLER_SPLIT`, which says why it differs from the
     counter's) for the kind's size range: for RBCs, cut at every distance maximum above noise, parts no larger than
-    one cell joined back, large blobs divided by area; for macrophages, the distance map alone."""
+    one cell joined back, large blobs divided by area; for macrophages, the distance map alone — of ``seeds``
+    where given (`find_instances`)."""
     if not scaled.config.split_touching:
         return find_instances(binary, None, min_area)
-    return scaled.split_settings.split(binary, scaled.expected_radius_px, min_area)
+    return scaled.split_settings.split(binary, scaled.expected_radius_px, min_area, seeds)
 
 
 def _fallback(config: AutoLabelConfig) -> float:

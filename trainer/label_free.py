@@ -10,8 +10,10 @@ stained images.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
+from runtime.counting.instances import fill_all_holes
 from runtime.data.modality import ENERGY_FIRST_PASS, energy_cells
 
 # The energy's two scales, in cell diameters: the high-pass keeps detail finer than FINE × d (a cell's texture and
@@ -34,3 +36,36 @@ def label_free_mask(grey: np.ndarray, diameter_px: float) -> np.ndarray:
     the diameter but never drop below the first pass's: finer, the camera's noise is the texture."""
     fine, smooth = ENERGY_FIRST_PASS
     return energy_cells(grey, max(fine, FINE * diameter_px), max(smooth, SMOOTH * diameter_px))
+
+
+# A pixel is halo where it is brighter than the background by this many of the background's noise (robust sigma):
+# the usual three sigma of "above noise", not tuned.
+HALO_SIGMAS = 3.0
+# The optics whose cells sit in a bright halo: phase contrast (the phase ring's halo) and the detector's
+# "brightfield" (unstained cells, slightly defocused, ring in bright fringes; and phase-contrast fields of faint
+# cells are often taken for it). Not DIC: there a cell's bright half is the cell.
+HALOS = ("phase", "brightfield")
+
+
+def bright_halos(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pixels (255) brighter than the background (the median outside ``mask``) by HALO_SIGMAS of its noise
+    (1.4826 × the median absolute deviation): a phase-contrast cell's halo, an unstained cell's bright fringe."""
+    background = grey[mask == 0]
+    if background.size < 16:
+        return np.zeros(grey.shape, np.uint8)
+    level = float(np.median(background))
+    noise = 1.4826 * float(np.median(np.abs(background.astype(np.float32) - level)))
+    return cv2.compare(grey, level + HALO_SIGMAS * max(noise, 1.0), cv2.CMP_GT)
+
+
+def halo_free(mask: np.ndarray, halos: np.ndarray) -> np.ndarray:
+    """Where touching cells of ``mask`` are split from (`find_instances`' seeds): the mask without the halo lines
+    that reach its outside.
+
+    A phase-contrast cell is dark in a bright halo, and where two cells touch their halos form a bright line
+    between them, running from the clump's outer halo across it. The texture mask closes over that line (its
+    energy is strongest there), so the mask's distance map sees one blob; without the lines it sees the cells.
+    A bright patch enclosed by the cell (an unstained RBC's bright centre, a vesicle) is not a line between cells:
+    holes are filled back. Only the split uses this: every mask pixel still belongs to a cell, and a blob whose
+    seeds hold fewer than two cells stays as it was (a cell bright all over, as rounded cells are, included)."""
+    return fill_all_holes(cv2.bitwise_and(mask, cv2.bitwise_not(halos)))

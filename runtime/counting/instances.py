@@ -52,10 +52,11 @@ class SplitSettings:
             return self
         return replace(self, dynamics=self.wide_size_dynamics, one_cell=0.0, divide_large=None)
 
-    def split(self, binary: np.ndarray, radius_px: float | None, min_area: int = 0) -> Instances:
+    def split(self, binary: np.ndarray, radius_px: float | None, min_area: int = 0,
+              seeds: np.ndarray | None = None) -> Instances:
         """The instances of a mask split at these settings (`find_instances`, then `divide_large` where set);
         ``radius_px`` None: connected components, nothing split. Call `for_size` first for a class's own."""
-        found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction)
+        found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction, seeds)
         if radius_px is None or not self.divide_large:
             return found
         return divide_large(found, self.divide_large, min_area, binary.shape)
@@ -121,7 +122,7 @@ class Instances:
 
 def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
                    one_cell: float = 0.0, dynamics: float = COUNTER_SPLIT.dynamics,
-                   cut_fraction: float = COUNTER_SPLIT.cut_fraction) -> Instances:
+                   cut_fraction: float = COUNTER_SPLIT.cut_fraction, seeds: np.ndarray | None = None) -> Instances:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split (the
     defaults: the counter's preset without the one-cell rule; `SplitSettings.split` passes a preset's).
 
@@ -138,6 +139,12 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     merged part beside others).
     The whole-frame work is the labelling alone: the distance map, its window maxima and the splits are computed
     on the components' bounding boxes packed side by side (`_Packed`), a few percent of a sparse frame.
+
+    ``seeds``, a part of the mask (non-zero), where the image shows lines between cells that the mask has closed
+    over (the bright halo between touching cells in phase contrast): the distance map, and with it the markers,
+    the drainage and the saddles, is measured in the seeds, while the cells are still the mask's components, every
+    pixel of them assigned (a pixel off the seeds drains to the nearest part). A component whose seeds hold fewer
+    than two markers stays whole, as without seeds.
     """
     fg = np.ascontiguousarray(binary, dtype=np.uint8)
     n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
@@ -147,7 +154,7 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
         return Instances(comp, ids, stats, centroids)
     window = max(1, int(round(WINDOW * radius_px)))
     packed = _Packed.of(comp, stats, gap=max(2, window))
-    dist = packed.distances(comp)
+    dist = packed.distances(comp, seeds)
     peaks = window_maxima(dist, window, PEAK_HEIGHT * radius_px)
     points = cv2.findNonZero(peaks)
     if points is None:
@@ -200,16 +207,24 @@ class _Packed:
             np.copyto(rows[ay[k]:ay[k] + bh, ax[k]:ax[k] + bw], k + 1, where=comp[by:by + bh, bx:bx + bw] == k + 1)
         return cls(rows, ax, ay, box)
 
-    def distances(self, comp: np.ndarray) -> np.ndarray:
-        """The frame's distance map (cv2's 5×5 chamfer L2), packed. A component cut by the frame edge is measured
-        apart, in its box cropped at that edge: OpenCV puts no background beyond an image's edge, while the packed
-        image has a gap of background on every side."""
-        dist = cv2.distanceTransform(cv2.compare(self.rows, 0, cv2.CMP_GT), cv2.DIST_L2, 5)
+    def distances(self, comp: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+        """The frame's distance map (cv2's 5×5 chamfer L2), packed; with ``seeds``, the distance map of the seeds
+        within the components. A component cut by the frame edge is measured apart, in its box cropped at that
+        edge: OpenCV puts no background beyond an image's edge, while the packed image has a gap of background on
+        every side."""
+        mask = cv2.compare(self.rows, 0, cv2.CMP_GT)
+        if seeds is not None:
+            for (bx, by, bw, bh), ax, ay in zip(self.box, self.ax, self.ay):  # boxes never overlap when packed
+                box = mask[ay:ay + bh, ax:ax + bw]
+                box[seeds[by:by + bh, bx:bx + bw] == 0] = 0
+        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
         height, width = comp.shape
         x, y, w, h = self.box.T
         for k in np.flatnonzero((x == 0) | (y == 0) | (x + w == width) | (y + h == height)):
             x0, y0 = max(0, x[k] - 2), max(0, y[k] - 2)
             crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], int(k + 1), cv2.CMP_EQ)
+            if seeds is not None:
+                crop[seeds[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2] == 0] = 0
             inside = (slice(y[k] - y0, y[k] - y0 + h[k]), slice(x[k] - x0, x[k] - x0 + w[k]))
             packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
             np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)

@@ -288,3 +288,32 @@ def test_the_labeller_takes_no_counter_constant():
     config = trainer.autolabel.AutoLabelConfig()
     assert (config.split_dynamics, config.overlap) == (LABELLER_SPLIT.dynamics, LABELLER_SPLIT.divide_large)
     assert "runtime.counting.counter" not in Path(trainer.autolabel.__file__).read_text()
+
+
+@pytest.mark.parametrize("edge", [False, True])  # inside the frame, and cut by its edge (measured apart)
+def test_seeds_split_a_blob_at_a_line_the_mask_closed_over_and_keep_every_pixel(edge):
+    """Two cells welded into one round blob (no neck, one distance maximum) with a line between them in the image:
+    split from the seeds (the mask without the line), every mask pixel in one of the two; without seeds, one."""
+    mask = np.zeros((90, 120), np.uint8)
+    centre = (30 if edge else 60, 45)
+    cv2.ellipse(mask, centre, (34, 30), 0, 0, 360, 1, -1)
+    if edge:
+        mask[:, :2] = 0  # the blob runs off the frame's left edge
+    assert count(mask, radius=13) == 1
+    seeds = mask.copy()
+    seeds[:, centre[0] - 1:centre[0] + 2] = 0  # a 3-px line across the blob
+    found = find_instances(mask, 13, 0, seeds=seeds)
+    assert len(found.ids) == 2
+    assert np.array_equal(found.labels > 0, mask > 0) and found.stats[:, 4].sum() == np.count_nonzero(mask)
+    left, right = (found.labels[45, centre[0] - x] for x in (20, -20))
+    assert left != right and left in found.ids and right in found.ids
+
+
+def test_a_blob_whose_seeds_hold_one_cell_stays_whole():
+    """Seeds that lose all of one cell (bright all over) leave one marker: the blob is not split."""
+    mask = np.zeros((80, 120), np.uint8)
+    cv2.ellipse(mask, (60, 40), (34, 30), 0, 0, 360, 1, -1)
+    seeds = mask.copy()
+    seeds[:, 60:] = 0
+    found = find_instances(mask, 13, 0, seeds=seeds)
+    assert len(found.ids) == 1 and found.stats[0, 4] == np.count_nonzero(mask)
