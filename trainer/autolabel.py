@@ -420,8 +420,8 @@ def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndar
     """The mask's cells: connected components, or with ``split_touching`` touching and overlapping cells split at
     the labeller's preset (`runtime.counting.instances.LABELLER_SPLIT`, which says why it differs from the
     counter's) for the kind's size range: for RBCs, cut at every distance maximum above noise, parts no larger than
-    one cell joined back, large blobs divided by area; for macrophages, the distance map alone — of ``seeds``
-    where given (`find_instances`)."""
+    one cell joined back, large blobs divided by area; for macrophages, the distance map alone. With ``seeds``
+    (any kind, `bright_halos`), the distance map is the seeds' where they hold two cells or more (`find_instances`)."""
     if not scaled.config.split_touching:
         return find_instances(binary, None, min_area)
     return scaled.split_settings.split(binary, scaled.expected_radius_px, min_area, seeds)

@@ -66,6 +66,8 @@ def halo_free(mask: np.ndarray, halos: np.ndarray) -> np.ndarray:
     between them, running from the clump's outer halo across it. The texture mask closes over that line (its
     energy is strongest there), so the mask's distance map sees one blob; without the lines it sees the cells.
     A bright patch enclosed by the cell (an unstained RBC's bright centre, a vesicle) is not a line between cells:
-    holes are filled back. Only the split uses this: every mask pixel still belongs to a cell, and a blob whose
-    seeds hold fewer than two cells stays as it was (a cell bright all over, as rounded cells are, included)."""
+    holes are filled back (4-connected: a one-pixel diagonal line counts as enclosed; blurred halos are wider).
+    Only the split uses this: every mask pixel still belongs to a cell, and a blob whose seeds hold fewer than two
+    cells is split as without them (a cell bright all over, as rounded cells are, loses its seeds). The level is
+    one for the whole image: a field lit very unevenly can lose bright corners of cells from the seeds."""
     return fill_all_holes(cv2.bitwise_and(mask, cv2.bitwise_not(halos)))

@@ -122,6 +122,7 @@ def train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pat
 
 def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Path, device: torch.device, ddp: _Dist,
            init_weights: dict | None, resume: bool, progress: Callable[[int, int, float, float], None] | None) -> dict:
+    """The training loop of `train`, inside its process group (if any)."""
     if device.type == "cuda" and ddp.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(config.seed)

@@ -143,10 +143,12 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     ``seeds``, a part of the mask (non-zero), where the image shows lines between cells that the mask has closed
     over (the bright halo between touching cells in phase contrast): the distance map, and with it the markers,
     the drainage and the saddles, is measured in the seeds, while the cells are still the mask's components, every
-    pixel of them assigned (a pixel off the seeds drains to the nearest part). A component whose seeds hold fewer
-    than two markers stays whole, as without seeds.
+    pixel of them assigned (a pixel off the seeds drains uphill into a neighbouring part, or, inside a wide line,
+    goes to the nearest marker). A component whose seeds hold fewer than two markers is split as without seeds.
     """
     fg = np.ascontiguousarray(binary, dtype=np.uint8)
+    if seeds is not None and seeds.shape != fg.shape:
+        raise ValueError(f"seeds are {seeds.shape[::-1]} px, the mask {fg.shape[::-1]}")
     n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
     ids = np.arange(1, n_comp, dtype=np.int32)
     stats, centroids = stats[1:], centroids[1:]
@@ -154,17 +156,14 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
         return Instances(comp, ids, stats, centroids)
     window = max(1, int(round(WINDOW * radius_px)))
     packed = _Packed.of(comp, stats, gap=max(2, window))
-    dist = packed.distances(comp, seeds)
+    dist = packed.distances(comp)
     peaks = window_maxima(dist, window, PEAK_HEIGHT * radius_px)
-    points = cv2.findNonZero(peaks)
-    if points is None:
+    if seeds is not None:
+        dist, peaks = _seeded(packed, comp, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
+    found = _markers(packed, peaks)
+    if found is None:
         return Instances(comp, ids, stats, centroids)
-    points = points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
-    px, py = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
-    marker = _group_points(px, py, dist.shape[1])
-    row = packed.rows[py, px] - 1  # the 8-connected pixels of one marker lie in one component
-    first = np.unique(marker, return_index=True)[1]
-    n_markers = np.bincount(row[first], minlength=n_comp - 1)
+    px, py, marker, row, n_markers = found
     clumps = np.flatnonzero(n_markers > 1)
     if not clumps.size:
         return Instances(comp, ids, stats, centroids)
@@ -174,6 +173,33 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
                                                               row[in_clump]),
                           max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction, n_comp)
     return _replace(Instances(comp, ids, stats, centroids), clumps, [parts])
+
+
+def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """The peak pixels of a packed peak image — x, y, marker id (`_group_points`), component row — and the number
+    of markers in each component; None where there are none."""
+    points = cv2.findNonZero(peaks)
+    if points is None:
+        return None
+    points = points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
+    px, py = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
+    marker = _group_points(px, py, peaks.shape[1])
+    row = packed.rows[py, px] - 1  # the 8-connected pixels of one marker lie in one component
+    first = np.unique(marker, return_index=True)[1]
+    return px, py, marker, row, np.bincount(row[first], minlength=len(packed.box))
+
+
+def _seeded(packed: _Packed, comp: np.ndarray, seeds: np.ndarray, dist: np.ndarray, peaks: np.ndarray,
+            window: int, height: float) -> tuple[np.ndarray, np.ndarray]:
+    """The distance map and peaks of the seeds in the components where they hold two markers or more, the mask's
+    own elsewhere: seeds that lose a cell (one bright all over) must not keep whole a blob the mask would split."""
+    seeded = packed.distances(comp, seeds)
+    seed_peaks = window_maxima(seeded, window, height)
+    found = _markers(packed, seed_peaks)
+    if found is None:
+        return dist, peaks
+    use = np.concatenate([[False], found[-1] > 1])[packed.rows]
+    return np.where(use, seeded, dist), np.where(use, seed_peaks, peaks)
 
 
 @dataclass

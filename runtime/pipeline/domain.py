@@ -47,7 +47,8 @@ class DomainCheck:
         self.trained = bool(seen)
 
     def check(self, class_map: np.ndarray) -> str | None:
-        """The warning text the first time a frame is implausible (None otherwise, and for every later frame)."""
+        """The warning text the first time a frame is implausible (None otherwise, and for every later frame).
+        ``class_map``: 2-D uint8, as every runner returns it (`cv2.calcHist` takes no wider integers)."""
         self.frames += 1
         n = len(self.class_names)  # calcHist: a third of np.bincount's time, which widens every pixel to int64
         fractions = cv2.calcHist([class_map], [0], None, [n], [0, n]).ravel() / max(1, class_map.size)

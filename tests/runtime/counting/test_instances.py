@@ -297,9 +297,7 @@ def test_seeds_split_a_blob_at_a_line_the_mask_closed_over_and_keep_every_pixel(
     mask = np.zeros((90, 120), np.uint8)
     centre = (30 if edge else 60, 45)
     cv2.ellipse(mask, centre, (34, 30), 0, 0, 360, 1, -1)
-    if edge:
-        mask[:, :2] = 0  # the blob runs off the frame's left edge
-    assert count(mask, radius=13) == 1
+    assert count(mask, radius=13) == 1  # with edge, the blob runs off the frame's left edge
     seeds = mask.copy()
     seeds[:, centre[0] - 1:centre[0] + 2] = 0  # a 3-px line across the blob
     found = find_instances(mask, 13, 0, seeds=seeds)
@@ -309,11 +307,14 @@ def test_seeds_split_a_blob_at_a_line_the_mask_closed_over_and_keep_every_pixel(
     assert left != right and left in found.ids and right in found.ids
 
 
-def test_a_blob_whose_seeds_hold_one_cell_stays_whole():
-    """Seeds that lose all of one cell (bright all over) leave one marker: the blob is not split."""
+def test_seeds_that_lose_a_cell_leave_the_split_to_the_mask():
+    """Seeds that lose all of one of two touching cells (bright all over) hold one marker: the blob is split as
+    without seeds, not kept whole; and seeds of another shape than the mask are refused."""
     mask = np.zeros((80, 120), np.uint8)
-    cv2.ellipse(mask, (60, 40), (34, 30), 0, 0, 360, 1, -1)
+    disc(mask, (37, 40), 25)
+    disc(mask, (82, 40), 25)
     seeds = mask.copy()
     seeds[:, 60:] = 0
-    found = find_instances(mask, 13, 0, seeds=seeds)
-    assert len(found.ids) == 1 and found.stats[0, 4] == np.count_nonzero(mask)
+    assert len(find_instances(mask, 13, 0, seeds=seeds).ids) == count(mask, radius=13) == 2
+    with pytest.raises(ValueError, match="seeds are"):
+        find_instances(mask, 13, 0, seeds=seeds[:, :100])
