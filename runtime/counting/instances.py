@@ -155,11 +155,12 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     if radius_px is None or n_comp <= 1:
         return Instances(comp, ids, stats, centroids)
     window = max(1, int(round(WINDOW * radius_px)))
-    packed = _Packed.of(comp, stats, gap=max(2, window))
+    gap = max(2, window)
+    packed = _Packed.of(comp, stats, gap)
     dist = packed.distances(comp)
     peaks = window_maxima(dist, window, PEAK_HEIGHT * radius_px)
     if seeds is not None:
-        dist, peaks = _seeded(packed, comp, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
+        dist, peaks = _seeded(packed, comp, stats, gap, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
     found = _markers(packed, peaks)
     if found is None:
         return Instances(comp, ids, stats, centroids)
@@ -189,11 +190,13 @@ def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | Non
     return px, py, marker, row, np.bincount(row[first], minlength=len(packed.box))
 
 
-def _seeded(packed: _Packed, comp: np.ndarray, seeds: np.ndarray, dist: np.ndarray, peaks: np.ndarray,
-            window: int, height: float) -> tuple[np.ndarray, np.ndarray]:
+def _seeded(packed: _Packed, comp: np.ndarray, stats: np.ndarray, gap: int, seeds: np.ndarray, dist: np.ndarray,
+            peaks: np.ndarray, window: int, height: float) -> tuple[np.ndarray, np.ndarray]:
     """The distance map and peaks of the seeds in the components where they hold two markers or more, the mask's
-    own elsewhere: seeds that lose a cell (one bright all over) must not keep whole a blob the mask would split."""
-    seeded = packed.distances(comp, seeds)
+    own elsewhere: seeds that lose a cell (one bright all over) must not keep whole a blob the mask would split.
+    The seeded components are packed from the same boxes, so into the same places (`_Packed.of`)."""
+    seeded_comp = np.where(seeds > 0, comp, 0)
+    seeded = _Packed.of(seeded_comp, stats, gap).distances(seeded_comp)
     seed_peaks = window_maxima(seeded, window, height)
     found = _markers(packed, seed_peaks)
     if found is None:
@@ -233,24 +236,16 @@ class _Packed:
             np.copyto(rows[ay[k]:ay[k] + bh, ax[k]:ax[k] + bw], k + 1, where=comp[by:by + bh, bx:bx + bw] == k + 1)
         return cls(rows, ax, ay, box)
 
-    def distances(self, comp: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
-        """The frame's distance map (cv2's 5×5 chamfer L2), packed; with ``seeds``, the distance map of the seeds
-        within the components. A component cut by the frame edge is measured apart, in its box cropped at that
-        edge: OpenCV puts no background beyond an image's edge, while the packed image has a gap of background on
-        every side."""
-        mask = cv2.compare(self.rows, 0, cv2.CMP_GT)
-        if seeds is not None:
-            for (bx, by, bw, bh), ax, ay in zip(self.box, self.ax, self.ay):  # boxes never overlap when packed
-                box = mask[ay:ay + bh, ax:ax + bw]
-                box[seeds[by:by + bh, bx:bx + bw] == 0] = 0
-        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    def distances(self, comp: np.ndarray) -> np.ndarray:
+        """The frame's distance map (cv2's 5×5 chamfer L2), packed. A component cut by the frame edge is measured
+        apart, in its box cropped at that edge: OpenCV puts no background beyond an image's edge, while the packed
+        image has a gap of background on every side."""
+        dist = cv2.distanceTransform(cv2.compare(self.rows, 0, cv2.CMP_GT), cv2.DIST_L2, 5)
         height, width = comp.shape
         x, y, w, h = self.box.T
         for k in np.flatnonzero((x == 0) | (y == 0) | (x + w == width) | (y + h == height)):
             x0, y0 = max(0, x[k] - 2), max(0, y[k] - 2)
             crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], int(k + 1), cv2.CMP_EQ)
-            if seeds is not None:
-                crop[seeds[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2] == 0] = 0
             inside = (slice(y[k] - y0, y[k] - y0 + h[k]), slice(x[k] - x0, x[k] - x0 + w[k]))
             packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
             np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)

@@ -116,14 +116,16 @@ def test_halo_lines_that_reach_the_outside_cut_but_a_bright_centre_does_not():
     assert not seeds[5, 5]  # the background stays out
 
 
-def test_touching_phase_contrast_macrophages_split_at_their_halo_lines(monkeypatch):
+@pytest.mark.parametrize("modality", ["phase", "brightfield"])  # phase fields are often taken for brightfield
+def test_touching_phase_contrast_macrophages_split_at_their_halo_lines(monkeypatch, modality):
     """A simulated phase-contrast frame (seed 55, which no benchmark uses) with macrophages welded into one blob by
-    the texture mask: split at the halos, the labeller finds more of them whole than without."""
+    the texture mask: split at the halos, the labeller finds more of them whole than without, whether the frame is
+    labelled as phase contrast or as unstained brightfield."""
     from runtime.data.simulator import make_microscope
     from trainer import autolabel
 
     frame = make_microscope("macrophage", size=512, seed=55, optics="phase", pseudopods=2.0).frame(0)
-    config = AutoLabelConfig(kind="macrophage", split_touching=True, modality="phase")
+    config = AutoLabelConfig(kind="macrophage", split_touching=True, modality=modality)
     found = match_instances(auto_label(frame.image, config).instances.astype(np.int32), frame.instances)[0]
     monkeypatch.setattr(autolabel, "HALOS", ())
     without = match_instances(auto_label(frame.image, config).instances.astype(np.int32), frame.instances)[0]
