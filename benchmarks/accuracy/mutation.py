@@ -35,6 +35,8 @@ ANNOTATION_TESTS = ("tests/runtime/data/test_annotations.py",)
 CVAT_ELLIPSE_TESTS = (*ANNOTATION_TESTS, "tests/runtime/data/test_cvat_ellipse.py")
 SCORING_TESTS = ("tests/runtime/counting/test_count_metrics.py", "tests/runtime/counting/test_count_evaluation.py")
 COUNTER_TESTS = ("tests/runtime/counting/test_instances.py", "tests/runtime/counting/test_counting.py")
+SEED_TESTS = ("tests/runtime/counting/test_instances.py",)
+HALO_TESTS = ("tests/trainer/test_label_free.py",)
 
 
 class MutationError(RuntimeError):
@@ -121,6 +123,26 @@ MUTATIONS = (
              "two parts no larger together than 1.25 x the median single cell are one cell",
              "runtime/counting/instances.py", "SplitSettings(dynamics=0.08, one_cell=1.25",
              "SplitSettings(dynamics=0.08, one_cell=0.0", COUNTER_TESTS),
+    # The label-free split at halo lines (issue #21).
+    Mutation("seeds ignored",
+             "with seeds, touching cells are split from the mask without the lines between them",
+             "runtime/counting/instances.py", "    if seeds is not None:\n        dist, peaks = _seeded",
+             "    if False:\n        dist, peaks = _seeded", SEED_TESTS),
+    Mutation("seeds without the mask's fallback",
+             "a blob whose seeds hold fewer than two cells is split as without seeds",
+             "runtime/counting/instances.py", "use = np.concatenate([[False], found[-1] > 1])",
+             "use = np.concatenate([[False], found[-1] >= 0])", SEED_TESTS),
+    Mutation("halo: enclosed bright patches cut",
+             "a bright patch a cell encloses (an unstained RBC's centre) is not a line between cells",
+             "trainer/label_free.py", "return fill_all_holes(cv2.bitwise_and(mask, cv2.bitwise_not(halos)))",
+             "return cv2.bitwise_and(mask, cv2.bitwise_not(halos))", HALO_TESTS),
+    Mutation("halo: dark instead of bright",
+             "a halo is brighter than the background",
+             "trainer/label_free.py", "level + HALO_SIGMAS * max(noise, 1.0), cv2.CMP_GT)",
+             "level + HALO_SIGMAS * max(noise, 1.0), cv2.CMP_LT)", HALO_TESTS),
+    Mutation("halo: brightfield left out",
+             "phase-contrast fields taken for unstained brightfield are split at their halos too",
+             "trainer/label_free.py", 'HALOS = ("phase", "brightfield")', 'HALOS = ("phase",)', HALO_TESTS),
 )
 
 
