@@ -72,6 +72,22 @@ def test_dic_is_told_by_a_shared_relief_direction_not_by_the_relief_alone():
     assert detect_modality(np.clip(mixed, 0, 255).astype(np.uint8)).relief_coherence < 0.5
 
 
+@pytest.mark.parametrize("flaw", ["tilted light", "halo off centre"])
+def test_phase_contrast_with_a_lopsided_halo_is_not_a_relief(flaw):
+    """Uneven light, or a phase ring slightly off centre, moves every halo a little the same way: as unit vectors
+    those offsets all point one way, as a relief does (the coherence was 0.96 here), but a relief's halves lie a
+    good part of the cell's radius apart and these a pixel or two."""
+    phase = _phase()
+    low = cv2.GaussianBlur(phase, (0, 0), 15)
+    if flaw == "halo off centre":
+        low = cv2.warpAffine(low, np.float32([[1, 0, 1], [0, 1, 1]]), low.shape[::-1], flags=cv2.INTER_LINEAR)
+    intensity = 150 - 60 * (phase - low)
+    if flaw == "tilted light":
+        intensity *= 1 + 0.3 * (np.arange(intensity.shape[1], dtype=np.float32) / intensity.shape[1] - 0.5)
+    evidence = detect_modality(_camera(intensity))
+    assert evidence.modality == "phase" and evidence.relief_coherence < 0.5, evidence.as_dict()
+
+
 def test_grey_noise_from_a_colour_camera_is_not_a_stain():
     grey = dic_image()
     rng = np.random.default_rng(1)
