@@ -151,10 +151,12 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
     evidence.update(found)
     if deviation is None:
         return ModalityEvidence("stained", **evidence)  # nothing to judge by: the classical path
+    # So faint that the cells barely absorb, whatever the sign (a stain darkens by tens of per cent), and that noise
+    # blobs could fake any relief direction or halo.
+    if evidence["contrast"] < FAINT:
+        return ModalityEvidence("brightfield", **evidence)
     if evidence["bright_share"] < BRIGHT_SHARE:  # cells only darken the field: absorption, imaged in grey
         return ModalityEvidence("stained", **evidence)
-    if evidence["contrast"] < FAINT:  # so faint that noise blobs could fake any relief direction or halo
-        return ModalityEvidence("brightfield", **evidence)
     evidence["relief_coherence"] = _relief(grey, deviation)
     if evidence["relief_coherence"] >= RELIEF_COHERENCE:
         modality = "dic"

@@ -88,6 +88,14 @@ def test_phase_contrast_with_a_lopsided_halo_is_not_a_relief(flaw):
     assert evidence.modality == "phase" and evidence.relief_coherence < 0.5, evidence.as_dict()
 
 
+def test_cells_that_barely_darken_the_field_are_unstained_brightfield_not_a_stain():
+    """Unstained cells in focus absorb a few per cent and show no bright fringe: dark only, like a stain imaged in
+    grey, but far fainter than any stain; the intensity path would find nothing at this contrast."""
+    evidence = detect_modality(_camera(160 - 8 * (_phase() > 0)))
+    assert evidence.bright_share < 0.2 and evidence.modality == "brightfield", evidence.as_dict()
+    assert detect_modality(_camera(160 - 60 * (_phase() > 0))).modality == "stained", "a stain's contrast"
+
+
 def test_grey_noise_from_a_colour_camera_is_not_a_stain():
     grey = dic_image()
     rng = np.random.default_rng(1)
