@@ -411,7 +411,7 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`)."""
     grey = _grey(image, config, colour=False)
     scaled, origin = _scale(config, lambda: first_pass_mask(grey))
-    binary = label_free_mask(grey, scaled.diameter_px)
+    binary = label_free_mask(grey, scaled.diameter_px, processes=config.class_id == MACROPHAGE)
     halos = bright_halos(grey, binary) if modality in HALOS and config.split_touching else None
     return _Foreground(binary, None, "either", "texture", scaled, origin, halos)
 

@@ -126,11 +126,14 @@ def energy_mask(energy: np.ndarray, floor_sigmas: float | None = None) -> np.nda
     return cv2.threshold(scaled, max(otsu, min(floor, 254.0)), 255, cv2.THRESH_BINARY)[1]
 
 
-def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: float = ENERGY_FIRST_PASS[1]) -> np.ndarray:
+def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: float = ENERGY_FIRST_PASS[1],
+                 shrink_fine: bool = False) -> np.ndarray:
     """The cells (255) of a label-free image: the thresholded texture energy, eroded by ``smooth`` — the energy's
-    average spreads each cell by about its σ (and would inflate a diameter measured on it)."""
+    average spreads each cell by about its σ (and would inflate a diameter measured on it) — and with
+    ``shrink_fine`` by ``fine`` too: the high-pass shows an edge's contrast up to about its σ outside the edge, a
+    rim that a smooth cell's mask carries all round; processes thinner than two σ (pseudopods) go with it."""
     mask = energy_mask(texture_energy(grey, fine, smooth))
-    side = 2 * int(round(smooth)) + 1
+    side = 2 * int(round(smooth + (fine if shrink_fine else 0.0))) + 1
     return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
 
 
