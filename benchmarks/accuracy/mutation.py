@@ -37,6 +37,7 @@ SCORING_TESTS = ("tests/runtime/counting/test_count_metrics.py", "tests/runtime/
 COUNTER_TESTS = ("tests/runtime/counting/test_instances.py", "tests/runtime/counting/test_counting.py")
 SEED_TESTS = ("tests/runtime/counting/test_instances.py",)
 HALO_TESTS = ("tests/trainer/test_label_free.py",)
+MODALITY_TESTS = ("tests/runtime/data/test_modality.py",)
 
 
 class MutationError(RuntimeError):
@@ -143,6 +144,27 @@ MUTATIONS = (
     Mutation("halo: brightfield left out",
              "phase-contrast fields taken for unstained brightfield are split at their halos too",
              "trainer/label_free.py", 'HALOS = ("phase", "brightfield")', 'HALOS = ("phase",)', HALO_TESTS),
+    Mutation("label-free: RBCs keep the high-pass rim",
+             "cells without processes (RBCs) are outlined without the texture energy's rim",
+             "trainer/autolabel.py", "processes=config.class_id == MACROPHAGE)", "processes=True)", HALO_TESTS),
+    Mutation("label-free: macrophages lose the rim",
+             "a macrophage keeps the rim its pseudopods are as thin as",
+             "trainer/autolabel.py", "processes=config.class_id == MACROPHAGE)", "processes=False)", HALO_TESTS),
+    Mutation("DIC: no relief gaps",
+             "touching DIC cells are split at the saddles of their optical path",
+             "trainer/autolabel.py", 'elif config.split_touching and modality == "dic":',
+             'elif False:', HALO_TESTS),
+    Mutation("DIC: optical path's sign left as integrated",
+             "the integrated path is turned so that the cells are higher than the background",
+             "trainer/label_free.py", "if full[inside].mean() < full[~inside].mean():", "if False:", HALO_TESTS),
+    # Modality detection (issue #21).
+    Mutation("relief: unit vectors",
+             "a relief's direction counts as far as its bright and dark sides lie apart, not a halo moved a pixel",
+             "runtime/data/modality.py", "* min(1.0, length / full))", ")", MODALITY_TESTS),
+    Mutation("faint: dark-only rule first",
+             "contrast too faint for a stain is unstained brightfield, of either sign",
+             "runtime/data/modality.py", 'if evidence["contrast"] < FAINT:\n',
+             'if evidence["contrast"] < FAINT and evidence["bright_share"] >= BRIGHT_SHARE:\n', MODALITY_TESTS),
 )
 
 

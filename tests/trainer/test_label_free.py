@@ -163,3 +163,44 @@ def test_only_cells_without_processes_lose_the_rim(monkeypatch):
     for kind in ("rbc", "macrophage"):
         auto_label(grey, AutoLabelConfig(kind=kind, split_touching=True, modality="phase"))
     assert asked == [False, True]
+
+
+@pytest.mark.parametrize("kind", ["rbc", "macrophage"])
+def test_the_shear_axis_is_read_from_a_dic_image(kind):
+    """`shear_axis`: the power spectrum of a derivative along u peaks along u (simulated DIC, the prism's axis
+    known; seed 55)."""
+    from runtime.data.simulator import make_microscope
+    from trainer.label_free import shear_axis
+
+    microscope = make_microscope(kind, size=512, seed=55, optics="dic", pseudopods=2.0)
+    truth = np.radians(microscope.optics.shear_deg)
+    for i in range(3):
+        grey = cv2.cvtColor(microscope.frame(i).image, cv2.COLOR_BGR2GRAY)
+        u = shear_axis(grey, 40.0 if kind == "macrophage" else 20.0)
+        assert abs(u @ np.array([np.cos(truth), np.sin(truth)])) > np.cos(np.radians(10)), (i, u)
+
+
+def test_touching_dic_macrophages_split_at_the_saddles_of_their_optical_path(monkeypatch):
+    """Simulated DIC macrophages (seed 55, which no benchmark uses): with the relief integrated along the shear into
+    an optical path, and touching cells split where it dips between two domes, the labeller finds more of them
+    whole than from the mask alone (98 against 74 of 131 here)."""
+    from runtime.data.simulator import make_microscope
+    from trainer import autolabel
+
+    frames = [make_microscope("macrophage", size=512, seed=55, optics="dic", pseudopods=2.0).frame(i) for i in range(12)]
+    config = AutoLabelConfig(kind="macrophage", split_touching=True)
+
+    def matched() -> int:
+        return sum(match_instances(auto_label(f.image, config).instances.astype(np.int32), f.instances)[0] for f in frames)
+
+    found = matched()
+    monkeypatch.setattr(autolabel, "relief_gaps", lambda grey, mask, diameter: np.zeros_like(mask))
+    assert found > matched() + 10
+
+
+def test_relief_gaps_of_a_frame_without_background_or_cells_are_empty():
+    from trainer.label_free import relief_gaps
+
+    grey = np.random.default_rng(0).normal(128, 5, (64, 64)).astype(np.uint8)
+    for mask in (np.zeros_like(grey), np.full_like(grey, 255)):
+        assert not relief_gaps(grey, mask, 20.0).any()
