@@ -39,7 +39,7 @@ from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_h
 from runtime.counting.blank import is_blank
 from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
-from trainer.label_free import HALOS, bright_halos, first_pass_mask, halo_free, label_free_mask, relief_gaps
+from trainer.label_free import HALOS, bright_halos, first_pass_mask, halo_free, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
 NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand, or of a blank one
@@ -291,7 +291,7 @@ class _Foreground:
     threshold: str
     scaled: Scaled
     scale: str  # "given" | "estimated" | "default"
-    gaps: np.ndarray | None = None  # pixels (255) between touching cells: bright halos, DIC's path saddles (`halo_free`)
+    halos: np.ndarray | None = None  # bright halos (255) between touching cells may lie on (`halo_free`)
 
 
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
@@ -335,7 +335,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     if config.reject:
         binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0,
                                                 keep_outline=config.class_id == MACROPHAGE)
-    found = _instances(binary, scaled, min_area, None if fg.gaps is None else halo_free(binary, fg.gaps))
+    found = _instances(binary, scaled, min_area, None if fg.halos is None else halo_free(binary, fg.halos))
     # Specks and debris (a split never leaves a part this small: parts merge instead); a part cut by the frame edge
     # is kept down to a quarter of the minimum, as the counter keeps it.
     bad = ~found.large_enough(min_area, binary.shape, scaled.split_settings.cut_fraction)
@@ -407,18 +407,13 @@ def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: 
 
 def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality: str) -> _Foreground:
     """Cells by their local contrast of either sign (trainer/label_free.py): unstained brightfield, phase
-    contrast and DIC; touching cells are split from the mask without the gaps between them: where the optics give
-    cells bright halos (`trainer.label_free.HALOS`), the halos (`bright_halos`); in DIC, the saddles of the optical
-    path integrated along the shear (`relief_gaps`)."""
+    contrast and DIC; where the optics give cells bright halos (`trainer.label_free.HALOS`), touching cells are
+    split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`)."""
     grey = _grey(image, config, colour=False)
     scaled, origin = _scale(config, lambda: first_pass_mask(grey))
     binary = label_free_mask(grey, scaled.diameter_px, processes=config.class_id == MACROPHAGE)
-    gaps = None
-    if config.split_touching and modality in HALOS:
-        gaps = bright_halos(grey, binary)
-    elif config.split_touching and modality == "dic":
-        gaps = relief_gaps(grey, binary, scaled.diameter_px)
-    return _Foreground(binary, None, "either", "texture", scaled, origin, gaps)
+    halos = bright_halos(grey, binary) if modality in HALOS and config.split_touching else None
+    return _Foreground(binary, None, "either", "texture", scaled, origin, halos)
 
 
 def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndarray | None = None):
@@ -426,8 +421,7 @@ def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndar
     the labeller's preset (`runtime.counting.instances.LABELLER_SPLIT`, which says why it differs from the
     counter's) for the kind's size range: for RBCs, cut at every distance maximum above noise, parts no larger than
     one cell joined back, large blobs divided by area; for macrophages, the distance map alone. With ``seeds``
-    (any kind: `bright_halos`, `relief_gaps`), the distance map is the seeds' where they hold two cells or more
-    (`find_instances`)."""
+    (any kind, `bright_halos`), the distance map is the seeds' where they hold two cells or more (`find_instances`)."""
     if not scaled.config.split_touching:
         return find_instances(binary, None, min_area)
     return scaled.split_settings.split(binary, scaled.expected_radius_px, min_area, seeds)

@@ -150,13 +150,6 @@ MUTATIONS = (
     Mutation("label-free: macrophages lose the rim",
              "a macrophage keeps the rim its pseudopods are as thin as",
              "trainer/autolabel.py", "processes=config.class_id == MACROPHAGE)", "processes=False)", HALO_TESTS),
-    Mutation("DIC: no relief gaps",
-             "touching DIC cells are split at the saddles of their optical path",
-             "trainer/autolabel.py", 'elif config.split_touching and modality == "dic":',
-             'elif False:', HALO_TESTS),
-    Mutation("DIC: optical path's sign left as integrated",
-             "the integrated path is turned so that the cells are higher than the background",
-             "trainer/label_free.py", "if full[inside].mean() < full[~inside].mean():", "if False:", HALO_TESTS),
     # Modality detection (issue #21).
     Mutation("relief: unit vectors",
              "a relief's direction counts as far as its bright and dark sides lie apart, not a halo moved a pixel",
