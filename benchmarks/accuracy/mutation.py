@@ -36,7 +36,7 @@ CVAT_ELLIPSE_TESTS = (*ANNOTATION_TESTS, "tests/runtime/data/test_cvat_ellipse.p
 SCORING_TESTS = ("tests/runtime/counting/test_count_metrics.py", "tests/runtime/counting/test_count_evaluation.py")
 COUNTER_TESTS = ("tests/runtime/counting/test_instances.py", "tests/runtime/counting/test_counting.py")
 SEED_TESTS = ("tests/runtime/counting/test_instances.py",)
-HALO_TESTS = ("tests/trainer/test_label_free.py",)
+LABEL_FREE_TESTS = ("tests/trainer/test_label_free.py",)
 MODALITY_TESTS = ("tests/runtime/data/test_modality.py",)
 
 
@@ -136,20 +136,20 @@ MUTATIONS = (
     Mutation("halo: enclosed bright patches cut",
              "a bright patch a cell encloses (an unstained RBC's centre) is not a line between cells",
              "trainer/label_free.py", "return fill_all_holes(cv2.bitwise_and(mask, cv2.bitwise_not(halos)))",
-             "return cv2.bitwise_and(mask, cv2.bitwise_not(halos))", HALO_TESTS),
+             "return cv2.bitwise_and(mask, cv2.bitwise_not(halos))", LABEL_FREE_TESTS),
     Mutation("halo: dark instead of bright",
              "a halo is brighter than the background",
              "trainer/label_free.py", "level + HALO_SIGMAS * max(noise, 1.0), cv2.CMP_GT)",
-             "level + HALO_SIGMAS * max(noise, 1.0), cv2.CMP_LT)", HALO_TESTS),
+             "level + HALO_SIGMAS * max(noise, 1.0), cv2.CMP_LT)", LABEL_FREE_TESTS),
     Mutation("halo: brightfield left out",
              "phase-contrast fields taken for unstained brightfield are split at their halos too",
-             "trainer/label_free.py", 'HALOS = ("phase", "brightfield")', 'HALOS = ("phase",)', HALO_TESTS),
+             "trainer/label_free.py", 'HALOS = ("phase", "brightfield")', 'HALOS = ("phase",)', LABEL_FREE_TESTS),
     Mutation("label-free: RBCs keep the high-pass rim",
              "cells without processes (RBCs) are outlined without the texture energy's rim",
-             "trainer/autolabel.py", "processes=config.class_id == MACROPHAGE)", "processes=True)", HALO_TESTS),
+             "trainer/autolabel.py", "processes=config.class_id == MACROPHAGE)", "processes=True)", LABEL_FREE_TESTS),
     Mutation("label-free: macrophages lose the rim",
              "a macrophage keeps the rim its pseudopods are as thin as",
-             "trainer/autolabel.py", "processes=config.class_id == MACROPHAGE)", "processes=False)", HALO_TESTS),
+             "trainer/autolabel.py", "processes=config.class_id == MACROPHAGE)", "processes=False)", LABEL_FREE_TESTS),
     # Modality detection (issue #21).
     Mutation("relief: unit vectors",
              "a relief's direction counts as far as its bright and dark sides lie apart, not a halo moved a pixel",

@@ -15,8 +15,10 @@ renders test scenes) name them alike:
 
 `detect_modality` tells them apart per image from physics that survive any camera and exposure, in this order:
 colour between cells and background (only stains make it), a dark background under a bright tail (emission), a
-contrast so faint that the cells barely absorb (unstained brightfield), a relief whose bright side lies on the
-same side of every cell (DIC's shear), and a bright halo ringing dark cells (phase contrast). Its thresholds were
+contrast so faint that the cells barely absorb (unstained brightfield), cells that only darken the field
+(absorbing: stained, imaged in grey), a relief whose bright side lies on the same side of every cell (DIC's
+shear), and a bright halo ringing dark cells (phase contrast); what is none of these is unstained brightfield
+(defocus rings). Its thresholds were
 set on the real sets' tuning parts (stained Chula and BCCD smears, BBBC030 DIC, the DSB fluorescence crop) and on
 the simulated optics for phase contrast and unstained brightfield, for which no licensed real images are here
 (`python -m benchmarks.real.label_free` reports how each set is classified).
@@ -60,7 +62,7 @@ BRIGHT_SHARE = 0.2
 # Unstained brightfield: the objects' strong contrast (95th percentile of |deviation from the background|) is below
 # FAINT of the background level: cells that barely absorb. Phase contrast: stronger, and ringed by a halo — the
 # band HALO_REACH px (at the detection size) around the objects is brighter than the background by at least HALO
-# of the objects' mean |contrast|. What is none of these is taken as absorbing (stained, imaged in grey).
+# of the objects' mean |contrast|.
 FAINT = 0.08
 HALO = 0.25
 HALO_REACH = 8
@@ -130,8 +132,9 @@ def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: f
                  shrink_fine: bool = False) -> np.ndarray:
     """The cells (255) of a label-free image: the thresholded texture energy, eroded by ``smooth`` — the energy's
     average spreads each cell by about its σ (and would inflate a diameter measured on it) — and with
-    ``shrink_fine`` by ``fine`` too: the high-pass shows an edge's contrast up to about its σ outside the edge, a
-    rim that a smooth cell's mask carries all round; processes thinner than two σ (pseudopods) go with it."""
+    ``shrink_fine`` by ``fine`` too (both rounded together to whole pixels: at the first pass's scales, one pixel
+    more): the high-pass shows an edge's contrast up to about its σ outside the edge, a rim that a smooth cell's
+    mask carries all round; processes about that thin (pseudopods) go with it."""
     mask = energy_mask(texture_energy(grey, fine, smooth))
     side = 2 * int(round(smooth + (fine if shrink_fine else 0.0))) + 1
     return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
