@@ -155,12 +155,11 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     if radius_px is None or n_comp <= 1:
         return Instances(comp, ids, stats, centroids)
     window = max(1, int(round(WINDOW * radius_px)))
-    gap = max(2, window)
-    packed = _Packed.of(comp, stats, gap)
+    packed = _Packed.of(comp, stats, gap=max(2, window))
     dist = packed.distances(comp)
     peaks = window_maxima(dist, window, PEAK_HEIGHT * radius_px)
     if seeds is not None:
-        dist, peaks = _seeded(packed, comp, stats, gap, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
+        dist, peaks = _seeded(packed, comp, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
     found = _markers(packed, peaks)
     if found is None:
         return Instances(comp, ids, stats, centroids)
@@ -190,13 +189,13 @@ def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | Non
     return px, py, marker, row, np.bincount(row[first], minlength=len(packed.box))
 
 
-def _seeded(packed: _Packed, comp: np.ndarray, stats: np.ndarray, gap: int, seeds: np.ndarray, dist: np.ndarray,
-            peaks: np.ndarray, window: int, height: float) -> tuple[np.ndarray, np.ndarray]:
+def _seeded(packed: _Packed, comp: np.ndarray, seeds: np.ndarray, dist: np.ndarray, peaks: np.ndarray, window: int,
+            height: float) -> tuple[np.ndarray, np.ndarray]:
     """The distance map and peaks of the seeds in the components where they hold two markers or more, the mask's
     own elsewhere: seeds that lose a cell (one bright all over) must not keep whole a blob the mask would split.
-    The seeded components are packed from the same boxes, so into the same places (`_Packed.of`)."""
+    The seeded components go into the mask's layout (`_Packed.filled`), so each lies where its component does."""
     seeded_comp = np.where(seeds > 0, comp, 0)
-    seeded = _Packed.of(seeded_comp, stats, gap).distances(seeded_comp)
+    seeded = packed.filled(seeded_comp).distances(seeded_comp)
     seed_peaks = window_maxima(seeded, window, height)
     found = _markers(packed, seed_peaks)
     if found is None:
@@ -231,10 +230,16 @@ class _Packed:
                 x, y, shelf = gap, y + shelf + gap, 0
             ax[k], ay[k] = x, y
             x, shelf = x + w[k] + gap, max(shelf, int(h[k]))
-        rows = np.zeros((y + shelf + gap, width), np.int32)
-        for k, (bx, by, bw, bh) in enumerate(box):
-            np.copyto(rows[ay[k]:ay[k] + bh, ax[k]:ax[k] + bw], k + 1, where=comp[by:by + bh, bx:bx + bw] == k + 1)
-        return cls(rows, ax, ay, box)
+        return cls(np.zeros((y + shelf + gap, width), np.int32), ax, ay, box).filled(comp)
+
+    def filled(self, comp: np.ndarray) -> _Packed:
+        """This layout with the pixels of ``comp`` (the frame's component labels, or a part of them: the seeds)
+        copied into each component's place."""
+        rows = np.zeros_like(self.rows)
+        for k, (bx, by, bw, bh) in enumerate(self.box):
+            np.copyto(rows[self.ay[k]:self.ay[k] + bh, self.ax[k]:self.ax[k] + bw], k + 1,
+                      where=comp[by:by + bh, bx:bx + bw] == k + 1)
+        return _Packed(rows, self.ax, self.ay, self.box)
 
     def distances(self, comp: np.ndarray) -> np.ndarray:
         """The frame's distance map (cv2's 5×5 chamfer L2), packed. A component cut by the frame edge is measured
