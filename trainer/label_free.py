@@ -41,7 +41,8 @@ def label_free_mask(grey: np.ndarray, diameter_px: float, processes: bool = True
     Chosen on simulator seeds 55–56 and BBBC030's tuning part: label-free RBCs' mIoU 0.83–0.85 → 0.84–0.91, F1 up
     by 0.03–0.05 in phase contrast and unstained brightfield, down by 0.01–0.02 in DIC (kept there too: DIC RBCs'
     mIoU and count, the issue's targets, improve, and one rule for every optics of a kind); on macrophages
-    (BBBC030's CHO cells too) the shrink lifted mIoU on BBBC030 but cost simulated macrophages up to 0.06 of F1."""
+    (BBBC030's CHO cells too) the shrink lifted mIoU on BBBC030 but cost simulated macrophages up to 0.06 of F1
+    (measured while choosing; not a committed benchmark: `benchmarks/results/label_free.json` has seed 21)."""
     fine, smooth = ENERGY_FIRST_PASS
     return energy_cells(grey, max(fine, FINE * diameter_px), max(smooth, SMOOTH * diameter_px),
                         shrink_fine=not processes)

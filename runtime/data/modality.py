@@ -50,7 +50,8 @@ EMISSION_BACKGROUND = 0.4
 # only as far as an asymmetry of the frame moves them (0.07–0.10 r on simulated phase contrast), and as unit
 # vectors those small offsets pointed one way often enough to pass for a relief (simulated phase-contrast
 # macrophages: 54 % of the frames of simulator seeds 55–56 taken for DIC). With it, at 0.3 r: BBBC030's tuning
-# part 0.98–1.0, simulated DIC 0.81–1.0, simulated phase contrast at most 0.48.
+# part 0.98–1.0, simulated DIC 0.81–1.0, simulated phase contrast at most 0.48 (measured while choosing, seeds
+# 55–56; not a committed benchmark: `benchmarks/results/label_free.json` has how each set is classified).
 RELIEF_COHERENCE = 0.7
 RELIEF_SEPARATION = 0.3
 MIN_OBJECTS = 3  # fewer objects say nothing about a shared relief direction or a halo

@@ -158,7 +158,8 @@ def test_only_cells_without_processes_lose_the_rim(monkeypatch):
     frame = make_microscope("macrophage", size=512, seed=55, optics="phase", pseudopods=2.0).frame(0)
     grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
     cells = (frame.instances > 0).astype(np.uint8)
-    thin = (cells > 0) & (cv2.morphologyEx(cells, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) == 0)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+    thin = (cells > 0) & (cv2.morphologyEx(cells, cv2.MORPH_OPEN, disc) == 0)
     kept = (label_free_mask(grey, 40.0) > 0)[thin].sum()
     assert kept > 1.5 * (label_free_mask(grey, 40.0, processes=False) > 0)[thin].sum() and kept > 0
     asked = []
