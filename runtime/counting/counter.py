@@ -125,6 +125,7 @@ class CellCounter:
         self._shape: tuple[int, int] | None = None
         self._binary: np.ndarray | None = None
         self._binaries: dict[int, np.ndarray] = {}  # one mask buffer per class, so classes can run at once
+        self._labels: dict[int, np.ndarray] = {}  # and one label image per class (see `find_instances`)
 
     def count(self, class_map: np.ndarray, return_labels: bool = False) -> FrameCounts:
         self._validate(class_map)
@@ -134,7 +135,7 @@ class CellCounter:
             return FrameCounts(zero, np.zeros(0, CELL_DTYPE), np.zeros(class_map.shape, np.int32) if return_labels else None)
         h, w = class_map.shape
         if self._shape != (h, w):
-            self._shape, self._binary, self._binaries = (h, w), np.empty((h, w), np.uint8), {}
+            self._shape, self._binary, self._binaries, self._labels = (h, w), np.empty((h, w), np.uint8), {}, {}
         rows: list[np.ndarray] = []
         labels_out = np.zeros((h, w), np.int32) if return_labels else None
         next_id = 1
@@ -164,9 +165,12 @@ class CellCounter:
         if buffer is None:
             buffer = self._binaries[class_id] = np.empty(class_map.shape, np.uint8)
         binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=buffer)
+        labels = self._labels.get(class_id)
+        if labels is None:
+            labels = self._labels[class_id] = np.empty(class_map.shape, np.int32)
         min_area = cfg.min_area(class_id, pixel_size)
         found = cfg.split_settings(class_id).split(
-            binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area)
+            binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area, labels=labels)
         return found.keep(np.flatnonzero(found.large_enough(min_area, class_map.shape, cfg.cut_cell_fraction)))
 
     def count_instances(self, class_map: np.ndarray, instances: np.ndarray, return_labels: bool = False) -> FrameCounts:

@@ -53,10 +53,11 @@ class SplitSettings:
         return replace(self, dynamics=self.wide_size_dynamics, one_cell=0.0, divide_large=None)
 
     def split(self, binary: np.ndarray, radius_px: float | None, min_area: int = 0,
-              seeds: np.ndarray | None = None) -> Instances:
+              seeds: np.ndarray | None = None, labels: np.ndarray | None = None) -> Instances:
         """The instances of a mask split at these settings (`find_instances`, then `divide_large` where set);
         ``radius_px`` None: connected components, nothing split. Call `for_size` first for a class's own."""
-        found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction, seeds)
+        found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction, seeds,
+                               labels)
         if radius_px is None or not self.divide_large:
             return found
         return divide_large(found, self.divide_large, min_area, binary.shape)
@@ -122,7 +123,8 @@ class Instances:
 
 def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
                    one_cell: float = 0.0, dynamics: float = COUNTER_SPLIT.dynamics,
-                   cut_fraction: float = COUNTER_SPLIT.cut_fraction, seeds: np.ndarray | None = None) -> Instances:
+                   cut_fraction: float = COUNTER_SPLIT.cut_fraction, seeds: np.ndarray | None = None,
+                   labels: np.ndarray | None = None) -> Instances:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split (the
     defaults: the counter's preset without the one-cell rule; `SplitSettings.split` passes a preset's).
 
@@ -145,11 +147,18 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     the drainage and the saddles, is measured in the seeds, while the cells are still the mask's components, every
     pixel of them assigned (a pixel off the seeds drains uphill into a neighbouring part, or, inside a wide line,
     goes to the nearest marker). A component whose seeds hold fewer than two markers is split as without seeds.
+
+    ``labels``, an int32 array of the mask's shape that the label image is written into (and that the result's
+    ``labels`` then is): a caller that counts frame after frame passes the same one. A 4000×3000 label image is
+    48 MB, above what the heap keeps (`runtime.io.heap`): made afresh, its pages are mapped and zeroed every frame.
     """
     fg = np.ascontiguousarray(binary, dtype=np.uint8)
     if seeds is not None and seeds.shape != fg.shape:
         raise ValueError(f"seeds are {seeds.shape[::-1]} px, the mask {fg.shape[::-1]}")
-    n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    if labels is not None and (labels.shape != fg.shape or labels.dtype != np.int32):
+        raise ValueError(f"labels must be int32 of the mask's shape {fg.shape}, got {labels.dtype} {labels.shape}")
+    n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA,
+                                                                                  labels=labels)
     ids = np.arange(1, n_comp, dtype=np.int32)
     stats, centroids = stats[1:], centroids[1:]
     if radius_px is None or n_comp <= 1:

@@ -221,3 +221,40 @@ def test_counts_are_rounded_one_way_in_frames_and_summaries():
 
     assert tidy_count(3.0) == 3 and isinstance(tidy_count(np.float64(3.0)), int)
     assert tidy_count(np.float64(2.5)) == 2.5 and tidy_count(1 / 3) == 0.33
+
+
+def test_a_counter_reused_frame_after_frame_labels_in_its_own_buffers_with_a_fresh_counters_answers(monkeypatch):
+    """One label image per class, kept across frames (made afresh, a 4000×3000 one is 48 MB of new pages per class
+    and frame); every frame's table and labels are still a new counter's, whatever the frame before held."""
+    from runtime.counting import instances as splitting
+    from runtime.data.simulator import make_microscope
+
+    written: list[np.ndarray] = []  # kept alive, so that distinct arrays have distinct ids
+    real = splitting.find_instances
+
+    def recording(*args, **kwargs):
+        found = real(*args, **kwargs)
+        written.append(found.labels)
+        return found
+
+    monkeypatch.setattr(splitting, "find_instances", recording)
+    reused = CellCounter()
+    frames = [make_microscope("mixed", size=256, seed=5).frame(i).semantic for i in range(4)]
+    for class_map in frames + frames[::-1]:
+        a, b = reused.count(class_map, return_labels=True), CellCounter().count(class_map, return_labels=True)
+        assert a.counts == b.counts and a.cells.tobytes() == b.cells.tobytes()
+        np.testing.assert_array_equal(a.labels, b.labels)
+    written.clear()
+    for class_map in frames:
+        reused.count(class_map)
+    assert len(written) == 2 * len(frames)
+    assert len({id(labels) for labels in written}) == 2  # one label image per class, the same every frame
+
+
+def test_a_label_buffer_of_the_wrong_shape_or_type_is_refused():
+    from runtime.counting.instances import find_instances
+
+    mask = np.zeros((20, 30), np.uint8)
+    for bad in (np.zeros((30, 20), np.int32), np.zeros((20, 30), np.uint16)):
+        with pytest.raises(ValueError, match="int32 of the mask's shape"):
+            find_instances(mask, 3.0, labels=bad)
