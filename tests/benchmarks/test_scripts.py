@@ -116,3 +116,31 @@ def test_soak_runs_csc_run_and_samples_frames_and_memory():
     assert parts["RssAnon"]["growth_mb"] == round(running[-1][3] - parts["RssAnon"]["after_warmup_mb"], 1)
     with pytest.raises(ValueError, match="two --window"):
         soak(duration=1, window=1)
+
+
+def test_core_interference_measures_every_condition_against_inference_alone(monkeypatch):
+    """Each condition gets one measurement per round with its worker running beside it (a process, or a thread of
+    this process for the pipeline's case) and stopped after; ratios are over the idle median."""
+    import threading
+
+    from benchmarks.speed import core_interference as bench
+
+    running: list[tuple[str, bool]] = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    monkeypatch.setattr(bench, "inference_fps",
+                        lambda runner, frame, frames: running.append(
+                            (threading.active_count(), len(bench.multiprocessing.active_children()))) or 50.0)
+    monkeypatch.setattr(bench, "_spin", _idle_until_stopped)
+    monkeypatch.setattr(bench, "_pipeline_work", _idle_until_stopped)
+    result = bench.measure(rounds=1, frames=3)
+    assert set(result["inference_fps"]) == set(bench.CONDITIONS)
+    assert all(len(v) == 1 for v in result["inference_fps"].values())
+    idle, spin, process, thread = running
+    assert idle[1] == 0 and spin[1] == 1 and process[1] == 1 and thread[1] == 0  # a process beside it, or none
+    assert thread[0] == idle[0] + 1  # the pipeline's work as a thread of this process
+    assert result["ratio_to_idle"] == {"spin": 1.0, "pipeline_work": 1.0, "pipeline_work_thread": 1.0}
+    assert not bench.multiprocessing.active_children()
+
+
+def _idle_until_stopped(stop) -> None:
+    stop.wait(30)
