@@ -8,7 +8,9 @@ loading, first allocations, OpenCV's and ONNX Runtime's pools) to the end, and â
 RSS slope under 1 MB per hour and no FPS trend, both least-squares fits over the samples after the warm-up. 150
 bytes kept per frame at 53 FPS would be a slope of 29 MB per hour: thirty minutes show it plainly. The memory of
 the last TEARDOWN_S seconds is left out (the child may be exiting), and the resident memory's anonymous and
-file-backed parts are sampled beside it (PARTS), so that growth says whether it was the heap or library pages.
+file-backed parts are sampled beside it (PARTS), so that growth says whether it was the heap or library pages;
+every REGION_EVERY_S the anonymous part is split further by where it lies (glibc's main heap, its per-thread arenas,
+the rest), so that a step says whose pages it was.
 
 Run it on a quiet machine (other load changes the frame rate):
     python -m benchmarks.speed.soak --minutes 30 --out benchmarks/results/soak.json
@@ -52,6 +54,53 @@ def memory_mb(pid: int) -> dict[str, float] | None:
     pairs = (line.split(":", 1) for line in lines)
     fields = {name: int(value.split()[0]) / 1024 for name, value in pairs if name in ("VmRSS", *PARTS)}
     return fields if "VmRSS" in fields else None
+
+
+# Where in the address space the anonymous memory lies, sampled every REGION_EVERY_S (reading /proc/PID/smaps of
+# hundreds of mappings costs the sampler a few ms): glibc's main heap ([heap]), its per-thread arenas (anonymous
+# mappings inside a 64 MiB-aligned window that starts with one, glibc's HEAP_MAX_SIZE on 64-bit), and the rest
+# (Python's object arenas, thread stacks, libraries' own pools, buffers mapped whole). A step of RssAnon then says
+# whose pages were first touched.
+REGION_EVERY_S = 10.0
+REGIONS = ("main_heap", "thread_arenas", "other_anon")
+_ARENA_ALIGN = 64 << 20
+
+
+def anon_regions_mb(pid: int) -> dict[str, float] | None:
+    """Resident anonymous memory of a live process by region (REGIONS) in MB, or None once it has gone."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    mappings: list[tuple[int, str]] = []  # (start, "heap" | "anon"), one per anonymous or heap mapping
+    rss_kb: list[int] = []
+    current = None
+    for line in lines:
+        head = line.split(None, 6)
+        if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            path = head[5] if len(head) > 5 else ""
+            current = ("heap" if path == "[heap]" else "anon" if not path and head[4] == "0" else None)
+            if current:
+                mappings.append((int(head[0].split("-")[0], 16), current))
+                rss_kb.append(0)
+        elif current and head[0] == "Rss:":
+            rss_kb[-1] = int(head[1])
+    arena_bases = {start for start, kind in mappings if kind == "anon" and start % _ARENA_ALIGN == 0}
+    totals = dict.fromkeys(REGIONS, 0.0)
+    for (start, kind), kb in zip(mappings, rss_kb):
+        region = ("main_heap" if kind == "heap" else
+                  "thread_arenas" if start - start % _ARENA_ALIGN in arena_bases else "other_anon")
+        totals[region] += kb / 1024
+    return {region: round(mb, 2) for region, mb in totals.items()}
+
+
+def region_growth(rows: list[list[float]], warmup: float) -> dict[str, float]:
+    """Per region, MB from the region sample nearest the end of the ``warmup`` to the last one taken TEARDOWN_S or
+    more before the end (rows: seconds since the first frame, then one value per REGIONS)."""
+    end = rows[-1][0]
+    warm = min(rows, key=lambda r: abs(r[0] - warmup))
+    last = [r for r in rows if r[0] <= end - TEARDOWN_S][-1] if rows[0][0] <= end - TEARDOWN_S else rows[-1]
+    return {region: round(last[1 + i] - warm[1 + i], 2) for i, region in enumerate(REGIONS)}
 
 
 def rss_mb(pid: int) -> float | None:
@@ -145,7 +194,7 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
         command = [sys.executable, "-c", "from runtime.cli.run import main; main()", "--source", "demo", "--no-show",
                    "--backend", backend,
                    "--duration", str(duration), "--save-csv", str(csv), "--summary", str(summary)]
-        counter, samples, first_frame = FrameCounter(csv), [], None
+        counter, samples, regions, first_frame = FrameCounter(csv), [], [], None
         with log.open("w") as stderr:
             child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
             try:
@@ -157,6 +206,10 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
                     first_frame = first_frame if first_frame is not None else now
                     samples.append((round(now - first_frame, 2), frames, round(memory["VmRSS"], 1),
                                     *(round(memory.get(part, float("nan")), 1) for part in PARTS)))
+                    if not regions or now - first_frame - regions[-1][0] >= REGION_EVERY_S:
+                        by_region = anon_regions_mb(child.pid)
+                        if by_region is not None:
+                            regions.append([round(now - first_frame, 2), *by_region.values()])
             finally:
                 if child.poll() is None:
                     child.kill()
@@ -173,6 +226,8 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
         **judge(samples, window, warmup),
         "samples": {"columns": ["seconds_since_first_frame", "frames", "rss_mb", "rss_anon_mb", "rss_file_mb"],
                     "rows": [list(s) for s in samples]},
+        "anon_region_growth_mb": region_growth(regions, warmup) if regions else {},
+        "anon_regions": {"columns": ["seconds_since_first_frame", *(f"{r}_mb" for r in REGIONS)], "rows": regions},
     }
 
 

@@ -114,8 +114,37 @@ def test_soak_runs_csc_run_and_samples_frames_and_memory():
     assert all(abs(r[3] + r[4] - r[2]) < 2 and r[3] > 10 and r[4] > 10 for r in rows), rows[:3]
     parts = result["rss_parts"]
     assert parts["RssAnon"]["growth_mb"] == round(running[-1][3] - parts["RssAnon"]["after_warmup_mb"], 1)
+    regions = result["anon_regions"]["rows"]
+    assert regions and all(b[0] - a[0] >= 9.9 for a, b in zip(regions, regions[1:]))  # every REGION_EVERY_S
+    assert sum(regions[0][1:]) <= rows[0][3] + 2, "the regions are parts of the anonymous memory"
+    assert set(result["anon_region_growth_mb"]) == {"main_heap", "thread_arenas", "other_anon"}
     with pytest.raises(ValueError, match="two --window"):
         soak(duration=1, window=1)
+
+
+def test_anonymous_memory_is_told_apart_by_region():
+    """Small buffers a new thread allocates land in its own glibc arena; a buffer larger than the mmap threshold
+    is mapped alone (other_anon); the main heap holds neither."""
+    import os
+    import threading
+
+    import numpy as np
+
+    from benchmarks.speed.soak import anon_regions_mb, region_growth
+
+    before = anon_regions_mb(os.getpid())
+    kept: list[np.ndarray] = []
+    worker = threading.Thread(target=lambda: kept.extend(np.ones(1250) for _ in range(3000)))  # 10 kB each
+    worker.start()
+    worker.join()
+    large = np.ones(40_000_000 // 8)  # 40 MB: above glibc's largest mmap threshold (32 MB), mapped on its own
+    after = anon_regions_mb(os.getpid())
+    assert after["thread_arenas"] - before["thread_arenas"] > 20, (before, after)
+    assert after["other_anon"] - before["other_anon"] > 35, (before, after)
+    assert after["main_heap"] - before["main_heap"] < 10, (before, after)
+    del kept, large
+    rows = [[0.0, 1, 2, 3], [30.0, 1, 2.5, 3], [58.0, 1, 4, 3], [60.5, 9, 9, 9]]  # the last within TEARDOWN_S
+    assert region_growth(rows, warmup=30) == {"main_heap": 0, "thread_arenas": 1.5, "other_anon": 0}
 
 
 def test_core_interference_measures_every_condition_against_inference_alone(monkeypatch):
@@ -125,7 +154,7 @@ def test_core_interference_measures_every_condition_against_inference_alone(monk
 
     from benchmarks.speed import core_interference as bench
 
-    running: list[tuple[str, bool]] = []
+    running: list[tuple[int, int]] = []  # (threads, child processes) during each measurement
     monkeypatch.setattr(bench.time, "sleep", lambda s: None)
     monkeypatch.setattr(bench, "inference_fps",
                         lambda runner, frame, frames: running.append(
