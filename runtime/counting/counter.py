@@ -124,8 +124,9 @@ class CellCounter:
         self._pool: ThreadPoolExecutor | None = None
         self._shape: tuple[int, int] | None = None
         self._binary: np.ndarray | None = None
-        self._binaries: dict[int, np.ndarray] = {}  # one mask buffer per class, so classes can run at once
-        self._labels: dict[int, np.ndarray] = {}  # and one label image per class (see `find_instances`)
+        # Per class, a mask and a label image (see `find_instances`) kept from frame to frame; one pair per class,
+        # so that the classes can be counted at once.
+        self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def count(self, class_map: np.ndarray, return_labels: bool = False) -> FrameCounts:
         self._validate(class_map)
@@ -135,7 +136,7 @@ class CellCounter:
             return FrameCounts(zero, np.zeros(0, CELL_DTYPE), np.zeros(class_map.shape, np.int32) if return_labels else None)
         h, w = class_map.shape
         if self._shape != (h, w):
-            self._shape, self._binary, self._binaries, self._labels = (h, w), np.empty((h, w), np.uint8), {}, {}
+            self._shape, self._binary, self._buffers = (h, w), np.empty((h, w), np.uint8), {}
         rows: list[np.ndarray] = []
         labels_out = np.zeros((h, w), np.int32) if return_labels else None
         next_id = 1
@@ -161,13 +162,10 @@ class CellCounter:
         """One class's cells: components, split where touching, those large enough kept (parts cut by the frame edge
         are kept smaller; the border policy decides whether they count)."""
         cfg = self.config
-        buffer = self._binaries.get(class_id)
-        if buffer is None:
-            buffer = self._binaries[class_id] = np.empty(class_map.shape, np.uint8)
-        binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=buffer)
-        labels = self._labels.get(class_id)
-        if labels is None:
-            labels = self._labels[class_id] = np.empty(class_map.shape, np.int32)
+        if class_id not in self._buffers:
+            self._buffers[class_id] = (np.empty(class_map.shape, np.uint8), np.empty(class_map.shape, np.int32))
+        mask, labels = self._buffers[class_id]
+        binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=mask)
         min_area = cfg.min_area(class_id, pixel_size)
         found = cfg.split_settings(class_id).split(
             binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area, labels=labels)
