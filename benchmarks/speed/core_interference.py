@@ -7,10 +7,13 @@ ONNX Runtime, one thread, the bundled model, a 512×512 demo frame) while the ot
 *process* spins on it (a busy loop that touches no memory), while another process does the pipeline's
 second-core work (draws demo frames and counts them, as the capture and counting stages do), and while a *thread*
 of the inference's own process does that work, as in the pipeline. A process shares no GIL, so what it costs is
-lost below Python (caches, memory, the host); what the thread costs beyond it is the GIL's share. Conditions are
-interleaved over --rounds, and the medians compared.
+lost below Python (caches, memory, the host); what the thread costs beyond it is the GIL's share.
 
-Run: python -m benchmarks.speed.core_interference [--rounds 6] [--frames 200] [--out benchmarks/results/core_interference.json]
+This VM's speed drifts by tens of percent within seconds, so each round measures every condition once, in an order
+rotated from round to round, and the result is the median over rounds of each condition's ratio to that round's
+idle measurement (as `e2e_ratio` compares within a sandwich).
+
+Run: python -m benchmarks.speed.core_interference [--rounds 12] [--frames 200] [--out benchmarks/results/core_interference.json]
 """
 from __future__ import annotations
 
@@ -19,21 +22,28 @@ import multiprocessing
 import statistics
 import threading
 import time
+from collections.abc import Callable
+from multiprocessing.context import SpawnContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 
 from benchmarks.publish import machine, publish
+from benchmarks.speed.e2e_ratio import inference_fps
 
 CONDITIONS = ("idle", "spin", "pipeline_work", "pipeline_work_thread")
+WARMUP_S = 2.0  # a worker's imports and first frames are behind it before inference is measured
+Stop = threading.Event | ProcessEvent
 
 
-def _spin(stop) -> None:
+def _spin(stop: Stop) -> None:
     """A busy loop on one core that keeps to registers and the first cache level."""
     while not stop.is_set():
         for _ in range(100_000):
             pass
 
 
-def _pipeline_work(stop) -> None:
+def _pipeline_work(stop: Stop) -> None:
     """The second core's share of `csc-run --source demo`: draw a frame (no maps, as the demo camera does), check
     it for blankness, count a class map (the simulator's own maps of 20 frames, in turn, for the model's)."""
     import itertools
@@ -54,7 +64,7 @@ def _pipeline_work(stop) -> None:
         counter.count(next(class_maps))
 
 
-def _worker(name: str, ctx, stop) -> multiprocessing.Process | threading.Thread | None:
+def _worker(name: str, ctx: SpawnContext, stop: Stop) -> BaseProcess | threading.Thread | None:
     """What runs beside inference in a condition: nothing, a process, or (the pipeline's case) a thread of this
     process, which shares the GIL with the inference loop."""
     if name == "idle":
@@ -64,16 +74,31 @@ def _worker(name: str, ctx, stop) -> multiprocessing.Process | threading.Thread 
     return ctx.Process(target=_spin if name == "spin" else _pipeline_work, args=(stop,), daemon=True)
 
 
-def inference_fps(runner, frame, frames: int) -> float:
-    for _ in range(3):
-        runner.infer(frame)
-    start = time.perf_counter()
-    for _ in range(frames):
-        runner.infer(frame)
-    return frames / (time.perf_counter() - start)
+def _measured_beside(name: str, ctx: SpawnContext, measure_once: Callable[[], float]) -> float:
+    """One inference measurement with the condition's worker running beside it for all of it; a worker that died
+    (an import error, an exception) fails the run rather than pass for an idle core."""
+    stop = threading.Event() if name == "pipeline_work_thread" else ctx.Event()
+    worker = _worker(name, ctx, stop)
+    try:
+        if worker is not None:
+            worker.start()
+            time.sleep(WARMUP_S)
+        fps = measure_once()
+        if worker is not None and not worker.is_alive():
+            raise RuntimeError(f"the {name} worker stopped before the measurement ended")
+        return fps
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(10)
+            if isinstance(worker, BaseProcess) and worker.is_alive():
+                worker.terminate()
+                worker.join()
 
 
-def measure(rounds: int = 6, frames: int = 200) -> dict:
+def measure(rounds: int = 12, frames: int = 200) -> dict:
+    """Inference FPS under each condition, ``rounds`` times in rotated order, and each condition's median ratio
+    to the same round's idle measurement."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
     from runtime.cli.run import DEFAULT_MODEL
     from runtime.data.simulator import make_microscope
@@ -82,32 +107,24 @@ def measure(rounds: int = 6, frames: int = 200) -> dict:
     frame = make_microscope("mixed").frame(0).image[None]
     fps: dict[str, list[float]] = {name: [] for name in CONDITIONS}
     with OnnxRuntimeRunner(DEFAULT_MODEL, threads=1) as runner:
-        for _ in range(rounds):
-            for name in CONDITIONS:
-                stop = threading.Event() if name == "pipeline_work_thread" else ctx.Event()
-                worker = _worker(name, ctx, stop)
-                if worker is not None:
-                    worker.start()
-                    time.sleep(2.0)  # the worker's imports and first frames are behind it
-                try:
-                    fps[name].append(round(inference_fps(runner, frame, frames), 1))
-                finally:
-                    stop.set()
-                    if worker is not None:
-                        worker.join(10)
+        for i in range(rounds):
+            for name in CONDITIONS[i % len(CONDITIONS):] + CONDITIONS[:i % len(CONDITIONS)]:
+                fps[name].append(round(_measured_beside(name, ctx, lambda: inference_fps(runner, frame, frames)), 1))
         detail = runner.detail
-    median = {name: statistics.median(values) for name, values in fps.items()}
+    ratios = {name: [round(a / b, 3) for a, b in zip(fps[name], fps["idle"])] for name in CONDITIONS[1:]}
     return {"machine": machine(), "runner": detail, "frames_per_measurement": frames, "rounds": rounds,
-            "inference_fps": fps, "median_fps": {k: round(v, 1) for k, v in median.items()},
-            "ratio_to_idle": {k: round(median[k] / median["idle"], 3) for k in CONDITIONS[1:]},
+            "inference_fps": fps, "median_fps": {k: round(statistics.median(v), 1) for k, v in fps.items()},
+            "ratios_to_idle_by_round": ratios,
+            "median_ratio_to_idle": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
             "notes": "inference alone on one core; beside it nothing, another process spinning or doing the "
                      "pipeline's second-core work (demo frames drawn, blank check, counted with splitting), or a "
-                     "thread of the same process doing that work (the GIL shared, as in the pipeline)"}
+                     "thread of the same process doing that work (the GIL shared, as in the pipeline); ratios "
+                     "within each round, conditions in rotated order"}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()

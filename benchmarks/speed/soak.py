@@ -57,49 +57,54 @@ def memory_mb(pid: int) -> dict[str, float] | None:
 
 
 # Where in the address space the anonymous memory lies, sampled every REGION_EVERY_S (reading /proc/PID/smaps of
-# hundreds of mappings costs the sampler a few ms): glibc's main heap ([heap]), its per-thread arenas (anonymous
-# mappings inside a 64 MiB-aligned window that starts with one, glibc's HEAP_MAX_SIZE on 64-bit), and the rest
-# (Python's object arenas, thread stacks, libraries' own pools, buffers mapped whole). A step of RssAnon then says
-# whose pages were first touched.
+# hundreds of mappings costs the sampler a few ms): glibc's main heap ([heap]), its per-thread arenas (a 64 MiB
+# window, glibc's HEAP_MAX_SIZE on 64-bit, reserved whole and aligned to its size, of which the arena has made the
+# part it uses writable), and the rest (Python's object arenas, thread stacks, libraries' own pools, buffers mapped
+# whole, copy-on-write pages of libraries). A step of RssAnon then says whose pages were first touched.
 REGION_EVERY_S = 10.0
 REGIONS = ("main_heap", "thread_arenas", "other_anon")
-_ARENA_ALIGN = 64 << 20
+_ARENA_SIZE = 64 << 20
 
 
 def anon_regions_mb(pid: int) -> dict[str, float] | None:
-    """Resident anonymous memory of a live process by region (REGIONS) in MB, or None once it has gone."""
+    """Resident anonymous memory (each mapping's ``Anonymous:`` pages) of a live process by region (REGIONS) in
+    MB, or None once it has gone."""
     try:
-        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+        text = Path(f"/proc/{pid}/smaps").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    mappings: list[tuple[int, str]] = []  # (start, "heap" | "anon"), one per anonymous or heap mapping
-    rss_kb: list[int] = []
-    current = None
-    for line in lines:
-        head = line.split(None, 6)
-        if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
-            path = head[5] if len(head) > 5 else ""
-            current = ("heap" if path == "[heap]" else "anon" if not path and head[4] == "0" else None)
-            if current:
-                mappings.append((int(head[0].split("-")[0], 16), current))
-                rss_kb.append(0)
-        elif current and head[0] == "Rss:":
-            rss_kb[-1] = int(head[1])
-    arena_bases = {start for start, kind in mappings if kind == "anon" and start % _ARENA_ALIGN == 0}
+    mappings: list[list] = []  # [start, end, name, anonymous kB] per mapping
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if not head:
+            continue
+        if "-" in head[0] and not head[0].endswith(":") and len(head) >= 5:
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            name = head[5].strip() if len(head) > 5 else ""
+            mappings.append([start, end, name if name or head[4] != "0" else "", 0])
+        elif head[0] == "Anonymous:" and mappings:
+            mappings[-1][3] = int(head[1])
+    if not mappings:
+        return None  # exited, not yet reaped: nothing mapped
+    unnamed = [(start, end) for start, end, name, _ in mappings if not name]
+    arenas = {start for start, _ in unnamed if start % _ARENA_SIZE == 0 and
+              sum(min(e, start + _ARENA_SIZE) - s for s, e in unnamed if start <= s < start + _ARENA_SIZE)
+              == _ARENA_SIZE}
     totals = dict.fromkeys(REGIONS, 0.0)
-    for (start, kind), kb in zip(mappings, rss_kb):
-        region = ("main_heap" if kind == "heap" else
-                  "thread_arenas" if start - start % _ARENA_ALIGN in arena_bases else "other_anon")
+    for start, _, name, kb in mappings:
+        region = ("main_heap" if name == "[heap]" else
+                  "thread_arenas" if not name and start - start % _ARENA_SIZE in arenas else "other_anon")
         totals[region] += kb / 1024
     return {region: round(mb, 2) for region, mb in totals.items()}
 
 
-def region_growth(rows: list[list[float]], warmup: float) -> dict[str, float]:
-    """Per region, MB from the region sample nearest the end of the ``warmup`` to the last one taken TEARDOWN_S or
-    more before the end (rows: seconds since the first frame, then one value per REGIONS)."""
-    end = rows[-1][0]
+def region_growth(rows: list[list[float]], warmup: float, end: float) -> dict[str, float]:
+    """Per region, MB from the region sample nearest the end of the ``warmup`` to the last one taken after it and
+    TEARDOWN_S or more before ``end``, the last memory sample (`judge`'s span; rows: seconds since the first
+    frame, then one value per REGIONS)."""
     warm = min(rows, key=lambda r: abs(r[0] - warmup))
-    last = [r for r in rows if r[0] <= end - TEARDOWN_S][-1] if rows[0][0] <= end - TEARDOWN_S else rows[-1]
+    running = [r for r in rows if warmup <= r[0] <= end - TEARDOWN_S] or [warm]
+    last = running[-1]
     return {region: round(last[1 + i] - warm[1 + i], 2) for i, region in enumerate(REGIONS)}
 
 
@@ -226,7 +231,7 @@ def soak(duration: float = 600, window: float = 60, warmup: float = 60, interval
         **judge(samples, window, warmup),
         "samples": {"columns": ["seconds_since_first_frame", "frames", "rss_mb", "rss_anon_mb", "rss_file_mb"],
                     "rows": [list(s) for s in samples]},
-        "anon_region_growth_mb": region_growth(regions, warmup) if regions else {},
+        "anon_region_growth_mb": region_growth(regions, warmup, samples[-1][0]) if regions else {},
         "anon_regions": {"columns": ["seconds_since_first_frame", *(f"{r}_mb" for r in REGIONS)], "rows": regions},
     }
 

@@ -115,7 +115,10 @@ class CellCounter:
 
     With ``workers`` > 1 the classes of one frame are counted at once, one thread each (OpenCV and numpy release
     the GIL: a 4000×3000 frame's two classes take about the time of one); for a stream of frames the pipeline
-    counts consecutive frames at once instead (`RunOptions.count_workers`).
+    counts consecutive frames at once instead (`RunOptions.count_workers`), each thread with a counter of its own:
+    one counter must not count two frames at once, since its buffers are the frame's. Those buffers (a mask and an
+    int32 label image per class, 60 MB a class at 4000×3000) stay allocated for the counter's life, sized to the
+    last frame: a counter that sees one large frame among small ones holds that frame's memory until it is freed.
     """
 
     def __init__(self, config: CountingConfig | None = None, workers: int = 1):

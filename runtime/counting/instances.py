@@ -156,7 +156,8 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     if seeds is not None and seeds.shape != fg.shape:
         raise ValueError(f"seeds are {seeds.shape[::-1]} px, the mask {fg.shape[::-1]}")
     if labels is not None and (labels.shape != fg.shape or labels.dtype != np.int32):
-        raise ValueError(f"labels must be int32 of the mask's shape {fg.shape}, got {labels.dtype} {labels.shape}")
+        raise ValueError(f"labels must be int32 of the mask's {fg.shape[1]}×{fg.shape[0]} px, got {labels.dtype} "
+                         f"{labels.shape[1]}×{labels.shape[0]}")
     n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA,
                                                                                   labels=labels)
     ids = np.arange(1, n_comp, dtype=np.int32)

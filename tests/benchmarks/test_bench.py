@@ -168,10 +168,14 @@ def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(t
     from benchmarks.speed.e2e_ratio import measure
     from benchmarks.publish import publish
 
-    result = measure(pairs=2, frames=10)
+    result = measure(pairs=2, frames=40)
     assert len(result["pairs"]) == 2 and "CPUExecutionProvider" in result["runner"]
     for pair in result["pairs"]:
         assert pair["inference_fps"] > 0 and pair["ratio"] == pytest.approx(pair["end_to_end_fps"] / pair["inference_fps"], abs=2e-3)
+        assert pair["steady_ratio"] == pytest.approx(pair["steady_fps"] / pair["inference_fps"], abs=2e-3)
+        assert pair["steady_fps"] > pair["end_to_end_fps"], "the whole run carries the start; the steady rate not"
+    with pytest.raises(ValueError, match="at least 40"):
+        measure(pairs=1, frames=39)
     publish(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(capsys.readouterr().out) == result
 

@@ -1,6 +1,7 @@
 """The scripts behind the README's numbers, on tiny inputs: what they measure and what they write, never how fast
 this machine is (speed figures come from the scripts themselves, run on a quiet machine)."""
 import json
+import time
 
 import pytest
 
@@ -115,60 +116,100 @@ def test_soak_runs_csc_run_and_samples_frames_and_memory():
     parts = result["rss_parts"]
     assert parts["RssAnon"]["growth_mb"] == round(running[-1][3] - parts["RssAnon"]["after_warmup_mb"], 1)
     regions = result["anon_regions"]["rows"]
-    assert regions and all(b[0] - a[0] >= 9.9 for a, b in zip(regions, regions[1:]))  # every REGION_EVERY_S
-    assert sum(regions[0][1:]) <= rows[0][3] + 2, "the regions are parts of the anonymous memory"
+    assert regions and regions[0][0] == 0, "the first region sample is taken with the first memory sample"
+    assert abs(sum(regions[0][1:]) - rows[0][3]) < 2, "the regions are the parts of the anonymous memory"
     assert set(result["anon_region_growth_mb"]) == {"main_heap", "thread_arenas", "other_anon"}
     with pytest.raises(ValueError, match="two --window"):
         soak(duration=1, window=1)
 
 
+_REGION_PROBE = """
+import json, os, threading
+import numpy as np
+from benchmarks.speed.soak import anon_regions_mb
+before = anon_regions_mb(os.getpid())
+kept = []
+worker = threading.Thread(target=lambda: kept.extend(np.ones(1250) for _ in range(3000)))  # 10 kB each
+worker.start()
+worker.join()
+large = np.ones(40_000_000 // 8)  # 40 MB: above glibc's largest mmap threshold (32 MB), mapped on its own
+print(json.dumps([before, anon_regions_mb(os.getpid())]))
+"""
+
+
 def test_anonymous_memory_is_told_apart_by_region():
-    """Small buffers a new thread allocates land in its own glibc arena; a buffer larger than the mmap threshold
-    is mapped alone (other_anon); the main heap holds neither."""
-    import os
-    import threading
+    """In a fresh process (this one's allocator has run pipelines): small buffers a new thread allocates land in its
+    own glibc arena, a buffer larger than the mmap threshold is mapped alone (other_anon), the main heap holds
+    neither; the regions add up to the process's anonymous memory."""
+    import subprocess
+    import sys
 
-    import numpy as np
+    from benchmarks.speed.soak import anon_regions_mb, memory_mb, region_growth
 
-    from benchmarks.speed.soak import anon_regions_mb, region_growth
-
-    before = anon_regions_mb(os.getpid())
-    kept: list[np.ndarray] = []
-    worker = threading.Thread(target=lambda: kept.extend(np.ones(1250) for _ in range(3000)))  # 10 kB each
-    worker.start()
-    worker.join()
-    large = np.ones(40_000_000 // 8)  # 40 MB: above glibc's largest mmap threshold (32 MB), mapped on its own
-    after = anon_regions_mb(os.getpid())
+    out = subprocess.run([sys.executable, "-c", _REGION_PROBE], capture_output=True, text=True, check=True)
+    before, after = json.loads(out.stdout)
     assert after["thread_arenas"] - before["thread_arenas"] > 20, (before, after)
     assert after["other_anon"] - before["other_anon"] > 35, (before, after)
     assert after["main_heap"] - before["main_heap"] < 10, (before, after)
-    del kept, large
-    rows = [[0.0, 1, 2, 3], [30.0, 1, 2.5, 3], [58.0, 1, 4, 3], [60.5, 9, 9, 9]]  # the last within TEARDOWN_S
-    assert region_growth(rows, warmup=30) == {"main_heap": 0, "thread_arenas": 1.5, "other_anon": 0}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        regions, memory = anon_regions_mb(child.pid), memory_mb(child.pid)
+        assert abs(sum(regions.values()) - memory["RssAnon"]) < 1.0, (regions, memory)
+    finally:
+        child.kill()
+        child.wait()
+    assert anon_regions_mb(child.pid) is None
+    rows = [[0.0, 1, 2, 3], [30.0, 1, 2.5, 3], [58.0, 1, 4, 3], [59.5, 9, 9, 9]]  # the last within TEARDOWN_S
+    assert region_growth(rows, warmup=30, end=60.0) == {"main_heap": 0, "thread_arenas": 1.5, "other_anon": 0}
+    assert region_growth(rows, warmup=30, end=62.0) == {"main_heap": 8, "thread_arenas": 6.5, "other_anon": 6}
 
 
 def test_core_interference_measures_every_condition_against_inference_alone(monkeypatch):
     """Each condition gets one measurement per round with its worker running beside it (a process, or a thread of
-    this process for the pipeline's case) and stopped after; ratios are over the idle median."""
+    this process for the pipeline's case) and stopped after, in an order rotated from round to round; ratios are
+    taken within each round."""
     import threading
 
     from benchmarks.speed import core_interference as bench
 
     running: list[tuple[int, int]] = []  # (threads, child processes) during each measurement
-    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
-    monkeypatch.setattr(bench, "inference_fps",
-                        lambda runner, frame, frames: running.append(
-                            (threading.active_count(), len(bench.multiprocessing.active_children()))) or 50.0)
+    speeds = iter([60.0, 30.0, 45.0, 40.0, 50.0, 50.0, 25.0, 40.0])  # round 2 starts with spin: rotated order
+
+    def fake_fps(runner, frame, frames):
+        running.append((threading.active_count(), len(bench.multiprocessing.active_children())))
+        return next(speeds)
+
+    monkeypatch.setattr(bench, "WARMUP_S", 0.0)
+    monkeypatch.setattr(bench, "inference_fps", fake_fps)
     monkeypatch.setattr(bench, "_spin", _idle_until_stopped)
     monkeypatch.setattr(bench, "_pipeline_work", _idle_until_stopped)
-    result = bench.measure(rounds=1, frames=3)
-    assert set(result["inference_fps"]) == set(bench.CONDITIONS)
-    assert all(len(v) == 1 for v in result["inference_fps"].values())
-    idle, spin, process, thread = running
+    result = bench.measure(rounds=2, frames=3)
+    assert result["inference_fps"] == {"idle": [60.0, 40.0], "spin": [30.0, 50.0], "pipeline_work": [45.0, 50.0],
+                                       "pipeline_work_thread": [40.0, 25.0]}
+    assert result["ratios_to_idle_by_round"]["spin"] == [0.5, 1.25]
+    assert result["median_ratio_to_idle"]["pipeline_work_thread"] == round((40 / 60 + 25 / 40) / 2, 3)
+    idle, spin, process, thread = running[:4]
     assert idle[1] == 0 and spin[1] == 1 and process[1] == 1 and thread[1] == 0  # a process beside it, or none
     assert thread[0] == idle[0] + 1  # the pipeline's work as a thread of this process
-    assert result["ratio_to_idle"] == {"spin": 1.0, "pipeline_work": 1.0, "pipeline_work_thread": 1.0}
     assert not bench.multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("condition", ["spin", "pipeline_work", "pipeline_work_thread"])
+def test_core_interference_fails_when_the_work_beside_inference_died(monkeypatch, condition):
+    """A worker that stopped (an import error, an exception) must not pass for an idle core."""
+    from benchmarks.speed import core_interference as bench
+
+    monkeypatch.setattr(bench, "WARMUP_S", 0.5)
+    monkeypatch.setattr(bench, "_spin", _returns_at_once)
+    monkeypatch.setattr(bench, "_pipeline_work", _returns_at_once)
+    with pytest.raises(RuntimeError, match=f"the {condition} worker stopped"):
+        bench._measured_beside(condition, bench.multiprocessing.get_context("spawn"), lambda: 50.0)
+    assert not bench.multiprocessing.active_children()
+
+
+def _returns_at_once(stop) -> None:
+    return None
 
 
 def _idle_until_stopped(stop) -> None:

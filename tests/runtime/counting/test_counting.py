@@ -256,5 +256,5 @@ def test_a_label_buffer_of_the_wrong_shape_or_type_is_refused():
 
     mask = np.zeros((20, 30), np.uint8)
     for bad in (np.zeros((30, 20), np.int32), np.zeros((20, 30), np.uint16)):
-        with pytest.raises(ValueError, match="int32 of the mask's shape"):
+        with pytest.raises(ValueError, match="int32 of the mask's 30×20 px"):
             find_instances(mask, 3.0, labels=bad)
