@@ -73,6 +73,11 @@ def anon_regions_mb(pid: int) -> dict[str, float] | None:
         text = Path(f"/proc/{pid}/smaps").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
+    return regions_of_smaps(text)
+
+
+def regions_of_smaps(text: str) -> dict[str, float] | None:
+    """`anon_regions_mb` of a /proc/PID/smaps text; None where it lists no mapping (a process not yet reaped)."""
     mappings: list[list] = []  # [start, end, name, anonymous kB] per mapping
     for line in text.splitlines():
         head = line.split(None, 5)

@@ -144,7 +144,7 @@ def test_anonymous_memory_is_told_apart_by_region():
     import subprocess
     import sys
 
-    from benchmarks.speed.soak import anon_regions_mb, memory_mb, region_growth
+    from benchmarks.speed.soak import anon_regions_mb, memory_mb, region_growth, regions_of_smaps
 
     out = subprocess.run([sys.executable, "-c", _REGION_PROBE], capture_output=True, text=True, check=True)
     before, after = json.loads(out.stdout)
@@ -160,6 +160,16 @@ def test_anonymous_memory_is_told_apart_by_region():
         child.kill()
         child.wait()
     assert anon_regions_mb(child.pid) is None
+    assert regions_of_smaps("") is None
+    arena = 64 << 20
+    smaps = "\n".join([  # an arena (its writable part and the reserve, 64 MiB in all), an aligned mapping that is
+        # not one (a 2 MiB-aligned buffer that happens to start on a 64 MiB boundary), the heap, a library's page
+        f"{4 * arena:x}-{4 * arena + (1 << 20):x} rw-p 00000000 00:00 0", "Anonymous:      1024 kB",
+        f"{4 * arena + (1 << 20):x}-{5 * arena:x} ---p 00000000 00:00 0", "Anonymous:         0 kB",
+        f"{6 * arena:x}-{6 * arena + (8 << 20):x} rw-p 00000000 00:00 0", "Anonymous:      2048 kB",
+        "5000-6000 rw-p 00000000 00:00 0 [heap]", "Anonymous:       512 kB",
+        "7000-8000 rw-p 00001000 fe:00 42 /usr/lib/libx.so", "Anonymous:         4 kB", ""])
+    assert regions_of_smaps(smaps) == {"main_heap": 0.5, "thread_arenas": 1.0, "other_anon": 2.0}
     rows = [[0.0, 1, 2, 3], [30.0, 1, 2.5, 3], [58.0, 1, 4, 3], [59.5, 9, 9, 9]]  # the last within TEARDOWN_S
     assert region_growth(rows, warmup=30, end=60.0) == {"main_heap": 0, "thread_arenas": 1.5, "other_anon": 0}
     assert region_growth(rows, warmup=30, end=62.0) == {"main_heap": 8, "thread_arenas": 6.5, "other_anon": 6}
