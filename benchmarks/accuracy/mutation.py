@@ -124,6 +124,9 @@ MUTATIONS = (
              "two parts no larger together than 1.25 x the median single cell are one cell",
              "runtime/counting/instances.py", "SplitSettings(dynamics=0.08, one_cell=1.25",
              "SplitSettings(dynamics=0.08, one_cell=0.0", COUNTER_TESTS),
+    Mutation("counter: a fresh label image every frame",
+             "a counter labels each class into the label image it keeps from frame to frame",
+             "runtime/counting/counter.py", "min_area, labels=labels)", "min_area)", COUNTER_TESTS),
     # The label-free split at halo lines (issue #21).
     Mutation("seeds ignored",
              "with seeds, touching cells are split from the mask without the lines between them",
