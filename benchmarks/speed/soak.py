@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.publish import machine, publish
+from runtime.io.heap import Mapping, allocator_region, arena_windows, mapping_of_line
 
 FPS_TOLERANCE = 0.10  # first vs last window
 RSS_GROWTH_LIMIT_MB = 20.0
@@ -57,13 +58,11 @@ def memory_mb(pid: int) -> dict[str, float] | None:
 
 
 # Where in the address space the anonymous memory lies, sampled every REGION_EVERY_S (reading /proc/PID/smaps of
-# hundreds of mappings costs the sampler a few ms): glibc's main heap ([heap]), its per-thread arenas (a 64 MiB
-# window, glibc's HEAP_MAX_SIZE on 64-bit, reserved whole and aligned to its size, of which the arena has made the
-# part it uses writable), and the rest (Python's object arenas, thread stacks, libraries' own pools, buffers mapped
-# whole, copy-on-write pages of libraries). A step of RssAnon then says whose pages were first touched.
+# hundreds of mappings costs the sampler a few ms): glibc's main heap, its per-thread arenas, and the rest (Python's
+# object arenas, thread stacks, libraries' own pools, buffers mapped whole, copy-on-write pages of libraries), as
+# `runtime.io.heap.allocator_region` tells them apart. A step of RssAnon then says whose pages were first touched.
 REGION_EVERY_S = 10.0
 REGIONS = ("main_heap", "thread_arenas", "other_anon")
-_ARENA_SIZE = 64 << 20
 
 
 def anon_regions_mb(pid: int) -> dict[str, float] | None:
@@ -77,29 +76,21 @@ def anon_regions_mb(pid: int) -> dict[str, float] | None:
 
 
 def regions_of_smaps(text: str) -> dict[str, float] | None:
-    """`anon_regions_mb` of a /proc/PID/smaps text; None where it lists no mapping (a process not yet reaped)."""
-    mappings: list[list] = []  # [start, end, name, anonymous kB] per mapping
+    """`anon_regions_mb` of a /proc/PID/smaps text; None where it lists no mapping (a process not yet reaped).
+    Regions are told apart by the rule `runtime.io.heap.commit_heap` commits by."""
+    mappings: list[tuple[Mapping, int]] = []  # each mapping with its anonymous kB
     for line in text.splitlines():
-        head = line.split(None, 5)
-        if not head:
-            continue
-        if "-" in head[0] and not head[0].endswith(":") and len(head) >= 5:
-            start, end = (int(x, 16) for x in head[0].split("-"))
-            name = head[5].strip() if len(head) > 5 else ""
-            mappings.append([start, end, name if name or head[4] != "0" else "", 0])
-        elif head[0] == "Anonymous:" and mappings:
-            mappings[-1][3] = int(head[1])
+        mapping = mapping_of_line(line)
+        if mapping is not None:
+            mappings.append((mapping, 0))
+        elif line.startswith("Anonymous:") and mappings:
+            mappings[-1] = (mappings[-1][0], int(line.split()[1]))
     if not mappings:
         return None  # exited, not yet reaped: nothing mapped
-    unnamed = [(start, end) for start, end, name, _ in mappings if not name]
-    arenas = {start for start, _ in unnamed if start % _ARENA_SIZE == 0 and
-              sum(min(e, start + _ARENA_SIZE) - s for s, e in unnamed if start <= s < start + _ARENA_SIZE)
-              == _ARENA_SIZE}
+    arenas = arena_windows([m for m, _ in mappings])
     totals = dict.fromkeys(REGIONS, 0.0)
-    for start, _, name, kb in mappings:
-        region = ("main_heap" if name == "[heap]" else
-                  "thread_arenas" if not name and start - start % _ARENA_SIZE in arenas else "other_anon")
-        totals[region] += kb / 1024
+    for mapping, kb in mappings:
+        totals[allocator_region(mapping, arenas)] += kb / 1024
     return {region: round(mb, 2) for region, mb in totals.items()}
 
 

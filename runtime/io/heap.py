@@ -5,12 +5,19 @@ image, its float copy and every OpenCV temporary are such allocations, so each i
 and on a virtual machine the faults can cost more than the arithmetic. Raising the thresholds makes those buffers
 come from, and go back to, the heap, where the next image reuses them; the effect on a whole run is measured by
 `python -m benchmarks.speed.e2e_ratio --baseline` (the host budget, this included, switched off).
+
+`commit_heap` then makes the pages the allocator already holds resident at once, so that a long run's memory is
+flat from its first minute instead of creeping up as frames first touch pages held since the start.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import os
 import platform
+from dataclasses import dataclass
+from pathlib import Path
 
 # mallopt(3) parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
@@ -29,3 +36,84 @@ def keep_freed_memory() -> bool:
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD))
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+# glibc's per-thread arenas live in windows of HEAP_MAX_SIZE (64 MiB on 64-bit), reserved whole and aligned to
+# their size; the arena makes writable the part it uses (mprotect) and leaves the rest inaccessible.
+ARENA_WINDOW = 64 << 20
+_MADV_POPULATE_WRITE = 23  # Linux ≥ 5.14: fault pages in as if written, contents untouched
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One line of /proc/PID/maps (or a mapping's first line in /proc/PID/smaps)."""
+
+    start: int
+    end: int
+    perms: str
+    name: str  # "" for an anonymous mapping
+
+
+def mapping_of_line(line: str) -> Mapping | None:
+    """The mapping a /proc/PID/maps line (or a mapping's first line in /proc/PID/smaps) names; None for any other
+    line (smaps' per-mapping fields)."""
+    head = line.split(None, 5)
+    if len(head) < 5 or "-" not in head[0] or head[0].endswith(":"):
+        return None
+    start, end = (int(x, 16) for x in head[0].split("-"))
+    name = head[5].strip() if len(head) > 5 else ""
+    # an unnamed mapping of a file (inode ≠ 0: a deleted file's pages) is not anonymous memory
+    return Mapping(start, end, head[1], name if name or head[4] == "0" else "(file)")
+
+
+def mappings_of(text: str) -> list[Mapping]:
+    """The mappings a /proc/PID/maps or /proc/PID/smaps text lists."""
+    return [m for m in map(mapping_of_line, text.splitlines()) if m is not None]
+
+
+def allocator_region(mapping: Mapping, arenas: set[int]) -> str:
+    """Whose memory a mapping is: "main_heap" (glibc's [heap]), "thread_arenas" (inside a window that
+    `arena_windows` found) or "other_anon" (Python's object arenas, stacks, libraries' pools, buffers mapped whole;
+    file mappings included: callers count only anonymous pages)."""
+    if mapping.name == "[heap]":
+        return "main_heap"
+    if not mapping.name and mapping.start - mapping.start % ARENA_WINDOW in arenas:
+        return "thread_arenas"
+    return "other_anon"
+
+
+def arena_windows(maps: list[Mapping]) -> set[int]:
+    """Starts of the ARENA_WINDOW-aligned windows that anonymous mappings cover whole: glibc's thread arenas.
+
+    A buffer that merely starts on such a boundary does not cover its window, so it is not taken for an arena."""
+    unnamed = [(m.start, m.end) for m in maps if not m.name]
+    return {start for start, _ in unnamed if start % ARENA_WINDOW == 0 and
+            sum(min(e, start + ARENA_WINDOW) - s for s, e in unnamed if start <= s < start + ARENA_WINDOW)
+            == ARENA_WINDOW}
+
+
+def commit_heap() -> int | None:
+    """Make resident every writable page of glibc's heap and thread arenas, contents untouched; the bytes asked
+    for, or None where the kernel or C library cannot (not Linux ≥ 5.14 with glibc).
+
+    Why: an allocator keeps what it once held (keep_freed_memory), but the kernel maps a held page only when it is
+    first written. A frame whose temporaries reach deeper than any before touches such pages, so a run's resident
+    memory crept up for minutes after its start (benchmarks/speed/soak.py: +1.8 MB over 30 minutes, nearly all of
+    it in the heap and arenas, while the held and in-use sizes stayed flat). Committed, the held memory is resident
+    from the start: what grows after it is memory newly taken from the system, which is what a leak is. Idempotent
+    and cheap once committed (a page-table walk), so a run calls it again after its arenas may have grown."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    maps = mappings_of(Path(f"/proc/{os.getpid()}/maps").read_text())
+    arenas = arena_windows(maps)
+    asked = 0
+    for m in maps:
+        if m.perms.startswith("rw") and allocator_region(m, arenas) != "other_anon":
+            if libc.madvise(m.start, m.end - m.start, _MADV_POPULATE_WRITE) != 0:
+                if ctypes.get_errno() == errno.EINVAL:  # a kernel older than 5.14
+                    return None
+                continue  # the allocator changed this mapping while we walked it: its pages are its own now
+            asked += m.end - m.start
+    return asked

@@ -32,7 +32,7 @@ from runtime.counting.calibration import FRAMES as CALIBRATION_FRAMES, Calibrati
 from runtime.data.rescale import resize_to, zoomed_size
 from runtime.pipeline.domain import DomainCheck
 from runtime.errors import CscError
-from runtime.io.heap import keep_freed_memory
+from runtime.io.heap import commit_heap, keep_freed_memory
 from runtime.pipeline.overlay import OverlayRenderer
 from runtime.pipeline.running_stats import LatencyHistogram, Tally
 from runtime.io.sources import Frame, Source
@@ -42,6 +42,10 @@ from runtime.io.writers import CellsCsvWriter, CountsCsvWriter
 _END = object()
 BLANK_WAIT = 50  # blank frames a run waits through at its start for frames to calibrate on
 JOIN_TIMEOUT = 5.0  # seconds to wait at the end of a run for a capture thread that may be stuck in the source
+# With the host budget, the heap's held pages are made resident (runtime/io/heap.py: commit_heap) after the first
+# counted frame, then again after these many seconds, doubling up to the last (a call costs ~15 ms per 250 MB held,
+# on the writing thread; the arenas grow in the first minutes of a run, if at all).
+HEAP_COMMIT_FIRST_S, HEAP_COMMIT_LAST_S = 30.0, 1800.0
 
 
 @dataclass
@@ -474,6 +478,7 @@ class Pipeline:
         began = time.perf_counter()
         n = 0
         interrupted = False
+        next_commit, commit_gap = (began if opts.host_budget else float("inf")), HEAP_COMMIT_FIRST_S
         for t in threads:
             t.start()
         counted = self._counted()
@@ -512,6 +517,9 @@ class Pipeline:
                     self.observer(frame, class_map, result, fps, zoom * self.model_pixel_size_um)
                 if (opts.max_frames and n >= opts.max_frames) or (opts.duration and time.perf_counter() - began >= opts.duration):
                     break
+                if time.perf_counter() >= next_commit:
+                    commit_heap()
+                    next_commit, commit_gap = time.perf_counter() + commit_gap, min(2 * commit_gap, HEAP_COMMIT_LAST_S)
         except KeyboardInterrupt:
             interrupted = True
         finally:

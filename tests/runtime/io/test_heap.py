@@ -1,3 +1,4 @@
+import json
 import platform
 import subprocess
 import sys
@@ -29,3 +30,48 @@ def test_keep_freed_memory_is_a_no_op_off_glibc(monkeypatch):
 
     monkeypatch.setattr(heap.platform, "libc_ver", lambda: ("", ""))
     assert heap.keep_freed_memory() is False
+
+
+_COMMIT_PROBE = """
+import json, os, threading
+import numpy as np
+from benchmarks.speed.soak import anon_regions_mb
+from runtime.io.heap import commit_heap, keep_freed_memory
+keep_freed_memory()
+held = np.empty(24 << 20, np.uint8)  # from the main heap (below the mmap threshold), never written
+held[:16] = 7
+ready, done = threading.Event(), threading.Event()
+def worker():  # a thread's buffers come from its own arena
+    block = np.empty(8 << 20, np.uint8)
+    ready.set()
+    done.wait()
+thread = threading.Thread(target=worker)
+thread.start()
+ready.wait()
+before = anon_regions_mb(os.getpid())
+asked = commit_heap()
+after = anon_regions_mb(os.getpid())
+done.set()
+thread.join()
+print(json.dumps([before, after, asked, int(held[:16].sum())]))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="commit_heap is for glibc's heap")
+def test_commit_heap_makes_held_pages_resident_without_changing_them():
+    # In a fresh process: the heap and a thread's arena hold buffers never written, which the kernel has not
+    # mapped yet; committed, they are resident, and what was written stays as it was.
+    out = subprocess.run([sys.executable, "-c", _COMMIT_PROBE], capture_output=True, text=True, check=True).stdout
+    before, after, asked, kept = json.loads(out)
+    assert after["main_heap"] - before["main_heap"] >= 23, (before, after)
+    assert after["thread_arenas"] - before["thread_arenas"] >= 7, (before, after)
+    assert after["other_anon"] - before["other_anon"] < 2, "committed memory outside the allocator's own"
+    assert asked >= 32 << 20
+    assert kept == 7 * 16
+
+
+def test_commit_heap_is_a_no_op_off_glibc(monkeypatch):
+    from runtime.io import heap
+
+    monkeypatch.setattr(heap.platform, "libc_ver", lambda: ("", ""))
+    assert heap.commit_heap() is None

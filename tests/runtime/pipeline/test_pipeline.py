@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -278,6 +279,28 @@ def test_opencv_gets_only_the_cores_the_backend_leaves_free(runner):
              on_frame=lambda *_: seen.append(cv2.getNumThreads())).run()
     cv2.setNumThreads(before)
     assert seen[-1] == before + 3
+
+
+def test_the_heap_is_committed_after_the_first_frame_then_at_doubling_gaps(monkeypatch):
+    """Under the host budget the allocator's held pages are made resident (runtime/io/heap.py) once the first frame
+    is counted, then after gaps that double up to a ceiling; an embedding program's heap is left alone."""
+    from runtime.pipeline import stream
+
+    calls, frames = [], []
+    monkeypatch.setattr(stream, "commit_heap", lambda: calls.append((len(frames), time.perf_counter())))
+    monkeypatch.setattr(stream, "HEAP_COMMIT_FIRST_S", 0.1)
+    monkeypatch.setattr(stream, "HEAP_COMMIT_LAST_S", 0.2)
+    backend = ThresholdRunner(128)
+    Pipeline(DemoSource(size=128, seed=0), backend, options=RunOptions(duration=0.9, calibrate=False),
+             on_frame=lambda *_: frames.append(1)).run()
+    assert calls and calls[0][0] == 1, "committed right after the first counted frame"
+    gaps = [b - a for (_, a), (_, b) in zip(calls, calls[1:])]
+    assert len(gaps) >= 3 and gaps[0] >= 0.1 and all(g >= 0.2 for g in gaps[1:]), gaps
+    assert max(gaps) < 0.4, "the gap stops doubling at its ceiling"
+    calls.clear()
+    Pipeline(DemoSource(size=128, seed=0), backend, options=RunOptions(max_frames=3, host_budget=False,
+                                                                      calibrate=False)).run()
+    assert calls == []
 
 
 def test_cli_images_all_unreadable_is_a_failure_listing_every_file(tmp_path):
