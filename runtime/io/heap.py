@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -29,11 +30,26 @@ TRIM_THRESHOLD = 256 << 20  # the most freed memory a process keeps rather than 
 TOP_PAD = 16 << 20
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library where it is glibc on Linux, else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return _load_libc()
+
+
+@functools.cache
+def _load_libc() -> ctypes.CDLL:
+    """Loaded once: find_library runs ldconfig in a subprocess, which a running pipeline should not do."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc's allocator for repeated image-sized allocations; False (and no change) on other C libraries."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
     settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD))
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
@@ -83,13 +99,31 @@ def allocator_region(mapping: Mapping, arenas: set[int]) -> str:
 
 
 def arena_windows(maps: list[Mapping]) -> set[int]:
-    """Starts of the ARENA_WINDOW-aligned windows that anonymous mappings cover whole: glibc's thread arenas.
+    """Starts of the ARENA_WINDOW-sized windows that hold glibc's thread arenas.
 
-    A buffer that merely starts on such a boundary does not cover its window, so it is not taken for an arena."""
-    unnamed = [(m.start, m.end) for m in maps if not m.name]
-    return {start for start, _ in unnamed if start % ARENA_WINDOW == 0 and
-            sum(min(e, start + ARENA_WINDOW) - s for s, e in unnamed if start <= s < start + ARENA_WINDOW)
-            == ARENA_WINDOW}
+    An arena's heap is a window reserved whole at an address aligned to its size, writable from its start as far as
+    the arena has grown and inaccessible (``---p``) from there to the window's end. The writable part may be listed
+    as several mappings (the kernel keeps apart ranges that differ in its own bookkeeping), and a window grown full
+    is writable whole, then possibly joined to the writable start of the arena's next window. So a run of adjacent
+    writable anonymous mappings that starts on a window boundary and ends on one, or ends where an inaccessible one
+    takes it to a boundary, covers arenas; a buffer that merely starts on a boundary, or spans one, does not."""
+    after = {m.start: m for m in maps}
+    found: set[int] = set()
+    for m in maps:
+        if m.name or not m.perms.startswith("rw") or m.start % ARENA_WINDOW:
+            continue
+        end = m.end
+        while (nxt := after.get(end)) is not None and not nxt.name and nxt.perms.startswith("rw") \
+                and end % ARENA_WINDOW:
+            end = nxt.end
+        if end % ARENA_WINDOW:
+            reserve = after.get(end)
+            if reserve is None or reserve.name or not reserve.perms.startswith("---") or \
+                    reserve.end != end - end % ARENA_WINDOW + ARENA_WINDOW:
+                continue
+            end = reserve.end
+        found.update(range(m.start, end, ARENA_WINDOW))
+    return found
 
 
 def commit_heap() -> int | None:
@@ -98,14 +132,13 @@ def commit_heap() -> int | None:
 
     Why: an allocator keeps what it once held (keep_freed_memory), but the kernel maps a held page only when it is
     first written. A frame whose temporaries reach deeper than any before touches such pages, so a run's resident
-    memory crept up for minutes after its start (benchmarks/speed/soak.py: +1.8 MB over 30 minutes, nearly all of
-    it in the heap and arenas, while the held and in-use sizes stayed flat). Committed, the held memory is resident
+    memory crept up for minutes after its start (benchmarks/results/soak_regions.json: +1.8 MB over 30 minutes,
+    nearly all of it in the heap and the arenas). Committed, the held memory is resident
     from the start: what grows after it is memory newly taken from the system, which is what a leak is. Idempotent
     and cheap once committed (a page-table walk), so a run calls it again after its arenas may have grown."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     maps = mappings_of(Path(f"/proc/{os.getpid()}/maps").read_text())
     arenas = arena_windows(maps)
     asked = 0

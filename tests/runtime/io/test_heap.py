@@ -75,3 +75,24 @@ def test_commit_heap_is_a_no_op_off_glibc(monkeypatch):
 
     monkeypatch.setattr(heap.platform, "libc_ver", lambda: ("", ""))
     assert heap.commit_heap() is None
+
+
+def test_thread_arenas_are_told_from_buffers_by_their_layout():
+    """A window is an arena when writable mappings run from its aligned start to its end, or to an inaccessible
+    reserve that reaches its end; the writable run may be listed in pieces, or span a full window and the start of
+    the arena's next one. A buffer that starts on a boundary, or spans one, is not an arena."""
+    from runtime.io.heap import ARENA_WINDOW as W, arena_windows, mappings_of
+
+    def line(start: int, end: int, perms: str = "rw-p", name: str = "") -> str:
+        return f"{start:x}-{end:x} {perms} 00000000 00:00 0 {name}".rstrip()
+
+    mib = 1 << 20
+    maps = mappings_of("\n".join([
+        line(2 * W, 2 * W + mib), line(2 * W + mib, 2 * W + 3 * mib), line(2 * W + 3 * mib, 3 * W, "---p"),  # pieces
+        line(4 * W, 5 * W + 2 * mib), line(5 * W + 2 * mib, 6 * W, "---p"),  # a full window joined to the next
+        line(7 * W, 7 * W + 8 * mib),  # a buffer starting on a boundary, no reserve after it
+        line(9 * W - mib, 10 * W + mib),  # a buffer spanning a whole window
+        line(11 * W, 11 * W + mib), line(11 * W + mib, 11 * W + 2 * mib, "---p"),  # a reserve short of the end
+        line(12 * W, 12 * W + mib, name="[heap]"), line(12 * W + mib, 13 * W, "---p"),  # named: not an arena
+    ]))
+    assert arena_windows(maps) == {2 * W, 4 * W, 5 * W}
