@@ -140,9 +140,8 @@ def _parts(parts: dict | None) -> str:
 
 def t_soak() -> str:
     rows = []
-    for name, command in (("soak", "python -m benchmarks.speed.soak --minutes 30 --out benchmarks/results/soak.json"),
-                          ("soak_ort", "python -m benchmarks.speed.soak --minutes 30 --backend ort --out "
-                                       "benchmarks/results/soak_ort.json")):
+    soaks = ("soak_committed", "soak_regions", "soak", "soak_ort")
+    for name in soaks:
         d = load(name)
         rows.append([f"`{name}.json`", d["backend"].split(" (")[0], f"{d['duration_s'] / 60:.0f} min",
                      f"{d['frames']:,}".replace(",", " "), f"{d['fps_overall']:.1f}",
@@ -155,9 +154,9 @@ def t_soak() -> str:
                        "FPS holds", "RSS after the first minute → end", "RSS slope MB/h", "anonymous / file-backed",
                        "memory flat"], rows,
                       ["---", "---", "---:", "---:", "---:", "---", "---:", "---", "---", "---:", "---", "---"])
-    return table + "\n\n*Rendered at build time from `benchmarks/results/soak.json` (`python -m benchmarks.speed.soak " \
-                   "--minutes 30 --out benchmarks/results/soak.json`) and `soak_ort.json` (the same with " \
-                   "`--backend ort`).*\n"
+    return table + "\n\n*Rendered at build time from `benchmarks/results/` " + ", ".join(f"`{n}.json`" for n in soaks) + \
+        " (`python -m benchmarks.speed.soak --minutes 30 --out benchmarks/results/NAME.json`, `--backend ort` for " \
+        "`soak_ort`), newest code first.*\n"
 
 
 def _bench(name: str, command: str) -> str:
