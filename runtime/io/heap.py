@@ -15,8 +15,10 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import mmap
 import os
 import platform
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,10 +112,10 @@ def arena_windows(maps: list[Mapping]) -> set[int]:
     after = {m.start: m for m in maps}
     found: set[int] = set()
     for m in maps:
-        if m.name or not m.perms.startswith("rw") or m.start % ARENA_WINDOW:
+        if m.name or m.perms != "rw-p" or m.start % ARENA_WINDOW:
             continue
         end = m.end
-        while (nxt := after.get(end)) is not None and not nxt.name and nxt.perms.startswith("rw") \
+        while (nxt := after.get(end)) is not None and not nxt.name and nxt.perms == "rw-p" \
                 and end % ARENA_WINDOW:
             end = nxt.end
         if end % ARENA_WINDOW:
@@ -126,27 +128,51 @@ def arena_windows(maps: list[Mapping]) -> set[int]:
     return found
 
 
+def _populate_supported(libc: ctypes.CDLL) -> bool:
+    """Whether the kernel knows MADV_POPULATE_WRITE (Linux ≥ 5.14): it checks the advice before the range, so an
+    empty range answers EINVAL only for an unknown advice."""
+    return libc.madvise(mmap.PAGESIZE, 0, _MADV_POPULATE_WRITE) == 0
+
+
+def _glibc_heap_header(mem, start: int) -> bool:
+    """Whether the window at ``start`` begins with glibc's heap header (``heap_info``: arena, previous heap, size,
+    mprotect_size) with sizes an arena can have: a buffer laid out like an arena is not committed. Read through
+    /proc/self/mem, which answers an error, not a crash, where the window has gone meanwhile."""
+    try:
+        arena, _, size, writable = struct.unpack("4Q", os.pread(mem, 32, start))
+    except OSError:
+        return False
+    return arena != 0 and 0 < size <= writable <= ARENA_WINDOW
+
+
 def commit_heap() -> int | None:
     """Make resident every writable page of glibc's heap and thread arenas, contents untouched; the bytes asked
-    for, or None where the kernel or C library cannot (not Linux ≥ 5.14 with glibc).
+    for, or None where it cannot (not glibc on 64-bit Linux ≥ 5.14, or no /proc).
 
     Why: an allocator keeps what it once held (keep_freed_memory), but the kernel maps a held page only when it is
     first written. A frame whose temporaries reach deeper than any before touches such pages, so a run's resident
     memory crept up for minutes after its start (benchmarks/results/soak_regions.json: +1.8 MB over 30 minutes,
-    nearly all of it in the heap and the arenas). Committed, the held memory is resident
-    from the start: what grows after it is memory newly taken from the system, which is what a leak is. Idempotent
-    and cheap once committed (a page-table walk), so a run calls it again after its arenas may have grown."""
+    nearly all of it in the heap and the arenas). Committed, the held memory is resident from the start: what
+    grows after it is memory newly taken from the system, which is what a leak is. Idempotent and cheap once
+    committed (a page-table walk), so a run calls it again after its arenas may have grown. Races are harmless: a
+    mapping the allocator changes or drops between the read of the maps and the call is skipped."""
     libc = _glibc()
-    if libc is None:
+    if libc is None or ctypes.sizeof(ctypes.c_void_p) != 8 or not _populate_supported(libc):
+        return None  # 32-bit glibc's heaps are 1 MiB windows, not ARENA_WINDOW
+    try:
+        maps = mappings_of(Path("/proc/self/maps").read_text())
+        mem = os.open("/proc/self/mem", os.O_RDONLY)
+    except OSError:
         return None
-    maps = mappings_of(Path(f"/proc/{os.getpid()}/maps").read_text())
-    arenas = arena_windows(maps)
+    try:
+        arenas = {start for start in arena_windows(maps) if _glibc_heap_header(mem, start)}
+    finally:
+        os.close(mem)
     asked = 0
     for m in maps:
-        if m.perms.startswith("rw") and allocator_region(m, arenas) != "other_anon":
-            if libc.madvise(m.start, m.end - m.start, _MADV_POPULATE_WRITE) != 0:
-                if ctypes.get_errno() == errno.EINVAL:  # a kernel older than 5.14
-                    return None
-                continue  # the allocator changed this mapping while we walked it: its pages are its own now
-            asked += m.end - m.start
+        if m.perms == "rw-p" and allocator_region(m, arenas) != "other_anon":
+            if libc.madvise(m.start, m.end - m.start, _MADV_POPULATE_WRITE) == 0:
+                asked += m.end - m.start
+            elif ctypes.get_errno() == errno.ENOMEM:
+                break  # out of memory, or the mapping has gone: either way, stop asking
     return asked

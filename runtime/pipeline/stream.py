@@ -43,9 +43,23 @@ _END = object()
 BLANK_WAIT = 50  # blank frames a run waits through at its start for frames to calibrate on
 JOIN_TIMEOUT = 5.0  # seconds to wait at the end of a run for a capture thread that may be stuck in the source
 # With the host budget, the heap's held pages are made resident (runtime/io/heap.py: commit_heap) after the first
-# counted frame, then again after these many seconds, doubling up to the last (a call costs ~15 ms per 250 MB held,
-# on the writing thread; the arenas grow in the first minutes of a run, if at all).
+# counted frame, then again after these many seconds, the gap doubling up to the last: the arenas grow in a run's
+# first minutes, if at all, and each call is a walk of the page tables on the writing thread.
 HEAP_COMMIT_FIRST_S, HEAP_COMMIT_LAST_S = 30.0, 1800.0
+
+
+class CommitSchedule:
+    """When a run commits its heap: at once, then after gaps of ``first`` seconds doubling up to ``last``."""
+
+    def __init__(self, first: float = HEAP_COMMIT_FIRST_S, last: float = HEAP_COMMIT_LAST_S):
+        self.gap, self.last, self.next = first, last, float("-inf")
+
+    def due(self, now: float) -> bool:
+        """Whether to commit at ``now`` (seconds on any steady clock); if so, the next time is set from it."""
+        if now < self.next:
+            return False
+        self.next, self.gap = now + self.gap, min(2 * self.gap, self.last)
+        return True
 
 
 @dataclass
@@ -478,7 +492,7 @@ class Pipeline:
         began = time.perf_counter()
         n = 0
         interrupted = False
-        next_commit, commit_gap = (began if opts.host_budget else float("inf")), HEAP_COMMIT_FIRST_S
+        commits = CommitSchedule() if opts.host_budget else None
         for t in threads:
             t.start()
         counted = self._counted()
@@ -517,9 +531,8 @@ class Pipeline:
                     self.observer(frame, class_map, result, fps, zoom * self.model_pixel_size_um)
                 if (opts.max_frames and n >= opts.max_frames) or (opts.duration and time.perf_counter() - began >= opts.duration):
                     break
-                if time.perf_counter() >= next_commit:
+                if commits is not None and commits.due(time.perf_counter()):
                     commit_heap()
-                    next_commit, commit_gap = time.perf_counter() + commit_gap, min(2 * commit_gap, HEAP_COMMIT_LAST_S)
         except KeyboardInterrupt:
             interrupted = True
         finally:

@@ -1,4 +1,5 @@
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from runtime.io.heap import commit_heap, keep_freed_memory
 keep_freed_memory()
 held = np.empty(24 << 20, np.uint8)  # from the main heap (below the mmap threshold), never written
 held[:16] = 7
+mapped = np.empty(40 << 20, np.uint8)  # above the threshold: mapped on its own, not the allocator's to commit
 ready, done = threading.Event(), threading.Event()
 def worker():  # a thread's buffers come from its own arena
     block = np.empty(8 << 20, np.uint8)
@@ -53,7 +55,17 @@ asked = commit_heap()
 after = anon_regions_mb(os.getpid())
 done.set()
 thread.join()
-print(json.dumps([before, after, asked, int(held[:16].sum())]))
+address = mapped.ctypes.data
+rss_kb, inside = None, False
+for line in open("/proc/self/smaps").read().splitlines():
+    head = line.split()
+    if head and "-" in head[0] and not head[0].endswith(":"):
+        start, end = (int(x, 16) for x in head[0].split("-"))
+        inside = start <= address < end
+    elif inside and head and head[0] == "Rss:":
+        rss_kb = int(head[1])
+        break
+print(json.dumps([before, after, asked, int(held[:16].sum()), rss_kb]))
 """
 
 
@@ -61,13 +73,16 @@ print(json.dumps([before, after, asked, int(held[:16].sum())]))
 def test_commit_heap_makes_held_pages_resident_without_changing_them():
     # In a fresh process: the heap and a thread's arena hold buffers never written, which the kernel has not
     # mapped yet; committed, they are resident, and what was written stays as it was.
-    out = subprocess.run([sys.executable, "-c", _COMMIT_PROBE], capture_output=True, text=True, check=True).stdout
-    before, after, asked, kept = json.loads(out)
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}  # one arena per thread, as by default
+    out = subprocess.run([sys.executable, "-c", _COMMIT_PROBE], capture_output=True, text=True, check=True,
+                         env=env).stdout
+    before, after, asked, kept, mapped_rss_kb = json.loads(out)
     assert after["main_heap"] - before["main_heap"] >= 23, (before, after)
     assert after["thread_arenas"] - before["thread_arenas"] >= 7, (before, after)
     assert after["other_anon"] - before["other_anon"] < 2, "committed memory outside the allocator's own"
     assert asked >= 32 << 20
     assert kept == 7 * 16
+    assert mapped_rss_kb is not None and mapped_rss_kb < 1024, "a buffer mapped on its own was committed"
 
 
 def test_commit_heap_is_a_no_op_off_glibc(monkeypatch):
@@ -96,3 +111,67 @@ def test_thread_arenas_are_told_from_buffers_by_their_layout():
         line(12 * W, 12 * W + mib, name="[heap]"), line(12 * W + mib, 13 * W, "---p"),  # named: not an arena
     ]))
     assert arena_windows(maps) == {2 * W, 4 * W, 5 * W}
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/maps")
+def test_commit_heap_gives_up_on_an_old_kernel_and_stops_when_memory_runs_out(monkeypatch):
+    import ctypes
+    import errno
+
+    from runtime.io import heap
+
+    class Libc:  # madvise as the kernel answers it; a zero-length call is the support probe
+        def __init__(self, knows_populate: bool):
+            self.knows_populate, self.asked = knows_populate, []
+
+        def madvise(self, address: int, length: int, advice: int) -> int:
+            self.asked.append(length)
+            if length == 0 and self.knows_populate:
+                return 0
+            ctypes.set_errno(errno.EINVAL if length == 0 else errno.ENOMEM)
+            return -1
+
+    old = Libc(knows_populate=False)
+    monkeypatch.setattr(heap, "_glibc", lambda: old)
+    assert heap.commit_heap() is None and old.asked == [0]
+    full = Libc(knows_populate=True)
+    monkeypatch.setattr(heap, "_glibc", lambda: full)
+    assert heap.commit_heap() == 0
+    assert len(full.asked) == 2, "one probe, then the first mapping's ENOMEM stops the walk"
+
+
+_LOOKALIKE_PROBE = """
+import ctypes, json, mmap
+from runtime.io.heap import ARENA_WINDOW, commit_heap
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+# A window laid out as glibc lays out an arena (aligned, 1 MiB writable, the rest reserved to the window's end),
+# but holding no heap header: zeros.
+base = libc.mmap(None, 2 * ARENA_WINDOW, 0,  # PROT_NONE
+                 mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+start = (base + ARENA_WINDOW - 1) // ARENA_WINDOW * ARENA_WINDOW
+if start > base:
+    libc.munmap(base, start - base)
+libc.munmap(start + ARENA_WINDOW, base + 2 * ARENA_WINDOW - start - ARENA_WINDOW)
+assert libc.mprotect(start, 1 << 20, mmap.PROT_READ | mmap.PROT_WRITE) == 0
+commit_heap()
+rss = None
+for line in open("/proc/self/smaps").read().splitlines():
+    head = line.split()
+    if head and "-" in head[0] and not head[0].endswith(":"):
+        inside = int(head[0].split("-")[0], 16) == start
+    elif inside and head[0] == "Rss:":
+        rss = int(head[1])
+        break
+print(json.dumps(rss))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="commit_heap is for glibc's heap")
+def test_a_buffer_laid_out_like_an_arena_but_without_its_header_is_not_committed():
+    rss_kb = json.loads(subprocess.run([sys.executable, "-c", _LOOKALIKE_PROBE], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert rss_kb == 0
