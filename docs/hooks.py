@@ -140,7 +140,8 @@ def _parts(parts: dict | None) -> str:
 
 def t_soak() -> str:
     rows = []
-    soaks = ("soak_committed", "soak_regions", "soak", "soak_ort")
+    soaks = ("soak_committed", "soak_committed_second", "soak_committed_first", "soak_regions", "soak",
+             "soak_ort")
     for name in soaks:
         d = load(name)
         rows.append([f"`{name}.json`", d["backend"].split(" (")[0], f"{d['duration_s'] / 60:.0f} min",

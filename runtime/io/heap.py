@@ -154,8 +154,9 @@ def commit_heap() -> int | None:
     memory crept up for minutes after its start (benchmarks/results/soak_regions.json: +1.8 MB over 30 minutes,
     nearly all of it in the heap and the arenas). Committed, the held memory is resident from the start: what
     grows after it is memory newly taken from the system, which is what a leak is. Idempotent and cheap once
-    committed (a page-table walk), so a run calls it again after its arenas may have grown. Races are harmless: a
-    mapping the allocator changes or drops between the read of the maps and the call is skipped."""
+    committed (a page-table walk), so a run calls it again after its arenas may have grown. Races cost at most
+    memory: a mapping the allocator drops between the read of the maps and the call is skipped, or, were its range
+    mapped again meanwhile, made resident too; contents never change."""
     libc = _glibc()
     if libc is None or ctypes.sizeof(ctypes.c_void_p) != 8 or not _populate_supported(libc):
         return None  # 32-bit glibc's heaps are 1 MiB windows, not ARENA_WINDOW
