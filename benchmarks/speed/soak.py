@@ -75,22 +75,30 @@ def anon_regions_mb(pid: int) -> dict[str, float] | None:
     return regions_of_smaps(text)
 
 
-def regions_of_smaps(text: str) -> dict[str, float] | None:
-    """`anon_regions_mb` of a /proc/PID/smaps text; None where it lists no mapping (a process not yet reaped).
-    Regions are told apart by the rule `runtime.io.heap.commit_heap` commits by."""
-    mappings: list[tuple[Mapping, int]] = []  # each mapping with its anonymous kB
+def smaps_entries(text: str) -> list[tuple[Mapping, dict[str, int]]]:
+    """Each mapping of a /proc/PID/smaps text with its per-mapping fields in kB (``Rss``, ``Anonymous``, …)."""
+    entries: list[tuple[Mapping, dict[str, int]]] = []
     for line in text.splitlines():
         mapping = mapping_of_line(line)
         if mapping is not None:
-            mappings.append((mapping, 0))
-        elif line.startswith("Anonymous:") and mappings:
-            mappings[-1] = (mappings[-1][0], int(line.split()[1]))
-    if not mappings:
+            entries.append((mapping, {}))
+        elif entries and line.endswith(" kB"):
+            name, value = line.split(":", 1)
+            entries[-1][1][name] = int(value.split()[0])
+    return entries
+
+
+def regions_of_smaps(text: str) -> dict[str, float] | None:
+    """`anon_regions_mb` of a /proc/PID/smaps text; None where it lists no mapping (a process not yet reaped).
+    Regions are told apart by `runtime.io.heap`'s layout rule (without `commit_heap`'s check of each arena's
+    header, which reads the process's own memory)."""
+    entries = smaps_entries(text)
+    if not entries:
         return None  # exited, not yet reaped: nothing mapped
-    arenas = arena_windows([m for m, _ in mappings])
+    arenas = arena_windows([m for m, _ in entries])
     totals = dict.fromkeys(REGIONS, 0.0)
-    for mapping, kb in mappings:
-        totals[allocator_region(mapping, arenas)] += kb / 1024
+    for mapping, fields in entries:
+        totals[allocator_region(mapping, arenas)] += fields.get("Anonymous", 0) / 1024
     return {region: round(mb, 2) for region, mb in totals.items()}
 
 

@@ -128,6 +128,7 @@ def arena_windows(maps: list[Mapping]) -> set[int]:
     return found
 
 
+@functools.cache
 def _populate_supported(libc: ctypes.CDLL) -> bool:
     """Whether the kernel knows MADV_POPULATE_WRITE (Linux ≥ 5.14): it checks the advice before the range, so an
     empty range answers EINVAL only for an unknown advice."""

@@ -33,11 +33,21 @@ def test_keep_freed_memory_is_a_no_op_off_glibc(monkeypatch):
     assert heap.keep_freed_memory() is False
 
 
+# For the probes: the resident kB of the mapping that holds an address in this process (None: no such mapping).
+_RSS_AT = """
+def rss_kb_at(address):
+    from benchmarks.speed.soak import smaps_entries
+    return next((fields["Rss"] for m, fields in smaps_entries(open("/proc/self/smaps").read())
+                 if m.start <= address < m.end), None)
+"""
+
+
 _COMMIT_PROBE = """
 import json, os, threading
 import numpy as np
 from benchmarks.speed.soak import anon_regions_mb
 from runtime.io.heap import commit_heap, keep_freed_memory
+""" + _RSS_AT + """
 keep_freed_memory()
 held = np.empty(24 << 20, np.uint8)  # from the main heap (below the mmap threshold), never written
 held[:16] = 7
@@ -55,17 +65,7 @@ asked = commit_heap()
 after = anon_regions_mb(os.getpid())
 done.set()
 thread.join()
-address = mapped.ctypes.data
-rss_kb, inside = None, False
-for line in open("/proc/self/smaps").read().splitlines():
-    head = line.split()
-    if head and "-" in head[0] and not head[0].endswith(":"):
-        start, end = (int(x, 16) for x in head[0].split("-"))
-        inside = start <= address < end
-    elif inside and head and head[0] == "Rss:":
-        rss_kb = int(head[1])
-        break
-print(json.dumps([before, after, asked, int(held[:16].sum()), rss_kb]))
+print(json.dumps([before, after, asked, int(held[:16].sum()), rss_kb_at(mapped.ctypes.data)]))
 """
 
 
@@ -143,6 +143,7 @@ def test_commit_heap_gives_up_on_an_old_kernel_and_stops_when_memory_runs_out(mo
 _LOOKALIKE_PROBE = """
 import ctypes, json, mmap
 from runtime.io.heap import ARENA_WINDOW, commit_heap
+""" + _RSS_AT + """
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
@@ -158,15 +159,7 @@ if start > base:
 libc.munmap(start + ARENA_WINDOW, base + 2 * ARENA_WINDOW - start - ARENA_WINDOW)
 assert libc.mprotect(start, 1 << 20, mmap.PROT_READ | mmap.PROT_WRITE) == 0
 commit_heap()
-rss = None
-for line in open("/proc/self/smaps").read().splitlines():
-    head = line.split()
-    if head and "-" in head[0] and not head[0].endswith(":"):
-        inside = int(head[0].split("-")[0], 16) == start
-    elif inside and head[0] == "Rss:":
-        rss = int(head[1])
-        break
-print(json.dumps(rss))
+print(json.dumps(rss_kb_at(start)))
 """
 
 
