@@ -7,6 +7,7 @@ settings (`SplitSettings`: `LABELLER_SPLIT`, `COUNTER_SPLIT`), so that neither's
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -158,18 +159,17 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     if labels is not None and (labels.shape != fg.shape or labels.dtype != np.int32):
         raise ValueError(f"labels must be int32 of the mask's {fg.shape[1]}×{fg.shape[0]} px, got {labels.dtype} "
                          f"{labels.shape[1]}×{labels.shape[0]}")
-    n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA,
-                                                                                  labels=labels)
+    comp, points, stats, centroids = _components(fg, labels)
+    n_comp = len(stats) + 1
     ids = np.arange(1, n_comp, dtype=np.int32)
-    stats, centroids = stats[1:], centroids[1:]
     if radius_px is None or n_comp <= 1:
         return Instances(comp, ids, stats, centroids)
     window = max(1, int(round(WINDOW * radius_px)))
-    packed = _Packed.of(comp, stats, gap=max(2, window))
+    packed = _Packed.of(points, stats, gap=max(2, window))
     dist = packed.distances(comp)
     peaks = window_maxima(dist, window, PEAK_HEIGHT * radius_px)
     if seeds is not None:
-        dist, peaks = _seeded(packed, comp, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
+        dist, peaks = _seeded(packed, points, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
     found = _markers(packed, peaks)
     if found is None:
         return Instances(comp, ids, stats, centroids)
@@ -179,10 +179,55 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
         return Instances(comp, ids, stats, centroids)
     in_clump = n_markers[row] > 1
     one_cell_area = _one_cell_area(stats, n_markers == 1, fg.shape, min_area, one_cell)
-    parts = _split_clumps(comp, packed, dist, clumps, _Sites(px[in_clump], py[in_clump], marker[in_clump],
+    # The clumps' pixels alone from here on: a confluent frame's whole foreground is 9 M pixels, 200 MB of lists.
+    points = points.where((n_markers > 1)[points.row])
+    parts = _split_clumps(comp, points, packed, dist, clumps, _Sites(px[in_clump], py[in_clump], marker[in_clump],
                                                               row[in_clump]),
                           max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction, n_comp)
     return _replace(Instances(comp, ids, stats, centroids), clumps, [parts])
+
+
+@dataclass
+class _Points:
+    """Foreground pixels of a mask in raster order: frame coordinates (intp) and component row (0-based)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    row: np.ndarray
+
+    def where(self, keep: np.ndarray) -> _Points:
+        return _Points(self.x[keep], self.y[keep], self.row[keep])
+
+
+def _components(fg: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, _Points, np.ndarray, np.ndarray]:
+    """The 8-connected components of a uint8 mask: label image (ids 1..N in OpenCV's order), the foreground pixels,
+    and cv2-style statistics and centroids (rows 0..N-1), equal to cv2.connectedComponentsWithStats's.
+
+    The statistics come from the foreground's runs (a row's consecutive pixels, one component's). OpenCV's
+    statistics pass visits every pixel of the frame, background too, and took as long as the labelling itself
+    (12 of 25 ms a class on a 4000×3000 frame, 5 % cells); the pixel list is needed anyway, to pack the components
+    for splitting (`_Packed.filled`), and a run's label is read once, not once per pixel."""
+    n_comp, comp = cv2.connectedComponentsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA, labels=labels)
+    found = cv2.findNonZero(fg)
+    xy = np.zeros((0, 2), np.intp) if found is None else found.reshape(-1, 2).astype(np.intp)  # (N, 1, 2) in OpenCV 4
+    x, y = xy[:, 0], xy[:, 1]
+    new_run = np.ones(len(x), bool)
+    np.not_equal(x[1:], x[:-1] + 1, out=new_run[1:])
+    new_run[1:] |= y[1:] != y[:-1]
+    start = np.flatnonzero(new_run)
+    length = np.diff(start, append=len(x))
+    x_start, run_y = x[start], y[start]
+    run_label = comp.ravel()[run_y * fg.shape[1] + x_start]
+    area = np.bincount(run_label, length, n_comp).astype(np.intp)
+    x0, y0 = np.full(n_comp, fg.shape[1], np.intp), np.full(n_comp, fg.shape[0], np.intp)
+    x1, y1 = np.zeros(n_comp, np.intp), np.zeros(n_comp, np.intp)
+    np.minimum.at(x0, run_label, x_start), np.minimum.at(y0, run_label, run_y)
+    np.maximum.at(x1, run_label, x_start + length - 1), np.maximum.at(y1, run_label, run_y)
+    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1)[1:].astype(np.int32)
+    # Σx of a run is length·(2·x_start + length − 1)/2, an integer: the sums are exact in float64
+    sums = np.stack([np.bincount(run_label, length * (2 * x_start + length - 1) // 2, n_comp),
+                     np.bincount(run_label, length * run_y, n_comp)], 1)[1:]
+    return comp, _Points(x, y, np.repeat(run_label - 1, length)), stats, sums / np.maximum(area[1:], 1)[:, None]
 
 
 def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | None:
@@ -199,13 +244,15 @@ def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | Non
     return px, py, marker, row, np.bincount(row[first], minlength=len(packed.box))
 
 
-def _seeded(packed: _Packed, comp: np.ndarray, seeds: np.ndarray, dist: np.ndarray, peaks: np.ndarray, window: int,
+def _seeded(packed: _Packed, points: _Points, seeds: np.ndarray, dist: np.ndarray, peaks: np.ndarray, window: int,
             height: float) -> tuple[np.ndarray, np.ndarray]:
     """The distance map and peaks of the seeds in the components where they hold two markers or more, the mask's
     own elsewhere: seeds that lose a cell (one bright all over) must not keep whole a blob the mask would split.
     The seeded components go into the mask's layout (`_Packed.filled`), so each lies where its component does."""
-    seeded_comp = np.where(seeds > 0, comp, 0)
-    seeded = packed.filled(seeded_comp).distances(seeded_comp)
+    seeded_points = points.where(seeds.ravel()[points.y * seeds.shape[1] + points.x] > 0)
+    seeded_comp = np.zeros(seeds.shape, np.int32)
+    seeded_comp.ravel()[seeded_points.y * seeds.shape[1] + seeded_points.x] = seeded_points.row + 1
+    seeded = packed.filled(seeded_points).distances(seeded_comp)
     seed_peaks = window_maxima(seeded, window, height)
     found = _markers(packed, seed_peaks)
     if found is None:
@@ -228,7 +275,7 @@ class _Packed:
     box: np.ndarray  # int64 (N, 4): each component's box in the frame, x, y, width, height
 
     @classmethod
-    def of(cls, comp: np.ndarray, stats: np.ndarray, gap: int) -> _Packed:
+    def of(cls, points: _Points, stats: np.ndarray, gap: int) -> _Packed:
         box = stats[:, :4].astype(np.int64)
         w, h = box[:, 2], box[:, 3]
         width = max(int(w.max()), int(np.sqrt(float(((w + gap) * (h + gap)).sum())) * 1.2)) + 2 * gap
@@ -240,16 +287,24 @@ class _Packed:
                 x, y, shelf = gap, y + shelf + gap, 0
             ax[k], ay[k] = x, y
             x, shelf = x + w[k] + gap, max(shelf, int(h[k]))
-        return cls(np.zeros((y + shelf + gap, width), np.int32), ax, ay, box).filled(comp)
+        return cls(np.zeros((y + shelf + gap, width), np.int32), ax, ay, box).filled(points)
 
-    def filled(self, comp: np.ndarray) -> _Packed:
-        """This layout with the pixels of ``comp`` (the frame's component labels, or a part of them: the seeds)
-        copied into each component's place."""
+    def filled(self, points: _Points) -> _Packed:
+        """This layout with ``points`` (the frame's component pixels, or a part of them: the seeds) copied into
+        each component's place."""
         rows = np.zeros_like(self.rows)
-        for k, (bx, by, bw, bh) in enumerate(self.box):
-            np.copyto(rows[self.ay[k]:self.ay[k] + bh, self.ax[k]:self.ax[k] + bw], k + 1,
-                      where=comp[by:by + bh, bx:bx + bw] == k + 1)
+        rows.ravel()[self.index_of(points)] = points.row + 1
         return _Packed(rows, self.ax, self.ay, self.box)
+
+    def index_of(self, points: _Points) -> np.ndarray:
+        """Flat indices in the packed image of frame pixels."""
+        return points.y * self.rows.shape[1] + points.x + self.shift[points.row]
+
+    @cached_property
+    def shift(self) -> np.ndarray:
+        """Per component, its flat index in the packed image minus its frame pixels' ``y·width + x`` (1-D: moving
+        pixels costs one gather by row)."""
+        return (self.ay - self.box[:, 1]) * self.rows.shape[1] + self.ax - self.box[:, 0]
 
     def distances(self, comp: np.ndarray) -> np.ndarray:
         """The frame's distance map (cv2's 5×5 chamfer L2), packed. A component cut by the frame edge is measured
@@ -266,9 +321,6 @@ class _Packed:
             np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)
         return dist
 
-    def to_frame(self, y: np.ndarray, x: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frame coordinates of packed pixels of component ``row``."""
-        return y - self.ay[row] + self.box[row, 1], x - self.ax[row] + self.box[row, 0]
 
 
 def _group_points(x: np.ndarray, y: np.ndarray, width: int) -> np.ndarray:
@@ -341,14 +393,15 @@ def on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 # Steepest-ascent drainage looks at the pixel itself first, then its 8 neighbours in this order; the first of equal
 # heights wins, so a pixel on a plateau drains nowhere and neighbours are taken in a fixed order.
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-_CHUNK = 1 << 18  # pixels whose neighbours are looked at together: ~30 MB of temporaries
+_CHUNK = 1 << 18  # pixels whose neighbours are looked at together (`_steepest`): ~7 MB of temporaries
 
 
-def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: np.ndarray, sites: _Sites,
-                  dynamics: float, min_area: int, one_cell_area: float, cut_fraction: float,
+def _split_clumps(comp: np.ndarray, points: _Points, packed: _Packed, dist: np.ndarray, clumps: np.ndarray,
+                  sites: _Sites, dynamics: float, min_area: int, one_cell_area: float, cut_fraction: float,
                   first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split every clump (component rows ``clumps``) and relabel its pixels in ``comp`` with ids from ``first_id``
-    on; returns the parts' ids, cv2-style statistics and centroids, in clump order.
+    """Split every clump (component rows ``clumps``, their pixels ``points`` in the frame's raster order, which
+    within each box is the packed image's too) and relabel its pixels in ``comp`` with ids from ``first_id`` on;
+    returns the parts' ids, cv2-style statistics and centroids, in clump order.
 
     Per clump, a watershed on the distance map by drainage — every pixel follows its steepest uphill neighbour to
     a maximum, each maximum belongs to its nearest marker — then h-maxima merges. Drainage keeps part boundaries on
@@ -357,18 +410,14 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     keep drainage, saddles and merges inside each clump.
     """
     height, width = dist.shape
-    is_clump = np.zeros(len(packed.box) + 1, bool)
-    is_clump[clumps + 1] = True
-    pixels = np.flatnonzero(is_clump[packed.rows])  # each box's pixels in its raster order, as in the frame
-    row = packed.rows.ravel()[pixels] - 1
+    row, fy, fx = points.row, points.y, points.x
+    pixels = packed.index_of(points)
     flat = dist.ravel()
     position = np.full(height * width, -1, np.int64)  # numpy indexes with intp: narrower indices only add casts
     position[pixels] = np.arange(len(pixels))
-    steps = np.array([0] + [dy * width + dx for dy, dx in _NEIGHBOURS])
     target = np.empty(len(pixels), np.int64)
-    for start in range(0, len(pixels), _CHUNK):  # in chunks: 9 neighbours of a confluent frame's 12 M pixels is GBs
-        chunk = pixels[start:start + _CHUNK]
-        target[start:start + _CHUNK] = position[chunk + steps[np.argmax(flat[chunk[:, None] + steps], axis=1)]]
+    for start in range(0, len(pixels), _CHUNK):  # in chunks: a confluent frame's clumps hold 12 M pixels
+        target[start:start + _CHUNK] = position[_steepest(flat, pixels[start:start + _CHUNK], width)]
     while True:  # pointer jumping: each step doubles the path followed
         further = target[target]
         if np.array_equal(further, target):
@@ -391,7 +440,6 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     peak = np.zeros(n_parts, np.float32)
     np.maximum.at(peak, site_part, flat[pixels[site_at]])
     area = np.bincount(parts, minlength=n_parts).astype(np.float64)
-    fy, fx = packed.to_frame(pixels // width, pixels % width, row)
     # A part on the frame edge may be the visible piece of a cut cell: it needs only cut_fraction of min_area.
     cut = np.zeros(n_parts, bool)
     cut[parts[(fy == 0) | (fx == 0) | (fy == comp.shape[0] - 1) | (fx == comp.shape[1] - 1)]] = True
@@ -405,10 +453,28 @@ def _split_clumps(comp: np.ndarray, packed: _Packed, dist: np.ndarray, clumps: n
     return _part_statistics(part, fy, fx, row, packed.box, first_id)
 
 
+def _steepest(flat: np.ndarray, pixels: np.ndarray, width: int) -> np.ndarray:
+    """Per pixel (flat indices into an image ``width`` px wide), the index of its highest 8-neighbour, or the pixel
+    itself where none is higher; of equal neighbours the first in `_NEIGHBOURS` order. One neighbour at a time: an
+    (N, 9) gather and argmax took half as long again."""
+    best, steepest = flat[pixels], pixels.copy()
+    for dy, dx in _NEIGHBOURS:
+        neighbour = pixels + (dy * width + dx)
+        height = flat[neighbour]
+        higher = height > best
+        np.maximum(best, height, out=best)
+        np.copyto(steepest, neighbour, where=higher)
+    return steepest
+
+
 def _nearest_sites(part_of: np.ndarray, ends: np.ndarray, pixels: np.ndarray, row: np.ndarray,
                    packed: _Packed) -> None:
     """Give every drainage end that is not a marker pixel (a low bump of the distance map) the part of its nearest
-    marker pixel in its own clump, in place in ``part_of``: a distance transform with labels per such clump."""
+    marker pixel in its own clump, in place in ``part_of``: a distance transform with labels per such clump.
+
+    OpenCV numbers the marker pixels of a box in its raster order (DIST_LABEL_PIXEL), which is the order of
+    ``pixels`` (packed raster order) within the box: the label of a marker pixel is its rank there, read off the
+    sorted list of all marker pixels rather than off the box (which cost as much as the transform itself)."""
     lost = ends[part_of[ends] == 0]
     if not len(lost):
         return
@@ -417,16 +483,17 @@ def _nearest_sites(part_of: np.ndarray, ends: np.ndarray, pixels: np.ndarray, ro
     sites[pixels] = part_of
     sites = sites.reshape(height, width)
     lost = lost[np.argsort(row[lost], kind="stable")]
+    marked = np.flatnonzero(part_of)
+    marked = marked[np.argsort(row[marked], kind="stable")]  # by clump, each clump's in raster order
     clumps, first = np.unique(row[lost], return_index=True)
-    for k, ends_here in zip(clumps, np.split(lost, first[1:])):
-        x, y, w, h = packed.ax[k], packed.ay[k], packed.box[k, 2], packed.box[k, 3]
-        box = sites[y:y + h, x:x + w]  # boxes never overlap: only this clump's marker pixels
-        _, nearest = cv2.distanceTransformWithLabels((box == 0).astype(np.uint8), cv2.DIST_L2, 5,
-                                                     labelType=cv2.DIST_LABEL_PIXEL)
-        sy, sx = np.nonzero(box)
-        label_part = np.zeros(int(nearest.max()) + 1, np.int32)
-        label_part[nearest[sy, sx]] = box[sy, sx]
-        part_of[ends_here] = label_part[nearest[pixels[ends_here] // width - y, pixels[ends_here] % width - x]]
+    starts = np.searchsorted(row[marked], clumps)
+    ey, ex = pixels[lost] // width, pixels[lost] % width
+    for k, start, ends_here in zip(clumps.tolist(), starts.tolist(), np.split(np.arange(len(lost)), first[1:])):
+        x, y, w, h = int(packed.ax[k]), int(packed.ay[k]), int(packed.box[k, 2]), int(packed.box[k, 3])
+        _, nearest = cv2.distanceTransformWithLabels(cv2.compare(sites[y:y + h, x:x + w], 0, cv2.CMP_EQ), cv2.DIST_L2,
+                                                     5, labelType=cv2.DIST_LABEL_PIXEL)
+        rank = nearest[ey[ends_here] - y, ex[ends_here] - x] - 1
+        part_of[lost[ends_here]] = part_of[marked[start + rank]]
 
 
 def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np.ndarray, width: int,
@@ -482,8 +549,10 @@ def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, row: np.nda
     stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
     part_row = np.zeros(n, np.int64)
     part_row[part] = row
-    offset = np.stack([np.bincount(part, x - box[row, 0], n), np.bincount(part, y - box[row, 1], n)], 1)
-    centroids = box[part_row, :2] + offset / area[:, None]
+    corner = box[part_row, :2]
+    # Σ(x − corner) as Σx − area·corner: sums of integers, exact in float64 either way
+    offset = np.stack([np.bincount(part, x, n), np.bincount(part, y, n)], 1) - area[:, None] * corner
+    centroids = corner + offset / area[:, None]
     return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
 
 

@@ -223,17 +223,48 @@ def random_blobs(seed, shape=(160, 200)):
 def test_the_packed_distance_map_is_the_frames_own(seed):
     """Distances and splits are computed on components packed side by side: every component's distances must equal
     those of cv2 on the whole frame, cells cut by the frame edge included (OpenCV puts no background beyond an
-    image's edge)."""
-    from runtime.counting.instances import _Packed
+    image's edge), and every packed pixel must be one of its component's."""
+    from runtime.counting.instances import _components, _Packed
 
     mask = random_blobs(seed)
-    _, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    packed = _Packed.of(comp, stats[1:], gap=2)
+    comp, points, stats, _ = _components(mask, None)
+    packed = _Packed.of(points, stats, gap=2)
     dist = packed.distances(comp)
-    ys, xs = np.nonzero(packed.rows)
-    fy, fx = packed.to_frame(ys, xs, packed.rows[ys, xs] - 1)
-    assert (comp[fy, fx] == packed.rows[ys, xs]).all() and len(ys) == int(mask.sum())
-    np.testing.assert_array_equal(dist[ys, xs], cv2.distanceTransform(mask, cv2.DIST_L2, 5)[fy, fx])
+    at = packed.index_of(points)
+    assert np.count_nonzero(packed.rows) == len(at) == int(mask.sum())
+    np.testing.assert_array_equal(packed.rows.ravel()[at], comp[points.y, points.x])
+    np.testing.assert_array_equal(dist.ravel()[at], cv2.distanceTransform(mask, cv2.DIST_L2, 5)[points.y, points.x])
+
+
+def component_masks():
+    """Masks whose components are easy to get wrong from runs of pixels: diagonal chains (8-connected across runs),
+    runs ending at the right edge next to runs starting at the left edge of the next row, single pixels, a full
+    frame, an empty one, random blobs."""
+    diagonal = np.eye(40, 50, dtype=np.uint8)
+    wrap = np.zeros((6, 8), np.uint8)
+    wrap[0, 5:] = wrap[1, :3] = wrap[3, 7] = wrap[4, 0] = 1
+    rng = np.random.default_rng(0)
+    return [diagonal, diagonal[:, ::-1].copy(), wrap, (rng.random((64, 80)) > 0.6).astype(np.uint8),
+            np.ones((7, 9), np.uint8), np.zeros((7, 9), np.uint8), random_blobs(1), random_blobs(2) * 255]
+
+
+@pytest.mark.parametrize("mask", component_masks())
+def test_components_are_opencvs_with_its_statistics(mask):
+    """The statistics are computed from the foreground's runs, not by OpenCV's own pass over the frame: labels,
+    boxes, areas and centroids must be cv2.connectedComponentsWithStats's, and the pixel list the foreground in
+    raster order with each pixel's component."""
+    from runtime.counting.instances import _components
+
+    comp, points, stats, centroids = _components(mask, None)
+    n, want, want_stats, want_centroids = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S,
+                                                                                       cv2.CCL_GRANA)
+    np.testing.assert_array_equal(comp, want)
+    np.testing.assert_array_equal(stats, want_stats[1:])
+    np.testing.assert_array_equal(centroids, want_centroids[1:])
+    ys, xs = np.nonzero(mask)
+    np.testing.assert_array_equal(points.y, ys)
+    np.testing.assert_array_equal(points.x, xs)
+    np.testing.assert_array_equal(points.row, want[ys, xs] - 1)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -318,3 +349,42 @@ def test_seeds_that_lose_a_cell_leave_the_split_to_the_mask():
     assert len(find_instances(mask, 13, 0, seeds=seeds).ids) == count(mask, radius=13) == 2
     with pytest.raises(ValueError, match="seeds are"):
         find_instances(mask, 13, 0, seeds=seeds[:, :100])
+
+
+def test_a_drainage_end_off_the_markers_goes_to_the_nearest_marker_of_its_own_clump():
+    """Ends of the drainage that are no marker take the part of the nearest marker pixel in their own clump, even
+    where a marker of the clump packed beside it is nearer (the label OpenCV gives a marker pixel is its rank in
+    the box's raster order: a wrong rank gives another marker's part)."""
+    from runtime.counting.instances import _nearest_sites, _Packed
+
+    rows = np.zeros((14, 40), np.int32)
+    ax, ay = np.array([2, 20]), np.array([2, 2])
+    box = np.array([[0, 0, 15, 10], [50, 0, 15, 10]])
+    rows[2:12, 2:17], rows[2:12, 20:35] = 1, 2
+    pixels = np.flatnonzero(rows)
+    row = rows.ravel()[pixels] - 1
+    part_of = np.zeros(len(pixels), np.int32)
+    at = {(y, x): i for i, (y, x) in enumerate(zip(*np.divmod(pixels, rows.shape[1])))}
+    for (y, x), part in {(2, 2): 1, (11, 2): 2, (7, 21): 3, (7, 22): 3}.items():  # markers, packed coordinates
+        part_of[at[y, x]] = part
+    lost = [at[10, 16], at[3, 7], at[7, 33]]  # nearest: part 2 (part 3's marker nearer, next box), 1, 3
+    ends = np.array([at[2, 2], *lost])
+    _nearest_sites(part_of, ends, pixels, row, _Packed(rows, ax, ay, box))
+    assert part_of[lost].tolist() == [2, 1, 3]
+
+
+def test_drainage_goes_to_the_highest_neighbour_and_stays_on_a_plateau():
+    """`_steepest`: a pixel drains to its highest neighbour; of equal ones, the first in `_NEIGHBOURS` order (up-left
+    before up before right…); a pixel with no higher neighbour (a plateau, a peak) drains to itself, so that drainage
+    ends there instead of cycling between equal pixels."""
+    from runtime.counting.instances import _steepest
+
+    heights = np.array([[1, 3, 3, 0],
+                        [2, 2, 2, 0],
+                        [3, 1, 3, 3]], np.float32)
+    padded = np.pad(heights, 1, constant_values=-1)  # a ring of background, as around every packed box
+    at = lambda y, x: (y + 1) * padded.shape[1] + x + 1  # noqa: E731
+    got = _steepest(padded.ravel(), np.array([at(1, 1), at(1, 2), at(0, 1), at(2, 3)]), padded.shape[1])
+    # (1, 1): 3s up, up-right, down-left: up-left is 1, up comes first; (1, 2): 3s up-left, up, down-right: up-left;
+    # (0, 1): a 3 beside a 3 stays; (2, 3): a 3 beside a 3 stays
+    assert got.tolist() == [at(0, 1), at(0, 1), at(0, 1), at(2, 3)]
