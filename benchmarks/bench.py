@@ -25,6 +25,7 @@ from runtime.data.simulator import SimConfig, SimulatedMicroscope
 from runtime.io.sources import DemoSource, MemorySource
 
 TARGET_FPS = 25.0
+READY_FRAMES = 16  # distinct demo frames cycled through the frames-ready run (drawn before it starts)
 PAPER = {"params": 7.48e6, "flops_stated": 3.09e6, "fps": 25.0, "gpu": "RTX 2060", "size": 512}
 
 
@@ -66,12 +67,19 @@ def measure_latency(runner: Runner, batch: int, budget_s: float) -> dict:
 
 
 def measure_end_to_end(runner: Runner, frames: int) -> dict:
-    """The whole `csc-run --source demo --no-show` path: capture → infer → count, with per-stage times. The demo's
-    frames are made at the model's pixel size, so the start-up calibration (which they pass unchanged) is left out
-    of a throughput figure."""
-    summary = Pipeline(DemoSource(size=runner.input_size[0], seed=0), runner,
-                       options=RunOptions(max_frames=frames, calibrate=False)).run()
-    return {"end_to_end_fps": summary["fps"], "stages": summary["stages"], "frames": summary["frames"]}
+    """The whole `csc-run --source demo --no-show` path: capture → infer → count, with per-stage times; and the same
+    pipeline on frames handed over ready (what a camera's driver does), whose capture stage costs nothing: the demo
+    draws every frame (5–6 ms of the second core on a 2-core VM), so the first figure measures the simulator beside
+    the pipeline. The demo's frames are made at the model's pixel size, so the start-up calibration (which they
+    pass unchanged) is left out of a throughput figure."""
+    options = RunOptions(max_frames=frames, calibrate=False)
+    demo = DemoSource(size=runner.input_size[0], seed=0)
+    summary = Pipeline(demo, runner, options=options).run()
+    drawn = [frame.image for frame, _ in zip(DemoSource(size=runner.input_size[0], seed=0).frames(), range(READY_FRAMES))]
+    ready = Pipeline(MemorySource([drawn[i % len(drawn)] for i in range(frames)], name="ready"), runner,
+                     options=options).run()
+    return {"end_to_end_fps": summary["fps"], "stages": summary["stages"], "frames": summary["frames"],
+            "frames_ready": {"end_to_end_fps": ready["fps"], "stages": ready["stages"], "frames": ready["frames"]}}
 
 
 def peak_gflops(threads: int, seconds: float = 2.0) -> float:
@@ -183,7 +191,9 @@ def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions |
                              "latency_ms": lat["latency_ms"], "runs": lat["runs"], "stable": lat["stable"],
                              "size": list(meta.input_size), "params": cost["params"], "flops": cost["flops"],
                              "peak_gflops": peak, "end_to_end_fps": e2e["end_to_end_fps"] if batch == 1 else None,
-                             "stages": e2e["stages"] if batch == 1 else None, "why_backend": reason}
+                             "stages": e2e["stages"] if batch == 1 else None,
+                             "end_to_end_frames_ready": e2e["frames_ready"] if batch == 1 else None,
+                             "why_backend": reason}
                     post = (e2e["stages"] or {}).get("post") if batch == 1 else None
                     if post:  # counting (and the run's per-frame bookkeeping) beside inference, per frame and per MP
                         megapixels = meta.input_size[0] * meta.input_size[1] / 1e6
@@ -212,17 +222,19 @@ def render_markdown(report: dict) -> str:
                          f"frame at its input size")
     lines += ["", "(Paper: 7.48 M parameters; its \"3.09M FLOPs\" cannot hold for a VGG16 encoder at 512×512.)", "",
               "| model | backend | precision | batch | FPS (inference) | p50 / p90 / p99 ms | end-to-end FPS | "
-              "post-processing ms (per MP) | 4000×3000 end-to-end FPS (post ms) | ceiling FPS | % of peak | ≥ 25 FPS |",
-              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+              "end-to-end FPS, frames ready | post-processing ms (per MP) | 4000×3000 end-to-end FPS (post ms) | "
+              "ceiling FPS | % of peak | ≥ 25 FPS |",
+              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["results"]:
         lat = r["latency_ms"]
         peak = f"{100 * r['fraction_of_peak']:.0f} %" if "fraction_of_peak" in r else "—"
         post = f"{r['post_ms']} ({r['post_ms_per_megapixel']})" if "post_ms" in r else "—"
         full = r.get("end_to_end_4000x3000")
         full = f"{full['end_to_end_fps']} ({full['post_ms']})" if full else "—"
+        ready = (r.get("end_to_end_frames_ready") or {}).get("end_to_end_fps", "—")
         lines.append(f"| {Path(r['model']).name} ({r['arch']}) | {r['backend']} | {r['precision']} | {r['batch']} | "
                      f"{r['fps']} | {lat['p50']} / {lat['p90']} / {lat['p99']} | {r['end_to_end_fps'] or '—'} | "
-                     f"{post} | {full} | {r.get('fps_ceiling', '—')} | {peak} | {'yes' if r['meets_25fps'] else 'no'} |")
+                     f"{ready} | {post} | {full} | {r.get('fps_ceiling', '—')} | {peak} | {'yes' if r['meets_25fps'] else 'no'} |")
     lines += [""] + [f"Not measured: {note}" for note in report["not_measured"]]
     return "\n".join(lines).rstrip() + "\n"
 
