@@ -73,13 +73,17 @@ def measure_end_to_end(runner: Runner, frames: int) -> dict:
     the pipeline. The demo's frames are made at the model's pixel size, so the start-up calibration (which they
     pass unchanged) is left out of a throughput figure."""
     options = RunOptions(max_frames=frames, calibrate=False)
-    demo = DemoSource(size=runner.input_size[0], seed=0)
-    summary = Pipeline(demo, runner, options=options).run()
-    drawn = [frame.image for frame, _ in zip(DemoSource(size=runner.input_size[0], seed=0).frames(), range(READY_FRAMES))]
-    ready = Pipeline(MemorySource([drawn[i % len(drawn)] for i in range(frames)], name="ready"), runner,
-                     options=options).run()
+    summary = Pipeline(DemoSource(size=runner.input_size[0], seed=0), runner, options=options).run()
+    ready = Pipeline(ready_source(runner.input_size[0], frames), runner, options=options).run()
     return {"end_to_end_fps": summary["fps"], "stages": summary["stages"], "frames": summary["frames"],
             "frames_ready": {"end_to_end_fps": ready["fps"], "stages": ready["stages"], "frames": ready["frames"]}}
+
+
+def ready_source(size: int, frames: int) -> MemorySource:
+    """``frames`` demo frames handed over ready, as a camera's driver hands them: READY_FRAMES distinct ones, drawn
+    before the run and cycled."""
+    drawn = [frame.image for frame, _ in zip(DemoSource(size=size, seed=0).frames(), range(READY_FRAMES))]
+    return MemorySource([drawn[i % len(drawn)] for i in range(frames)], name="ready")
 
 
 def peak_gflops(threads: int, seconds: float = 2.0) -> float:

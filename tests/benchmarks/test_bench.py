@@ -179,6 +179,11 @@ def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(t
         assert pair["steady_fps"] > pair["end_to_end_fps"], "the whole run carries the start; the steady rate not"
     with pytest.raises(ValueError, match="at least 40"):
         measure(pairs=1, frames=39)
+    with pytest.raises(ValueError, match="demo, ready"):
+        measure(pairs=1, source="camera")
+    ready = measure(pairs=1, frames=40, source="ready")
+    assert ready["source"] == "ready" and result["source"] == "demo"
+    assert ready["pairs"][0]["steady_fps"] > 0 and ready["pairs"][0]["end_to_end_fps"] > 0
     publish(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(capsys.readouterr().out) == result
 
