@@ -114,7 +114,9 @@ class CellCounter:
     """Counts cells in class maps; reuse one instance per stream so per-frame buffers are allocated once.
 
     With ``workers`` > 1 the classes of one frame are counted at once, one thread each (OpenCV and numpy release
-    the GIL: a 4000×3000 frame's two classes take about the time of one); for a stream of frames the pipeline
+    the GIL: a 4000×3000 frame's two classes take about the time of one), and each class's components are split
+    in up to ``workers`` runs at once (`find_instances`' ``groups``; on threads of a second pool, which the class
+    threads wait on), so a frame of one class uses the cores too; for a stream of frames the pipeline
     counts consecutive frames at once instead (`RunOptions.count_workers`), each thread with a counter of its own:
     one counter must not count two frames at once, since its buffers are the frame's. Those buffers (a mask and an
     int32 label image per class, 60 MB a class at 4000×3000) stay allocated for the counter's life, sized to the
@@ -124,7 +126,8 @@ class CellCounter:
     def __init__(self, config: CountingConfig | None = None, workers: int = 1):
         self.config = config or CountingConfig()
         self.workers = workers
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None  # the classes
+        self._group_pool: ThreadPoolExecutor | None = None  # runs of one class's components (`find_instances`)
         self._shape: tuple[int, int] | None = None
         self._binary: np.ndarray | None = None
         # Per class, a mask and a label image (see `find_instances`) kept from frame to frame; one pair per class,
@@ -170,8 +173,11 @@ class CellCounter:
         mask, labels = self._buffers[class_id]
         binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=mask)
         min_area = cfg.min_area(class_id, pixel_size)
+        if self.workers > 1 and self._group_pool is None:
+            self._group_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="count-split")
         found = cfg.split_settings(class_id).split(
-            binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area, labels=labels)
+            binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area, labels=labels,
+            pool=self._group_pool, groups=self.workers)
         return found.keep(np.flatnonzero(found.large_enough(min_area, class_map.shape, cfg.cut_cell_fraction)))
 
     def count_instances(self, class_map: np.ndarray, instances: np.ndarray, return_labels: bool = False) -> FrameCounts:

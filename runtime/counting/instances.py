@@ -6,6 +6,7 @@ settings (`SplitSettings`: `LABELLER_SPLIT`, `COUNTER_SPLIT`), so that neither's
 """
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -54,11 +55,12 @@ class SplitSettings:
         return replace(self, dynamics=self.wide_size_dynamics, one_cell=0.0, divide_large=None)
 
     def split(self, binary: np.ndarray, radius_px: float | None, min_area: int = 0,
-              seeds: np.ndarray | None = None, labels: np.ndarray | None = None) -> Instances:
+              seeds: np.ndarray | None = None, labels: np.ndarray | None = None, pool: Executor | None = None,
+              groups: int = 1) -> Instances:
         """The instances of a mask split at these settings (`find_instances`, then `divide_large` where set);
         ``radius_px`` None: connected components, nothing split. Call `for_size` first for a class's own."""
         found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction, seeds,
-                               labels)
+                               labels, pool, groups)
         if radius_px is None or not self.divide_large:
             return found
         return divide_large(found, self.divide_large, min_area, binary.shape)
@@ -125,7 +127,7 @@ class Instances:
 def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
                    one_cell: float = 0.0, dynamics: float = COUNTER_SPLIT.dynamics,
                    cut_fraction: float = COUNTER_SPLIT.cut_fraction, seeds: np.ndarray | None = None,
-                   labels: np.ndarray | None = None) -> Instances:
+                   labels: np.ndarray | None = None, pool: Executor | None = None, groups: int = 1) -> Instances:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split (the
     defaults: the counter's preset without the one-cell rule; `SplitSettings.split` passes a preset's).
 
@@ -152,6 +154,11 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     ``labels``, an int32 array of the mask's shape that the label image is written into (and that the result's
     ``labels`` then is): a caller that counts frame after frame passes the same one. A 4000×3000 label image is
     48 MB, above what the heap keeps (`runtime.io.heap`): made afresh, its pages are mapped and zeroed every frame.
+
+    ``pool`` and ``groups``: the components, in ``groups`` runs of consecutive rows of about equal pixels (at least
+    GROUP_PIXELS each), are packed and split on ``pool``'s threads, each run on its own (`_Group`). Components split
+    independently of each other (each alone in its packed box; the one-cell rule's median, the only figure of the
+    whole frame, is taken between the two stages), so the result is the one of a single pass, ids included.
     """
     fg = np.ascontiguousarray(binary, dtype=np.uint8)
     if seeds is not None and seeds.shape != fg.shape:
@@ -161,30 +168,26 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
                          f"{labels.shape[1]}×{labels.shape[0]}")
     comp, points, stats, centroids = _components(fg, labels)
     n_comp = len(stats) + 1
-    ids = np.arange(1, n_comp, dtype=np.int32)
+    found = Instances(comp, np.arange(1, n_comp, dtype=np.int32), stats, centroids)
     if radius_px is None or n_comp <= 1:
-        return Instances(comp, ids, stats, centroids)
+        return found
     window = max(1, int(round(WINDOW * radius_px)))
-    packed = _Packed.of(points, stats, gap=max(2, window))
-    dist = packed.distances(comp)
-    peaks = window_maxima(dist, window, PEAK_HEIGHT * radius_px)
-    if seeds is not None:
-        dist, peaks = _seeded(packed, points, seeds, dist, peaks, window, PEAK_HEIGHT * radius_px)
-    found = _markers(packed, peaks)
-    if found is None:
-        return Instances(comp, ids, stats, centroids)
-    px, py, marker, row, n_markers = found
-    clumps = np.flatnonzero(n_markers > 1)
-    if not clumps.size:
-        return Instances(comp, ids, stats, centroids)
-    in_clump = n_markers[row] > 1
+    groups = _Group.of(points, stats, gap=max(2, window), count=min(groups, max(1, len(points.x) // GROUP_PIXELS)))
+    del points  # each group holds its own components' pixels
+    run = pool.map if pool is not None and len(groups) > 1 else map
+    marked = list(run(lambda group: group.mark(comp, seeds, window, PEAK_HEIGHT * radius_px), groups))
+    n_markers = np.concatenate([group.n_markers for group in marked])
+    if not (n_markers > 1).any():
+        return found
     one_cell_area = _one_cell_area(stats, n_markers == 1, fg.shape, min_area, one_cell)
-    # The clumps' pixels alone from here on: a confluent frame's whole foreground is 9 M pixels, 200 MB of lists.
-    points = points.where((n_markers > 1)[points.row])
-    parts = _split_clumps(comp, points, packed, dist, clumps, _Sites(px[in_clump], py[in_clump], marker[in_clump],
-                                                              row[in_clump]),
-                          max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction, n_comp)
-    return _replace(Instances(comp, ids, stats, centroids), clumps, [parts])
+    settings = (max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction)
+    split = [parts for parts in run(lambda group: group.split(fg.shape, *settings), marked) if parts is not None]
+    next_id, new = n_comp, []
+    for parts in split:  # groups in row order, clumps in row order within each: ids as one pass over the frame gives
+        comp[parts.y, parts.x] = next_id + parts.part
+        new.append((np.arange(next_id, next_id + len(parts.stats), dtype=np.int32), parts.stats, parts.centroids))
+        next_id += len(parts.stats)
+    return _replace(found, np.flatnonzero(n_markers > 1), new)
 
 
 @dataclass
@@ -230,6 +233,85 @@ def _components(fg: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, 
     return comp, _Points(x, y, np.repeat(run_label - 1, length)), stats, sums / np.maximum(area[1:], 1)[:, None]
 
 
+# A run of components split on a thread of its own holds at least this many pixels: below, the run's own packing
+# and array calls (a few hundred µs) weigh against what it saves (a 4000×3000 class map's class: ~300 000).
+GROUP_PIXELS = 100_000
+
+
+@dataclass
+class _Group:
+    """Components ``first`` … ``first`` + n − 1 of a frame (rows of its statistics) with their pixels (rows counted
+    from ``first``), packed and split on their own (`find_instances`' ``groups``)."""
+
+    first: int
+    points: _Points
+    stats: np.ndarray
+    gap: int
+
+    @classmethod
+    def of(cls, points: _Points, stats: np.ndarray, gap: int, count: int) -> list[_Group]:
+        """``count`` groups (fewer where components are few) of consecutive rows holding about equal pixels."""
+        if count <= 1:
+            return [cls(0, points, stats, gap)]
+        total = np.cumsum(stats[:, cv2.CC_STAT_AREA])
+        edges = np.unique(np.concatenate([[0], np.searchsorted(total, np.arange(1, count) * total[-1] / count) + 1,
+                                          [len(stats)]]).clip(0, len(stats)))
+        groups = []
+        for first, end in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            mine = points.where((points.row >= first) & (points.row < end))
+            groups.append(cls(first, _Points(mine.x, mine.y, mine.row - first), stats[first:end], gap))
+        return groups
+
+    def mark(self, comp: np.ndarray, seeds: np.ndarray | None, window: int, height: float) -> _Marked:
+        """Packed, with its distance map and markers (`find_instances`)."""
+        packed = _Packed.of(self.points, self.stats, self.gap, self.first)
+        dist = packed.distances(comp)
+        peaks = window_maxima(dist, window, height)
+        if seeds is not None:
+            dist, peaks = _seeded(packed, self.points, seeds, dist, peaks, window, height)
+        found = _markers(packed, peaks)
+        if found is None:
+            return _Marked(self.points, packed, dist, None, np.zeros(len(self.stats), np.intp))
+        px, py, marker, row, n_markers = found
+        in_clump = n_markers[row] > 1
+        return _Marked(self.points, packed, dist, _Sites(px[in_clump], py[in_clump], marker[in_clump], row[in_clump]),
+                       n_markers)
+
+
+@dataclass
+class _Marked:
+    """A `_Group` packed, with its distance map, the marker pixels inside clumps and each component's markers."""
+
+    points: _Points
+    packed: _Packed
+    dist: np.ndarray
+    sites: _Sites | None
+    n_markers: np.ndarray
+
+    def split(self, shape: tuple[int, int], dynamics: float, min_area: int, one_cell_area: float,
+              cut_fraction: float) -> _Parts | None:
+        """The parts of this group's clumps (`_split_clumps`), None where it has none."""
+        clumps = np.flatnonzero(self.n_markers > 1)
+        if not clumps.size:
+            return None
+        # The clumps' pixels alone from here on: a confluent frame's foreground is 9 M pixels, 200 MB of lists.
+        points = self.points.where((self.n_markers > 1)[self.points.row])
+        return _split_clumps(shape, points, self.packed, self.dist, clumps, self.sites, dynamics, min_area,
+                             one_cell_area, cut_fraction)
+
+
+@dataclass
+class _Parts:
+    """The parts a group's clumps split into: each clump pixel's frame coordinates and part (0-based, in clump
+    order), and the parts' cv2-style statistics and centroids."""
+
+    y: np.ndarray
+    x: np.ndarray
+    part: np.ndarray
+    stats: np.ndarray
+    centroids: np.ndarray
+
+
 def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | None:
     """The peak pixels of a packed peak image — x, y, marker id (`_group_points`), component row — and the number
     of markers in each component; None where there are none."""
@@ -251,7 +333,7 @@ def _seeded(packed: _Packed, points: _Points, seeds: np.ndarray, dist: np.ndarra
     The seeded components go into the mask's layout (`_Packed.filled`), so each lies where its component does."""
     seeded_points = points.where(seeds.ravel()[points.y * seeds.shape[1] + points.x] > 0)
     seeded_comp = np.zeros(seeds.shape, np.int32)
-    seeded_comp.ravel()[seeded_points.y * seeds.shape[1] + seeded_points.x] = seeded_points.row + 1
+    seeded_comp.ravel()[seeded_points.y * seeds.shape[1] + seeded_points.x] = seeded_points.row + packed.first + 1
     seeded = packed.filled(seeded_points).distances(seeded_comp)
     seed_peaks = window_maxima(seeded, window, height)
     found = _markers(packed, seed_peaks)
@@ -273,9 +355,10 @@ class _Packed:
     ax: np.ndarray  # top-left corner of each component's box in the packed image
     ay: np.ndarray
     box: np.ndarray  # int64 (N, 4): each component's box in the frame, x, y, width, height
+    first: int = 0  # the frame's label of row k is first + k + 1 (a `_Group` packs rows from its first)
 
     @classmethod
-    def of(cls, points: _Points, stats: np.ndarray, gap: int) -> _Packed:
+    def of(cls, points: _Points, stats: np.ndarray, gap: int, first: int = 0) -> _Packed:
         box = stats[:, :4].astype(np.int64)
         w, h = box[:, 2], box[:, 3]
         width = max(int(w.max()), int(np.sqrt(float(((w + gap) * (h + gap)).sum())) * 1.2)) + 2 * gap
@@ -287,14 +370,14 @@ class _Packed:
                 x, y, shelf = gap, y + shelf + gap, 0
             ax[k], ay[k] = x, y
             x, shelf = x + w[k] + gap, max(shelf, int(h[k]))
-        return cls(np.zeros((y + shelf + gap, width), np.int32), ax, ay, box).filled(points)
+        return cls(np.zeros((y + shelf + gap, width), np.int32), ax, ay, box, first).filled(points)
 
     def filled(self, points: _Points) -> _Packed:
         """This layout with ``points`` (the frame's component pixels, or a part of them: the seeds) copied into
         each component's place."""
         rows = np.zeros_like(self.rows)
         rows.ravel()[self.index_of(points)] = points.row + 1
-        return _Packed(rows, self.ax, self.ay, self.box)
+        return _Packed(rows, self.ax, self.ay, self.box, self.first)
 
     def index_of(self, points: _Points) -> np.ndarray:
         """Flat indices in the packed image of frame pixels."""
@@ -315,7 +398,7 @@ class _Packed:
         x, y, w, h = self.box.T
         for k in np.flatnonzero((x == 0) | (y == 0) | (x + w == width) | (y + h == height)):
             x0, y0 = max(0, x[k] - 2), max(0, y[k] - 2)
-            crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], int(k + 1), cv2.CMP_EQ)
+            crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], int(self.first + k + 1), cv2.CMP_EQ)
             inside = (slice(y[k] - y0, y[k] - y0 + h[k]), slice(x[k] - x0, x[k] - x0 + w[k]))
             packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
             np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)
@@ -396,12 +479,11 @@ _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 _CHUNK = 1 << 18  # pixels whose neighbours are looked at together (`_steepest`): ~7 MB of temporaries
 
 
-def _split_clumps(comp: np.ndarray, points: _Points, packed: _Packed, dist: np.ndarray, clumps: np.ndarray,
-                  sites: _Sites, dynamics: float, min_area: int, one_cell_area: float, cut_fraction: float,
-                  first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist: np.ndarray, clumps: np.ndarray,
+                  sites: _Sites, dynamics: float, min_area: int, one_cell_area: float, cut_fraction: float) -> _Parts:
     """Split every clump (component rows ``clumps``, their pixels ``points`` in the frame's raster order, which
-    within each box is the packed image's too) and relabel its pixels in ``comp`` with ids from ``first_id`` on;
-    returns the parts' ids, cv2-style statistics and centroids, in clump order.
+    within each box is the packed image's too) of a frame of this (h, w) ``shape``; returns each pixel's part and
+    the parts' cv2-style statistics and centroids, in clump order.
 
     Per clump, a watershed on the distance map by drainage — every pixel follows its steepest uphill neighbour to
     a maximum, each maximum belongs to its nearest marker — then h-maxima merges. Drainage keeps part boundaries on
@@ -442,15 +524,15 @@ def _split_clumps(comp: np.ndarray, points: _Points, packed: _Packed, dist: np.n
     area = np.bincount(parts, minlength=n_parts).astype(np.float64)
     # A part on the frame edge may be the visible piece of a cut cell: it needs only cut_fraction of min_area.
     cut = np.zeros(n_parts, bool)
-    cut[parts[(fy == 0) | (fx == 0) | (fy == comp.shape[0] - 1) | (fx == comp.shape[1] - 1)]] = True
+    cut[parts[(fy == 0) | (fx == 0) | (fy == shape[0] - 1) | (fx == shape[1] - 1)]] = True
     smallest = np.where(cut, cut_fraction * min_area, min_area)
     root = _merge(parts, pixels, position, flat, width, peak, area, smallest, dynamics, one_cell_area)
     del position, pixels
     _, dense = np.unique(root[1:], return_inverse=True)
     part = dense[parts - 1]  # 0-based, in clump order
     del parts
-    comp[fy, fx] = first_id + part
-    return _part_statistics(part, fy, fx, row, packed.box, first_id)
+    _, stats, centroids = _part_statistics(part, fy, fx, row, packed.box, 0)
+    return _Parts(fy, fx, part, stats, centroids)
 
 
 def _steepest(flat: np.ndarray, pixels: np.ndarray, width: int) -> np.ndarray:

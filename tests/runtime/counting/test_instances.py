@@ -388,3 +388,49 @@ def test_drainage_goes_to_the_highest_neighbour_and_stays_on_a_plateau():
     # (1, 1): 3s up, up-right, down-left: up-left is 1, up comes first; (1, 2): 3s up-left, up, down-right: up-left;
     # (0, 1): a 3 beside a 3 stays; (2, 3): a 3 beside a 3 stays
     assert got.tolist() == [at(0, 1), at(0, 1), at(0, 1), at(2, 3)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_components_split_in_runs_on_threads_give_the_single_pass(seed, monkeypatch):
+    """`find_instances`' ``groups``: runs of consecutive components packed and split on a pool's threads give the
+    labels, ids, statistics and centroids of one pass (the one-cell rule's median taken over all of them), with
+    seeds too; runs are at least GROUP_PIXELS (made small here, so that a small mask has several)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.counting import instances as splitting
+
+    mask = random_blobs(seed, shape=(240, 300))
+    seeds = mask & (np.random.default_rng(seed).random(mask.shape) > 0.05).astype(np.uint8)
+    with ThreadPoolExecutor(3) as pool:
+        for kwargs in ({}, {"seeds": seeds}):
+            whole = find_instances(mask, 6.0, 40, one_cell=1.25, **kwargs)
+            assert len(whole.ids) > cv2.connectedComponents(mask)[0] - 1, "the mask has clumps to split"
+            monkeypatch.setattr(splitting, "GROUP_PIXELS", 500)
+            for groups in (2, 3, 5):
+                runs = find_instances(mask, 6.0, 40, one_cell=1.25, pool=pool, groups=groups, **kwargs)
+                np.testing.assert_array_equal(runs.labels, whole.labels)
+                np.testing.assert_array_equal(runs.ids, whole.ids)
+                np.testing.assert_array_equal(runs.stats, whole.stats)
+                np.testing.assert_array_equal(runs.centroids, whole.centroids)
+            monkeypatch.setattr(splitting, "GROUP_PIXELS", 100_000)
+
+
+def test_components_are_grouped_in_runs_of_about_equal_pixels():
+    """`_Group.of`: consecutive rows, every component in exactly one run, each run's rows counted from its first,
+    fewer runs than asked where the components are too few."""
+    from runtime.counting.instances import _components, _Group
+
+    mask = random_blobs(3)
+    _, points, stats, _ = _components(mask, None)
+    groups = _Group.of(points, stats, gap=2, count=3)
+    assert len(groups) == 3 and [g.first for g in groups] == sorted(g.first for g in groups) and groups[0].first == 0
+    assert sum(len(g.stats) for g in groups) == len(stats) and sum(len(g.points.x) for g in groups) == len(points.x)
+    areas = [int(g.stats[:, cv2.CC_STAT_AREA].sum()) for g in groups]
+    assert max(areas) < 0.6 * sum(areas), areas
+    for g in groups:
+        assert g.points.row.min() == 0 and g.points.row.max() == len(g.stats) - 1
+        np.testing.assert_array_equal(stats[g.first + g.points.row, 0] <= g.points.x, True)
+    one = np.zeros((40, 40), np.uint8)
+    disc(one, (20, 20), 8)
+    _, points, stats, _ = _components(one, None)
+    assert len(_Group.of(points, stats, gap=2, count=4)) == 1, "one component: one run"
