@@ -68,10 +68,11 @@ def measure_latency(runner: Runner, batch: int, budget_s: float) -> dict:
 
 def measure_end_to_end(runner: Runner, frames: int) -> dict:
     """The whole `csc-run --source demo --no-show` path: capture → infer → count, with per-stage times; and the same
-    pipeline on frames handed over ready (what a camera's driver does), whose capture stage costs nothing: the demo
-    draws every frame (5–6 ms of the second core on a 2-core VM), so the first figure measures the simulator beside
-    the pipeline. The demo's frames are made at the model's pixel size, so the start-up calibration (which they
-    pass unchanged) is left out of a throughput figure."""
+    pipeline on frames drawn before the run, whose capture stage costs nothing: the demo draws every frame (5–6 ms
+    of the second core on a 2-core VM), so the first figure measures the simulator beside the pipeline, the second
+    the pipeline with no capture cost at all — an upper bound for a camera, whose read() decodes or converts each
+    frame on the capture thread. The demo's frames are made at the model's pixel size, so the start-up calibration
+    (which they pass unchanged) is left out of a throughput figure."""
     options = RunOptions(max_frames=frames, calibrate=False)
     summary = Pipeline(DemoSource(size=runner.input_size[0], seed=0), runner, options=options).run()
     ready = Pipeline(ready_source(runner.input_size[0], frames), runner, options=options).run()
@@ -80,8 +81,8 @@ def measure_end_to_end(runner: Runner, frames: int) -> dict:
 
 
 def ready_source(size: int, frames: int) -> MemorySource:
-    """``frames`` demo frames handed over ready, as a camera's driver hands them: READY_FRAMES distinct ones, drawn
-    before the run and cycled."""
+    """``frames`` demo frames drawn before the run (READY_FRAMES distinct ones, cycled): a source whose capture
+    costs nothing, an upper bound for a camera's."""
     drawn = [frame.image for frame, _ in zip(DemoSource(size=size, seed=0).frames(), range(READY_FRAMES))]
     return MemorySource([drawn[i % len(drawn)] for i in range(frames)], name="ready")
 
@@ -238,7 +239,8 @@ def render_markdown(report: dict) -> str:
         ready = (r.get("end_to_end_frames_ready") or {}).get("end_to_end_fps", "—")
         lines.append(f"| {Path(r['model']).name} ({r['arch']}) | {r['backend']} | {r['precision']} | {r['batch']} | "
                      f"{r['fps']} | {lat['p50']} / {lat['p90']} / {lat['p99']} | {r['end_to_end_fps'] or '—'} | "
-                     f"{ready} | {post} | {full} | {r.get('fps_ceiling', '—')} | {peak} | {'yes' if r['meets_25fps'] else 'no'} |")
+                     f"{ready} | {post} | {full} | {r.get('fps_ceiling', '—')} | {peak} | "
+                     f"{'yes' if r['meets_25fps'] else 'no'} |")
     lines += [""] + [f"Not measured: {note}" for note in report["not_measured"]]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -11,8 +11,8 @@ calls) is compared with as a rate. --baseline runs the
 pipeline without its host budget (OpenCV on every core, glibc's allocator defaults), as it was before; run it in a
 process of its own, because the budget's allocator setting stays for the life of a process. --backend picks the
 runner (ONNX Runtime by default, as in the committed runs; openvino); --source ready hands the pipeline frames
-drawn before the run (`benchmarks.bench.ready_source`), as a camera's driver does, instead of the demo drawing
-each one on the second core.
+drawn before the run (`benchmarks.bench.ready_source`) instead of the demo drawing each one on the second core:
+capture then costs nothing, an upper bound for a camera, whose read() decodes or converts each frame.
 
 Run: python -m benchmarks.speed.e2e_ratio [--pairs 8] [--frames 150] [--baseline] [--backend ort|openvino]
      [--source demo|ready] [--out benchmarks/results/e2e_ratio.json]
@@ -83,7 +83,8 @@ def measure(pairs: int = 8, frames: int = 150, budget: bool = True, backend: str
         detail = runner.detail
     pooled = sum(r["end_to_end_fps"] for r in rows) / sum(r["inference_fps"] for r in rows)
     return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "runner": detail,
-            "host_budget": budget, "source": source, "frames_per_run": frames, "steady_from_frame": STEADY_FROM, "pairs": rows,
+            "host_budget": budget, "source": source, "frames_per_run": frames, "steady_from_frame": STEADY_FROM,
+            "pairs": rows,
             "median_ratio": round(statistics.median(r["ratio"] for r in rows), 3), "pooled_ratio": round(pooled, 3),
             "median_steady_ratio": round(statistics.median(r["steady_ratio"] for r in rows), 3)}
 
@@ -95,7 +96,7 @@ if __name__ == "__main__":
     parser.add_argument("--baseline", action="store_true", help="without the pipeline's host budget")
     parser.add_argument("--backend", choices=("ort", "openvino"), default="ort")
     parser.add_argument("--source", choices=SOURCES, default="demo",
-                        help="demo: frames drawn by the simulator as the run goes; ready: drawn before it")
+                        help="demo: frames drawn by the simulator as the run goes; ready: drawn before it (no capture cost)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     publish(measure(args.pairs, args.frames, not args.baseline, args.backend, args.source), args.out)

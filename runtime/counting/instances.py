@@ -142,8 +142,10 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     when the two parts together are no larger than ``one_cell`` × the median area of the frame's single cells (see
     `COUNTER_SPLIT`; merges go pairwise, highest saddle first, so a larger clump can end with one such
     merged part beside others).
-    The whole-frame work is the labelling alone: the distance map, its window maxima and the splits are computed
-    on the components' bounding boxes packed side by side (`_Packed`), a few percent of a sparse frame.
+    The whole-frame work is the labelling and the list of the foreground's pixels: the distance map, its window
+    maxima and the splits are computed on the components' bounding boxes packed side by side (`_Packed`), a few
+    percent of a sparse frame. (On a dense one — half the frame cells, none touching — the pixel list makes this
+    slower than OpenCV's statistics and a loop over the boxes were; see docs/counting.md.)
 
     ``seeds``, a part of the mask (non-zero), where the image shows lines between cells that the mask has closed
     over (the bright halo between touching cells in phase contrast): the distance map, and with it the markers,
@@ -166,10 +168,14 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     if labels is not None and (labels.shape != fg.shape or labels.dtype != np.int32):
         raise ValueError(f"labels must be int32 of the mask's {fg.shape[1]}×{fg.shape[0]} px, got {labels.dtype} "
                          f"{labels.shape[1]}×{labels.shape[0]}")
+    if radius_px is None:  # no pixel list needed: OpenCV's statistics pass is cheaper than one on a dense frame
+        n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA,
+                                                                                      labels=labels)
+        return Instances(comp, np.arange(1, n_comp, dtype=np.int32), stats[1:], centroids[1:])
     comp, points, stats, centroids = _components(fg, labels)
     n_comp = len(stats) + 1
     found = Instances(comp, np.arange(1, n_comp, dtype=np.int32), stats, centroids)
-    if radius_px is None or n_comp <= 1:
+    if n_comp <= 1:
         return found
     window = max(1, int(round(WINDOW * radius_px)))
     groups = _Group.of(points, stats, gap=max(2, window), count=min(groups, max(1, len(points.x) // GROUP_PIXELS)))
@@ -192,7 +198,8 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
 
 @dataclass
 class _Points:
-    """Foreground pixels of a mask in raster order: frame coordinates (intp) and component row (0-based)."""
+    """Foreground pixels of a mask in raster order: frame coordinates (int32, as OpenCV lists them: 8 bytes a
+    pixel, not 16; `_flat` widens them before they are multiplied) and component row (0-based)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -212,14 +219,14 @@ def _components(fg: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, 
     for splitting (`_Packed.filled`), and a run's label is read once, not once per pixel."""
     n_comp, comp = cv2.connectedComponentsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA, labels=labels)
     found = cv2.findNonZero(fg)
-    xy = np.zeros((0, 2), np.intp) if found is None else found.reshape(-1, 2).astype(np.intp)  # (N, 1, 2) in OpenCV 4
+    xy = np.zeros((0, 2), np.int32) if found is None else found.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
     x, y = xy[:, 0], xy[:, 1]
     new_run = np.ones(len(x), bool)
     np.not_equal(x[1:], x[:-1] + 1, out=new_run[1:])
     new_run[1:] |= y[1:] != y[:-1]
     start = np.flatnonzero(new_run)
     length = np.diff(start, append=len(x))
-    x_start, run_y = x[start], y[start]
+    x_start, run_y = x[start].astype(np.intp), y[start].astype(np.intp)
     run_label = comp.ravel()[run_y * fg.shape[1] + x_start]
     area = np.bincount(run_label, length, n_comp).astype(np.intp)
     x0, y0 = np.full(n_comp, fg.shape[1], np.intp), np.full(n_comp, fg.shape[0], np.intp)
@@ -231,6 +238,11 @@ def _components(fg: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, 
     sums = np.stack([np.bincount(run_label, length * (2 * x_start + length - 1) // 2, n_comp),
                      np.bincount(run_label, length * run_y, n_comp)], 1)[1:]
     return comp, _Points(x, y, np.repeat(run_label - 1, length)), stats, sums / np.maximum(area[1:], 1)[:, None]
+
+
+def _flat(y: np.ndarray, x: np.ndarray, width: int) -> np.ndarray:
+    """Flat indices ``y·width + x`` in intp: int32 coordinates multiplied as they are would wrap past 2³¹."""
+    return y.astype(np.intp) * width + x
 
 
 # A run of components split on a thread of its own holds at least this many pixels: below, the run's own packing
@@ -330,17 +342,23 @@ def _seeded(packed: _Packed, points: _Points, seeds: np.ndarray, dist: np.ndarra
             height: float) -> tuple[np.ndarray, np.ndarray]:
     """The distance map and peaks of the seeds in the components where they hold two markers or more, the mask's
     own elsewhere: seeds that lose a cell (one bright all over) must not keep whole a blob the mask would split.
-    The seeded components go into the mask's layout (`_Packed.filled`), so each lies where its component does."""
-    seeded_points = points.where(seeds.ravel()[points.y * seeds.shape[1] + points.x] > 0)
-    seeded_comp = np.zeros(seeds.shape, np.int32)
-    seeded_comp.ravel()[seeded_points.y * seeds.shape[1] + seeded_points.x] = seeded_points.row + packed.first + 1
-    seeded = packed.filled(seeded_points).distances(seeded_comp)
+    """
+    seeded = _seeded_distances(packed, points, seeds)
     seed_peaks = window_maxima(seeded, window, height)
     found = _markers(packed, seed_peaks)
     if found is None:
         return dist, peaks
     use = np.concatenate([[False], found[-1] > 1])[packed.rows]
     return np.where(use, seeded, dist), np.where(use, seed_peaks, peaks)
+
+
+def _seeded_distances(packed: _Packed, points: _Points, seeds: np.ndarray) -> np.ndarray:
+    """The distance map of the seeds' part of each component, packed in the mask's layout (`_Packed.filled`) so
+    that each lies where its component does; measured as the frame's, components cut by its edge included."""
+    seeded_points = points.where(seeds.ravel()[_flat(points.y, points.x, seeds.shape[1])] > 0)
+    seeded_comp = np.zeros(seeds.shape, np.int32)
+    seeded_comp.ravel()[_flat(seeded_points.y, seeded_points.x, seeds.shape[1])] = seeded_points.row + packed.first + 1
+    return packed.filled(seeded_points).distances(seeded_comp)
 
 
 @dataclass
@@ -381,7 +399,7 @@ class _Packed:
 
     def index_of(self, points: _Points) -> np.ndarray:
         """Flat indices in the packed image of frame pixels."""
-        return points.y * self.rows.shape[1] + points.x + self.shift[points.row]
+        return _flat(points.y, points.x, self.rows.shape[1]) + self.shift[points.row]
 
     @cached_property
     def shift(self) -> np.ndarray:
@@ -403,7 +421,6 @@ class _Packed:
             packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
             np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)
         return dist
-
 
 
 def _group_points(x: np.ndarray, y: np.ndarray, width: int) -> np.ndarray:
@@ -528,9 +545,14 @@ def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist
     smallest = np.where(cut, cut_fraction * min_area, min_area)
     root = _merge(parts, pixels, position, flat, width, peak, area, smallest, dynamics, one_cell_area)
     del position, pixels
-    _, dense = np.unique(root[1:], return_inverse=True)
-    part = dense[parts - 1]  # 0-based, in clump order
+    roots = root[parts]
     del parts
+    # 0-based, in clump order. A marker whose pixels all drained to another one's end keeps no pixel: it gets no
+    # number (it had one, and counted as a cell of no pixels where the minimum area was 0).
+    kept = np.zeros(len(root), bool)
+    kept[roots] = True
+    part = (np.cumsum(kept) - 1)[roots]
+    del roots
     _, stats, centroids = _part_statistics(part, fy, fx, row, packed.box, 0)
     return _Parts(fy, fx, part, stats, centroids)
 
@@ -621,8 +643,10 @@ def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np
 def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, row: np.ndarray, box: np.ndarray,
                      first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ids, cv2-style statistics and centroids of parts 0..P-1 from their pixels' frame coordinates and component
-    ``row``; each centroid is its clump box's corner plus the mean offset in the box, summed in the box's raster
-    order."""
+    ``row``; each centroid is its clump box's corner plus the mean offset in the box (the rounding the counter has
+    always had; the offsets' sum is Σx − area·corner, exact in float64, so the order of the pixels does not
+    matter)."""
+    y, x = y.astype(np.intp), x.astype(np.intp)  # ufunc.at between int32 values and intp arrays is 10× slower
     n = int(part.max()) + 1
     area = np.bincount(part, minlength=n)
     x0, y0, x1, y1 = np.full(n, x.max()), np.full(n, y.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)

@@ -63,8 +63,9 @@ def test_an_elongated_cell_stays_whole(pixel_size):
     assert counter.count(mask).counts == {"rbc": 1}
 
 
+@pytest.mark.parametrize("edge", ["left", "right", "top", "bottom"])
 @pytest.mark.parametrize("cut_x", [2, 9])
-def test_a_cell_cut_by_the_frame_edge_stays_apart_from_the_cell_it_touches(cut_x):
+def test_a_cell_cut_by_the_frame_edge_stays_apart_from_the_cell_it_touches(cut_x, edge):
     """The piece of a cell that the frame edge cuts is below the minimum area, but a quarter of it is enough for a
     cut cell standing alone (`large_enough`); inside a clump the same rule holds (before, the piece was merged into
     its neighbour: simulated macrophage singles counted 0.983 of their cells, now 0.986). The same piece away from
@@ -72,14 +73,14 @@ def test_a_cell_cut_by_the_frame_edge_stays_apart_from_the_cell_it_touches(cut_x
     mask = np.zeros((100, 100), np.uint8)
     disc(mask, (34, 50), 18)
     disc(mask, (cut_x, 50), 14)
+    mask = {"left": mask, "right": mask[:, ::-1], "top": mask.T, "bottom": mask.T[::-1]}[edge].copy()
     assert cv2.connectedComponents(mask)[0] - 1 == 1
     assert len(find_instances(mask, 12, min_area=600).ids) == 2
     assert len(find_instances(mask, 12, min_area=600, cut_fraction=1.0).ids) == 1
     counter = CellCounter(CountingConfig(class_names=("background", "rbc"), pixel_size_um=0.2,
                                          min_area_px={"rbc": 600}))
     assert counter.count(mask).counts == {"rbc": 2}
-    inside = np.zeros((100, 140), np.uint8)
-    inside[:, 40:] = mask
+    inside = np.pad(mask, 20)
     assert len(find_instances(inside, 12, min_area=600).ids) == 1
 
 
@@ -234,6 +235,46 @@ def test_the_packed_distance_map_is_the_frames_own(seed):
     assert np.count_nonzero(packed.rows) == len(at) == int(mask.sum())
     np.testing.assert_array_equal(packed.rows.ravel()[at], comp[points.y, points.x])
     np.testing.assert_array_equal(dist.ravel()[at], cv2.distanceTransform(mask, cv2.DIST_L2, 5)[points.y, points.x])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_packed_distance_map_of_the_seeds_is_the_frames_own(seed):
+    """The seeds' distance map (`find_instances`' ``seeds``) is packed in the mask's layout: at every seeded pixel
+    it must equal cv2's on the seeded mask, components cut by the frame edge included."""
+    from runtime.counting.instances import _components, _Packed, _seeded_distances
+
+    mask = random_blobs(seed)
+    seeds = mask.copy()
+    rng = np.random.default_rng(seed)
+    for _ in range(12):  # lines across cells, as the bright halo between touching cells leaves
+        cv2.line(seeds, (int(rng.integers(0, 200)), 0), (int(rng.integers(0, 200)), 159), 0, 2)
+    comp, points, stats, _ = _components(mask, None)
+    packed = _Packed.of(points, stats, gap=2)
+    seeded = points.where(seeds[points.y, points.x] > 0)
+    assert np.count_nonzero(seeded.y == 0) and np.count_nonzero(seeded.x == mask.shape[1] - 1), "cut by the edge"
+    want = cv2.distanceTransform(np.where(seeds > 0, mask, 0).astype(np.uint8), cv2.DIST_L2, 5)
+    np.testing.assert_array_equal(_seeded_distances(packed, points, seeds).ravel()[packed.index_of(seeded)],
+                                  want[seeded.y, seeded.x])
+
+
+# A block with a cut across it and a notched corner: at a radius of 1–2 px one of its markers keeps no pixel.
+EMPTY_PART_MASK = (65, 20), [(27, 10), (28, 10), (28, 11), (29, 12), (30, 13), (30, 14), (31, 14), (31, 15), (31, 16),
+                             (32, 15), (32, 16), (32, 17), (32, 18), (33, 16), (33, 18), (33, 19), (59, 0), (59, 1),
+                             (60, 0), (60, 1), (61, 0), (61, 1), (61, 2), (62, 0), (62, 1), (62, 2), (62, 7), (63, 1),
+                             (63, 2), (64, 1), (64, 2), (64, 3)]
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.0])
+def test_every_instance_has_pixels(radius):
+    """A marker whose pixels all drain to another marker's end keeps no pixel: it must not come out as an instance
+    of no pixels and no centroid (it did, and counted as a cell where the minimum area was 0)."""
+    shape, holes = EMPTY_PART_MASK
+    mask = np.ones(shape, np.uint8)
+    mask[tuple(np.array(holes).T)] = 0
+    found = find_instances(mask, radius)
+    assert len(found.ids) > 1, "split"
+    assert (found.stats[:, cv2.CC_STAT_AREA] > 0).all() and np.isfinite(found.centroids).all()
+    assert set(found.ids.tolist()) == set(np.unique(found.labels).tolist()) - {0}
 
 
 def component_masks():
