@@ -114,9 +114,10 @@ class CellCounter:
     """Counts cells in class maps; reuse one instance per stream so per-frame buffers are allocated once.
 
     With ``workers`` > 1 the classes of one frame are counted at once, one thread each (OpenCV and numpy release
-    the GIL: a 4000×3000 frame's two classes take about the time of one), and each class's components are split
-    in up to ``workers`` runs at once (`find_instances`' ``groups``; on threads of a second pool, which the class
-    threads wait on), so a frame of one class uses the cores too; for a stream of frames the pipeline
+    the GIL: a 4000×3000 frame's two classes take about the time of one), and the workers left over are shared by
+    the classes present, each class's components split in that many runs at once (`find_instances`' ``groups``;
+    on threads of a second pool, which the class threads wait on), so a frame of one class uses the cores too; for
+    a stream of frames the pipeline
     counts consecutive frames at once instead (`RunOptions.count_workers`), each thread with a counter of its own:
     one counter must not count two frames at once, since its buffers are the frame's. Those buffers (a mask and an
     int32 label image per class, 60 MB a class at 4000×3000) stay allocated for the counter's life, sized to the
@@ -150,9 +151,10 @@ class CellCounter:
         classes = range(1, len(cfg.class_names))
         if self.workers > 1 and len(classes) > 1:
             self._pool = self._pool or ThreadPoolExecutor(self.workers, thread_name_prefix="count-class")
-            found_by_class = list(self._pool.map(lambda c: self._instances(class_map, c, pixel_size), classes))
+            groups = self._groups(class_map)
+            found_by_class = list(self._pool.map(lambda c: self._instances(class_map, c, pixel_size, groups), classes))
         else:
-            found_by_class = [self._instances(class_map, c, pixel_size) for c in classes]
+            found_by_class = [self._instances(class_map, c, pixel_size, self.workers) for c in classes]
         for class_id, found in zip(classes, found_by_class):
             table = _table(found.stats, found.centroids, class_id, next_id, pixel_size, h, w)
             if labels_out is not None and len(table):
@@ -164,20 +166,28 @@ class CellCounter:
         cells = np.concatenate(rows) if rows else np.zeros(0, CELL_DTYPE)
         return self._frame_counts(cells, labels_out, pixel_size, scale)
 
-    def _instances(self, class_map: np.ndarray, class_id: int, pixel_size: float) -> Instances:
-        """One class's cells: components, split where touching, those large enough kept (parts cut by the frame edge
-        are kept smaller; the border policy decides whether they count)."""
+    def _groups(self, class_map: np.ndarray) -> int:
+        """Runs of components each class is split in (`find_instances`' ``groups``) while the classes are counted
+        at once: the workers shared among the classes present. Where each class already has a core, more runs only
+        add threads and packings (a 4000×3000 frame of two classes on two cores was slower with two runs a class)."""
+        n = len(self.config.class_names)
+        present = np.count_nonzero(cv2.calcHist([class_map], [0], None, [n], [0, n]).ravel()[1:])
+        return max(1, self.workers // max(1, present))
+
+    def _instances(self, class_map: np.ndarray, class_id: int, pixel_size: float, groups: int = 1) -> Instances:
+        """One class's cells: components, split where touching (in ``groups`` runs at once), those large enough kept
+        (parts cut by the frame edge are kept smaller; the border policy decides whether they count)."""
         cfg = self.config
         if class_id not in self._buffers:
             self._buffers[class_id] = (np.empty(class_map.shape, np.uint8), np.empty(class_map.shape, np.int32))
         mask, labels = self._buffers[class_id]
         binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=mask)
         min_area = cfg.min_area(class_id, pixel_size)
-        if self.workers > 1 and self._group_pool is None:
+        if groups > 1 and self._group_pool is None:
             self._group_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="count-split")
         found = cfg.split_settings(class_id).split(
             binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area, labels=labels,
-            pool=self._group_pool, groups=self.workers)
+            pool=self._group_pool, groups=groups)
         return found.keep(np.flatnonzero(found.large_enough(min_area, class_map.shape, cfg.cut_cell_fraction)))
 
     def count_instances(self, class_map: np.ndarray, instances: np.ndarray, return_labels: bool = False) -> FrameCounts:

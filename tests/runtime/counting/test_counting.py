@@ -174,28 +174,49 @@ def test_simulated_ground_truth_counts_within_two_percent(kind, pseudopods):
 
 
 def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypatch):
-    """``workers=2`` counts RBCs and macrophages at once, each class on its own thread and buffer; the cell table
-    (ids, rows, values) and the labels are the one-thread counter's."""
+    """``workers=2`` counts RBCs and macrophages at once, each class on its own thread and buffer, and splits a
+    frame of one class in two runs of components at once; the cell table (ids, rows, values) and the labels are the
+    one-thread counter's."""
     import threading
 
     from runtime.counting import instances as splitting
     from runtime.data.simulator import make_microscope
 
-    threads = set()
-    real = splitting.find_instances
+    threads, marked = set(), set()
+    real, real_mark = splitting.find_instances, splitting._Group.mark
 
     def recording(*args, **kwargs):
         threads.add(threading.current_thread().name)
         return real(*args, **kwargs)
 
+    def recording_mark(*args, **kwargs):
+        marked.add(threading.current_thread().name)
+        return real_mark(*args, **kwargs)
+
     monkeypatch.setattr(splitting, "find_instances", recording)
+    monkeypatch.setattr(splitting._Group, "mark", recording_mark)
+    monkeypatch.setattr(splitting, "GROUP_PIXELS", 300)  # runs of components on small frames too
     one, two = CellCounter(), CellCounter(workers=2)
     for i in range(4):
         class_map = make_microscope("mixed", size=256, seed=4).frame(i).semantic
+        if i % 2:
+            class_map[class_map == 2] = 0  # a frame of one class: its components split in two runs at once
         a, b = one.count(class_map, return_labels=True), two.count(class_map, return_labels=True)
         assert a.counts == b.counts and a.cells.tobytes() == b.cells.tobytes()
         np.testing.assert_array_equal(a.labels, b.labels)
     assert any(name.startswith("count-class") for name in threads), threads
+    assert any(name.startswith("count-split") for name in marked), marked
+
+
+def test_the_workers_are_shared_among_the_classes_present():
+    """With ``workers`` > 1 each class is split in runs (`find_instances`' ``groups``): as many as the workers left
+    once every class present has one, so that a frame of one class uses them all and one of two classes does not
+    oversubscribe them."""
+    counter = CellCounter(workers=4)
+    both, rbcs, empty = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    both[0, 0], both[5, 5], rbcs[2, 2] = 1, 2, 1
+    assert (counter._groups(both), counter._groups(rbcs), counter._groups(empty)) == (2, 4, 4)
+    assert CellCounter(workers=1)._groups(rbcs) == 1
 
 
 def test_the_counter_and_the_labeller_convert_scales_with_the_one_cell_size_rule():
