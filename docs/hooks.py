@@ -209,25 +209,44 @@ def _verdict(key: str, value: float) -> str:
     return f"{text}: " + ("met" if value <= limit else "**missed**")
 
 
-def t_counting_speed() -> str:
-    d = load("counting_speed")
+def _thousands(n: int) -> str:
+    return f"{n:,}".replace(",", " ")
+
+
+def _speed_rows(d: dict) -> dict[str, str]:
+    """One counting_speed result's figures, formatted, by row."""
     ms = d["512"]["ms_per_frame"]
     one, two, sheet = d["4000x3000"]["1_thread"], d["4000x3000"]["2_threads"], d["confluent_4000x3000"]
-    rows = [
-        ["512×512 mixed, splitting off (one core)", _SPEED_BEFORE["512_off"], f"{ms['split_off']['count']:.1f} ms", "—"],
-        ["512×512 mixed, splitting on (one core)", _SPEED_BEFORE["512_on"], f"{ms['split_on']['count']:.1f} ms",
-         _verdict("512_on", ms["split_on"]["count"])],
-        [f"4000×3000, {one['cells']:,} cells, one core".replace(",", " "), _SPEED_BEFORE["4k_1"],
-         f"{one['wall_ms']:.0f} ms", _verdict("4k_1", one["wall_ms"])],
-        ["the same, two cores (`CellCounter(workers=2)`: the classes at once)", _SPEED_BEFORE["4k_2"],
-         f"{two['wall_ms']:.0f} ms", _verdict("4k_2", two["wall_ms"])],
-        ["the same, peak memory above the frame", _SPEED_BEFORE["4k_mem"],
-         f"{one['peak_rss_above_frame_mb']:.0f} MB (one thread), {two['peak_rss_above_frame_mb']:.0f} MB (two)",
-         _verdict("4k_mem", max(one["peak_rss_above_frame_mb"], two["peak_rss_above_frame_mb"]))],
-        [f"confluent 4000×3000 sheet, {sheet['cells']:,} touching cells".replace(",", " "), _SPEED_BEFORE["sheet"],
-         f"{sheet['wall_ms'] / 1000:.1f} s, {sheet['peak_rss_above_frame_mb']:.0f} MB", "bounded: linear in its pixels"],
-    ]
-    table = _md_table(["frame", "before", "now", "issue #24 target"], rows)
+    alone, dense = d["4000x3000_one_class"], d["dense_4000x3000"]
+    return {"512_off": f"{ms['split_off']['count']:.1f} ms", "512_on": f"{ms['split_on']['count']:.1f} ms",
+            "4k_1": f"{one['wall_ms']:.0f} ms", "4k_2": f"{two['wall_ms']:.0f} ms",
+            "one_class": f"{alone['1_thread']['wall_ms']:.0f} / {alone['2_threads']['wall_ms']:.0f} ms",
+            "4k_mem": f"{one['peak_rss_above_frame_mb']:.0f} MB (one thread), {two['peak_rss_above_frame_mb']:.0f} MB "
+                      "(two)",
+            "dense": f"{dense['wall_ms']:.0f} ms, {dense['peak_rss_above_frame_mb']:.0f} MB",
+            "sheet": f"{sheet['wall_ms'] / 1000:.1f} s, {sheet['peak_rss_above_frame_mb']:.0f} MB"}
+
+
+def t_counting_speed() -> str:
+    d = load("counting_speed")
+    now, previous = _speed_rows(d), _speed_rows(load("counting_speed_before"))
+    ms = d["512"]["ms_per_frame"]
+    one, two = d["4000x3000"]["1_thread"], d["4000x3000"]["2_threads"]
+    verdicts = {"512_on": _verdict("512_on", ms["split_on"]["count"]), "4k_1": _verdict("4k_1", one["wall_ms"]),
+                "4k_2": _verdict("4k_2", two["wall_ms"]),
+                "4k_mem": _verdict("4k_mem", max(one["peak_rss_above_frame_mb"], two["peak_rss_above_frame_mb"])),
+                "sheet": "bounded: linear in its pixels"}
+    frames = {"512_off": "512×512 mixed, splitting off (one core)", "512_on": "512×512 mixed, splitting on (one core)",
+              "4k_1": f"4000×3000, {_thousands(one['cells'])} cells, one core",
+              "4k_2": "the same, two cores (`CellCounter(workers=2)`)",
+              "one_class": f"the same frame, RBCs only ({_thousands(d['4000x3000_one_class']['1_thread']['cells'])} "
+                           "cells), one core / two",
+              "4k_mem": "the mixed frame, peak memory above the frame",
+              "dense": f"dense 4000×3000: half the frame large separate cells ({d['dense_4000x3000']['cells']} discs "
+                       "of 50 px radius), one core",
+              "sheet": f"confluent 4000×3000 sheet, {_thousands(d['confluent_4000x3000']['cells'])} touching cells"}
+    rows = [[frames[k], _SPEED_BEFORE.get(k, "—"), previous[k], now[k], verdicts.get(k, "—")] for k in frames]
+    table = _md_table(["frame", "before issue #24", "the counter of c43a198", "now", "issue #24 target"], rows)
     return table + f"\n\nWith the overlay drawn too: {ms['split_off']['count+overlay']:.1f} / " \
                    f"{ms['split_on']['count+overlay']:.1f} ms at 512×512 (splitting off / on). " \
                    f"Machine: {d['machine']}, load average {d['load_average_at_start']:.1f} at the start." + \

@@ -1,5 +1,6 @@
 """Cost of counting per frame (issue #24): 512×512 frames, a 4000×3000 frame of ~2 000 cells on one and on two
-cores, its peak memory above the frame, and a confluent 4000×3000 sheet of touching cells.
+cores, its peak memory above the frame, the same frame with one class only (RBCs) on one and two cores, a dense
+4000×3000 frame (half of it large separate cells) and a confluent 4000×3000 sheet of touching cells.
 
 Each figure is the best of several passes (the machine's noise only ever adds time) as wall time, beside the
 thread's CPU time: on a machine shared with other work, CPU time is what one core spends. Memory is measured in a
@@ -61,6 +62,24 @@ def full_frame() -> np.ndarray:
     return SimulatedMicroscope(SimConfig(mode="mixed", height=FULL[0], width=FULL[1]), seed=3).frame(0).semantic
 
 
+def one_class_frame() -> np.ndarray:
+    """The full frame with its macrophages cleared: one class of about 1 800 RBCs, as a smear of red cells gives,
+    where counting the classes at once leaves the second core idle."""
+    class_map = full_frame()
+    class_map[class_map != 1] = 0
+    return class_map
+
+
+def dense_frame() -> np.ndarray:
+    """A 4000×3000 class map half covered by large separate cells (discs of radius 50 px, 130 px apart, none
+    touching): the case where a list of the foreground's pixels costs most and saves nothing."""
+    class_map = np.zeros(FULL, np.uint8)
+    for y in range(60, FULL[0] - 50, 130):
+        for x in range(60, FULL[1] - 50, 130):
+            cv2.circle(class_map, (x, y), 50, 1, -1)
+    return class_map
+
+
 def confluent_sheet() -> np.ndarray:
     """A 4000×3000 class map covered by touching RBC discs (hexagonal packing, 12 px apart, radius 6): one clump
     of about 90 000 cells, the worst case of the splitter."""
@@ -90,7 +109,8 @@ def _reset_peak() -> None:
 def _measure_case(case: str, threads: int, repeats: int, queue) -> None:
     """In a fresh process: count one case, timing it and its peak RSS above the loaded class map."""
     cv2.setNumThreads(1)
-    class_map = full_frame() if case == "full" else confluent_sheet()
+    class_map = {"full": full_frame, "one_class": one_class_frame, "dense": dense_frame,
+                 "confluent": confluent_sheet}[case]()
     counter = CellCounter(workers=threads)
     _reset_peak()
     baseline = _status_mb("VmRSS")
@@ -121,10 +141,14 @@ def measure(frames: int = 50, repeats: int = 5) -> dict:
         "512": small_frames(frames, repeats),
         "4000x3000": {f"{threads}_thread{'s' if threads > 1 else ''}": large_case("full", threads, repeats)
                       for threads in (1, 2)},
+        "4000x3000_one_class": {f"{threads}_thread{'s' if threads > 1 else ''}":
+                                large_case("one_class", threads, repeats) for threads in (1, 2)},
+        "dense_4000x3000": large_case("dense", 1, repeats),
         # A single timed run: the sheet takes seconds, and its memory is the question.
         "confluent_4000x3000": large_case("confluent", 1, 0),
         "notes": "wall_ms and cpu_ms (the calling thread's): best of the passes; threads: CellCounter(workers=N), "
-                 "the classes of the frame counted at once; OpenCV's own parallel loops off (cv2.setNumThreads(1))",
+                 "the classes of the frame counted at once and each class's components split in runs at once; "
+                 "OpenCV's own parallel loops off (cv2.setNumThreads(1))",
     }
 
 
