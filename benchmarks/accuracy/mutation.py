@@ -141,8 +141,8 @@ MUTATIONS = (
     # The label-free split at halo lines (issue #21).
     Mutation("seeds ignored",
              "with seeds, touching cells are split from the mask without the lines between them",
-             "runtime/counting/instances.py", "    if seeds is not None:\n        dist, peaks = _seeded",
-             "    if False:\n        dist, peaks = _seeded", SEED_TESTS),
+             "runtime/counting/instances.py", "        if seeds is not None:\n            dist, peaks = _seeded",
+             "        if False:\n            dist, peaks = _seeded", SEED_TESTS),
     Mutation("seeds without the mask's fallback",
              "a blob whose seeds hold fewer than two cells is split as without seeds",
              "runtime/counting/instances.py", "use = np.concatenate([[False], found[-1] > 1])",
