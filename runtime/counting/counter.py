@@ -117,8 +117,8 @@ class CellCounter:
     the GIL: a 4000×3000 frame's two classes take about the time of one), and the workers left over are shared by
     the classes present, each class's components split in that many runs at once (`find_instances`' ``groups``;
     on threads of a second pool, which the class threads wait on), so a frame of one class uses the cores too; for
-    a stream of frames the pipeline
-    counts consecutive frames at once instead (`RunOptions.count_workers`), each thread with a counter of its own:
+    a stream of frames the pipeline counts consecutive frames at once instead (`RunOptions.count_workers`), each
+    thread with a counter of its own:
     one counter must not count two frames at once, since its buffers are the frame's. Those buffers (a mask and an
     int32 label image per class, 60 MB a class at 4000×3000) stay allocated for the counter's life, sized to the
     last frame: a counter that sees one large frame among small ones holds that frame's memory until it is freed.
@@ -149,12 +149,14 @@ class CellCounter:
         next_id = 1
         pixel_size, scale = self._scale(class_map)
         classes = range(1, len(cfg.class_names))
+        groups = self.workers if self.workers == 1 or len(classes) == 1 else self._groups(class_map)
+        if groups > 1:  # made here, not in the class threads, which would race to make it
+            self._group_pool = self._group_pool or ThreadPoolExecutor(self.workers, thread_name_prefix="count-split")
         if self.workers > 1 and len(classes) > 1:
             self._pool = self._pool or ThreadPoolExecutor(self.workers, thread_name_prefix="count-class")
-            groups = self._groups(class_map)
             found_by_class = list(self._pool.map(lambda c: self._instances(class_map, c, pixel_size, groups), classes))
         else:
-            found_by_class = [self._instances(class_map, c, pixel_size, self.workers) for c in classes]
+            found_by_class = [self._instances(class_map, c, pixel_size, groups) for c in classes]
         for class_id, found in zip(classes, found_by_class):
             table = _table(found.stats, found.centroids, class_id, next_id, pixel_size, h, w)
             if labels_out is not None and len(table):
@@ -183,8 +185,6 @@ class CellCounter:
         mask, labels = self._buffers[class_id]
         binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=mask)
         min_area = cfg.min_area(class_id, pixel_size)
-        if groups > 1 and self._group_pool is None:
-            self._group_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="count-split")
         found = cfg.split_settings(class_id).split(
             binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area, labels=labels,
             pool=self._group_pool, groups=groups)

@@ -157,8 +157,8 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     ``labels`` then is): a caller that counts frame after frame passes the same one. A 4000×3000 label image is
     48 MB, above what the heap keeps (`runtime.io.heap`): made afresh, its pages are mapped and zeroed every frame.
 
-    ``pool`` and ``groups``: the components, in ``groups`` runs of consecutive rows of about equal pixels (at least
-    GROUP_PIXELS each), are packed and split on ``pool``'s threads, each run on its own (`_Group`). Components split
+    ``pool`` and ``groups``: the components, in ``groups`` runs of consecutive rows of about equal pixels (no more
+    runs than leave GROUP_PIXELS to each on average; runs end at components, so one can be smaller), are packed and split on ``pool``'s threads, each run on its own (`_Group`). Components split
     independently of each other (each alone in its packed box; the one-cell rule's median, the only figure of the
     whole frame, is taken between the two stages), so the result is the one of a single pass, ids included.
     """

@@ -70,7 +70,7 @@ def test_a_cell_cut_by_the_frame_edge_stays_apart_from_the_cell_it_touches(cut_x
     cut cell standing alone (`large_enough`); inside a clump the same rule holds (before, the piece was merged into
     its neighbour: simulated macrophage singles counted 0.983 of their cells, now 0.986). The same piece away from
     the edge is a lobe and joins its neighbour."""
-    mask = np.zeros((100, 100), np.uint8)
+    mask = np.zeros((100, 140), np.uint8)  # not square: the frame's width and height must not be swapped
     disc(mask, (34, 50), 18)
     disc(mask, (cut_x, 50), 14)
     mask = {"left": mask, "right": mask[:, ::-1], "top": mask.T, "bottom": mask.T[::-1]}[edge].copy()
