@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, cell_size
 from runtime.errors import CscError
-from runtime.counting.instances import COUNTER_SPLIT, Instances, SplitSettings, on_border
+from runtime.counting.instances import COUNTER_SPLIT, Instances, SplitSettings, on_border, pixel_statistics
 from runtime.counting.metrics import tidy_count
 from runtime.counting.calibration import class_map_scale
 
@@ -239,14 +239,9 @@ def cells_from_instances(labels: np.ndarray, class_id: int, pixel_size_um: float
     ids = np.unique(ids_of)
     if not len(ids):
         return np.zeros(0, CELL_DTYPE)
-    n = int(ids[-1]) + 1
-    area = np.bincount(ids_of, minlength=n)
-    x0, y0 = np.full(n, labels.shape[1]), np.full(n, labels.shape[0])
-    x1, y1 = np.full(n, -1), np.full(n, -1)
-    np.minimum.at(x0, ids_of, xs), np.minimum.at(y0, ids_of, ys)
-    np.maximum.at(x1, ids_of, xs), np.maximum.at(y1, ids_of, ys)
-    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1)[ids]
-    centroids = np.stack([np.bincount(ids_of, xs, n), np.bincount(ids_of, ys, n)], 1)[ids] / area[ids, None]
+    stats, sums = pixel_statistics(ids_of, ys, xs, int(ids[-1]) + 1)
+    stats = stats[ids]
+    centroids = sums[ids] / stats[:, cv2.CC_STAT_AREA, None]
     table = _table(stats, centroids, class_id, 1, pixel_size_um, *labels.shape)
     table["id"] = ids
     return table

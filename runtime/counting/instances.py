@@ -158,7 +158,8 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     48 MB, above what the heap keeps (`runtime.io.heap`): made afresh, its pages are mapped and zeroed every frame.
 
     ``pool`` and ``groups``: the components, in ``groups`` runs of consecutive rows of about equal pixels (no more
-    runs than leave GROUP_PIXELS to each on average; runs end at components, so one can be smaller), are packed and split on ``pool``'s threads, each run on its own (`_Group`). Components split
+    runs than leave GROUP_PIXELS to each on average; runs end at components, so one can be smaller), are packed
+    and split on ``pool``'s threads, each run on its own (`_Group`). Components split
     independently of each other (each alone in its packed box; the one-cell rule's median, the only figure of the
     whole frame, is taken between the two stages), so the result is the one of a single pass, ids included.
     """
@@ -213,10 +214,10 @@ def _components(fg: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, 
     """The 8-connected components of a uint8 mask: label image (ids 1..N in OpenCV's order), the foreground pixels,
     and cv2-style statistics and centroids (rows 0..N-1), equal to cv2.connectedComponentsWithStats's.
 
-    The statistics come from the foreground's runs (a row's consecutive pixels, one component's). OpenCV's
-    statistics pass visits every pixel of the frame, background too, and took as long as the labelling itself
-    (12 of 25 ms a class on a 4000×3000 frame, 5 % cells); the pixel list is needed anyway, to pack the components
-    for splitting (`_Packed.filled`), and a run's label is read once, not once per pixel."""
+    The statistics come from the foreground's runs (a row's consecutive pixels, one component's; `pixel_statistics`).
+    OpenCV's statistics pass visits every pixel of the frame, background too, and took about as long as the
+    labelling itself on a sparse 4000×3000 frame; the pixel list is needed anyway, to pack the components for
+    splitting (`_Packed.filled`), and a run's label is read once, not once per pixel."""
     n_comp, comp = cv2.connectedComponentsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA, labels=labels)
     found = cv2.findNonZero(fg)
     xy = np.zeros((0, 2), np.int32) if found is None else found.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
@@ -226,18 +227,31 @@ def _components(fg: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, 
     new_run[1:] |= y[1:] != y[:-1]
     start = np.flatnonzero(new_run)
     length = np.diff(start, append=len(x))
-    x_start, run_y = x[start].astype(np.intp), y[start].astype(np.intp)
-    run_label = comp.ravel()[run_y * fg.shape[1] + x_start]
-    area = np.bincount(run_label, length, n_comp).astype(np.intp)
-    x0, y0 = np.full(n_comp, fg.shape[1], np.intp), np.full(n_comp, fg.shape[0], np.intp)
-    x1, y1 = np.zeros(n_comp, np.intp), np.zeros(n_comp, np.intp)
-    np.minimum.at(x0, run_label, x_start), np.minimum.at(y0, run_label, run_y)
-    np.maximum.at(x1, run_label, x_start + length - 1), np.maximum.at(y1, run_label, run_y)
-    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1)[1:].astype(np.int32)
-    # Σx of a run is length·(2·x_start + length − 1)/2, an integer: the sums are exact in float64
-    sums = np.stack([np.bincount(run_label, length * (2 * x_start + length - 1) // 2, n_comp),
-                     np.bincount(run_label, length * run_y, n_comp)], 1)[1:]
-    return comp, _Points(x, y, np.repeat(run_label - 1, length)), stats, sums / np.maximum(area[1:], 1)[:, None]
+    run_label = comp.ravel()[_flat(y[start], x[start], fg.shape[1])]
+    stats, sums = pixel_statistics(run_label, y[start], x[start], n_comp, length)
+    stats, area = stats[1:].astype(np.int32), stats[1:, cv2.CC_STAT_AREA]
+    return comp, _Points(x, y, np.repeat(run_label - 1, length)), stats, sums[1:] / np.maximum(area, 1)[:, None]
+
+
+def pixel_statistics(label: np.ndarray, y: np.ndarray, x: np.ndarray, n: int,
+                     length: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """cv2-style statistics (n, 5: x, y, width, height, area; int64) and coordinate sums (n, 2: Σx, Σy; float64) of
+    labels 0..n−1, from their pixels — or, with ``length``, from runs: ``length`` pixels from (``x``, ``y``) along
+    the row. Rows of labels without pixels are meaningless. The sums are of integers, exact in float64 (a run's Σx
+    is length·(2·x + length − 1)/2), so a centroid is the same whatever the order of the pixels. The one reckoning
+    of the counter's components, the splitter's parts and the cells of an instance image made elsewhere."""
+    y, x = y.astype(np.intp), x.astype(np.intp)  # ufunc.at between int32 values and intp arrays leaves its fast path
+    last = x if length is None else x + length - 1
+    area = np.bincount(label, minlength=n) if length is None else np.bincount(label, length, n).astype(np.intp)
+    x0, y0 = np.full(n, int(x.max(initial=0)) + 1, np.intp), np.full(n, int(y.max(initial=0)) + 1, np.intp)
+    x1, y1 = np.zeros(n, np.intp), np.zeros(n, np.intp)
+    np.minimum.at(x0, label, x), np.minimum.at(y0, label, y)
+    np.maximum.at(x1, label, last), np.maximum.at(y1, label, y)
+    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1)
+    if length is None:
+        return stats, np.stack([np.bincount(label, x, n), np.bincount(label, y, n)], 1)
+    return stats, np.stack([np.bincount(label, length * (2 * x + length - 1) // 2, n),
+                            np.bincount(label, length * y, n)], 1)
 
 
 def _flat(y: np.ndarray, x: np.ndarray, width: int) -> np.ndarray:
@@ -245,8 +259,8 @@ def _flat(y: np.ndarray, x: np.ndarray, width: int) -> np.ndarray:
     return y.astype(np.intp) * width + x
 
 
-# A run of components split on a thread of its own holds at least this many pixels: below, the run's own packing
-# and array calls (a few hundred µs) weigh against what it saves (a 4000×3000 class map's class: ~300 000).
+# Runs of components split on threads of their own hold this many pixels or more on average: below, a run's own
+# packing and array calls weigh against what it saves (a 4000×3000 class map's class holds ~300 000).
 GROUP_PIXELS = 100_000
 
 
@@ -559,8 +573,8 @@ def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist
 
 def _steepest(flat: np.ndarray, pixels: np.ndarray, width: int) -> np.ndarray:
     """Per pixel (flat indices into an image ``width`` px wide), the index of its highest 8-neighbour, or the pixel
-    itself where none is higher; of equal neighbours the first in `_NEIGHBOURS` order. One neighbour at a time: an
-    (N, 9) gather and argmax took half as long again."""
+    itself where none is higher; of equal neighbours the first in `_NEIGHBOURS` order. One neighbour at a time,
+    which was faster here than an (N, 9) gather and argmax."""
     best, steepest = flat[pixels], pixels.copy()
     for dy, dx in _NEIGHBOURS:
         neighbour = pixels + (dy * width + dx)
@@ -646,18 +660,14 @@ def _part_statistics(part: np.ndarray, y: np.ndarray, x: np.ndarray, row: np.nda
     ``row``; each centroid is its clump box's corner plus the mean offset in the box (the rounding the counter has
     always had; the offsets' sum is Σx − area·corner, exact in float64, so the order of the pixels does not
     matter)."""
-    y, x = y.astype(np.intp), x.astype(np.intp)  # ufunc.at between int32 values and intp arrays is 10× slower
     n = int(part.max()) + 1
-    area = np.bincount(part, minlength=n)
-    x0, y0, x1, y1 = np.full(n, x.max()), np.full(n, y.max()), np.zeros(n, np.int64), np.zeros(n, np.int64)
-    np.minimum.at(x0, part, x), np.minimum.at(y0, part, y)
-    np.maximum.at(x1, part, x), np.maximum.at(y1, part, y)
-    stats = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1, area], 1).astype(np.int32)
+    stats, sums = pixel_statistics(part, y, x, n)
+    area = stats[:, cv2.CC_STAT_AREA]
     part_row = np.zeros(n, np.int64)
     part_row[part] = row
     corner = box[part_row, :2]
-    # Σ(x − corner) as Σx − area·corner: sums of integers, exact in float64 either way
-    offset = np.stack([np.bincount(part, x, n), np.bincount(part, y, n)], 1) - area[:, None] * corner
+    offset = sums - area[:, None] * corner  # Σ(x − corner), exact as Σx − area·corner
+    stats = stats.astype(np.int32)
     centroids = corner + offset / area[:, None]
     return np.arange(first_id, first_id + n, dtype=np.int32), stats, centroids
 

@@ -277,6 +277,30 @@ def test_every_instance_has_pixels(radius):
     assert set(found.ids.tolist()) == set(np.unique(found.labels).tolist()) - {0}
 
 
+def test_flat_indices_do_not_wrap_past_int32():
+    """Pixel coordinates are kept int32, as OpenCV lists them; their flat index y·width + x is taken in intp, or a
+    frame of more than 2³¹ pixels would index the wrong ones."""
+    from runtime.counting.instances import _flat
+
+    y, x = np.array([50_000], np.int32), np.array([7], np.int32)
+    assert _flat(y, x, 50_000).tolist() == [2_500_000_007]
+
+
+def test_statistics_of_runs_are_those_of_their_pixels():
+    """`pixel_statistics` from runs (the counter's components) equals it from the same runs' single pixels (the
+    splitter's parts, an instance image's cells): boxes, areas and coordinate sums."""
+    from runtime.counting.instances import pixel_statistics
+
+    rng = np.random.default_rng(0)
+    label, y, x = rng.integers(0, 5, 40), rng.integers(0, 30, 40), rng.integers(0, 50, 40)
+    length = rng.integers(1, 9, 40)
+    runs = pixel_statistics(label, y, x, 5, length)
+    pixels = pixel_statistics(np.repeat(label, length), np.repeat(y, length),
+                              np.concatenate([np.arange(a, a + n) for a, n in zip(x, length)]), 5)
+    np.testing.assert_array_equal(runs[0], pixels[0])
+    np.testing.assert_array_equal(runs[1], pixels[1])
+
+
 def component_masks():
     """Masks whose components are easy to get wrong from runs of pixels: diagonal chains (8-connected across runs),
     runs ending at the right edge next to runs starting at the left edge of the next row, single pixels, a full
