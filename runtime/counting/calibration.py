@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.classes import cell_size
 from runtime.counting.instances import fill_all_holes
-from runtime.data.modality import LABEL_FREE, detect_modality, energy_cells
+from runtime.data.modality import LABEL_FREE, detect_modality, first_pass
 from runtime.backends.model_meta import ModelMetadata
 from runtime.counting.scale import peak_diameters
 
@@ -65,17 +65,19 @@ class Calibration:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def cell_mask(image: np.ndarray) -> np.ndarray:
-    """255 on cells, classically: label-free frames by their texture energy, others by Otsu on the grey image
-    flattened by a wide blur (cells dark or bright, whichever side of the median the histogram's tail lies)."""
+def cell_diameters(image: np.ndarray) -> np.ndarray | None:
+    """Per cell centre of a frame, its inscribed diameter (px), classically: label-free frames by their texture
+    energy, on the copy where it sees cells (`runtime.data.modality.first_pass`), others on a mask by Otsu on the
+    grey image flattened by a wide blur (cells dark or bright, whichever side of the median the histogram's tail
+    lies); None with too few cells."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     if detect_modality(image).modality in LABEL_FREE:
-        return fill_all_holes(energy_cells(grey))
+        return first_pass(grey).diameters
     grey = cv2.GaussianBlur(grey, (0, 0), 1.0).astype(np.float32)
     flat = cv2.convertScaleAbs(grey - cv2.GaussianBlur(grey, (0, 0), min(grey.shape) / 8) + 128)
     dark = np.median(flat) > flat.mean()
     mode = (cv2.THRESH_BINARY_INV if dark else cv2.THRESH_BINARY) | cv2.THRESH_OTSU
-    return fill_all_holes(cv2.threshold(flat, 0, 255, mode)[1])
+    return peak_diameters(fill_all_holes(cv2.threshold(flat, 0, 255, mode)[1]))
 
 
 def class_map_scale(class_map: np.ndarray, class_names: Sequence[str],
@@ -104,7 +106,7 @@ def trained_diameters(metadata: ModelMetadata) -> dict[str, float]:
 def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Segment | None = None) -> Calibration:
     """The pixel size of ``frames`` (uint8 BGR or grey) for a model with this metadata; ``segment`` lets the model
     choose the ruler (without it, RBCs where the model has them)."""
-    measured = [d for d in (peak_diameters(cell_mask(f)) for f in frames) if d is not None]
+    measured = [d for d in map(cell_diameters, frames) if d is not None]
     diameters = np.concatenate(measured) if measured else np.zeros(0, np.float32)
     if len(diameters) < MIN_CELLS:
         return Calibration(None, None, len(diameters), len(frames), None,

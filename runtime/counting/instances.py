@@ -56,11 +56,11 @@ class SplitSettings:
 
     def split(self, binary: np.ndarray, radius_px: float | None, min_area: int = 0,
               seeds: np.ndarray | None = None, labels: np.ndarray | None = None, pool: Executor | None = None,
-              groups: int = 1) -> Instances:
+              groups: int = 1, cell_area: float | None = None) -> Instances:
         """The instances of a mask split at these settings (`find_instances`, then `divide_large` where set);
         ``radius_px`` None: connected components, nothing split. Call `for_size` first for a class's own."""
         found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction, seeds,
-                               labels, pool, groups)
+                               labels, pool, groups, cell_area)
         if radius_px is None or not self.divide_large:
             return found
         return divide_large(found, self.divide_large, min_area, binary.shape)
@@ -127,7 +127,8 @@ class Instances:
 def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area: int = 0,
                    one_cell: float = 0.0, dynamics: float = COUNTER_SPLIT.dynamics,
                    cut_fraction: float = COUNTER_SPLIT.cut_fraction, seeds: np.ndarray | None = None,
-                   labels: np.ndarray | None = None, pool: Executor | None = None, groups: int = 1) -> Instances:
+                   labels: np.ndarray | None = None, pool: Executor | None = None, groups: int = 1,
+                   cell_area: float | None = None) -> Instances:
     """Connected components (8-connected) of a boolean/uint8 mask; with ``radius_px``, touching cells split (the
     defaults: the counter's preset without the one-cell rule; `SplitSettings.split` passes a preset's).
 
@@ -162,6 +163,10 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     and split on ``pool``'s threads, each run on its own (`_Group`). Components split
     independently of each other (each alone in its packed box; the one-cell rule's median, the only figure of the
     whole frame, is taken between the two stages), so the result is the one of a single pass, ids included.
+
+    ``cell_area``, the area (px) of a typical cell as the caller knows it: the one-cell rule's yardstick where the
+    frame has too few single cells for a median (a field of a few large cells, each of which the mask shows with
+    a waist: no component is a single cell, and without it every one stayed cut in two).
     """
     fg = np.ascontiguousarray(binary, dtype=np.uint8)
     if seeds is not None and seeds.shape != fg.shape:
@@ -186,7 +191,7 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     n_markers = np.concatenate([group.n_markers for group in marked])
     if not (n_markers > 1).any():
         return found
-    one_cell_area = _one_cell_area(stats, n_markers == 1, fg.shape, min_area, one_cell)
+    one_cell_area = _one_cell_area(stats, n_markers == 1, fg.shape, min_area, one_cell, cell_area)
     settings = (max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction)
     split = [parts for parts in run(lambda group: group.split(fg.shape, *settings), marked) if parts is not None]
     next_id, new = n_comp, []
@@ -481,10 +486,10 @@ def _replace(found: Instances, rows: np.ndarray, parts: list[tuple[np.ndarray, n
 
 
 def _one_cell_area(stats: np.ndarray, single: np.ndarray, shape: tuple[int, int], min_area: int,
-                   factor: float) -> float:
+                   factor: float, cell_area: float | None = None) -> float:
     """``factor`` × the median area of this frame's single cells — components with exactly one marker (see
-    `_median_cell`) — or 0 where there are too few of them."""
-    median = _median_cell(stats, shape, min_area, single) if factor else None
+    `_median_cell`) — or, where there are too few of them, of ``cell_area``; else 0."""
+    median = (_median_cell(stats, shape, min_area, single) or cell_area) if factor else None
     return factor * median if median else 0.0
 
 

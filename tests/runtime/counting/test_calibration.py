@@ -155,3 +155,15 @@ def test_implausible_calibrations_are_refused_not_applied():
     meta.cell_diameter_px = {"rbc": 13 * 5.0}  # a model that saw its RBCs 5× larger: frames enlarged ×5
     refused = calibrate([discs(6)], meta)
     assert not refused.found and "enlarging" in refused.note
+
+
+def test_label_free_frames_at_a_high_magnification_are_measured_on_the_copy_that_shows_their_cells():
+    """Unstained DIC RBCs 30 px across (the simulator at 0.2 µm/px; seed 55): the classical measure the calibration
+    starts from reads their size off the copy where the first pass sees cells (`first_pass`), not the 5-px relief
+    edges and specks of the full size, which made the calibration 6× too coarse."""
+    from runtime.counting.calibration import cell_diameters
+
+    frames = [make_microscope("rbc", seed=55, optics="dic", pixel_size_um=0.2, density=55 / 4).frame(i).image
+              for i in range(2)]
+    for frame in frames:
+        assert abs(np.median(cell_diameters(frame)) / 30.0 - 1) < 0.2

@@ -128,6 +128,19 @@ def test_no_division_without_enough_single_cells_to_know_a_cells_area():
     assert len(found.ids) == MIN_SINGLES - 1
 
 
+def test_a_given_cell_area_joins_the_halves_of_cells_where_no_single_cell_gives_a_median():
+    """Cells whose masks all have a waist (a DIC relief's faint sides at high magnification): none is a single cell,
+    so without ``cell_area`` the one-cell rule has no median and every cell stays cut in two."""
+    mask = np.zeros((100, 400), np.uint8)
+    for x in (40, 130, 220, 310):
+        disc(mask, (x, 50), 16), disc(mask, (x + 22, 50), 16)  # a waisted cell, two distance maxima
+    cut = find_instances(mask, 16.0, 100, one_cell=1.25, dynamics=0.02)
+    joined = find_instances(mask, 16.0, 100, one_cell=1.25, dynamics=0.02, cell_area=float(cut.stats[:, 4].sum()) / 4)
+    assert len(cut.ids) == 8 and len(joined.ids) == 4
+    assert len(find_instances(mask, 16.0, 100, one_cell=0.0, dynamics=0.02, cell_area=1e9).ids) == 8, \
+        "only with the one-cell rule on"
+
+
 def test_a_blob_far_larger_than_a_clump_is_left_whole():
     """A thick patch of smear or an artefact is no clump of a dozen cells: not cut into hundreds of "cells"."""
     mask = singles_and_blobs(overlap_pairs=())

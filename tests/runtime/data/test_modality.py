@@ -6,7 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.data.modality import LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality, energy_mask, texture_energy
+from runtime.counting.instances import fill_all_holes
+from runtime.counting.scale import peak_diameters
+from runtime.data.modality import (LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality,
+                                   energy_cells, energy_mask, first_pass, texture_energy)
 
 REAL = Path(__file__).resolve().parents[4] / "shared" / "real"
 CENTRES = [(60, 70), (200, 90), (330, 60), (90, 250), (250, 230), (400, 300), (150, 400), (380, 430)]
@@ -118,6 +121,35 @@ def test_simulated_optics_go_to_their_path(kind):
             assert max(set(found), key=found.count) == optics, found
         elif optics != "brightfield":  # faint unstained cells show rings that can read as a relief or a halo
             assert found.count(optics) >= 3, (optics, found)
+
+
+@pytest.mark.parametrize("pixel_size, size, optics", [(0.2, 512, "dic"), (0.2, 512, "brightfield"),
+                                                      (0.1, 1024, "dic"), (0.1, 1024, "phase")])
+def test_the_first_pass_measures_smooth_cells_too_wide_for_its_scales_on_a_smaller_copy(pixel_size, size, optics):
+    """RBCs 30 and 60 px across (the simulator at 2× and 4× its magnification; seed 55, which no benchmark uses):
+    at full size the first pass's scales see only a relief's sides or a ring, and specks, a few px across; the
+    copy on which the cells show measures them within 20 %."""
+    from runtime.data.simulator import make_microscope
+
+    zoom = pixel_size / 0.4
+    frame = make_microscope("rbc", size=size, seed=55, optics=optics, pixel_size_um=pixel_size,
+                            density=55 * zoom * zoom).frame(0)
+    grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+    true = 6.0 / pixel_size
+    assert np.median(peak_diameters(fill_all_holes(energy_cells(grey)))) < true / 4, "the full size alone"
+    found = first_pass(grey)
+    assert found.factor > 1 and abs(found.diameter / true - 1) < 0.2, (found.factor, found.diameter)
+
+
+@pytest.mark.parametrize("optics", ["brightfield", "phase", "dic"])
+def test_the_first_pass_keeps_the_full_size_where_it_sees_the_cells(optics):
+    """At the simulator's 0.4 µm/px (15-px RBCs) the full size is kept: the copies change nothing there."""
+    from runtime.data.simulator import make_microscope
+
+    grey = cv2.cvtColor(make_microscope("rbc", seed=55, optics=optics).frame(0).image, cv2.COLOR_BGR2GRAY)
+    found = first_pass(grey)
+    assert found.factor == 1
+    assert np.array_equal(found.diameters, peak_diameters(fill_all_holes(energy_cells(grey))))
 
 
 def test_a_blank_frame_has_nothing_to_judge_by():
