@@ -37,9 +37,9 @@ import numpy as np
 from runtime.classes import CELL_SIZES, DEFAULT_PIXEL_SIZE_UM, MACROPHAGE, RBC, class_id
 from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_holes, find_instances
 from runtime.counting.blank import is_blank
-from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
+from runtime.data.modality import LABEL_FREE, check_modality, detect_modality, first_pass
 from runtime.counting.scale import estimate_diameter
-from trainer.label_free import HALOS, bright_halos, first_pass_mask, halo_free, label_free_mask
+from trainer.label_free import HALOS, bright_halos, halo_free, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
 NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand, or of a blank one
@@ -335,7 +335,8 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     if config.reject:
         binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0,
                                                 keep_outline=config.class_id == MACROPHAGE)
-    found = _instances(binary, scaled, min_area, None if fg.halos is None else halo_free(binary, fg.halos))
+    found = _instances(binary, scaled, min_area, None if fg.halos is None else halo_free(binary, fg.halos),
+                       scaled.typical_area if label_free else None)
     # Specks and debris (a split never leaves a part this small: parts merge instead); a part cut by the frame edge
     # is kept down to a quarter of the minimum, as the counter keeps it.
     bad = ~found.large_enough(min_area, binary.shape, scaled.split_settings.cut_fraction)
@@ -370,12 +371,12 @@ def _grey(image: np.ndarray, config: AutoLabelConfig, colour: bool) -> np.ndarra
     return grey
 
 
-def _scale(config: AutoLabelConfig, first: Callable[[], np.ndarray]) -> tuple[Scaled, str]:
-    """The given scale, else the one estimated from the rough mask ``first()``, else the kind's default."""
+def _scale(config: AutoLabelConfig, estimate: Callable[[], float | None]) -> tuple[Scaled, str]:
+    """The given scale, else the diameter ``estimate()`` reads off the image, else the kind's default."""
     scaled = config.scaled()
     if scaled is not None:
         return scaled, "given"
-    diameter = estimate_diameter(fill_all_holes(first()))
+    diameter = estimate()
     return (config.at_scale(diameter), "estimated") if diameter else (config.at_scale(_fallback(config)), "default")
 
 
@@ -397,7 +398,8 @@ def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: 
     flat = None
     if config.threshold == "auto":
         binary, used, flat = _auto_threshold(cells)
-    scaled, origin = _scale(config, lambda: binary if flat is not None else _otsu(_level(cells, smooth_background(cells))))
+    scaled, origin = _scale(config, lambda: estimate_diameter(fill_all_holes(
+        binary if flat is not None else _otsu(_level(cells, smooth_background(cells))))))
     if flat is None:
         binary, used = _threshold(cells, scaled)
     else:
@@ -410,21 +412,28 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     contrast and DIC; where the optics give cells bright halos (`trainer.label_free.HALOS`), touching cells are
     split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`)."""
     grey = _grey(image, config, colour=False)
-    scaled, origin = _scale(config, lambda: first_pass_mask(grey))
-    binary = label_free_mask(grey, scaled.diameter_px, processes=config.class_id == MACROPHAGE)
+    first = first_pass(grey)
+    scaled, origin = _scale(config, lambda: first.diameter)
+    binary = label_free_mask(grey, scaled.diameter_px, config.class_id == MACROPHAGE, first.factor)
     halos = bright_halos(grey, binary) if modality in HALOS and config.split_touching else None
     return _Foreground(binary, None, "either", "texture", scaled, origin, halos)
 
 
-def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndarray | None = None):
+def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndarray | None = None,
+               cell_area: float | None = None):
     """The mask's cells: connected components, or with ``split_touching`` touching and overlapping cells split at
     the labeller's preset (`runtime.counting.instances.LABELLER_SPLIT`, which says why it differs from the
     counter's) for the kind's size range: for RBCs, cut at every distance maximum above noise, parts no larger than
     one cell joined back, large blobs divided by area; for macrophages, the distance map alone. With ``seeds``
-    (any kind, `bright_halos`), the distance map is the seeds' where they hold two cells or more (`find_instances`)."""
+    (any kind, `bright_halos`), the distance map is the seeds' where they hold two cells or more (`find_instances`).
+
+    ``cell_area`` (label-free images: the estimated diameter's disc) stands in for the frame's median single cell
+    where it has too few (`find_instances`): a DIC field of a few large RBCs, each of whose masks has a waist
+    across the relief's faint sides, has no single cell, and every cell stayed cut in two. Not on stained smears,
+    where such frames are dense smears of overlapping cells, which it joined on the BCCD training half."""
     if not scaled.config.split_touching:
         return find_instances(binary, None, min_area)
-    return scaled.split_settings.split(binary, scaled.expected_radius_px, min_area, seeds)
+    return scaled.split_settings.split(binary, scaled.expected_radius_px, min_area, seeds, cell_area=cell_area)
 
 
 def _fallback(config: AutoLabelConfig) -> float:

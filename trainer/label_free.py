@@ -4,9 +4,9 @@ An intensity threshold fails on these images for physical reasons: a DIC cell is
 half, so it becomes two objects or a rim; a phase-contrast cell is a dark body in a bright halo with pseudopods
 fainter than either; an unstained cell in brightfield barely absorbs and shows mostly as defocus rings. What they
 share is local contrast of either sign where the background is flat (`runtime.data.modality.texture_energy`), so the
-mask is that energy thresholded on a log scale, first at a fixed small scale to measure the cells, then at a scale
-set by their diameter. The rest of the labeller (rim closing, hole filling, splitting, rejection) follows as for
-stained images.
+mask is that energy thresholded on a log scale, first at a fixed small scale to measure the cells (on a smaller
+copy where they are too wide for it: `runtime.data.modality.first_pass`), then at a scale set by their diameter.
+The rest of the labeller (rim closing, hole filling, splitting, rejection) follows as for stained images.
 """
 from __future__ import annotations
 
@@ -16,24 +16,23 @@ import numpy as np
 from runtime.counting.instances import fill_all_holes
 from runtime.data.modality import ENERGY_FIRST_PASS, energy_cells
 
-# The energy's two scales, in cell diameters: the high-pass keeps detail finer than FINE × d (a cell's texture and
-# edges, not its slow shading), and the average over SMOOTH × d joins a cell's edges and texture into one region.
-# Chosen on BBBC030's tuning half (cho01–cho30): at 53-px cells, σ 1.5/3 px gave instance F1 0.944, 2/4 px 0.931,
-# 3/6 px 0.869 (before `energy_cells` eroded the mask by its σ, which took the first to 0.961 and its mIoU from
-# 0.84 to 0.92 on every third tuning image, and on simulated label-free RBCs F1 from 0.05–0.12 to 0.74–0.84).
-FINE = 1.5 / 53
-SMOOTH = 3.0 / 53
+# The energy's scales (σ of the high-pass and of its average) are the first pass's (`ENERGY_FIRST_PASS`, 1.5 and
+# 3 px) up to cells of a reference size and grow in proportion beyond it. For cells with processes (macrophages)
+# the reference is BBBC030's cells, on whose tuning half (cho01–cho30, 53-px cells) σ 1.5/3 px gave instance F1
+# 0.944, 2/4 px 0.931, 3/6 px 0.869 (before `energy_cells` eroded the mask by its σ, which took the first to 0.961
+# and its mIoU from 0.84 to 0.92 on every third tuning image, and on simulated label-free RBCs F1 from 0.05–0.12 to
+# 0.74–0.84). Smooth cells (RBCs) show contrast only at scales near their own size: the first pass's scales were
+# set on them at 14–18 px (the simulator's 0.4 µm/px), and at 30–60 px the same scales saw only the edges of a
+# DIC relief or an unstained cell's ring (`first_pass`), so theirs grow from 20 px.
+BBBC030_DIAMETER = 53.0
+SMOOTH_CELLS_UP_TO = 20.0
 
 
-def first_pass_mask(grey: np.ndarray) -> np.ndarray:
-    """A rough cell mask (255) at the fixed small scales (`ENERGY_FIRST_PASS`): what the diameter is estimated from
-    (holes filled)."""
-    return energy_cells(grey)
-
-
-def label_free_mask(grey: np.ndarray, diameter_px: float, processes: bool = True) -> np.ndarray:
+def label_free_mask(grey: np.ndarray, diameter_px: float, processes: bool = True, factor: int = 1) -> np.ndarray:
     """The cell mask (255) of a label-free grey image whose cells are ``diameter_px`` across. The scales follow
-    the diameter but never drop below the first pass's: finer, the camera's noise is the texture.
+    the diameter (see BBBC030_DIAMETER) but never drop below the first pass's: finer, the camera's noise is the
+    texture; nor below them times ``factor``, the copy's reduction on which the first pass saw the cells
+    (`runtime.data.modality.first_pass`: at full size, cells too wide and smooth for its scales).
 
     Cells without thin ``processes`` (RBCs: smooth discs) lose the high-pass's rim too (`energy_cells`), which
     otherwise widens a 20-px RBC's outline by a pixel or two all round (its IoU with the true cell about 0.7). The
@@ -44,7 +43,8 @@ def label_free_mask(grey: np.ndarray, diameter_px: float, processes: bool = True
     (BBBC030's CHO cells too) the shrink lifted mIoU on BBBC030 but cost simulated macrophages up to 0.06 of F1
     (measured while choosing; not a committed benchmark: `benchmarks/results/label_free.json` has seed 21)."""
     fine, smooth = ENERGY_FIRST_PASS
-    return energy_cells(grey, max(fine, FINE * diameter_px), max(smooth, SMOOTH * diameter_px),
+    grow = diameter_px / (BBBC030_DIAMETER if processes else SMOOTH_CELLS_UP_TO)
+    return energy_cells(grey, max(fine * factor, fine * grow), max(smooth * factor, smooth * grow),
                         shrink_fine=not processes)
 
 

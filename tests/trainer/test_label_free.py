@@ -163,8 +163,58 @@ def test_only_cells_without_processes_lose_the_rim(monkeypatch):
     kept = (label_free_mask(grey, 40.0) > 0)[thin].sum()
     assert kept > 1.5 * (label_free_mask(grey, 40.0, processes=False) > 0)[thin].sum() and kept > 0
     asked = []
-    monkeypatch.setattr(autolabel, "label_free_mask", lambda g, d, processes=True: asked.append(processes) or
-                        label_free_mask(g, d, processes))
+    monkeypatch.setattr(autolabel, "label_free_mask", lambda g, d, processes=True, factor=1: asked.append(processes)
+                        or label_free_mask(g, d, processes, factor))
     for kind in ("rbc", "macrophage"):
         auto_label(grey, AutoLabelConfig(kind=kind, split_touching=True, modality="phase"))
     assert asked == [False, True]
+
+
+@pytest.mark.parametrize("pixel_size, size, whole", [(0.2, 512, 0.8), (0.1, 1024, 0.4)])
+def test_dic_rbcs_at_a_high_magnification_are_counted_as_cells_not_as_relief_edges(pixel_size, size, whole):
+    """RBCs 30 and 60 px across in DIC (seed 55, which no benchmark uses; the issue's held-out DIC RBCs are about
+    72): measured at full size, the first pass saw the relief's sides and specks, so the labeller took cells for
+    5-px objects and counted 3–10× their number. Now the count is within 25 % and most cells are found whole."""
+    from runtime.data.simulator import make_microscope
+
+    zoom = pixel_size / 0.4
+    frame = make_microscope("rbc", size=size, seed=55, optics="dic", pixel_size_um=pixel_size,
+                            density=55 * zoom * zoom).frame(0)
+    label = auto_label(frame.image, AutoLabelConfig(kind="rbc", split_touching=True))
+    tp, _, fn = match_instances(label.instances.astype(np.int32), frame.instances)
+    assert label.modality == "dic" and abs(label.diameter_px * pixel_size / 6.0 - 1) < 0.2
+    assert abs(int(label.instances.max()) / (tp + fn) - 1) <= 0.25
+    assert tp >= whole * (tp + fn)
+
+
+def test_only_label_free_images_give_the_split_a_cell_area(monkeypatch):
+    """The estimated cell's area stands in for the one-cell rule's median on label-free images (where a field of a
+    few large cells can hold no single one), not on stained smears, where a frame without five single cells is a
+    dense smear of overlapping cells that it joined (on the BCCD training half)."""
+    from runtime.data.simulator import make_microscope
+    from trainer import autolabel
+
+    given = []
+    real = autolabel._instances
+    monkeypatch.setattr(autolabel, "_instances", lambda *args: given.append(args[4]) or real(*args))
+    for optics in ("stained", "dic"):
+        auto_label(make_microscope("rbc", size=256, seed=55, optics=optics).frame(0).image,
+                   AutoLabelConfig(kind="rbc", split_touching=True))
+    assert given[0] is None and given[1] > 0
+
+
+def test_smooth_cells_wider_than_twenty_pixels_get_scales_that_grow_with_them():
+    """Unstained RBCs 60 px across in brightfield (seed 55): the first pass's scales see only faint ring segments,
+    which the thin-object rejection removes; scales that grow with the diameter beyond 20 px (SMOOTH_CELLS_UP_TO)
+    see the cells' bodies (7 of 10 found whole here, none with BBBC030's 53-px reference that macrophages keep)."""
+    from runtime.data.simulator import make_microscope
+    from trainer import label_free
+
+    frame = make_microscope("rbc", size=1024, seed=55, optics="brightfield", pixel_size_um=0.1,
+                            density=55 / 16).frame(0)
+    config = AutoLabelConfig(kind="rbc", split_touching=True)
+    found = match_instances(auto_label(frame.image, config).instances.astype(np.int32), frame.instances)[0]
+    assert found >= 5
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(label_free, "SMOOTH_CELLS_UP_TO", label_free.BBBC030_DIAMETER)
+        assert match_instances(auto_label(frame.image, config).instances.astype(np.int32), frame.instances)[0] < found
