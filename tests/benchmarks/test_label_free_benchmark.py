@@ -38,6 +38,18 @@ def test_simulated_sets_score_each_optics_and_method():
         assert len(entry["methods"]) == 2 and all(r["annotated"] >= 0 for r in entry["methods"].values())
 
 
+def test_magnified_sets_keep_the_cells_per_square_micrometre_and_are_rendered():
+    """A set at 0.2 µm/px draws cells twice as wide, a quarter as many per frame, and its rows name the scale."""
+    plain = simulated(n=2, seed=3, size=256, kinds=("rbc",), optics_names=("dic",))
+    zoomed = simulated(n=2, seed=3, size=256, kinds=("rbc",), optics_names=("dic",), pixel_size_um=0.2)
+    assert zoomed["pixel_size_um"] == 0.2 and "pixel_size_um" not in plain
+    cells = [entry["sets"]["rbc dic"]["methods"]["csc-label auto --split-touching (nothing given)"]["annotated"]
+             for entry in (plain, zoomed)]
+    assert 2 * cells[1] < cells[0]
+    table = render_markdown({"bbbc030": {}, "simulated": {"sets": {}}, "magnified": {"rbc at 0.2 µm/px": zoomed}})
+    assert "| simulated rbc dic, 0.2 µm/px |" in table
+
+
 def test_a_missing_real_set_is_skipped_with_the_reason(tmp_path):
     assert "absent" in bbbc030(tmp_path)["skipped"]
 
