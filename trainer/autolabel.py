@@ -39,7 +39,7 @@ from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_h
 from runtime.counting.blank import is_blank
 from runtime.data.modality import LABEL_FREE, check_modality, detect_modality, first_pass
 from runtime.counting.scale import estimate_diameter
-from trainer.label_free import HALOS, bright_halos, halo_free, label_free_mask
+from trainer.label_free import HALOS, bright_halos, closed_along_shear, halo_free, label_free_mask
 
 Polarity = Literal["dark", "bright", "auto"]
 NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand, or of a blank one
@@ -410,11 +410,14 @@ def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: 
 def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality: str) -> _Foreground:
     """Cells by their local contrast of either sign (trainer/label_free.py): unstained brightfield, phase
     contrast and DIC; where the optics give cells bright halos (`trainer.label_free.HALOS`), touching cells are
-    split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`)."""
+    split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`); DIC masks of smooth cells
+    are closed along the shear, where their relief fades (`trainer.label_free.closed_along_shear`)."""
     grey = _grey(image, config, colour=False)
     first = first_pass(grey)
     scaled, origin = _scale(config, lambda: first.diameter)
     binary = label_free_mask(grey, scaled.diameter_px, config.class_id == MACROPHAGE, first.factor)
+    if modality == "dic" and config.class_id != MACROPHAGE:
+        binary = closed_along_shear(binary, grey, scaled.diameter_px)
     halos = bright_halos(grey, binary) if modality in HALOS and config.split_touching else None
     return _Foreground(binary, None, "either", "texture", scaled, origin, halos)
 

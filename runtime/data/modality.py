@@ -310,7 +310,7 @@ def _object_evidence(grey: np.ndarray) -> tuple[dict, np.ndarray | None]:
     near = cv2.dilate(objects.view(np.uint8), disc)
     weight = (cv2.dilate(near, disc) == 0).astype(np.float32)
     sigma = min(x.shape) / 16
-    background = _wide_blur(x * weight, sigma) / np.maximum(_wide_blur(weight, sigma), 1e-3)
+    background = wide_blur(x * weight, sigma) / np.maximum(wide_blur(weight, sigma), 1e-3)
     if weight.mean() < 0.1:  # objects everywhere: the frame's median is the best guess of the background
         background = np.full_like(x, float(np.median(x[::4, ::4])))
     deviation = cv2.GaussianBlur(x - background, (0, 0), 1.0)
@@ -325,7 +325,7 @@ def _object_evidence(grey: np.ndarray) -> tuple[dict, np.ndarray | None]:
         deviation
 
 
-def _wide_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+def wide_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     """A Gaussian blur of σ ≥ 8 px done on a copy shrunk by a power of two and enlarged again: what it leaves is
     smooth at that scale, and a full-size blur that wide took most of the detection's time."""
     factor = 1 << max(0, int(np.log2(sigma / 4)))
