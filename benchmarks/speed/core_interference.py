@@ -32,7 +32,10 @@ from benchmarks.publish import machine, publish
 from benchmarks.speed.e2e_ratio import inference_fps
 
 CONDITIONS = ("idle", "spin", "pipeline_work", "pipeline_work_thread")
-WARMUP_S = 2.0  # a worker's imports and first frames are behind it before inference is measured
+WARMUP_S = 2.0  # a worker's first frames are behind it before inference is measured
+# A spawned worker imports its module first: on a loaded machine that took longer than the warm-up, and a worker
+# that had already failed still looked alive. Its work is waited for (up to this long) before the warm-up starts.
+START_TIMEOUT_S = 120.0
 Stop = threading.Event | ProcessEvent
 
 
@@ -64,24 +67,34 @@ def _pipeline_work(stop: Stop) -> None:
         counter.count(next(class_maps))
 
 
-def _worker(name: str, ctx: SpawnContext, stop: Stop) -> BaseProcess | threading.Thread | None:
+def _started(work: Callable[[Stop], None], started: Stop, stop: Stop) -> None:
+    """``work`` until ``stop``, saying first that it got this far (its imports done)."""
+    started.set()
+    work(stop)
+
+
+def _worker(name: str, ctx: SpawnContext, stop: Stop, started: Stop) -> BaseProcess | threading.Thread | None:
     """What runs beside inference in a condition: nothing, a process, or (the pipeline's case) a thread of this
-    process, which shares the GIL with the inference loop."""
+    process, which shares the GIL with the inference loop; each sets ``started`` as its work begins."""
     if name == "idle":
         return None
     if name == "pipeline_work_thread":
-        return threading.Thread(target=_pipeline_work, args=(stop,), daemon=True)
-    return ctx.Process(target=_spin if name == "spin" else _pipeline_work, args=(stop,), daemon=True)
+        return threading.Thread(target=_started, args=(_pipeline_work, started, stop), daemon=True)
+    work = _spin if name == "spin" else _pipeline_work
+    return ctx.Process(target=_started, args=(work, started, stop), daemon=True)
 
 
 def _measured_beside(name: str, ctx: SpawnContext, measure_once: Callable[[], float]) -> float:
     """One inference measurement with the condition's worker running beside it for all of it; a worker that died
     (an import error, an exception) fails the run rather than pass for an idle core."""
-    stop = threading.Event() if name == "pipeline_work_thread" else ctx.Event()
-    worker = _worker(name, ctx, stop)
+    in_thread = name == "pipeline_work_thread"
+    stop, started = (threading.Event(), threading.Event()) if in_thread else (ctx.Event(), ctx.Event())
+    worker = _worker(name, ctx, stop, started)
     try:
         if worker is not None:
             worker.start()
+            if not started.wait(START_TIMEOUT_S):
+                raise RuntimeError(f"the {name} worker did not start its work within {START_TIMEOUT_S:.0f} s")
             time.sleep(WARMUP_S)
         fps = measure_once()
         if worker is not None and not worker.is_alive():
