@@ -8,6 +8,8 @@ Sets (real ones read from ``../shared/real``, never copied; skipped with the rea
   trainer/label_free.py and runtime/data/modality.py was made looking at it), cho31–cho60 the evaluation part that no
   choice looked at. Its outlines leave out-of-focus cells and debris unannotated and draw 25 doublets as one
   object (its README), so precision and the count are bounded by the annotation, not only by the labeller.
+- **BBBC030 resized** (`RESIZED`: ×0.5 and ×2, cells 26 and 106 px across): the labeller alone, at other
+  magnifications of the same real images.
 - **Simulated optics** (runtime/data/simulator.py, a test fixture, not evidence): the same scenes rendered as stained
   brightfield, unstained brightfield, phase contrast and DIC, single-kind RBC and macrophage frames (macrophages
   with pseudopods), at a seed no choice looked at; and the label-free optics at two and four times the
@@ -127,6 +129,33 @@ def bbbc030(real: Path) -> dict:
     return out
 
 
+# BBBC030 resized by these factors (its CHO cells 26 and 106 px across instead of 53): the labeller, given nothing,
+# at other magnifications of real DIC images.
+RESIZED = (0.5, 2.0)
+
+
+def resized_pairs(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+                  factor: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image, instances) pairs resized by ``factor``: the image averaged down or interpolated up, the instances by
+    their nearest pixel."""
+    for image, truth in pairs:
+        size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
+        yield (cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR),
+               cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST))
+
+
+def bbbc030_resized(real: Path) -> dict:
+    """The labeller alone on both parts of BBBC030 at each RESIZED factor."""
+    root = real / "bbbc030-dic"
+    if not (root / "images").is_dir():
+        return {"skipped": f"{root} is absent (see ../shared/real/README.md)"}
+    out: dict = {}
+    for factor in RESIZED:
+        out[f"×{factor:g}"] = {part: score(resized_pairs(bbbc030_pairs(real, stems), factor), labeller("macrophage"), 0.0)
+                               for part, stems in (("tuning", TUNING), ("evaluation", EVALUATION))}
+    return out
+
+
 def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc", "macrophage"),
               optics_names: Iterable[str] = OPTICS, pixel_size_um: float | None = None) -> dict:
     """Every optics × single kind, the same scenes in each optics; at the simulator's own pixel size, or at
@@ -184,7 +213,8 @@ def smears(real: Path) -> dict:
 def measure(real: Path, n: int = 12, seed: int = 21) -> dict:
     return {"what": "auto-labels of label-free images with nothing given, against a local-variance reference given "
                     "the true cell size; the stained smears for no regression",
-            "bbbc030": bbbc030(real), "simulated": simulated(n, seed), "magnified": magnified(max(1, n // 2), seed),
+            "bbbc030": bbbc030(real), "bbbc030_resized": bbbc030_resized(real), "simulated": simulated(n, seed),
+            "magnified": magnified(max(1, n // 2), seed),
             "smears": smears(real)}
 
 
@@ -200,6 +230,10 @@ def render_markdown(result: dict) -> str:
 
     for part, entry in result["bbbc030"].get("parts", {}).items():
         rows(f"BBBC030 {part} ({entry['images']})", entry)
+    for factor, parts in result.get("bbbc030_resized", {}).items():
+        for part, r in parts.items() if isinstance(parts, dict) else ():
+            lines.append(f"| BBBC030 {part} resized {factor} | {next(iter(METHODS))} | {r['f1_iou50']:.3f} | "
+                         f"{r['count_ratio']:.3f} | {r['miou']:.3f} | — |")
     for name, entry in result["simulated"]["sets"].items():
         rows(f"simulated {name}", entry)
     for scale, sets in result.get("magnified", {}).items():

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.real.label_free import (bbbc030, local_variance_reference, render_markdown, score, simulated)
+from benchmarks.real.label_free import (bbbc030, bbbc030_resized, local_variance_reference, render_markdown,
+                                        resized_pairs, score, simulated)
 from runtime.data.simulator import make_microscope
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +53,16 @@ def test_magnified_sets_keep_the_cells_per_square_micrometre_and_are_rendered():
 
 def test_a_missing_real_set_is_skipped_with_the_reason(tmp_path):
     assert "absent" in bbbc030(tmp_path)["skipped"]
+    assert "absent" in bbbc030_resized(tmp_path)["skipped"]
+
+
+def test_resized_pairs_keep_every_instance_and_its_ids():
+    frame = make_microscope("macrophage", size=128, seed=4, optics="dic").frame(0)
+    truth = frame.instances.astype(np.uint16)
+    for factor, side in ((0.5, 64), (2.0, 256)):
+        image, labels = next(resized_pairs([(frame.image, truth)], factor))
+        assert image.shape[:2] == labels.shape == (side, side) and labels.dtype == np.uint16
+        assert set(np.unique(labels)) == set(np.unique(truth))
 
 
 def test_docs_table_is_the_committed_result_rendered():
