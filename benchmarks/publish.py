@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 from runtime.io.imageio import write_text
@@ -21,3 +22,14 @@ def publish(result: dict, out: Path | None) -> None:
 def machine() -> str:
     """What a speed figure was measured on, as the result files record it."""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def git(repo: Path, *args: str) -> str:
+    """What ``git args`` prints in ``repo`` (a copy and a result name files and commits as git sees them)."""
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def tree_state(repo: Path) -> dict:
+    """Which tree a result came from: its HEAD commit, and whether files differed from it."""
+    return {"commit": git(repo, "rev-parse", "HEAD").strip(),
+            "uncommitted_changes": bool(git(repo, "status", "--porcelain"))}

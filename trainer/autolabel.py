@@ -37,7 +37,8 @@ import numpy as np
 from runtime.classes import CELL_SIZES, DEFAULT_PIXEL_SIZE_UM, MACROPHAGE, RBC, class_id
 from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_holes, find_instances
 from runtime.counting.blank import is_blank
-from runtime.data.modality import LABEL_FREE, check_modality, detect_modality, first_pass
+from runtime.data.first_pass import first_pass
+from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
 from trainer.label_free import HALOS, bright_halos, closed_along_shear, halo_free, label_free_mask
 
@@ -336,7 +337,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
         binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0,
                                                 keep_outline=config.class_id == MACROPHAGE)
     found = _instances(binary, scaled, min_area, None if fg.halos is None else halo_free(binary, fg.halos),
-                       scaled.typical_area if label_free else None)
+                       scaled.typical_area if label_free and origin != "default" else None)
     # Specks and debris (a split never leaves a part this small: parts merge instead); a part cut by the frame edge
     # is kept down to a quarter of the minimum, as the counter keeps it.
     bad = ~found.large_enough(min_area, binary.shape, scaled.split_settings.cut_fraction)
@@ -413,10 +414,12 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`); DIC masks of smooth cells
     are closed along the shear, where their relief fades (`trainer.label_free.closed_along_shear`)."""
     grey = _grey(image, config, colour=False)
-    first = first_pass(grey)
+    # The copy the first pass saw the cells on sets the mask's finest scales, also where the scale was given.
+    first = first_pass(grey, blurred=config.gaussian)
     scaled, origin = _scale(config, lambda: first.diameter)
-    binary = label_free_mask(grey, scaled.diameter_px, config.class_id == MACROPHAGE, first.factor)
-    if modality == "dic" and config.class_id != MACROPHAGE:
+    smooth = config.class_id != MACROPHAGE  # cells without processes
+    binary = label_free_mask(grey, scaled.diameter_px, processes=not smooth, factor=first.factor)
+    if modality == "dic" and smooth:
         binary = closed_along_shear(binary, grey, scaled.diameter_px)
     halos = bright_halos(grey, binary) if modality in HALOS and config.split_touching else None
     return _Foreground(binary, None, "either", "texture", scaled, origin, halos)

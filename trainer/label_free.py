@@ -5,7 +5,7 @@ half, so it becomes two objects or a rim; a phase-contrast cell is a dark body i
 fainter than either; an unstained cell in brightfield barely absorbs and shows mostly as defocus rings. What they
 share is local contrast of either sign where the background is flat (`runtime.data.modality.texture_energy`), so the
 mask is that energy thresholded on a log scale, first at a fixed small scale to measure the cells (on a smaller
-copy where they are too wide for it: `runtime.data.modality.first_pass`), then at a scale set by their diameter.
+copy where they are too wide for it: `runtime.data.first_pass`), then at a scale set by their diameter.
 The rest of the labeller (rim closing, hole filling, splitting, rejection) follows as for stained images.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from runtime.counting.instances import fill_all_holes
+from runtime.data.first_pass import shrunk
 from runtime.data.modality import ENERGY_FIRST_PASS, energy_cells, wide_blur
 
 # The energy's scales (σ of the high-pass and of its average) are the first pass's (`ENERGY_FIRST_PASS`, 1.5 and
@@ -32,7 +33,7 @@ def label_free_mask(grey: np.ndarray, diameter_px: float, processes: bool = True
     """The cell mask (255) of a label-free grey image whose cells are ``diameter_px`` across. The scales follow
     the diameter (see BBBC030_DIAMETER) but never drop below the first pass's: finer, the camera's noise is the
     texture; nor below them times ``factor``, the copy's reduction on which the first pass saw the cells
-    (`runtime.data.modality.first_pass`: at full size, cells too wide and smooth for its scales).
+    (`runtime.data.first_pass`: at full size, cells too wide and smooth for its scales).
 
     Cells without thin ``processes`` (RBCs: smooth discs) lose the high-pass's rim too (`energy_cells`), which
     otherwise widens a 20-px RBC's outline by a pixel or two all round (its IoU with the true cell about 0.7). The
@@ -50,6 +51,8 @@ def label_free_mask(grey: np.ndarray, diameter_px: float, processes: bool = True
 
 # DIC: the band of wavelengths the shear axis is read from (px): from the noise's scale up to two cell diameters.
 AXIS_BAND_PX = 6.0
+# The shear axis is read on a copy shrunk to no fewer px per cell than this.
+AXIS_CELL_PX = 15.0
 # DIC, smooth cells: the mask is closed along the shear axis over this many cell diameters.
 SHEAR_CLOSING = 0.5
 
@@ -57,8 +60,10 @@ SHEAR_CLOSING = 0.5
 def shear_axis(grey: np.ndarray, diameter_px: float) -> np.ndarray:
     """The unit vector (x, y) of a DIC image's shear axis (its sign is free): a DIC image is the optical path's
     derivative along the shear, so its power at wave vector k is (k·u)² times the path's, and the principal axis
-    of the power spectrum — weighted by 1/|k|², over wavelengths from AXIS_BAND_PX to two cell diameters — is u."""
-    x = grey.astype(np.float32)
+    of the power spectrum — weighted by 1/|k|², over wavelengths from AXIS_BAND_PX to two cell diameters — is u.
+    Read on a copy with cells AXIS_CELL_PX or more across: a 4096² frame's full-size transform took 1.5 s."""
+    factor = 1 << max(0, int(np.log2(diameter_px / AXIS_CELL_PX)))
+    x, diameter_px = shrunk(grey, factor).astype(np.float32), diameter_px / factor
     power = np.abs(np.fft.rfft2(x - wide_blur(x, diameter_px))) ** 2
     ky = np.fft.fftfreq(x.shape[0])[:, None]
     kx = np.fft.rfftfreq(x.shape[1])[None, :]
@@ -82,8 +87,8 @@ def closed_along_shear(mask: np.ndarray, grey: np.ndarray, diameter_px: float) -
     side = max(3, int(round(SHEAR_CLOSING * diameter_px)) | 1)
     half = side // 2
     line = np.zeros((side, side), np.uint8)
-    cv2.line(line, (round(half - u[0] * half), round(half - u[1] * half)),
-             (round(half + u[0] * half), round(half + u[1] * half)), 1)
+    cv2.line(line, (half, half), (half + int(round(u[0] * half)), half + int(round(u[1] * half))), 1)
+    line |= line[::-1, ::-1]  # symmetric about its centre, as a closing's element must be (OpenCV does not mirror it)
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, line)
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.publish import machine, publish
+from benchmarks.publish import git, machine, publish, tree_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600  # per pytest run: a mutation that hangs the tests is reported, not waited for
@@ -160,40 +160,51 @@ MUTATIONS = (
              "trainer/label_free.py", 'HALOS = ("phase", "brightfield")', 'HALOS = ("phase",)', LABEL_FREE_TESTS),
     Mutation("label-free: RBCs keep the high-pass rim",
              "cells without processes (RBCs) are outlined without the texture energy's rim",
-             "trainer/autolabel.py", "config.class_id == MACROPHAGE, first.factor)", "True, first.factor)",
+             "trainer/autolabel.py", "processes=not smooth, factor", "processes=True, factor",
              LABEL_FREE_TESTS),
     Mutation("label-free: macrophages lose the rim",
              "a macrophage keeps the rim its pseudopods are as thin as",
-             "trainer/autolabel.py", "config.class_id == MACROPHAGE, first.factor)", "False, first.factor)",
+             "trainer/autolabel.py", "processes=not smooth, factor", "processes=False, factor",
              LABEL_FREE_TESTS),
     # Label-free cells at high magnification (issue #21): measured on the copy where the first pass sees them, and
     # the estimated cell's area standing in for the one-cell rule's median where no cell is single.
     Mutation("first pass: full size only",
              "cells too wide and smooth for the first pass's scales are measured on a smaller copy",
-             "runtime/data/modality.py", "for level in range(FIRST_PASS_LEVELS + 1):", "for level in range(1):",
+             "runtime/data/first_pass.py", "for level in range(FIRST_PASS_LEVELS + 1):", "for level in range(1):",
              MODALITY_TESTS),
+    Mutation("first pass: a near jump taken unconfirmed",
+             "cells a halving blurs to nearly twice their size are not taken for specks",
+             "runtime/data/first_pass.py", "SCALE_JUMP = 2.2", "SCALE_JUMP = 1.7", MODALITY_TESTS),
+    Mutation("first pass: a near jump never confirmed",
+             "specks that measure a little under twice as wide halved, and the cells on the copy after, are passed",
+             "runtime/data/first_pass.py", "CONFIRMED_JUMP = 3.0", "CONFIRMED_JUMP = 99.0", MODALITY_TESTS),
+    Mutation("first pass: raw frames",
+             "the first pass looks through the paper's filter, on which its ratios were measured",
+             "runtime/data/first_pass.py", "    if not blurred:\n", "    if False:\n", MODALITY_TESTS),
     Mutation("one-cell rule: the given cell area ignored",
              "where a frame has too few single cells, the caller's cell area is the one-cell rule's yardstick",
              "runtime/counting/instances.py", "(_median_cell(stats, shape, min_area, single) or cell_area)",
              "_median_cell(stats, shape, min_area, single)", COUNTER_TESTS),
     Mutation("label-free: no cell area for the split",
              "label-free images give the split their estimated cell's area",
-             "trainer/autolabel.py", "scaled.typical_area if label_free else None)", "None)", LABEL_FREE_TESTS),
+             "trainer/autolabel.py", 'scaled.typical_area if label_free and origin != "default" else None)', "None)",
+             LABEL_FREE_TESTS),
     Mutation("label-free: smooth cells' scales fixed",
              "the energy's scales grow with smooth cells (RBCs) wider than 20 px",
              "trainer/label_free.py", "(BBBC030_DIAMETER if processes else SMOOTH_CELLS_UP_TO)", "BBBC030_DIAMETER",
              LABEL_FREE_TESTS),
     Mutation("DIC RBCs not closed along the shear",
              "a DIC mask of smooth cells is closed along the shear axis, where their relief fades",
-             "trainer/autolabel.py", 'if modality == "dic" and config.class_id != MACROPHAGE:', "if False:",
+             "trainer/autolabel.py", 'if modality == "dic" and smooth:', "if False:",
              LABEL_FREE_TESTS),
     Mutation("DIC macrophages closed along the shear too",
              "textured cells are not: it joined touching ones",
-             "trainer/autolabel.py", 'if modality == "dic" and config.class_id != MACROPHAGE:', 'if modality == "dic":',
+             "trainer/autolabel.py", 'if modality == "dic" and smooth:', 'if modality == "dic":',
              LABEL_FREE_TESTS),
     Mutation("stained: the cell area given too",
              "stained smears do not: there it joined overlapping cells",
-             "trainer/autolabel.py", "scaled.typical_area if label_free else None)", "scaled.typical_area)",
+             "trainer/autolabel.py", 'scaled.typical_area if label_free and origin != "default" else None)',
+             'scaled.typical_area if origin != "default" else None)',
              LABEL_FREE_TESTS),
     # Modality detection (issue #21).
     Mutation("relief: unit vectors",
@@ -221,21 +232,10 @@ class Outcome:
     failed: list[str]  # pytest's FAILED/ERROR lines: which test noticed
 
 
-def git(repo: Path, *args: str) -> str:
-    """What ``git args`` prints in ``repo`` (the copy and the result name files and commits as git sees them)."""
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
-
-
 def working_tree(repo: Path) -> list[str]:
     """The files a checkout of ``repo`` would hold now: tracked and untracked, less what .gitignore ignores."""
     listed = git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     return sorted({p for p in listed.split("\0") if p and (repo / p).is_file()})  # deleted-but-tracked: skipped
-
-
-def tree_state(repo: Path) -> dict:
-    """Which tree was checked: its HEAD commit, and whether files differed from it (the tests being written)."""
-    return {"commit": git(repo, "rev-parse", "HEAD").strip(),
-            "uncommitted_changes": bool(git(repo, "status", "--porcelain"))}
 
 
 def copy_tree(repo: Path, scratch: Path) -> Path:

@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.publish import publish
+from benchmarks.publish import publish, tree_state
 from benchmarks.real.real_counts import headline, nuclei, real_sets, score_nuclei, watershed_split
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC
 from runtime.counting.metrics import match_instances
@@ -151,7 +151,8 @@ def bbbc030_resized(real: Path) -> dict:
         return {"skipped": f"{root} is absent (see ../shared/real/README.md)"}
     out: dict = {}
     for factor in RESIZED:
-        out[f"×{factor:g}"] = {part: score(resized_pairs(bbbc030_pairs(real, stems), factor), labeller("macrophage"), 0.0)
+        out[f"×{factor:g}"] = {part: score(resized_pairs(bbbc030_pairs(real, stems), factor), labeller("macrophage"),
+                                           0.0)
                                for part, stems in (("tuning", TUNING), ("evaluation", EVALUATION))}
     return out
 
@@ -212,7 +213,7 @@ def smears(real: Path) -> dict:
 
 def measure(real: Path, n: int = 12, seed: int = 21) -> dict:
     return {"what": "auto-labels of label-free images with nothing given, against a local-variance reference given "
-                    "the true cell size; the stained smears for no regression",
+                    "the true cell size; the stained smears for no regression", **tree_state(ROOT),
             "bbbc030": bbbc030(real), "bbbc030_resized": bbbc030_resized(real), "simulated": simulated(n, seed),
             "magnified": magnified(max(1, n // 2), seed),
             "smears": smears(real)}
@@ -255,7 +256,7 @@ if __name__ == "__main__":
     if args.table is not None:
         print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))), end="")
     elif args.magnified_only:
-        publish({"what": "the label-free optics at higher magnifications only", "bbbc030": {}, "simulated": {"sets": {}},
-                 "magnified": magnified(max(1, args.n // 2), args.seed)}, args.out)
+        publish({"what": "the label-free optics at higher magnifications only", **tree_state(ROOT), "bbbc030": {},
+                 "simulated": {"sets": {}}, "magnified": magnified(max(1, args.n // 2), args.seed)}, args.out)
     else:
         publish(measure(args.real, args.n, args.seed), args.out)

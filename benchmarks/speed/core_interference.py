@@ -93,8 +93,13 @@ def _measured_beside(name: str, ctx: SpawnContext, measure_once: Callable[[], fl
     try:
         if worker is not None:
             worker.start()
-            if not started.wait(START_TIMEOUT_S):
-                raise RuntimeError(f"the {name} worker did not start its work within {START_TIMEOUT_S:.0f} s")
+            waited = 0.0
+            while not started.wait(0.5):  # a worker that died in its imports says so at once, not after the timeout
+                waited += 0.5
+                if not worker.is_alive() or waited >= START_TIMEOUT_S:
+                    raise RuntimeError(f"the {name} worker stopped before its work began"
+                                       if not worker.is_alive() else
+                                       f"the {name} worker did not start its work within {START_TIMEOUT_S:.0f} s")
             time.sleep(WARMUP_S)
         fps = measure_once()
         if worker is not None and not worker.is_alive():

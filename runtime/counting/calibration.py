@@ -19,7 +19,8 @@ import numpy as np
 
 from runtime.classes import cell_size
 from runtime.counting.instances import fill_all_holes
-from runtime.data.modality import LABEL_FREE, detect_modality, first_pass
+from runtime.data.first_pass import first_pass
+from runtime.data.modality import LABEL_FREE, detect_modality
 from runtime.backends.model_meta import ModelMetadata
 from runtime.counting.scale import peak_diameters
 
@@ -67,7 +68,7 @@ class Calibration:
 
 def cell_diameters(image: np.ndarray) -> np.ndarray | None:
     """Per cell centre of a frame, its inscribed diameter (px), classically: label-free frames by their texture
-    energy, on the copy where it sees cells (`runtime.data.modality.first_pass`), others on a mask by Otsu on the
+    energy, on the copy where it sees cells (`runtime.data.first_pass`), others on a mask by Otsu on the
     grey image flattened by a wide blur (cells dark or bright, whichever side of the median the histogram's tail
     lies); None with too few cells."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image

@@ -32,7 +32,6 @@ import cv2
 import numpy as np
 
 from runtime.counting.instances import fill_all_holes
-from runtime.counting.scale import peak_diameters
 
 MODALITIES: tuple[str, ...] = ("stained", "brightfield", "phase", "dic", "fluorescence")
 LABEL_FREE: tuple[str, ...] = ("brightfield", "phase", "dic")
@@ -71,7 +70,8 @@ HALO_REACH = 8
 # The texture energy of a cell exceeds the camera noise's typical level by at least this many of the noise's
 # spreads (log scale).
 NOISE_FLOOR = 3.0
-# The texture energy's scales (px) before the cells' size is known: enough to find cells of 15–150 px.
+# The texture energy's scales (px) before the cells' size is known (`runtime.data.first_pass`): they see cells of
+# 10–40 px, and textured ones up to about 80; wider ones on a smaller copy.
 ENERGY_FIRST_PASS = (1.5, 3.0)
 # Detection runs on a copy at most this many px on its longer side: the physics above is visible at any size.
 DETECT_SIDE = 512
@@ -140,61 +140,6 @@ def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: f
     mask = energy_mask(texture_energy(grey, fine, smooth))
     side = 2 * int(round(smooth + (fine if shrink_fine else 0.0))) + 1
     return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-
-
-# The first pass is looked at again on copies halved in size up to this many times (cells up to 8× wider).
-FIRST_PASS_LEVELS = 3
-# A first pass whose cells measure at least this many times wider on a copy of half the size did not see cells:
-# halving the resolution moves a cell's measured size by its blur alone (well under 1.7× on BBBC030's images and
-# on simulated label-free frames of both kinds and every optics at 0.4 and 0.8 µm/px), while specks and the edges
-# of a smooth cell too wide for the first pass's scales (the two sides of a DIC relief, an unstained cell's ring)
-# measure about the same pixels on every copy (nearly 2× a halving) until a copy shows the cells.
-SCALE_JUMP = 1.7
-
-
-@dataclass(frozen=True)
-class FirstPass:
-    """What the first pass saw of a label-free image's cells (`first_pass`)."""
-
-    diameters: np.ndarray | None  # per cell centre, its inscribed diameter in px of the image; None: too few cells
-    factor: int  # the copy the cells were seen on was this many times smaller than the image (1, 2, 4, 8)
-
-    @property
-    def diameter(self) -> float | None:
-        """The typical cell diameter (px), or None."""
-        return None if self.diameters is None else float(np.median(self.diameters))
-
-
-def shrunk(grey: np.ndarray, factor: int) -> np.ndarray:
-    """``grey`` made ``factor`` times smaller (pixels averaged), or itself at 1."""
-    if factor == 1:
-        return grey
-    return cv2.resize(grey, (grey.shape[1] // factor, grey.shape[0] // factor), interpolation=cv2.INTER_AREA)
-
-
-def first_pass(grey: np.ndarray) -> FirstPass:
-    """The cells of a label-free grey image before their size is known: `energy_cells` at the first pass's scales,
-    holes filled, measured by `runtime.counting.scale.peak_diameters`.
-
-    The first pass's scales see the cells of every optics at 10–40 px and textured cells (BBBC030's CHO cells,
-    macrophages) up to about 80; a smooth cell wider than that — an RBC at a high magnification — shows it only
-    the edges of its relief or ring, and specks outnumber the cells. The measure is therefore taken again on copies
-    halved in size, and the first copy whose cells do not measure SCALE_JUMP times wider on the next is kept: on the
-    copy where the pass sees cells, halving changes nothing but the blur. A smaller copy with too few cells to
-    measure is skipped."""
-    seen: FirstPass | None = None
-    for level in range(FIRST_PASS_LEVELS + 1):
-        factor = 1 << level
-        if min(grey.shape[:2]) // factor < 32:
-            break
-        diameters = peak_diameters(fill_all_holes(energy_cells(shrunk(grey, factor))))
-        if diameters is None:
-            continue
-        here = FirstPass(diameters * factor, factor)
-        if seen is not None and here.diameter < SCALE_JUMP * seen.diameter:
-            return seen
-        seen = here
-    return seen or FirstPass(None, 1)
 
 
 def detect_modality(image: np.ndarray) -> ModalityEvidence:

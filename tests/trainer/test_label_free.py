@@ -170,21 +170,23 @@ def test_only_cells_without_processes_lose_the_rim(monkeypatch):
     assert asked == [False, True]
 
 
-@pytest.mark.parametrize("pixel_size, size, whole", [(0.2, 512, 0.8), (0.1, 1024, 0.4)])
-def test_dic_rbcs_at_a_high_magnification_are_counted_as_cells_not_as_relief_edges(pixel_size, size, whole):
+@pytest.mark.parametrize("pixel_size, size, index", [(0.2, 512, 3), (0.1, 1024, 5)])
+def test_dic_rbcs_at_a_high_magnification_are_counted_as_cells_not_as_relief_edges(pixel_size, size, index):
     """RBCs 30 and 60 px across in DIC (seed 55, which no benchmark uses; the issue's held-out DIC RBCs are about
     72): measured at full size, the first pass saw the relief's sides and specks, so the labeller took cells for
-    5-px objects and counted 3–10× their number. Now the count is within 25 % and most cells are found whole."""
+    5-px objects and counted 3–10× their number. Now the count is within 20 % and nearly every cell is found
+    whole; on these frames that takes the estimated cell's area for the one-cell rule (few single cells: without
+    it, 9 and 5 of them whole)."""
     from runtime.data.simulator import make_microscope
 
     zoom = pixel_size / 0.4
     frame = make_microscope("rbc", size=size, seed=55, optics="dic", pixel_size_um=pixel_size,
-                            density=55 * zoom * zoom).frame(0)
+                            density=55 * zoom * zoom).frame(index)
     label = auto_label(frame.image, AutoLabelConfig(kind="rbc", split_touching=True))
     tp, _, fn = match_instances(label.instances.astype(np.int32), frame.instances)
     assert label.modality == "dic" and abs(label.diameter_px * pixel_size / 6.0 - 1) < 0.2
-    assert abs(int(label.instances.max()) / (tp + fn) - 1) <= 0.25
-    assert tp >= whole * (tp + fn)
+    assert abs(int(label.instances.max()) / (tp + fn) - 1) <= 0.2
+    assert tp >= 0.85 * (tp + fn)
 
 
 def test_only_label_free_images_give_the_split_a_cell_area(monkeypatch):
@@ -220,14 +222,19 @@ def test_smooth_cells_wider_than_twenty_pixels_get_scales_that_grow_with_them():
         assert match_instances(auto_label(frame.image, config).instances.astype(np.int32), frame.instances)[0] < found
 
 
-def test_the_shear_axis_is_read_off_a_dic_image():
-    """The simulator's prism shears along 45° (or 225°: the same axis); turned by 90°, the image's axis turns."""
-    from runtime.data.simulator import make_microscope
+@pytest.mark.parametrize("degrees", [30.0, 45.0, 160.0])
+def test_the_shear_axis_is_read_off_a_dic_image(monkeypatch, degrees):
+    """A prism shearing at 30°, 45° or 160° (image x right, y down; the sign is free): the axis (x, y) read off the
+    image is within 5° of it, and turns with the image."""
+    from runtime.data import simulator
     from trainer.label_free import shear_axis
 
-    grey = cv2.cvtColor(make_microscope("rbc", seed=55, optics="dic").frame(0).image, cv2.COLOR_BGR2GRAY)
-    assert abs(shear_axis(grey, 15.0) @ np.array([1, 1]) / np.sqrt(2)) > 0.95
-    assert abs(shear_axis(np.ascontiguousarray(np.rot90(grey)), 15.0) @ np.array([1, -1]) / np.sqrt(2)) > 0.95
+    monkeypatch.setattr(simulator, "_DIC_SHEAR_DEG", (degrees,))
+    grey = cv2.cvtColor(simulator.make_microscope("rbc", seed=55, optics="dic").frame(0).image, cv2.COLOR_BGR2GRAY)
+    t = np.radians(degrees)
+    assert abs(shear_axis(grey, 15.0) @ np.array([np.cos(t), np.sin(t)])) > np.cos(np.radians(5))
+    turned = np.ascontiguousarray(np.rot90(grey))  # counter-clockwise: (x, y) → (y, −x)
+    assert abs(shear_axis(turned, 15.0) @ np.array([np.sin(t), -np.cos(t)])) > np.cos(np.radians(5))
 
 
 def test_dic_rbcs_are_closed_along_the_shear_and_macrophages_are_not(monkeypatch):

@@ -8,8 +8,9 @@ import pytest
 
 from runtime.counting.instances import fill_all_holes
 from runtime.counting.scale import peak_diameters
-from runtime.data.modality import (LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality,
-                                   energy_cells, energy_mask, first_pass, texture_energy)
+from runtime.data.first_pass import BLUR_KSIZE, BLUR_SIGMA, first_pass
+from runtime.data.modality import (LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality,
+                                   detect_modality, energy_cells, energy_mask, texture_energy)
 
 REAL = Path(__file__).resolve().parents[4] / "shared" / "real"
 CENTRES = [(60, 70), (200, 90), (330, 60), (90, 250), (250, 230), (400, 300), (150, 400), (380, 430)]
@@ -123,12 +124,13 @@ def test_simulated_optics_go_to_their_path(kind):
             assert found.count(optics) >= 3, (optics, found)
 
 
-@pytest.mark.parametrize("pixel_size, size, optics", [(0.2, 512, "dic"), (0.2, 512, "brightfield"),
-                                                      (0.1, 1024, "dic"), (0.1, 1024, "phase")])
-def test_the_first_pass_measures_smooth_cells_too_wide_for_its_scales_on_a_smaller_copy(pixel_size, size, optics):
-    """RBCs 30 and 60 px across (the simulator at 2× and 4× its magnification; seed 55, which no benchmark uses):
-    at full size the first pass's scales see only a relief's sides or a ring, and specks, a few px across; the
-    copy on which the cells show measures them within 20 %."""
+@pytest.mark.parametrize("pixel_size, size, optics, copy", [(0.2, 512, "dic", True), (0.1, 1024, "dic", True),
+                                                            (0.2, 512, "brightfield", False),
+                                                            (0.1, 1024, "phase", False)])
+def test_the_first_pass_measures_smooth_cells_too_wide_for_its_scales_on_a_smaller_copy(pixel_size, size, optics, copy):
+    """RBCs 30 and 60 px across (the simulator at 2× and 4× its magnification; seed 55, which no benchmark uses) are
+    measured within 20 %. In DIC the full size's scales see only a relief's sides, and specks, a few px across: the
+    copy on which the cells show measures them. (Here the unstained and phase-contrast cells show at full size.)"""
     from runtime.data.simulator import make_microscope
 
     zoom = pixel_size / 0.4
@@ -136,20 +138,49 @@ def test_the_first_pass_measures_smooth_cells_too_wide_for_its_scales_on_a_small
                             density=55 * zoom * zoom).frame(0)
     grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
     true = 6.0 / pixel_size
-    assert np.median(peak_diameters(fill_all_holes(energy_cells(grey)))) < true / 4, "the full size alone"
     found = first_pass(grey)
-    assert found.factor > 1 and abs(found.diameter / true - 1) < 0.2, (found.factor, found.diameter)
+    assert abs(found.diameter / true - 1) < 0.2, (found.factor, found.diameter)
+    if copy:
+        blurred = cv2.GaussianBlur(grey, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
+        assert np.median(peak_diameters(fill_all_holes(energy_cells(blurred)))) < true / 2, "the full size alone"
+        assert found.factor > 1
 
 
-@pytest.mark.parametrize("optics", ["brightfield", "phase", "dic"])
-def test_the_first_pass_keeps_the_full_size_where_it_sees_the_cells(optics):
-    """At the simulator's 0.4 µm/px (15-px RBCs) the full size is kept: the copies change nothing there."""
+def test_cells_a_halving_blurs_to_nearly_twice_their_size_keep_the_full_size():
+    """A simulated DIC field of 15-px RBCs (seed 11) whose cells measure 1.78× wider on the half-size copy: not the
+    twice-as-wide of specks, so the full size stands (at a jump of 1.7 the copy was taken, cells of 26 px)."""
     from runtime.data.simulator import make_microscope
 
-    grey = cv2.cvtColor(make_microscope("rbc", seed=55, optics=optics).frame(0).image, cv2.COLOR_BGR2GRAY)
+    grey = cv2.cvtColor(make_microscope("rbc", seed=11, optics="dic").frame(0).image, cv2.COLOR_BGR2GRAY)
     found = first_pass(grey)
-    assert found.factor == 1
-    assert np.array_equal(found.diameters, peak_diameters(fill_all_holes(energy_cells(grey))))
+    assert found.factor == 1 and 12 < found.diameter < 18
+
+
+def test_specks_a_halving_leaves_under_twice_as_wide_give_way_to_the_cells_on_the_copy_after():
+    """A simulated DIC field of 60-px RBCs (seed 91, frame 2): specks and relief edges measure 8 px, 14 at half size
+    (1.8×, no clear jump), and the cells 62 px on the quarter-size copy, which confirms it."""
+    from runtime.data.simulator import make_microscope
+
+    frame = make_microscope("rbc", size=1024, seed=91, optics="dic", pixel_size_um=0.1, density=55 / 16).frame(2)
+    found = first_pass(cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY))
+    assert found.factor == 4 and abs(found.diameter / 60 - 1) < 0.2
+
+
+@pytest.mark.parametrize("pixel_size", [0.4, 0.6, 0.8])
+@pytest.mark.parametrize("optics", ["brightfield", "phase", "dic"])
+def test_the_first_pass_keeps_the_full_size_where_it_sees_the_cells(optics, pixel_size):
+    """RBCs 15, 10 and 7.5 px across (four frames of seed 55): the full size is kept, raw frames or blurred, and
+    measures what it did before the copies were looked at; halved, cells this small were taken for specks."""
+    from runtime.data.simulator import make_microscope
+
+    zoom = pixel_size / 0.4
+    microscope = make_microscope("rbc", seed=55, optics=optics, pixel_size_um=pixel_size, density=55 * zoom * zoom)
+    for i in range(4):
+        grey = cv2.cvtColor(microscope.frame(i).image, cv2.COLOR_BGR2GRAY)
+        blurred = cv2.GaussianBlur(grey, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
+        for found in (first_pass(grey), first_pass(blurred, blurred=True)):
+            assert found.factor == 1, (i, found.diameter)
+            assert np.array_equal(found.diameters, peak_diameters(fill_all_holes(energy_cells(blurred))))
 
 
 def test_a_blank_frame_has_nothing_to_judge_by():

@@ -1,0 +1,89 @@
+"""The first look at a label-free image's cells: how wide they are, before anything else is known about them.
+
+Every size-dependent step of labelling a label-free image (and the runtime's calibration without a pixel size)
+follows from the cells' diameter, and the first pass measures it: the texture energy at fixed small scales
+(`runtime.data.modality.ENERGY_FIRST_PASS`), holes filled, its distance maxima
+(`runtime.counting.scale.peak_diameters`). Those scales see the cells of every optics at 10–40 px and textured
+cells (BBBC030's CHO cells, macrophages) up to about 80; a smooth cell wider than that — an RBC at a high
+magnification — shows them only the edges of its relief or ring, and specks outnumber the cells. So the measure is
+taken again on copies halved in size (`first_pass`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from runtime.counting.instances import fill_all_holes
+from runtime.counting.scale import peak_diameters
+from runtime.data.modality import energy_cells
+
+# Copies halved in size up to this many times (cells up to 8× wider than the first pass's own range).
+FIRST_PASS_LEVELS = 3
+# A copy is made only while it keeps at least this many px a side.
+MIN_COPY_SIDE = 32
+# A first pass whose cells measure this many times wider on a copy of half the size, or more, did not see cells:
+# halving the resolution moves a seen cell's measured size by its blur, while specks and the edges of a smooth cell
+# too wide for the first pass's scales (the two sides of a DIC relief, an unstained cell's ring) measure about the
+# same pixels on every copy (twice as wide, measured at full size) until a copy shows the cells. The two overlap a
+# little (measured while choosing, not a result file: seen cells up to 1.8×, specks and edges from 1.8×): between
+# NEAR_JUMP and SCALE_JUMP the copy after next decides — where it measures the cells CONFIRMED_JUMP times wider
+# than here, the cells showed only there (specks twice, then the cells); seen cells merge, no more.
+SCALE_JUMP = 2.2
+NEAR_JUMP = 1.7
+CONFIRMED_JUMP = 3.0
+# The paper's Gaussian filter (3×3, σ 0.8), on which the ratios above were measured: the first pass always looks at
+# the image through it (on raw frames, halving moved seen cells' sizes more, and small cells were taken for specks).
+BLUR_KSIZE, BLUR_SIGMA = 3, 0.8
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """What the first pass saw of a label-free image's cells."""
+
+    diameters: np.ndarray | None  # per cell centre, its inscribed diameter in px of the image; None: too few cells
+    factor: int  # the copy the cells were seen on was this many times smaller than the image (1, 2, 4, 8)
+
+    @property
+    def diameter(self) -> float | None:
+        """The typical cell diameter (px), or None."""
+        return None if self.diameters is None else float(np.median(self.diameters))
+
+
+def shrunk(grey: np.ndarray, factor: int) -> np.ndarray:
+    """``grey`` made ``factor`` times smaller (pixels averaged), or itself at 1."""
+    if factor == 1:
+        return grey
+    return cv2.resize(grey, (grey.shape[1] // factor, grey.shape[0] // factor), interpolation=cv2.INTER_AREA)
+
+
+def first_pass(grey: np.ndarray, blurred: bool = False) -> FirstPass:
+    """The cells of a label-free grey image (through the paper's filter; ``blurred``: it already is) measured on
+    the full size and on copies halved in size: from the full size on, the next copy is taken while its cells
+    measure SCALE_JUMP times wider (or, between NEAR_JUMP and it, the copy after next CONFIRMED_JUMP times wider)
+    — on the copy where the pass sees cells, halving changes nothing but the blur. A copy with too few cells to
+    measure is passed over; where every copy after one that jumped has too few, that one is kept (a field of a few
+    large cells: nothing confirms it, and the full size measured specks)."""
+    if not blurred:
+        grey = cv2.GaussianBlur(grey, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
+    seen: list[FirstPass] = []
+    for level in range(FIRST_PASS_LEVELS + 1):
+        factor = 1 << level
+        if level and min(grey.shape[:2]) // factor < MIN_COPY_SIDE:
+            break
+        diameters = peak_diameters(fill_all_holes(energy_cells(shrunk(grey, factor))))
+        if diameters is not None:
+            seen.append(FirstPass(diameters * factor, factor))
+    if not seen:
+        return FirstPass(None, 1)
+    k = 0
+    while k + 1 < len(seen):
+        here, ratio = seen[k].diameter, seen[k + 1].diameter / seen[k].diameter
+        if ratio >= SCALE_JUMP:
+            k += 1
+        elif ratio >= NEAR_JUMP and k + 2 < len(seen) and seen[k + 2].diameter >= CONFIRMED_JUMP * here:
+            k += 2
+        else:
+            break
+    return seen[k]
