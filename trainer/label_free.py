@@ -87,7 +87,8 @@ def closed_along_shear(mask: np.ndarray, grey: np.ndarray, diameter_px: float) -
     side = max(3, int(round(SHEAR_CLOSING * diameter_px)) | 1)
     half = side // 2
     line = np.zeros((side, side), np.uint8)
-    cv2.line(line, (half, half), (half + int(round(u[0] * half)), half + int(round(u[1] * half))), 1)
+    cv2.line(line, (round(half - u[0] * half), round(half - u[1] * half)),
+             (round(half + u[0] * half), round(half + u[1] * half)), 1)
     line |= line[::-1, ::-1]  # symmetric about its centre, as a closing's element must be (OpenCV does not mirror it)
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, line)
 

@@ -174,7 +174,7 @@ MUTATIONS = (
              MODALITY_TESTS),
     Mutation("first pass: a near jump taken unconfirmed",
              "cells a halving blurs to nearly twice their size are not taken for specks",
-             "runtime/data/first_pass.py", "SCALE_JUMP = 2.2", "SCALE_JUMP = 1.7", MODALITY_TESTS),
+             "runtime/data/first_pass.py", "SCALE_JUMP = 1.9", "SCALE_JUMP = 1.7", MODALITY_TESTS),
     Mutation("first pass: a near jump never confirmed",
              "specks that measure a little under twice as wide halved, and the cells on the copy after, are passed",
              "runtime/data/first_pass.py", "CONFIRMED_JUMP = 3.0", "CONFIRMED_JUMP = 99.0", MODALITY_TESTS),

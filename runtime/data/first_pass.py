@@ -27,10 +27,11 @@ MIN_COPY_SIDE = 32
 # halving the resolution moves a seen cell's measured size by its blur, while specks and the edges of a smooth cell
 # too wide for the first pass's scales (the two sides of a DIC relief, an unstained cell's ring) measure about the
 # same pixels on every copy (twice as wide, measured at full size) until a copy shows the cells. The two overlap a
-# little (measured while choosing, not a result file: seen cells up to 1.8×, specks and edges from 1.8×): between
-# NEAR_JUMP and SCALE_JUMP the copy after next decides — where it measures the cells CONFIRMED_JUMP times wider
-# than here, the cells showed only there (specks twice, then the cells); seen cells merge, no more.
-SCALE_JUMP = 2.2
+# little (measured while choosing, not a result file: seen cells up to 1.78×, specks and edges from 1.8×, mostly
+# about 2×): between NEAR_JUMP and SCALE_JUMP the copy after next decides — where it measures the cells
+# CONFIRMED_JUMP times wider than here, the cells showed only there (specks twice, then the cells); seen cells
+# merge there, no more. At 2.2, 30-px DIC RBCs whose edges measured exactly 2× were kept at full size.
+SCALE_JUMP = 1.9
 NEAR_JUMP = 1.7
 CONFIRMED_JUMP = 3.0
 # The paper's Gaussian filter (3×3, σ 0.8), on which the ratios above were measured: the first pass always looks at
