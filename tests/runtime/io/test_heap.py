@@ -150,13 +150,15 @@ libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_i
 libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 # A window laid out as glibc lays out an arena (aligned, 1 MiB writable, the rest reserved to the window's end),
-# but holding no heap header: zeros.
-base = libc.mmap(None, 2 * ARENA_WINDOW, 0,  # PROT_NONE
+# but holding no heap header: zeros. A reserved page is kept just below it: a writable neighbour there would merge
+# with its writable part into one smaps entry, whose resident pages (the neighbour's) this test once counted.
+page = mmap.PAGESIZE
+base = libc.mmap(None, 2 * ARENA_WINDOW + page, 0,  # PROT_NONE
                  mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
-start = (base + ARENA_WINDOW - 1) // ARENA_WINDOW * ARENA_WINDOW
-if start > base:
-    libc.munmap(base, start - base)
-libc.munmap(start + ARENA_WINDOW, base + 2 * ARENA_WINDOW - start - ARENA_WINDOW)
+start = (base + page + ARENA_WINDOW - 1) // ARENA_WINDOW * ARENA_WINDOW
+if start - page > base:
+    libc.munmap(base, start - page - base)
+libc.munmap(start + ARENA_WINDOW, base + 2 * ARENA_WINDOW + page - start - ARENA_WINDOW)
 assert libc.mprotect(start, 1 << 20, mmap.PROT_READ | mmap.PROT_WRITE) == 0
 commit_heap()
 print(json.dumps(rss_kb_at(start)))
