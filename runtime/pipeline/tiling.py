@@ -12,10 +12,12 @@ import numpy as np
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: a fixed step, the last tile flush with the end."""
+    """Tile origins along one axis: a fixed step, the last tile flush with the end. The overlap is at most half a
+    tile: a model no wider than the overlap stepped one pixel at a time (a 64-px model with the pipeline's 64-px
+    overlap cut a 159-px frame into 9 216 tiles, 7 s a frame)."""
     if length <= tile:
         return [0]
-    step = max(1, tile - overlap)
+    step = tile - min(overlap, tile // 2)
     starts = list(range(0, length - tile, step))
     starts.append(length - tile)
     return starts

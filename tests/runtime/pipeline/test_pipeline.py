@@ -149,6 +149,14 @@ def test_tiler_split_shapes():
     assert tiles.shape == (len(origins), 128, 128, 3) and origins[0] == (0, 0) and origins[-1] == (172, 292)
 
 
+def test_a_tile_no_wider_than_the_overlap_overlaps_by_half_a_tile():
+    frame = np.random.default_rng(0).integers(0, 3, (159, 131, 3), dtype=np.uint8)
+    tiler = Tiler(64, 64, 64)
+    tiles, origins = tiler.split(frame)
+    assert sorted({y for y, _ in origins}) == [0, 32, 64, 95] and sorted({x for _, x in origins}) == [0, 32, 64, 67]
+    assert np.array_equal(tiler.stitch(tiles[..., 0], origins, 159, 131), frame[..., 0])
+
+
 class FastLiveSource(Source):
     def __init__(self, n=60):
         super().__init__("fake-camera", live=True)
