@@ -412,7 +412,8 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     """Cells by their local contrast of either sign (trainer/label_free.py): unstained brightfield, phase
     contrast and DIC; where the optics give cells bright halos (`trainer.label_free.HALOS`), touching cells are
     split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`); DIC masks of smooth cells
-    are closed along the shear, where their relief fades (`trainer.label_free.closed_along_shear`)."""
+    are closed along the shear, where their relief fades, and joined by their optical path integrated along it
+    (`trainer.label_free.closed_along_shear`)."""
     grey = _grey(image, config, colour=False)
     # The copy the first pass saw the cells on sets the mask's finest scales, also where the scale was given.
     first = first_pass(grey, blurred=config.gaussian)

@@ -75,7 +75,8 @@ def shear_axis(grey: np.ndarray, diameter_px: float) -> np.ndarray:
 
 
 def closed_along_shear(mask: np.ndarray, grey: np.ndarray, diameter_px: float) -> np.ndarray:
-    """A DIC mask of smooth cells closed along the shear axis over SHEAR_CLOSING diameters.
+    """A DIC mask of smooth cells closed along the shear axis over SHEAR_CLOSING diameters, and joined by the
+    cells of the optical path integrated along that axis (`path_cells`).
 
     DIC shows an outline in proportion to how steeply the optical path changes along the shear: where the outline
     itself runs along the shear axis, a smooth cell (an RBC) has almost no relief, so its mask is two crescents
@@ -90,7 +91,61 @@ def closed_along_shear(mask: np.ndarray, grey: np.ndarray, diameter_px: float) -
     cv2.line(line, (round(half - u[0] * half), round(half - u[1] * half)),
              (round(half + u[0] * half), round(half + u[1] * half)), 1)
     line |= line[::-1, ::-1]  # symmetric about its centre, as a closing's element must be (OpenCV does not mirror it)
-    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, line)
+    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, line)
+    return cv2.bitwise_or(closed, path_cells(optical_path(grey, diameter_px, u), closed, diameter_px))
+
+
+# DIC: the integration keeps wavelengths up to about this many cell diameters (longer ones are the illumination's,
+# and the streaks an integration leaves along the shear).
+PATH_MEMORY = 2.0
+# DIC, smooth cells: the integrated optical path is a cell where it rises this many of the background's noise
+# (robust sigma) above the background's median. Chosen on simulator seeds 61–62 at 0.1–0.4 µm/px (DIC RBCs): of
+# 2, 3, 4, 6, 8 and 11, 6 gave the union with the closed mask its best foreground IoU at every scale.
+PATH_SIGMAS = 6.0
+# ... and a cell of the path covers at least this fraction of a disc of the diameter: an absorbing speck (debris),
+# integrated, leaves a short streak that is not a cell. Of 0 (none), 0.25 and 0.5, chosen as PATH_SIGMAS was:
+# 0 overcounted 0.4-µm/px DIC RBCs by 8–9 %, 0.5 lost cells at 0.1 µm/px.
+PATH_MIN_AREA = 0.25
+
+
+def optical_path(grey: np.ndarray, diameter_px: float, axis: np.ndarray) -> np.ndarray:
+    """The optical path of a DIC image up to its sign: the image is the path's derivative along the shear
+    ``axis`` (`shear_axis`), so its Fourier transform is divided by 2πi k·u — regularised (Wiener) where k·u is
+    below one cycle per PATH_MEMORY diameters, where it would amplify the illumination and the noise. A smooth
+    cell, whose relief shows only two crescents, comes back as a whole disc (a biconcave RBC as a ring)."""
+    x = grey.astype(np.float32)
+    x -= wide_blur(x, diameter_px)
+    ky = np.fft.fftfreq(x.shape[0]).astype(np.float32)[:, None]
+    kx = np.fft.fftfreq(x.shape[1]).astype(np.float32)[None, :]
+    d = np.float32(2 * np.pi) * (kx * np.float32(axis[0]) + ky * np.float32(axis[1]))
+    gain = d / (d * d + np.float32((2 * np.pi / (PATH_MEMORY * diameter_px)) ** 2))
+    spectrum = cv2.dft(x, flags=cv2.DFT_COMPLEX_OUTPUT)  # OpenCV's: 3.6× numpy's on a 4000×3000 frame
+    # × −i·gain: (a + ib)(−i g) = g·b − i g·a
+    return cv2.idft(np.dstack([gain * spectrum[..., 1], -gain * spectrum[..., 0]]),
+                    flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+
+
+def path_cells(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.ndarray:
+    """The cells (255) of an optical path (`optical_path`): its sign is the one that makes ``mask``'s cells rise
+    above the background; smoothed by a twentieth of a diameter, kept where it rises PATH_SIGMAS of the background
+    noise (outside ``mask``) above the background, opened by 5 px (streaks), its holes (a ring's centre) filled
+    and its parts under PATH_MIN_AREA of a cell dropped."""
+    inside, outside = mask > 0, mask == 0
+    if inside.sum() < 16 or outside.sum() < 16:
+        return np.zeros(mask.shape, np.uint8)
+    if path[inside].mean() < path[outside].mean():
+        path = -path
+    path = cv2.GaussianBlur(path, (0, 0), max(1.0, diameter_px / 20))
+    background = path[outside]
+    level = float(np.median(background))
+    noise = 1.4826 * float(np.median(np.abs(background - level)))
+    cells = cv2.compare(path, level + PATH_SIGMAS * max(noise, 1e-6), cv2.CMP_GT)
+    cells = fill_all_holes(cv2.morphologyEx(cells, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))))
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < PATH_MIN_AREA * np.pi * diameter_px ** 2 / 4
+    small[0] = False
+    cells[small[labels]] = 0
+    return cells
 
 
 # A pixel is halo where it is brighter than the background by this many of the background's noise (robust sigma):
