@@ -14,7 +14,11 @@ import numpy as np
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Tile origins along one axis: a fixed step, the last tile flush with the end. The overlap is at most half a
     tile: a model no wider than the overlap stepped one pixel at a time (a 64-px model with the pipeline's 64-px
-    overlap cut a 159-px frame into 9 216 tiles, 7 s a frame)."""
+    overlap cut a 159-px frame into 9 216 tiles, 7 s a frame). So models under twice the overlap (65–127 px at
+    the pipeline's 64) overlap by half a tile, less than asked, and their seams lie a quarter tile from each
+    tile's edge; models of 128 px and up get the overlap asked for."""
+    if overlap < 0:
+        raise ValueError(f"tile overlap must be at least 0 px, got {overlap}")
     if length <= tile:
         return [0]
     step = tile - min(overlap, tile // 2)

@@ -262,11 +262,12 @@ def _dic_relief(path: np.ndarray, axis: tuple[float, float], sign: float) -> np.
     return np.clip(relief + np.random.default_rng(0).normal(0, 1.5, path.shape), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.parametrize("degrees", [40.0, 10.0, 100.0])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_a_smooth_cells_dic_relief_integrates_back_to_the_whole_cell(sign):
+def test_a_smooth_cells_dic_relief_integrates_back_to_the_whole_cell(sign, degrees):
     """A biconcave disc (a ring of path, thinner at its centre) seen in DIC shows two crescents: integrated along the
-    shear (`optical_path`) it is the whole disc again whichever way the prism shears, and a speck (debris) gives no
-    cell (`path_cells`)."""
+    shear (`optical_path`) it is the whole disc again whichever way and at whatever angle the prism shears (at 10°
+    and 100°, an x/y swap of the frequencies loses it), and a speck (debris) gives no cell (`path_cells`)."""
     from trainer.label_free import optical_path, path_cells
 
     yy, xx = np.mgrid[:256, :256]
@@ -274,7 +275,7 @@ def test_a_smooth_cells_dic_relief_integrates_back_to_the_whole_cell(sign):
     disc = r <= 30
     path = np.where(disc, 1.0 - 0.4 * np.exp(-(r / 12) ** 2), 0.0).astype(np.float32)
     path[np.hypot(xx - 40, yy - 210) <= 1.5] = 3.0  # a speck
-    axis = (np.cos(np.radians(40)), np.sin(np.radians(40)))
+    axis = (np.cos(np.radians(degrees)), np.sin(np.radians(degrees)))
     image = _dic_relief(path, axis, sign)
     edges = cv2.compare(cv2.absdiff(image, np.full_like(image, 128)), 8, cv2.CMP_GT)  # the crescents, as energy sees
     cells = path_cells(optical_path(image, 60.0, np.array(axis)), edges, 60.0) > 0
@@ -283,9 +284,10 @@ def test_a_smooth_cells_dic_relief_integrates_back_to_the_whole_cell(sign):
     assert (edges > 0).sum() < 0.5 * disc.sum()  # the relief alone showed less than half the cell
 
 
-def test_dic_rbcs_at_a_high_magnification_are_outlined_whole_with_the_integrated_path(monkeypatch):
+def test_dic_rbcs_at_a_high_magnification_are_outlined_whole_with_the_integrated_path():
     """DIC RBCs 30 and 60 px across (seed 55): the texture energy and the closing along the shear leave the cells'
-    faint sides out (foreground IoU 0.68 and 0.65 without the integrated path); with it, 0.88 and 0.82."""
+    faint sides out (foreground IoU 0.68 and 0.65 without the integrated path); with it, 0.88 and 0.82 (the bound
+    below leaves that room, the gain must be 0.1 or more)."""
     from runtime.data.simulator import make_microscope
     from trainer import label_free
 
@@ -303,4 +305,4 @@ def test_dic_rbcs_at_a_high_magnification_are_outlined_whole_with_the_integrated
         whole = iou()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(label_free, "path_cells", lambda path, mask, d: np.zeros(mask.shape, np.uint8))
-            assert whole > 0.8 and whole > iou() + 0.1
+            assert whole > 0.78 and whole > iou() + 0.1

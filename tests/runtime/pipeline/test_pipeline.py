@@ -155,6 +155,8 @@ def test_a_tile_no_wider_than_the_overlap_overlaps_by_half_a_tile():
     tiles, origins = tiler.split(frame)
     assert sorted({y for y, _ in origins}) == [0, 32, 64, 95] and sorted({x for _, x in origins}) == [0, 32, 64, 67]
     assert np.array_equal(tiler.stitch(tiles[..., 0], origins, 159, 131), frame[..., 0])
+    with pytest.raises(ValueError, match="overlap"):
+        Tiler(64, 64, -1).split(frame)
 
 
 class FastLiveSource(Source):
