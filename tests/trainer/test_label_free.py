@@ -306,3 +306,19 @@ def test_dic_rbcs_at_a_high_magnification_are_outlined_whole_with_the_integrated
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(label_free, "path_cells", lambda path, mask, d: np.zeros(mask.shape, np.uint8))
             assert whole > 0.78 and whole > iou() + 0.1
+
+
+def test_thin_streaks_of_the_integrated_path_are_not_cells():
+    """A fibre or a scratch integrates into a thin line of path: above the threshold it is a band 3–4 px wide and
+    ~790 px in all, more than the speck rule's quarter cell (177 px), and the opening removes it, while the cell
+    beside it stays whole."""
+    from trainer.label_free import path_cells
+
+    yy, xx = np.mgrid[:200, :260]
+    disc = np.hypot(xx - 60, yy - 100) <= 15
+    path = np.random.default_rng(1).normal(0, 1, disc.shape).astype(np.float32)
+    path[disc] += 12
+    path[148:150, 20:240] += 4  # 2 px wide, a third of the cell's height
+    mask = cv2.dilate(disc.view(np.uint8) * np.uint8(255), np.ones((5, 5), np.uint8))
+    cells = path_cells(path, mask, 30.0) > 0
+    assert cells[disc].mean() > 0.95 and not cells[140:158, :].any()
