@@ -48,7 +48,8 @@ from benchmarks.real.real_counts import headline, nuclei, real_sets, score_nucle
 from runtime.classes import CELL_SIZES, MACROPHAGE, RBC
 from runtime.counting.metrics import match_instances
 from runtime.errors import CscError
-from runtime.data.modality import detect_modality
+from runtime.data.first_pass import first_pass
+from runtime.data.modality import LABEL_FREE, detect_modality
 from runtime.data.simulator import SimConfig, make_microscope
 from trainer.autolabel import AutoLabelConfig, auto_label, fill_holes
 
@@ -176,9 +177,17 @@ def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc",
             diameter = CELL_SIZES[cls].typical_um / microscope.config.pixel_size_um
             out["sets"][f"{kind} {optics}"] = {
                 "modality_detected": dict(Counter(detect_modality(f.image).modality for f in frames)),
+                **({"first_pass_copy": first_pass_copies(f.image for f in frames)} if optics in LABEL_FREE else {}),
                 "methods": {name: score(((f.image, f.instances) for f in frames), make(kind), diameter)
                             for name, make in METHODS.items()}}
     return out
+
+
+def first_pass_copies(images: Iterable[np.ndarray]) -> dict[str, int]:
+    """How many frames the labeller's first pass measured on each copy (`runtime.data.first_pass`: "1" full size,
+    "2", "4", "8" halved that often): which rule a label-free set's scale estimate rested on."""
+    return dict(sorted(Counter(str(first_pass(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image)
+                                   .factor) for image in images).items(), key=lambda item: int(item[0])))
 
 
 # Label-free cells at higher magnifications than the simulator's 0.4 µm/px: (kind, µm/px, frame size). RBCs 30 and

@@ -34,9 +34,11 @@ def test_simulated_sets_score_each_optics_and_method():
     result = simulated(n=1, seed=3, size=128)
     assert set(result["sets"]) == {f"{k} {o}" for k in ("rbc", "macrophage") for o in ("stained", "brightfield",
                                                                                       "phase", "dic")}
-    for entry in result["sets"].values():
+    for name, entry in result["sets"].items():
         assert sum(entry["modality_detected"].values()) == 1
         assert len(entry["methods"]) == 2 and all(r["annotated"] >= 0 for r in entry["methods"].values())
+        # the copy the first pass measured on, for label-free optics only (stained frames never take that path)
+        assert ("first_pass_copy" in entry) == (not name.endswith("stained"))
 
 
 def test_magnified_sets_keep_the_cells_per_square_micrometre_and_are_rendered():
@@ -47,6 +49,9 @@ def test_magnified_sets_keep_the_cells_per_square_micrometre_and_are_rendered():
     cells = [entry["sets"]["rbc dic"]["methods"]["csc-label auto --split-touching (nothing given)"]["annotated"]
              for entry in (plain, zoomed)]
     assert 2 * cells[1] < cells[0]
+    assert plain["sets"]["rbc dic"]["first_pass_copy"] == {"1": 2}  # 15-px cells: measured at full size
+    copies = zoomed["sets"]["rbc dic"]["first_pass_copy"]  # 30-px cells: the half-size copy, where frames show it
+    assert sum(copies.values()) == 2 and copies.get("2", 0) >= 1
     table = render_markdown({"bbbc030": {}, "simulated": {"sets": {}}, "magnified": {"rbc at 0.2 µm/px": zoomed}})
     assert "| simulated rbc dic, 0.2 µm/px |" in table
 
