@@ -156,7 +156,7 @@ def path_cells(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.nda
     cells = cv2.compare(path, level + PATH_SIGMAS * max(noise, 1e-6), cv2.CMP_GT)
     cells = fill_all_holes(cv2.morphologyEx(cells, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))))
     _, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] < PATH_MIN_AREA * np.pi * diameter_px ** 2 / 4  # row 0, the background: large
+    small = stats[:, cv2.CC_STAT_AREA] < PATH_MIN_AREA * np.pi * diameter_px ** 2 / 4  # row 0 (background) is 0 anyway
     cells[small[labels]] = 0
     return cells
 
