@@ -154,7 +154,8 @@ def path_cells(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.nda
     level = float(np.median(background))
     noise = 1.4826 * float(np.median(np.abs(background - level)))
     cells = cv2.compare(path, level + PATH_SIGMAS * max(noise, 1e-6), cv2.CMP_GT)
-    cells = fill_all_holes(cv2.morphologyEx(cells, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))))
+    opened = cv2.morphologyEx(cells, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    cells = fill_all_holes(opened)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
     small = stats[:, cv2.CC_STAT_AREA] < PATH_MIN_AREA * np.pi * diameter_px ** 2 / 4  # row 0 (background) is 0 anyway
     cells[small[labels]] = 0
