@@ -138,8 +138,8 @@ def optical_path(grey: np.ndarray, diameter_px: float, axis: np.ndarray) -> np.n
 def path_cells(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.ndarray:
     """The cells (255) of an optical path (`optical_path`): its sign is the one that makes ``mask``'s cells rise
     above the background; smoothed by a twentieth of a diameter, kept where it rises PATH_SIGMAS of the background
-    noise (outside ``mask``) above the background, opened by 5 px (streaks), its holes (a ring's centre) filled
-    and its parts under PATH_MIN_AREA of a cell dropped. The background's statistics are read on every k-th pixel
+    noise (outside ``mask``) above the background, opened by 5 px (streaks), its holes (a ring's centre) filled,
+    and its parts under PATH_MIN_AREA of a cell, or not touching ``mask``, dropped. The background's statistics are read on every k-th pixel
     of every k-th row, k chosen to leave about PATH_SAMPLE of them (all of them up to that size): the medians of
     a 4000×3000 frame's background took a second."""
     outside = cv2.compare(mask, 0, cv2.CMP_EQ)
@@ -156,9 +156,14 @@ def path_cells(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.nda
     cells = cv2.compare(path, level + PATH_SIGMAS * max(noise, 1e-6), cv2.CMP_GT)
     opened = cv2.morphologyEx(cells, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     cells = fill_all_holes(opened)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] < PATH_MIN_AREA * np.pi * diameter_px ** 2 / 4  # row 0 (background) is 0 anyway
-    cells[small[labels]] = 0
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA]
+    # A part the relief does not touch at all is not a cell: on BBBC030's tuning part (real DIC) the path also raised
+    # faint out-of-focus blobs that show no relief (foreground IoU of the union 0.733 against the mask's 0.854, 0.828
+    # without them; asking for 1–20 % of a part in the mask gave the same there, and from 5 % lost simulated RBCs
+    # whose relief the mask holds by a sliver).
+    unseen = np.bincount(labels[mask > 0], minlength=n) == 0
+    cells[((area < PATH_MIN_AREA * np.pi * diameter_px ** 2 / 4) | unseen)[labels]] = 0  # row 0 (background): 0 anyway
     return cells
 
 

@@ -322,3 +322,20 @@ def test_thin_streaks_of_the_integrated_path_are_not_cells():
     mask = cv2.dilate(disc.view(np.uint8) * np.uint8(255), np.ones((5, 5), np.uint8))
     cells = path_cells(path, mask, 30.0) > 0
     assert cells[disc].mean() > 0.95 and not cells[140:158, :].any()
+
+
+def test_a_faint_blob_of_the_integrated_path_that_the_relief_does_not_show_is_not_a_cell():
+    """Real DIC frames (BBBC030) hold faint out-of-focus blobs that the integrated path raises above its noise but
+    that show no relief of their own: a part of the path that the mask does not touch is not a cell; the cell
+    whose relief the mask holds in part is kept whole."""
+    from trainer.label_free import path_cells
+
+    yy, xx = np.mgrid[:200, :260]
+    disc = np.hypot(xx - 60, yy - 100) <= 15
+    blob = np.hypot(xx - 190, yy - 100) <= 30
+    path = np.random.default_rng(2).normal(0, 1, disc.shape).astype(np.float32)
+    path[disc] += 12
+    path[blob] += 4
+    mask = (disc & (np.abs(xx - 60) > 8)).view(np.uint8) * np.uint8(255)  # the relief: the disc's two sides only
+    cells = path_cells(path, mask, 30.0) > 0
+    assert cells[disc].mean() > 0.95 and not cells[blob].any()
