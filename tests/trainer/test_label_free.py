@@ -320,6 +320,7 @@ def test_thin_streaks_of_the_integrated_path_are_not_cells():
     path[disc] += 12
     path[148:150, 20:240] += 4  # 2 px wide, a third of the cell's height
     mask = cv2.dilate(disc.view(np.uint8) * np.uint8(255), np.ones((5, 5), np.uint8))
+    mask[146:152, 120:130] = 255  # the scratch shows some relief too: the rule for untouched parts does not drop it
     cells = path_cells(path, mask, 30.0) > 0
     assert cells[disc].mean() > 0.95 and not cells[140:158, :].any()
 
