@@ -117,7 +117,10 @@ def test_soak_runs_csc_run_and_samples_frames_and_memory():
     assert parts["RssAnon"]["growth_mb"] == round(running[-1][3] - parts["RssAnon"]["after_warmup_mb"], 1)
     regions = result["anon_regions"]["rows"]
     assert regions and regions[0][0] == 0, "the first region sample is taken with the first memory sample"
-    assert abs(sum(regions[0][1:]) - rows[0][3]) < 2, "the regions are the parts of the anonymous memory"
+    # Two reads of /proc a few ms apart while the child is still starting: its heap can grow between them (2.4 MB
+    # of 257 once in CI), so 2 % of the total is allowed; a region the parser lost would be tens of MB.
+    assert abs(sum(regions[0][1:]) - rows[0][3]) < max(2.0, 0.02 * rows[0][3]), \
+        "the regions are the parts of the anonymous memory"
     assert set(result["anon_region_growth_mb"]) == {"main_heap", "thread_arenas", "other_anon"}
     with pytest.raises(ValueError, match="two --window"):
         soak(duration=1, window=1)
