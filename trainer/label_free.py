@@ -139,9 +139,9 @@ def path_cells(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.nda
     """The cells (255) of an optical path (`optical_path`): its sign is the one that makes ``mask``'s cells rise
     above the background; smoothed by a twentieth of a diameter, kept where it rises PATH_SIGMAS of the background
     noise (outside ``mask``) above the background, opened by 5 px (streaks), its holes (a ring's centre) filled,
-    and its parts under PATH_MIN_AREA of a cell, or not touching ``mask``, dropped. The background's statistics are read on every k-th pixel
-    of every k-th row, k chosen to leave about PATH_SAMPLE of them (all of them up to that size): the medians of
-    a 4000×3000 frame's background took a second."""
+    and its parts under PATH_MIN_AREA of a cell, or not touching ``mask``, dropped. The background's statistics
+    are read on every k-th pixel of every k-th row, k chosen to leave about PATH_SAMPLE of them (all of them up to
+    that size): the medians of a 4000×3000 frame's background took a second."""
     outside = cv2.compare(mask, 0, cv2.CMP_EQ)
     cells_px = cv2.countNonZero(mask)
     if cells_px < 16 or mask.size - cells_px < 16:
@@ -151,8 +151,7 @@ def path_cells(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.nda
     path = cv2.GaussianBlur(path, (0, 0), max(1.0, diameter_px / 20))
     step = max(1, int(np.sqrt(mask.size / PATH_SAMPLE)))
     background = path[::step, ::step][outside[::step, ::step] > 0]
-    level = float(np.median(background))
-    noise = 1.4826 * float(np.median(np.abs(background - level)))
+    level, noise = robust_level(background)
     cells = cv2.compare(path, level + PATH_SIGMAS * max(noise, 1e-6), cv2.CMP_GT)
     opened = cv2.morphologyEx(cells, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     cells = fill_all_holes(opened)
@@ -182,9 +181,15 @@ def bright_halos(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
     background = grey[mask == 0]
     if background.size < 16:
         return np.zeros(grey.shape, np.uint8)
-    level = float(np.median(background))
-    noise = 1.4826 * float(np.median(np.abs(background.astype(np.float32) - level)))
+    level, noise = robust_level(background)
     return cv2.compare(grey, level + HALO_SIGMAS * max(noise, 1.0), cv2.CMP_GT)
+
+
+def robust_level(values: np.ndarray) -> tuple[float, float]:
+    """The median of background ``values`` and their noise, 1.4826 × the median absolute deviation (a normal
+    distribution's σ): cells among the values move neither by much, as they would a mean and a standard deviation."""
+    level = float(np.median(values))
+    return level, 1.4826 * float(np.median(np.abs(values.astype(np.float32) - level)))
 
 
 def halo_free(mask: np.ndarray, halos: np.ndarray) -> np.ndarray:
