@@ -51,7 +51,8 @@ from runtime.errors import CscError
 from runtime.data.first_pass import first_pass
 from runtime.data.modality import LABEL_FREE, detect_modality
 from runtime.data.simulator import SimConfig, make_microscope
-from trainer.autolabel import AutoLabelConfig, auto_label, fill_holes
+from trainer.autolabel import AutoLabelConfig, auto_label
+from trainer.holes import fill_holes
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTICS = ("stained", "brightfield", "phase", "dic")

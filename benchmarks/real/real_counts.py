@@ -50,7 +50,8 @@ from runtime.counting.counter import CountingConfig, cells_from_instances
 from runtime.errors import CscError
 from runtime.io.imageio import read_image
 from trainer.ablation import NUCLEI_PIXEL_UM as DSB_PIXEL_UM  # nuclei of ≈24 px taken as 6 µm cells
-from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label, fill_holes
+from trainer.autolabel import PAPER_STEPS, AutoLabelConfig, auto_label
+from trainer.holes import fill_holes
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBSET = ROOT / "benchmarks" / "data" / "chula_eval_subset.json"

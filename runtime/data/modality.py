@@ -137,7 +137,11 @@ def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: f
     ``shrink_fine`` by ``fine`` too (both rounded together to whole pixels: at the first pass's scales, one pixel
     more): the high-pass shows an edge's contrast up to about its σ outside the edge, a rim that a smooth cell's
     mask carries all round; processes about that thin (pseudopods) go with it."""
-    mask = energy_mask(texture_energy(grey, fine, smooth))
+    return spread_removed(energy_mask(texture_energy(grey, fine, smooth)), fine, smooth, shrink_fine)
+
+
+def spread_removed(mask: np.ndarray, fine: float, smooth: float, shrink_fine: bool = False) -> np.ndarray:
+    """A texture-energy mask at scales ``fine`` and ``smooth`` eroded by the energy's spread (`energy_cells`)."""
     side = 2 * int(round(smooth + (fine if shrink_fine else 0.0))) + 1
     return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
 

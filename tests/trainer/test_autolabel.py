@@ -5,7 +5,8 @@ import pytest
 
 from runtime.classes import MACROPHAGE, RBC
 from runtime.data.simulator import make_microscope
-from trainer.autolabel import MIN_SIDE, PAPER_STEPS, AutoLabelConfig, auto_label, config_for, detect_polarity, fill_holes
+from trainer.autolabel import MIN_SIDE, PAPER_STEPS, AutoLabelConfig, auto_label, config_for, detect_polarity
+from trainer.holes import fill_holes
 
 BG = 200
 
