@@ -95,7 +95,8 @@ class ModalityEvidence:
     relief_coherence: float | None  # None: fewer than MIN_OBJECTS objects
     bright_share: float | None  # of the |deviation| in and around the objects, the share that is brighter
     halo: float | None  # the band around the objects: its mean deviation over the objects' mean |deviation|
-    contrast: float | None  # the objects' 95th-percentile |deviation from the background| over the background level
+    # the objects' 95th-percentile |deviation from the background| over the background level (from one object on)
+    contrast: float | None
     objects: int
 
     def as_dict(self) -> dict:
@@ -161,12 +162,14 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
         return ModalityEvidence("fluorescence", **evidence)
     found, deviation = _object_evidence(grey)
     evidence.update(found)
+    # So faint that the cells barely absorb, whatever the sign (a stain darkens by tens of per cent), and that noise
+    # blobs could fake any relief direction or halo. Judged before the objects are counted: one faint cell is as
+    # faint as many, and a sparse unstained field (two cells) taken for a stain was thresholded into one
+    # frame-wide object. A uniform frame's one object has no contrast at all: nothing to judge by.
+    if evidence["contrast"] and evidence["contrast"] < FAINT:
+        return ModalityEvidence("brightfield", **evidence)
     if deviation is None:
         return ModalityEvidence("stained", **evidence)  # nothing to judge by: the classical path
-    # So faint that the cells barely absorb, whatever the sign (a stain darkens by tens of per cent), and that noise
-    # blobs could fake any relief direction or halo.
-    if evidence["contrast"] < FAINT:
-        return ModalityEvidence("brightfield", **evidence)
     if evidence["bright_share"] < BRIGHT_SHARE:  # cells only darken the field: absorption, imaged in grey
         return ModalityEvidence("stained", **evidence)
     evidence["relief_coherence"] = _relief(grey, deviation)
@@ -250,8 +253,8 @@ def _object_evidence(grey: np.ndarray) -> tuple[dict, np.ndarray | None]:
                                                            connectivity=8)
     kept = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_OBJECT_AREA)
     kept = kept[kept > 0]
-    if len(kept) < MIN_OBJECTS:
-        return {"objects": len(kept)}, None
+    if not len(kept):
+        return {"objects": 0}, None
     objects = np.isin(labels, kept)
     # The background from the pixels away from any object (a normalised blur): a plain blur would take in the
     # cells' own darkness and their halos, and a halo would vanish into it.
@@ -263,15 +266,17 @@ def _object_evidence(grey: np.ndarray) -> tuple[dict, np.ndarray | None]:
     if weight.mean() < 0.1:  # objects everywhere: the frame's median is the best guess of the background
         background = np.full_like(x, float(np.median(x[::4, ::4])))
     deviation = cv2.GaussianBlur(x - background, (0, 0), 1.0)
+    contrast = float(np.percentile(np.abs(deviation[::2, ::2][objects[::2, ::2]]), 95)
+                     / max(float(np.median(background[::4, ::4])), 1.0))
+    if len(kept) < MIN_OBJECTS:
+        return {"objects": len(kept), "contrast": contrast}, None
     strength = float(np.abs(deviation[objects]).mean())
     around = near > 0
     ring = around & ~objects
     return {"objects": len(kept),
             "bright_share": float(np.clip(deviation[around], 0, None).sum() / max(np.abs(deviation[around]).sum(), 1e-6)),
             "halo": float(deviation[ring].mean() / max(strength, 1e-6)) if ring.any() else 0.0,
-            "contrast": float(np.percentile(np.abs(deviation[::2, ::2][objects[::2, ::2]]), 95)
-                              / max(float(np.median(background[::4, ::4])), 1.0))}, \
-        deviation
+            "contrast": contrast}, deviation
 
 
 def wide_blur(x: np.ndarray, sigma: float) -> np.ndarray:

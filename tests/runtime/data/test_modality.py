@@ -16,11 +16,11 @@ REAL = Path(__file__).resolve().parents[4] / "shared" / "real"
 CENTRES = [(60, 70), (200, 90), (330, 60), (90, 250), (250, 230), (400, 300), (150, 400), (380, 430)]
 
 
-def _phase(radius: float = 22.0, size: int = 512) -> np.ndarray:
+def _phase(radius: float = 22.0, size: int = 512, centres: list[tuple[int, int]] = CENTRES) -> np.ndarray:
     """Optical path of dome-shaped cells (float32, 0 outside)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     phase = np.zeros((size, size), np.float32)
-    for cy, cx in CENTRES:
+    for cy, cx in centres:
         r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2
         phase += np.sqrt(np.clip(1 - r2, 0, None))
     return phase
@@ -98,6 +98,15 @@ def test_cells_that_barely_darken_the_field_are_unstained_brightfield_not_a_stai
     evidence = detect_modality(_camera(160 - 8 * (_phase() > 0)))
     assert evidence.bright_share < 0.2 and evidence.modality == "brightfield", evidence.as_dict()
     assert detect_modality(_camera(160 - 60 * (_phase() > 0))).modality == "stained", "a stain's contrast"
+
+
+def test_two_faint_cells_are_enough_to_call_a_field_unstained():
+    """A relief or a halo needs MIN_OBJECTS objects to be told; faintness does not. A sparse unstained field (two
+    cells) was taken for a stain, and the classical threshold made one frame-wide object of its noise."""
+    inside = _phase(centres=CENTRES[:2]) > 0
+    faint = detect_modality(_camera(160 - 8 * inside, noise=1.0))
+    assert faint.objects < MIN_OBJECTS and faint.modality == "brightfield", faint.as_dict()
+    assert detect_modality(_camera(160 - 60 * inside, noise=1.0)).modality == "stained", "a stain's contrast"
 
 
 def test_grey_noise_from_a_colour_camera_is_not_a_stain():
