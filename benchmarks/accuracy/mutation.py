@@ -245,8 +245,8 @@ MUTATIONS = (
              'if deviation is not None and evidence["contrast"] < FAINT:', MODALITY_TESTS),
     Mutation("faint: dark-only rule first",
              "contrast too faint for a stain is unstained brightfield, of either sign",
-             "runtime/data/modality.py", 'if evidence["contrast"] < FAINT:\n',
-             'if evidence["contrast"] < FAINT and evidence["bright_share"] >= BRIGHT_SHARE:\n', MODALITY_TESTS),
+             "runtime/data/modality.py", 'and evidence["contrast"] < FAINT:\n',
+             'and evidence["contrast"] < FAINT and (evidence["bright_share"] or 0) >= BRIGHT_SHARE:\n', MODALITY_TESTS),
 )
 
 
