@@ -9,9 +9,12 @@ MATCHING_TEST = ("tests/runtime/counting/test_count_metrics.py::test_point_match
 
 
 def test_every_mutation_finds_its_snippet_once_in_the_tree():
-    """A refactor that moves a rule's code must move its mutation too, or the check would stop."""
+    """A refactor that moves a rule's code must move its mutation too, or the check would stop; and a mutated file
+    must still be Python, or its tests error out instead of testing the rule (counted as an error, not a kill)."""
     for mutation in MUTATIONS:
-        assert (ROOT / mutation.path).read_text().count(mutation.old) == 1, mutation.name
+        source = (ROOT / mutation.path).read_text()
+        assert source.count(mutation.old) == 1, mutation.name
+        compile(source.replace(mutation.old, mutation.new), mutation.path, "exec")
         assert mutation.old != mutation.new and mutation.tests, mutation.name
         assert all((ROOT / t.split("::")[0]).is_file() for t in mutation.tests), mutation.name
 
