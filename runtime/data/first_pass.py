@@ -34,13 +34,6 @@ MIN_COPY_SIDE = 32
 SCALE_JUMP = 1.9
 NEAR_JUMP = 1.7
 CONFIRMED_JUMP = 3.0
-# Past where the pass would stop, a copy whose cells measure FAR_JUMP times wider than on the copy before it, or more,
-# shows what the copies before did not: they saw specks (a sparse field of faint 60-px cells among dust, which measured
-# 5.6 px at full size and 8 at half, then 48 on the quarter-size copy). A halving moves a seen cell's size by its blur
-# (up to 1.78×), and seen cells merging on a small copy measured at most 3.3× the copy before (measured while
-# choosing, not a result file: simulator seeds 55, 56, 61, 62, every optics, kind and magnification, 360 frames, and
-# BBBC030's first 19 images at half, full and twice the size; 3.0 took two of them for specks, 4.0 none).
-FAR_JUMP = 4.0
 # The paper's Gaussian filter (3×3, σ 0.8), on which the ratios above were measured: the first pass always looks at
 # the image through it (on raw frames, halving moved seen cells' sizes more, and small cells were taken for specks).
 BLUR_KSIZE, BLUR_SIGMA = 3, 0.8
@@ -72,8 +65,7 @@ def first_pass(grey: np.ndarray, blurred: bool = False) -> FirstPass:
     measure SCALE_JUMP times wider (or, between NEAR_JUMP and it, the copy after next CONFIRMED_JUMP times wider)
     — on the copy where the pass sees cells, halving changes nothing but the blur. A copy with too few cells to
     measure is passed over; where every copy after one that jumped has too few, that one is kept (a field of a few
-    large cells: nothing confirms it, and the full size measured specks). Where the pass would stop, a later copy
-    that measures FAR_JUMP times wider than the one before it takes over (the copies before it saw specks)."""
+    large cells: nothing confirms it, and the full size measured specks)."""
     if not blurred:
         grey = cv2.GaussianBlur(grey, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
     seen: list[FirstPass] = []
@@ -94,8 +86,5 @@ def first_pass(grey: np.ndarray, blurred: bool = False) -> FirstPass:
         elif ratio >= NEAR_JUMP and k + 2 < len(seen) and seen[k + 2].diameter >= CONFIRMED_JUMP * here:
             k += 2
         else:
-            far = [j for j in range(k + 2, len(seen)) if seen[j].diameter >= FAR_JUMP * seen[j - 1].diameter]
-            if not far:
-                break
-            k = far[0]
+            break
     return seen[k]
