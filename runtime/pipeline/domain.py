@@ -69,9 +69,10 @@ class DomainCheck:
         return self.warning
 
     def check_optics(self, image: np.ndarray) -> str | None:
-        """For the first OPTICS_FRAMES frames: the warning, once, when a frame's optics (`detect_modality`) are
-        none the model was trained on. Label-free optics count as one family: a label-free model learns them
-        together, and the detector can take faint unstained cells' rings for a relief or a halo."""
+        """For the first OPTICS_FRAMES frames (lit ones: the pipeline skips blank frames, which show no optics): the
+        warning, once, when a frame's optics (`detect_modality`) are none the model was trained on. Label-free
+        optics count as one family: a label-free model learns them together, and the detector can take faint
+        unstained cells' rings for a relief or a halo."""
         trained = self.metadata.modalities if self.metadata else []
         if not trained or sum(self.optics.values()) >= OPTICS_FRAMES:
             return None

@@ -501,7 +501,9 @@ class Pipeline:
                 start = time.perf_counter()
                 self._watch_scale(frame, result)
                 result.cells = self.segmenter.cells_to_frame(result.cells, zoom)
-                for warning in (self.domain.check_optics(frame.image), self.domain.check(class_map)):
+                # A blank frame (lamp off, lens cap) shows no optics: a black one passed for fluorescence.
+                optics = None if frame.blank else self.domain.check_optics(frame.image)
+                for warning in (optics, self.domain.check(class_map)):
                     if warning and self.on_warning is not None:
                         self.on_warning(warning)
                 n += 1

@@ -499,7 +499,7 @@ def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch):
 
 def test_blank_frames_count_zero_and_calibration_waits_for_lit_ones(runner):
     """The bundled model drew two RBCs on every black frame; a run that starts with the lamp off calibrated on
-    nothing and kept the model's scale."""
+    nothing and kept the model's scale, and its optics check took the black frames for fluorescence."""
     rng = np.random.default_rng(0)
     black = np.zeros((512, 512, 3), np.uint8)
     dark = np.clip(3 + rng.normal(0, 2, (512, 512, 3)), 0, 255).astype(np.uint8)
@@ -511,6 +511,8 @@ def test_blank_frames_count_zero_and_calibration_waits_for_lit_ones(runner):
     assert summary["counts"]["rbc"]["min"] == 0 and summary["counts"]["macrophage"]["min"] == 0
     calibration = summary["scale"]["calibration"]
     assert calibration["pixel_size_um"] and calibration["frames"] == 3, "calibrated on the lit frames"
+    optics = summary["domain"]["optics"]
+    assert optics["warning"] is None and sum(optics["frames"].values()) == 3, "the optics of the lit frames only"
     true_rbc = sum(f.counts["rbc"] for f in lit)
     assert abs(summary["counts"]["rbc"]["total"] - true_rbc) <= 0.1 * true_rbc
 
