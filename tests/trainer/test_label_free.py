@@ -208,7 +208,8 @@ def test_only_label_free_images_give_the_split_a_cell_area(monkeypatch):
 def test_smooth_cells_wider_than_twenty_pixels_get_scales_that_grow_with_them():
     """Unstained RBCs 60 px across in brightfield (seed 55): the first pass's scales see only faint ring segments,
     which the thin-object rejection removes; scales that grow with the diameter beyond 20 px (SMOOTH_CELLS_UP_TO)
-    see the cells' bodies (7 of 10 found whole here, none with BBBC030's 53-px reference that macrophages keep)."""
+    see the cells' bodies (10 of 10 found whole here, 7 with BBBC030's 53-px reference that macrophages keep;
+    before holes were filled ahead of the energy's erosion, 7 and none)."""
     from runtime.data.simulator import make_microscope
     from trainer import label_free
 
@@ -224,8 +225,9 @@ def test_smooth_cells_wider_than_twenty_pixels_get_scales_that_grow_with_them():
 
 def test_an_unstained_cells_outline_is_filled_before_the_erosion_can_open_it():
     """Unstained RBCs 30 and 60 px across in brightfield (seed 55) show contrast only along their outline. Filled
-    before the energy's erosion, every cell of these frames but one is found (12 of 12 and 10 of 10 here); with the
-    holes left to the labeller's later filling, the eroded rings open, and 3 and 3 of them are lost as thin arcs."""
+    before the energy's erosion, all of these frames' cells are found (12 of 12 and 10 of 10; the bound allows one
+    miss); with the holes left to the labeller's later filling, the eroded rings open, and 3 and 3 of them are lost
+    as thin arcs."""
     from runtime.data.simulator import make_microscope
     from trainer import label_free
 
