@@ -38,6 +38,7 @@ COUNTER_TESTS = ("tests/runtime/counting/test_instances.py", "tests/runtime/coun
 SEED_TESTS = ("tests/runtime/counting/test_instances.py",)
 LABEL_FREE_TESTS = ("tests/trainer/test_label_free.py",)
 MODALITY_TESTS = ("tests/runtime/data/test_modality.py",)
+PIPELINE_TESTS = ("tests/runtime/pipeline/test_pipeline.py",)
 
 
 class MutationError(RuntimeError):
@@ -243,6 +244,10 @@ MUTATIONS = (
              "a sparse field's faint cells (one or two objects) are unstained brightfield, not a stain",
              "runtime/data/modality.py", 'if evidence["contrast"] and evidence["contrast"] < FAINT:',
              'if deviation is not None and evidence["contrast"] < FAINT:', MODALITY_TESTS),
+    Mutation("optics checked on blank frames",
+             "a blank frame (lamp off, lens cap) shows no optics and is not checked for them",
+             "runtime/pipeline/stream.py", "optics = None if frame.blank else self.domain.check_optics(frame.image)",
+             "optics = self.domain.check_optics(frame.image)", PIPELINE_TESTS),
     Mutation("faint: dark-only rule first",
              "contrast too faint for a stain is unstained brightfield, of either sign",
              "runtime/data/modality.py", 'and evidence["contrast"] < FAINT:\n',
