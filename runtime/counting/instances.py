@@ -344,14 +344,20 @@ class _Parts:
 
 
 def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | None:
-    """The peak pixels of a packed peak image — x, y, marker id (`_group_points`), component row — and the number
-    of markers in each component; None where there are none."""
+    """The peak pixels of a packed peak image — x, y, marker id, component row — and the number of markers in each
+    component; None where there are none.
+
+    A marker is an 8-connected group of peak pixels (a plateau), numbered 1..M by its first pixel in raster order:
+    the numbering of OpenCV's Wu labelling (the block-based ones number in block order). One pass over the packed
+    image, as its distance map and its maxima take: a union-find over the list of peak pixels, which this replaced
+    with the same markers, made the 512×512 benchmark frames' counting 4–7 % slower and a confluent 4000×3000 frame's
+    about 10 % (ad hoc A/B runs in one process)."""
     points = cv2.findNonZero(peaks)
     if points is None:
         return None
     points = points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
     px, py = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
-    marker = _group_points(px, py, peaks.shape[1])
+    marker = cv2.connectedComponentsWithAlgorithm(peaks, 8, cv2.CV_32S, cv2.CCL_WU)[1][py, px]
     row = packed.rows[py, px] - 1  # the 8-connected pixels of one marker lie in one component
     first = np.unique(marker, return_index=True)[1]
     return px, py, marker, row, np.bincount(row[first], minlength=len(packed.box))
@@ -440,30 +446,6 @@ class _Packed:
             packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
             np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)
         return dist
-
-
-def _group_points(x: np.ndarray, y: np.ndarray, width: int) -> np.ndarray:
-    """Marker id 1..M of each point (points in raster order, as cv2.findNonZero gives them): its 8-connected group
-    among the points, numbered by the group's first point. The grouping of cv2.connectedComponents on the peak
-    image, without a pass over the whole image."""
-    key = y * width + x
-    left, right = [], []
-    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
-        want = key + dy * width + dx
-        at = np.minimum(np.searchsorted(key, want), len(key) - 1)
-        hit = np.flatnonzero((key[at] == want) & (x + dx >= 0) & (x + dx < width))
-        left.append(hit)
-        right.append(at[hit])
-    i, j = np.concatenate(left), np.concatenate(right)
-    root = np.arange(len(key))
-    while True:  # label propagation to each group's smallest index; plateaus of peaks are a few pixels wide
-        lower = np.minimum(root[i], root[j])
-        if np.array_equal(lower, root[i]) and np.array_equal(lower, root[j]):
-            break
-        np.minimum.at(root, i, lower)
-        np.minimum.at(root, j, lower)
-        root = root[root]
-    return (np.unique(root, return_inverse=True)[1] + 1).astype(np.int32)
 
 
 @dataclass

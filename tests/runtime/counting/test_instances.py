@@ -451,6 +451,26 @@ def test_a_drainage_end_off_the_markers_goes_to_the_nearest_marker_of_its_own_cl
     assert part_of[lost].tolist() == [2, 1, 3]
 
 
+def test_markers_are_plateaus_numbered_by_their_first_pixel_in_raster_order():
+    """`_markers`: 8-connected peak pixels are one marker (a plateau, diagonal steps included), and markers are
+    numbered by their first pixel in raster order, the order parts and their ids follow. A block-based labelling
+    (OpenCV's default, Grana's) numbers the marker whose first pixel is on the second row of a 2×2 block row but
+    further left first."""
+    from runtime.counting.instances import _markers, _Packed
+
+    peaks = np.zeros((6, 60), np.uint8)
+    peaks[1, 10] = peaks[2, 11] = 255  # one plateau (a diagonal step), first pixel on row 1
+    peaks[0, 50] = 255  # alone, first in raster order
+    peaks[4, 30] = 255  # a third marker, in the second component
+    rows = np.zeros(peaks.shape, np.int32)
+    rows[:3], rows[3:] = 1, 2
+    box = np.array([[0, 0, 60, 3], [0, 3, 60, 3]])
+    px, py, marker, row, n_markers = _markers(_Packed(rows, np.array([0, 0]), np.array([0, 3]), box), peaks)
+    assert list(zip(py.tolist(), px.tolist(), marker.tolist(), row.tolist())) == [
+        (0, 50, 1, 0), (1, 10, 2, 0), (2, 11, 2, 0), (4, 30, 3, 1)]
+    assert n_markers.tolist() == [2, 1]
+
+
 def test_drainage_goes_to_the_highest_neighbour_and_stays_on_a_plateau():
     """`_steepest`: a pixel drains to its highest neighbour; of equal ones, the first in `_NEIGHBOURS` order (up-left
     before up before right…); a pixel with no higher neighbour (a plateau, a peak) drains to itself, so that drainage
