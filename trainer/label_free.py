@@ -3,7 +3,7 @@
 An intensity threshold fails on these images for physical reasons: a DIC cell is a relief, one bright and one dark
 half, so it becomes two objects or a rim; a phase-contrast cell is a dark body in a bright halo with pseudopods
 fainter than either; an unstained cell in brightfield barely absorbs and shows mostly as defocus rings. What they
-share is local contrast of either sign where the background is flat (`runtime.data.modality.texture_energy`), so the
+share is local contrast of either sign where the background is flat (`runtime.data.energy.texture_energy`), so the
 mask is that energy thresholded on a log scale, first at a fixed small scale to measure the cells (on a smaller
 copy where they are too wide for it: `runtime.data.first_pass`), then at a scale set by their diameter.
 The rest of the labeller (rim closing, hole filling, splitting, rejection) follows as for stained images.
@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.counting.instances import fill_all_holes
 from runtime.data.first_pass import shrunk
-from runtime.data.modality import ENERGY_FIRST_PASS, energy_mask, spread_removed, texture_energy, wide_blur
+from runtime.data.energy import ENERGY_FIRST_PASS, energy_mask, spread_removed, texture_energy, wide_blur
 from trainer.holes import fill_holes
 
 # The energy's scales (σ of the high-pass and of its average) are the first pass's (`ENERGY_FIRST_PASS`, 1.5 and

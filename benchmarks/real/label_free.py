@@ -13,7 +13,8 @@ Sets (real ones read from ``../shared/real``, never copied; skipped with the rea
 - **Simulated optics** (runtime/data/simulator.py, a test fixture, not evidence): the same scenes rendered as stained
   brightfield, unstained brightfield, phase contrast and DIC, single-kind RBC and macrophage frames (macrophages
   with pseudopods), at a seed no choice looked at; and the label-free optics at two and four times the
-  magnification (`MAGNIFIED`: RBCs 30 and 60 px across, macrophages 82), as many cells per µm².
+  magnification (`MAGNIFIED`: RBCs 30 and 60 px across, macrophages 82), as many cells per µm²; and in full
+  4000×3000 frames of the paper's camera at its own magnification (`FULL_FRAME`).
 - **Stained smears** (no regression): the Chula evaluation subset, the BCCD evaluation half and the DSB nuclei
   crop, scored exactly as benchmarks/real/real_counts.py scores them.
 
@@ -25,7 +26,8 @@ how each image's modality was detected.
 
 Run: python -m benchmarks.real.label_free [--real ../shared/real] [--n 12] [--seed 21]
                                      [--out benchmarks/results/label_free.json]
-     python -m benchmarks.real.label_free --magnified-only [--out ...]   (the MAGNIFIED sets alone)
+     python -m benchmarks.real.label_free --only magnified|full_frames [--out ...]   (those sets alone;
+                                                         --magnified-only: the same as --only magnified)
      python -m benchmarks.real.label_free --table benchmarks/results/label_free.json   (the README table)
 """
 from __future__ import annotations
@@ -160,15 +162,21 @@ def bbbc030_resized(real: Path) -> dict:
 
 
 def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc", "macrophage"),
-              optics_names: Iterable[str] = OPTICS, pixel_size_um: float | None = None) -> dict:
+              optics_names: Iterable[str] = OPTICS, pixel_size_um: float | None = None,
+              height: int | None = None) -> dict:
     """Every optics × single kind, the same scenes in each optics; at the simulator's own pixel size, or at
-    ``pixel_size_um`` with as many cells per µm² (larger cells, fewer of them per frame)."""
+    ``pixel_size_um`` with as many cells per µm² (larger cells, fewer of them per frame); frames ``size`` px
+    square, or ``height`` px high."""
     out: dict = {"n": n, "seed": seed, "size": size, "pseudopods": PSEUDOPODS, "sets": {}}
     if pixel_size_um is not None:
         out["pixel_size_um"] = pixel_size_um
+    if height is not None:
+        out["height"] = height
     for kind in kinds:
         cls = RBC if kind == "rbc" else MACROPHAGE
         extra = {"pseudopods": PSEUDOPODS} if kind == "macrophage" else {}
+        if height is not None:
+            extra["height"] = height
         if pixel_size_um is not None:
             zoom = pixel_size_um / SimConfig().pixel_size_um
             extra.update(pixel_size_um=pixel_size_um, density=SimConfig(mode=kind).mean_cells * zoom * zoom)
@@ -203,6 +211,18 @@ def magnified(n: int, seed: int) -> dict:
             for kind, pixel, size in MAGNIFIED}
 
 
+# The paper's camera (§2.3): full 4000×3000 frames at the magnification of its 512-px crops, the simulator's own.
+FULL_FRAME = (3000, 4000)
+
+
+def full_frames(n: int, seed: int) -> dict:
+    """The label-free optics in full frames of the paper's camera (`FULL_FRAME`), ``n`` frames each: where a frame
+    shrunk whole to the modality detection's size leaves its cells a few px across (`DETECT_CELLS_PX`)."""
+    return {f"{kind} at {FULL_FRAME[1]}×{FULL_FRAME[0]}": simulated(n, seed, FULL_FRAME[1], (kind,), OPTICS[1:],
+                                                                   height=FULL_FRAME[0])
+            for kind in ("rbc", "macrophage")}
+
+
 def smears(real: Path) -> dict:
     """The labeller on the stained sets, scored as benchmarks/real/real_counts.py scores them (no regression)."""
     from benchmarks.real.real_counts import labeller as rbc_labeller
@@ -225,7 +245,7 @@ def measure(real: Path, n: int = 12, seed: int = 21) -> dict:
     return {"what": "auto-labels of label-free images with nothing given, against a local-variance reference given "
                     "the true cell size; the stained smears for no regression", **tree_state(ROOT),
             "bbbc030": bbbc030(real), "bbbc030_resized": bbbc030_resized(real), "simulated": simulated(n, seed),
-            "magnified": magnified(max(1, n // 2), seed),
+            "magnified": magnified(max(1, n // 2), seed), "full_frames": full_frames(max(1, n // 12), seed),
             "smears": smears(real)}
 
 
@@ -247,9 +267,10 @@ def render_markdown(result: dict) -> str:
                          f"{r['count_ratio']:.3f} | {r['miou']:.3f} | — |")
     for name, entry in result["simulated"]["sets"].items():
         rows(f"simulated {name}", entry)
-    for scale, sets in result.get("magnified", {}).items():
-        for name, entry in sets["sets"].items():
-            rows(f"simulated {name}, {scale.split(' at ')[1]}", entry)
+    for section in ("magnified", "full_frames"):
+        for scale, sets in result.get(section, {}).items():
+            for name, entry in sets["sets"].items():
+                rows(f"simulated {name}, {scale.split(' at ')[1]}", entry)
     return "\n".join(lines) + "\n"
 
 
@@ -260,13 +281,17 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=21, help="simulator seed (tuning used 20)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a result file and exit")
-    parser.add_argument("--magnified-only", action="store_true",
-                        help="only the MAGNIFIED sets (to measure another commit's labeller on them)")
+    parser.add_argument("--only", choices=("magnified", "full_frames"), default=None,
+                        help="only the MAGNIFIED or the FULL_FRAME sets (to measure another commit's labeller on them)")
+    parser.add_argument("--magnified-only", dest="only", action="store_const", const="magnified",
+                        help="the same as --only magnified")
     args = parser.parse_args()
     if args.table is not None:
         print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))), end="")
-    elif args.magnified_only:
-        publish({"what": "the label-free optics at higher magnifications only", **tree_state(ROOT), "bbbc030": {},
-                 "simulated": {"sets": {}}, "magnified": magnified(max(1, args.n // 2), args.seed)}, args.out)
+    elif args.only is not None:
+        sets = (magnified(max(1, args.n // 2), args.seed) if args.only == "magnified" else
+                full_frames(max(1, args.n // 12), args.seed))
+        publish({"what": f"the label-free optics, {args.only.replace('_', ' ')} only", **tree_state(ROOT),
+                 "bbbc030": {}, "simulated": {"sets": {}}, args.only: sets}, args.out)
     else:
         publish(measure(args.real, args.n, args.seed), args.out)

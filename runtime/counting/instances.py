@@ -350,8 +350,8 @@ def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | Non
     A marker is an 8-connected group of peak pixels (a plateau), numbered 1..M by its first pixel in raster order:
     the numbering of OpenCV's Wu labelling (the block-based ones number in block order). One pass over the packed
     image, as its distance map and its maxima take: a union-find over the list of peak pixels, which this replaced
-    with the same markers, made the 512×512 benchmark frames' counting 4–7 % slower and a confluent 4000×3000 frame's
-    about 10 % (ad hoc A/B runs in one process)."""
+    with the same markers, made the 512×512 benchmark frames' counting 4–7 % slower and a confluent 4000×3000
+    frame's about 10 % (ad hoc A/B runs in one process)."""
     points = cv2.findNonZero(peaks)
     if points is None:
         return None

@@ -2,7 +2,7 @@
 
 Every size-dependent step of labelling a label-free image (and the runtime's calibration without a pixel size)
 follows from the cells' diameter, and the first pass measures it: the texture energy at fixed small scales
-(`runtime.data.modality.ENERGY_FIRST_PASS`), holes filled, its distance maxima
+(`runtime.data.energy.ENERGY_FIRST_PASS`), holes filled, its distance maxima
 (`runtime.counting.scale.peak_diameters`). Those scales see the cells of every optics at 10–40 px and textured
 cells (BBBC030's CHO cells, macrophages) up to about 80; a smooth cell wider than that — an RBC at a high
 magnification — shows them only the edges of its relief or ring, and specks outnumber the cells. So the measure is
@@ -17,7 +17,7 @@ import numpy as np
 
 from runtime.counting.instances import fill_all_holes
 from runtime.counting.scale import peak_diameters
-from runtime.data.modality import energy_cells
+from runtime.data.energy import energy_cells
 
 # Copies halved in size up to this many times (cells up to 8× wider than the first pass's own range).
 FIRST_PASS_LEVELS = 3

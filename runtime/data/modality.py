@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 
 from runtime.counting.instances import fill_all_holes
+from runtime.data.energy import energy_mask, texture_energy, wide_blur
+from runtime.data.first_pass import first_pass
 
 MODALITIES: tuple[str, ...] = ("stained", "brightfield", "phase", "dic", "fluorescence")
 LABEL_FREE: tuple[str, ...] = ("brightfield", "phase", "dic")
@@ -67,14 +69,20 @@ BRIGHT_SHARE = 0.2
 FAINT = 0.08
 HALO = 0.25
 HALO_REACH = 8
-# The texture energy of a cell exceeds the camera noise's typical level by at least this many of the noise's
-# spreads (log scale).
-NOISE_FLOOR = 3.0
-# The texture energy's scales (px) before the cells' size is known (`runtime.data.first_pass`): they see cells of
-# 10–40 px, and textured ones up to about 80; wider ones on a smaller copy.
-ENERGY_FIRST_PASS = (1.5, 3.0)
 # Detection runs on a copy at most this many px on its longer side: the physics above is visible at any size.
 DETECT_SIDE = 512
+# ... as long as its cells stay as wide as those the sizes above (OBJECT_SCALES, MIN_OBJECT_AREA, HALO_REACH, the
+# background's blur) were set on: 15–41 px, the simulator's RBCs and macrophages in its unshrunk 512-px frames
+# (BBBC030's cells are about 20 px on its 1376-px images shrunk to 512). A large frame of small cells — the paper's
+# camera's 4000×3000 at the magnification of its 512-px crops — shrunk whole leaves them a few px across, where no
+# halo or relief shows: of simulated 4000×3000 label-free frames at 0.4 and 0.2 µm/px (3 per kind and optics, seed
+# 9; measured while choosing), 12 of 36 were told right so (DIC and phase contrast taken for unstained brightfield,
+# phase-contrast RBCs for a stain), 33 of 36 with a window at the upper width (29 at the lower, 15 px). So where
+# the first pass (`runtime.data.first_pass`, on the frame's central PROBE_SIDE px) measures cells narrower than
+# the first figure on the whole frame's copy, detection looks at the central DETECT_SIDE px of a copy shrunk only
+# as far as leaves them at most the second.
+DETECT_CELLS_PX = (15.0, 41.0)
+PROBE_SIDE = 1024
 
 
 def check_modality(name: str, allow_auto: bool = True) -> str:
@@ -103,50 +111,6 @@ class ModalityEvidence:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def texture_energy(grey: np.ndarray, fine_sigma: float, smooth_sigma: float) -> np.ndarray:
-    """float32 map of local contrast: |image − its blur at ``fine_sigma``| averaged over ``smooth_sigma``.
-
-    What every label-free cell has and its flat background lacks, whatever the sign of its contrast: a relief's
-    bright and dark halves (DIC), a dark body and its bright halo (phase), faint rings (unstained brightfield) all
-    raise it alike, where an intensity threshold sees two objects, a rim or nothing."""
-    x = grey.astype(np.float32, copy=False)
-    high = cv2.absdiff(x, cv2.GaussianBlur(x, (0, 0), fine_sigma))
-    return cv2.GaussianBlur(high, (0, 0), smooth_sigma)
-
-
-def energy_mask(energy: np.ndarray, floor_sigmas: float | None = None) -> np.ndarray:
-    """255 where the texture energy is high: Otsu on its logarithm (the background's energy is the camera's noise,
-    the cells' is many times it, so the two modes separate on a log scale whatever the exposure), but never below
-    the noise's own level plus ``floor_sigmas`` (NOISE_FLOOR) of its spread: with few or faint cells, Otsu would
-    split the noise itself. The noise's level and spread come from the lowest quantiles of the log energy (a
-    quarter of any frame is background), where a normal distribution's 5th and 25th percentiles lie 0.97 σ apart."""
-    log = np.log(energy + 1e-3)
-    lo, hi = float(log.min()), float(log.max())
-    alpha = 255.0 / max(hi - lo, 1e-6)
-    scaled = cv2.convertScaleAbs(log, alpha=alpha, beta=-lo * alpha)
-    otsu = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
-    p5, p25 = np.percentile(log[::2, ::2], (5, 25))
-    sigma = (p25 - p5) / 0.97
-    floor = (p25 + 0.674 * sigma + (NOISE_FLOOR if floor_sigmas is None else floor_sigmas) * sigma - lo) * alpha
-    return cv2.threshold(scaled, max(otsu, min(floor, 254.0)), 255, cv2.THRESH_BINARY)[1]
-
-
-def energy_cells(grey: np.ndarray, fine: float = ENERGY_FIRST_PASS[0], smooth: float = ENERGY_FIRST_PASS[1],
-                 shrink_fine: bool = False) -> np.ndarray:
-    """The cells (255) of a label-free image: the thresholded texture energy, eroded by ``smooth`` — the energy's
-    average spreads each cell by about its σ (and would inflate a diameter measured on it) — and with
-    ``shrink_fine`` by ``fine`` too (both rounded together to whole pixels: at the first pass's scales, one pixel
-    more): the high-pass shows an edge's contrast up to about its σ outside the edge, a rim that a smooth cell's
-    mask carries all round; processes about that thin (pseudopods) go with it."""
-    return spread_removed(energy_mask(texture_energy(grey, fine, smooth)), fine, smooth, shrink_fine)
-
-
-def spread_removed(mask: np.ndarray, fine: float, smooth: float, shrink_fine: bool = False) -> np.ndarray:
-    """A texture-energy mask at scales ``fine`` and ``smooth`` eroded by the energy's spread (`energy_cells`)."""
-    side = 2 * int(round(smooth + (fine if shrink_fine else 0.0))) + 1
-    return cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-
-
 def detect_modality(image: np.ndarray) -> ModalityEvidence:
     """The modality of one uint8 grey or BGR image, with the evidence (see the module docstring)."""
     chroma = _chroma_span(image) if image.ndim == 3 else 0.0
@@ -155,11 +119,12 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
     if chroma >= STAIN_CHROMA:  # the common case, decided before any other work
         return ModalityEvidence("stained", **evidence)
     small = _shrunk(image)
-    grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    grey = _grey(small)
     median, bright = np.percentile(grey[::2, ::2], (50, 99.5))
     evidence["background_ratio"] = background_ratio = float(median / max(bright, 1.0))
     if background_ratio < EMISSION_BACKGROUND:
         return ModalityEvidence("fluorescence", **evidence)
+    grey = _detection_copy(image, grey)
     found, deviation = _object_evidence(grey)
     evidence.update(found)
     # So faint that the cells barely absorb, whatever the sign (a stain darkens by tens of per cent), and that noise
@@ -180,6 +145,36 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
     else:  # bright and dark beside each other, no shared direction, no halo: defocus rings of unstained cells
         modality = "brightfield"
     return ModalityEvidence(modality, **evidence)
+
+
+def _detection_copy(image: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """The grey copy the objects are judged on: ``whole``, the frame shrunk to DETECT_SIDE px, unless its cells are
+    narrower there than DETECT_CELLS_PX allows; then the frame's central DETECT_SIDE px at a shrink that leaves
+    them no wider than its upper end (see DETECT_CELLS_PX). A frame whose first pass sees no cells keeps ``whole``."""
+    factor = max(image.shape[:2]) / DETECT_SIDE
+    if factor <= 1:
+        return whole
+    diameter = first_pass(_grey(_central(image, PROBE_SIDE))).diameter
+    narrowest, widest = DETECT_CELLS_PX
+    if diameter is None or diameter / factor >= narrowest:
+        return whole
+    shrink = max(1.0, diameter / widest)
+    window = _grey(_central(image, round(DETECT_SIDE * shrink)))
+    if shrink == 1.0:
+        return window
+    size = (max(1, round(window.shape[1] / shrink)), max(1, round(window.shape[0] / shrink)))
+    return cv2.resize(window, size, interpolation=cv2.INTER_AREA)
+
+
+def _central(image: np.ndarray, side: int) -> np.ndarray:
+    """The central window of ``image``, at most ``side`` px each way."""
+    h, w = image.shape[:2]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[top:top + side, left:left + side]
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 def _shrunk(image: np.ndarray) -> np.ndarray:
@@ -277,17 +272,6 @@ def _object_evidence(grey: np.ndarray) -> tuple[dict, np.ndarray | None]:
             "bright_share": float(np.clip(deviation[around], 0, None).sum() / max(np.abs(deviation[around]).sum(), 1e-6)),
             "halo": float(deviation[ring].mean() / max(strength, 1e-6)) if ring.any() else 0.0,
             "contrast": contrast}, deviation
-
-
-def wide_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian blur of σ ≥ 8 px done on a copy shrunk by a power of two and enlarged again: what it leaves is
-    smooth at that scale, and a full-size blur that wide took most of the detection's time."""
-    factor = 1 << max(0, int(np.log2(sigma / 4)))
-    if factor == 1:
-        return cv2.GaussianBlur(x, (0, 0), sigma)
-    h, w = x.shape
-    small = cv2.resize(x, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
-    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / factor), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _relief(grey: np.ndarray, deviation: np.ndarray) -> float:

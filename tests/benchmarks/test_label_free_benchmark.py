@@ -56,6 +56,18 @@ def test_magnified_sets_keep_the_cells_per_square_micrometre_and_are_rendered():
     assert "| simulated rbc dic, 0.2 µm/px |" in table
 
 
+def test_frames_of_another_shape_are_drawn_and_rendered():
+    """``height`` draws frames that high (the full-frame sets: 4000×3000), records it, and their rows are shown."""
+    wide = simulated(n=1, seed=3, size=256, kinds=("rbc",), optics_names=("dic",), height=128)
+    square = simulated(n=1, seed=3, size=256, kinds=("rbc",), optics_names=("dic",))
+    assert wide["height"] == 128 and "height" not in square
+    cells = [entry["sets"]["rbc dic"]["methods"]["csc-label auto --split-touching (nothing given)"]["annotated"]
+             for entry in (wide, square)]
+    assert cells[0] < cells[1]
+    table = render_markdown({"bbbc030": {}, "simulated": {"sets": {}}, "full_frames": {"rbc at 256×128": wide}})
+    assert "| simulated rbc dic, 256×128 |" in table
+
+
 def test_a_missing_real_set_is_skipped_with_the_reason(tmp_path):
     assert "absent" in bbbc030(tmp_path)["skipped"]
     assert "absent" in bbbc030_resized(tmp_path)["skipped"]

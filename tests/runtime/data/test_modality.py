@@ -9,8 +9,8 @@ import pytest
 from runtime.counting.instances import fill_all_holes
 from runtime.counting.scale import peak_diameters
 from runtime.data.first_pass import BLUR_KSIZE, BLUR_SIGMA, first_pass
-from runtime.data.modality import (LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality,
-                                   detect_modality, energy_cells, energy_mask, texture_energy)
+from runtime.data.energy import energy_cells, energy_mask, texture_energy
+from runtime.data.modality import LABEL_FREE, MIN_OBJECTS, MODALITIES, RELIEF_COHERENCE, check_modality, detect_modality
 
 REAL = Path(__file__).resolve().parents[4] / "shared" / "real"
 CENTRES = [(60, 70), (200, 90), (330, 60), (90, 250), (250, 230), (400, 300), (150, 400), (380, 430)]
@@ -131,6 +131,35 @@ def test_simulated_optics_go_to_their_path(kind):
             assert max(set(found), key=found.count) == optics, found
         elif optics != "brightfield":  # faint unstained cells show rings that can read as a relief or a halo
             assert found.count(optics) >= 3, (optics, found)
+
+
+@pytest.mark.parametrize("kind, optics", [("rbc", "dic"), ("macrophage", "phase")])
+def test_a_large_frame_of_small_cells_is_judged_where_they_keep_their_width(kind, optics, monkeypatch):
+    """A 2048-px simulated frame at the simulator's own magnification (RBCs 15 px, macrophages 41; seed 56): shrunk
+    whole to DETECT_SIDE its cells are 4–10 px across and both were taken for unstained brightfield; judged on the
+    central window at full size, where they keep the width detection was set on, they are told."""
+    import runtime.data.modality as modality
+    from runtime.data.simulator import make_microscope
+
+    image = make_microscope(kind, size=2048, seed=56, optics=optics).frame(0).image
+    assert detect_modality(image).modality == optics
+    window = modality._detection_copy(image, np.zeros((512, 512), np.uint8))
+    assert np.array_equal(window, cv2.cvtColor(image[768:1280, 768:1280], cv2.COLOR_BGR2GRAY))
+    monkeypatch.setattr(modality, "DETECT_CELLS_PX", (0.0, 41.0))  # the whole frame's copy always, as before
+    assert detect_modality(image).modality == "brightfield"
+
+
+def test_cells_wide_enough_on_the_whole_frames_copy_are_judged_there():
+    """Macrophages 82 px across in a 1024-px frame (0.2 µm/px) are 41 px on the half-size copy of the whole frame,
+    the width detection was set on: that copy is judged, as before; a window is only for cells too narrow there."""
+    import runtime.data.modality as modality
+    from runtime.data.simulator import make_microscope
+
+    microscope = make_microscope("macrophage", size=1024, seed=56, optics="phase", pixel_size_um=0.2, density=3.0)
+    image = microscope.frame(0).image
+    assert first_pass(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).diameter / 2 >= modality.DETECT_CELLS_PX[0]
+    whole = np.zeros((512, 512), np.uint8)
+    assert modality._detection_copy(image, whole) is whole
 
 
 @pytest.mark.parametrize("pixel_size, size, optics, copy", [(0.2, 512, "dic", True), (0.1, 1024, "dic", True),
