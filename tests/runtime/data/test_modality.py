@@ -149,6 +149,22 @@ def test_a_large_frame_of_small_cells_is_judged_where_they_keep_their_width(kind
     assert detect_modality(image).modality == "brightfield"
 
 
+def test_a_few_specks_do_not_send_a_large_frame_to_a_window(monkeypatch):
+    """Eight 12-px specks in the middle of an empty 2048-px field: the first pass measures them as narrow cells, but
+    they cover a fraction of a percent of its window, not a field of cells (as specks of BBBC030's images enlarged
+    2× did, whose cells are 106 px): the whole frame's copy is judged. Believed, they would send it to a window."""
+    import runtime.data.modality as modality
+
+    image = np.clip(np.random.default_rng(0).normal(180, 4, (2048, 2048)), 0, 255).astype(np.uint8)
+    for k in range(8):
+        cv2.circle(image, (900 + (k % 4) * 60, 950 + (k // 4) * 80), 6, 120, -1)
+    assert len(first_pass(modality._central(image, modality.PROBE_SIDE)).diameters) == 8
+    whole = np.zeros((512, 512), np.uint8)
+    assert modality._detection_copy(image, whole) is whole
+    monkeypatch.setattr(modality, "PROBE_MIN_COVER", 0.0)
+    assert modality._detection_copy(image, whole) is not whole
+
+
 def test_cells_wide_enough_on_the_whole_frames_copy_are_judged_there():
     """Macrophages 82 px across in a 1024-px frame (0.2 µm/px) are 41 px on the half-size copy of the whole frame,
     the width detection was set on: that copy is judged, as before; a window is only for cells too narrow there."""
