@@ -46,6 +46,22 @@ def test_simulated_frames_of_every_optics_are_not_blank(optics, kind):
     assert not any(is_blank(microscope.frame(i).image) for i in range(4))
 
 
+def test_a_full_frame_of_small_reliefs_is_not_blank_and_full_frames_of_noise_are():
+    """A 4000×3000 simulated frame of 15-px DIC RBCs (seed 43: the label-free benchmark's full-frame scene) averages
+    to flat on the whole frame's 256-px copy, where each relief's bright and dark halves cancel: its windows show
+    the cells. Noise fills every window of a full frame alike, compressed or demosaiced, and stays blank."""
+    from runtime.counting.blank import _flat
+
+    frame = make_microscope("rbc", size=4000, seed=43, optics="dic", height=3000).frame(0).image
+    assert _flat(frame, noise_test_lit=False), "the whole frame's copy alone takes it for blank"
+    assert not is_blank(frame)
+    rng = np.random.default_rng(2)
+    for level, sigma in ((20, 6), (180, 4)):
+        noise = np.clip(level + rng.normal(0, sigma, (3000, 4000)), 0, 255).astype(np.uint8)
+        for frame in (noise, _jpeg(noise, 70), cv2.cvtColor(noise, cv2.COLOR_BayerBG2BGR)):
+            assert is_blank(frame), (level, sigma)
+
+
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real images not present at {REAL} (see its README)")
 @pytest.mark.parametrize("pattern", ["chula-rbc12/images/*", "bccd-txlpbc/images/*", "bbbc030-dic/images/*.png"])
 def test_real_images_are_not_blank(pattern):
