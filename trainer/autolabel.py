@@ -308,7 +308,8 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
                          round(fixed.diameter_px if fixed else _fallback(config), 1),
                          "given" if fixed else "default", BLANK, {}, NOT_CHECKED)
     # The paper's adaptive threshold (and any threshold chosen by hand) is an intensity method: it asks for the
-    # intensity path whatever the optics, so detection (1–35 ms) is skipped there and the modality not checked.
+    # intensity path whatever the optics, so detection (1–35 ms, and a first pass on frames over 512 px) is skipped
+    # there and the modality not checked.
     if config.modality != "auto":
         modality = config.modality
     else:

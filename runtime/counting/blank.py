@@ -19,9 +19,12 @@ WINDOWS × WINDOWS windows spread over it, each SIDE × WINDOW_SHRINK px shrunk 
 window is, by the noise test whatever its level: on the whole frame's copy, cells smaller than its shrink average
 away — a 4000×3000 frame of 15-px DIC RBCs, whose reliefs are half bright and half dark, spanned 0.81 grey levels
 there and was labelled empty. On the windows, noise alone (4000×3000 fields, σ 2–8 at levels 3–180: raw, JPEG at
-quality 70 and 90, demosaiced, blurred by σ 0.7) spanned at most 0.86 of its noise, and simulated full frames of
+quality 70 and 90, demosaiced, blurred by σ 0.7) spanned at most 0.86 of its noise (fields of σ 10–12 stayed
+blank too), and simulated full frames of
 label-free cells 1.58 (unstained RBCs) to 13 (phase contrast); at full size, correlated noise (JPEG, demosaicing)
 spans up to 4.6 of it (measured while choosing: the label-free benchmark's full-frame scenes at seeds 21 and 43).
+Above 3 × 1024 px a side the windows leave gaps between them, where cells that the frame's copy does not show are
+not looked for; the windows are only looked at on frames whose copy is flat, rare in a stream of cells.
 """
 from __future__ import annotations
 
@@ -72,13 +75,6 @@ def _rank(size: int) -> int:
     return int(0.995 * (size - 1))
 
 
-def blank_evidence(image: np.ndarray) -> tuple[float, float, float]:
-    """(detail spread, noise, median) in 8-bit grey levels (see the module): what `is_blank` decides on."""
-    detail, noise, median = _measure(image)
-    flat = detail.ravel()
-    return float(np.partition(flat, _rank(flat.size))[_rank(flat.size)]), noise, median
-
-
 def is_blank(image: np.ndarray) -> bool:
     """Whether the frame holds nothing but background and noise (see the module): on its SIDE-px copy and, where it
     is much larger, in its windows too."""
@@ -92,8 +88,7 @@ def is_blank(image: np.ndarray) -> bool:
 def _flat(image: np.ndarray, noise_test_lit: bool) -> bool:
     """The blank test on one image at SIDE px: its detail's spread under FLAT or, where it is dark (or with
     ``noise_test_lit``, whatever its level), under NOISE_RATIO of its noise. The spread is compared with its bound
-    by counting the pixels at or above it — the same decision as `blank_evidence`'s percentile, without the partial
-    sort."""
+    by counting the pixels at or above it: the percentile's decision without a partial sort."""
     detail, noise, median = _measure(image)
     bound = max(FLAT, NOISE_RATIO * noise) if noise_test_lit or median < DARK else FLAT
     at_or_above = cv2.countNonZero(cv2.compare(detail, bound, cv2.CMP_GE))
@@ -107,6 +102,11 @@ def _windows(image: np.ndarray) -> list[np.ndarray]:
     side = SIDE * WINDOW_SHRINK
     if max(h, w) <= side:
         return []
-    tops = np.unique(np.linspace(0, max(0, h - side), min(WINDOWS, -(-h // side))).round().astype(int))
-    lefts = np.unique(np.linspace(0, max(0, w - side), min(WINDOWS, -(-w // side))).round().astype(int))
-    return [image[top:top + side, left:left + side] for top in tops.tolist() for left in lefts.tolist()]
+    return [image[top:top + side, left:left + side] for top in _starts(h, side) for left in _starts(w, side)]
+
+
+def _starts(length: int, side: int) -> list[int]:
+    """Where windows of ``side`` px start along an axis ``length`` px long: as many as cover it, at most WINDOWS,
+    the first at 0 and the last at the end (one at 0 where the axis is not longer than a window)."""
+    n = min(WINDOWS, -(-length // side))
+    return np.linspace(0, max(0, length - side), n).round().astype(int).tolist()
