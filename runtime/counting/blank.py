@@ -14,16 +14,17 @@ close, so the noise test is kept to dark frames, where no transmitted-light imag
 is never taken for blank. Everything runs on a copy shrunk to SIDE px (under half a millisecond for a 512×512 frame
 here).
 
-A frame more than WINDOW_SHRINK times larger than SIDE that its copy shows blank is looked at again in up to
-WINDOWS × WINDOWS windows spread over it, each SIDE × WINDOW_SHRINK px shrunk to SIDE, and is blank only where every
-window is, by the noise test whatever its level: on the whole frame's copy, cells smaller than its shrink average
-away — a 4000×3000 frame of 15-px DIC RBCs, whose reliefs are half bright and half dark, spanned 0.81 grey levels
-there and was labelled empty. On the windows, noise alone (4000×3000 fields, σ 2–8 at levels 3–180: raw, JPEG at
-quality 70 and 90, demosaiced, blurred by σ 0.7) spanned at most 0.86 of its noise (fields of σ 10–12 stayed
-blank too), and simulated full frames of label-free cells 1.58 (unstained RBCs) to 13 (phase contrast); at full
-size, correlated noise (JPEG, demosaicing) spans up to 4.6 of it (measured while choosing: the label-free
-benchmark's full-frame scenes at seeds 21 and 43). Above 3 × 1024 px a side the windows leave gaps between them, where cells that the frame's copy does not show are
-not looked for; the windows are only looked at on frames whose copy is flat, rare in a stream of cells.
+A frame more than WINDOW_SHRINK times larger than SIDE that its copy shows blank is looked at again in up to WINDOWS
+× WINDOWS windows spread over it, each SIDE × WINDOW_SHRINK px shrunk to SIDE, and is blank only where every window
+is, by the noise test whatever its level: on the whole frame's copy, cells smaller than its shrink average away — a
+4000×3000 frame of 15-px DIC RBCs, whose reliefs are half bright and half dark, spanned 0.81 grey levels there and
+was labelled empty. On the windows, noise alone (4000×3000 fields, σ 2–8 at levels 3–180: raw, JPEG at quality 70
+and 90, demosaiced, blurred by σ 0.7) spanned at most 0.86 of its noise (fields of σ 10–12 stayed blank too), and
+simulated full frames of label-free cells 1.58 (unstained RBCs) to 13 (phase contrast); at full size, correlated
+noise (JPEG, demosaicing) spans up to 4.6 of it (measured while choosing: the label-free benchmark's full-frame
+scenes at seeds 21 and 43). Above 3 × 1024 px a side the windows leave gaps between them, where cells that the
+frame's copy does not show are not looked for; the windows are only looked at on frames whose copy is flat, rare in
+a stream of cells.
 """
 from __future__ import annotations
 
