@@ -13,8 +13,6 @@ import numpy as np
 
 from runtime.counting.instances import fill_all_holes
 
-_KERNEL3 = np.ones((3, 3), np.uint8)
-
 
 def fill_holes(binary: np.ndarray, max_area: float | None = None, min_solidity: float = 0.8) -> np.ndarray:
     """Fill background regions not connected to the image border.
@@ -70,7 +68,7 @@ def _edge_holes(filled: np.ndarray, max_area: float, min_solidity: float) -> np.
             if not _cell_like(contours[0], max_area, min_solidity):
                 continue
             _, pieces = cv2.connectedComponents(np.ascontiguousarray(mask[:y1, x0:x1]), connectivity=8)
-            rim = pieces[cv2.dilate(hole, _KERNEL3) > hole]
+            rim = pieces[cv2.dilate(hole, None) > hole]  # the hole's 8-neighbours (OpenCV's default 3×3 element)
             if len(np.unique(rim[rim > 0])) == 1:
                 found[:y1, x0:x1][hole > 0] = 255
     return out
