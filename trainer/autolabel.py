@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Literal
 
 import cv2
@@ -41,7 +42,7 @@ from runtime.data.first_pass import first_pass
 from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
 from trainer.holes import fill_holes
-from trainer.label_free import HALOS, bright_halos, closed_along_shear, halo_free, label_free_mask
+from trainer.label_free import HALOS, bright_halos, closed_along_shear, halo_free, label_free_mask, path_cores
 
 Polarity = Literal["dark", "bright", "auto"]
 NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand, or of a blank one
@@ -293,7 +294,9 @@ class _Foreground:
     threshold: str
     scaled: Scaled
     scale: str  # "given" | "estimated" | "default"
-    halos: np.ndarray | None = None  # bright halos (255) between touching cells may lie on (`halo_free`)
+    # From the final mask (after rim closing, hole filling and rejection), where its touching cells are split from
+    # (`find_instances`' seeds); None: from the mask itself.
+    seeds: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
@@ -338,7 +341,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
     if config.reject:
         binary, rejected["thin"] = _remove_thin(binary, THIN * scaled.diameter_px / 2.0,
                                                 keep_outline=config.class_id == MACROPHAGE)
-    found = _instances(binary, scaled, min_area, None if fg.halos is None else halo_free(binary, fg.halos),
+    found = _instances(binary, scaled, min_area, None if fg.seeds is None else fg.seeds(binary),
                        scaled.typical_area if label_free and origin != "default" else None)
     # Specks and debris (a split never leaves a part this small: parts merge instead); a part cut by the frame edge
     # is kept down to a quarter of the minimum, as the counter keeps it.
@@ -415,7 +418,8 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     contrast and DIC; where the optics give cells bright halos (`trainer.label_free.HALOS`), touching cells are
     split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`); DIC masks of smooth cells
     are closed along the shear, where their relief fades, and joined by their optical path integrated along it
-    (`trainer.label_free.closed_along_shear`)."""
+    (`trainer.label_free.closed_along_shear`); touching DIC cells with processes are split from the mask without
+    its pixels of lowest optical path (`trainer.label_free.path_cores`)."""
     grey = _grey(image, config, colour=False)
     # The copy the first pass saw the cells on sets the mask's finest scales, also where the scale was given.
     first = first_pass(grey, blurred=config.gaussian)
@@ -424,8 +428,12 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     binary = label_free_mask(grey, scaled.diameter_px, processes=not smooth, factor=first.factor)
     if modality == "dic" and smooth:
         binary = closed_along_shear(binary, grey, scaled.diameter_px)
-    halos = bright_halos(grey, binary) if modality in HALOS and config.split_touching else None
-    return _Foreground(binary, None, "either", "texture", scaled, origin, halos)
+    seeds = None
+    if config.split_touching and modality in HALOS:
+        seeds = partial(halo_free, halos=bright_halos(grey, binary))
+    elif config.split_touching and modality == "dic" and not smooth:
+        seeds = partial(path_cores, grey, diameter_px=scaled.diameter_px)
+    return _Foreground(binary, None, "either", "texture", scaled, origin, seeds)
 
 
 def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndarray | None = None,
