@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Literal
 
 import cv2
@@ -42,7 +41,7 @@ from runtime.data.first_pass import first_pass
 from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
 from trainer.holes import fill_holes
-from trainer.label_free import HALOS, bright_halos, closed_along_shear, halo_free, label_free_mask, path_cores
+from trainer.label_free import closed_along_shear, label_free_mask, split_seeds
 
 Polarity = Literal["dark", "bright", "auto"]
 NOT_CHECKED = "not checked"  # the modality of an image labelled with a threshold chosen by hand, or of a blank one
@@ -415,11 +414,10 @@ def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: 
 
 def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality: str) -> _Foreground:
     """Cells by their local contrast of either sign (trainer/label_free.py): unstained brightfield, phase
-    contrast and DIC; where the optics give cells bright halos (`trainer.label_free.HALOS`), touching cells are
-    split from the mask without them (`trainer.label_free.bright_halos`, `halo_free`); DIC masks of smooth cells
-    are closed along the shear, where their relief fades, and joined by their optical path integrated along it
-    (`trainer.label_free.closed_along_shear`); touching DIC cells with processes are split from the mask without
-    its pixels of lowest optical path (`trainer.label_free.path_cores`)."""
+    contrast and DIC; DIC masks of smooth cells are closed along the shear, where their relief fades, and joined
+    by their optical path integrated along it (`trainer.label_free.closed_along_shear`); touching cells are split
+    from the mask without the halo lines between them and, for cells with processes, without its lowest optical
+    path, as the optics allow (`trainer.label_free.split_seeds`)."""
     grey = _grey(image, config, colour=False)
     # The copy the first pass saw the cells on sets the mask's finest scales, also where the scale was given.
     first = first_pass(grey, blurred=config.gaussian)
@@ -428,11 +426,7 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     binary = label_free_mask(grey, scaled.diameter_px, processes=not smooth, factor=first.factor)
     if modality == "dic" and smooth:
         binary = closed_along_shear(binary, grey, scaled.diameter_px)
-    seeds = None
-    if config.split_touching and modality in HALOS:
-        seeds = partial(halo_free, halos=bright_halos(grey, binary))
-    elif config.split_touching and modality == "dic" and not smooth:
-        seeds = partial(path_cores, grey, diameter_px=scaled.diameter_px)
+    seeds = split_seeds(grey, binary, modality, scaled.diameter_px, not smooth) if config.split_touching else None
     return _Foreground(binary, None, "either", "texture", scaled, origin, seeds)
 
 
@@ -442,7 +436,8 @@ def _instances(binary: np.ndarray, scaled: Scaled, min_area: int, seeds: np.ndar
     the labeller's preset (`runtime.counting.instances.LABELLER_SPLIT`, which says why it differs from the
     counter's) for the kind's size range: for RBCs, cut at every distance maximum above noise, parts no larger than
     one cell joined back, large blobs divided by area; for macrophages, the distance map alone. With ``seeds``
-    (any kind, `bright_halos`), the distance map is the seeds' where they hold two cells or more (`find_instances`).
+    (any kind, `trainer.label_free.split_seeds`), the distance map is the seeds' where they hold two cells or more
+    (`find_instances`).
 
     ``cell_area`` (label-free images: the estimated diameter's disc) stands in for the frame's median single cell
     where it has too few (`find_instances`): a DIC field of a few large RBCs, each of whose masks has a waist

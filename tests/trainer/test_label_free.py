@@ -122,12 +122,13 @@ def test_touching_phase_contrast_macrophages_split_at_their_halo_lines(monkeypat
     the texture mask: split at the halos, the labeller finds more of them whole than without, whether the frame is
     labelled as phase contrast or as unstained brightfield."""
     from runtime.data.simulator import make_microscope
-    from trainer import autolabel
+    from trainer import label_free
 
     frame = make_microscope("macrophage", size=512, seed=55, optics="phase", pseudopods=2.0).frame(0)
     config = AutoLabelConfig(kind="macrophage", split_touching=True, modality=modality)
+    monkeypatch.setattr(label_free, "path_cores", lambda path, mask, diameter_px: mask)  # the halos alone
     found = match_instances(auto_label(frame.image, config).instances.astype(np.int32), frame.instances)[0]
-    monkeypatch.setattr(autolabel, "HALOS", ())
+    monkeypatch.setattr(label_free, "HALOS", ())
     without = match_instances(auto_label(frame.image, config).instances.astype(np.int32), frame.instances)[0]
     assert found > without
 
@@ -136,7 +137,7 @@ def test_path_cores_cut_where_the_optical_path_dips_between_touching_cells():
     """`path_cores`: two touching cells of a DIC image (the x-derivative of their optical path, two domes) are
     one blob of the mask but two cores, inside it: the path dips between them. Without its lowest tenth (at 5 %
     they stay joined) the seeds would be the blob."""
-    from trainer.label_free import path_cores
+    from trainer.label_free import optical_path, path_cores, shear_axis
 
     yy, xx = np.mgrid[0:120, 0:180].astype(np.float32)
     path, mask = np.zeros((120, 180), np.float32), np.zeros((120, 180), np.uint8)
@@ -146,29 +147,30 @@ def test_path_cores_cut_where_the_optical_path_dips_between_touching_cells():
         cv2.circle(mask, (cx, 60), 22, 255, -1)
     relief = np.gradient(cv2.GaussianBlur(path, (0, 0), 1.5), axis=1) * 8
     grey = np.clip(128 + relief + np.random.default_rng(0).normal(0, 1.5, path.shape), 0, 255).astype(np.uint8)
-    cores = path_cores(grey, mask, 44.0)
+    cores = path_cores(optical_path(grey, 44.0, shear_axis(grey, 44.0)), mask, 44.0)
     assert cv2.connectedComponents(mask)[0] - 1 == 1
     assert cv2.connectedComponents(cores)[0] - 1 == 2
     assert not cores[mask == 0].any() and cores[60, 68] and cores[60, 108]
 
 
-def test_touching_dic_macrophages_split_at_their_optical_path(monkeypatch):
-    """Simulated DIC macrophages (seed 55, which no benchmark uses; four frames, 31 cells): split from the cores of
-    their optical path, the labeller finds more of them whole than from the mask itself (24 against 20 when
-    written)."""
+@pytest.mark.parametrize(("optics", "cells_when_written"), [("dic", "24 against 20"), ("phase", "28 against 25")])
+def test_touching_macrophages_split_at_their_optical_path(monkeypatch, optics, cells_when_written):
+    """Simulated DIC and phase-contrast macrophages (seed 55, which no benchmark uses; four frames, 31 cells): split
+    from the cores of their optical path (`path_cores`; in phase contrast as well as at the halo lines), the
+    labeller finds more of them whole than without (the counts of cells found whole when written)."""
     from runtime.data.simulator import make_microscope
-    from trainer import autolabel
+    from trainer import label_free
 
-    microscope = make_microscope("macrophage", size=512, seed=55, optics="dic", pseudopods=2.0)
+    microscope = make_microscope("macrophage", size=512, seed=55, optics=optics, pseudopods=2.0)
     frames = [microscope.frame(i) for i in range(4)]
-    config = AutoLabelConfig(kind="macrophage", split_touching=True)
+    config = AutoLabelConfig(kind="macrophage", split_touching=True, modality=optics)
 
     def whole() -> int:
         return sum(match_instances(auto_label(f.image, config).instances.astype(np.int32), f.instances)[0]
                    for f in frames)
 
     found = whole()
-    monkeypatch.setattr(autolabel, "path_cores", lambda grey, mask, diameter_px: mask)
+    monkeypatch.setattr(label_free, "path_cores", lambda path, mask, diameter_px: mask)
     assert found > whole()
 
 
