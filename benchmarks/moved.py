@@ -2,11 +2,12 @@
 `benchmarks/speed/counting_speed.py`, and so on): issues and scripts outside the project still run them as
 `python -m benchmarks.counting_speed`, `python -m benchmarks.label_free`, …
 
-One import hook answers for all of them rather than a shim file each (twenty more modules in `benchmarks/` than
-the house rule's fifteen): a flat name resolves to the module of that name in one of the ROOMS. Run with `-m`, the
+One import hook answers for all of them rather than a shim file each (over twenty more modules in `benchmarks/`
+than the house rule's fifteen): a flat name resolves to the module of that name in one of the ROOMS. Run with `-m`, the
 moved module runs as the script, with a FutureWarning that names its new path (shown to whoever runs it); imported,
 the name gives the very same module object, with a DeprecationWarning (shown to developers), as `runtime`'s moved
-modules do.
+modules do. Run with `-m` the script's package is `benchmarks` rather than its room (none of them imports
+relatively), and a script that starts worker processes by spawning shows the warning once in each.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def new_name(fullname: str) -> str | None:
         return None
     for room in ROOMS:
         name = f"benchmarks.{room}.{leaf}"
-        if importlib.util.find_spec(name) is not None:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):  # a module, not a folder
             return name
     return None
 
@@ -60,7 +62,7 @@ class MovedFinder(importlib.abc.MetaPathFinder):
     """Finds the old flat names of benchmark modules (`new_name`); every other name is left to the usual finders."""
 
     def find_spec(self, fullname: str, path=None, target=None) -> importlib.machinery.ModuleSpec | None:
-        new = new_name(fullname) if fullname.startswith("benchmarks.") else None
+        new = new_name(fullname)
         if new is None:
             return None
         origin = importlib.util.find_spec(new).origin

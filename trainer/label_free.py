@@ -210,17 +210,24 @@ def path_cores(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.nda
     lowest optical ``path`` (`optical_path` in DIC, `phase_path` in phase contrast; either sign), PATH_CORE_PERCENT
     of them, holes filled.
 
-    A cell's optical path is highest in its body and falls at its edge, so where two cells touch it dips between
-    them while the texture mask runs across (its energy is strongest at the edges). A rounded macrophage's
+    A cell's optical path is highest in its body and falls at its edge, and band-passed, as both paths here are,
+    it falls between two touching cells into a trough below their rims, while the texture mask runs across (its
+    energy is strongest at the edges); a mere waist between overlapping cells is not cut. A rounded macrophage's
     pseudopods keep a clump's waist wide, so the mask's distance map saw one cell in many pairs; without the
     low-path pixels, a rim all round and the dips between cells, it sees them. Only the split uses this (every
     mask pixel still belongs to a cell), and a blob whose seeds hold fewer than two cells is split as without
-    them."""
+    them. The level is one for the whole mask: a faint cell touching a much denser one can lose its core, and
+    that pair then stays whole."""
     if not _both_sides(mask):
         return mask
     path = cv2.GaussianBlur(_rising(path, mask, cv2.compare(mask, 0, cv2.CMP_EQ)), (0, 0), max(1.0, diameter_px / 10))
     level = float(np.percentile(path[mask > 0], PATH_CORE_PERCENT))
     return fill_all_holes(cv2.bitwise_and(mask, cv2.compare(path, level, cv2.CMP_GT)))
+
+
+def dic_path(grey: np.ndarray, diameter_px: float) -> np.ndarray:
+    """A DIC image's optical path up to its sign (`optical_path`), along the shear axis the image shows."""
+    return optical_path(grey, diameter_px, shear_axis(grey, diameter_px))
 
 
 def phase_path(grey: np.ndarray, diameter_px: float) -> np.ndarray:
@@ -279,13 +286,17 @@ def split_seeds(grey: np.ndarray, mask: np.ndarray, modality: str, diameter_px: 
     (macrophages) in phase contrast and DIC, also without their lowest optical path (`path_cores`). Not for
     unstained brightfield's path: its cells show as defocus rings, whose darkness does not follow the path."""
     halos = bright_halos(grey, mask) if modality in HALOS else None
-    path = None
+    path_of: Callable[[np.ndarray, float], np.ndarray] | None = None
     if processes and modality == "dic":
-        path = optical_path(grey, diameter_px, shear_axis(grey, diameter_px))
+        path_of = dic_path
     elif processes and modality == "phase":
-        path = phase_path(grey, diameter_px)
-    if path is None:
+        path_of = phase_path
+    if path_of is None:
         return None if halos is None else partial(halo_free, halos=halos)
-    if halos is None:
-        return partial(path_cores, path, diameter_px=diameter_px)
-    return lambda final: halo_free(path_cores(path, final, diameter_px), halos)
+
+    def seeds(final: np.ndarray) -> np.ndarray:
+        """The cores of ``final`` (the path computed here, when the split needs it), cut at the halos too."""
+        cores = path_cores(path_of(grey, diameter_px), final, diameter_px)
+        return cores if halos is None else halo_free(cores, halos)
+
+    return seeds

@@ -133,31 +133,78 @@ def test_touching_phase_contrast_macrophages_split_at_their_halo_lines(monkeypat
     assert found > without
 
 
-def test_path_cores_cut_where_the_optical_path_dips_between_touching_cells():
-    """`path_cores`: two touching cells of a DIC image (the x-derivative of their optical path, two domes) are
-    one blob of the mask but two cores, inside it: the path dips between them. Without its lowest tenth (at 5 %
-    they stay joined) the seeds would be the blob."""
-    from trainer.label_free import optical_path, path_cores, shear_axis
-
+def _two_domes(radius: int, apart: int) -> tuple[np.ndarray, np.ndarray]:
+    """The optical path of two touching cells (domes of height 30, ``apart`` px between centres) on a 120×180 field,
+    and their mask: one blob."""
     yy, xx = np.mgrid[0:120, 0:180].astype(np.float32)
-    path, mask = np.zeros((120, 180), np.float32), np.zeros((120, 180), np.uint8)
-    for cx in (68, 108):  # 22 px radius, centres 40 px apart: the discs overlap
-        r2 = ((xx - cx) ** 2 + (yy - 60) ** 2) / 22 ** 2
-        path += 30 * np.sqrt(np.clip(1 - r2, 0, 1))
-        cv2.circle(mask, (cx, 60), 22, 255, -1)
+    domes, mask = [], np.zeros((120, 180), np.uint8)
+    for cx in (90 - apart // 2, 90 + apart // 2):
+        domes.append(30 * np.sqrt(np.clip(1 - ((xx - cx) ** 2 + (yy - 60) ** 2) / radius ** 2, 0, 1)))
+        cv2.circle(mask, (cx, 60), radius, 255, -1)
+    assert cv2.connectedComponents(mask)[0] - 1 == 1
+    return np.maximum(*domes), mask
+
+
+def test_path_cores_cut_where_the_path_falls_to_the_cells_rims_between_them():
+    """`path_cores`: two overlapping domes whose waist stays well above their rims are one core (the rule cuts
+    nothing there); with the trough a band-passed path has between touching cells (13 px wide, below the rims'
+    level), the cores are two, inside the mask's one blob, whichever sign the path has."""
+    from trainer.label_free import path_cores
+
+    path, mask = _two_domes(22, 36)
+    assert cv2.connectedComponents(path_cores(path, mask, 44.0))[0] - 1 == 1
+    path[:, 84:97] -= 20
+    for sign in (1, -1):
+        cores = path_cores(sign * path, mask, 44.0)
+        assert cv2.connectedComponents(cores)[0] - 1 == 2
+        assert not cores[mask == 0].any() and cores[60, 72] and cores[60, 108]
+
+
+def test_a_dic_relief_of_touching_cells_gives_two_cores():
+    """From the image alone: a DIC relief (the x-derivative of two touching cells' path) integrated along the shear
+    it shows (`dic_path`) gives the two cores, at shares of the path from 2 to 40 %: the integration's band-pass
+    leaves the trough between them that the domes alone do not have."""
+    from trainer import label_free
+
+    path, mask = _two_domes(20, 40)
     relief = np.gradient(cv2.GaussianBlur(path, (0, 0), 1.5), axis=1) * 8
     grey = np.clip(128 + relief + np.random.default_rng(0).normal(0, 1.5, path.shape), 0, 255).astype(np.uint8)
-    cores = path_cores(optical_path(grey, 44.0, shear_axis(grey, 44.0)), mask, 44.0)
-    assert cv2.connectedComponents(mask)[0] - 1 == 1
-    assert cv2.connectedComponents(cores)[0] - 1 == 2
-    assert not cores[mask == 0].any() and cores[60, 68] and cores[60, 108]
+    for percent in (2, 10, 40):
+        label_free.PATH_CORE_PERCENT = percent
+        try:
+            assert cv2.connectedComponents(label_free.path_cores(label_free.dic_path(grey, 40.0), mask, 40.0))[0] == 3
+        finally:
+            label_free.PATH_CORE_PERCENT = 10.0
 
 
-@pytest.mark.parametrize(("optics", "cells_when_written"), [("dic", "24 against 20"), ("phase", "28 against 25")])
-def test_touching_macrophages_split_at_their_optical_path(monkeypatch, optics, cells_when_written):
+@pytest.mark.parametrize(("modality", "processes", "halos", "cores"), [
+    ("phase", True, True, True), ("phase", False, True, False), ("brightfield", True, True, False),
+    ("brightfield", False, True, False), ("dic", True, False, True), ("dic", False, False, False)])
+def test_split_seeds_by_optics(monkeypatch, modality, processes, halos, cores):
+    """`split_seeds`: halo lines where the optics give halos (phase contrast, unstained brightfield); the optical
+    path's cores for cells with processes in phase contrast and DIC only (unstained brightfield's defocus rings do
+    not follow the path); neither for smooth DIC cells (None: the mask itself)."""
+    from trainer import label_free
+
+    used = []
+    monkeypatch.setattr(label_free, "halo_free", lambda mask, halos: used.append("halos") or mask)
+    monkeypatch.setattr(label_free, "path_cores", lambda path, mask, diameter_px: used.append("cores") or mask)
+    grey = np.full((64, 64), 120, np.uint8)
+    mask = np.zeros_like(grey)
+    cv2.circle(mask, (32, 32), 10, 255, -1)
+    seeds = label_free.split_seeds(grey, mask, modality, 20.0, processes)
+    if seeds is not None:
+        seeds(mask)
+    assert (seeds is None) == (not halos and not cores)
+    assert used == ["cores"] * cores + ["halos"] * halos
+
+
+@pytest.mark.parametrize("optics", ["dic", "phase"])
+def test_touching_macrophages_split_at_their_optical_path(monkeypatch, optics):
     """Simulated DIC and phase-contrast macrophages (seed 55, which no benchmark uses; four frames, 31 cells): split
     from the cores of their optical path (`path_cores`; in phase contrast as well as at the halo lines), the
-    labeller finds more of them whole than without (the counts of cells found whole when written)."""
+    labeller finds more of them whole than without (24 against 20 in DIC and 28 against 25 in phase contrast
+    when written)."""
     from runtime.data.simulator import make_microscope
     from trainer import label_free
 
