@@ -200,8 +200,8 @@ def _rising(path: np.ndarray, mask: np.ndarray, outside: np.ndarray) -> np.ndarr
 # again: on seeds 20, 22 and 23 (512 px) F1 0.985 / 0.916 / 0.915 → 0.993 / 0.959 / 0.945, count 0.985 / 0.919 /
 # 0.908 → 1.000 / 0.986 / 0.936; seed 20 at 0.2 µm/px 0.992 → 1.000, in a full frame 0.844 → 0.946 (0.869 → 0.976);
 # a first version that gave unstained brightfield the cores too gave these phase rows F1 within 0.02 of 10 % at 5
-# and at 20 %. Unstained brightfield, tried the same way, lost F1 on seed 23 (0.723 →
-# 0.664, its defocus rings split), so it keeps its halo lines alone.
+# and at 20 %. Unstained brightfield, tried the same way, lost F1 on seed 23 (0.723 → 0.664, its defocus rings
+# split), so it keeps its halo lines alone.
 PATH_CORE_PERCENT = 10.0
 
 
