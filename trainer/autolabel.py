@@ -38,7 +38,7 @@ from runtime.classes import CELL_SIZES, DEFAULT_PIXEL_SIZE_UM, MACROPHAGE, RBC, 
 from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_holes, find_instances
 from runtime.counting.blank import is_blank
 from runtime.data.first_pass import first_pass
-from runtime.data.modality import LABEL_FREE, check_modality, detect_modality
+from runtime.data.modality import LABEL_FREE, as_grey, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
 from trainer.holes import fill_holes
 from trainer.label_free import closed_along_shear, label_free_mask, split_seeds
@@ -370,7 +370,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
 
 def _grey(image: np.ndarray, config: AutoLabelConfig, colour: bool) -> np.ndarray:
     """The grey image, with the paper's Gaussian filter (step 1) unless colour takes over the threshold."""
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    grey = as_grey(image)
     if config.gaussian and not colour:  # with colour, grey only decides polarity and seeds the colour split
         grey = cv2.GaussianBlur(grey, (config.gaussian_ksize,) * 2, config.gaussian_sigma)
     return grey

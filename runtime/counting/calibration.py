@@ -20,7 +20,7 @@ import numpy as np
 from runtime.classes import cell_size
 from runtime.counting.instances import fill_all_holes
 from runtime.data.first_pass import first_pass
-from runtime.data.modality import LABEL_FREE, detect_modality
+from runtime.data.modality import LABEL_FREE, as_grey, detect_modality
 from runtime.backends.model_meta import ModelMetadata
 from runtime.counting.scale import peak_diameters
 
@@ -71,7 +71,7 @@ def cell_diameters(image: np.ndarray) -> np.ndarray | None:
     energy, on the copy where it sees cells (`runtime.data.first_pass`), others on a mask by Otsu on the
     grey image flattened by a wide blur (cells dark or bright, whichever side of the median the histogram's tail
     lies); None with too few cells."""
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    grey = as_grey(image)
     if detect_modality(image).modality in LABEL_FREE:
         return first_pass(grey).diameters
     grey = cv2.GaussianBlur(grey, (0, 0), 1.0).astype(np.float32)

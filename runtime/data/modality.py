@@ -125,7 +125,7 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
     if chroma >= STAIN_CHROMA:  # the common case, decided before any other work
         return ModalityEvidence("stained", **evidence)
     small = _shrunk(image)
-    grey = _grey(small)
+    grey = as_grey(small)
     median, bright = np.percentile(grey[::2, ::2], (50, 99.5))
     evidence["background_ratio"] = background_ratio = float(median / max(bright, 1.0))
     if background_ratio < EMISSION_BACKGROUND:
@@ -161,7 +161,7 @@ def _detection_copy(image: np.ndarray, whole: np.ndarray) -> np.ndarray:
     factor = max(image.shape[:2]) / DETECT_SIDE
     if factor <= 1:
         return whole
-    probe = _grey(_central(image, PROBE_SIDE))
+    probe = as_grey(_central(image, PROBE_SIDE))
     found = first_pass(probe)
     narrowest, widest = DETECT_CELLS_PX
     if found.diameters is None or found.diameter / factor >= narrowest:
@@ -169,7 +169,7 @@ def _detection_copy(image: np.ndarray, whole: np.ndarray) -> np.ndarray:
     if len(found.diameters) * math.pi * found.diameter ** 2 / 4 < PROBE_MIN_COVER * probe.size:
         return whole
     shrink = max(1.0, found.diameter / widest)
-    window = _grey(_central(image, round(DETECT_SIDE * shrink)))
+    window = as_grey(_central(image, round(DETECT_SIDE * shrink)))
     if shrink == 1.0:
         return window
     size = (max(1, round(window.shape[1] / shrink)), max(1, round(window.shape[0] / shrink)))
@@ -183,8 +183,9 @@ def _central(image: np.ndarray, side: int) -> np.ndarray:
     return image[top:top + side, left:left + side]
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    """``image`` in grey (itself where it is)."""
+def as_grey(image: np.ndarray) -> np.ndarray:
+    """``image`` in grey (itself where it is): the one conversion the detection, the calibration and the labeller
+    share."""
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
