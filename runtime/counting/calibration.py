@@ -19,6 +19,7 @@ import numpy as np
 
 from runtime.classes import cell_size
 from runtime.counting.instances import fill_all_holes
+from runtime.data.energy import wide_gaussian
 from runtime.data.first_pass import first_pass
 from runtime.data.modality import LABEL_FREE, as_grey, detect_modality
 from runtime.backends.model_meta import ModelMetadata
@@ -75,7 +76,7 @@ def cell_diameters(image: np.ndarray) -> np.ndarray | None:
     if detect_modality(image).modality in LABEL_FREE:
         return first_pass(grey).diameters
     grey = cv2.GaussianBlur(grey, (0, 0), 1.0).astype(np.float32)
-    flat = cv2.convertScaleAbs(grey - cv2.GaussianBlur(grey, (0, 0), min(grey.shape) / 8) + 128)
+    flat = cv2.convertScaleAbs(grey - wide_gaussian(grey, min(grey.shape) / 8) + 128)
     dark = np.median(flat) > flat.mean()
     mode = (cv2.THRESH_BINARY_INV if dark else cv2.THRESH_BINARY) | cv2.THRESH_OTSU
     return peak_diameters(fill_all_holes(cv2.threshold(flat, 0, 255, mode)[1]))
@@ -125,12 +126,13 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
         class_map = segment(frames[0], zoom)
         cells = [cv2.connectedComponents(cv2.compare(class_map, c, cv2.CMP_EQ))[0] - 1
                  for c in range(1, len(metadata.classes))]
-        if max(cells) > 0:
+        if max(cells) > 0 and metadata.classes[1 + int(np.argmax(cells))] != ruler:
             ruler = metadata.classes[1 + int(np.argmax(cells))]
             zoom = targets[ruler] / median
+            class_map = segment(frames[0], zoom)  # the same ruler keeps the same zoom: its map is the one made
         # The classical mask is wider or narrower than the cells by its blur and threshold; the model's own class map
         # near the right scale is not: one correction by what it measures there.
-        seen = peak_diameters(cv2.compare(segment(frames[0], zoom), metadata.classes.index(ruler), cv2.CMP_EQ))
+        seen = peak_diameters(cv2.compare(class_map, metadata.classes.index(ruler), cv2.CMP_EQ))
         if seen is not None:  # bounded: a model lost on these frames must not move the classical guess far
             zoom *= float(np.clip(targets[ruler] / float(np.median(seen)), 1 / MAX_CORRECTION, MAX_CORRECTION))
             note += f", {ruler}s of {float(np.median(seen)):.1f} px in the model's output"

@@ -48,8 +48,18 @@ def test_the_ruler_is_the_class_the_frames_hold(runner):
     off 2.75×."""
     frames = [make_microscope("macrophage", seed=4).frame(i).image for i in range(2)]
     enlarged = [cv2.resize(f, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR) for f in frames]
-    found = calibrate(enlarged, runner.metadata, lambda f, z: Segmenter(runner, zoom=z).segment(f))
+    zooms = []
+    found = calibrate(enlarged, runner.metadata, lambda f, z: zooms.append(z) or Segmenter(runner, zoom=z).segment(f))
     assert found.ruler == "macrophage" and found.pixel_size_um == pytest.approx(0.2, rel=0.15), found
+    assert len(zooms) == 2 and zooms[1] > 2 * zooms[0], "segmented again at the macrophage ruler's zoom"
+
+
+def test_a_frame_is_segmented_once_where_the_first_ruler_stays(runner, scene):
+    """Mixed fields, RBCs the ruler from the start: the class map made at its zoom is the one the correction
+    measures (a second segmentation at the same zoom was a third of the calibration's time)."""
+    zooms = []
+    found = calibrate(scene, runner.metadata, lambda f, z: zooms.append(z) or Segmenter(runner, zoom=z).segment(f))
+    assert found.ruler == "rbc" and found.pixel_size_um == pytest.approx(0.4, rel=0.12) and len(zooms) == 1, found
 
 
 def test_blank_frames_fall_back_to_the_models_pixel_size_and_say_so(runner):
