@@ -48,6 +48,18 @@ def test_the_confluent_sheet_is_one_clump_of_touching_cells():
     assert 0.5 < sheet.mean() < 0.95, "cells with gaps between them, not a solid field"
 
 
+def test_calibration_speed_times_both_blurs_and_the_calibration():
+    from benchmarks.speed.calibration_speed import measure_size
+    from runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from runtime.cli.run import DEFAULT_MODEL
+
+    with OnnxRuntimeRunner(DEFAULT_MODEL, threads=1) as runner:
+        result = measure_size(runner, (256, 320), repeats=1)
+    blur = result["flattening_blur_ms"]
+    assert blur["opencv_full_size"] > 0 and blur["wide_gaussian"] > 0 and blur["largest_difference_grey"] < 0.1
+    assert result["segmentations"] in (1, 2) and result["calibrate_ms"] > 0 and "µm/px" in result["calibration"]
+
+
 def test_simulator_speed_reports_each_kind_and_the_stream():
     from benchmarks.speed.simulator_speed import measure
 
