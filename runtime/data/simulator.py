@@ -223,14 +223,17 @@ class SimulatedMicroscope:
 
     def stream(self, n_frames: int | None = None, drift_px: float = 0.8, world_scale: int = 3,
                maps: bool = True) -> Iterator[SimFrame]:
-        """A live-camera imitation: one large slide whose field of view drifts slowly, fresh noise per frame.
+        """A live-camera imitation: one large slide whose field of view drifts slowly, fresh noise per frame (the
+        slide is rendered by this call, the frames as they are taken: `slide`, then `Slide.frames`)."""
+        return self.slide(world_scale).frames(n_frames, drift_px, maps)
 
-        ``maps`` False: frames carry the counts but no class or instance map (None), a third of a frame's cost —
-        the demo camera needs only the counts, and its thread shares the cores with the pipeline it feeds."""
+    def slide(self, world_scale: int = 3) -> Slide:
+        """The slide a stream drifts over, ``world_scale`` frames wide and high, rendered now: a third of a second
+        at 512×512, which `runtime.io.sources.DemoSource` spends when it is opened, as a camera opens in its
+        constructor, rather than inside the run it feeds."""
         cfg = self.config
         rng = np.random.default_rng([self.seed, 0xCA3E7A])
-        wh, ww = cfg.height * world_scale, cfg.width * world_scale
-        world = self._render_field(rng, wh, ww)
+        world = self._render_field(rng, cfg.height * world_scale, cfg.width * world_scale)
         # A real camera keeps its focus and illumination: both are fixed for the stream (no flicker), and the
         # defocus and the optics are applied to the slide once (each optics is linear in the scene and the
         # illumination is smooth, so blurring the scene equals blurring the image), so each frame only crops,
@@ -242,24 +245,7 @@ class SimulatedMicroscope:
         light = self._illumination(rng, cfg.height, cfg.width)
         defocus_dz = _draw_defocus_dz(np.random.default_rng([self.seed, _OPTICS_SEED, 0xCA3E7A]))
         signal = self.optics.transmission(world.absorption, world.phase, defocus_dz)
-        span_y, span_x = wh - cfg.height, ww - cfg.width
-        t = 0
-        while n_frames is None or t < n_frames:
-            # A slow Lissajous path keeps the view inside the slide without ever jumping.
-            phase = t * drift_px / max(span_x, span_y)
-            y = int(round(span_y * (0.5 + 0.5 * math.sin(phase * 1.3))))
-            x = int(round(span_x * (0.5 + 0.5 * math.sin(phase + 0.7))))
-            window = (slice(y, y + cfg.height), slice(x, x + cfg.width))
-            yield self._photograph(
-                np.random.default_rng([self.seed, 0xCA3E7A, t]),
-                signal[window],
-                world.instances[window],
-                world.instance_class,
-                sigma=0.0,
-                light=light,
-                maps=maps,
-            )
-            t += 1
+        return Slide(self, signal, world.instances, world.instance_class, light)
 
     # -- scene ------------------------------------------------------------------------------------------------
     def _render_field(self, rng: np.random.Generator, height: int, width: int) -> _Field:
@@ -379,6 +365,36 @@ class SimulatedMicroscope:
         small = 1.0 + gy * ys + gx * xs - abs(vig) * (ys * ys + xs * xs) / 2
         small = (small[..., None] * self.optics.light_bgr).astype(np.float32)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class Slide:
+    """A rendered slide (`SimulatedMicroscope.slide`): its signal under the optics, its cells, and the light."""
+
+    microscope: SimulatedMicroscope
+    signal: np.ndarray
+    instances: np.ndarray
+    instance_class: np.ndarray
+    light: np.ndarray
+
+    def frames(self, n_frames: int | None = None, drift_px: float = 0.8, maps: bool = True) -> Iterator[SimFrame]:
+        """Its fields of view, drifting ``drift_px`` a frame; the same frames on every call.
+
+        ``maps`` False: frames carry the counts but no class or instance map (None), a third of a frame's cost —
+        the demo camera needs only the counts, and its thread shares the cores with the pipeline it feeds."""
+        microscope, (height, width) = self.microscope, self.light.shape[:2]
+        span_y, span_x = self.signal.shape[0] - height, self.signal.shape[1] - width
+        t = 0
+        while n_frames is None or t < n_frames:
+            # A slow Lissajous path keeps the view inside the slide without ever jumping.
+            phase = t * drift_px / max(span_x, span_y)
+            y = int(round(span_y * (0.5 + 0.5 * math.sin(phase * 1.3))))
+            x = int(round(span_x * (0.5 + 0.5 * math.sin(phase + 0.7))))
+            window = (slice(y, y + height), slice(x, x + width))
+            yield microscope._photograph(np.random.default_rng([microscope.seed, 0xCA3E7A, t]), self.signal[window],
+                                         self.instances[window], self.instance_class, sigma=0.0, light=self.light,
+                                         maps=maps)
+            t += 1
 
 
 def _offsets(radius: float, reach: float) -> tuple[np.ndarray, np.ndarray]:

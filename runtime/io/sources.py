@@ -49,9 +49,11 @@ class DemoSource(Source):
         from runtime.data.simulator import make_microscope
 
         self.microscope = make_microscope(kind, size=size, seed=seed)
+        # Its slide rendered now (a third of a second), as a camera opens in its constructor: not in the run it feeds.
+        self.slide = self.microscope.slide()
 
     def frames(self) -> Iterator[Frame]:
-        for i, sim in enumerate(self.microscope.stream(maps=False)):  # a camera gives no maps
+        for i, sim in enumerate(self.slide.frames(maps=False)):  # a camera gives no maps
             yield Frame(i, sim.image, "demo", sim.counts)
 
 

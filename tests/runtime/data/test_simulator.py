@@ -91,6 +91,10 @@ def test_stream_drifts_slowly_and_stays_consistent():
     bare = list(make_microscope("mixed", size=128, seed=3).stream(n_frames=5, drift_px=2.0, maps=False))
     assert all(np.array_equal(b.image, f.image) and b.counts == f.counts for b, f in zip(bare, frames))
     assert all(b.semantic is None and b.instances is None for b in bare)
+    # One slide, rendered once (the demo camera renders it when opened), gives the stream's frames on every pass.
+    slide = make_microscope("mixed", size=128, seed=3).slide()
+    for _ in range(2):
+        assert all(np.array_equal(s.image, f.image) for s, f in zip(slide.frames(5, drift_px=2.0), frames))
 
 
 def test_bad_config_is_a_clear_error():
