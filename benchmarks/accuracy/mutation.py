@@ -39,6 +39,7 @@ SEED_TESTS = ("tests/runtime/counting/test_instances.py",)
 LABEL_FREE_TESTS = ("tests/trainer/test_label_free.py",)
 MODALITY_TESTS = ("tests/runtime/data/test_modality.py",)
 PIPELINE_TESTS = ("tests/runtime/pipeline/test_pipeline.py",)
+CALIBRATION_TESTS = ("tests/runtime/counting/test_calibration.py", "tests/runtime/data/test_energy.py")
 
 
 class MutationError(RuntimeError):
@@ -286,6 +287,20 @@ MUTATIONS = (
              "contrast too faint for a stain is unstained brightfield, of either sign",
              "runtime/data/modality.py", 'and evidence["contrast"] < FAINT:\n',
              'and evidence["contrast"] < FAINT and (evidence["bright_share"] or 0) >= BRIGHT_SHARE:\n', MODALITY_TESTS),
+    # The calibration's cost (issue #24: a run's start, a 4000×3000 frame's minutes).
+    Mutation("calibration: whole frame always segmented",
+             "the model sees the centre of a large frame that one input holds, not every tile",
+             "runtime/counting/calibration.py",
+             "views = [frame] if (crop_h, crop_w) == (height, width) else [frame[y:y + crop_h, x:x + crop_w], frame]",
+             "views = [frame]", CALIBRATION_TESTS),
+    Mutation("calibration: an empty centre kept",
+             "a centre with too few cells gives way to the whole frame",
+             "runtime/counting/calibration.py", "        if sum(cells) >= MIN_CELLS:\n", "        if True:\n",
+             CALIBRATION_TESTS),
+    Mutation("wide Gaussian: border replicated",
+             "the flattening blur reflects the frame at its border as OpenCV's own blur does",
+             "runtime/data/energy.py", "(-w) % factor, cv2.BORDER_REFLECT_101)", "(-w) % factor, cv2.BORDER_REPLICATE)",
+             CALIBRATION_TESTS),
 )
 
 

@@ -62,6 +62,23 @@ def test_a_frame_is_segmented_once_where_the_first_ruler_stays(runner, scene):
     assert found.ruler == "rbc" and found.pixel_size_um == pytest.approx(0.4, rel=0.12) and len(zooms) == 1, found
 
 
+def test_a_large_frame_is_calibrated_on_the_centre_one_model_input_holds(runner):
+    """A 1024×1024 field at the model's scale: the model sees its centre, one input's worth (one inference, not
+    four tiles); where the centre is empty, the whole frame, rather than no correction."""
+    field = make_microscope("mixed", size=1024, seed=12).frame(0).image
+    empty_centre = field.copy()
+    empty_centre[192:832, 192:832] = np.median(field.reshape(-1, 3), axis=0).astype(np.uint8)
+    for frame, views in ((field, 1), (empty_centre, 2)):
+        shapes = []
+        found = calibrate([frame], runner.metadata,
+                          lambda f, z: shapes.append((f.shape[:2], z)) or Segmenter(runner, zoom=z).segment(f))
+        assert found.pixel_size_um == pytest.approx(0.4, rel=0.12) and len(shapes) == views, (found, shapes)
+        (crop, zoom) = shapes[0]
+        assert max(crop) * zoom <= 512 < min(crop) * zoom + 2 and crop[0] < 1024, "one model input's worth"
+        if views == 2:
+            assert shapes[1][0] == (1024, 1024), "the whole frame where the centre shows no cells"
+
+
 def test_blank_frames_fall_back_to_the_models_pixel_size_and_say_so(runner):
     warnings = []
     blank = [np.full((300, 400, 3), 180, np.uint8)] * 4
