@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.publish import cpu_name
 from runtime.backends import open_runner
 from runtime.backends.openvino import openvino_available
 from runtime.backends.base import Runner
@@ -212,7 +213,7 @@ def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions |
                         entry["fraction_of_peak"] = round(lat["fps"] / ceiling, 3)
                     entry["meets_25fps"] = bool((entry["end_to_end_fps"] or entry["fps"]) >= TARGET_FPS)
                     results.append(entry)
-    return {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                         "system": platform.platform()},
             "models": costs, "peak_gflops": next(iter(peaks.values()), None),
             "target_fps": TARGET_FPS, "paper": PAPER, "results": results, "not_measured": notes}

@@ -20,15 +20,13 @@ Run: python -m benchmarks.speed.e2e_ratio [--pairs 8] [--frames 150] [--baseline
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.publish import publish
+from benchmarks.publish import machine, publish
 from benchmarks.bench import ready_source
 from runtime.backends.base import Runner
 from runtime.backends.select import open_runner
@@ -82,7 +80,7 @@ def measure(pairs: int = 8, frames: int = 150, budget: bool = True, backend: str
                          "steady_fps": steady, "steady_ratio": round(steady / inference, 3)})
         detail = runner.detail
     pooled = sum(r["end_to_end_fps"] for r in rows) / sum(r["inference_fps"] for r in rows)
-    return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "runner": detail,
+    return {"machine": machine(), "runner": detail,
             "host_budget": budget, "source": source, "frames_per_run": frames, "steady_from_frame": STEADY_FROM,
             "pairs": rows,
             "median_ratio": round(statistics.median(r["ratio"] for r in rows), 3), "pooled_ratio": round(pooled, 3),

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.publish import publish
+from benchmarks.publish import cpu_name, publish
 from export.onnx_export import ExportOptions, export_onnx
 from export.tensorrt import BuildOptions, build_engine
 from runtime.cli.run import DEFAULT_MODEL
@@ -76,7 +75,7 @@ def measure(archs: tuple[str, ...] = ("light-unet", "vgg16-unet"), size: int = 5
                     rows.append({"model": "fresh export (untrained weights)", "arch": arch, "precision": precision,
                                  "batch": batch, **_build(model, options, repeats, tmp)})
                     model.unlink()
-    return {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                         "gpu": "none (ahead-of-time build)", "note": "shared VM: build times vary with its load"},
             "size": size, "repeats": repeats, "workspace_mib": WORKSPACE_MIB, "results": rows}
 

@@ -1,13 +1,21 @@
 """`--backend auto|trt|openvino|ort`: which runner serves a model file, and why."""
 from __future__ import annotations
 
+import time
+from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from runtime.backends.base import Runner
 from runtime.errors import CscError
 
 BACKENDS = ("auto", "trt", "openvino", "ort")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# `auto`'s trial of the two CPU backends (`cpu_trial`): frames timed per backend after WARM_UP calls, about 0.2 s
+# each for the bundled model here; the trial, OpenVINO's compilation included, adds about 1.5 s to a run's start.
+TRIAL_FRAMES = 8
+WARM_UP = 2
 
 
 def engine_beside(model: Path) -> Path | None:
@@ -50,9 +58,51 @@ def open_runner(model: str | Path, backend: str = "auto", threads: int | None = 
         why_not = f"{engine.name} exists but {problem}"
     if ort_has_gpu():
         return OnnxRuntimeRunner(model, threads), f"ONNX Runtime on the GPU ({why_not})"
-    if openvino_available():
-        return OpenVinoRunner(model, threads), f"OpenVINO, the fastest CPU backend installed ({why_not})"
-    return OnnxRuntimeRunner(model, threads), f"ONNX Runtime ({why_not}; OpenVINO, faster on a CPU, not installed)"
+    if not openvino_available():
+        return OnnxRuntimeRunner(model, threads), f"ONNX Runtime ({why_not}; OpenVINO not installed)"
+    rates = cpu_trial(model, threads)
+    if "openvino" not in rates:
+        return OnnxRuntimeRunner(model, threads), f"ONNX Runtime ({why_not}; OpenVINO {rates['why_not_openvino']})"
+    names = {"openvino": "OpenVINO", "ort": "ONNX Runtime"}
+    faster, slower = ("openvino", "ort") if rates["openvino"] >= rates["ort"] else ("ort", "openvino")
+    kind = OpenVinoRunner if faster == "openvino" else OnnxRuntimeRunner
+    return kind(model, threads), (f"{names[faster]}, the faster CPU backend here: {rates[faster]:.0f} FPS against "
+                                  f"{names[slower]}'s {rates[slower]:.0f} in a {TRIAL_FRAMES}-frame trial ({why_not})")
+
+
+def cpu_trial(model: Path, threads: int | None) -> dict:
+    """Frames per second of OpenVINO and ONNX Runtime on this model here (``openvino``, ``ort``), or ONNX Runtime's
+    and why OpenVINO cannot serve the model (``why_not_openvino``). Neither is the faster CPU backend everywhere:
+    OpenVINO ran the bundled model 1.31–1.44× as fast as ONNX Runtime on the VM of issue #24 and
+    `bench_cpu_backends.json`, and about 0.7× on an AMD EPYC (AVX2) VM (`bench_cpu_backends_epyc.json`). Measured
+    once per model file and thread count in a process."""
+    stat = model.stat() if model.is_file() else None
+    return dict(_trial(str(model), stat and (stat.st_size, stat.st_mtime_ns), threads))
+
+
+@lru_cache(maxsize=8)
+def _trial(model: str, signature: tuple | None, threads: int | None) -> tuple[tuple[str, object], ...]:
+    """`cpu_trial`'s measurement; ``signature`` (the file's size and time) only keys the cache, so that a model
+    exported again under the same name is measured again."""
+    from runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from runtime.backends.openvino import OpenVinoRunner
+
+    rates: dict[str, object] = {}
+    for name, kind in (("ort", OnnxRuntimeRunner), ("openvino", OpenVinoRunner)):
+        try:
+            with kind(model, threads) as runner:
+                frame = np.full((runner.min_batch, *runner.input_size, 3), 128, np.uint8)
+                for _ in range(WARM_UP):
+                    runner.infer(frame)
+                start = time.perf_counter()
+                for _ in range(TRIAL_FRAMES):
+                    runner.infer(frame)
+                rates[name] = TRIAL_FRAMES * runner.min_batch / (time.perf_counter() - start)
+        except CscError as err:
+            if name == "ort":
+                raise
+            rates["why_not_openvino"] = f"cannot serve it: {err.reason}"
+    return tuple(rates.items())
 
 
 def ort_has_gpu() -> bool:

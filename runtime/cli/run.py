@@ -34,7 +34,7 @@ def run(
     source: str = typer.Option(None, "--source", help="'demo': the simulated microscope (no hardware needed)."),
     model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled model for --modality)."),
     modality: Modality = typer.Option("auto", "--modality", help="The optics (stained, brightfield, phase, dic, fluorescence). Without --model, label-free optics pick the bundled label-free model where there is one; auto keeps the stained-smear model, and the run warns when the frames' optics are not the model's."),
-    backend: Backend = typer.Option("auto", "--backend", help="auto: TensorRT when an engine beside the model runs here, else ONNX Runtime on a GPU, else OpenVINO where installed (the fastest on a CPU), else ONNX Runtime; or trt, openvino, ort."),
+    backend: Backend = typer.Option("auto", "--backend", help="auto: TensorRT when an engine beside the model runs here, else ONNX Runtime on a GPU, else OpenVINO or ONNX Runtime on the CPU, whichever ran the model faster in a short trial here; or trt, openvino, ort."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: capture each batch size's enqueue once as a CUDA graph and replay it."),
     no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
     max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop after N frames."),
