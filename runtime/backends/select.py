@@ -74,7 +74,7 @@ def cpu_trial(model: Path, threads: int | None) -> dict:
     """Frames per second of OpenVINO and ONNX Runtime on this model here (``openvino``, ``ort``), or ONNX Runtime's
     and why OpenVINO cannot serve the model (``why_not_openvino``). Neither is the faster CPU backend everywhere:
     OpenVINO ran the bundled model 1.31–1.44× as fast as ONNX Runtime on the VM of issue #24 and
-    `bench_cpu_backends.json`, and about 0.7× on an AMD EPYC (AVX2) VM (`bench_cpu_backends_epyc.json`). Measured
+    `bench_cpu_backends.json`, and 0.67× on an AMD EPYC (AVX2) VM (`bench_cpu_backends_epyc.json`). Measured
     once per model file and thread count in a process."""
     stat = model.stat() if model.is_file() else None
     return dict(_trial(str(model), stat and (stat.st_size, stat.st_mtime_ns), threads))
