@@ -67,7 +67,8 @@ def open_runner(model: str | Path, backend: str = "auto", threads: int | None = 
     faster, slower = ("openvino", "ort") if rates["openvino"] >= rates["ort"] else ("ort", "openvino")
     kind = OpenVinoRunner if faster == "openvino" else OnnxRuntimeRunner
     return kind(model, threads), (f"{names[faster]}, the faster CPU backend here: {rates[faster]:.0f} FPS against "
-                                  f"{names[slower]}'s {rates[slower]:.0f} in a {TRIAL_FRAMES}-frame trial ({why_not})")
+                                  f"{names[slower]}'s {rates[slower]:.0f} in a trial of {TRIAL_FRAMES} frames each "
+                                  f"({why_not})")
 
 
 def cpu_trial(model: Path, threads: int | None) -> dict:

@@ -81,8 +81,8 @@ def wide_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     that the copy is stretched back) moved calibrated scales on real smears: here the frame is first padded with
     OpenCV's own reflection as far as its kernel reaches and to a multiple of the shrink, shrunk by a power of two
     (to σ ≥ 8 px) by averaging, blurred, and enlarged linearly from the averaged pixels' centres. The averaging's
-    own spread, (factor² − 1)/12 px², is under 0.05 % of σ²; cubic enlargement erred five times more than linear on
-    real smears."""
+    own spread, (factor² − 1)/12 px², is under 0.05 % of σ²; cubic enlargement erred five times more than linear
+    on real smears."""
     factor = 1 << max(0, int(np.log2(sigma / 8)))
     if factor == 1:
         return cv2.GaussianBlur(x, (0, 0), sigma)

@@ -44,7 +44,8 @@ def test_auto_takes_the_cpu_backend_that_ran_faster_here_and_onnx_runtime_where_
         runner, reason = open_runner(DEFAULT_MODEL, "auto")
         assert isinstance(runner, kind) and reason.startswith(f"{name}, the faster CPU backend here"), reason
         assert f"{max(trial.values()):.0f} FPS against" in reason and f"{min(trial.values()):.0f} in a" in reason
-    monkeypatch.setattr(select, "cpu_trial", lambda model, threads: {"ort": 50.0, "why_not_openvino": "cannot serve it: x"})
+    unfused = {"ort": 50.0, "why_not_openvino": "cannot serve it: x"}
+    monkeypatch.setattr(select, "cpu_trial", lambda model, threads: unfused)
     runner, reason = open_runner(DEFAULT_MODEL, "auto")
     assert isinstance(runner, OnnxRuntimeRunner) and "OpenVINO cannot serve it" in reason
     monkeypatch.setattr(select, "ort_has_gpu", lambda: True)
