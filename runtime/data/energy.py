@@ -75,7 +75,8 @@ def wide_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 def wide_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     """``cv2.GaussianBlur(x, (0, 0), sigma)`` of a float32 image to within about a tenth of a grey level, at a small
     part of its cost for σ ≥ 16 px: OpenCV convolves with 8σ + 1 taps a row, which for the calibration's σ of a
-    frame's side ÷ 8 took 37 ms on a 512×512 frame and a minute on a 4000×3000 one (`runtime.counting.calibration`).
+    frame's side ÷ 8 (`runtime.counting.calibration`) took 38 ms on a 512×512 frame and 20 s on a 4000×3000 one
+    (one thread, `benchmarks/results/calibration_speed.json`).
 
     Not `wide_blur`, whose rougher copy (shrunk four times further, no border, the shrunk sides rounded down so
     that the copy is stretched back) moved calibrated scales on real smears: here the frame is first padded with
