@@ -194,3 +194,16 @@ def test_cli_check_exit_codes(fp32_model, tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     result = CliRunner().invoke(app, ["check", str(tmp_path / "bad.onnx")])
     assert result.exit_code != 0
+
+
+def test_auto_runs_an_unfused_export_on_onnx_runtime_and_says_why_not_openvino(plain_model):
+    """`auto`'s trial of the CPU backends: OpenVINO serves fused exports only, so an unfused one goes to ONNX
+    Runtime with OpenVINO's own reason, not to a runner that fails at its first frame."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'auto-csc[openvino]')")
+    from runtime.backends import open_runner
+    from runtime.backends.select import cpu_trial
+
+    trial = cpu_trial(plain_model, 1)
+    assert trial["ort"] > 0 and "openvino" not in trial and "fused exports only" in trial["why_not_openvino"]
+    runner, reason = open_runner(plain_model, "auto", 1)
+    assert isinstance(runner, OnnxRuntimeRunner) and "OpenVINO cannot serve it: " in reason, reason
