@@ -26,7 +26,8 @@ def machine() -> str:
 
 def cpu_name() -> str:
     """The CPU's model where Linux names it, with the architecture: the same backends rank differently on different
-    CPUs (OpenVINO against ONNX Runtime was 1.3× on one x86 VM, 0.7× on an AMD EPYC one)."""
+    CPUs (OpenVINO against ONNX Runtime was 1.31× on the VM of `bench_cpu_backends.json`, whose CPU went
+    unrecorded, and 0.67× on an AMD EPYC one)."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:

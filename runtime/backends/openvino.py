@@ -1,8 +1,9 @@
-"""OpenVINO runner: what a CPU box runs fastest — Intel NUCs and industrial PCs beside a microscope — on the same
+"""OpenVINO runner: the second CPU backend — for Intel NUCs and industrial PCs beside a microscope — on the same
 fused ONNX graph as ONNX Runtime (OpenVINO reads ONNX directly; no conversion step, no second artefact).
 
-The issue measured 94.8–102.7 FPS against ONNX Runtime's 66.2–71.1 on one thread of this kind of VM; `csc-bench`
-measures both in one run. Only fused graphs (uint8 frames in, class map out) are served: an unfused export needs
+Issue #24 measured 94.8–102.7 FPS against ONNX Runtime's 66.2–71.1 on one thread of its VM; on an AMD EPYC VM it
+was the slower (0.67×, `benchmarks/results/bench_cpu_backends_epyc.json`), so `--backend auto` times both
+(`runtime.backends.select.cpu_trial`); `csc-bench` measures both in one run. Only fused graphs (uint8 frames in, class map out) are served: an unfused export needs
 the host-side pre- and post-processing that the ONNX Runtime runner keeps for it.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ INSTALL = "pip install 'auto-csc[openvino]' (or --backend ort)"
 
 
 def openvino_available() -> bool:
-    """Whether the openvino package is installed here (`--backend auto` picks it on CPU-only boxes where it is)."""
+    """Whether the openvino package is installed here (`--backend auto` then times it against ONNX Runtime)."""
     return importlib.util.find_spec("openvino") is not None
 
 

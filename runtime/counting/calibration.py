@@ -5,7 +5,8 @@ and a model shown cells at another size than it learnt over-counts them 2.5–4.
 are the ruler: a classical mask of each frame (texture energy on label-free frames, Otsu on the flattened grey image
 otherwise) gives every cell centre's inscribed diameter (`runtime.counting.scale.peak_diameters`); the zoom that brings their
 median to the size the model's cells had in training is a first guess. Which class is the ruler (RBCs, 5–7 µm,
-or macrophages, 13–20 µm) the model says: the first frame is segmented at the RBC ruler's zoom, and the class with
+or macrophages, 13–20 µm) the model says: the first frame (its centre, one model input's worth: `_model_view`) is
+segmented at the RBC ruler's zoom, and the class with
 the most cells there (cells, not area: a few macrophages outweigh many RBCs) is the ruler; the ruler's cells as the
 model draws them at that zoom then correct it once (the classical mask is wider or narrower than the cells).
 """
@@ -127,7 +128,7 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
         if max(cells) > 0 and metadata.classes[1 + int(np.argmax(cells))] != ruler:
             ruler = metadata.classes[1 + int(np.argmax(cells))]
             zoom = targets[ruler] / median
-            class_map = _model_view(frames[0], zoom, metadata, segment)[0]  # the same ruler, the same zoom: made
+            class_map = _model_view(frames[0], zoom, metadata, segment)[0]  # else the map made at its zoom serves
         # The classical mask is wider or narrower than the cells by its blur and threshold; the model's own class map
         # near the right scale is not: one correction by what it measures there.
         seen = peak_diameters(cv2.compare(class_map, metadata.classes.index(ruler), cv2.CMP_EQ))

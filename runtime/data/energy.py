@@ -73,8 +73,9 @@ def wide_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def wide_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
-    """``cv2.GaussianBlur(x, (0, 0), sigma)`` of a float32 image to within about a tenth of a grey level, at a small
-    part of its cost for σ ≥ 16 px: OpenCV convolves with 8σ + 1 taps a row, which for the calibration's σ of a
+    """``cv2.GaussianBlur(x, (0, 0), sigma)`` of a float32 image to within 0.2 grey levels (a few hundredths on
+    average; the most just above σ = 16, 32, 64 …, where the shrink doubles), at a small part of its cost for σ ≥ 16
+    px: OpenCV convolves with 8σ + 1 taps a row, which for the calibration's σ of a
     frame's side ÷ 8 (`runtime.counting.calibration`) took 38 ms on a 512×512 frame and 20 s on a 4000×3000 one
     (one thread, `benchmarks/results/calibration_speed.json`).
 
@@ -82,7 +83,7 @@ def wide_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     that the copy is stretched back) moved calibrated scales on real smears: here the frame is first padded with
     OpenCV's own reflection as far as its kernel reaches and to a multiple of the shrink, shrunk by a power of two
     (to σ ≥ 8 px) by averaging, blurred, and enlarged linearly from the averaged pixels' centres. The averaging's
-    own spread, (factor² − 1)/12 px², is under 0.05 % of σ²; cubic enlargement erred five times more than linear
+    own spread, (factor² − 1)/12 px², is at most 0.13 % of σ²; cubic enlargement erred five times more than linear
     on real smears."""
     factor = 1 << max(0, int(np.log2(sigma / 8)))
     if factor == 1:

@@ -367,7 +367,7 @@ class SimulatedMicroscope:
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Slide:
     """A rendered slide (`SimulatedMicroscope.slide`): its signal under the optics, its cells, and the light."""
 

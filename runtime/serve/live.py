@@ -62,6 +62,8 @@ class WebView:
         names = pipeline.counter.config.class_names
         self.hub = FrameHub(names, pipeline.segmenter.to_frame)
         pipeline.observer = self.hub.observe
+        # Uploads run on the live run's own CPU backend: `auto` would time the two again, on cores the run holds.
+        backend = {"onnxruntime": "ort", "openvino": "openvino"}.get(pipeline.runner.name, backend)
         self.counter = ImageCounter(lambda: open_runner(model, backend, UPLOAD_THREADS)[0], pipeline.counter.config,
                                     lambda: pipeline.frame_pixel_size_um, pipeline.options.tile_overlap)
         counts_csv, cells_csv = self._csv_paths(pipeline)

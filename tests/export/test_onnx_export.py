@@ -198,7 +198,7 @@ def test_cli_check_exit_codes(fp32_model, tmp_path):
 
 def test_auto_runs_an_unfused_export_on_onnx_runtime_and_says_why_not_openvino(plain_model):
     """`auto`'s trial of the CPU backends: OpenVINO serves fused exports only, so an unfused one goes to ONNX
-    Runtime with OpenVINO's own reason, not to a runner that fails at its first frame."""
+    Runtime with OpenVINO's own reason, not to a runner that refuses the model when the run starts."""
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'auto-csc[openvino]')")
     from runtime.backends import open_runner
     from runtime.backends.select import cpu_trial

@@ -94,7 +94,9 @@ def test_stream_drifts_slowly_and_stays_consistent():
     # One slide, rendered once (the demo camera renders it when opened), gives the stream's frames on every pass.
     slide = make_microscope("mixed", size=128, seed=3).slide()
     for _ in range(2):
-        assert all(np.array_equal(s.image, f.image) for s, f in zip(slide.frames(5, drift_px=2.0), frames))
+        again = list(slide.frames(5, drift_px=2.0))
+        assert len(again) == len(frames) == 5
+        assert all(np.array_equal(s.image, f.image) and s.counts == f.counts for s, f in zip(again, frames))
 
 
 def test_bad_config_is_a_clear_error():
