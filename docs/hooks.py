@@ -128,7 +128,7 @@ def t_label_free_model() -> str:
     return table + f"\n\nBBBC030 evaluation part {ev['bbbc030_evaluation']['images']} at " \
                    f"{ev['bbbc030_evaluation']['pixel_size_um']:.3f} µm/px; {bundled}." + source_line(
         "label_free_model", "python -m benchmarks.real.label_free_model --work runs/label-free-model "
-                            "--out benchmarks/results/label_free_model.json")
+                            "--out benchmarks/results/label_free_model.json --bundle")
 
 
 def _parts(parts: dict | None) -> str:

@@ -82,7 +82,7 @@ def test_every_result_file_is_shown_or_cited_in_the_docs():
 
 
 # named in the docs, and not in the repository on purpose
-NOT_FILES = {"runtime/models/label-free.onnx": "written by the label-free recipe's --bundle only when its rule holds"}
+NOT_FILES: dict[str, str] = {}
 
 
 def test_every_file_the_docs_name_exists():

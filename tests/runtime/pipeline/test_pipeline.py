@@ -404,6 +404,34 @@ def test_modality_picks_the_bundled_model(tmp_path, monkeypatch):
     assert run._bundled_model("stained") == run._bundled_model("auto") == run.DEFAULT_MODEL
 
 
+def test_the_bundled_label_free_model_counts_the_label_free_frames_the_smear_model_misses():
+    """`--modality dic|phase|brightfield` runs `runtime/models/label-free.onnx` (issue #21): on simulated mixed
+    label-free frames it counts the cells of both classes with no optics warning; the smear model, on DIC and
+    unstained brightfield, finds a few RBCs among many false macrophages, and warns."""
+    from runtime.cli import run
+    from runtime.data.simulator import make_microscope
+
+    assert run._bundled_model("dic") == run.LABEL_FREE_MODEL and run.LABEL_FREE_MODEL.is_file()
+    options = RunOptions(pixel_size_um=0.4, calibrate=False)
+    for optics in ("dic", "phase", "brightfield"):
+        frames = [make_microscope("mixed", size=512, seed=77, optics=optics).frame(i) for i in range(2)]
+        truth = {name: sum(f.counts[name] for f in frames) for name in ("rbc", "macrophage")}
+        counted = {}
+        for model in (run.LABEL_FREE_MODEL, DEFAULT_MODEL):
+            warnings = []
+            with OnnxRuntimeRunner(model) as runner:
+                summary = Pipeline(MemorySource([f.image for f in frames]), runner, options=options,
+                                   on_warning=warnings.append).run()
+            counted[model.name] = ({name: summary["counts"][name]["total"] for name in truth}, warnings)
+        label_free, quiet = counted[run.LABEL_FREE_MODEL.name]
+        assert not quiet and abs(label_free["rbc"] / truth["rbc"] - 1) <= 0.15, (optics, truth, label_free)
+        assert abs(label_free["macrophage"] - truth["macrophage"]) <= 3, (optics, truth, label_free)
+        smear, warned = counted[DEFAULT_MODEL.name]
+        assert len(warned) == 1 and f"label-free images ({optics})" in warned[0]
+        if optics != "phase":
+            assert smear["rbc"] < 0.2 * truth["rbc"] and smear["macrophage"] > 2 * truth["macrophage"], (optics, smear)
+
+
 def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
     from runtime.cli.run import _pixel_size
 
