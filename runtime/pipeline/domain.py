@@ -81,8 +81,8 @@ class DomainCheck:
         family = {DESCRIBED[m] for m in trained}
         if DESCRIBED[found] in family or self.optics_warning is not None:
             return None
-        hint = ("use a model trained on label-free images (csc-run --modality dic, phase or brightfield picks the "
-                "bundled one where there is one, or --model)" if found in LABEL_FREE
+        hint = (f"use a model trained on label-free images: `csc-run --modality {found}` runs the bundled one "
+                "(runtime/models/label-free.onnx), or pass --model" if found in LABEL_FREE
                 else "pass --model with a model trained on such images")
         self.optics_warning = (f"frames look like {DESCRIBED[found]} images ({found}), but the model was trained on "
                                f"{', '.join(trained)} images: counts are unreliable — {hint}")
