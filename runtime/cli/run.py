@@ -1,7 +1,9 @@
 """`csc-run`: segment and count cells live from a camera, a video, images or the simulated microscope."""
 from __future__ import annotations
 
+import itertools
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -13,7 +15,7 @@ from rich.table import Table
 from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
-from runtime.data.modality import LABEL_FREE, MODALITIES
+from runtime.data.modality import LABEL_FREE, MODALITIES, detect_modality
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 
@@ -23,6 +25,7 @@ Modality = choices("Modality", ("auto",) + MODALITIES)
 MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS / "default.onnx"  # trained on stained smears
 LABEL_FREE_MODEL = MODELS / "label-free.onnx"  # trained on unstained cells (brightfield, phase contrast, DIC)
+OPTICS_PEEK = 3  # image files `--modality auto` reads ahead to choose a bundled model: as many as the optics check
 
 
 @app.command(help="Segment and count RBCs and macrophages live. Exactly one source: --camera, --video, --images "
@@ -33,7 +36,7 @@ def run(
     images: str = typer.Option(None, "--images", help="Folder of images or a glob such as 'data/*.png'."),
     source: str = typer.Option(None, "--source", help="'demo': the simulated microscope (no hardware needed)."),
     model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled model for --modality)."),
-    modality: Modality = typer.Option("auto", "--modality", help="The optics (stained, brightfield, phase, dic, fluorescence). Without --model, label-free optics pick the bundled label-free model where there is one; auto keeps the stained-smear model, and the run warns when the frames' optics are not the model's."),
+    modality: Modality = typer.Option("auto", "--modality", help="The optics (stained, brightfield, phase, dic, fluorescence). Without --model, label-free optics pick the bundled label-free model; auto does too for --images whose first images look label-free, and otherwise keeps the stained-smear model (the run warns when the frames' optics are not the model's)."),
     backend: Backend = typer.Option("auto", "--backend", help="auto: TensorRT when an engine beside the model runs here, else ONNX Runtime on a GPU, else OpenVINO or ONNX Runtime on the CPU, whichever ran the model faster in a short trial here; or trt, openvino, ort."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: capture each batch size's enqueue once as a CUDA graph and replay it."),
     no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
@@ -69,7 +72,7 @@ def run(
         raise CscError("give exactly one source", fix="--camera N, --video PATH, --images DIR|GLOB or --source demo")
     if source is not None and source != "demo":
         raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
-    model = model or _bundled_model(Modality(modality).value)
+    model = model or _bundled_model(_folder_optics(images) if modality == "auto" else Modality(modality).value)
     if not model.exists():
         raise CscError("model file not found", path=model,
                        fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
@@ -103,6 +106,7 @@ def run(
             web.start(pipeline, model, Backend(backend).value)
         with _sigterm_as_interrupt():
             summary = pipeline.run()
+        summary["model"] = str(model)  # which file counted: --modality may have chosen it
         console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
     if summary["frames"]:
         _print_summary(summary)
@@ -136,6 +140,26 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _folder_optics(images: str | None) -> str:
+    """`--modality auto` on image files: the optics most of the first OPTICS_PEEK readable images show where most are
+    label-free, so that a folder of unstained cells runs the bundled label-free model untold; else ``auto`` (the
+    smear model: a camera or a video is not read ahead, and the run's optics check warns where the model does not
+    suit)."""
+    if images is None or not LABEL_FREE_MODEL.exists():
+        return "auto"
+    from runtime.io.sources import ImageSource
+
+    found = Counter(detect_modality(frame.image).modality
+                    for frame in itertools.islice(ImageSource(images).frames(), OPTICS_PEEK))
+    label_free = Counter({name: n for name, n in found.items() if name in LABEL_FREE})
+    if 2 * sum(label_free.values()) <= sum(found.values()):
+        return "auto"
+    optics = label_free.most_common(1)[0][0]
+    console.print(f"optics: the first images look {optics}: the bundled label-free model ({LABEL_FREE_MODEL.name}; "
+                  "--modality stained keeps the smear model)", highlight=False)
+    return optics
 
 
 def _bundled_model(modality: str) -> Path:

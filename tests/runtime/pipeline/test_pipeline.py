@@ -432,6 +432,33 @@ def test_the_bundled_label_free_model_counts_the_label_free_frames_the_smear_mod
             assert smear["rbc"] < 0.2 * truth["rbc"] and smear["macrophage"] > 2 * truth["macrophage"], (optics, smear)
 
 
+def test_a_folder_of_label_free_images_runs_the_label_free_model_untold(tmp_path):
+    """`csc-run --images DIR` with no --model and no --modality: a folder whose first images look label-free (DIC)
+    runs the bundled label-free model and says so; stained images keep the smear model; --modality stained keeps
+    it too."""
+    from typer.testing import CliRunner
+
+    from runtime.cli.run import app
+    from runtime.data.simulator import make_microscope
+
+    for optics in ("dic", "stained"):
+        folder = tmp_path / optics
+        folder.mkdir()
+        for i in range(2):
+            cv2.imwrite(str(folder / f"f{i}.png"), make_microscope("mixed", size=256, seed=8, optics=optics).frame(i).image)
+    summaries = {}
+    for name, extra in (("dic", []), ("stained", []), ("dic", ["--modality", "stained"])):
+        out = tmp_path / f"{name}{len(extra)}.json"
+        result = CliRunner().invoke(app, ["--images", str(tmp_path / name), "--no-show", "--pixel-size", "0.4",
+                                          "--summary", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        summaries[name, bool(extra)] = (json.loads(out.read_text())["model"], " ".join(result.output.split()))
+    model, said = summaries["dic", False]
+    assert model.endswith("label-free.onnx") and "the first images look dic" in said
+    assert summaries["stained", False][0].endswith("default.onnx") and "first images look" not in summaries["stained", False][1]
+    assert summaries["dic", True][0].endswith("default.onnx")
+
+
 def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
     from runtime.cli.run import _pixel_size
 
