@@ -301,6 +301,15 @@ MUTATIONS = (
              "the flattening blur reflects the frame at its border as OpenCV's own blur does",
              "runtime/data/energy.py", "(-w) % factor, cv2.BORDER_REFLECT_101)", "(-w) % factor, cv2.BORDER_REPLICATE)",
              CALIBRATION_TESTS),
+    # Which model and which backend a run takes untold.
+    Mutation("auto: a folder's optics not read",
+             "a folder of label-free images runs the bundled label-free model under --modality auto",
+             "runtime/cli/run.py", "_bundled_model(_folder_optics(images) if modality == \"auto\" else",
+             "_bundled_model(\"auto\" if modality == \"auto\" else", PIPELINE_TESTS),
+    Mutation("auto: OpenVINO whenever installed",
+             "the CPU backend that ran the model faster in the trial is taken, not OpenVINO by default",
+             "runtime/backends/select.py", 'if rates["openvino"] >= rates["ort"] else ("ort", "openvino")',
+             'if True else ("ort", "openvino")', ("tests/runtime/backends/test_openvino_runner.py",)),
 )
 
 
