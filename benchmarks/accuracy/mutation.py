@@ -310,6 +310,10 @@ MUTATIONS = (
              "the CPU backend that ran the model faster in the trial is taken, not OpenVINO by default",
              "runtime/backends/select.py", 'if rates["openvino"] >= rates["ort"] else ("ort", "openvino")',
              'if True else ("ort", "openvino")', ("tests/runtime/backends/test_openvino_runner.py",)),
+    Mutation("uploads: a second trial",
+             "a runner beside a live one opens the live one's CPU backend, not auto's trial",
+             "runtime/backends/select.py", 'return {"onnxruntime": "ort", "openvino": "openvino"}.get(runner.name, asked)',
+             "return asked", ("tests/runtime/backends/test_openvino_runner.py",)),
 )
 
 

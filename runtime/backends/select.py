@@ -15,7 +15,8 @@ from runtime.errors import CscError
 BACKENDS = ("auto", "trt", "openvino", "ort")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 # `auto`'s trial of the two CPU backends (`cpu_trial`): frames timed per backend after WARM_UP calls, about 0.2 s
-# each for the bundled model here; the trial, OpenVINO's compilation included, adds about 1.5 s to a run's start.
+# each for the bundled model here; the trial, OpenVINO's compilation included, adds 1.5–2.2 s to a run's start
+# here (ad hoc).
 TRIAL_FRAMES = 8  # even: timed in two halves
 WARM_UP = 2
 
@@ -71,6 +72,13 @@ def open_runner(model: str | Path, backend: str = "auto", threads: int | None = 
     return kind(model, threads), (f"{names[faster]}, the faster CPU backend here: {rates[faster]:.0f} FPS against "
                                   f"{names[slower]}'s {rates[slower]:.0f} in a trial of {TRIAL_FRAMES} frames each "
                                   f"({why_not})")
+
+
+def same_backend(runner: Runner, asked: str) -> str:
+    """The ``--backend`` that opens ``runner``'s CPU backend again (``asked`` for any other): a second runner beside
+    a live one (`csc-serve`'s uploads) skips `auto`'s trial, which would time the backends on cores the run holds
+    and could pick the other one."""
+    return {"onnxruntime": "ort", "openvino": "openvino"}.get(runner.name, asked)
 
 
 def cpu_trial(model: Path, threads: int | None) -> dict:

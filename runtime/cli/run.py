@@ -16,6 +16,7 @@ from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
 from runtime.data.modality import LABEL_FREE, MODALITIES, detect_modality
+from runtime.pipeline.domain import OPTICS_FRAMES
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 
@@ -25,7 +26,6 @@ Modality = choices("Modality", ("auto",) + MODALITIES)
 MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS / "default.onnx"  # trained on stained smears
 LABEL_FREE_MODEL = MODELS / "label-free.onnx"  # trained on unstained cells (brightfield, phase contrast, DIC)
-OPTICS_PEEK = 3  # image files `--modality auto` reads ahead to choose a bundled model: as many as the optics check
 
 
 @app.command(help="Segment and count RBCs and macrophages live. Exactly one source: --camera, --video, --images "
@@ -143,7 +143,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _folder_optics(images: str | None) -> str:
-    """`--modality auto` on image files: the optics most of the first OPTICS_PEEK readable images show where most are
+    """`--modality auto` on image files: the optics most of the first OPTICS_FRAMES readable images (as many as the
+    run's optics check reads) show where most are
     label-free, so that a folder of unstained cells runs the bundled label-free model untold; else ``auto`` (the
     smear model: a camera or a video is not read ahead, and the run's optics check warns where the model does not
     suit)."""
@@ -152,7 +153,7 @@ def _folder_optics(images: str | None) -> str:
     from runtime.io.sources import ImageSource
 
     found = Counter(detect_modality(frame.image).modality
-                    for frame in itertools.islice(ImageSource(images).frames(), OPTICS_PEEK))
+                    for frame in itertools.islice(ImageSource(images).frames(), OPTICS_FRAMES))
     label_free = Counter({name: n for name, n in found.items() if name in LABEL_FREE})
     if 2 * sum(label_free.values()) <= sum(found.values()):
         return "auto"

@@ -54,6 +54,7 @@ class WebView:
     def start(self, pipeline: Pipeline, model: Path, backend: str) -> None:
         """Serve ``pipeline``'s frames (as its observer) and count uploads with the same model and scale."""
         from runtime.backends import open_runner
+        from runtime.backends.select import same_backend
         from runtime.serve.app import LiveRun, ServeContext, create_app
         from runtime.serve.frame_hub import FrameHub
         from runtime.serve.image_counter import ImageCounter
@@ -62,8 +63,7 @@ class WebView:
         names = pipeline.counter.config.class_names
         self.hub = FrameHub(names, pipeline.segmenter.to_frame)
         pipeline.observer = self.hub.observe
-        # Uploads run on the live run's own CPU backend: `auto` would time the two again, on cores the run holds.
-        backend = {"onnxruntime": "ort", "openvino": "openvino"}.get(pipeline.runner.name, backend)
+        backend = same_backend(pipeline.runner, backend)  # uploads run on the live run's CPU backend
         self.counter = ImageCounter(lambda: open_runner(model, backend, UPLOAD_THREADS)[0], pipeline.counter.config,
                                     lambda: pipeline.frame_pixel_size_um, pipeline.options.tile_overlap)
         counts_csv, cells_csv = self._csv_paths(pipeline)

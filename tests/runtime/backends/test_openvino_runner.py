@@ -55,6 +55,22 @@ def test_auto_takes_the_cpu_backend_that_ran_faster_here_and_onnx_runtime_where_
     assert isinstance(open_runner(DEFAULT_MODEL, "ort")[0], OnnxRuntimeRunner)
 
 
+def test_a_runner_beside_a_live_one_opens_its_backend_without_a_trial(monkeypatch):
+    """`csc-serve`'s upload runner beside a live run: the live runner's CPU backend again, never `auto`'s trial
+    (timed on cores the run holds, it could pick the other backend); a TensorRT run keeps what was asked."""
+    def no_trial(model, threads):
+        raise AssertionError("a second trial")
+
+    monkeypatch.setattr(select, "cpu_trial", no_trial)
+    for kind in (OnnxRuntimeRunner, OpenVinoRunner):
+        assert isinstance(open_runner(DEFAULT_MODEL, select.same_backend(kind(DEFAULT_MODEL), "auto"))[0], kind)
+
+    class Engine:
+        name = "tensorrt"
+
+    assert select.same_backend(Engine(), "auto") == "auto"
+
+
 def test_errors_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(CscError, match="model file not found"):
         OpenVinoRunner(tmp_path / "none.onnx").activate()
