@@ -200,8 +200,11 @@ def _rising(path: np.ndarray, mask: np.ndarray, outside: np.ndarray) -> np.ndarr
 # again: on seeds 20, 22 and 23 (512 px) F1 0.985 / 0.916 / 0.915 → 0.993 / 0.959 / 0.945, count 0.985 / 0.919 /
 # 0.908 → 1.000 / 0.986 / 0.936; seed 20 at 0.2 µm/px 0.992 → 1.000, in a full frame 0.844 → 0.946 (0.869 → 0.976);
 # a first version that gave unstained brightfield the cores too gave these phase rows F1 within 0.02 of 10 % at 5
-# and at 20 %. Unstained brightfield, tried the same way, lost F1 on seed 23 (0.723 → 0.664, its defocus rings
-# split), so it keeps its halo lines alone.
+# and at 20 %. Unstained brightfield (`phase_path` too, its cells' darkness against the background) lost F1 on
+# seed 23 (0.723 → 0.664, its defocus rings split) and was first left without cores; tried on more seeds (20, 22,
+# 23, 55, 56 at 512 px; 20, 22, 55 at 0.2 µm/px) its count came closer to the truth on all eight (0.70–0.91 →
+# 0.78–0.95) and F1 rose on five (mean 0.731 → 0.768 at 512 px, 0.882 → 0.900 at 0.2 µm/px), so it has them: and
+# phase-contrast fields of faint cells, often taken for unstained brightfield, then split as phase contrast does.
 PATH_CORE_PERCENT = 10.0
 
 
@@ -283,13 +286,16 @@ def split_seeds(grey: np.ndarray, mask: np.ndarray, modality: str, diameter_px: 
     """Where the touching cells of a label-free image's final mask are split from, by its optics (None: from the
     mask itself): in phase contrast and unstained brightfield (`HALOS`) the mask without its halo lines
     (`halo_free`; ``mask``, the texture mask, sets the halos' background); for cells with ``processes``
-    (macrophages) in phase contrast and DIC, also without their lowest optical path (`path_cores`). Not for
-    unstained brightfield's path: its cells show as defocus rings, whose darkness does not follow the path."""
+    (macrophages), also without their lowest optical path (`path_cores`): DIC's relief integrated (`dic_path`),
+    the darkness of the halo optics (`phase_path`). In unstained brightfield that darkness follows the path only
+    roughly (its cells show as defocus rings), yet it split touching cells better than the halo lines alone on the
+    simulator's seeds tried (see PATH_CORE_PERCENT), and a phase-contrast field taken for brightfield keeps its
+    cores."""
     halos = bright_halos(grey, mask) if modality in HALOS else None
     path_of: Callable[[np.ndarray, float], np.ndarray] | None = None
     if processes and modality == "dic":
         path_of = dic_path
-    elif processes and modality == "phase":
+    elif processes and modality in HALOS:
         path_of = phase_path
     if path_of is None:
         return None if halos is None else partial(halo_free, halos=halos)
