@@ -27,7 +27,7 @@ debris, white cells, unknown pixel size) they over-count 1.2–2.3×. So the def
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -37,7 +37,7 @@ import numpy as np
 from runtime.classes import CELL_SIZES, DEFAULT_PIXEL_SIZE_UM, MACROPHAGE, RBC, class_id
 from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_holes, find_instances
 from runtime.counting.blank import is_blank
-from runtime.data.first_pass import first_pass
+from runtime.data.first_pass import FirstPass, copies_measured, first_pass, pooled
 from runtime.data.modality import LABEL_FREE, as_grey, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
 from trainer.holes import fill_holes
@@ -83,6 +83,17 @@ PEAK_REACH = 0.2
 # tuning half watched: phase contrast count 0.86 → 0.90, F1 0.79 → 0.85 from 0.15 to 0.3; BBBC030 F1 0.946 → 0.961.
 RIM = 0.15
 LABEL_FREE_RIM = 0.3
+# A folder of label-free images (`csc-label auto DIR`) is one microscope at one magnification: where the first pass
+# pooled over its images (`with_folder_cells`) measures cells at least this many times wider than an image's own first
+# pass, or the image's own measured none, the image is labelled at the folder's. A field of one to three large cells
+# among dust measures its specks on its own (the cells are too few to measure on the copy that shows them). Only
+# wider: an image's own wider measure may be the cells where the pooled one measured specks (simulated
+# macrophages 150 px across, one a field). Simulated fields of one to eight label-free RBCs 60 px across (0.1
+# µm/px, 1024 px, seeds 55 and 56) went from F1 0.11–0.65 to 0.77–0.98, count 1.7–8.5× to 0.81–0.97; at the
+# simulator's densities no image took the folder's (seeds 55–56, 512 px and 0.2 µm/px, every optics; measured
+# while choosing: `benchmarks/results/label_free.json` has seed 21's sparse fields). Twice: a speck measures about
+# half a cell or less at any magnification where the pass confuses them (`SCALE_JUMP`).
+FOLDER_WIDER = 2.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,10 @@ class AutoLabelConfig:
     overlap: float = LABELLER_SPLIT.divide_large  # 0: no division by area
     peak_fraction: float = PEAK_FRACTION
     peak_reach: float = PEAK_REACH
+    # The folder's label-free cells (diameter px, copy factor; `with_folder_cells`), set by `trainer.labelling` for
+    # images whose own first pass measures them narrower than FOLDER_WIDER allows, or not at all; None: each image
+    # alone.
+    folder_cells: tuple[float, int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("rbc", "macrophage"):
@@ -239,7 +254,7 @@ class AutoLabel:
     instances: np.ndarray | None  # uint16 labels when touching cells are split
     polarity: str  # the polarity used (what `auto` decided); "either" on label-free images
     diameter_px: float  # the typical cell diameter used (given, or estimated from the image)
-    scale: str  # "given" | "estimated" | "default": where the diameter came from
+    scale: str  # "given" | "estimated" | "folder" | "default": where the diameter came from (see FOLDER_WIDER)
     threshold: str  # the threshold used: "otsu", "flattened otsu" or "adaptive"
     rejected: dict[str, int] = field(default_factory=dict)  # objects left out of the label, by reason
     modality: str = "stained"  # given, or what `detect_modality` decided (NOT_CHECKED with a hand-chosen threshold)
@@ -292,10 +307,37 @@ class _Foreground:
     polarity: str
     threshold: str
     scaled: Scaled
-    scale: str  # "given" | "estimated" | "default"
+    scale: str  # "given" | "estimated" | "folder" | "default"
     # From the final mask (after rim closing, hole filling and rejection), where its touching cells are split from
     # (`find_instances`' seeds); None: from the mask itself.
     seeds: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def _modality(image: np.ndarray, config: AutoLabelConfig) -> str:
+    """The given modality, else the detected one. The paper's adaptive threshold (and any threshold chosen by hand)
+    is an intensity method: it asks for the intensity path whatever the optics, so detection (1–35 ms, and a first
+    pass on frames over 512 px) is skipped there and the modality not checked."""
+    if config.modality != "auto":
+        return config.modality
+    return detect_modality(image).modality if config.threshold == "auto" else NOT_CHECKED
+
+
+def label_free_copies(image: np.ndarray, config: AutoLabelConfig) -> list[FirstPass] | None:
+    """One image's first-pass measures (`copies_measured`) for its folder's pool (`with_folder_cells`); None where the
+    image is not labelled as a label-free image at an estimated scale (a scale given, a stained or blank image, a
+    threshold chosen by hand)."""
+    if config.given_scale or config.threshold != "auto" or is_blank(image) or _modality(image, config) not in LABEL_FREE:
+        return None
+    return copies_measured(_grey(image, config, colour=False), blurred=config.gaussian)
+
+
+def with_folder_cells(config: AutoLabelConfig, per_image: Iterable[list[FirstPass] | None]) -> AutoLabelConfig:
+    """``config`` for the images of one folder (one microscope, one magnification), given each one's
+    `label_free_copies`: with their label-free cells measured as one (`runtime.data.first_pass.pooled`; diameter
+    in px and the copy that saw them) as its ``folder_cells``, which an image takes where FOLDER_WIDER says; as it
+    is where no image measured any."""
+    found = pooled(copies for copies in per_image if copies)
+    return config if found.diameter is None else replace(config, folder_cells=(round(found.diameter, 2), found.factor))
 
 
 def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
@@ -309,13 +351,7 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
         return AutoLabel(empty, empty.astype(np.uint16) if config.split_touching else None, "either",
                          round(fixed.diameter_px if fixed else _fallback(config), 1),
                          "given" if fixed else "default", BLANK, {}, NOT_CHECKED)
-    # The paper's adaptive threshold (and any threshold chosen by hand) is an intensity method: it asks for the
-    # intensity path whatever the optics, so detection (1–35 ms, and a first pass on frames over 512 px) is skipped
-    # there and the modality not checked.
-    if config.modality != "auto":
-        modality = config.modality
-    else:
-        modality = detect_modality(image).modality if config.threshold == "auto" else NOT_CHECKED
+    modality = _modality(image, config)
     label_free = modality in LABEL_FREE and config.threshold == "auto"
     fg = _label_free_foreground(image, config, modality) if label_free else _intensity_foreground(image, config, modality)
     binary, cells, polarity, used, scaled, origin = fg.binary, fg.cells, fg.polarity, fg.threshold, fg.scaled, fg.scale
@@ -421,7 +457,13 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     grey = _grey(image, config, colour=False)
     # The copy the first pass saw the cells on sets the mask's finest scales, also where the scale was given.
     first = first_pass(grey, blurred=config.gaussian)
+    folder = config.folder_cells
+    from_folder = folder is not None and (first.diameter is None or folder[0] >= FOLDER_WIDER * first.diameter)
+    if from_folder:
+        first = FirstPass(np.array([folder[0]], np.float32), folder[1])
     scaled, origin = _scale(config, lambda: first.diameter)
+    if from_folder and origin == "estimated":
+        origin = "folder"
     smooth = config.class_id != MACROPHAGE  # cells without processes
     binary = label_free_mask(grey, scaled.diameter_px, processes=not smooth, factor=first.factor)
     if modality == "dic" and smooth:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -17,7 +17,10 @@ from runtime.errors import CscError
 from runtime.io.heap import keep_freed_memory
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.io.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
-from trainer.autolabel import BLANK, MIN_SIDE, AutoLabelConfig, auto_label
+from runtime.data.first_pass import FirstPass
+from runtime.data.modality import LABEL_FREE
+from trainer.autolabel import (BLANK, MIN_SIDE, AutoLabelConfig, auto_label, label_free_copies,
+                              with_folder_cells)
 
 
 @dataclass
@@ -63,6 +66,16 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path,
         return path, None, None, f"labelling failed ({type(err).__name__}: {err}); please report this image"
 
 
+def _copies_of(path: Path, config: AutoLabelConfig) -> list[FirstPass] | None:
+    """One image's first-pass measures for the folder's pool (in the worker; `label_free_copies`); None for an
+    image that is not label-free, or that cannot be read (the labelling pass reports it)."""
+    try:
+        image = read_image(path) if config.channel == "auto" else read_grey(path)
+        return label_free_copies(image, config) if min(image.shape[:2]) >= MIN_SIDE else None
+    except Exception:  # the labelling pass reads it again and says what is wrong with it
+        return None
+
+
 def _remove_sample(out: Path, path: Path) -> None:
     """Whatever a failed image left in the dataset (its image link, mask, instances): a skipped image leaves none."""
     (out / "images" / path.name).unlink(missing_ok=True)
@@ -86,8 +99,12 @@ def check_folders(images: str | Path, out: str | Path) -> list[Path]:
 
 def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *, strict: bool = False,
                  workers: int | None = None, copy_images: bool = False,
-                 on_image: Callable[[], None] | None = None) -> LabelRun:
+                 on_image: Callable[[], None] | None = None, on_measure: Callable[[], None] | None = None) -> LabelRun:
     """Write ``out/images``, ``out/masks``, ``out/instances`` (when splitting) and ``dataset.json``.
+
+    Where the scale is to be estimated, the folder's label-free images are first measured together
+    (`trainer.autolabel.with_folder_cells`, ``on_measure`` called per image): an image whose own cells measure much
+    narrower than the folder's, or not at all, is labelled at the folder's (`trainer.autolabel.FOLDER_WIDER`).
 
     The images are hard-linked into the dataset where the file system allows (copied otherwise, or always with
     ``copy_images``): no bytes move and no disk is doubled. A link is the same file, so an input edited in place
@@ -106,6 +123,9 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             n = len(files)
+            if config.threshold == "auto" and not config.given_scale and config.modality in ("auto", *LABEL_FREE) and n > 1:
+                config = _with_folder_cells(config, pool.map(_copies_of, files, [config] * n, chunksize=8),
+                                            on_measure, writer)
             results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, chunksize=8)
             for path, counts, decided, problem in results:
                 if on_image is not None:
@@ -128,6 +148,22 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
                 per_image[path.stem] = decided
         _record_decisions(writer, run, per_image, config)
     return run
+
+
+def _with_folder_cells(config: AutoLabelConfig, copies: Iterable[list[FirstPass] | None],
+                       on_measure: Callable[[], None] | None, writer: DatasetWriter) -> AutoLabelConfig:
+    """``config`` with the folder's label-free cells measured as one (`trainer.autolabel.with_folder_cells`),
+    recorded in dataset.json."""
+    measured = []
+    for image_copies in copies:
+        if on_measure is not None:
+            on_measure()
+        measured.append(image_copies)
+    config = with_folder_cells(config, measured)
+    if config.folder_cells is not None:
+        writer.extra["folder_cells"] = {"diameter_px": config.folder_cells[0], "copy_factor": config.folder_cells[1],
+                                        "images": sum(1 for image_copies in measured if image_copies)}
+    return config
 
 
 def _record_decisions(writer: DatasetWriter, run: LabelRun, per_image: dict, config: AutoLabelConfig) -> None:

@@ -14,11 +14,13 @@ Sets (real ones read from ``../shared/real``, never copied; skipped with the rea
   brightfield, unstained brightfield, phase contrast and DIC, single-kind RBC and macrophage frames (macrophages
   with pseudopods), at a seed no choice looked at; and the label-free optics at two and four times the
   magnification (`MAGNIFIED`: RBCs 30 and 60 px across, macrophages 82), as many cells per µm²; and in full
-  4000×3000 frames of the paper's camera at its own magnification (`FULL_FRAME`).
+  4000×3000 frames of the paper's camera at its own magnification (`FULL_FRAME`); and sparse fields of one to
+  eight cells at high magnification among the usual debris (`SPARSE`).
 - **Stained smears** (no regression): the Chula evaluation subset, the BCCD evaluation half and the DSB nuclei
   crop, scored exactly as benchmarks/real/real_counts.py scores them.
 
-Rows: ``csc-label auto --split-touching`` (scale and modality decided per image), and the reference: local
+Rows: ``csc-label auto --split-touching`` (scale and modality decided per image, each set labelled as one folder:
+its label-free cells measured together first, `trainer.autolabel.with_folder_cells`), and the reference: local
 variance (σ an eighth of the cell diameter) + Otsu + holes filled + distance watershed, **given the true median
 cell diameter** (the labeller is given nothing). Metrics: instance F1 at IoU 0.5, count ratio (predicted /
 annotated), and mIoU as the paper's eq. 5 (the mean over background and cells of the IoU summed over the set);
@@ -26,7 +28,7 @@ how each image's modality was detected.
 
 Run: python -m benchmarks.real.label_free [--real ../shared/real] [--n 12] [--seed 21]
                                      [--out benchmarks/results/label_free.json]
-     python -m benchmarks.real.label_free --only magnified|full_frames [--out ...]   (those sets alone;
+     python -m benchmarks.real.label_free --only magnified|sparse|full_frames [--out ...]   (those sets alone;
                                                          --magnified-only: the same as --only magnified)
      python -m benchmarks.real.label_free --table benchmarks/results/label_free.json   (the README table)
 """
@@ -53,7 +55,7 @@ from runtime.errors import CscError
 from runtime.data.first_pass import first_pass
 from runtime.data.modality import LABEL_FREE, detect_modality
 from runtime.data.simulator import SimConfig, make_microscope
-from trainer.autolabel import AutoLabelConfig, auto_label
+from trainer.autolabel import AutoLabelConfig, auto_label, label_free_copies, with_folder_cells
 from trainer.holes import fill_holes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,13 +64,32 @@ PSEUDOPODS = 2.0  # mean protrusions per simulated macrophage
 TUNING = tuple(f"cho{i:02d}" for i in range(1, 31))
 EVALUATION = tuple(f"cho{i:02d}" for i in range(31, 61))
 
-Method = Callable[[np.ndarray, float], np.ndarray]  # (image, true median diameter px) → instance labels
+# (a set's images, true median diameter px) → instance labels per image
+Method = Callable[[list[np.ndarray], float], list[np.ndarray]]
 
 
 def labeller(kind: str) -> Method:
-    """`csc-label auto --kind KIND --split-touching`, nothing else given (the diameter is not passed on)."""
+    """`csc-label auto DIR --kind KIND --split-touching`, nothing else given (the diameter is not passed on): a
+    set's images as one folder, their label-free cells first measured together (`with_folder_cells`)."""
     config = AutoLabelConfig(kind=kind, split_touching=True)
-    return lambda image, _diameter: auto_label(image, config).instances.astype(np.int32)
+
+    def label(images: list[np.ndarray], _diameter: float) -> list[np.ndarray]:
+        folder = with_folder_cells(config, (label_free_copies(image, config) for image in images))
+        return [auto_label(image, folder).instances.astype(np.int32) for image in images]
+
+    return label
+
+
+def per_image(method: Callable[[np.ndarray, float], np.ndarray]) -> Method:
+    """A method that labels each image alone as a `Method`."""
+    return lambda images, diameter: [method(image, diameter) for image in images]
+
+
+def alone(kind: str) -> Method:
+    """The labeller on each image alone (`auto_label`; before a folder's cells were measured together): the
+    sparse sets show what the folder adds."""
+    config = AutoLabelConfig(kind=kind, split_touching=True)
+    return per_image(lambda image, _diameter: auto_label(image, config).instances.astype(np.int32))
 
 
 def local_variance_reference(image: np.ndarray, diameter_px: float) -> np.ndarray:
@@ -84,7 +105,7 @@ def local_variance_reference(image: np.ndarray, diameter_px: float) -> np.ndarra
 
 METHODS: dict[str, Callable[[str], Method]] = {
     "csc-label auto --split-touching (nothing given)": labeller,
-    "reference: local variance + Otsu + watershed (true diameter given)": lambda _kind: local_variance_reference,
+    "reference: local variance + Otsu + watershed (true diameter given)": lambda _kind: per_image(local_variance_reference),
 }
 
 
@@ -93,8 +114,8 @@ def score(pairs: Iterable[tuple[np.ndarray, np.ndarray]], method: Method, diamet
     began = time.perf_counter()
     tp = fp = fn = predicted = annotated = 0
     inter, union = np.zeros(2), np.zeros(2)
-    for image, truth in pairs:
-        labels = method(image, diameter_px)
+    pairs = list(pairs)
+    for (_, truth), labels in zip(pairs, method([image for image, _ in pairs], diameter_px), strict=True):
         a, b, c = match_instances(labels, truth)
         tp, fp, fn = tp + a, fp + b, fn + c
         predicted += len(np.unique(labels)) - 1
@@ -163,15 +184,18 @@ def bbbc030_resized(real: Path) -> dict:
 
 def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc", "macrophage"),
               optics_names: Iterable[str] = OPTICS, pixel_size_um: float | None = None,
-              height: int | None = None) -> dict:
+              height: int | None = None, crowding: float = 1.0,
+              methods: dict[str, Callable[[str], Method]] = METHODS) -> dict:
     """Every optics × single kind, the same scenes in each optics; at the simulator's own pixel size, or at
-    ``pixel_size_um`` with as many cells per µm² (larger cells, fewer of them per frame); frames ``size`` px
-    square, or ``height`` px high."""
+    ``pixel_size_um`` with as many cells per µm² (larger cells, fewer of them per frame) times ``crowding``; frames
+    ``size`` px square, or ``height`` px high."""
     out: dict = {"n": n, "seed": seed, "size": size, "pseudopods": PSEUDOPODS, "sets": {}}
     if pixel_size_um is not None:
         out["pixel_size_um"] = pixel_size_um
     if height is not None:
         out["height"] = height
+    if crowding != 1.0:
+        out["crowding"] = crowding
     for kind in kinds:
         cls = RBC if kind == "rbc" else MACROPHAGE
         extra = {"pseudopods": PSEUDOPODS} if kind == "macrophage" else {}
@@ -179,7 +203,7 @@ def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc",
             extra["height"] = height
         if pixel_size_um is not None:
             zoom = pixel_size_um / SimConfig().pixel_size_um
-            extra.update(pixel_size_um=pixel_size_um, density=SimConfig(mode=kind).mean_cells * zoom * zoom)
+            extra.update(pixel_size_um=pixel_size_um, density=SimConfig(mode=kind).mean_cells * zoom * zoom * crowding)
         for optics in optics_names:
             microscope = make_microscope(kind, size=size, seed=seed, optics=optics, **extra)
             frames = [microscope.frame(i) for i in range(n)]
@@ -188,7 +212,7 @@ def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc",
                 "modality_detected": dict(Counter(detect_modality(f.image).modality for f in frames)),
                 **({"first_pass_copy": first_pass_copies(f.image for f in frames)} if optics in LABEL_FREE else {}),
                 "methods": {name: score(((f.image, f.instances) for f in frames), make(kind), diameter)
-                            for name, make in METHODS.items()}}
+                            for name, make in methods.items()}}
     return out
 
 
@@ -209,6 +233,21 @@ def magnified(n: int, seed: int) -> dict:
     """The label-free optics at the MAGNIFIED scales, ``n`` frames each."""
     return {f"{kind} at {pixel} µm/px": simulated(n, seed, size, (kind,), OPTICS[1:], pixel)
             for kind, pixel, size in MAGNIFIED}
+
+
+# Sparse fields at high magnification: (kind, µm/px, frame size) at SPARSE_CROWDING of the simulator's cells per
+# µm², one to eight cells a 1024-px frame, among as much debris as ever — as the issue's held-out DIC RBCs (about
+# 72 px, five a frame). RBCs 60 px across, macrophages 82 and 164.
+SPARSE = (("rbc", 0.1, 1024), ("macrophage", 0.2, 1024), ("macrophage", 0.1, 1024))
+SPARSE_CROWDING = 0.3
+
+
+def sparse(n: int, seed: int) -> dict:
+    """The label-free optics in SPARSE fields, ``n`` frames each (a folder: `labeller`)."""
+    methods = {**METHODS, "csc-label auto, each image alone": alone}
+    return {f"{kind} at {pixel} µm/px": simulated(n, seed, size, (kind,), OPTICS[1:], pixel, crowding=SPARSE_CROWDING,
+                                                 methods=methods)
+            for kind, pixel, size in SPARSE}
 
 
 # The paper's camera (§2.3): full 4000×3000 frames at the magnification of its 512-px crops, the simulator's own.
@@ -245,7 +284,8 @@ def measure(real: Path, n: int = 12, seed: int = 21) -> dict:
     return {"what": "auto-labels of label-free images with nothing given, against a local-variance reference given "
                     "the true cell size; the stained smears for no regression", **tree_state(ROOT),
             "bbbc030": bbbc030(real), "bbbc030_resized": bbbc030_resized(real), "simulated": simulated(n, seed),
-            "magnified": magnified(max(1, n // 2), seed), "full_frames": full_frames(max(1, n // 12), seed),
+            "magnified": magnified(max(1, n // 2), seed), "sparse": sparse(n, seed),
+            "full_frames": full_frames(max(1, n // 12), seed),
             "smears": smears(real)}
 
 
@@ -267,7 +307,7 @@ def render_markdown(result: dict) -> str:
                          f"{r['count_ratio']:.3f} | {r['miou']:.3f} | — |")
     for name, entry in result["simulated"]["sets"].items():
         rows(f"simulated {name}", entry)
-    for section in ("magnified", "full_frames"):
+    for section in ("magnified", "sparse", "full_frames"):
         for scale, sets in result.get(section, {}).items():
             for name, entry in sets["sets"].items():
                 rows(f"simulated {name}, {scale.split(' at ')[1]}", entry)
@@ -281,16 +321,17 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=21, help="simulator seed (tuning used 20)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a result file and exit")
-    parser.add_argument("--only", choices=("magnified", "full_frames"), default=None,
-                        help="only the MAGNIFIED or the FULL_FRAME sets (to measure another commit's labeller on them)")
+    parser.add_argument("--only", choices=("magnified", "sparse", "full_frames"), default=None,
+                        help="only the MAGNIFIED, SPARSE or FULL_FRAME sets (to measure another commit's labeller on "
+                             "them)")
     parser.add_argument("--magnified-only", dest="only", action="store_const", const="magnified",
                         help="the same as --only magnified")
     args = parser.parse_args()
     if args.table is not None:
         print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))), end="")
     elif args.only is not None:
-        sets = (magnified(max(1, args.n // 2), args.seed) if args.only == "magnified" else
-                full_frames(max(1, args.n // 12), args.seed))
+        sets = {"magnified": lambda: magnified(max(1, args.n // 2), args.seed), "sparse": lambda: sparse(args.n, args.seed),
+                "full_frames": lambda: full_frames(max(1, args.n // 12), args.seed)}[args.only]()
         publish({"what": f"the label-free optics, {args.only.replace('_', ' ')} only", **tree_state(ROOT),
                  "bbbc030": {}, "simulated": {"sets": {}}, args.only: sets}, args.out)
     else:

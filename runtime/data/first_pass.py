@@ -10,6 +10,7 @@ taken again on copies halved in size (`first_pass`).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -61,11 +62,14 @@ def shrunk(grey: np.ndarray, factor: int) -> np.ndarray:
 
 def first_pass(grey: np.ndarray, blurred: bool = False) -> FirstPass:
     """The cells of a label-free grey image (through the paper's filter; ``blurred``: it already is) measured on
-    the full size and on copies halved in size: from the full size on, the next copy is taken while its cells
-    measure SCALE_JUMP times wider (or, between NEAR_JUMP and it, the copy after next CONFIRMED_JUMP times wider)
-    — on the copy where the pass sees cells, halving changes nothing but the blur. A copy with too few cells to
-    measure is passed over; where every copy after one that jumped has too few, that one is kept (a field of a few
-    large cells: nothing confirms it, and the full size measured specks)."""
+    the full size and on copies halved in size (`copies_measured`), and the copy that saw them (`chosen_copy`)."""
+    return chosen_copy(copies_measured(grey, blurred))
+
+
+def copies_measured(grey: np.ndarray, blurred: bool = False) -> list[FirstPass]:
+    """The measures of the full size and of each copy halved in size that holds enough cells to measure
+    (`peak_diameters`), smallest factor first: what `chosen_copy` chooses from, per image or pooled over a
+    folder's images (`pooled`)."""
     if not blurred:
         grey = cv2.GaussianBlur(grey, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
     seen: list[FirstPass] = []
@@ -76,6 +80,15 @@ def first_pass(grey: np.ndarray, blurred: bool = False) -> FirstPass:
         diameters = peak_diameters(fill_all_holes(energy_cells(shrunk(grey, factor))))
         if diameters is not None:
             seen.append(FirstPass(diameters * factor, factor))
+    return seen
+
+
+def chosen_copy(seen: list[FirstPass]) -> FirstPass:
+    """Of the measures of successive copies (`copies_measured`), the one that saw the cells: from the full size on,
+    the next copy is taken while its cells measure SCALE_JUMP times wider (or, between NEAR_JUMP and it, the copy
+    after next CONFIRMED_JUMP times wider) — on the copy where the pass sees cells, halving changes nothing but the
+    blur. A copy with too few cells to measure is passed over; where every copy after one that jumped has too few,
+    that one is kept (a field of a few large cells: nothing confirms it, and the full size measured specks)."""
     if not seen:
         return FirstPass(None, 1)
     k = 0
@@ -88,3 +101,15 @@ def first_pass(grey: np.ndarray, blurred: bool = False) -> FirstPass:
         else:
             break
     return seen[k]
+
+
+def pooled(per_image: Iterable[list[FirstPass]]) -> FirstPass:
+    """The first pass of several images of one microscope and magnification taken as one image: each copy's cells
+    pooled over the images, then `chosen_copy`. A field of one to three large cells among dust has too few cells
+    on the copy that shows them to be measured there, and its specks outnumber them on the full size; a folder of
+    such fields has enough on that copy."""
+    by_factor: dict[int, list[np.ndarray]] = {}
+    for seen in per_image:
+        for measure in seen:
+            by_factor.setdefault(measure.factor, []).append(measure.diameters)
+    return chosen_copy([FirstPass(np.concatenate(parts), factor) for factor, parts in sorted(by_factor.items())])

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_score_counts_matches_and_the_set_miou():
     frame = make_microscope("rbc", size=128, seed=4, optics="dic").frame(0)
     truth = frame.instances.astype(np.int32)
-    perfect = score([(frame.image, truth)], lambda image, d: truth, 15.0)
+    perfect = score([(frame.image, truth)], lambda images, d: [truth], 15.0)
     assert perfect["f1_iou50"] == 1.0 and perfect["count_ratio"] == 1.0 and perfect["miou"] == 1.0
-    nothing = score([(frame.image, truth)], lambda image, d: np.zeros_like(truth), 15.0)
+    nothing = score([(frame.image, truth)], lambda images, d: [np.zeros_like(truth)], 15.0)
     assert nothing["f1_iou50"] == 0.0 and nothing["predicted"] == 0 and nothing["fn"] == perfect["annotated"]
     assert 0.4 < nothing["miou"] < 0.5, "background IoU alone, averaged with a cell IoU of 0"
 

@@ -75,13 +75,19 @@ def auto(
         raise CscError(str(err), fix="see `csc-label auto --help`") from None
     n = len(check_folders(images, out))
     with progress_bar() as bar:
+        measure = bar.add_task("measure the folder's cells", total=n, visible=False)
         task = bar.add_task(f"auto-label {kind.value}", total=n)
+
+        def measured() -> None:
+            bar.update(measure, advance=1, visible=True)
+
         run = label_folder(images, out, config, strict=strict, workers=workers, copy_images=copy_images,
-                           on_image=lambda: bar.advance(task))
+                           on_image=lambda: bar.advance(task), on_measure=measured)
     console.print(f"labelled {run.labelled} images into {out}", highlight=False)
     if run.diameters:
         lo, hi = min(run.diameters), max(run.diameters)
-        how = {"given": "given", "estimated": "estimated per image", "default": "default: too few cells to measure"}
+        how = {"given": "given", "estimated": "estimated per image", "folder": "the folder's (the image's own cells "
+               "too few or too small)", "default": "default: too few cells to measure"}
         scales = ", ".join(f"{how[s]} ×{c}" for s, c in run.scale.items())
         console.print(f"cell diameter: median {run.median_diameter:.1f} px (range {lo:g}–{hi:g}; {scales})", highlight=False)
     console.print("modality: " + ", ".join(f"{m} ×{c}" for m, c in run.modality.items()), highlight=False)
