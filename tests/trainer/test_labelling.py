@@ -153,3 +153,54 @@ def test_two_images_with_one_stem_are_refused_before_any_work(rbc_images, tmp_pa
     with pytest.raises(CscError, match=f"differ only by their extension: {first.stem}.png and {first.stem}.tif"):
         label_folder(images, tmp_path / "out", AutoLabelConfig(kind="rbc"))
     assert not (tmp_path / "out").exists()
+
+
+def _sparse_dic_rbcs(folder, frames: int = 4) -> int:
+    """Simulated DIC fields of one to eight 60-px RBCs among debris (0.1 µm/px, seed 56, 1024 px) written to
+    ``folder``; their true cell count."""
+    from runtime.data.simulator import make_microscope
+
+    folder.mkdir()
+    microscope = make_microscope("rbc", size=1024, seed=56, optics="dic", pixel_size_um=0.1, density=55 / 16 * 0.3)
+    cells = 0
+    for i in range(frames):
+        frame = microscope.frame(i)
+        cv2.imwrite(str(folder / f"f{i}.png"), frame.image)
+        cells += len(np.unique(frame.instances)) - 1
+    return cells
+
+
+def test_a_folder_of_sparse_fields_is_labelled_at_the_size_its_images_show_together(tmp_path):
+    """Each field alone measures its specks (the cells are too few on the copy that shows them) and is labelled
+    as dozens of small cells; the folder, measured as one, finds their size, and the fields that measured specks
+    are labelled at it (recorded per image as the folder's scale)."""
+    from trainer.autolabel import auto_label
+
+    truth = _sparse_dic_rbcs(tmp_path / "in")
+    config = AutoLabelConfig(kind="rbc", split_touching=True)
+    alone = sum(int(auto_label(cv2.imread(str(p)), config).instances.max()) for p in (tmp_path / "in").iterdir())
+    assert alone > 2 * truth
+    run = label_folder(tmp_path / "in", tmp_path / "out", config, workers=2)
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["folder_cells"]["copy_factor"] == 4 and abs(meta["folder_cells"]["diameter_px"] / 60 - 1) < 0.15
+    assert abs(meta["counts"]["rbc"] / truth - 1) <= 0.2, (meta["counts"], truth)
+    assert run.scale["folder"] >= 1 and {d["scale"] for d in meta["autolabel_images"].values()} <= {"folder", "estimated"}
+
+
+def test_an_image_takes_the_folders_cells_only_where_its_own_measure_much_narrower(tmp_path):
+    """`FOLDER_WIDER`: an image whose own cells measure near the folder's, or wider, keeps its own measure (a
+    folder of specks must not shrink a field that shows its cells); one whose own measure is under half the
+    folder's takes the folder's."""
+    from dataclasses import replace
+
+    from runtime.data.simulator import make_microscope
+    from trainer.autolabel import FOLDER_WIDER, auto_label
+
+    image = make_microscope("rbc", size=256, seed=5, optics="phase").frame(0).image
+    config = AutoLabelConfig(kind="rbc", split_touching=True)
+    own = auto_label(image, config)
+    assert own.scale == "estimated"
+    for folder, taken in ((own.diameter_px / 3, False), (own.diameter_px * 1.5, False),
+                          (own.diameter_px * FOLDER_WIDER * 1.05, True)):
+        label = auto_label(image, replace(config, folder_cells=(folder, 1)))
+        assert (label.scale == "folder") == taken and (label.diameter_px == own.diameter_px) != taken, folder
