@@ -189,8 +189,8 @@ def test_a_folder_of_sparse_fields_is_labelled_at_the_size_its_images_show_toget
 
 def test_an_image_takes_the_folders_cells_only_where_its_own_measure_much_narrower(tmp_path):
     """`FOLDER_WIDER`: an image whose own cells measure near the folder's, or wider, keeps its own measure (a
-    folder of specks must not shrink a field that shows its cells); one whose own measure is under half the
-    folder's takes the folder's."""
+    folder of specks must not shrink a field that shows its cells); one whose own measure (or default size, where
+    it measured none) is under half the folder's takes the folder's."""
     from dataclasses import replace
 
     from runtime.data.simulator import make_microscope
@@ -204,3 +204,12 @@ def test_an_image_takes_the_folders_cells_only_where_its_own_measure_much_narrow
                           (own.diameter_px * FOLDER_WIDER * 1.05, True)):
         label = auto_label(image, replace(config, folder_cells=(folder, 1)))
         assert (label.scale == "folder") == taken and (label.diameter_px == own.diameter_px) != taken, folder
+    # A field of one macrophage measures nothing alone and falls back to the kind's default size: the folder's
+    # cells replace that default by the same rule (not a folder of specks, narrower than it).
+    lone = make_microscope("macrophage", size=256, seed=4, optics="phase", pixel_size_um=0.2, density=2.0,
+                           pseudopods=2.0).frame(0).image
+    config = AutoLabelConfig(kind="macrophage", split_touching=True, modality="phase")
+    default = auto_label(lone, config)
+    assert default.scale == "default"
+    for folder, scale in ((8.0, "default"), (default.diameter_px * FOLDER_WIDER * 1.05, "folder")):
+        assert auto_label(lone, replace(config, folder_cells=(folder, 1))).scale == scale, folder
