@@ -21,7 +21,7 @@ import numpy as np
 from runtime.classes import cell_size
 from runtime.counting.instances import fill_all_holes
 from runtime.data.energy import wide_gaussian
-from runtime.data.first_pass import first_pass
+from runtime.data.first_pass import copies_measured, pooled
 from runtime.data.modality import LABEL_FREE, as_grey, detect_modality
 from runtime.backends.model_meta import ModelMetadata
 from runtime.counting.scale import peak_diameters
@@ -69,14 +69,37 @@ class Calibration:
 
 
 def cell_diameters(image: np.ndarray) -> np.ndarray | None:
-    """Per cell centre of a frame, its inscribed diameter (px), classically: label-free frames by their texture
-    energy, on the copy where it sees cells (`runtime.data.first_pass`), others on a mask by Otsu on the
-    grey image flattened by a wide blur (cells dark or bright, whichever side of the median the histogram's tail
-    lies); None with too few cells."""
-    grey = as_grey(image)
-    if detect_modality(image).modality in LABEL_FREE:
-        return first_pass(grey).diameters
-    grey = cv2.GaussianBlur(grey, (0, 0), 1.0).astype(np.float32)
+    """Per cell centre of a frame, its inscribed diameter (px), classically (`frames_diameters` of the frame
+    alone); None with too few cells."""
+    diameters, frames = frames_diameters([image])
+    return diameters if frames else None
+
+
+def frames_diameters(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+    """The inscribed diameters (px) of the cell centres over ``frames`` and how many frames gave any, classically:
+    label-free frames by their texture energy, on the copy where it sees cells (`runtime.data.first_pass`), all
+    of them measured as one (`pooled`: a run's frames are one microscope at one magnification, and a sparse field
+    of a few large cells among dust alone measures its specks — simulated DIC and unstained-brightfield fields of
+    one to eight 60-px RBCs, seeds 55–56: 6 of 18 three-frame starts measured 5–8 px frame by frame, none pooled;
+    ad hoc); others each on a mask by Otsu on the grey image flattened by a wide blur (`_stained_diameters`)."""
+    stained, copies = [], []
+    for image in frames:
+        if detect_modality(image).modality in LABEL_FREE:
+            copies.append(copies_measured(as_grey(image)))
+        else:
+            stained.append(_stained_diameters(image))
+    stained = [found for found in stained if found is not None]
+    label_free = pooled(copies)
+    parts = stained + ([] if label_free.diameters is None else [label_free.diameters])
+    # frames that gave cells: stained ones with any, label-free ones with any on the copy the pool chose
+    gave = len(stained) + sum(any(measure.factor == label_free.factor for measure in seen) for seen in copies)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), gave
+
+
+def _stained_diameters(image: np.ndarray) -> np.ndarray | None:
+    """A frame's cell diameters on a mask by Otsu on the grey image flattened by a wide blur (cells dark or bright,
+    whichever side of the median the histogram's tail lies); None with too few cells."""
+    grey = cv2.GaussianBlur(as_grey(image), (0, 0), 1.0).astype(np.float32)
     flat = cv2.convertScaleAbs(grey - wide_gaussian(grey, min(grey.shape) / 8) + 128)
     dark = np.median(flat) > flat.mean()
     mode = (cv2.THRESH_BINARY_INV if dark else cv2.THRESH_BINARY) | cv2.THRESH_OTSU
@@ -109,15 +132,14 @@ def trained_diameters(metadata: ModelMetadata) -> dict[str, float]:
 def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Segment | None = None) -> Calibration:
     """The pixel size of ``frames`` (uint8 BGR or grey) for a model with this metadata; ``segment`` lets the model
     choose the ruler (without it, RBCs where the model has them)."""
-    measured = [d for d in map(cell_diameters, frames) if d is not None]
-    diameters = np.concatenate(measured) if measured else np.zeros(0, np.float32)
+    diameters, measured = frames_diameters(frames)
     if len(diameters) < MIN_CELLS:
         return Calibration(None, None, len(diameters), len(frames), None,
                            f"{len(diameters)} cell-like objects in {len(frames)} frames (blank, empty or "
                            f"out-of-focus frames?)")
     median = float(np.median(diameters))
     if median < MIN_CELL_PX:
-        return Calibration(None, None, len(diameters), len(measured), None,
+        return Calibration(None, None, len(diameters), measured, None,
                            f"the cell-like objects are {median:.1f} px across: too small to measure")
     q1, q3 = np.percentile(diameters, (25, 75))
     targets = trained_diameters(metadata)
@@ -137,9 +159,9 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
             note += f", {ruler}s of {float(np.median(seen)):.1f} px in the model's output"
     zoom = 1.0 if abs(zoom - 1.0) <= SNAP else zoom
     if zoom > MAX_ENLARGE:
-        return Calibration(None, None, len(diameters), len(measured), ruler,
+        return Calibration(None, None, len(diameters), measured, ruler,
                            f"{note}: the frames would need enlarging ×{zoom:.1f} (at most ×{MAX_ENLARGE:g})")
-    return Calibration(zoom * metadata.pixel_size_um, float((q3 - q1) / median), len(diameters), len(measured),
+    return Calibration(zoom * metadata.pixel_size_um, float((q3 - q1) / median), len(diameters), measured,
                        ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px")
 
 

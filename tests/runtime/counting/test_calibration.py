@@ -194,3 +194,17 @@ def test_label_free_frames_at_a_high_magnification_are_measured_on_the_copy_that
               for i in range(2)]
     for frame in frames:
         assert abs(np.median(cell_diameters(frame)) / 30.0 - 1) < 0.2
+
+
+def test_sparse_label_free_frames_are_measured_together():
+    """Simulated DIC fields of one to eight 60-px RBCs among debris (0.1 µm/px, seed 56): frame by frame, each
+    has too few cells on the copy that shows them and measures its specks (8 px); the calibration's frames,
+    measured as one (`frames_diameters`), show the cells' size."""
+    from runtime.counting.calibration import cell_diameters, frames_diameters
+
+    microscope = make_microscope("rbc", size=1024, seed=56, optics="dic", pixel_size_um=0.1, density=55 / 16 * 0.3)
+    frames = [microscope.frame(i).image for i in range(3)]
+    alone = np.concatenate([d for d in map(cell_diameters, frames) if d is not None])
+    assert np.median(alone) < 15
+    together, gave = frames_diameters(frames)
+    assert abs(np.median(together) / 60 - 1) < 0.2 and 1 <= gave <= 3
