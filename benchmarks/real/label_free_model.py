@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.real.label_free import EVALUATION, PSEUDOPODS, TUNING, bbbc030_pairs, labeller, score
+from benchmarks.real.label_free import EVALUATION, PSEUDOPODS, TUNING, bbbc030_pairs, labeller, per_image, score
 from benchmarks.publish import publish
 from benchmarks.real.real_model import run_stages
 from runtime.data.dataset import DatasetWriter, open_dataset
@@ -179,7 +179,7 @@ def evaluate(models: dict[str, Path], real: Path, data: dict) -> dict:
     pixel = data.get("bbbc_pixel_um")
     if pixel is not None:
         rows = {"auto-labels (csc-label auto --kind macrophage --split-touching)": labeller("macrophage")}
-        rows.update({f"{name} (csc-run --pixel-size {pixel:.3f})": runtime_macrophages(path)
+        rows.update({f"{name} (csc-run --pixel-size {pixel:.3f})": per_image(runtime_macrophages(path))
                      for name, path in models.items()})
         out["bbbc030_evaluation"] = {"images": f"{EVALUATION[0]}–{EVALUATION[-1]}", "pixel_size_um": pixel,
                                      "methods": {name: score(bbbc030_pairs(real, EVALUATION), method, pixel)

@@ -20,3 +20,19 @@ def test_a_model_is_bundled_only_where_it_beats_its_labels_and_counts_within_15_
     assert choose(evaluation(0.95, 0.955), MODELS) is None, "below the labels' F1"
     assert choose(evaluation(0.99, 0.95), MODELS) is None, "U-Single's simulated macrophage count is off 40 %"
     assert choose(evaluation(0.95, 0.97, (1.0, 0.8)), MODELS) is None, "20 % off in simulation"
+
+
+def test_the_evaluation_scores_the_labels_and_each_model_through_the_runtime(monkeypatch, tmp_path):
+    """`evaluate` on one simulated DIC macrophage field standing in for BBBC030's evaluation part: the auto-labels
+    (a set labelled as a folder) and the bundled label-free model through `csc-run --pixel-size`'s path (each image
+    alone) are both scored, each finding cells."""
+    from benchmarks.real import label_free_model
+    from runtime.cli.run import LABEL_FREE_MODEL
+    from runtime.data.simulator import make_microscope
+
+    frame = make_microscope("macrophage", size=256, seed=5, optics="dic", pseudopods=2.0).frame(0)
+    monkeypatch.setattr(label_free_model, "bbbc030_pairs", lambda real, stems: iter([(frame.image, frame.instances)]))
+    monkeypatch.setattr(label_free_model, "simulated_counts", lambda model, sets: {"count_accuracy": {}})
+    out = label_free_model.evaluate({"U-Transfer": LABEL_FREE_MODEL}, tmp_path, {"bbbc_pixel_um": 0.4, "test": []})
+    methods = out["bbbc030_evaluation"]["methods"]
+    assert len(methods) == 2 and all(row["predicted"] > 0 and row["annotated"] > 0 for row in methods.values())
