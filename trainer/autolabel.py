@@ -86,13 +86,14 @@ LABEL_FREE_RIM = 0.3
 # A folder of label-free images (`csc-label auto DIR`) is one microscope at one magnification: where the first pass
 # pooled over its images (`with_folder_cells`) measures cells at least this many times wider than an image's own first
 # pass (or, where the image's own measured none, than the kind's default size it would fall back to), the image is
-# labelled at the folder's. A field of one to three large cells among dust measures its specks on its own (the
+# labelled at the folder's. A field of one or two large cells among dust measures its specks on its own (the
 # cells are too few to measure on the copy that shows them). Only wider: an image's own wider measure, or its
 # default, may be right where the pooled one measured specks — simulated fields of 164-px macrophages, one a field
 # or none (`benchmarks/results/label_free.json`, sparse, seed 21), were labelled at the folder's specks wherever a
 # field measured nothing in a first version that took the folder's there whatever its width (count 3–4× → 13–17×;
 # the rule for such fields was then set on seeds 55 and 56). Simulated fields of one to eight label-free RBCs 60 px
-# across (0.1 µm/px, 1024 px, seeds 55 and 56) went from F1 0.11–0.65 to 0.77–0.98, count 1.7–8.5× to 0.81–0.97; at
+# across (0.1 µm/px, 1024 px, seeds 55 and 56) went from F1 0.08–0.63 to 0.85–0.99, count 1.75–9.76× to 0.87–0.98
+# (`label_free_sparse_seed55.json`, `…56.json`); at
 # the simulator's densities no image took the folder's (seeds 55–56, 512 px and 0.2 µm/px, every optics; BBBC030's
 # tuning part at three sizes; measured while choosing). Twice: a speck measures about half a cell or less at any
 # magnification where the pass confuses them (`SCALE_JUMP`).

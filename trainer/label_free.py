@@ -210,7 +210,8 @@ PATH_CORE_PERCENT = 10.0
 
 def path_cores(path: np.ndarray, mask: np.ndarray, diameter_px: float) -> np.ndarray:
     """Where touching cells of ``mask`` are split from (`find_instances`' seeds): the mask without its pixels of
-    lowest optical ``path`` (`optical_path` in DIC, `phase_path` in phase contrast; either sign), PATH_CORE_PERCENT
+    lowest optical ``path`` (`optical_path` in DIC, `phase_path` in phase contrast and unstained brightfield;
+    either sign), PATH_CORE_PERCENT
     of them, holes filled.
 
     A cell's optical path is highest in its body and falls at its edge, and band-passed, as both paths here are,

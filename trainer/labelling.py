@@ -47,12 +47,7 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path,
     Returns (path, counts, what the labeller decided, problem); a bad image gives a problem instead of an exception.
     """
     try:
-        # The colour step needs colour; otherwise decoding straight to grey is the cheaper read.
-        image = read_image(path) if config.channel == "auto" else read_grey(path)
-        if min(image.shape[:2]) < MIN_SIDE:
-            raise CscError(f"too small to label ({image.shape[1]}×{image.shape[0]} px; at least {MIN_SIDE}×{MIN_SIDE})",
-                           path=path)
-        label = auto_label(image, config)
+        label = auto_label(_read(path, config), config)
         place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
         decided = {"modality": label.modality, "diameter_px": label.diameter_px, "scale": label.scale,
@@ -66,12 +61,21 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path,
         return path, None, None, f"labelling failed ({type(err).__name__}: {err}); please report this image"
 
 
+def _read(path: Path, config: AutoLabelConfig) -> np.ndarray:
+    """An image to label, large enough to label (else a CscError that names it)."""
+    # The colour step needs colour; otherwise decoding straight to grey is the cheaper read.
+    image = read_image(path) if config.channel == "auto" else read_grey(path)
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise CscError(f"too small to label ({image.shape[1]}×{image.shape[0]} px; at least {MIN_SIDE}×{MIN_SIDE})",
+                       path=path)
+    return image
+
+
 def _copies_of(path: Path, config: AutoLabelConfig) -> list[FirstPass] | None:
     """One image's first-pass measures for the folder's pool (in the worker; `label_free_copies`); None for an
     image that is not label-free, or that cannot be read (the labelling pass reports it)."""
     try:
-        image = read_image(path) if config.channel == "auto" else read_grey(path)
-        return label_free_copies(image, config) if min(image.shape[:2]) >= MIN_SIDE else None
+        return label_free_copies(_read(path, config), config)
     except Exception:  # the labelling pass reads it again and says what is wrong with it
         return None
 
@@ -161,8 +165,10 @@ def _with_folder_cells(config: AutoLabelConfig, copies: Iterable[list[FirstPass]
         measured.append(image_copies)
     config = with_folder_cells(config, measured)
     if config.folder_cells is not None:
-        writer.extra["folder_cells"] = {"diameter_px": config.folder_cells[0], "copy_factor": config.folder_cells[1],
-                                        "images": sum(1 for image_copies in measured if image_copies)}
+        diameter, factor = config.folder_cells
+        writer.extra["folder_cells"] = {  # images: those with cells on the copy the folder's measure rests on
+            "diameter_px": diameter, "copy_factor": factor,
+            "images": sum(any(measure.factor == factor for measure in copies or ()) for copies in measured)}
     return config
 
 
@@ -183,6 +189,7 @@ def _record_decisions(writer: DatasetWriter, run: LabelRun, per_image: dict, con
 
 def _config_json(config: AutoLabelConfig) -> dict:
     data = asdict(config)
+    del data["folder_cells"]  # measured after this is written: the top-level ``folder_cells``
     data.update(morphology=config.use_morphology)
     fixed = config.scaled()
     if fixed is not None:  # with the scale estimated these differ per image

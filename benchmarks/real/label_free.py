@@ -202,8 +202,10 @@ def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc",
         if height is not None:
             extra["height"] = height
         if pixel_size_um is not None:
-            zoom = pixel_size_um / SimConfig().pixel_size_um
-            extra.update(pixel_size_um=pixel_size_um, density=SimConfig(mode=kind).mean_cells * zoom * zoom * crowding)
+            extra["pixel_size_um"] = pixel_size_um
+        if pixel_size_um is not None or crowding != 1.0:
+            zoom = (pixel_size_um or SimConfig().pixel_size_um) / SimConfig().pixel_size_um
+            extra["density"] = SimConfig(mode=kind).mean_cells * zoom * zoom * crowding
         for optics in optics_names:
             microscope = make_microscope(kind, size=size, seed=seed, optics=optics, **extra)
             frames = [microscope.frame(i) for i in range(n)]
@@ -218,7 +220,8 @@ def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc",
 
 def first_pass_copies(images: Iterable[np.ndarray]) -> dict[str, int]:
     """How many frames the labeller's first pass measured on each copy (`runtime.data.first_pass`: "1" full size,
-    "2", "4", "8" halved that often): which rule a label-free set's scale estimate rested on."""
+    "2", "4", "8" halved that often) alone: which rule a label-free set's scale estimate rested on, before the
+    folder's measure (which a frame takes where its own is under half the folder's: the sparse sets)."""
     return dict(sorted(Counter(str(first_pass(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image)
                                    .factor) for image in images).items(), key=lambda item: int(item[0])))
 

@@ -45,7 +45,7 @@ def best_ms(repeats: int, work: Callable[[], object]) -> tuple[float, object]:
 def measure_size(runner: OnnxRuntimeRunner, shape: tuple[int, int], repeats: int) -> dict:
     microscope = SimulatedMicroscope(SimConfig(mode="mixed", height=shape[0], width=shape[1]), seed=3)
     frames = [microscope.frame(i).image for i in range(3)]
-    # The grey image the flattening blurs, as `cell_diameters` makes it.
+    # The grey image the flattening blurs, as `cell_diameters` (`_stained_diameters`) makes it.
     grey = cv2.GaussianBlur(as_grey(frames[0]), (0, 0), 1.0).astype(np.float32)
     sigma = min(shape) / 8
     blur_repeats = 1 if shape[0] * shape[1] > 4e6 else repeats

@@ -28,8 +28,9 @@ def estimate_diameter(mask: np.ndarray) -> float | None:
     return None if diameters is None else float(np.median(diameters))
 
 
-def peak_diameters(mask: np.ndarray) -> np.ndarray | None:
-    """Per cell centre found, twice its inscribed radius (float32 px), or None with fewer than MIN_PEAKS of them.
+def peak_diameters(mask: np.ndarray, min_peaks: int = MIN_PEAKS) -> np.ndarray | None:
+    """Per cell centre found, twice its inscribed radius (float32 px), or None with fewer than ``min_peaks`` of them
+    (MIN_PEAKS; fewer for a measure to be pooled with other images', `runtime.data.first_pass.pooled`).
 
     The maxima are searched in a window set by a first guess: over a disc of radius r the distance values average
     r/3, so 3 × their mean is r (clumps and ellipses pull it lower, which only narrows the window). Cells of at least
@@ -41,13 +42,13 @@ def peak_diameters(mask: np.ndarray) -> np.ndarray | None:
     if min(fg.shape) >= 64:
         half = cv2.compare(cv2.resize(fg, (fg.shape[1] // 2, fg.shape[0] // 2), interpolation=cv2.INTER_AREA), 128,
                            cv2.CMP_GE)
-        diameters = _peak_diameters(half)
+        diameters = _peak_diameters(half, min_peaks)
         if diameters is not None and 2 * np.median(diameters) >= HALF_SIZE_FROM:
             return 2 * diameters
-    return _peak_diameters(fg)
+    return _peak_diameters(fg, min_peaks)
 
 
-def _peak_diameters(fg: np.ndarray) -> np.ndarray | None:
+def _peak_diameters(fg: np.ndarray, min_peaks: int) -> np.ndarray | None:
     if cv2.countNonZero(fg) in (0, fg.size):
         return None  # no cell, or no background for a cell to end at (a blank or saturated frame)
     dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
@@ -57,7 +58,7 @@ def _peak_diameters(fg: np.ndarray) -> np.ndarray | None:
     guess = 3.0 * mean
     peaks = window_maxima(dist, max(1, int(round(0.7 * guess))), 0.4 * guess)
     n, markers = cv2.connectedComponents(peaks, connectivity=8)
-    if n - 1 < MIN_PEAKS:
+    if n - 1 < min_peaks:
         return None
     points = cv2.findNonZero(peaks).reshape(-1, 2)
     heights = np.zeros(n, np.float32)

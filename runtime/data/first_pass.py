@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from runtime.counting.instances import fill_all_holes
-from runtime.counting.scale import peak_diameters
+from runtime.counting.scale import MIN_PEAKS, peak_diameters
 from runtime.data.energy import energy_cells
 
 # Copies halved in size up to this many times (cells up to 8× wider than the first pass's own range).
@@ -67,9 +67,10 @@ def first_pass(grey: np.ndarray, blurred: bool = False) -> FirstPass:
 
 
 def copies_measured(grey: np.ndarray, blurred: bool = False) -> list[FirstPass]:
-    """The measures of the full size and of each copy halved in size that holds enough cells to measure
-    (`peak_diameters`), smallest factor first: what `chosen_copy` chooses from, per image or pooled over a
-    folder's images (`pooled`)."""
+    """The measures of the full size and of each copy halved in size that shows any cell (`peak_diameters`),
+    smallest factor first: what `chosen_copy` chooses from, per image or pooled over a folder's images (`pooled`).
+    A copy with fewer than MIN_PEAKS cells is kept as measured with no floor, for the pool: one image's one or two
+    large cells say nothing about their size, a folder's many do."""
     if not blurred:
         grey = cv2.GaussianBlur(grey, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
     seen: list[FirstPass] = []
@@ -77,18 +78,23 @@ def copies_measured(grey: np.ndarray, blurred: bool = False) -> list[FirstPass]:
         factor = 1 << level
         if level and min(grey.shape[:2]) // factor < MIN_COPY_SIDE:
             break
-        diameters = peak_diameters(fill_all_holes(energy_cells(shrunk(grey, factor))))
+        mask = fill_all_holes(energy_cells(shrunk(grey, factor)))
+        diameters = peak_diameters(mask)
+        if diameters is None:  # too few to measure alone: the copy's own few cells, never more than MIN_PEAKS − 1
+            diameters = peak_diameters(mask, min_peaks=1)
         if diameters is not None:
             seen.append(FirstPass(diameters * factor, factor))
     return seen
 
 
 def chosen_copy(seen: list[FirstPass]) -> FirstPass:
-    """Of the measures of successive copies (`copies_measured`), the one that saw the cells: from the full size on,
+    """Of the measures of successive copies (`copies_measured`) with at least MIN_PEAKS cells, the one that saw the
+    cells: from the full size on,
     the next copy is taken while its cells measure SCALE_JUMP times wider (or, between NEAR_JUMP and it, the copy
     after next CONFIRMED_JUMP times wider) — on the copy where the pass sees cells, halving changes nothing but the
     blur. A copy with too few cells to measure is passed over; where every copy after one that jumped has too few,
     that one is kept (a field of a few large cells: nothing confirms it, and the full size measured specks)."""
+    seen = [measure for measure in seen if len(measure.diameters) >= MIN_PEAKS]
     if not seen:
         return FirstPass(None, 1)
     k = 0
@@ -105,9 +111,9 @@ def chosen_copy(seen: list[FirstPass]) -> FirstPass:
 
 def pooled(per_image: Iterable[list[FirstPass]]) -> FirstPass:
     """The first pass of several images of one microscope and magnification taken as one image: each copy's cells
-    pooled over the images, then `chosen_copy`. A field of one to three large cells among dust has too few cells
-    on the copy that shows them to be measured there, and its specks outnumber them on the full size; a folder of
-    such fields has enough on that copy."""
+    pooled over the images, then `chosen_copy`. A field of one or two large cells among dust has too few cells on
+    the copy that shows them to be measured there alone, and its specks outnumber them on the full size; a folder
+    of such fields has enough on that copy."""
     by_factor: dict[int, list[np.ndarray]] = {}
     for seen in per_image:
         for measure in seen:

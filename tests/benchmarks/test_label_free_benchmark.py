@@ -100,3 +100,20 @@ def test_docs_table_is_the_committed_result_rendered():
     assert rendered.startswith(render_markdown(result).strip())
     assert rendered[len(render_markdown(result).strip()):].strip().startswith(
         "*Rendered at build time from `benchmarks/results/label_free.json`")
+
+
+def test_sparse_sets_hold_fewer_cells_and_score_each_image_alone_beside_the_folder():
+    """``crowding`` draws that share of the cells per µm² and records it; the sparse sets add the labeller on each
+    image alone to the methods, and their rows are rendered."""
+    from benchmarks.real.label_free import alone, labeller
+
+    plain = simulated(n=2, seed=3, size=256, kinds=("rbc",), optics_names=("dic",))
+    methods = {"folder": labeller, "alone": alone}
+    sparse = simulated(n=2, seed=3, size=256, kinds=("rbc",), optics_names=("dic",), crowding=0.3, methods=methods)
+    assert sparse["crowding"] == 0.3 and "crowding" not in plain
+    rows = sparse["sets"]["rbc dic"]["methods"]
+    assert set(rows) == {"folder", "alone"} and rows["folder"]["annotated"] == rows["alone"]["annotated"]
+    cells = plain["sets"]["rbc dic"]["methods"]["csc-label auto --split-touching (nothing given)"]["annotated"]
+    assert 2 * rows["folder"]["annotated"] < cells
+    table = render_markdown({"bbbc030": {}, "simulated": {"sets": {}}, "sparse": {"rbc at 0.4 µm/px": sparse}})
+    assert "| simulated rbc dic, 0.4 µm/px | folder |" in table

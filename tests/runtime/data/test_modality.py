@@ -295,9 +295,9 @@ def test_the_dsb_nuclei_are_fluorescence():
 
 def test_a_folder_pooled_measures_the_cells_its_images_hold_too_few_of_alone():
     """`pooled`: four fields of specks (8 px; 14 on the half-size copy) and one to four 60-px cells each. The two
-    with one and two cells have too few to measure on the quarter-size copy that shows them, and alone are measured
-    on their specks; pooled, the folder's quarter-size copy holds every field's cells there (the near-jump of the
-    specks confirmed by them, as in a field of three or more alone)."""
+    with one and two cells have too few to measure on the quarter-size copy that shows them (under MIN_PEAKS), and
+    alone are measured on their specks; pooled, the folder's quarter-size copy holds every field's cells (the
+    near-jump of the specks confirmed by them, as in a field of three or more alone)."""
     from runtime.data.first_pass import FirstPass, chosen_copy, pooled
 
     rng = np.random.default_rng(0)
@@ -305,12 +305,13 @@ def test_a_folder_pooled_measures_the_cells_its_images_hold_too_few_of_alone():
     def field(cells: int) -> list[FirstPass]:
         seen = [FirstPass(rng.normal(8, 0.5, 30).astype(np.float32), 1),
                 FirstPass(rng.normal(14, 0.7, 10).astype(np.float32), 2)]
-        return seen + ([FirstPass(rng.normal(60, 3, cells).astype(np.float32), 4)] if cells >= 3 else [])
+        return seen + [FirstPass(rng.normal(60, 3, cells).astype(np.float32), 4)]  # kept below MIN_PEAKS too
 
     fields = [field(cells) for cells in (1, 2, 3, 4)]
     assert [chosen_copy(seen).factor for seen in fields] == [1, 1, 4, 4]
-    assert chosen_copy([FirstPass(np.float32([60, 61]), 4)]).diameter == 60.5  # a copy's measure as it is
+    assert chosen_copy([FirstPass(np.float32([60, 61]), 4)]).diameter is None, "two cells: too few alone"
+    assert chosen_copy([FirstPass(np.float32([60, 61, 62]), 4)]).diameter == 61.0
     folder = pooled(fields)
     assert folder.factor == 4 and abs(folder.diameter / 60 - 1) < 0.1
-    assert len(folder.diameters) == 3 + 4, "every field's cells on that copy"
+    assert len(folder.diameters) == 1 + 2 + 3 + 4, "every field's cells on that copy"
     assert pooled([]).diameter is None
