@@ -37,7 +37,7 @@ import numpy as np
 from runtime.classes import CELL_SIZES, DEFAULT_PIXEL_SIZE_UM, MACROPHAGE, RBC, class_id
 from runtime.counting.instances import LABELLER_SPLIT, SplitSettings, fill_all_holes, find_instances
 from runtime.counting.blank import is_blank
-from runtime.data.first_pass import FirstPass, copies_measured, first_pass, pooled
+from runtime.data.first_pass import FirstPass, chosen_copy, copies_measured, first_pass, pooled
 from runtime.data.modality import LABEL_FREE, as_grey, check_modality, detect_modality
 from runtime.counting.scale import estimate_diameter
 from trainer.holes import fill_holes
@@ -181,6 +181,12 @@ class AutoLabelConfig:
     @property
     def use_morphology(self) -> bool:
         return self.class_id == MACROPHAGE if self.morphology is None else self.morphology
+
+    @property
+    def measures_folder(self) -> bool:
+        """Whether a folder's label-free cells are measured together (`with_folder_cells`) under this config: the
+        scale estimated, the texture threshold, optics that may be label-free."""
+        return self.threshold == "auto" and not self.given_scale and self.modality in ("auto", *LABEL_FREE)
 
     @property
     def given_scale(self) -> bool:
@@ -330,7 +336,7 @@ def label_free_copies(image: np.ndarray, config: AutoLabelConfig) -> list[FirstP
     """One image's first-pass measures (`copies_measured`) for its folder's pool (`with_folder_cells`); None where the
     image is not labelled as a label-free image at an estimated scale (a scale given, a stained or blank image, a
     threshold chosen by hand)."""
-    if config.given_scale or config.threshold != "auto" or is_blank(image) or _modality(image, config) not in LABEL_FREE:
+    if not config.measures_folder or is_blank(image) or _modality(image, config) not in LABEL_FREE:
         return None
     return copies_measured(_grey(image, config, colour=False), blurred=config.gaussian)
 
@@ -344,9 +350,10 @@ def with_folder_cells(config: AutoLabelConfig, per_image: Iterable[list[FirstPas
     return config if found.diameter is None else replace(config, folder_cells=(round(found.diameter, 2), found.factor))
 
 
-def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
+def auto_label(image: np.ndarray, config: AutoLabelConfig, copies: list[FirstPass] | None = None) -> AutoLabel:
     """The auto-label of one single-kind image (uint8 BGR or grey, at least MIN_SIDE px a side). A blank frame
-    (`runtime.counting.blank`: lens cap, lamp off, a uniform field) has no cells: its label is empty, threshold "blank"."""
+    (`runtime.counting.blank`: lens cap, lamp off, a uniform field) has no cells: its label is empty, threshold "blank".
+    ``copies``: the image's `label_free_copies`, where its folder's measure already made them (not made again)."""
     if image.ndim not in (2, 3) or min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"an image to label must be at least {MIN_SIDE}×{MIN_SIDE} px (grey or BGR), "
                          f"got shape {image.shape}")
@@ -357,7 +364,8 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig) -> AutoLabel:
                          "given" if fixed else "default", BLANK, {}, NOT_CHECKED)
     modality = _modality(image, config)
     label_free = modality in LABEL_FREE and config.threshold == "auto"
-    fg = _label_free_foreground(image, config, modality) if label_free else _intensity_foreground(image, config, modality)
+    fg = (_label_free_foreground(image, config, modality, copies) if label_free
+          else _intensity_foreground(image, config, modality))
     binary, cells, polarity, used, scaled, origin = fg.binary, fg.cells, fg.polarity, fg.threshold, fg.scaled, fg.scale
     min_area = scaled.min_area
     if cells is not None and polarity == "bright" and used != "adaptive" and config.per_object_level:
@@ -452,7 +460,8 @@ def _intensity_foreground(image: np.ndarray, config: AutoLabelConfig, modality: 
     return _Foreground(binary, cells, polarity, used, scaled, origin)
 
 
-def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality: str) -> _Foreground:
+def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality: str,
+                           copies: list[FirstPass] | None = None) -> _Foreground:
     """Cells by their local contrast of either sign (trainer/label_free.py): unstained brightfield, phase
     contrast and DIC; DIC masks of smooth cells are closed along the shear, where their relief fades, and joined
     by their optical path integrated along it (`trainer.label_free.closed_along_shear`); touching cells are split
@@ -460,7 +469,7 @@ def _label_free_foreground(image: np.ndarray, config: AutoLabelConfig, modality:
     path, as the optics allow (`trainer.label_free.split_seeds`)."""
     grey = _grey(image, config, colour=False)
     # The copy the first pass saw the cells on sets the mask's finest scales, also where the scale was given.
-    first = first_pass(grey, blurred=config.gaussian)
+    first = first_pass(grey, blurred=config.gaussian) if copies is None else chosen_copy(copies)
     folder = config.folder_cells
     from_folder = folder is not None and folder[0] >= FOLDER_WIDER * (first.diameter or _fallback(config))
     if from_folder:

@@ -18,7 +18,6 @@ from runtime.io.heap import keep_freed_memory
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.io.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
 from runtime.data.first_pass import FirstPass
-from runtime.data.modality import LABEL_FREE
 from trainer.autolabel import (BLANK, MIN_SIDE, AutoLabelConfig, auto_label, label_free_copies,
                               with_folder_cells)
 
@@ -40,14 +39,15 @@ class LabelRun:
         return float(np.median(self.diameters)) if self.diameters else None
 
 
-def _label_one(path: Path, config: AutoLabelConfig, out: Path,
-               link: bool) -> tuple[Path, np.ndarray | None, dict | None, str | None]:
+def _label_one(path: Path, config: AutoLabelConfig, out: Path, link: bool,
+               copies: list[FirstPass] | None = None) -> tuple[Path, np.ndarray | None, dict | None, str | None]:
     """Label one image and write its files (in the worker: PNG encoding would otherwise serialise on the parent).
 
     Returns (path, counts, what the labeller decided, problem); a bad image gives a problem instead of an exception.
+    ``copies``: the image's first-pass measures from the folder's measure (`_copies_of`), not made again.
     """
     try:
-        label = auto_label(_read(path, config), config)
+        label = auto_label(_read(path, config), config, copies)
         place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
         decided = {"modality": label.modality, "diameter_px": label.diameter_px, "scale": label.scale,
@@ -127,10 +127,12 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             n = len(files)
-            if config.threshold == "auto" and not config.given_scale and config.modality in ("auto", *LABEL_FREE) and n > 1:
-                config = _with_folder_cells(config, pool.map(_copies_of, files, [config] * n, chunksize=8),
-                                            on_measure, writer)
-            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, chunksize=8)
+            copies: list[list[FirstPass] | None] = [None] * n
+            if config.measures_folder and n > 1:
+                copies = _measured(pool.map(_copies_of, files, [config] * n, chunksize=8), on_measure)
+                config = _with_folder_cells(config, copies, writer)
+            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, copies,
+                               chunksize=8)
             for path, counts, decided, problem in results:
                 if on_image is not None:
                     on_image()
@@ -154,15 +156,21 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     return run
 
 
-def _with_folder_cells(config: AutoLabelConfig, copies: Iterable[list[FirstPass] | None],
-                       on_measure: Callable[[], None] | None, writer: DatasetWriter) -> AutoLabelConfig:
-    """``config`` with the folder's label-free cells measured as one (`trainer.autolabel.with_folder_cells`),
-    recorded in dataset.json."""
+def _measured(copies: Iterable[list[FirstPass] | None],
+              on_measure: Callable[[], None] | None) -> list[list[FirstPass] | None]:
+    """The folder's measures as they arrive, ``on_measure`` called for each."""
     measured = []
     for image_copies in copies:
         if on_measure is not None:
             on_measure()
         measured.append(image_copies)
+    return measured
+
+
+def _with_folder_cells(config: AutoLabelConfig, measured: list[list[FirstPass] | None],
+                       writer: DatasetWriter) -> AutoLabelConfig:
+    """``config`` with the folder's label-free cells measured as one (`trainer.autolabel.with_folder_cells`),
+    recorded in dataset.json."""
     config = with_folder_cells(config, measured)
     if config.folder_cells is not None:
         diameter, factor = config.folder_cells

@@ -74,8 +74,9 @@ def labeller(kind: str) -> Method:
     config = AutoLabelConfig(kind=kind, split_touching=True)
 
     def label(images: list[np.ndarray], _diameter: float) -> list[np.ndarray]:
-        folder = with_folder_cells(config, (label_free_copies(image, config) for image in images))
-        return [auto_label(image, folder).instances.astype(np.int32) for image in images]
+        copies = [label_free_copies(image, config) for image in images]
+        folder = with_folder_cells(config, copies)
+        return [auto_label(image, folder, own).instances.astype(np.int32) for image, own in zip(images, copies)]
 
     return label
 
