@@ -211,21 +211,24 @@ def export(checkpoint: Path, out: Path) -> Path:
 
 
 def demo_counts(model: Path, demo: Path) -> dict:
-    """The model on simulated mixed frames through the runtime: counts against the simulator's truth."""
+    """The model on simulated mixed frames through the runtime (`csc-run --pixel-size P`, P the set's: frames of
+    another pixel size than the model's rescaled to it): counts against the simulator's truth."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
     from runtime.counting.metrics import CountTally
     from runtime.counting.counter import CellCounter, CountingConfig
     from runtime.data.dataset import instance_counts, open_dataset
+    from runtime.pipeline.stream import Segmenter
 
     dataset = open_dataset(demo)
     with OnnxRuntimeRunner(model) as runner:
         counter = CellCounter(CountingConfig(class_names=tuple(runner.metadata.classes),
                                              pixel_size_um=runner.metadata.pixel_size_um))
+        segmenter = Segmenter(runner, zoom=dataset.pixel_size_um / runner.metadata.pixel_size_um)
         names = runner.metadata.classes[1:]
         tally = CountTally(tuple(names))
         for i in range(len(dataset)):
             labels = dataset.load(i)
-            counts = counter.count(runner.infer(labels.image[None])[0]).counts
+            counts = counter.count(segmenter.segment(labels.image)).counts
             true = instance_counts(labels.mask, labels.instances, len(dataset.classes))
             tally.add(counts, {n: int(true[dataset.classes.index(n)]) for n in names})
     summary = tally.summary()
