@@ -5,8 +5,8 @@ and a model shown cells at another size than it learnt over-counts them 2.5–4.
 are the ruler: a classical mask of each frame (texture energy on label-free frames, Otsu on the flattened grey image
 otherwise) gives every cell centre's inscribed diameter (`runtime.counting.scale.peak_diameters`); the zoom that brings their
 median to the size the model's cells had in training is a first guess. Which class is the ruler (RBCs, 5–7 µm,
-or macrophages, 13–20 µm) the model says: the first frame (its centre, one model input's worth: `_model_view`) is
-segmented at the RBC ruler's zoom, and the class with
+or macrophages, 13–20 µm) the model says: the first frame (its centre, one model input's worth, or more frames where
+that shows too few cells: `_model_view`) is segmented at the RBC ruler's zoom, and the class with
 the most cells there (cells, not area: a few macrophages outweigh many RBCs) is the ruler; the ruler's cells as the
 model draws them at that zoom then correct it once (the classical mask is wider or narrower than the cells).
 """
@@ -146,17 +146,20 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     ruler = "rbc" if "rbc" in targets else next(iter(targets))
     zoom, note = targets[ruler] / median, f"median cell {median:.1f} px in the frames"
     if segment is not None:
-        class_map, cells = _model_view(frames[0], zoom, metadata, segment)
+        views, class_maps, cells = _model_view(frames, zoom, metadata, segment)
         if max(cells) > 0 and metadata.classes[1 + int(np.argmax(cells))] != ruler:
             ruler = metadata.classes[1 + int(np.argmax(cells))]
             zoom = targets[ruler] / median
-            class_map = _model_view(frames[0], zoom, metadata, segment)[0]  # else the map made at its zoom serves
+            class_maps = [segment(view, zoom) for view in views]  # else the maps made at its zoom serve
         # The classical mask is wider or narrower than the cells by its blur and threshold; the model's own class map
         # near the right scale is not: one correction by what it measures there.
-        seen = peak_diameters(cv2.compare(class_map, metadata.classes.index(ruler), cv2.CMP_EQ))
-        if seen is not None:  # bounded: a model lost on these frames must not move the classical guess far
-            zoom *= float(np.clip(targets[ruler] / float(np.median(seen)), 1 / MAX_CORRECTION, MAX_CORRECTION))
-            note += f", {ruler}s of {float(np.median(seen)):.1f} px in the model's output"
+        seen = [found for class_map in class_maps
+                if (found := peak_diameters(cv2.compare(class_map, metadata.classes.index(ruler), cv2.CMP_EQ)))
+                is not None]
+        if seen:  # bounded: a model lost on these frames must not move the classical guess far
+            seen_px = float(np.median(np.concatenate(seen)))
+            zoom *= float(np.clip(targets[ruler] / seen_px, 1 / MAX_CORRECTION, MAX_CORRECTION))
+            note += f", {ruler}s of {seen_px:.1f} px in the model's output"
     zoom = 1.0 if abs(zoom - 1.0) <= SNAP else zoom
     if zoom > MAX_ENLARGE:
         return Calibration(None, None, len(diameters), measured, ruler,
@@ -165,23 +168,34 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
                        ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px")
 
 
-def _model_view(frame: np.ndarray, zoom: float, metadata: ModelMetadata,
-                segment: Segment) -> tuple[np.ndarray, list[int]]:
-    """The model's class map of the frame's centre at ``zoom`` — as much of it as one model input holds, one
-    inference — and its cells per class; of the whole frame where the centre holds fewer than MIN_CELLS cells. The
-    whole of a frame a little larger than the input took four tiles (at the demo's first guess, ×1.04, 65 ms of a
-    512×512 run's start), of a 4000×3000 one 48, for a median that a model input's cells already give."""
-    height, width = frame.shape[:2]
+def _model_view(frames: Sequence[np.ndarray], zoom: float, metadata: ModelMetadata,
+                segment: Segment) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """The views the model segments at ``zoom`` to say which class is the ruler, their class maps and the cells per
+    class in them: the first frame's centre — as much of it as one model input holds, one inference — or, where
+    that holds fewer than MIN_CELLS cells, the whole first frame, and then the next frames whole, one by one, until
+    they hold MIN_CELLS between them. The whole of a frame a little larger than the input took four tiles (at the
+    demo's first guess, ×1.04, 65 ms of a 512×512 run's start), of a 4000×3000 one 48, for a median that a model
+    input's cells already give; a sparse field, a few large cells a frame, needs more than one frame (simulated
+    DIC fields of one to eight 60-px RBCs: the first frame's few cells voted macrophage, and the scale came out 2.8×
+    off; ad hoc)."""
+    height, width = frames[0].shape[:2]
     crop_h, crop_w = (min(side, int(model / zoom)) for side, model in zip((height, width), metadata.input_size))
     y, x = (height - crop_h) // 2, (width - crop_w) // 2
-    views = [frame] if (crop_h, crop_w) == (height, width) else [frame[y:y + crop_h, x:x + crop_w], frame]
-    for view in views:
+    first = [frames[0]] if (crop_h, crop_w) == (height, width) else [frames[0][y:y + crop_h, x:x + crop_w], frames[0]]
+    views: list[np.ndarray] = []
+    class_maps: list[np.ndarray] = []
+    cells = [0] * (len(metadata.classes) - 1)
+    for k, view in enumerate([*first, *frames[1:]]):
         class_map = segment(view, zoom)
-        cells = [cv2.connectedComponents(cv2.compare(class_map, c, cv2.CMP_EQ))[0] - 1
-                 for c in range(1, len(metadata.classes))]
+        seen = [cv2.connectedComponents(cv2.compare(class_map, c, cv2.CMP_EQ))[0] - 1
+                for c in range(1, len(metadata.classes))]
+        if k < len(first):  # the first frame's whole replaces its centre
+            views, class_maps, cells = [view], [class_map], seen
+        else:
+            views, class_maps, cells = [*views, view], [*class_maps, class_map], [a + b for a, b in zip(cells, seen)]
         if sum(cells) >= MIN_CELLS:
             break
-    return class_map, cells
+    return views, class_maps, cells
 
 
 def disagreement(given_um: float, calibration: Calibration) -> str | None:

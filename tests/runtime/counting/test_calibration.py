@@ -208,3 +208,29 @@ def test_sparse_label_free_frames_are_measured_together():
     assert np.median(alone) < 15
     together, gave = frames_diameters(frames)
     assert abs(np.median(together) / 60 - 1) < 0.2 and 1 <= gave <= 3
+
+
+def test_a_sparse_first_frame_leaves_the_ruler_to_the_next_frames_too(runner, scene):
+    """Where the model finds fewer than MIN_CELLS cells in the first frame, the next frames are segmented as well
+    and the ruler is the class with the most cells over them: one macrophage-like blob in the first frame must not
+    make macrophages the ruler of a run whose next frames show RBCs (a sparse field: a few cells a frame)."""
+    maps = []
+    for k in range(3):
+        class_map = np.zeros((512, 512), np.uint8)
+        if k == 0:
+            cv2.circle(class_map, (256, 256), 20, 2, -1)
+        else:
+            for x in (100, 250, 400):
+                cv2.circle(class_map, (x, 200 + 30 * k), 7, 1, -1)
+        maps.append(class_map)
+    segmented = []
+
+    def segment(frame, zoom):
+        k = next(i for i, f in enumerate(scene) if np.shares_memory(frame, f))  # a frame or its centre
+        segmented.append(k)
+        return maps[k]
+
+    found = calibrate(scene, runner.metadata, segment)
+    assert set(segmented[:-2]) == {0} and segmented[-2:] == [1, 2], \
+        ("the first frame (its centre, then all of it), then the next ones until they hold MIN_CELLS cells", segmented)
+    assert found.ruler == "rbc" and "rbcs of" in found.note, found
