@@ -112,23 +112,36 @@ def t_real_model() -> str:
 
 
 def t_label_free_model() -> str:
-    d = load("label_free_model")
+    return _label_free_model_table("label_free_model", "python -m benchmarks.real.label_free_model --work "
+                                                       "runs/label-free-model --out benchmarks/results/label_free_model.json --bundle")
+
+
+def t_label_free_model_magnified() -> str:
+    return _label_free_model_table(
+        "label_free_model_magnified", "python -m benchmarks.real.label_free_model --work runs/label-free-model-magnified "
+                                      "--magnified-singles 10 --magnified-mixed 10 --single-steps 6000 --bundle "
+                                      "--out benchmarks/results/label_free_model_magnified.json")
+
+
+def _label_free_model_table(stem: str, command: str) -> str:
+    """A label-free recipe's run: BBBC030's evaluation part and the simulated counts, per path."""
+    d = load(stem)
     ev = d["evaluation"]
-    sim = ev.get("simulated_label_free_mixed", {})
-    rows = []
-    for method, r in ev["bbbc030_evaluation"]["methods"].items():
-        regime = method.split(" (")[0]
-        acc = sim.get(regime, {}).get("count_accuracy")
-        rows.append([method, f"{r['f1_iou50']:.3f}", f"{r['count_ratio']:.3f}", f"{r['miou']:.3f}",
-                     "—" if acc is None else f"{acc['rbc']:.3f} / {acc['macrophage']:.3f}"])
+    groups = [ev.get(group, {}) for group in ("simulated_label_free_mixed", "simulated_label_free_magnified")]
+
+    def counts(group: dict, regime: str) -> str:
+        acc = group.get(regime, {}).get("count_accuracy")
+        return "—" if acc is None else f"{acc['rbc']:.3f} / {acc['macrophage']:.3f}"
+
+    rows = [[method, f"{r['f1_iou50']:.3f}", f"{r['count_ratio']:.3f}", f"{r['miou']:.3f}",
+             *(counts(group, method.split(" (")[0]) for group in groups)]
+            for method, r in ev["bbbc030_evaluation"]["methods"].items()]
     table = _md_table(["path", "instance F1", "count ratio", "mIoU",
-                       "simulated label-free mixed: RBC / macrophage counts"], rows,
-                      ["---", "---:", "---:", "---:", "---:"])
-    bundled = "a label-free model bundled" if d.get("bundled") else "no label-free model bundled"
+                       "simulated label-free mixed, 0.4 µm/px: RBC / macrophage counts",
+                       "the same at 0.2 and 0.1 µm/px"], rows, ["---", "---:", "---:", "---:", "---:", "---:"])
+    bundled = f"{d['chosen']} bundled" if d.get("bundled") else "nothing bundled by this run"
     return table + f"\n\nBBBC030 evaluation part {ev['bbbc030_evaluation']['images']} at " \
-                   f"{ev['bbbc030_evaluation']['pixel_size_um']:.3f} µm/px; {bundled}." + source_line(
-        "label_free_model", "python -m benchmarks.real.label_free_model --work runs/label-free-model "
-                            "--out benchmarks/results/label_free_model.json --bundle")
+                   f"{ev['bbbc030_evaluation']['pixel_size_um']:.3f} µm/px; {bundled}." + source_line(stem, command)
 
 
 def _parts(parts: dict | None) -> str:

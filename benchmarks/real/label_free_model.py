@@ -3,17 +3,18 @@ U-Single → U-Transfer, and whether the network beats the labels it learnt from
 
 1. Single-kind sets, auto-labelled by `csc-label auto --kind K --split-touching` (modality detected per image):
    simulated RBC and macrophage frames (macrophages with pseudopods) in unstained brightfield, phase contrast and
-   DIC, at the model's 0.4 µm/px (given, as for the simulated sets of benchmarks/real/real_model.py), and the same
-   kinds at the higher magnifications of `MAGNIFIED_UM` (0.2 and 0.1 µm/px, the three optics in one folder, scale
-   given), brought to 0.4 µm/px (`csc-data rescale`) as the runtime brings such frames; and BBBC030's
-   tuning part (cho01–cho30, real DIC of CHO cells) as macrophage-sized cells, scale estimated by the labeller,
-   brought to 0.4 µm/px (`csc-data rescale`).
+   DIC, at the model's 0.4 µm/px (given, as for the simulated sets of benchmarks/real/real_model.py); with
+   ``--magnified-singles N``, also N frames of each kind per optics at each of the higher magnifications of
+   `MAGNIFIED_UM` (0.2 and 0.1 µm/px, the three optics in one folder, scale given), brought to 0.4 µm/px
+   (`csc-data rescale`) as the runtime brings such frames; and BBBC030's tuning part (cho01–cho30, real DIC of
+   CHO cells) as macrophage-sized cells, scale estimated by the labeller, brought to 0.4 µm/px.
 2. U-Single (`csc-train single`): light-unet on those sets, microscope augmentation, a background gap carved between
    touching cells.
 3. U-Transfer (`csc-train transfer`): fine-tuned, as the paper's is, on a few labelled images — ``transfer_n`` of
    each set: simulated mixed label-free frames of each optics with the simulator's exact labels (no licensed real
    mixed label-free set exists here), and BBBC030's tuning part with its hand-drawn outlines (real, single-kind).
-   Fine-tuned on simulated frames alone, it forgot the real images (BBBC030 F1 0.96 → 0.65 in a first run).
+   Fine-tuned on simulated frames alone, it forgot the real images (BBBC030 F1 0.96 → 0.65 in a first run). With
+   ``--magnified-mixed N``, also one set of N labelled mixed frames per optics at each of `MAGNIFIED_UM`.
 4. Both exported (`csc-export onnx`) and measured through the runtime path (`csc-run --pixel-size P`: frame
    rescaled to the model's pixel size, segmented, counted) beside the labeller, in one run:
    - BBBC030's evaluation part (cho31–cho60): macrophage-class instances against the hand outlines (F1 at IoU 0.5,
@@ -29,6 +30,9 @@ U-Single → U-Transfer, and whether the network beats the labels it learnt from
 
 Run: python -m benchmarks.real.label_free_model --work runs/label-free-model --out benchmarks/results/label_free_model.json
      [--bundle]   (2-core CPU: about 20 minutes, mostly training; the timings are in the result.)
+     The magnified recipe (not bundled: see docs/labelling.md):
+     python -m benchmarks.real.label_free_model --work runs/label-free-model-magnified --magnified-singles 10
+         --magnified-mixed 10 --single-steps 6000 --out benchmarks/results/label_free_model_magnified.json
 """
 from __future__ import annotations
 
@@ -72,14 +76,14 @@ class Recipe:
     arch: str = "light-unet"
     size: int = 224
     batch: int = 8
-    single_steps: int = 6000
+    single_steps: int = 4000
     transfer_steps: int = 1000
     transfer_n: int = 17  # of each of the three optics: 51 labelled mixed frames, the paper's 50
     val_every: int = 500
     singles_per_optics: int = 50
-    magnified_per_optics: int = 10  # single-kind frames per optics at each of MAGNIFIED_UM (0: none)
+    magnified_per_optics: int = 0  # single-kind frames per optics at each of MAGNIFIED_UM (--magnified-singles)
     mixed_per_optics: int = 40
-    magnified_mixed_per_optics: int = 10  # labelled mixed frames per optics at each of MAGNIFIED_UM, for U-Transfer
+    magnified_mixed_per_optics: int = 0  # labelled mixed frames per optics at each of MAGNIFIED_UM (--magnified-mixed)
     test_per_optics: int = 10
     magnified_test_per_optics: int = 6
     touching_gap: int = 4
@@ -141,9 +145,10 @@ def prepare_data(real: Path, work: Path, recipe: Recipe) -> dict[str, list[Path]
 
 
 def magnified(kind: str, pixel_size_um: float) -> dict:
-    """The simulator's settings for ``kind`` at ``pixel_size_um`` (MAGNIFIED_SIZE px frames, its own cells per µm²)."""
+    """The simulator's settings for ``kind`` at ``pixel_size_um``: MAGNIFIED_SIZE px frames, its own cells per µm²."""
     zoom = pixel_size_um / SimConfig().pixel_size_um
-    return {"size": MAGNIFIED_SIZE, "pixel_size_um": pixel_size_um, "density": SimConfig(mode=kind).mean_cells * zoom * zoom,
+    return {"size": MAGNIFIED_SIZE, "pixel_size_um": pixel_size_um,
+            "density": SimConfig(mode=kind).mean_cells * zoom * zoom,
             **({"pseudopods": PSEUDOPODS} if kind != "rbc" else {})}
 
 
@@ -320,8 +325,16 @@ if __name__ == "__main__":
     parser.add_argument("--bundle", action="store_true", help="write the chosen model to runtime/models/label-free.onnx")
     parser.add_argument("--single-steps", type=int, default=Recipe.single_steps)
     parser.add_argument("--transfer-steps", type=int, default=Recipe.transfer_steps)
+    parser.add_argument("--magnified-singles", type=int, default=Recipe.magnified_per_optics, metavar="N",
+                        help="U-Single also learns N auto-labelled single-kind frames per optics at each of "
+                             "MAGNIFIED_UM")
+    parser.add_argument("--magnified-mixed", type=int, default=Recipe.magnified_mixed_per_optics, metavar="N",
+                        help="U-Transfer also learns a set of N labelled mixed frames per optics at each of "
+                             "MAGNIFIED_UM")
     args = parser.parse_args()
     if not args.real.is_dir():
         raise SystemExit(f"{args.real}: the real images are not here (run beside ../shared/real, or pass --real)")
-    publish(main(args.real, args.work, Recipe(single_steps=args.single_steps, transfer_steps=args.transfer_steps),
+    publish(main(args.real, args.work, Recipe(single_steps=args.single_steps, transfer_steps=args.transfer_steps,
+                                                magnified_per_optics=args.magnified_singles,
+                                                magnified_mixed_per_optics=args.magnified_mixed),
                  args.bundle), args.out)
