@@ -146,11 +146,11 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     ruler = "rbc" if "rbc" in targets else next(iter(targets))
     zoom, note = targets[ruler] / median, f"median cell {median:.1f} px in the frames"
     if segment is not None:
-        views, class_maps, cells = _model_view(frames, zoom, metadata, segment)
+        class_maps, cells = _model_view(frames, zoom, metadata, segment)
         if max(cells) > 0 and metadata.classes[1 + int(np.argmax(cells))] != ruler:
             ruler = metadata.classes[1 + int(np.argmax(cells))]
             zoom = targets[ruler] / median
-            class_maps = [segment(view, zoom) for view in views]  # else the maps made at its zoom serve
+            class_maps = _model_view(frames, zoom, metadata, segment)[0]  # else the maps made at its zoom serve
         # The classical mask is wider or narrower than the cells by its blur and threshold; the model's own class map
         # near the right scale is not: one correction by what it measures there.
         seen = [found for class_map in class_maps
@@ -169,20 +169,19 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
 
 
 def _model_view(frames: Sequence[np.ndarray], zoom: float, metadata: ModelMetadata,
-                segment: Segment) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    """The views the model segments at ``zoom`` to say which class is the ruler, their class maps and the cells per
-    class in them: the first frame's centre — as much of it as one model input holds, one inference — or, where
-    that holds fewer than MIN_CELLS cells, the whole first frame, and then the next frames whole, one by one, until
-    they hold MIN_CELLS between them. The whole of a frame a little larger than the input took four tiles (at the
-    demo's first guess, ×1.04, 65 ms of a 512×512 run's start), of a 4000×3000 one 48, for a median that a model
-    input's cells already give; a sparse field, a few large cells a frame, needs more than one frame (simulated
-    DIC fields of one to eight 60-px RBCs: the first frame's few cells voted macrophage, and the scale came out 2.8×
-    off; ad hoc)."""
+                segment: Segment) -> tuple[list[np.ndarray], list[int]]:
+    """The class maps the model makes at ``zoom`` to say which class is the ruler, and the cells per class in them:
+    of the first frame's centre — as much of it as one model input holds at that zoom, one inference — or, where
+    that holds fewer than MIN_CELLS cells, of the whole first frame, and then of the next frames whole, one by one,
+    until they hold MIN_CELLS between them. The whole of a frame a little larger than the input took four tiles (at
+    the demo's first guess, ×1.04, 65 ms of a 512×512 run's start), of a 4000×3000 one 48, for a median that a
+    model input's cells already give; a sparse field, a few large cells a frame, needs more than one frame
+    (simulated label-free fields of one to eight cells, development seeds 55 and 56: the first frame's few cells
+    voted RBC on macrophage folders, and the scale came out 2–3× off; ad hoc)."""
     height, width = frames[0].shape[:2]
     crop_h, crop_w = (min(side, int(model / zoom)) for side, model in zip((height, width), metadata.input_size))
     y, x = (height - crop_h) // 2, (width - crop_w) // 2
     first = [frames[0]] if (crop_h, crop_w) == (height, width) else [frames[0][y:y + crop_h, x:x + crop_w], frames[0]]
-    views: list[np.ndarray] = []
     class_maps: list[np.ndarray] = []
     cells = [0] * (len(metadata.classes) - 1)
     for k, view in enumerate([*first, *frames[1:]]):
@@ -190,12 +189,13 @@ def _model_view(frames: Sequence[np.ndarray], zoom: float, metadata: ModelMetada
         seen = [cv2.connectedComponents(cv2.compare(class_map, c, cv2.CMP_EQ))[0] - 1
                 for c in range(1, len(metadata.classes))]
         if k < len(first):  # the first frame's whole replaces its centre
-            views, class_maps, cells = [view], [class_map], seen
+            class_maps, cells = [class_map], seen
         else:
-            views, class_maps, cells = [*views, view], [*class_maps, class_map], [a + b for a, b in zip(cells, seen)]
+            class_maps.append(class_map)
+            cells = [a + b for a, b in zip(cells, seen)]
         if sum(cells) >= MIN_CELLS:
             break
-    return views, class_maps, cells
+    return class_maps, cells
 
 
 def disagreement(given_um: float, calibration: Calibration) -> str | None:

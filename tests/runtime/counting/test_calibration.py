@@ -234,3 +234,23 @@ def test_a_sparse_first_frame_leaves_the_ruler_to_the_next_frames_too(runner, sc
     assert set(segmented[:-2]) == {0} and segmented[-2:] == [1, 2], \
         ("the first frame (its centre, then all of it), then the next ones until they hold MIN_CELLS cells", segmented)
     assert found.ruler == "rbc" and "rbcs of" in found.note, found
+
+
+def test_a_large_frame_is_seen_one_model_input_at_a_time_when_the_ruler_changes(runner):
+    """A large field whose cells the model calls macrophages: segmented first at the RBC ruler's zoom, then again
+    at the macrophage ruler's, each time on the centre that one model input holds at that zoom (the crop chosen at
+    the first zoom, segmented at the second, would take about nine tiles)."""
+    frames = [make_microscope("macrophage", size=1536, seed=4).frame(0).image]
+    views = []
+
+    def segment(view, zoom):  # the model's answer: six macrophages, whatever the zoom
+        views.append((view.shape[:2], zoom))
+        class_map = np.zeros([round(side * zoom) for side in view.shape[:2]], np.uint8)
+        for k in range(6):
+            cv2.circle(class_map, (40 + 70 * k, 200), 20, 2, -1)
+        return class_map
+
+    found = calibrate(frames, runner.metadata, segment)
+    assert found.ruler == "macrophage" and len(views) == 2 and views[1][1] > 2 * views[0][1], (found, views)
+    assert all(max(shape) * zoom <= 512 + 2 for shape, zoom in views), ("one model input's worth each", views)
+    assert views[1][0][0] < views[0][0][0] < 1536, "a smaller centre at the larger zoom"
