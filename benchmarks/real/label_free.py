@@ -205,8 +205,7 @@ def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc",
         if pixel_size_um is not None:
             extra["pixel_size_um"] = pixel_size_um
         if pixel_size_um is not None or crowding != 1.0:
-            zoom = (pixel_size_um or SimConfig().pixel_size_um) / SimConfig().pixel_size_um
-            extra["density"] = SimConfig(mode=kind).mean_cells * zoom * zoom * crowding
+            extra["density"] = density_at(kind, pixel_size_um or SimConfig().pixel_size_um, crowding)
         for optics in optics_names:
             microscope = make_microscope(kind, size=size, seed=seed, optics=optics, **extra)
             frames = [microscope.frame(i) for i in range(n)]
@@ -217,6 +216,13 @@ def simulated(n: int, seed: int, size: int = 512, kinds: Iterable[str] = ("rbc",
                 "methods": {name: score(((f.image, f.instances) for f in frames), make(kind), diameter)
                             for name, make in methods.items()}}
     return out
+
+
+def density_at(kind: str, pixel_size_um: float, crowding: float = 1.0) -> float:
+    """The simulator's ``density`` (cells a 512² frame) for ``kind`` at ``pixel_size_um``: as many cells per µm² as
+    at its own pixel size, times ``crowding``."""
+    zoom = pixel_size_um / SimConfig().pixel_size_um
+    return SimConfig(mode=kind).mean_cells * zoom * zoom * crowding
 
 
 def first_pass_copies(images: Iterable[np.ndarray]) -> dict[str, int]:

@@ -57,3 +57,17 @@ def test_the_evaluation_scores_the_labels_and_each_model_through_the_runtime(mon
     out = label_free_model.evaluate({"U-Transfer": LABEL_FREE_MODEL}, tmp_path, {"bbbc_pixel_um": 0.4, "test": []})
     methods = out["bbbc030_evaluation"]["methods"]
     assert len(methods) == 2 and all(row["predicted"] > 0 and row["annotated"] > 0 for row in methods.values())
+
+
+def test_a_magnified_transfer_set_too_small_for_the_transfer_is_refused_before_any_training():
+    """`--magnified-mixed N` pools 6·N frames of which U-Transfer takes 17 of the training split: a pool too small
+    for that is refused when the recipe is made, not after U-Single's 20 minutes."""
+    import pytest
+
+    from benchmarks.real.label_free_model import Recipe
+    from runtime.errors import CscError
+
+    with pytest.raises(CscError, match="--magnified-mixed 4 or more"):
+        Recipe(magnified_mixed_per_optics=3)
+    assert Recipe(magnified_mixed_per_optics=4).magnified_mixed_per_optics == 4
+    assert Recipe().magnified_mixed_per_optics == 0, "off unless asked"
