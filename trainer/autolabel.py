@@ -27,6 +27,7 @@ debris, white cells, unknown pixel size) they over-count 1.2–2.3×. So the def
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -84,7 +85,7 @@ PEAK_REACH = 0.2
 RIM = 0.15
 LABEL_FREE_RIM = 0.3
 # A folder of label-free images (`csc-label auto DIR`) is one microscope at one magnification: where the first pass
-# pooled over its images (`with_folder_cells`) measures cells at least this many times wider than an image's own first
+# pooled over its images (`for_folder`) measures cells at least this many times wider than an image's own first
 # pass (or, where the image's own measured none, than the kind's default size it would fall back to), the image is
 # labelled at the folder's. A field of one or two large cells among dust measures its specks on its own (the
 # cells are too few to measure on the copy that shows them). Only wider: an image's own wider measure, or its
@@ -132,10 +133,13 @@ class AutoLabelConfig:
     overlap: float = LABELLER_SPLIT.divide_large  # 0: no division by area
     peak_fraction: float = PEAK_FRACTION
     peak_reach: float = PEAK_REACH
-    # The folder's label-free cells (diameter px, copy factor; `with_folder_cells`), set by `trainer.labelling` for
+    # The folder's label-free cells (diameter px, copy factor; `for_folder`), set by `trainer.labelling` for
     # images whose own first pass measures them narrower than FOLDER_WIDER allows, or not at all; None: each image
     # alone.
     folder_cells: tuple[float, int] | None = None
+    # The label-free optics most of the folder's images showed (`for_folder`), for those detected as stained without
+    # a stain's colour (`ModalityEvidence.tentative`); None: each image's own.
+    folder_modality: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("rbc", "macrophage"):
@@ -184,9 +188,15 @@ class AutoLabelConfig:
 
     @property
     def measures_folder(self) -> bool:
-        """Whether a folder's label-free cells are measured together (`with_folder_cells`) under this config: the
+        """Whether a folder's label-free cells are measured together (`for_folder`) under this config: the
         scale estimated, the texture threshold, optics that may be label-free."""
         return self.threshold == "auto" and not self.given_scale and self.modality in ("auto", *LABEL_FREE)
+
+    @property
+    def votes_optics(self) -> bool:
+        """Whether a folder's images vote on their optics (`for_folder`): detected per image, the texture
+        threshold."""
+        return self.threshold == "auto" and self.modality == "auto"
 
     @property
     def given_scale(self) -> bool:
@@ -324,36 +334,64 @@ class _Foreground:
 
 
 def _modality(image: np.ndarray, config: AutoLabelConfig) -> str:
-    """The given modality, else the detected one. The paper's adaptive threshold (and any threshold chosen by hand)
-    is an intensity method: it asks for the intensity path whatever the optics, so detection (1–35 ms, and a first
-    pass on frames over 512 px) is skipped there and the modality not checked."""
+    """The given modality, else the detected one, or the folder's where the image's own is tentative
+    (`ModalityEvidence.tentative`). The paper's adaptive threshold (and any threshold chosen by hand) is an intensity
+    method: it asks for the intensity path whatever the optics, so detection (1–35 ms, and a first pass on frames
+    over 512 px) is skipped there and the modality not checked."""
     if config.modality != "auto":
         return config.modality
-    return detect_modality(image).modality if config.threshold == "auto" else NOT_CHECKED
+    if config.threshold != "auto":
+        return NOT_CHECKED
+    found = detect_modality(image)
+    return config.folder_modality if config.folder_modality and found.tentative else found.modality
 
 
-def label_free_copies(image: np.ndarray, config: AutoLabelConfig) -> list[FirstPass] | None:
-    """One image's first-pass measures (`copies_measured`) for its folder's pool (`with_folder_cells`); None where the
-    image is not labelled as a label-free image at an estimated scale (a scale given, a stained or blank image, a
-    threshold chosen by hand)."""
-    if not config.measures_folder or is_blank(image) or _modality(image, config) not in LABEL_FREE:
-        return None
-    return copies_measured(_grey(image, config, colour=False), blurred=config.gaussian)
+@dataclass(frozen=True)
+class FolderEntry:
+    """One image's part in its folder's measure (`folder_entry`, `for_folder`)."""
+
+    modality: str | None  # detected, or given; None: a blank image, or one left out of the folder's measure
+    tentative: bool  # a stain's verdict without a stain's colour (`ModalityEvidence.tentative`)
+    copies: list[FirstPass] | None  # first-pass measures where it is label-free at an estimated scale
 
 
-def with_folder_cells(config: AutoLabelConfig, per_image: Iterable[list[FirstPass] | None]) -> AutoLabelConfig:
+def folder_entry(image: np.ndarray, config: AutoLabelConfig) -> FolderEntry:
+    """One image's optics and first-pass measures (`copies_measured`) for its folder's (`for_folder`); its copies
+    are None where the image is not labelled as a label-free image at an estimated scale (a scale given, a stained
+    or blank image, a threshold chosen by hand)."""
+    if not (config.measures_folder or config.votes_optics) or is_blank(image):
+        return FolderEntry(None, False, None)
+    found = detect_modality(image) if config.votes_optics else None
+    modality = config.modality if found is None else found.modality
+    copies = (copies_measured(_grey(image, config, colour=False), blurred=config.gaussian)
+              if config.measures_folder and modality in LABEL_FREE else None)
+    return FolderEntry(modality, found is not None and found.tentative, copies)
+
+
+def for_folder(config: AutoLabelConfig, entries: Iterable[FolderEntry]) -> AutoLabelConfig:
     """``config`` for the images of one folder (one microscope, one magnification), given each one's
-    `label_free_copies`: with their label-free cells measured as one (`runtime.data.first_pass.pooled`; diameter
-    in px and the copy that saw them) as its ``folder_cells``, which an image takes where FOLDER_WIDER says; as it
-    is where no image measured any."""
-    found = pooled(copies for copies in per_image if copies)
-    return config if found.diameter is None else replace(config, folder_cells=(round(found.diameter, 2), found.factor))
+    `folder_entry`:
+    - with their label-free cells measured as one (`runtime.data.first_pass.pooled`; diameter in px and the copy
+      that saw them) as its ``folder_cells``, which an image takes where FOLDER_WIDER says;
+    - where more than half of its checked images are label-free, with the most common of their optics as its
+      ``folder_modality``, which an image takes where its own verdict is tentative (a stain without colour: a
+      sparse DIC crop of BBBC030, labelled as stained, counted dozens of specks).
+    As it is where neither applies."""
+    entries = list(entries)
+    found = pooled(entry.copies for entry in entries if entry.copies)
+    if found.diameter is not None:
+        config = replace(config, folder_cells=(round(found.diameter, 2), found.factor))
+    checked = [entry.modality for entry in entries if entry.modality is not None]
+    label_free = Counter(modality for modality in checked if modality in LABEL_FREE)
+    if config.votes_optics and 2 * sum(label_free.values()) > len(checked):
+        config = replace(config, folder_modality=label_free.most_common(1)[0][0])
+    return config
 
 
 def auto_label(image: np.ndarray, config: AutoLabelConfig, copies: list[FirstPass] | None = None) -> AutoLabel:
     """The auto-label of one single-kind image (uint8 BGR or grey, at least MIN_SIDE px a side). A blank frame
     (`runtime.counting.blank`: lens cap, lamp off, a uniform field) has no cells: its label is empty, threshold "blank".
-    ``copies``: the image's `label_free_copies`, where its folder's measure already made them (not made again)."""
+    ``copies``: the image's `folder_entry` copies, where its folder's measure already made them (not made again)."""
     if image.ndim not in (2, 3) or min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"an image to label must be at least {MIN_SIDE}×{MIN_SIDE} px (grey or BGR), "
                          f"got shape {image.shape}")

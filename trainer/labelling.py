@@ -18,8 +18,7 @@ from runtime.io.heap import keep_freed_memory
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.io.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
 from runtime.data.first_pass import FirstPass
-from trainer.autolabel import (BLANK, MIN_SIDE, AutoLabelConfig, auto_label, label_free_copies,
-                              with_folder_cells)
+from trainer.autolabel import BLANK, MIN_SIDE, AutoLabelConfig, FolderEntry, auto_label, folder_entry, for_folder
 
 
 @dataclass
@@ -33,6 +32,7 @@ class LabelRun:
     scale: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
     diameters: list[float] = field(default_factory=list)
+    folder_modality: tuple[str, int] | None = None  # the folder's optics and how many images took them
 
     @property
     def median_diameter(self) -> float | None:
@@ -44,7 +44,7 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path, link: bool,
     """Label one image and write its files (in the worker: PNG encoding would otherwise serialise on the parent).
 
     Returns (path, counts, what the labeller decided, problem); a bad image gives a problem instead of an exception.
-    ``copies``: the image's first-pass measures from the folder's measure (`_copies_of`), not made again.
+    ``copies``: the image's first-pass measures from the folder's measure (`_entry_of`), not made again.
     """
     try:
         label = auto_label(_read(path, config), config, copies)
@@ -71,13 +71,13 @@ def _read(path: Path, config: AutoLabelConfig) -> np.ndarray:
     return image
 
 
-def _copies_of(path: Path, config: AutoLabelConfig) -> list[FirstPass] | None:
-    """One image's first-pass measures for the folder's pool (in the worker; `label_free_copies`); None for an
-    image that is not label-free, or that cannot be read (the labelling pass reports it)."""
+def _entry_of(path: Path, config: AutoLabelConfig) -> FolderEntry:
+    """One image's part in the folder's measure (in the worker; `folder_entry`); left out where it cannot be read
+    (the labelling pass reports it)."""
     try:
-        return label_free_copies(_read(path, config), config)
+        return folder_entry(_read(path, config), config)
     except Exception:  # the labelling pass reads it again and says what is wrong with it
-        return None
+        return FolderEntry(None, False, None)
 
 
 def _remove_sample(out: Path, path: Path) -> None:
@@ -106,9 +106,11 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
                  on_image: Callable[[], None] | None = None, on_measure: Callable[[], None] | None = None) -> LabelRun:
     """Write ``out/images``, ``out/masks``, ``out/instances`` (when splitting) and ``dataset.json``.
 
-    Where the scale is to be estimated, the folder's label-free images are first measured together
-    (`trainer.autolabel.with_folder_cells`, ``on_measure`` called per image): an image whose own cells measure much
-    narrower than the folder's, or not at all, is labelled at the folder's (`trainer.autolabel.FOLDER_WIDER`).
+    The folder's images are first measured together (`trainer.autolabel.for_folder`, ``on_measure`` called per
+    image): where the scale is to be estimated, an image whose own label-free cells measure much narrower than the
+    folder's, or not at all, is labelled at the folder's (`trainer.autolabel.FOLDER_WIDER`); where the optics are
+    detected, an image taken for a stain without a stain's colour, in a folder of mostly label-free images, is
+    labelled in the folder's optics.
 
     The images are hard-linked into the dataset where the file system allows (copied otherwise, or always with
     ``copy_images``): no bytes move and no disk is doubled. A link is the same file, so an input edited in place
@@ -127,12 +129,12 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             n = len(files)
-            copies: list[list[FirstPass] | None] = [None] * n
-            if config.measures_folder and n > 1:
-                copies = _measured(pool.map(_copies_of, files, [config] * n, chunksize=8), on_measure)
-                config = _with_folder_cells(config, copies, writer)
-            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, copies,
-                               chunksize=8)
+            entries = [FolderEntry(None, False, None)] * n
+            if (config.measures_folder or config.votes_optics) and n > 1:
+                entries = _measured(pool.map(_entry_of, files, [config] * n, chunksize=8), on_measure)
+                config = _for_folder(config, entries, writer, run)
+            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n,
+                               [entry.copies for entry in entries], chunksize=8)
             for path, counts, decided, problem in results:
                 if on_image is not None:
                     on_image()
@@ -156,27 +158,30 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     return run
 
 
-def _measured(copies: Iterable[list[FirstPass] | None],
-              on_measure: Callable[[], None] | None) -> list[list[FirstPass] | None]:
+def _measured(entries: Iterable[FolderEntry], on_measure: Callable[[], None] | None) -> list[FolderEntry]:
     """The folder's measures as they arrive, ``on_measure`` called for each."""
     measured = []
-    for image_copies in copies:
+    for entry in entries:
         if on_measure is not None:
             on_measure()
-        measured.append(image_copies)
+        measured.append(entry)
     return measured
 
 
-def _with_folder_cells(config: AutoLabelConfig, measured: list[list[FirstPass] | None],
-                       writer: DatasetWriter) -> AutoLabelConfig:
-    """``config`` with the folder's label-free cells measured as one (`trainer.autolabel.with_folder_cells`),
-    recorded in dataset.json."""
-    config = with_folder_cells(config, measured)
+def _for_folder(config: AutoLabelConfig, entries: list[FolderEntry], writer: DatasetWriter,
+                run: LabelRun) -> AutoLabelConfig:
+    """``config`` with the folder's measures (`trainer.autolabel.for_folder`), recorded in dataset.json and in
+    ``run``."""
+    config = for_folder(config, entries)
     if config.folder_cells is not None:
         diameter, factor = config.folder_cells
         writer.extra["folder_cells"] = {  # images: those with cells on the copy the folder's measure rests on
             "diameter_px": diameter, "copy_factor": factor,
-            "images": sum(any(measure.factor == factor for measure in copies or ()) for copies in measured)}
+            "images": sum(any(measure.factor == factor for measure in entry.copies or ()) for entry in entries)}
+    taken = sum(entry.tentative for entry in entries)
+    if config.folder_modality is not None and taken:
+        writer.extra["folder_modality"] = {"modality": config.folder_modality, "images": taken}
+        run.folder_modality = (config.folder_modality, taken)
     return config
 
 
@@ -197,7 +202,7 @@ def _record_decisions(writer: DatasetWriter, run: LabelRun, per_image: dict, con
 
 def _config_json(config: AutoLabelConfig) -> dict:
     data = asdict(config)
-    del data["folder_cells"]  # measured after this is written: the top-level ``folder_cells``
+    del data["folder_cells"], data["folder_modality"]  # measured after this is written: top-level keys of their own
     data.update(morphology=config.use_morphology)
     fixed = config.scaled()
     if fixed is not None:  # with the scale estimated these differ per image

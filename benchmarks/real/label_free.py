@@ -10,6 +10,9 @@ Sets (real ones read from ``../shared/real``, never copied; skipped with the rea
   object (its README), so precision and the count are bounded by the annotation, not only by the labeller.
 - **BBBC030 resized** (`RESIZED`: ×0.5 and ×2, cells 26 and 106 px across): the labeller alone, at other
   magnifications of the same real images.
+- **BBBC030 in sparse crops** (`SPARSE_CROPS`: ×2 in 1024-px crops, cells 106 px across, two or three a crop; each
+  part's crops one folder): the sparse high-magnification regime in real DIC, the labeller as a folder and each
+  crop alone beside the reference.
 - **Simulated optics** (runtime/data/simulator.py, a test fixture, not evidence): the same scenes rendered as stained
   brightfield, unstained brightfield, phase contrast and DIC, single-kind RBC and macrophage frames (macrophages
   with pseudopods), at a seed no choice looked at; and the label-free optics at two and four times the
@@ -20,7 +23,7 @@ Sets (real ones read from ``../shared/real``, never copied; skipped with the rea
   crop, scored exactly as benchmarks/real/real_counts.py scores them.
 
 Rows: ``csc-label auto --split-touching`` (scale and modality decided per image, each set labelled as one folder:
-its label-free cells measured together first, `trainer.autolabel.with_folder_cells`), and the reference: local
+its label-free cells measured together first and its optics voted, `trainer.autolabel.for_folder`), and the reference: local
 variance (σ an eighth of the cell diameter) + Otsu + holes filled + distance watershed, **given the true median
 cell diameter** (the labeller is given nothing). Metrics: instance F1 at IoU 0.5, count ratio (predicted /
 annotated), and mIoU as the paper's eq. 5 (the mean over background and cells of the IoU summed over the set);
@@ -28,8 +31,8 @@ how each image's modality was detected.
 
 Run: python -m benchmarks.real.label_free [--real ../shared/real] [--n 12] [--seed 21]
                                      [--out benchmarks/results/label_free.json]
-     python -m benchmarks.real.label_free --only magnified|sparse|full_frames [--out ...]   (those sets alone;
-                                                         --magnified-only: the same as --only magnified)
+     python -m benchmarks.real.label_free --only magnified|sparse|full_frames|bbbc030_sparse [--out ...]
+                                         (those sets alone; --magnified-only: the same as --only magnified)
      python -m benchmarks.real.label_free --table benchmarks/results/label_free.json   (the README table)
 """
 from __future__ import annotations
@@ -55,7 +58,7 @@ from runtime.errors import CscError
 from runtime.data.first_pass import first_pass
 from runtime.data.modality import LABEL_FREE, detect_modality
 from runtime.data.simulator import SimConfig, make_microscope
-from trainer.autolabel import AutoLabelConfig, auto_label, label_free_copies, with_folder_cells
+from trainer.autolabel import AutoLabelConfig, auto_label, folder_entry, for_folder
 from trainer.holes import fill_holes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,13 +73,14 @@ Method = Callable[[list[np.ndarray], float], list[np.ndarray]]
 
 def labeller(kind: str) -> Method:
     """`csc-label auto DIR --kind KIND --split-touching`, nothing else given (the diameter is not passed on): a
-    set's images as one folder, their label-free cells first measured together (`with_folder_cells`)."""
+    set's images as one folder, their label-free cells first measured together and their optics voted
+    (`for_folder`)."""
     config = AutoLabelConfig(kind=kind, split_touching=True)
 
     def label(images: list[np.ndarray], _diameter: float) -> list[np.ndarray]:
-        copies = [label_free_copies(image, config) for image in images]
-        folder = with_folder_cells(config, copies)
-        return [auto_label(image, folder, own).instances.astype(np.int32) for image, own in zip(images, copies)]
+        entries = [folder_entry(image, config) for image in images]
+        folder = for_folder(config, entries)
+        return [auto_label(image, folder, own.copies).instances.astype(np.int32) for image, own in zip(images, entries)]
 
     return label
 
@@ -180,6 +184,44 @@ def bbbc030_resized(real: Path) -> dict:
         out[f"×{factor:g}"] = {part: score(resized_pairs(bbbc030_pairs(real, stems), factor), labeller("macrophage"),
                                            0.0)
                                for part, stems in (("tuning", TUNING), ("evaluation", EVALUATION))}
+    return out
+
+
+# BBBC030 enlarged this much and cut in square crops of this side (cells about 106 px across, none to eight a crop,
+# two or three as a rule): the sparse high-magnification regime of the issue's held-out DIC RBCs (about 72 px, five
+# a frame), in real DIC. Each part's crops are one folder.
+SPARSE_CROPS = (2.0, 1024)
+
+
+def cropped_pairs(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+                  side: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each (image, instances) pair cut in ``side``-px square crops on a grid from the top left (the remainder at the
+    right and bottom edges dropped); a cell cut by a crop's edge is the part of it inside, in the truth as in the
+    image."""
+    for image, truth in pairs:
+        for y in range(0, truth.shape[0] - side + 1, side):
+            for x in range(0, truth.shape[1] - side + 1, side):
+                yield image[y:y + side, x:x + side], truth[y:y + side, x:x + side]
+
+
+def bbbc030_sparse(real: Path) -> dict:
+    """Both parts of BBBC030 as SPARSE_CROPS, each part one folder: the labeller as a folder and each crop alone,
+    and the reference given the true size."""
+    root = real / "bbbc030-dic"
+    if not (root / "images").is_dir():
+        return {"skipped": f"{root} is absent (see ../shared/real/README.md)"}
+    factor, side = SPARSE_CROPS
+    with (root / "counts.csv").open(newline="", encoding="utf-8") as f:
+        diameter = factor * 2 * math.sqrt(float(np.median([float(row["median_area_px"]) for row in csv.DictReader(f)]))
+                                          / math.pi)
+    methods = {**METHODS, "csc-label auto, each image alone": alone}
+    out: dict = {"factor": factor, "crop_px": side, "true_median_diameter_px": round(diameter, 1), "parts": {}}
+    for part, stems in (("tuning", TUNING), ("evaluation", EVALUATION)):
+        pairs = list(cropped_pairs(resized_pairs(bbbc030_pairs(real, stems), factor), side))
+        out["parts"][part] = {
+            "images": f"{stems[0]}–{stems[-1]}", "crops": len(pairs),
+            "modality_detected": dict(Counter(detect_modality(image).modality for image, _ in pairs)),
+            "methods": {name: score(pairs, make("macrophage"), diameter) for name, make in methods.items()}}
     return out
 
 
@@ -293,7 +335,8 @@ def smears(real: Path) -> dict:
 def measure(real: Path, n: int = 12, seed: int = 21) -> dict:
     return {"what": "auto-labels of label-free images with nothing given, against a local-variance reference given "
                     "the true cell size; the stained smears for no regression", **tree_state(ROOT),
-            "bbbc030": bbbc030(real), "bbbc030_resized": bbbc030_resized(real), "simulated": simulated(n, seed),
+            "bbbc030": bbbc030(real), "bbbc030_resized": bbbc030_resized(real), "bbbc030_sparse": bbbc030_sparse(real),
+            "simulated": simulated(n, seed),
             "magnified": magnified(max(1, n // 2), seed), "sparse": sparse(n, seed),
             "full_frames": full_frames(max(1, n // 12), seed),
             "smears": smears(real)}
@@ -315,6 +358,10 @@ def render_markdown(result: dict) -> str:
         for part, r in parts.items() if isinstance(parts, dict) else ():
             lines.append(f"| BBBC030 {part} resized {factor} | {next(iter(METHODS))} | {r['f1_iou50']:.3f} | "
                          f"{r['count_ratio']:.3f} | {r['miou']:.3f} | — |")
+    sparse_crops = result.get("bbbc030_sparse", {})
+    for part, entry in sparse_crops.get("parts", {}).items():
+        rows(f"BBBC030 {part} ×{sparse_crops['factor']:g} in {sparse_crops['crop_px']}-px crops ({entry['crops']})",
+             entry)
     for name, entry in result["simulated"]["sets"].items():
         rows(f"simulated {name}", entry)
     for section in ("magnified", "sparse", "full_frames"):
@@ -331,9 +378,9 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=21, help="simulator seed (tuning used 20)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a result file and exit")
-    parser.add_argument("--only", choices=("magnified", "sparse", "full_frames"), default=None,
-                        help="only the MAGNIFIED, SPARSE or FULL_FRAME sets (to measure another commit's labeller on "
-                             "them)")
+    parser.add_argument("--only", choices=("magnified", "sparse", "full_frames", "bbbc030_sparse"), default=None,
+                        help="only the MAGNIFIED, SPARSE, FULL_FRAME or SPARSE_CROPS sets (to measure another commit's "
+                             "labeller on them)")
     parser.add_argument("--magnified-only", dest="only", action="store_const", const="magnified",
                         help="the same as --only magnified")
     args = parser.parse_args()
@@ -341,7 +388,8 @@ if __name__ == "__main__":
         print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))), end="")
     elif args.only is not None:
         sets = {"magnified": lambda: magnified(max(1, args.n // 2), args.seed), "sparse": lambda: sparse(args.n, args.seed),
-                "full_frames": lambda: full_frames(max(1, args.n // 12), args.seed)}[args.only]()
+                "full_frames": lambda: full_frames(max(1, args.n // 12), args.seed),
+                "bbbc030_sparse": lambda: bbbc030_sparse(args.real)}[args.only]()
         publish({"what": f"the label-free optics, {args.only.replace('_', ' ')} only", **tree_state(ROOT),
                  "bbbc030": {}, "simulated": {"sets": {}}, args.only: sets}, args.out)
     else:

@@ -116,6 +116,15 @@ class ModalityEvidence:
     def as_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
+    @property
+    def tentative(self) -> bool:
+        """A stain's verdict without a stain's colour: a grey or colourless image whose objects only darken the
+        field, or that showed none to judge by. One image cannot tell more, but a folder can: a sparse crop of a
+        DIC field, one or two cells among debris, reads like this (BBBC030's tuning part enlarged ×2 in
+        1024-px crops: 32 of 120), and a folder of mostly label-free images overrules it
+        (`trainer.autolabel.for_folder`)."""
+        return self.modality == "stained" and self.chroma < STAIN_CHROMA
+
 
 def detect_modality(image: np.ndarray) -> ModalityEvidence:
     """The modality of one uint8 grey or BGR image, with the evidence (see the module docstring)."""

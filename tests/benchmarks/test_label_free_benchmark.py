@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.real.label_free import (bbbc030, bbbc030_resized, local_variance_reference, render_markdown,
-                                        resized_pairs, score, simulated)
+from benchmarks.real.label_free import (bbbc030, bbbc030_resized, bbbc030_sparse, cropped_pairs,
+                                        local_variance_reference, render_markdown, resized_pairs, score, simulated)
 from runtime.data.simulator import make_microscope
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,16 @@ def test_frames_of_another_shape_are_drawn_and_rendered():
 def test_a_missing_real_set_is_skipped_with_the_reason(tmp_path):
     assert "absent" in bbbc030(tmp_path)["skipped"]
     assert "absent" in bbbc030_resized(tmp_path)["skipped"]
+    assert "absent" in bbbc030_sparse(tmp_path)["skipped"]
+
+
+def test_sparse_crops_cut_image_and_truth_alike_and_drop_the_remainder():
+    image = np.arange(250 * 330, dtype=np.int64).reshape(250, 330) % 251
+    truth = np.arange(250 * 330, dtype=np.int32).reshape(250, 330)
+    crops = list(cropped_pairs([(image.astype(np.uint8), truth)], 100))
+    assert len(crops) == 6, "a 3 × 2 grid: the last 30 and 50 px dropped"
+    assert all(i.shape == t.shape == (100, 100) for i, t in crops)
+    assert crops[4][1][0, 0] == truth[100, 100] and np.array_equal(crops[4][0], image[100:200, 100:200] % 256)
 
 
 def test_resized_pairs_keep_every_instance_and_its_ids():

@@ -219,12 +219,62 @@ def test_an_images_folder_measures_serve_its_label_unchanged():
     """`auto_label`'s ``copies``: the first-pass measures the folder's measure made of an image label it exactly
     as the image's own first pass would, so the labelling pass does not make them again."""
     from runtime.data.simulator import make_microscope
-    from trainer.autolabel import auto_label, label_free_copies
+    from trainer.autolabel import auto_label, folder_entry
 
     image = make_microscope("macrophage", size=256, seed=5, optics="dic", pseudopods=2.0).frame(0).image
     config = AutoLabelConfig(kind="macrophage", split_touching=True)
-    copies = label_free_copies(image, config)
+    copies = folder_entry(image, config).copies
     assert copies, "a label-free image at an estimated scale is measured"
     alone, given = auto_label(image, config), auto_label(image, config, copies)
     assert np.array_equal(alone.instances, given.instances) and alone.diameter_px == given.diameter_px
-    assert label_free_copies(image, AutoLabelConfig(kind="macrophage", diameter_px=40.0)) is None, "scale given"
+    assert folder_entry(image, AutoLabelConfig(kind="macrophage", diameter_px=40.0)).copies is None, "scale given"
+
+
+def _grey_absorbing_field(seed: int) -> np.ndarray:
+    """A grey field whose three cells only darken it: what `detect_modality` takes for a stain imaged in grey
+    (tentatively: no colour says so)."""
+    rng = np.random.default_rng(seed)
+    image = (np.full((256, 256), 180.0) + rng.normal(0, 3, (256, 256))).clip(0, 255).astype(np.uint8)
+    for x, y in ((60, 60), (180, 100), (100, 190)):
+        cv2.circle(image, (x, y), 14, 120, -1)
+    return image
+
+
+def test_a_folder_of_label_free_images_overrules_a_grey_images_tentative_stain():
+    """`for_folder`: where more than half of a folder's checked images are label-free, their commonest optics is
+    the folder's, and an image detected as a stain without a stain's colour is labelled in it; a colour stain keeps
+    its own, as does every image of a folder of mostly stained images, or with the optics given."""
+    from dataclasses import replace
+
+    from runtime.data.modality import detect_modality
+    from runtime.data.simulator import make_microscope
+    from trainer.autolabel import FolderEntry, auto_label, for_folder
+
+    config = AutoLabelConfig(kind="macrophage", split_touching=True)
+    dic, stain, none = FolderEntry("dic", False, None), FolderEntry("stained", True, None), FolderEntry(None, False, None)
+    assert for_folder(config, [dic, dic, FolderEntry("phase", False, None), stain, none]).folder_modality == "dic"
+    assert for_folder(config, [dic, stain, stain]).folder_modality is None, "half or less label-free"
+    assert for_folder(replace(config, modality="dic"), [dic, dic, stain]).folder_modality is None, "optics given"
+    grey = _grey_absorbing_field(0)
+    assert detect_modality(grey).tentative
+    folder = replace(config, folder_modality="dic")
+    assert auto_label(grey, config).modality == "stained" and auto_label(grey, folder).modality == "dic"
+    smear = make_microscope("rbc", size=256, seed=1).frame(0).image
+    assert not detect_modality(smear).tentative and auto_label(smear, folder).modality == "stained"
+
+
+def test_csc_label_records_the_folders_optics_and_the_images_that_took_them(tmp_path):
+    """`csc-label auto DIR`: a folder of DIC frames with one grey field that reads as a stain labels that field in
+    DIC and says so in dataset.json (`folder_modality`, and the image's own modality)."""
+    from runtime.data.simulator import make_microscope
+
+    images = tmp_path / "in"
+    images.mkdir()
+    microscope = make_microscope("macrophage", size=256, seed=5, optics="dic", pseudopods=2.0)
+    for i in range(3):
+        cv2.imwrite(str(images / f"dic{i}.png"), microscope.frame(i).image)
+    cv2.imwrite(str(images / "grey.png"), _grey_absorbing_field(1))
+    label_folder(images, tmp_path / "out", AutoLabelConfig(kind="macrophage", split_touching=True), workers=2)
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["folder_modality"] == {"modality": "dic", "images": 1}
+    assert meta["autolabel_images"]["grey"]["modality"] == "dic" and meta["modality"] == {"dic": 4}

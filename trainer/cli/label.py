@@ -34,7 +34,7 @@ def auto(
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel. Without it (and without --diameter) the cell diameter is estimated in every image."),
     diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the cells in px (instead of --pixel-size)."),
-    modality: ModalityChoice = typer.Option(ModalityChoice.auto, "--modality", help="The optics: stained (brightfield smears), brightfield (unstained), phase (phase contrast), dic, fluorescence; auto decides per image. Label-free ones (brightfield, phase, dic) are thresholded on local contrast of either sign, not on intensity."),
+    modality: ModalityChoice = typer.Option(ModalityChoice.auto, "--modality", help="The optics: stained (brightfield smears), brightfield (unstained), phase (phase contrast), dic, fluorescence; auto decides per image, and where most of a folder's images are label-free, one taken for a stain without a stain's colour takes their optics. Label-free ones (brightfield, phase, dic) are thresholded on local contrast of either sign, not on intensity."),
     paper: bool = typer.Option(False, "--paper", help="The paper's steps as published: grey, adaptive threshold, filled outer contours, no rim closing, no rejection."),
     channel: ChannelChoice = typer.Option(None, "--channel", help="auto: the colour direction with the most cell/background contrast; grey: brightness only. Default auto."),
     polarity: PolarityChoice = typer.Option(PolarityChoice.auto, "--polarity", help="Cells darker (brightfield) or brighter (fluorescence) than the background; auto decides per image."),
@@ -75,7 +75,7 @@ def auto(
         raise CscError(str(err), fix="see `csc-label auto --help`") from None
     n = len(check_folders(images, out))
     with progress_bar() as bar:
-        measure = bar.add_task("measure the folder's cells", total=n, visible=False)
+        measure = bar.add_task("measure the folder's cells and optics", total=n, visible=False)
         task = bar.add_task(f"auto-label {kind.value}", total=n)
 
         def measured() -> None:
@@ -90,7 +90,9 @@ def auto(
                "too few or too small)", "default": "default: too few cells to measure"}
         scales = ", ".join(f"{how[s]} ×{c}" for s, c in run.scale.items())
         console.print(f"cell diameter: median {run.median_diameter:.1f} px (range {lo:g}–{hi:g}; {scales})", highlight=False)
-    console.print("modality: " + ", ".join(f"{m} ×{c}" for m, c in run.modality.items()), highlight=False)
+    console.print("modality: " + ", ".join(f"{m} ×{c}" for m, c in run.modality.items())
+                  + (f" (the folder's {run.folder_modality[0]} for {run.folder_modality[1]} taken for a stain "
+                     "without its colour)" if run.folder_modality else ""), highlight=False)
     console.print("polarity: " + ", ".join(f"{p} ×{c}" for p, c in run.polarity.items())
                   + "; threshold: " + ", ".join(f"{t} ×{c}" for t, c in run.threshold.items()), highlight=False)
     if run.rejected:
