@@ -83,8 +83,12 @@ def frames_diameters(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
     one to eight 60-px RBCs, seeds 55–56: 6 of 18 three-frame starts measured 5–8 px frame by frame, none pooled;
     ad hoc); others each on a mask by Otsu on the grey image flattened by a wide blur (`_stained_diameters`)."""
     stained, copies = [], []
-    for image in frames:
-        if detect_modality(image).modality in LABEL_FREE:
+    found = [detect_modality(image) for image in frames]
+    label_free_run = 2 * sum(evidence.modality in LABEL_FREE for evidence in found) > len(found)
+    for image, evidence in zip(frames, found):
+        # a frame taken for a stain without a stain's colour, among mostly label-free ones, is one of them (a
+        # sparse DIC field reads like that alone: `ModalityEvidence.tentative`), as in a folder to label
+        if evidence.modality in LABEL_FREE or (label_free_run and evidence.tentative):
             copies.append(copies_measured(as_grey(image)))
         else:
             stained.append(_stained_diameters(image))

@@ -72,14 +72,17 @@ class DomainCheck:
         """For the first OPTICS_FRAMES frames (lit ones: the pipeline skips blank frames, which show no optics): the
         warning, once, when a frame's optics (`detect_modality`) are none the model was trained on. Label-free
         optics count as one family: a label-free model learns them together, and the detector can take faint
-        unstained cells' rings for a relief or a halo."""
+        unstained cells' rings for a relief or a halo. A stain without a stain's colour (`ModalityEvidence.tentative`:
+        a sparse DIC field reads like that) is no evidence against a label-free model."""
         trained = self.metadata.modalities if self.metadata else []
         if not trained or sum(self.optics.values()) >= OPTICS_FRAMES:
             return None
-        found = detect_modality(image).modality
+        evidence = detect_modality(image)
+        found = evidence.modality
         self.optics[found] += 1
         family = {DESCRIBED[m] for m in trained}
-        if DESCRIBED[found] in family or self.optics_warning is not None:
+        if (DESCRIBED[found] in family or (evidence.tentative and any(m in LABEL_FREE for m in trained))
+                or self.optics_warning is not None):
             return None
         hint = (f"use a model trained on label-free images: `csc-run --modality {found}` runs the bundled one "
                 "(runtime/models/label-free.onnx), or pass --model" if found in LABEL_FREE

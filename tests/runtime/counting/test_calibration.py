@@ -254,3 +254,24 @@ def test_a_large_frame_is_seen_one_model_input_at_a_time_when_the_ruler_changes(
     assert found.ruler == "macrophage" and len(views) == 2 and views[1][1] > 2 * views[0][1], (found, views)
     assert all(max(shape) * zoom <= 512 + 2 for shape, zoom in views), ("one model input's worth each", views)
     assert views[1][0][0] < views[0][0][0] < 1536, "a smaller centre at the larger zoom"
+
+
+def test_a_grey_field_read_as_a_stain_is_measured_with_the_label_free_frames_it_is_among(monkeypatch):
+    """`frames_diameters`: among mostly label-free frames, a frame taken for a stain without a stain's colour (a
+    sparse DIC field reads like that) is measured as one of them, not by the stain's Otsu mask; among mostly
+    stained frames it is a stain."""
+    from runtime.counting import calibration
+    from runtime.data.simulator import make_microscope
+
+    grey = np.full((256, 256), 180, np.uint8)
+    for x, y in ((60, 60), (180, 100), (100, 190)):
+        cv2.circle(grey, (x, y), 14, 120, -1)
+    dic = [make_microscope("macrophage", size=256, seed=5, optics="dic").frame(i).image for i in range(2)]
+    stained = [make_microscope("rbc", size=256, seed=7).frame(i).image for i in range(2)]
+    otsu = []
+    real = calibration._stained_diameters
+    monkeypatch.setattr(calibration, "_stained_diameters", lambda image: otsu.append(image) or real(image))
+    calibration.frames_diameters([*dic, grey])
+    assert otsu == [], "the grey field joined the label-free frames"
+    calibration.frames_diameters([*stained, grey])
+    assert len(otsu) == 3 and otsu[-1] is grey

@@ -627,3 +627,25 @@ def test_sigterm_stops_csc_run_like_ctrl_c_with_its_files_closed(tmp_path):
     rows = csv_path.read_text().splitlines()
     assert summary["interrupted"] and summary["frames"] == len(rows) - 1 >= 3
     assert all(len(row.split(",")) == 6 for row in rows)
+
+
+def test_a_grey_field_read_as_a_stain_is_no_evidence_against_a_label_free_model():
+    """A stain's verdict without a stain's colour (a sparse DIC field reads like that: `ModalityEvidence.tentative`)
+    does not warn a label-free model's run; a colour smear does, and the grey field warns nothing on a smear
+    model either (it is a stain there)."""
+    from runtime.data.modality import detect_modality
+    from runtime.data.simulator import make_microscope
+    from runtime.pipeline.domain import DomainCheck
+
+    grey = np.full((256, 256), 180, np.uint8)
+    for x, y in ((60, 60), (180, 100), (100, 190)):
+        cv2.circle(grey, (x, y), 14, 120, -1)
+    grey = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    assert detect_modality(grey).tentative
+    smear = make_microscope("rbc", size=256, seed=7).frame(0).image
+    runner = ThresholdRunner(256)
+    for trained, image, warns in ((["brightfield", "dic", "phase"], grey, False),
+                                  (["brightfield", "dic", "phase"], smear, True), (["stained"], grey, False)):
+        runner.metadata.modalities = trained
+        check = DomainCheck(runner.metadata, ("background", "rbc", "macrophage"))
+        assert (check.check_optics(image) is not None) == warns, trained
