@@ -333,17 +333,20 @@ class _Foreground:
     seeds: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-def _modality(image: np.ndarray, config: AutoLabelConfig) -> str:
+def _modality(image: np.ndarray, config: AutoLabelConfig, entry: FolderEntry | None = None) -> str:
     """The given modality, else the detected one, or the folder's where the image's own is tentative
     (`ModalityEvidence.tentative`). The paper's adaptive threshold (and any threshold chosen by hand) is an intensity
     method: it asks for the intensity path whatever the optics, so detection (1–35 ms, and a first pass on frames
-    over 512 px) is skipped there and the modality not checked."""
+    over 512 px) is skipped there and the modality not checked. ``entry``: the image's `folder_entry`, whose
+    detection is not made again."""
     if config.modality != "auto":
         return config.modality
     if config.threshold != "auto":
         return NOT_CHECKED
-    found = detect_modality(image)
-    return config.folder_modality if config.folder_modality and found.tentative else found.modality
+    if entry is None or entry.modality is None:
+        found = detect_modality(image)
+        entry = FolderEntry(found.modality, found.tentative, None)
+    return config.folder_modality if config.folder_modality and entry.tentative else entry.modality
 
 
 @dataclass(frozen=True)
@@ -388,10 +391,11 @@ def for_folder(config: AutoLabelConfig, entries: Iterable[FolderEntry]) -> AutoL
     return config
 
 
-def auto_label(image: np.ndarray, config: AutoLabelConfig, copies: list[FirstPass] | None = None) -> AutoLabel:
+def auto_label(image: np.ndarray, config: AutoLabelConfig, entry: FolderEntry | None = None) -> AutoLabel:
     """The auto-label of one single-kind image (uint8 BGR or grey, at least MIN_SIDE px a side). A blank frame
     (`runtime.counting.blank`: lens cap, lamp off, a uniform field) has no cells: its label is empty, threshold "blank".
-    ``copies``: the image's `folder_entry` copies, where its folder's measure already made them (not made again)."""
+    ``entry``: the image's `folder_entry`, where its folder's measure made it: its optics and first-pass measures
+    are not made again."""
     if image.ndim not in (2, 3) or min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"an image to label must be at least {MIN_SIDE}×{MIN_SIDE} px (grey or BGR), "
                          f"got shape {image.shape}")
@@ -400,9 +404,9 @@ def auto_label(image: np.ndarray, config: AutoLabelConfig, copies: list[FirstPas
         return AutoLabel(empty, empty.astype(np.uint16) if config.split_touching else None, "either",
                          round(fixed.diameter_px if fixed else _fallback(config), 1),
                          "given" if fixed else "default", BLANK, {}, NOT_CHECKED)
-    modality = _modality(image, config)
+    modality = _modality(image, config, entry)
     label_free = modality in LABEL_FREE and config.threshold == "auto"
-    fg = (_label_free_foreground(image, config, modality, copies) if label_free
+    fg = (_label_free_foreground(image, config, modality, entry.copies if entry else None) if label_free
           else _intensity_foreground(image, config, modality))
     binary, cells, polarity, used, scaled, origin = fg.binary, fg.cells, fg.polarity, fg.threshold, fg.scaled, fg.scale
     min_area = scaled.min_area

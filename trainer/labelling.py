@@ -17,7 +17,6 @@ from runtime.errors import CscError
 from runtime.io.heap import keep_freed_memory
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.io.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
-from runtime.data.first_pass import FirstPass
 from trainer.autolabel import BLANK, MIN_SIDE, AutoLabelConfig, FolderEntry, auto_label, folder_entry, for_folder
 
 
@@ -40,14 +39,15 @@ class LabelRun:
 
 
 def _label_one(path: Path, config: AutoLabelConfig, out: Path, link: bool,
-               copies: list[FirstPass] | None = None) -> tuple[Path, np.ndarray | None, dict | None, str | None]:
+               entry: FolderEntry | None = None) -> tuple[Path, np.ndarray | None, dict | None, str | None]:
     """Label one image and write its files (in the worker: PNG encoding would otherwise serialise on the parent).
 
     Returns (path, counts, what the labeller decided, problem); a bad image gives a problem instead of an exception.
-    ``copies``: the image's first-pass measures from the folder's measure (`_entry_of`), not made again.
+    ``entry``: the image's part in the folder's measure (`_entry_of`): its optics and first-pass measures are not
+    made again.
     """
     try:
-        label = auto_label(_read(path, config), config, copies)
+        label = auto_label(_read(path, config), config, entry)
         place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
         decided = {"modality": label.modality, "diameter_px": label.diameter_px, "scale": label.scale,
@@ -133,8 +133,8 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
             if (config.measures_folder or config.votes_optics) and n > 1:
                 entries = _measured(pool.map(_entry_of, files, [config] * n, chunksize=8), on_measure)
                 config = _for_folder(config, entries, writer, run)
-            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n,
-                               [entry.copies for entry in entries], chunksize=8)
+            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, entries,
+                               chunksize=8)
             for path, counts, decided, problem in results:
                 if on_image is not None:
                     on_image()

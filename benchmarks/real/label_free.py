@@ -80,7 +80,7 @@ def labeller(kind: str) -> Method:
     def label(images: list[np.ndarray], _diameter: float) -> list[np.ndarray]:
         entries = [folder_entry(image, config) for image in images]
         folder = for_folder(config, entries)
-        return [auto_label(image, folder, own.copies).instances.astype(np.int32) for image, own in zip(images, entries)]
+        return [auto_label(image, folder, own).instances.astype(np.int32) for image, own in zip(images, entries)]
 
     return label
 

@@ -215,17 +215,21 @@ def test_an_image_takes_the_folders_cells_only_where_its_own_measure_much_narrow
         assert auto_label(lone, replace(config, folder_cells=(folder, 1))).scale == scale, folder
 
 
-def test_an_images_folder_measures_serve_its_label_unchanged():
-    """`auto_label`'s ``copies``: the first-pass measures the folder's measure made of an image label it exactly
-    as the image's own first pass would, so the labelling pass does not make them again."""
+def test_an_images_folder_measures_serve_its_label_unchanged(monkeypatch):
+    """`auto_label`'s ``entry``: the optics and first-pass measures the folder's measure made of an image label it
+    exactly as the image's own would, so the labelling pass does not make them again."""
     from runtime.data.simulator import make_microscope
     from trainer.autolabel import auto_label, folder_entry
 
     image = make_microscope("macrophage", size=256, seed=5, optics="dic", pseudopods=2.0).frame(0).image
     config = AutoLabelConfig(kind="macrophage", split_touching=True)
-    copies = folder_entry(image, config).copies
-    assert copies, "a label-free image at an estimated scale is measured"
-    alone, given = auto_label(image, config), auto_label(image, config, copies)
+    entry = folder_entry(image, config)
+    assert entry.copies, "a label-free image at an estimated scale is measured"
+    alone = auto_label(image, config)
+    from trainer import autolabel
+    monkeypatch.setattr(autolabel, "detect_modality", lambda image: pytest.fail("optics detected again"))
+    given = auto_label(image, config, entry)
+    monkeypatch.undo()
     assert np.array_equal(alone.instances, given.instances) and alone.diameter_px == given.diameter_px
     assert folder_entry(image, AutoLabelConfig(kind="macrophage", diameter_px=40.0)).copies is None, "scale given"
 
