@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from runtime.backends.model_meta import ModelMetadata
 from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
@@ -52,6 +53,7 @@ def run(
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
     counting_device: CountingDevice = typer.Option("cpu", "--counting-device", help="Where class maps are counted: cpu (OpenCV, the default), cuda (torch on the GPU: the same counts and cell tables; needs a CUDA build of torch; its speed is not measured yet), or auto (cuda where torch sees a GPU, else cpu)."),
     pixel_size: str = typer.Option("auto", "--pixel-size", help="The camera's µm per pixel: frames are rescaled to the model's pixel size before inference, counts and cell tables mapped back. auto (default): MODEL.camera.json beside the model, else calibrated from the first frames' cells (printed with its spread; the model's own pixel size, with a warning, where that is impossible). A given value is checked against the frames too."),
+    calibrate_on: str = typer.Option("auto", "--calibrate-on", metavar="CLASS", help="Without --pixel-size, the cell class the frames show most of (rbc or macrophage for the bundled models), whose typical size calibrates the scale. auto (default): the model votes, which on stained smears is reliable but on label-free frames cannot tell a field of one kind of cell: there macrophages alone may be read as RBCs at 2–3× the pixel size (the run warns)."),
     save_calibration: bool = typer.Option(False, "--save-calibration", help="Write the calibrated pixel size to MODEL.camera.json beside the model, so that the next run starts from it."),
     width: int = typer.Option(None, "--width", help="Camera capture width."),
     height: int = typer.Option(None, "--height", help="Camera capture height."),
@@ -86,6 +88,7 @@ def run(
     elif token is not None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
     with runner, web or nullcontext():
+        ruler = _calibration_ruler(calibrate_on, runner.metadata, model)
         console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
         for note in runner.notes:
             console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -98,6 +101,7 @@ def run(
                                                         split_touching=split_touching),
                             RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
                                        save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size,
+                                       calibrate_on=ruler,
                                        stall_timeout=stall_timeout, count_workers=count_workers,
                                        counting_device=CountingDevice(counting_device).value),
                             on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
@@ -191,6 +195,21 @@ def _parse_pixel_size(text: str) -> float | None:
         raise CscError(f"--pixel-size must be 'auto' or a positive number of µm per pixel, got {text!r}",
                        fix="e.g. --pixel-size 0.194, or leave it out to calibrate from the frames")
     return value
+
+
+def _calibration_ruler(text: str, metadata: ModelMetadata | None, model: Path) -> str | None:
+    """--calibrate-on: ``auto`` (None: the model votes) or one of the model's cell classes, checked before a frame
+    is read."""
+    from runtime.errors import CscError
+
+    if text == "auto":
+        return None
+    classes = metadata.classes[1:] if metadata else []
+    if text not in classes:
+        raise CscError(f"--calibrate-on {text!r} is not a cell class of the model", path=model,
+                       fix=f"one of {', '.join(classes)}, or auto" if classes else
+                           "this model has no metadata: give --pixel-size instead")
+    return text
 
 
 def _save_calibration(model: Path, calibration: dict | None) -> None:

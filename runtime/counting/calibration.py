@@ -24,6 +24,7 @@ from runtime.data.energy import wide_gaussian
 from runtime.data.first_pass import copies_measured, pooled
 from runtime.data.modality import LABEL_FREE, as_grey, detect_modality
 from runtime.backends.model_meta import ModelMetadata
+from runtime.errors import CscError
 from runtime.counting.scale import peak_diameters
 
 MIN_CELLS = 5  # fewer cell centres over the calibration frames say nothing reliable about the scale
@@ -53,6 +54,7 @@ class Calibration:
     frames: int
     ruler: str | None  # the class whose trained size was the ruler
     note: str  # how it was made, or why it failed
+    voted: bool = False  # the ruler was the model's vote, not given (`calibrate`'s ``ruler``)
 
     @property
     def found(self) -> bool:
@@ -62,7 +64,8 @@ class Calibration:
         if not self.found:
             return f"no calibration: {self.note}"
         return (f"{self.pixel_size_um:.3g} µm/px calibrated (spread ±{50 * self.spread:.0f} %, {self.cells} cells in "
-                f"{self.frames} frame{'s' * (self.frames != 1)}, {self.ruler} as the ruler)")
+                f"{self.frames} frame{'s' * (self.frames != 1)}, {self.ruler} as the ruler"
+                f"{', by the model' if self.voted else ''})")
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -133,9 +136,20 @@ def trained_diameters(metadata: ModelMetadata) -> dict[str, float]:
             for name in metadata.classes[1:]}
 
 
-def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Segment | None = None) -> Calibration:
+def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Segment | None = None,
+              ruler: str | None = None) -> Calibration:
     """The pixel size of ``frames`` (uint8 BGR or grey) for a model with this metadata; ``segment`` lets the model
-    choose the ruler (without it, RBCs where the model has them)."""
+    choose the ruler (without it, RBCs where the model has them) and correct the classical guess; ``ruler``, the
+    class the frames show most of as the user knows it (`csc-run --calibrate-on`), is the ruler without a vote.
+
+    The vote cannot tell a field of one kind of cell apart: at the RBC ruler's zoom a field of macrophages alone
+    is shrunk to RBC size and the models call most of them RBCs (simulated label-free macrophage fields: 9 of 12
+    three-frame starts voted RBC, scales 0.4–0.6 of the truth; ad hoc), and at the macrophage ruler's zoom a field
+    of RBCs alone is called macrophages; so the calibration says whether the ruler was voted (``voted``), and a
+    run with a label-free model warns where it was."""
+    if ruler is not None and ruler not in metadata.classes[1:]:
+        raise CscError(f"--calibrate-on {ruler!r} is not a cell class of the model",
+                       fix=f"one of {', '.join(metadata.classes[1:])}, or auto")
     diameters, measured = frames_diameters(frames)
     if len(diameters) < MIN_CELLS:
         return Calibration(None, None, len(diameters), len(frames), None,
@@ -147,11 +161,13 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
                            f"the cell-like objects are {median:.1f} px across: too small to measure")
     q1, q3 = np.percentile(diameters, (25, 75))
     targets = trained_diameters(metadata)
-    ruler = "rbc" if "rbc" in targets else next(iter(targets))
+    given = ruler is not None
+    ruler = ruler or ("rbc" if "rbc" in targets else next(iter(targets)))
     zoom, note = targets[ruler] / median, f"median cell {median:.1f} px in the frames"
+    voted = segment is not None and not given
     if segment is not None:
         class_maps, cells = _model_view(frames, zoom, metadata, segment)
-        if max(cells) > 0 and metadata.classes[1 + int(np.argmax(cells))] != ruler:
+        if not given and max(cells) > 0 and metadata.classes[1 + int(np.argmax(cells))] != ruler:
             ruler = metadata.classes[1 + int(np.argmax(cells))]
             zoom = targets[ruler] / median
             class_maps = _model_view(frames, zoom, metadata, segment)[0]  # else the maps made at its zoom serve
@@ -169,7 +185,7 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
         return Calibration(None, None, len(diameters), measured, ruler,
                            f"{note}: the frames would need enlarging ×{zoom:.1f} (at most ×{MAX_ENLARGE:g})")
     return Calibration(zoom * metadata.pixel_size_um, float((q3 - q1) / median), len(diameters), measured,
-                       ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px")
+                       ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px", voted=voted)
 
 
 def _model_view(frames: Sequence[np.ndarray], zoom: float, metadata: ModelMetadata,
@@ -212,6 +228,20 @@ def disagreement(given_um: float, calibration: Calibration) -> str | None:
     return (f"--pixel-size {given_um:g} µm/px differs {max(ratio, 1 / ratio):.1f}× from what the frames show "
             f"({calibration.describe()}): check the objective and camera adapter, or drop --pixel-size to use the "
             "calibration")
+
+
+def vote_warning(calibration: Calibration, metadata: ModelMetadata) -> str | None:
+    """The warning when a label-free model voted the ruler (`calibrate`): on label-free frames its vote cannot
+    tell a field of one kind of cell, so a field of macrophages alone may be read as RBCs at 2–3× the pixel size
+    (the other way round for RBCs alone); None where the ruler was given, or the model reads stains."""
+    label_free = bool(metadata.modalities) and set(metadata.modalities) <= set(LABEL_FREE)
+    if not (calibration.found and calibration.voted and label_free):
+        return None
+    others = [name for name in metadata.classes[1:] if name != calibration.ruler]
+    return (f"the scale rests on the model's vote that the frames show mostly {calibration.ruler}s: on label-free "
+            f"frames it cannot tell a field of one kind of cell (one kind shrunk or enlarged to the other's size "
+            f"looks like it); if they show mostly {' or '.join(f'{name}s' for name in others)}, pass "
+            f"{' or '.join(f'--calibrate-on {name}' for name in others)}, or give --pixel-size")
 
 
 @dataclass

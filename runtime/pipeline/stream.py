@@ -28,7 +28,8 @@ from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting.counter import CountingConfig, FrameCounts
 from runtime.counting.gpu import make_counter
 from runtime.counting.blank import is_blank
-from runtime.counting.calibration import FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, disagreement
+from runtime.counting.calibration import (FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, disagreement,
+                                          vote_warning)
 from runtime.data.rescale import resize_to, zoomed_size
 from runtime.pipeline.domain import DomainCheck
 from runtime.errors import CscError
@@ -76,6 +77,9 @@ class RunOptions:
     # Calibrate from the first frames (runtime/counting/calibration.py): the pixel size where none is given, a check of the
     # given one otherwise. Off: a missing pixel size is the model's.
     calibrate: bool = True
+    # The cell class the frames show most of, as the user knows it (`csc-run --calibrate-on`): the calibration's ruler
+    # without the model's vote (`runtime.counting.calibration.calibrate`). None: the model votes.
+    calibrate_on: str | None = None
     host_budget: bool = True  # False: leave OpenCV's threads and the allocator as the embedding program set them
     # A source that has not returned a frame for this many seconds (a camera unplugged mid-read, an RTSP stream
     # that stopped sending) has stalled: the run says so and stops with its files closed. None: wait forever.
@@ -207,8 +211,8 @@ class Pipeline:
         self.calibration: Calibration | None = None
         self.scale_warning: str | None = None
         classes = self.counter.config.class_names
-        ruler = "rbc" if "rbc" in classes else classes[1]
-        self.scale_watch = ScaleWatch(classes.index(ruler)) if self.calibrating else None
+        ruler = self.options.calibrate_on or ("rbc" if "rbc" in classes else classes[1])
+        self.scale_watch = ScaleWatch(classes.index(ruler)) if self.calibrating else None  # the calibration's, once made
         self.scale_changes: list[dict] = []
         self._recalibrate = threading.Event()
         self.scale_note = (f"frames at {frame_pixel:g} µm/px, rescaled ×{frame_pixel / model_pixel:.3g} to the "
@@ -363,7 +367,10 @@ class Pipeline:
         the last scale."""
         meta = self.runner.metadata
         overlap = self.options.tile_overlap
-        found = calibrate(images, meta, lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image))
+        # a recalibration keeps the first one's ruler: the sample is the same, only the magnification changed
+        ruler = self.options.calibrate_on or (self.calibration.ruler if change_at is not None and self.calibration
+                                              else None)
+        found = calibrate(images, meta, lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image), ruler)
         if change_at is not None:
             before = self.frame_pixel_size_um
             if found.found:
@@ -379,6 +386,8 @@ class Pipeline:
             self.segmenter.zoom = self.calibration.pixel_size_um / meta.pixel_size_um
             self.scale_note = (f"frames at {self.calibration.describe()}, rescaled ×{self.segmenter.zoom:.3g} to the "
                                f"model's {meta.pixel_size_um:g} µm/px")
+            self.scale_watch = ScaleWatch(self.counter.config.class_names.index(self.calibration.ruler))
+            self.scale_warning = vote_warning(self.calibration, meta)
         else:
             self.scale_note = f"{self.calibration.describe()}; frames taken at the model's {meta.pixel_size_um:g} µm/px"
             self.scale_warning = (f"{self.calibration.describe()}: frames assumed at the model's "

@@ -275,3 +275,60 @@ def test_a_grey_field_read_as_a_stain_is_measured_with_the_label_free_frames_it_
     assert otsu == [], "the grey field joined the label-free frames"
     calibration.frames_diameters([*stained, grey])
     assert len(otsu) == 3 and otsu[-1] is grey
+
+
+def _votes_rbc(view, zoom):
+    """A model's answer that calls every cell an RBC, whatever the zoom (a label-free model shown macrophages
+    shrunk to RBC size does much the same)."""
+    class_map = np.zeros([round(side * zoom) for side in view.shape[:2]], np.uint8)
+    for k in range(6):
+        cv2.circle(class_map, (40 + 70 * k, 200), 7, 1, -1)
+    return class_map
+
+
+def test_a_ruler_given_is_taken_without_the_models_vote(runner):
+    """`calibrate`'s ``ruler`` (csc-run --calibrate-on): macrophage fields that the model would vote RBCs are
+    calibrated on macrophages, segmented once at that ruler's zoom; the vote's own answer says it voted."""
+    frames = [make_microscope("macrophage", seed=4).frame(i).image for i in range(2)]
+    voted = calibrate(frames, runner.metadata, _votes_rbc)
+    zooms = []
+    given = calibrate(frames, runner.metadata, lambda v, z: zooms.append(z) or _votes_rbc(v, z), ruler="macrophage")
+    assert voted.ruler == "rbc" and voted.voted and "by the model" in voted.describe(), voted
+    assert given.ruler == "macrophage" and not given.voted and "by the model" not in given.describe(), given
+    assert len(zooms) == 1 and given.pixel_size_um > 2 * voted.pixel_size_um, (zooms, given, voted)
+    with pytest.raises(CscError, match="not a cell class"):
+        calibrate(frames, runner.metadata, _votes_rbc, ruler="wbc")
+
+
+def test_a_label_free_models_vote_is_warned_about_and_a_given_ruler_is_not(runner):
+    """`vote_warning`: a ruler voted by a label-free model names the other class's --calibrate-on; a stained
+    model's vote (colour tells the cells apart) and a given ruler say nothing."""
+    from dataclasses import replace
+
+    from runtime.counting.calibration import Calibration, vote_warning
+
+    label_free = replace(runner.metadata, modalities=["brightfield", "dic", "phase"])
+    voted = Calibration(0.2, 0.1, 40, 3, "rbc", "", voted=True)
+    warning = vote_warning(voted, label_free)
+    assert warning is not None and "--calibrate-on macrophage" in warning and "--pixel-size" in warning
+    assert vote_warning(voted, runner.metadata) is None, runner.metadata.modalities
+    assert vote_warning(replace(voted, voted=False), label_free) is None
+    assert vote_warning(replace(voted, pixel_size_um=None), label_free) is None
+
+
+def test_a_run_calibrated_on_a_given_class_watches_that_class(runner):
+    """RunOptions.calibrate_on: the run's calibration takes it as the ruler, and the scale watch follows that
+    class's cells (an RBC watch over macrophage fields would never see a change)."""
+    frames = [make_microscope("macrophage", seed=4).frame(i).image for i in range(4)]
+    pipeline = Pipeline(MemorySource(frames), runner, options=RunOptions(calibrate_on="macrophage"))
+    summary = pipeline.run()
+    assert summary["scale"]["calibration"]["ruler"] == "macrophage", summary["scale"]
+    assert summary["scale"]["calibration"]["voted"] is False
+    assert pipeline.scale_watch.ruler_id == runner.metadata.classes.index("macrophage")
+
+
+def test_calibrate_on_a_class_the_model_lacks_is_refused_before_a_frame(tmp_path):
+    result = CliRunner().invoke(run_app, ["--source", "demo", "--no-show", "--max-frames", "1",
+                                          "--calibrate-on", "wbc", "--save-csv", str(tmp_path / "c.csv")])
+    assert isinstance(result.exception, CscError) and "--calibrate-on 'wbc' is not a cell class" in str(result.exception)
+    assert "rbc, macrophage" in result.exception.fix and not (tmp_path / "c.csv").exists()
