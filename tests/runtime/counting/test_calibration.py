@@ -316,14 +316,15 @@ def test_a_label_free_models_vote_is_warned_about_and_a_given_ruler_is_not(runne
     assert vote_warning(replace(voted, pixel_size_um=None), label_free) is None
 
 
-def test_a_run_calibrated_on_a_given_class_watches_that_class(runner):
-    """RunOptions.calibrate_on: the run's calibration takes it as the ruler, and the scale watch follows that
-    class's cells (an RBC watch over macrophage fields would never see a change)."""
+@pytest.mark.parametrize("named", [None, "macrophage"])
+def test_a_run_watches_the_class_its_calibration_took_as_the_ruler(runner, named):
+    """The scale watch follows the calibration's ruler, voted (the smear model tells stained macrophages by their
+    colour) or named (RunOptions.calibrate_on): an RBC watch over macrophage fields would never see a change."""
     frames = [make_microscope("macrophage", seed=4).frame(i).image for i in range(4)]
-    pipeline = Pipeline(MemorySource(frames), runner, options=RunOptions(calibrate_on="macrophage"))
+    pipeline = Pipeline(MemorySource(frames), runner, options=RunOptions(calibrate_on=named))
     summary = pipeline.run()
     assert summary["scale"]["calibration"]["ruler"] == "macrophage", summary["scale"]
-    assert summary["scale"]["calibration"]["voted"] is False
+    assert summary["scale"]["calibration"]["voted"] is (named is None)
     assert pipeline.scale_watch.ruler_id == runner.metadata.classes.index("macrophage")
 
 
