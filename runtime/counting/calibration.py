@@ -142,11 +142,12 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     choose the ruler (without it, RBCs where the model has them) and correct the classical guess; ``ruler``, the
     class the frames show most of as the user knows it (`csc-run --calibrate-on`), is the ruler without a vote.
 
-    The vote cannot tell a field of one kind of cell apart: at the RBC ruler's zoom a field of macrophages alone
-    is shrunk to RBC size and the models call most of them RBCs (simulated label-free macrophage fields: 9 of 12
-    three-frame starts voted RBC, scales 0.4–0.6 of the truth; ad hoc), and at the macrophage ruler's zoom a field
-    of RBCs alone is called macrophages; so the calibration says whether the ruler was voted (``voted``), and a
-    run with a label-free model warns where it was."""
+    The vote cannot tell a label-free field of one kind of cell: at the RBC ruler's zoom a field of macrophages
+    alone is shrunk to RBC size and the label-free model calls most of them RBCs, at the macrophage ruler's zoom a
+    field of RBCs alone is called macrophages (simulated macrophage fields at 0.4 µm/px: 6 of 6 starts voted RBC,
+    0.43–0.60 of the pixel size; BBBC030's CHO cells: 3 of 4 runs; benchmarks/results/label_free_scale.json). So the
+    calibration says whether the ruler was voted (``voted``), and a run with a label-free model warns where it was
+    (`vote_warning`); a stained smear's colour tells the model's classes apart."""
     if ruler is not None and ruler not in metadata.classes[1:]:
         raise CscError(f"--calibrate-on {ruler!r} is not a cell class of the model",
                        fix=f"one of {', '.join(metadata.classes[1:])}, or auto")
