@@ -52,7 +52,9 @@ CASES = (("rbc", 0.4, 512), ("rbc", 0.2, 512), ("rbc", 0.1, 1024), ("macrophage"
          ("macrophage", 0.2, 1024), ("mixed", 0.4, 512), ("mixed", 0.2, 1024))
 FRAMES = 3  # a run calibrates on its first three frames (runtime.counting.calibration.FRAMES)
 PSEUDOPODS = 2.0
-WITHIN = 0.15  # a calibration within this fraction of the true pixel size is counted as right in the summary
+# A calibration between 1/(1 + WITHIN) and 1 + WITHIN of the true pixel size (0.87–1.15) is counted as right in the
+# summary: an error by a factor, the same either way.
+WITHIN = 0.15
 
 
 class Run:

@@ -12,7 +12,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from runtime.backends.model_meta import ModelMetadata
 from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
@@ -53,7 +52,7 @@ def run(
     split_touching: bool = typer.Option(True, "--split-touching/--no-split-touching", help="Split touching cells when counting."),
     counting_device: CountingDevice = typer.Option("cpu", "--counting-device", help="Where class maps are counted: cpu (OpenCV, the default), cuda (torch on the GPU: the same counts and cell tables; needs a CUDA build of torch; its speed is not measured yet), or auto (cuda where torch sees a GPU, else cpu)."),
     pixel_size: str = typer.Option("auto", "--pixel-size", help="The camera's µm per pixel: frames are rescaled to the model's pixel size before inference, counts and cell tables mapped back. auto (default): MODEL.camera.json beside the model, else calibrated from the first frames' cells (printed with its spread; the model's own pixel size, with a warning, where that is impossible). A given value is checked against the frames too."),
-    calibrate_on: str = typer.Option("auto", "--calibrate-on", metavar="CLASS", help="Without --pixel-size, the cell class the frames show most of (rbc or macrophage for the bundled models), whose typical size calibrates the scale. auto (default): the model votes, which on stained smears is reliable but on label-free frames cannot tell a field of one kind of cell: there macrophages alone may be read as RBCs at 2–3× the pixel size (the run warns)."),
+    calibrate_on: str = typer.Option("auto", "--calibrate-on", metavar="CLASS", help="The cell class the frames show most of (rbc or macrophage for the bundled models), whose typical size calibrates the scale without --pixel-size (with it: checks it) and whose cells the run watches for a change of magnification. auto (default): the model votes, which on stained smears is reliable but on label-free frames cannot tell a field of one kind of cell: there macrophages alone may be read as RBCs at 2–3× the pixel size (the run warns)."),
     save_calibration: bool = typer.Option(False, "--save-calibration", help="Write the calibrated pixel size to MODEL.camera.json beside the model, so that the next run starts from it."),
     width: int = typer.Option(None, "--width", help="Camera capture width."),
     height: int = typer.Option(None, "--height", help="Camera capture height."),
@@ -64,6 +63,7 @@ def run(
     version: bool = VersionOption,  # noqa: ARG001
 ) -> None:
     from runtime.backends import open_runner
+    from runtime.counting.calibration import check_ruler
     from runtime.counting.counter import CountingConfig
     from runtime.errors import CscError
     from runtime.pipeline.stream import Pipeline, RunOptions, display_available
@@ -88,7 +88,8 @@ def run(
     elif token is not None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
     with runner, web or nullcontext():
-        ruler = _calibration_ruler(calibrate_on, runner.metadata, model)
+        ruler = None if calibrate_on == "auto" else calibrate_on
+        check_ruler(ruler, runner.metadata)  # before the source is opened
         console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
         for note in runner.notes:
             console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -195,21 +196,6 @@ def _parse_pixel_size(text: str) -> float | None:
         raise CscError(f"--pixel-size must be 'auto' or a positive number of µm per pixel, got {text!r}",
                        fix="e.g. --pixel-size 0.194, or leave it out to calibrate from the frames")
     return value
-
-
-def _calibration_ruler(text: str, metadata: ModelMetadata | None, model: Path) -> str | None:
-    """--calibrate-on: ``auto`` (None: the model votes) or one of the model's cell classes, checked before a frame
-    is read."""
-    from runtime.errors import CscError
-
-    if text == "auto":
-        return None
-    classes = metadata.classes[1:] if metadata else []
-    if text not in classes:
-        raise CscError(f"--calibrate-on {text!r} is not a cell class of the model", path=model,
-                       fix=f"one of {', '.join(classes)}, or auto" if classes else
-                           "this model has no metadata: give --pixel-size instead")
-    return text
 
 
 def _save_calibration(model: Path, calibration: dict | None) -> None:

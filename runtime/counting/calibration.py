@@ -148,9 +148,7 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     0.43–0.60 of the pixel size; BBBC030's CHO cells: 3 of 4 runs; benchmarks/results/label_free_scale.json). So the
     calibration says whether the ruler was voted (``voted``), and a run with a label-free model warns where it was
     (`vote_warning`); a stained smear's colour tells the model's classes apart."""
-    if ruler is not None and ruler not in metadata.classes[1:]:
-        raise CscError(f"--calibrate-on {ruler!r} is not a cell class of the model",
-                       fix=f"one of {', '.join(metadata.classes[1:])}, or auto")
+    check_ruler(ruler, metadata)
     diameters, measured = frames_diameters(frames)
     if len(diameters) < MIN_CELLS:
         return Calibration(None, None, len(diameters), len(frames), None,
@@ -165,10 +163,11 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     given = ruler is not None
     ruler = ruler or ("rbc" if "rbc" in targets else next(iter(targets)))
     zoom, note = targets[ruler] / median, f"median cell {median:.1f} px in the frames"
-    voted = segment is not None and not given
+    voted = False  # a vote is taken where the ruler was not given, the model has two classes or more, and saw cells
     if segment is not None:
         class_maps, cells = _model_view(frames, zoom, metadata, segment)
-        if not given and max(cells) > 0 and metadata.classes[1 + int(np.argmax(cells))] != ruler:
+        voted = not given and len(targets) > 1 and max(cells) > 0
+        if voted and metadata.classes[1 + int(np.argmax(cells))] != ruler:
             ruler = metadata.classes[1 + int(np.argmax(cells))]
             zoom = targets[ruler] / median
             class_maps = _model_view(frames, zoom, metadata, segment)[0]  # else the maps made at its zoom serve
@@ -187,6 +186,19 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
                            f"{note}: the frames would need enlarging ×{zoom:.1f} (at most ×{MAX_ENLARGE:g})")
     return Calibration(zoom * metadata.pixel_size_um, float((q3 - q1) / median), len(diameters), measured,
                        ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px", voted=voted)
+
+
+def check_ruler(ruler: str | None, metadata: ModelMetadata | None) -> None:
+    """A ruler named by the user (`csc-run --calibrate-on`, `RunOptions.calibrate_on`) must be a cell class of the
+    model, checked before a frame is read; None (the model votes) always passes."""
+    if ruler is None:
+        return
+    if metadata is None:
+        raise CscError(f"a ruler ({ruler!r}) was named, but the model has no metadata to calibrate with",
+                       fix="give the frames' pixel size (--pixel-size) instead")
+    if ruler not in metadata.classes[1:]:
+        raise CscError(f"{ruler!r} is not a cell class of the model, so it cannot be the calibration's ruler",
+                       fix=f"--calibrate-on one of {', '.join(metadata.classes[1:])}, or auto")
 
 
 def _model_view(frames: Sequence[np.ndarray], zoom: float, metadata: ModelMetadata,
@@ -238,7 +250,7 @@ def vote_warning(calibration: Calibration, metadata: ModelMetadata) -> str | Non
     label_free = bool(metadata.modalities) and set(metadata.modalities) <= set(LABEL_FREE)
     if not (calibration.found and calibration.voted and label_free):
         return None
-    others = [name for name in metadata.classes[1:] if name != calibration.ruler]
+    others = [name for name in metadata.classes[1:] if name != calibration.ruler]  # some: a vote had two classes
     return (f"the scale rests on the model's vote that the frames show mostly {calibration.ruler}s: on label-free "
             f"frames it cannot tell a field of one kind of cell (one kind shrunk or enlarged to the other's size "
             f"looks like it); if they show mostly {' or '.join(f'{name}s' for name in others)}, pass "

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -28,8 +28,8 @@ from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting.counter import CountingConfig, FrameCounts
 from runtime.counting.gpu import make_counter
 from runtime.counting.blank import is_blank
-from runtime.counting.calibration import (FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, disagreement,
-                                          vote_warning)
+from runtime.counting.calibration import (FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, check_ruler,
+                                          disagreement, vote_warning)
 from runtime.data.rescale import resize_to, zoomed_size
 from runtime.pipeline.domain import DomainCheck
 from runtime.errors import CscError
@@ -210,9 +210,12 @@ class Pipeline:
         self.calibrating = self.options.calibrate and runner.metadata is not None
         self.calibration: Calibration | None = None
         self.scale_warning: str | None = None
+        if self.options.calibrate_on is not None:
+            check_ruler(self.options.calibrate_on, runner.metadata)
         classes = self.counter.config.class_names
         ruler = self.options.calibrate_on or ("rbc" if "rbc" in classes else classes[1])
-        self.scale_watch = ScaleWatch(classes.index(ruler)) if self.calibrating else None  # the calibration's, once made
+        # until the calibration has taken its ruler (`_calibrate`), which the watch then follows
+        self.scale_watch = ScaleWatch(classes.index(ruler)) if self.calibrating else None
         self.scale_changes: list[dict] = []
         self._recalibrate = threading.Event()
         self.scale_note = (f"frames at {frame_pixel:g} µm/px, rescaled ×{frame_pixel / model_pixel:.3g} to the "
@@ -367,10 +370,13 @@ class Pipeline:
         the last scale."""
         meta = self.runner.metadata
         overlap = self.options.tile_overlap
-        # a recalibration keeps the first one's ruler: the sample is the same, only the magnification changed
-        ruler = self.options.calibrate_on or (self.calibration.ruler if change_at is not None and self.calibration
-                                              else None)
+        # A recalibration keeps the first one's ruler (the sample is the same, only the magnification changed), and
+        # with it whether the model voted it.
+        carried = self.options.calibrate_on is None and self.calibration is not None and self.calibration.found
+        ruler = self.calibration.ruler if carried else self.options.calibrate_on
         found = calibrate(images, meta, lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image), ruler)
+        if carried:
+            found = replace(found, voted=self.calibration.voted)
         if change_at is not None:
             before = self.frame_pixel_size_um
             if found.found:
@@ -379,6 +385,9 @@ class Pipeline:
                                        "pixel_size_um": round(self.frame_pixel_size_um, 4), "calibration": found.as_dict()})
             return
         self.calibration = found
+        names = self.counter.config.class_names
+        if found.found and found.ruler in names:  # the watch follows the ruler's cells, where a given scale is checked too
+            self.scale_watch = ScaleWatch(names.index(found.ruler))
         given = self.options.pixel_size_um
         if given is not None:
             self.scale_warning = disagreement(given, self.calibration)
@@ -386,7 +395,6 @@ class Pipeline:
             self.segmenter.zoom = self.calibration.pixel_size_um / meta.pixel_size_um
             self.scale_note = (f"frames at {self.calibration.describe()}, rescaled ×{self.segmenter.zoom:.3g} to the "
                                f"model's {meta.pixel_size_um:g} µm/px")
-            self.scale_watch = ScaleWatch(self.counter.config.class_names.index(self.calibration.ruler))
             self.scale_warning = vote_warning(self.calibration, meta)
         else:
             self.scale_note = f"{self.calibration.describe()}; frames taken at the model's {meta.pixel_size_um:g} µm/px"

@@ -298,6 +298,8 @@ def test_a_ruler_given_is_taken_without_the_models_vote(runner):
     assert len(zooms) == 1 and given.pixel_size_um > 2 * voted.pixel_size_um, (zooms, given, voted)
     with pytest.raises(CscError, match="not a cell class"):
         calibrate(frames, runner.metadata, _votes_rbc, ruler="wbc")
+    with pytest.raises(CscError, match="not a cell class"):
+        Pipeline(MemorySource(frames), runner, options=RunOptions(calibrate_on="wbc"))
 
 
 def test_a_label_free_models_vote_is_warned_about_and_a_given_ruler_is_not(runner):
@@ -331,5 +333,55 @@ def test_a_run_watches_the_class_its_calibration_took_as_the_ruler(runner, named
 def test_calibrate_on_a_class_the_model_lacks_is_refused_before_a_frame(tmp_path):
     result = CliRunner().invoke(run_app, ["--source", "demo", "--no-show", "--max-frames", "1",
                                           "--calibrate-on", "wbc", "--save-csv", str(tmp_path / "c.csv")])
-    assert isinstance(result.exception, CscError) and "--calibrate-on 'wbc' is not a cell class" in str(result.exception)
-    assert "rbc, macrophage" in result.exception.fix and not (tmp_path / "c.csv").exists()
+    assert isinstance(result.exception, CscError) and "'wbc' is not a cell class" in str(result.exception)
+    assert "--calibrate-on one of rbc, macrophage" in result.exception.fix and not (tmp_path / "c.csv").exists()
+
+
+def test_a_run_whose_ruler_a_label_free_model_voted_warns_once(runner):
+    """The run's side of `vote_warning`: with a label-free model's metadata and no ruler named, the vote is warned
+    about once and recorded as the summary's scale warning; with the ruler named it is not."""
+    from dataclasses import replace
+
+    frames = [make_microscope("mixed", seed=12).frame(i).image for i in range(3)]
+    label_free = replace(runner.metadata, modalities=["brightfield", "dic", "phase"])
+    for named in (None, "rbc"):
+        warnings = []
+        summary = Pipeline(MemorySource(frames), _WithMetadata(runner, label_free),
+                           options=RunOptions(calibrate_on=named), on_warning=warnings.append).run()
+        voted = [w for w in warnings if "the model's vote" in w]
+        assert len(voted) == (named is None), (named, warnings)
+        assert (summary["scale"]["warning"] == voted[0]) if voted else summary["scale"]["warning"] is None
+
+
+class _WithMetadata:
+    """A runner with other metadata (the optics it learnt), everything else the wrapped one's."""
+
+    def __init__(self, runner, metadata):
+        self._runner, self.metadata = runner, metadata
+
+    def __getattr__(self, name):
+        return getattr(self._runner, name)
+
+
+def test_a_recalibration_keeps_the_first_calibrations_ruler_and_how_it_was_chosen(runner, monkeypatch):
+    """After a change of magnification the run recalibrates with the ruler it had (voted or named), and the record
+    says whether that ruler was the model's vote; a named one is passed on as named."""
+    from runtime.counting.calibration import Calibration
+    from runtime.pipeline import stream
+
+    asked = []
+
+    def calibrate(images, meta, segment, ruler=None):
+        asked.append(ruler)
+        return Calibration(0.2, 0.1, 40, 1, ruler or "macrophage", "stub", voted=ruler is None)
+
+    monkeypatch.setattr(stream, "calibrate", calibrate)
+    frame = make_microscope("macrophage", seed=4).frame(0).image
+    for named in (None, "macrophage"):
+        asked.clear()
+        pipeline = Pipeline(MemorySource([frame]), runner, options=RunOptions(calibrate_on=named))
+        pipeline._calibrate([frame])
+        pipeline._calibrate([frame], change_at=7)
+        assert asked == [named, "macrophage"], asked
+        assert pipeline.scale_changes[-1]["calibration"]["voted"] is (named is None), pipeline.scale_changes
+        assert pipeline.scale_watch.ruler_id == runner.metadata.classes.index("macrophage")
