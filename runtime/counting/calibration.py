@@ -55,6 +55,7 @@ class Calibration:
     ruler: str | None  # the class whose trained size was the ruler
     note: str  # how it was made, or why it failed
     voted: bool = False  # the ruler was the model's vote, not given (`calibrate`'s ``ruler``)
+    label_free: bool = False  # most frames were label-free (`runtime.data.modality`): the vote may be wrong there
 
     @property
     def found(self) -> bool:
@@ -79,7 +80,13 @@ def cell_diameters(image: np.ndarray) -> np.ndarray | None:
 
 
 def frames_diameters(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
-    """The inscribed diameters (px) of the cell centres over ``frames`` and how many frames gave any, classically:
+    """The inscribed diameters (px) of the cell centres over ``frames`` and how many frames gave any (`_measured`)."""
+    return _measured(frames)[:2]
+
+
+def _measured(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int, bool]:
+    """The inscribed diameters (px) of the cell centres over ``frames``, how many frames gave any, and whether most
+    frames are label-free (the vote's warning, `vote_warning`, rests on it), classically:
     label-free frames by their texture energy, on the copy where it sees cells (`runtime.data.first_pass`), all
     of them measured as one (`pooled`: a run's frames are one microscope at one magnification, and a sparse field
     of a few large cells among dust alone measures its specks — simulated DIC and unstained-brightfield fields of
@@ -100,7 +107,7 @@ def frames_diameters(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
     parts = stained + ([] if label_free.diameters is None else [label_free.diameters])
     # frames that gave cells: stained ones with any, label-free ones with any on the copy the pool chose
     gave = len(stained) + sum(any(measure.factor == label_free.factor for measure in seen) for seen in copies)
-    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), gave
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), gave, label_free_run
 
 
 def _stained_diameters(image: np.ndarray) -> np.ndarray | None:
@@ -146,10 +153,10 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     alone is shrunk to RBC size and the label-free model calls most of them RBCs, at the macrophage ruler's zoom a
     field of RBCs alone is called macrophages (simulated macrophage fields at 0.4 µm/px: 6 of 6 starts voted RBC,
     0.43–0.60 of the pixel size; BBBC030's CHO cells: 3 of 4 runs; benchmarks/results/label_free_scale.json). So the
-    calibration says whether the ruler was voted (``voted``), and a run with a label-free model warns where it was
-    (`vote_warning`); a stained smear's colour tells the model's classes apart."""
+    calibration says whether the ruler was voted (``voted``) and the frames were label-free (``label_free``), and a
+    run warns where both hold (`vote_warning`); a stained smear's colour tells the model's classes apart."""
     check_ruler(ruler, metadata)
-    diameters, measured = frames_diameters(frames)
+    diameters, measured, label_free = _measured(frames)
     if len(diameters) < MIN_CELLS:
         return Calibration(None, None, len(diameters), len(frames), None,
                            f"{len(diameters)} cell-like objects in {len(frames)} frames (blank, empty or "
@@ -185,7 +192,8 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
         return Calibration(None, None, len(diameters), measured, ruler,
                            f"{note}: the frames would need enlarging ×{zoom:.1f} (at most ×{MAX_ENLARGE:g})")
     return Calibration(zoom * metadata.pixel_size_um, float((q3 - q1) / median), len(diameters), measured,
-                       ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px", voted=voted)
+                       ruler, f"{note}, brought to the model's {targets[ruler]:.1f} px", voted=voted,
+                       label_free=label_free)
 
 
 def check_ruler(ruler: str | None, metadata: ModelMetadata | None) -> None:
@@ -244,11 +252,11 @@ def disagreement(given_um: float, calibration: Calibration) -> str | None:
 
 
 def vote_warning(calibration: Calibration, metadata: ModelMetadata) -> str | None:
-    """The warning when a label-free model voted the ruler (`calibrate`): on label-free frames its vote cannot
-    tell a field of one kind of cell, so a field of macrophages alone may be read as RBCs at 2–3× the pixel size
-    (the other way round for RBCs alone); None where the ruler was given, or the model reads stains."""
-    label_free = bool(metadata.modalities) and set(metadata.modalities) <= set(LABEL_FREE)
-    if not (calibration.found and calibration.voted and label_free):
+    """The warning when the model voted the ruler (`calibrate`) on label-free frames: there its vote cannot tell a
+    field of one kind of cell (size is what tells its classes apart, whatever optics it was trained on), so a field
+    of macrophages alone may be read as RBCs at 2–3× the pixel size (the other way round for RBCs alone); None
+    where the ruler was named, or the frames are stained (their colour tells the classes apart)."""
+    if not (calibration.found and calibration.voted and calibration.label_free):
         return None
     others = [name for name in metadata.classes[1:] if name != calibration.ruler]  # some: a vote had two classes
     return (f"the scale rests on the model's vote that the frames show mostly {calibration.ruler}s: on label-free "

@@ -302,20 +302,19 @@ def test_a_ruler_given_is_taken_without_the_models_vote(runner):
         Pipeline(MemorySource(frames), runner, options=RunOptions(calibrate_on="wbc"))
 
 
-def test_a_label_free_models_vote_is_warned_about_and_a_given_ruler_is_not(runner):
-    """`vote_warning`: a ruler voted by a label-free model names the other class's --calibrate-on; a stained
-    model's vote (colour tells the cells apart) and a given ruler say nothing."""
+def test_a_vote_on_label_free_frames_is_warned_about_and_a_named_ruler_is_not(runner):
+    """`vote_warning`: a ruler the model voted on label-free frames names the other class's --calibrate-on; a vote
+    on stained frames (colour tells the cells apart), a named ruler and a failed calibration say nothing."""
     from dataclasses import replace
 
     from runtime.counting.calibration import Calibration, vote_warning
 
-    label_free = replace(runner.metadata, modalities=["brightfield", "dic", "phase"])
-    voted = Calibration(0.2, 0.1, 40, 3, "rbc", "", voted=True)
-    warning = vote_warning(voted, label_free)
+    voted = Calibration(0.2, 0.1, 40, 3, "rbc", "", voted=True, label_free=True)
+    warning = vote_warning(voted, runner.metadata)
     assert warning is not None and "--calibrate-on macrophage" in warning and "--pixel-size" in warning
-    assert vote_warning(voted, runner.metadata) is None, runner.metadata.modalities
-    assert vote_warning(replace(voted, voted=False), label_free) is None
-    assert vote_warning(replace(voted, pixel_size_um=None), label_free) is None
+    assert vote_warning(replace(voted, label_free=False), runner.metadata) is None
+    assert vote_warning(replace(voted, voted=False), runner.metadata) is None
+    assert vote_warning(replace(voted, pixel_size_um=None), runner.metadata) is None
 
 
 @pytest.mark.parametrize("named", [None, "macrophage"])
@@ -337,30 +336,24 @@ def test_calibrate_on_a_class_the_model_lacks_is_refused_before_a_frame(tmp_path
     assert "--calibrate-on one of rbc, macrophage" in result.exception.fix and not (tmp_path / "c.csv").exists()
 
 
-def test_a_run_whose_ruler_a_label_free_model_voted_warns_once(runner):
-    """The run's side of `vote_warning`: with a label-free model's metadata and no ruler named, the vote is warned
-    about once and recorded as the summary's scale warning; with the ruler named it is not."""
-    from dataclasses import replace
+def test_a_run_whose_ruler_was_voted_on_label_free_frames_warns_once(runner):
+    """The run's side of `vote_warning`: on DIC frames (the label-free model) a voted ruler is warned about once and
+    recorded as the summary's scale warning; with the ruler named, or on stained frames (the smear model), it is
+    not."""
+    from runtime.cli.run import LABEL_FREE_MODEL
 
-    frames = [make_microscope("mixed", seed=12).frame(i).image for i in range(3)]
-    label_free = replace(runner.metadata, modalities=["brightfield", "dic", "phase"])
-    for named in (None, "rbc"):
-        warnings = []
-        summary = Pipeline(MemorySource(frames), _WithMetadata(runner, label_free),
-                           options=RunOptions(calibrate_on=named), on_warning=warnings.append).run()
-        voted = [w for w in warnings if "the model's vote" in w]
-        assert len(voted) == (named is None), (named, warnings)
-        assert (summary["scale"]["warning"] == voted[0]) if voted else summary["scale"]["warning"] is None
-
-
-class _WithMetadata:
-    """A runner with other metadata (the optics it learnt), everything else the wrapped one's."""
-
-    def __init__(self, runner, metadata):
-        self._runner, self.metadata = runner, metadata
-
-    def __getattr__(self, name):
-        return getattr(self._runner, name)
+    dic = [make_microscope("mixed", seed=12, optics="dic").frame(i).image for i in range(3)]
+    stained = [make_microscope("mixed", seed=12).frame(i).image for i in range(3)]
+    with OnnxRuntimeRunner(LABEL_FREE_MODEL) as label_free:
+        cases = ((dic, label_free, None, True), (dic, label_free, "rbc", False), (stained, runner, None, False))
+        for frames, model, named, warns in cases:
+            warnings = []
+            summary = Pipeline(MemorySource(frames), model, options=RunOptions(calibrate_on=named),
+                               on_warning=warnings.append).run()
+            voted = [w for w in warnings if "the model's vote" in w]
+            assert len(voted) == warns and summary["scale"]["calibration"]["label_free"] is (frames is dic), \
+                (named, warnings, summary["scale"])
+            assert (summary["scale"]["warning"] == voted[0]) if voted else summary["scale"]["warning"] is None
 
 
 def test_a_recalibration_keeps_the_first_calibrations_ruler_and_how_it_was_chosen(runner, monkeypatch):
