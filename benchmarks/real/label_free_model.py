@@ -251,23 +251,10 @@ def train_models(data: dict, work: Path, recipe: Recipe) -> dict[str, Path]:
 
 def runtime_macrophages(model: Path):
     """`csc-run --pixel-size P`'s path, the macrophage-class instances mapped back to the frame."""
-    from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.counting.counter import CellCounter, CountingConfig
-    from runtime.pipeline.stream import Segmenter
+    from benchmarks.real.runtime_path import RuntimePath
 
-    runner = OnnxRuntimeRunner(model)
-    runner.activate()
-    meta = runner.metadata
-    counter = CellCounter(CountingConfig(class_names=tuple(meta.classes), pixel_size_um=meta.pixel_size_um))
-    wanted = meta.classes.index("macrophage")
-
-    def run(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image  # as csc-run reads it
-        segmenter = Segmenter(runner, zoom=pixel_size_um / meta.pixel_size_um)
-        result = counter.count(segmenter.segment(image), return_labels=True)
-        ids = result.cells["id"][result.cells["class_id"] == wanted]
-        return segmenter.to_frame(np.where(np.isin(result.labels, ids), result.labels, 0), image.shape)
-    return run
+    path = RuntimePath(model)
+    return lambda image, pixel_size_um: path.cells(image, pixel_size_um, ["macrophage"])[0]
 
 
 def simulated_counts(model: Path, sets: list[Path]) -> dict:

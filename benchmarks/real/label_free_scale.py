@@ -37,11 +37,8 @@ import numpy as np
 from benchmarks.publish import publish, tree_state
 from benchmarks.real.label_free import (EVALUATION, SPARSE_CROPS, TUNING, bbbc030_pairs, cropped_pairs, density_at,
                                         resized_pairs, score)
-from runtime.backends.onnxruntime import OnnxRuntimeRunner
-from runtime.counting.calibration import Calibration, calibrate
-from runtime.counting.counter import CellCounter, CountingConfig
+from benchmarks.real.runtime_path import RuntimePath
 from runtime.data.simulator import make_microscope
-from runtime.pipeline.stream import Segmenter
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "runtime" / "models" / "label-free.onnx"
@@ -57,28 +54,6 @@ PSEUDOPODS = 2.0
 WITHIN = 0.15
 
 
-class Run:
-    """The bundled label-free model as `csc-run` uses it: calibrated on a start's frames, then segmenting and
-    counting each frame at that scale."""
-
-    def __init__(self, model: Path):
-        self.runner = OnnxRuntimeRunner(model)
-        self.runner.activate()
-        self.meta = self.runner.metadata
-        self.counter = CellCounter(CountingConfig(class_names=tuple(self.meta.classes),
-                                                  pixel_size_um=self.meta.pixel_size_um))
-
-    def calibrated(self, frames: Sequence[np.ndarray], ruler: str | None, model: bool = True) -> Calibration:
-        segment = (lambda frame, zoom: Segmenter(self.runner, zoom=zoom).segment(frame)) if model else None
-        return calibrate(frames, self.meta, segment, ruler)
-
-    def cells(self, image: np.ndarray, pixel_size_um: float) -> tuple[np.ndarray, dict[str, float]]:
-        """The frame's instances of every cell class (frame-sized labels) and its counts per class."""
-        segmenter = Segmenter(self.runner, zoom=pixel_size_um / self.meta.pixel_size_um)
-        result = self.counter.count(segmenter.segment(image), return_labels=True)
-        return segmenter.to_frame(result.labels, image.shape), result.counts
-
-
 def rows(kind: str) -> dict[str, dict]:
     """The calibration rows (see the module's docstring): the ruler named and whether the model takes part."""
     named = "rbc" if kind == "mixed" else kind
@@ -87,7 +62,7 @@ def rows(kind: str) -> dict[str, dict]:
             f"reference: classical measure alone, {named} as the ruler": {"ruler": named, "model": False}}
 
 
-def simulated(run: Run, seeds: Iterable[int]) -> dict:
+def simulated(run: RuntimePath, seeds: Iterable[int]) -> dict:
     """Every CASES × OPTICS × seed start, each row's calibration and counts (see the module's docstring)."""
     out: dict = {}
     for kind, pixel, side in CASES:
@@ -113,7 +88,7 @@ def simulated(run: Run, seeds: Iterable[int]) -> dict:
     return out
 
 
-def count_ratios(run: Run, images: Sequence[np.ndarray], pixel_size_um: float | None,
+def count_ratios(run: RuntimePath, images: Sequence[np.ndarray], pixel_size_um: float | None,
                  truth: dict[str, int]) -> dict:
     """The counts of ``images`` at this pixel size (the model's where the calibration failed, as a run falls back)
     ÷ the true counts, per class with cells."""
@@ -141,7 +116,7 @@ def summarise(starts: list[dict], kind: str) -> dict:
     return out
 
 
-def bbbc030(run: Run, real: Path) -> dict:
+def bbbc030(run: RuntimePath, real: Path) -> dict:
     """Each BBBC030 part as a run over its images, at full size and as SPARSE_CROPS (see the module's docstring)."""
     root = real / "bbbc030-dic"
     if not (root / "images").is_dir():
@@ -170,7 +145,7 @@ def bbbc030(run: Run, real: Path) -> dict:
 
 
 def measure(real: Path, seeds: Sequence[int]) -> dict:
-    run = Run(MODEL)
+    run = RuntimePath(MODEL)
     return {"what": "csc-run's calibration without a pixel size on label-free frames, bundled label-free model",
             **tree_state(ROOT), "model": MODEL.name, "seeds": list(seeds),
             "simulated": simulated(run, seeds), "bbbc030": bbbc030(run, real)}

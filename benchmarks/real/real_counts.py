@@ -115,24 +115,14 @@ def runtime_labeller(model: Path, calibrated: bool = False, **counting) -> Label
     segmented (tiled) by ONNX Runtime, counted by the runtime counter (``counting``: CountingConfig options), the
     RBC instances mapped back to the frame. ``calibrated``: `csc-run` without a pixel size instead, each image
     calibrated alone (runtime/counting/calibration.py; a run calibrates on its first three frames)."""
-    from runtime.backends.onnxruntime import OnnxRuntimeRunner
-    from runtime.counting.calibration import calibrate
-    from runtime.counting.counter import CellCounter
-    from runtime.pipeline.stream import Segmenter
+    from benchmarks.real.runtime_path import RuntimePath
 
-    runner = OnnxRuntimeRunner(model)
-    runner.activate()
-    meta = runner.metadata
-    counter = CellCounter(CountingConfig(class_names=tuple(meta.classes), pixel_size_um=meta.pixel_size_um, **counting))
+    path = RuntimePath(model, **counting)
 
     def run(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
         if calibrated:
-            found = calibrate([image], meta, lambda frame, zoom: Segmenter(runner, zoom=zoom).segment(frame))
-            pixel_size_um = found.pixel_size_um or meta.pixel_size_um
-        segmenter = Segmenter(runner, zoom=pixel_size_um / meta.pixel_size_um)
-        result = counter.count(segmenter.segment(image), return_labels=True)
-        rbc = result.cells["id"][result.cells["class_id"] == meta.classes.index("rbc")]
-        return segmenter.to_frame(np.where(np.isin(result.labels, rbc), result.labels, 0), image.shape)
+            pixel_size_um = path.calibrated([image]).pixel_size_um or path.meta.pixel_size_um
+        return path.cells(image, pixel_size_um, ["rbc"])[0]
     return run
 
 
