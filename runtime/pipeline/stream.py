@@ -449,8 +449,8 @@ class Pipeline:
         return counter.count(class_map), time.perf_counter() - start
 
     def _counted(self) -> Iterator[tuple[Frame, np.ndarray, float, FrameCounts, float]]:
-        """(frame, class map, zoom, counts, counting seconds) in frame order until the inference thread ends or the
-        source stalls. With several workers, up to that many consecutive frames are counted at once (OpenCV's
+        """(frame, class map, zoom, counts, counting seconds) in frame order until the inference thread ends, which
+        it does at the source's end or stall. With several workers, up to that many consecutive frames are counted at once (OpenCV's
         calls release the GIL), and each result waits for the frames before it."""
         workers = self.count_workers
         pool = ThreadPoolExecutor(workers, thread_name_prefix="count") if workers > 1 else None
@@ -465,8 +465,10 @@ class Pipeline:
                 try:
                     item = self._results_q.get(timeout=0.005 if in_flight else 0.2)
                 except queue.Empty:
-                    if not in_flight and self._source_stalled():
-                        return
+                    if not in_flight and not self.stalled and self._source_stalled():
+                        # The source's end, as far as the run goes: frames captured before the stall are still
+                        # counted (a run still gathering its calibration frames held them unsegmented).
+                        self._put_frame(_END)
                     continue
                 if item is _END:
                     ended = True

@@ -540,6 +540,19 @@ def test_a_stalled_source_stops_the_run_with_its_files_closed(tmp_path, monkeypa
     assert len(rows) == summary["frames"] + 1, "every frame's row written and flushed"
 
 
+def test_frames_before_a_stall_are_counted_while_the_run_still_calibrates(tmp_path, monkeypatch):
+    """A camera that gives two frames and stalls, while the run (no pixel size given) waits for a third lit frame to
+    calibrate on: the two are calibrated on, counted and written before the run stops (they were lost)."""
+    import runtime.pipeline.stream as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
+    summary = Pipeline(StallingSource(n=2), ThresholdRunner(128),
+                       options=RunOptions(stall_timeout=0.5, save_csv=tmp_path / "c.csv")).run()
+    assert summary["stalled"] and summary["frames"] == 2 and len(summary["errors"]) == 1
+    assert summary["scale"]["calibration"]["frames"] == 2
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == 3
+
+
 def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
