@@ -1,7 +1,6 @@
 """`csc-run`: segment and count cells live from a camera, a video, images or the simulated microscope."""
 from __future__ import annotations
 
-import itertools
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +14,8 @@ from rich.table import Table
 from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
-from runtime.data.modality import LABEL_FREE, MODALITIES, detect_modality
+from runtime.data.modality import LABEL_FREE, MODALITIES
+from runtime.io.sources import Frame, ReadAhead
 from runtime.pipeline.domain import OPTICS_FRAMES
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
@@ -36,7 +36,7 @@ def run(
     images: str = typer.Option(None, "--images", help="Folder of images or a glob such as 'data/*.png'."),
     source: str = typer.Option(None, "--source", help="'demo': the simulated microscope (no hardware needed)."),
     model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled model for --modality)."),
-    modality: Modality = typer.Option("auto", "--modality", help="The optics (stained, brightfield, phase, dic, fluorescence). Without --model, label-free optics pick the bundled label-free model; auto does too for --images whose first images look label-free, and otherwise keeps the stained-smear model (the run warns when the frames' optics are not the model's)."),
+    modality: Modality = typer.Option("auto", "--modality", help="The optics (stained, brightfield, phase, dic, fluorescence). Without --model, label-free optics pick the bundled label-free model; auto does too where the first lit frames of a camera, a video or --images look label-free (read ahead, then counted as every frame), and otherwise keeps the stained-smear model (the run warns when the frames' optics are not the model's)."),
     backend: Backend = typer.Option("auto", "--backend", help="auto: TensorRT when an engine beside the model runs here, else ONNX Runtime on a GPU, else OpenVINO or ONNX Runtime on the CPU, whichever ran the model faster in a short trial here; or trt, openvino, ort."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: capture each batch size's enqueue once as a CUDA graph and replay it."),
     no_show: bool = typer.Option(False, "--no-show", help="No window (headless)."),
@@ -74,7 +74,12 @@ def run(
         raise CscError("give exactly one source", fix="--camera N, --video PATH, --images DIR|GLOB or --source demo")
     if source is not None and source != "demo":
         raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
-    model = model or _bundled_model(_folder_optics(images) if modality == "auto" else Modality(modality).value)
+    src = None
+    if model is None and modality == "auto" and source is None and LABEL_FREE_MODEL.exists():
+        src = ReadAhead(_open_source(camera, video, images, None, seed, width, height, fps), OPTICS_FRAMES,
+                        stall_timeout)
+        modality = _first_optics(src.first)
+    model = model or _bundled_model(Modality(modality).value)
     if not model.exists():
         raise CscError("model file not found", path=model,
                        fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
@@ -89,11 +94,11 @@ def run(
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
     with runner, web or nullcontext():
         ruler = None if calibrate_on == "auto" else calibrate_on
-        check_ruler(ruler, runner.metadata)  # before the source is opened
+        check_ruler(ruler, runner.metadata)  # before the source is opened (or read past what was read ahead)
         console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
         for note in runner.notes:
             console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-        src = _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
+        src = src or _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
         show = not no_show and display_available()
         if not no_show and not show:
             console.print("no display found: running headless (--no-show)")
@@ -147,23 +152,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _folder_optics(images: str | None) -> str:
-    """`--modality auto` on image files: the optics most of the first OPTICS_FRAMES readable images (as many as the
-    run's optics check reads) show where most are
-    label-free, so that a folder of unstained cells runs the bundled label-free model untold; else ``auto`` (the
-    smear model: a camera or a video is not read ahead, and the run's optics check warns where the model does not
-    suit)."""
-    if images is None or not LABEL_FREE_MODEL.exists():
-        return "auto"
-    from runtime.io.sources import ImageSource
-
-    found = Counter(detect_modality(frame.image).modality
-                    for frame in itertools.islice(ImageSource(images).frames(), OPTICS_FRAMES))
+def _first_optics(frames: list[Frame]) -> str:
+    """`--modality auto`: the optics most of the lit frames among a camera's, a video's or a folder's first frames
+    (`ReadAhead`: up to OPTICS_FRAMES lit ones, as many as the run's optics check looks at) show, where most are
+    label-free — so that unstained cells under an inverted microscope run the bundled label-free model untold —
+    else ``auto`` (the smear model; the run's optics check warns where it does not suit)."""
+    found = Counter(frame.detected_optics().modality for frame in frames if not frame.blank)
     label_free = Counter({name: n for name, n in found.items() if name in LABEL_FREE})
     if 2 * sum(label_free.values()) <= sum(found.values()):
         return "auto"
     optics = label_free.most_common(1)[0][0]
-    console.print(f"optics: the first images look {optics}: the bundled label-free model ({LABEL_FREE_MODEL.name}; "
+    console.print(f"optics: the first frames look {optics}: the bundled label-free model ({LABEL_FREE_MODEL.name}; "
                   "--modality stained keeps the smear model)", highlight=False)
     return optics
 

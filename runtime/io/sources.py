@@ -3,6 +3,7 @@ glob, and the simulated microscope (`demo`). Each yields `Frame`s; `live` source
 from __future__ import annotations
 
 import glob
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from abc import ABC, abstractmethod
@@ -12,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.counting.blank import is_blank
+from runtime.data.modality import ModalityEvidence, detect_modality
 from runtime.errors import CscError
 from runtime.io.imageio import is_image_name, read_image
 
@@ -23,6 +26,14 @@ class Frame:
     source: str
     truth: dict[str, int] | None = None  # exact counts, for the simulated microscope
     blank: bool = False  # nothing but background and noise (runtime/counting/blank.py), set by the pipeline's capture
+    optics: ModalityEvidence | None = None  # see `detected_optics`
+
+    def detected_optics(self) -> ModalityEvidence:
+        """The frame's optics (`detect_modality`, 60–100 ms a frame), detected once: `csc-run --modality auto` and the
+        run's optics check (`DomainCheck`) look at the same first frames."""
+        if self.optics is None:
+            self.optics = detect_modality(self.image)
+        return self.optics
 
 
 class Source(ABC):
@@ -181,3 +192,64 @@ class CameraSource(Source):
     def close(self) -> None:
         if self.capture is not None:
             self.capture.release()
+
+
+# The most frames `ReadAhead` reads before a run: a camera's first frames may be dark while it adjusts its exposure.
+READ_AHEAD = 10
+
+
+class ReadAhead(Source):
+    """A source whose first frames are read before the run starts — `csc-run --modality auto` chooses its model by
+    their optics — and then played first, so that nothing is read twice or lost: a camera's, a video's or a folder's.
+
+    It reads until ``lit`` frames that are not blank (`runtime.counting.blank`; marked on each frame), or READ_AHEAD
+    frames, or the end, on a thread of its own, and waits while frames keep coming, at most ``stall_timeout`` s for
+    each: ``first`` is what was read by then. A source that stalls or fails meanwhile is left to the run, as any
+    source is: its frames go on from the read ahead (waiting for it to end), and its error is raised there, so that
+    the run's stall timeout and error reporting (`RunOptions.stall_timeout`, the summary) apply as to every source."""
+
+    def __init__(self, source: Source, lit: int, stall_timeout: float | None = None):
+        super().__init__(source.name, source.live)
+        self.source = source
+        self.skipped = source.skipped  # the same list: files skipped while reading ahead are listed too
+        self._frames = source.frames()
+        self._read: list[Frame] = []
+        self._failed: list[BaseException] = []
+        self._reader = threading.Thread(target=self._read_ahead, args=(lit,), name="read-ahead", daemon=True)
+        self._reader.start()
+        while self._reader.is_alive():
+            read_so_far = len(self._read)
+            self._reader.join(stall_timeout)
+            if self._reader.is_alive() and len(self._read) == read_so_far:
+                break  # stalled: the run waits for the source from here, under its own timeout
+        self.first = list(self._read)
+
+    def _read_ahead(self, lit: int) -> None:
+        try:
+            seen = 0
+            while seen < lit and len(self._read) < READ_AHEAD:
+                frame = next(self._frames, None)
+                if frame is None:
+                    return
+                frame.blank = is_blank(frame.image)
+                self._read.append(frame)
+                seen += not frame.blank
+        except BaseException as err:  # raised where the run reads the frames
+            self._failed.append(err)
+
+    def frames(self) -> Iterator[Frame]:
+        self.first = []  # handed over one by one: a run does not hold its first frames to the end
+        while True:
+            reading = self._reader.is_alive()  # before the list is looked at: a frame appended after is not missed
+            if self._read:
+                yield self._read.pop(0)
+            elif not reading:
+                break
+            else:
+                self._reader.join()  # a source that stalled while read ahead: the run's own timeout watches this
+        if self._failed:
+            raise self._failed[0]
+        yield from self._frames
+
+    def close(self) -> None:
+        self.source.close()

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from runtime.data.modality import LABEL_FREE, detect_modality
+from runtime.data.modality import LABEL_FREE
+from runtime.io.sources import Frame
 from runtime.backends.model_meta import ModelMetadata
 
 # Without training fractions in the model's metadata: a cell class over this share of the frame is implausible.
@@ -68,16 +69,16 @@ class DomainCheck:
                         "the model was trained for this stain and microscope")
         return self.warning
 
-    def check_optics(self, image: np.ndarray) -> str | None:
+    def check_optics(self, frame: Frame) -> str | None:
         """For the first OPTICS_FRAMES frames (lit ones: the pipeline skips blank frames, which show no optics): the
-        warning, once, when a frame's optics (`detect_modality`) are none the model was trained on. Label-free
+        warning, once, when a frame's optics (`Frame.detected_optics`) are none the model was trained on. Label-free
         optics count as one family: a label-free model learns them together, and the detector can take faint
         unstained cells' rings for a relief or a halo. A stain without a stain's colour (`ModalityEvidence.tentative`:
         a sparse DIC field reads like that) is no evidence against a label-free model."""
         trained = self.metadata.modalities if self.metadata else []
         if not trained or sum(self.optics.values()) >= OPTICS_FRAMES:
             return None
-        evidence = detect_modality(image)
+        evidence = frame.detected_optics()
         found = evidence.modality
         self.optics[found] += 1
         family = {DESCRIBED[m] for m in trained}

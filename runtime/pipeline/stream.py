@@ -521,7 +521,7 @@ class Pipeline:
                 self._watch_scale(frame, result)
                 result.cells = self.segmenter.cells_to_frame(result.cells, zoom)
                 # A blank frame (lamp off, lens cap) shows no optics: a black one passed for fluorescence.
-                optics = None if frame.blank else self.domain.check_optics(frame.image)
+                optics = None if frame.blank else self.domain.check_optics(frame)
                 for warning in (optics, self.domain.check(class_map)):
                     if warning and self.on_warning is not None:
                         self.on_warning(warning)

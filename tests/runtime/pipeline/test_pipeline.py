@@ -16,7 +16,8 @@ from runtime.errors import CscError
 from runtime.backends.model_meta import ModelMetadata
 from runtime.pipeline.stream import Pipeline, RunOptions, Segmenter
 from runtime.data.simulator import SimConfig, SimulatedMicroscope
-from runtime.io.sources import CameraSource, DemoSource, Frame, ImageSource, MemorySource, Source, VideoSource
+from runtime.io.sources import (READ_AHEAD, CameraSource, DemoSource, Frame, ImageSource, MemorySource, ReadAhead, Source,
+                                VideoSource)
 from runtime.pipeline.tiling import Tiler, tile_starts
 
 
@@ -456,9 +457,45 @@ def test_a_folder_of_label_free_images_runs_the_label_free_model_untold(tmp_path
         assert result.exit_code == 0, result.output
         summaries[name, bool(extra)] = (json.loads(out.read_text())["model"], " ".join(result.output.split()))
     model, said = summaries["dic", False]
-    assert model.endswith("label-free.onnx") and "the first images look dic" in said
-    assert summaries["stained", False][0].endswith("default.onnx") and "first images look" not in summaries["stained", False][1]
+    assert model.endswith("label-free.onnx") and "the first frames look dic" in said
+    assert summaries["stained", False][0].endswith("default.onnx") and "first frames look" not in summaries["stained", False][1]
     assert summaries["dic", True][0].endswith("default.onnx")
+
+
+class ImagesCapture(FakeCapture):
+    """A camera (cv2.VideoCapture's interface) that delivers these images, then nothing."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images = list(images)
+
+    def read(self):
+        return (True, self.images.pop(0)) if self.images else (False, None)
+
+
+def test_a_camera_on_label_free_cells_runs_the_label_free_model_untold(tmp_path, monkeypatch):
+    """`csc-run --camera 0`, nothing else, on an inverted microscope's unstained cells (the paper's own setup): the
+    first lit frames are read ahead — past the dark frames a camera gives while it adjusts — and choose the bundled
+    label-free model; every frame read ahead goes on to the run (a camera's may be dropped there when the run
+    falls behind, as any live frame), the dark ones as blank."""
+    from typer.testing import CliRunner
+
+    import runtime.cli.run as run_cli
+    from runtime.data.simulator import make_microscope
+
+    microscope = make_microscope("mixed", size=256, seed=8, optics="dic")
+    dark = np.zeros((256, 256, 3), np.uint8)
+    images = [dark, dark] + [microscope.frame(i).image for i in range(4)]
+    monkeypatch.setattr(run_cli, "_open_source", lambda *args: CameraSource(
+        "0", retries=0, opener=lambda *a: ImagesCapture(images)))
+    out = tmp_path / "s.json"
+    result = CliRunner().invoke(run_cli.app, ["--camera", "0", "--no-show", "--pixel-size", "0.4",
+                                              "--save-csv", str(tmp_path / "c.csv"), "--summary", str(out)])
+    summary = json.loads(out.read_text())
+    assert summary["model"].endswith("label-free.onnx"), result.output
+    assert "the first frames look dic" in " ".join(result.output.split())
+    assert summary["frames"] + summary["dropped"] == 6 and summary["frames"] >= 2
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == summary["frames"] + 1
 
 
 def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
@@ -567,6 +604,51 @@ def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch):
     assert "stalled" in str(result.exception) and json.loads((tmp_path / "s.json").read_text())["stalled"]
 
 
+def test_read_ahead_reads_until_enough_lit_frames_and_loses_none():
+    """`ReadAhead`: reads until ``lit`` frames that are not blank (or READ_AHEAD, or the end), marks each, and plays
+    them first, then the rest, each frame once and in order."""
+    lit = np.full((64, 64, 3), 200, np.uint8)
+    cv2.circle(lit, (32, 32), 10, (40, 40, 40), -1)
+    dark = np.zeros((64, 64, 3), np.uint8)
+    images = [dark, lit, dark, lit, lit, lit, dark]
+    ahead = ReadAhead(MemorySource(images), lit=2)
+    assert [f.index for f in ahead.first] == [0, 1, 2, 3] and [f.blank for f in ahead.first] == [True, False, True, False]
+    assert [f.index for f in ahead.frames()] == list(range(7)) and ahead.first == []
+    never_lit = ReadAhead(MemorySource([dark] * (READ_AHEAD + 5)), lit=1)
+    assert len(never_lit.first) == READ_AHEAD and len(list(never_lit.frames())) == READ_AHEAD + 5
+    assert len(ReadAhead(MemorySource([lit]), lit=3).first) == 1
+
+
+def test_read_ahead_leaves_a_stalled_or_failing_source_to_the_run(monkeypatch):
+    """A source that stalls while read ahead: the read ahead gives up after the stall timeout with what it has,
+    and the run's own stall timeout then stops the run with its summary; a source that fails while read ahead
+    fails where the run reads it, after the frames read before."""
+    import threading
+
+    import runtime.pipeline.stream as pipeline_module
+
+    ahead = ReadAhead(StallingSource(n=2), lit=3, stall_timeout=0.3)
+    assert len(ahead.first) == 2
+    monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
+    pipeline = Pipeline(ahead, ThresholdRunner(128), options=RunOptions(stall_timeout=0.5))
+    done = []
+    worker = threading.Thread(target=lambda: done.append(pipeline.run()), daemon=True)
+    worker.start()
+    worker.join(timeout=15)
+    assert done and done[0]["stalled"] and done[0]["frames"] + done[0]["dropped"] == 2
+
+    class Failing(Source):
+        def frames(self):
+            yield Frame(0, np.zeros((64, 64, 3), np.uint8), "f0")
+            raise CscError("camera lost")
+
+    failing = ReadAhead(Failing("failing"), lit=3)
+    frames = failing.frames()
+    assert next(frames).index == 0
+    with pytest.raises(CscError, match="camera lost"):
+        next(frames)
+
+
 def test_blank_frames_count_zero_and_calibration_waits_for_lit_ones(runner):
     """The bundled model drew two RBCs on every black frame; a run that starts with the lamp off calibrated on
     nothing and kept the model's scale, and its optics check took the black frames for fluorescence."""
@@ -663,4 +745,4 @@ def test_a_grey_field_read_as_a_stain_is_no_evidence_against_a_label_free_model(
                                   (["brightfield", "dic", "phase"], smear, True), (["stained"], grey, False)):
         runner.metadata.modalities = trained
         check = DomainCheck(runner.metadata, ("background", "rbc", "macrophage"))
-        assert (check.check_optics(image) is not None) == warns, trained
+        assert (check.check_optics(Frame(0, image, "f0")) is not None) == warns, trained
