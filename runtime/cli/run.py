@@ -15,7 +15,7 @@ from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
 from runtime.data.modality import LABEL_FREE, MODALITIES
-from runtime.io.sources import Frame, ReadAhead
+from runtime.io.sources import READ_AHEAD_WAIT, Frame, ReadAhead, Source
 from runtime.pipeline.domain import OPTICS_FRAMES
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
@@ -74,50 +74,51 @@ def run(
         raise CscError("give exactly one source", fix="--camera N, --video PATH, --images DIR|GLOB or --source demo")
     if source is not None and source != "demo":
         raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
-    src = None
-    if model is None and modality == "auto" and source is None and LABEL_FREE_MODEL.exists():
-        src = ReadAhead(_open_source(camera, video, images, None, seed, width, height, fps), OPTICS_FRAMES,
-                        stall_timeout)
-        modality = _first_optics(src.first)
-    model = model or _bundled_model(Modality(modality).value)
-    if not model.exists():
-        raise CscError("model file not found", path=model,
-                       fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
-    pixel_size, pixel_source = _pixel_size(_parse_pixel_size(pixel_size), model)
-    runner, reason = open_runner(model, Backend(backend).value, threads, cuda_graph)
-    web = None
-    if serve is not None:
-        from runtime.serve.live import WebView  # the serve extra: checked there, imported only when asked for
-
-        web = WebView(serve, token, say=lambda text: console.print(text, highlight=False, soft_wrap=True))
-    elif token is not None:
+    given_pixel_size = _parse_pixel_size(pixel_size)  # usage errors before a source is opened or read
+    if token is not None and serve is None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
-    with runner, web or nullcontext():
-        ruler = None if calibrate_on == "auto" else calibrate_on
-        check_ruler(ruler, runner.metadata)  # before the source is opened (or read past what was read ahead)
-        console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
-        for note in runner.notes:
-            console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-        src = src or _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
-        show = not no_show and display_available()
-        if not no_show and not show:
-            console.print("no display found: running headless (--no-show)")
-        pipeline = Pipeline(src, runner, CountingConfig(pixel_size_um=runner.metadata.pixel_size_um,
-                                                        class_names=tuple(runner.metadata.classes),
-                                                        split_touching=split_touching),
-                            RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
-                                       save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size,
-                                       calibrate_on=ruler,
-                                       stall_timeout=stall_timeout, count_workers=count_workers,
-                                       counting_device=CountingDevice(counting_device).value),
-                            on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
-                                                                  highlight=False, soft_wrap=True))
-        if web is not None:
-            web.start(pipeline, model, Backend(backend).value)
-        with _sigterm_as_interrupt():
-            summary = pipeline.run()
-        summary["model"] = str(model)  # which file counted: --modality may have chosen it
-        console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
+    read_ahead = model is None and modality == "auto" and source is None and LABEL_FREE_MODEL.exists()
+    src = _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout) if read_ahead else None
+    with _closed_on_error(src):
+        if src is not None:
+            modality = _first_optics(src.first)
+        model = model or _bundled_model(Modality(modality).value)
+        if not model.exists():
+            raise CscError("model file not found", path=model,
+                           fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
+        pixel_size, pixel_source = _pixel_size(given_pixel_size, model)
+        runner, reason = open_runner(model, Backend(backend).value, threads, cuda_graph)
+        web = None
+        if serve is not None:
+            from runtime.serve.live import WebView  # the serve extra: checked there, imported only when asked for
+
+            web = WebView(serve, token, say=lambda text: console.print(text, highlight=False, soft_wrap=True))
+        with runner, web or nullcontext():
+            ruler = None if calibrate_on == "auto" else calibrate_on
+            check_ruler(ruler, runner.metadata)  # before the source is opened (or read past its first frames)
+            console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
+            for note in runner.notes:
+                console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+            src = src or _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
+            show = not no_show and display_available()
+            if not no_show and not show:
+                console.print("no display found: running headless (--no-show)")
+            pipeline = Pipeline(src, runner, CountingConfig(pixel_size_um=runner.metadata.pixel_size_um,
+                                                            class_names=tuple(runner.metadata.classes),
+                                                            split_touching=split_touching),
+                                RunOptions(max_frames=max_frames, duration=duration, show=show, save_csv=save_csv,
+                                           save_video=save_video, save_cells=save_cells, pixel_size_um=pixel_size,
+                                           calibrate_on=ruler,
+                                           stall_timeout=stall_timeout, count_workers=count_workers,
+                                           counting_device=CountingDevice(counting_device).value),
+                                on_warning=lambda text: console.print(f"[bold yellow]warning:[/] {escape(text)}",
+                                                                      highlight=False, soft_wrap=True))
+            if web is not None:
+                web.start(pipeline, model, Backend(backend).value)
+            with _sigterm_as_interrupt():
+                summary = pipeline.run()
+            summary["model"] = str(model)  # which file counted: --modality may have chosen it
+            console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
     if summary["frames"]:
         _print_summary(summary)
     for skipped in summary["skipped"]:
@@ -152,12 +153,45 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout: float) -> ReadAhead:
+    """`--modality auto` on a camera, a video or images: the source opened and its first frames read ahead
+    (`ReadAhead`), waiting for a frame at most READ_AHEAD_WAIT s (or the stall timeout, if shorter). Ctrl-C while
+    it waits closes the source and says so: nothing has been written yet."""
+    from runtime.errors import CscError
+
+    opened = _open_source(camera, video, images, None, seed, width, height, fps)
+    if opened.live:
+        console.print("reading the first frames, to choose the model by their optics …", highlight=False)
+    try:
+        return ReadAhead(opened, OPTICS_FRAMES, min(stall_timeout, READ_AHEAD_WAIT))
+    except KeyboardInterrupt:
+        opened.close()
+        raise CscError("interrupted while the first frames were read, before the run started: nothing was written",
+                       fix="to start without reading ahead, name the optics (--modality) or the model (--model)") from None
+
+
+@contextmanager
+def _closed_on_error(source: Source | None) -> Iterator[None]:
+    """A source opened before the model (read ahead) closed where the command fails before or while it runs: the
+    run closes it itself at its end, and a second close is harmless."""
+    try:
+        yield
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
+
+
 def _first_optics(frames: list[Frame]) -> str:
     """`--modality auto`: the optics most of the lit frames among a camera's, a video's or a folder's first frames
     (`ReadAhead`: up to OPTICS_FRAMES lit ones, as many as the run's optics check looks at) show, where most are
     label-free — so that unstained cells under an inverted microscope run the bundled label-free model untold —
     else ``auto`` (the smear model; the run's optics check warns where it does not suit)."""
     found = Counter(frame.detected_optics().modality for frame in frames if not frame.blank)
+    if not found:
+        console.print(f"optics: no lit frame among the first {len(frames)} to judge them by: the stained-smear model "
+                      "(--modality names the optics)", highlight=False)
+        return "auto"
     label_free = Counter({name: n for name, n in found.items() if name in LABEL_FREE})
     if 2 * sum(label_free.values()) <= sum(found.values()):
         return "auto"

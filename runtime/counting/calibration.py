@@ -22,7 +22,7 @@ from runtime.classes import cell_size
 from runtime.counting.instances import fill_all_holes
 from runtime.data.energy import wide_gaussian
 from runtime.data.first_pass import copies_measured, pooled
-from runtime.data.modality import LABEL_FREE, as_grey, detect_modality
+from runtime.data.modality import LABEL_FREE, ModalityEvidence, as_grey, detect_modality
 from runtime.backends.model_meta import ModelMetadata
 from runtime.errors import CscError
 from runtime.counting.scale import peak_diameters
@@ -84,7 +84,8 @@ def frames_diameters(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
     return _measured(frames)[:2]
 
 
-def _measured(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int, bool]:
+def _measured(frames: Sequence[np.ndarray],
+              optics: Sequence[ModalityEvidence] | None = None) -> tuple[np.ndarray, int, bool]:
     """The inscribed diameters (px) of the cell centres over ``frames``, how many frames gave any, and whether most
     frames are label-free (the vote's warning, `vote_warning`, rests on it), classically:
     label-free frames by their texture energy, on the copy where it sees cells (`runtime.data.first_pass`), all
@@ -93,7 +94,7 @@ def _measured(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int, bool]:
     one to eight 60-px RBCs, seeds 55–56: 6 of 18 three-frame starts measured 5–8 px frame by frame, none pooled;
     ad hoc); others each on a mask by Otsu on the grey image flattened by a wide blur (`_stained_diameters`)."""
     stained, copies = [], []
-    found = [detect_modality(image) for image in frames]
+    found = list(optics) if optics is not None else [detect_modality(image) for image in frames]
     label_free_run = 2 * sum(evidence.modality in LABEL_FREE for evidence in found) > len(found)
     for image, evidence in zip(frames, found):
         # a frame taken for a stain without a stain's colour, among mostly label-free ones, is one of them (a
@@ -144,10 +145,11 @@ def trained_diameters(metadata: ModelMetadata) -> dict[str, float]:
 
 
 def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Segment | None = None,
-              ruler: str | None = None) -> Calibration:
+              ruler: str | None = None, optics: Sequence[ModalityEvidence] | None = None) -> Calibration:
     """The pixel size of ``frames`` (uint8 BGR or grey) for a model with this metadata; ``segment`` lets the model
     choose the ruler (without it, RBCs where the model has them) and correct the classical guess; ``ruler``, the
-    class the frames show most of as the user knows it (`csc-run --calibrate-on`), is the ruler without a vote.
+    class the frames show most of as the user knows it (`csc-run --calibrate-on`), is the ruler without a vote;
+    ``optics``, each frame's optics where the caller has detected them (`Frame.detected_optics`), not detected again.
 
     The vote cannot tell a label-free field of one kind of cell: at the RBC ruler's zoom a field of macrophages
     alone is shrunk to RBC size and the label-free model calls most of them RBCs, at the macrophage ruler's zoom a
@@ -156,7 +158,7 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     calibration says whether the ruler was voted (``voted``) and the frames were label-free (``label_free``), and a
     run warns where both hold (`vote_warning`); a stained smear's colour tells the model's classes apart."""
     check_ruler(ruler, metadata)
-    diameters, measured, label_free = _measured(frames)
+    diameters, measured, label_free = _measured(frames, optics)
     if len(diameters) < MIN_CELLS:
         return Calibration(None, None, len(diameters), len(frames), None,
                            f"{len(diameters)} cell-like objects in {len(frames)} frames (blank, empty or "

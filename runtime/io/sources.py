@@ -3,6 +3,7 @@ glob, and the simulated microscope (`demo`). Each yields `Frame`s; `live` source
 from __future__ import annotations
 
 import glob
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,8 @@ class Frame:
     image: np.ndarray  # uint8 BGR
     source: str
     truth: dict[str, int] | None = None  # exact counts, for the simulated microscope
-    blank: bool = False  # nothing but background and noise (runtime/counting/blank.py), set by the pipeline's capture
+    blank: bool = False  # nothing but background and noise (runtime/counting/blank.py): set by the pipeline's capture
+    # (and by `ReadAhead`)
     optics: ModalityEvidence | None = None  # see `detected_optics`
 
     def detected_optics(self) -> ModalityEvidence:
@@ -196,59 +198,99 @@ class CameraSource(Source):
 
 # The most frames `ReadAhead` reads before a run: a camera's first frames may be dark while it adjusts its exposure.
 READ_AHEAD = 10
+# The longest `ReadAhead` waits for a frame before the model is chosen by those that came (the run then waits for
+# the rest under its own stall timeout).
+READ_AHEAD_WAIT = 5.0
+_ENOUGH, _ENDED = object(), object()  # the read ahead's outcomes besides an error: done, or the source ended
 
 
 class ReadAhead(Source):
     """A source whose first frames are read before the run starts — `csc-run --modality auto` chooses its model by
     their optics — and then played first, so that nothing is read twice or lost: a camera's, a video's or a folder's.
 
-    It reads until ``lit`` frames that are not blank (`runtime.counting.blank`; marked on each frame), or READ_AHEAD
-    frames, or the end, on a thread of its own, and waits while frames keep coming, at most ``stall_timeout`` s for
-    each: ``first`` is what was read by then. A source that stalls or fails meanwhile is left to the run, as any
-    source is: its frames go on from the read ahead (waiting for it to end), and its error is raised there, so that
-    the run's stall timeout and error reporting (`RunOptions.stall_timeout`, the summary) apply as to every source."""
+    A thread of its own reads until ``lit`` frames that are not blank (`runtime.counting.blank`; marked on each
+    frame), or READ_AHEAD frames, or the end; ``first`` is what came before a wait of ``wait`` s for one frame. The
+    rest of a read ahead that stalled is played as it comes, and an error of the source is raised, where the run
+    reads them, under its stall timeout and error reporting as for any source. A live source is read on while the
+    model loads (`_drain`), its newest frame kept for the run: a camera stream left unread fills its buffers."""
 
-    def __init__(self, source: Source, lit: int, stall_timeout: float | None = None):
+    def __init__(self, source: Source, lit: int, wait: float | None = READ_AHEAD_WAIT):
         super().__init__(source.name, source.live)
         self.source = source
         self.skipped = source.skipped  # the same list: files skipped while reading ahead are listed too
         self._frames = source.frames()
-        self._read: list[Frame] = []
-        self._failed: list[BaseException] = []
+        self._queue: queue.Queue = queue.Queue()  # the frames read ahead, then _ENOUGH, _ENDED or the error
+        self._outcome: object | None = None  # the last of those, once taken off the queue
+        self._handed_over = threading.Event()  # set when the run starts reading
+        self._newest: Frame | None = None  # a live source's newest frame read while the model loaded
+        self._drained: object | None = None  # _ENDED or the error that ended that reading, if anything did
         self._reader = threading.Thread(target=self._read_ahead, args=(lit,), name="read-ahead", daemon=True)
         self._reader.start()
-        while self._reader.is_alive():
-            read_so_far = len(self._read)
-            self._reader.join(stall_timeout)
-            if self._reader.is_alive() and len(self._read) == read_so_far:
-                break  # stalled: the run waits for the source from here, under its own timeout
-        self.first = list(self._read)
+        self.first: list[Frame] = []
+        while self._outcome is None:
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break  # no frame for `wait` s: the model is chosen by what came
+            if isinstance(item, Frame):
+                self.first.append(item)
+            else:
+                self._outcome = item
 
     def _read_ahead(self, lit: int) -> None:
         try:
-            seen = 0
-            while seen < lit and len(self._read) < READ_AHEAD:
+            seen = read = 0
+            while seen < lit and read < READ_AHEAD:
                 frame = next(self._frames, None)
                 if frame is None:
+                    self._queue.put(_ENDED)
                     return
                 frame.blank = is_blank(frame.image)
-                self._read.append(frame)
-                seen += not frame.blank
-        except BaseException as err:  # raised where the run reads the frames
-            self._failed.append(err)
+                read, seen = read + 1, seen + (not frame.blank)
+                self._queue.put(frame)
+        except Exception as err:  # raised where the run reads the frames
+            self._queue.put(err)
+            return
+        self._queue.put(_ENOUGH)
+        if self.live:
+            self._drain()
+
+    def _drain(self) -> None:
+        """A live source's frames until the run takes over, the newest kept: a camera left unread while the model
+        loads buffers stale frames, and an RTSP stream over UDP loses packets."""
+        try:
+            while not self._handed_over.is_set():
+                frame = next(self._frames, None)
+                if frame is None:
+                    self._drained = _ENDED
+                    return
+                self._newest = frame
+        except Exception as err:
+            self._drained = err
 
     def frames(self) -> Iterator[Frame]:
-        self.first = []  # handed over one by one: a run does not hold its first frames to the end
-        while True:
-            reading = self._reader.is_alive()  # before the list is looked at: a frame appended after is not missed
-            if self._read:
-                yield self._read.pop(0)
-            elif not reading:
-                break
+        self._handed_over.set()
+        held, self.first = self.first, []  # handed over one by one: a run does not hold its first frames to the end
+        while held:
+            yield held.pop(0)
+        while self._outcome is None:  # a read ahead that stalled: its frames as they come (the run's timeout watches)
+            item = self._queue.get()
+            if isinstance(item, Frame):
+                yield item
             else:
-                self._reader.join()  # a source that stalled while read ahead: the run's own timeout watches this
-        if self._failed:
-            raise self._failed[0]
+                self._outcome = item
+        if self._outcome is not _ENOUGH:
+            if self._outcome is _ENDED:
+                return
+            raise self._outcome
+        self._reader.join()  # a live source's reader stops after its current read
+        if self._newest is not None:
+            newest, self._newest = self._newest, None
+            yield newest
+        if self._drained is _ENDED:
+            return
+        if self._drained is not None:
+            raise self._drained
         yield from self._frames
 
     def close(self) -> None:

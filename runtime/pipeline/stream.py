@@ -238,6 +238,9 @@ class Pipeline:
         self.blank_frames = 0  # frames judged blank (runtime/counting/blank.py): counted zero, not segmented
         self._waiting_since: float | None = None  # when the capture thread began waiting on the source, if it is
         self._stop = threading.Event()
+        # Set by the main thread when the source stalls: the inference thread takes the frames captured before as
+        # all there are (the capture thread, stuck in the source's read, cannot say so, and a put could block).
+        self._source_over = threading.Event()
         self._frames_q: queue.Queue = queue.Queue(self.options.queue_size)
         self._results_q: queue.Queue = queue.Queue(self.options.queue_size)
         self._counters = threading.local()  # one counter per counting thread: each keeps its own buffers
@@ -270,7 +273,7 @@ class Pipeline:
                 self._waiting_since = time.monotonic()
                 frame = next(frames, None)
                 self._waiting_since = None
-                if frame is None:
+                if frame is None or self._source_over.is_set():  # a frame after the stall: the run is ending
                     break
                 frame.blank = is_blank(frame.image)  # here, beside the reads: inference is the busier thread
                 self.times.capture.add(time.perf_counter() - start)
@@ -287,8 +290,8 @@ class Pipeline:
         try:
             first = self._first_frames() if self.calibrating else []
             if first:
-                lit = [frame.image for frame in first if not frame.blank]
-                self._calibrate(lit or [frame.image for frame in first])
+                lit = [frame for frame in first if not frame.blank]
+                self._calibrate(lit or first)
             for frame in itertools.chain(first, self._queued_frames(idle=True)):
                 if frame is None:  # no new frame for a moment: finish the one in flight rather than hold it back
                     if pending is not None:
@@ -316,6 +319,8 @@ class Pipeline:
             try:
                 item = self._frames_q.get(timeout=0.1)
             except queue.Empty:
+                if self._source_over.is_set():
+                    return
                 if idle:
                     yield None
                 continue
@@ -331,7 +336,8 @@ class Pipeline:
             frames.append(frame)
             if sum(not f.blank for f in frames) == CALIBRATION_FRAMES or len(frames) == CALIBRATION_FRAMES + BLANK_WAIT:
                 return frames
-        self._frames_q.put(_END)  # the source ended: let the frame loop see it too
+        if not self._source_over.is_set():
+            self._frames_q.put(_END)  # the source ended: let the frame loop see it too
         return frames
 
     def _segment(self, frame: Frame, pending):
@@ -339,7 +345,7 @@ class Pipeline:
         seen by the main thread is recalibrated on this frame first."""
         if self._recalibrate.is_set():
             self._recalibrate.clear()
-            self._calibrate([frame.image], change_at=frame.index)
+            self._calibrate([frame], change_at=frame.index)
         if frame.blank:  # no cells to find: the network would draw some in the noise (two RBCs on a black frame)
             if pending is not None:
                 self._finish(pending)
@@ -363,7 +369,7 @@ class Pipeline:
         self._results_q.put((frame, class_map, self.segmenter.zoom))
         return None
 
-    def _calibrate(self, images: list[np.ndarray], change_at: int | None = None) -> None:
+    def _calibrate(self, frames: list[Frame], change_at: int | None = None) -> None:
         """The frames' pixel size from the first frames (runtime/counting/calibration.py): set where none was given, checked
         against the given one otherwise; a calibration that fails says so and the model's pixel size stays. With
         ``change_at``, a recalibration after a scale change seen at that frame: recorded, and a failed one keeps
@@ -374,7 +380,9 @@ class Pipeline:
         # with it whether the model voted it.
         carried = self.options.calibrate_on is None and self.calibration is not None and self.calibration.found
         ruler = self.calibration.ruler if carried else self.options.calibrate_on
-        found = calibrate(images, meta, lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image), ruler)
+        found = calibrate([frame.image for frame in frames], meta,
+                          lambda image, zoom: Segmenter(self.runner, overlap, zoom).segment(image), ruler,
+                          [frame.detected_optics() for frame in frames])
         if carried:
             found = replace(found, voted=self.calibration.voted)
         if change_at is not None:
@@ -468,7 +476,7 @@ class Pipeline:
                     if not in_flight and not self.stalled and self._source_stalled():
                         # The source's end, as far as the run goes: frames captured before the stall are still
                         # counted (a run still gathering its calibration frames held them unsegmented).
-                        self._put_frame(_END)
+                        self._source_over.set()
                     continue
                 if item is _END:
                     ended = True

@@ -12,7 +12,7 @@ from runtime.cli.run import DEFAULT_MODEL, app as run_app
 from runtime.errors import CscError
 from runtime.pipeline.stream import Pipeline, RunOptions, Segmenter
 from runtime.data.simulator import make_microscope
-from runtime.io.sources import MemorySource
+from runtime.io.sources import Frame, MemorySource
 
 
 @pytest.fixture(scope="module")
@@ -364,15 +364,15 @@ def test_a_recalibration_keeps_the_first_calibrations_ruler_and_how_it_was_chose
 
     asked = []
 
-    def calibrate(images, meta, segment, ruler=None):
+    def calibrate(images, meta, segment, ruler=None, optics=None):
         asked.append(ruler)
         return Calibration(0.2, 0.1, 40, 1, ruler or "macrophage", "stub", voted=ruler is None)
 
     monkeypatch.setattr(stream, "calibrate", calibrate)
-    frame = make_microscope("macrophage", seed=4).frame(0).image
+    frame = Frame(0, make_microscope("macrophage", seed=4).frame(0).image, "f0")
     for named in (None, "macrophage"):
         asked.clear()
-        pipeline = Pipeline(MemorySource([frame]), runner, options=RunOptions(calibrate_on=named))
+        pipeline = Pipeline(MemorySource([frame.image]), runner, options=RunOptions(calibrate_on=named))
         pipeline._calibrate([frame])
         pipeline._calibrate([frame], change_at=7)
         assert asked == [named, "macrophage"], asked

@@ -475,9 +475,9 @@ class ImagesCapture(FakeCapture):
 
 def test_a_camera_on_label_free_cells_runs_the_label_free_model_untold(tmp_path, monkeypatch):
     """`csc-run --camera 0`, nothing else, on an inverted microscope's unstained cells (the paper's own setup): the
-    first lit frames are read ahead — past the dark frames a camera gives while it adjusts — and choose the bundled
-    label-free model; every frame read ahead goes on to the run (a camera's may be dropped there when the run
-    falls behind, as any live frame), the dark ones as blank."""
+    first lit frames are read ahead — past the dark frames a camera gives while it adjusts, which do not vote — and
+    choose the bundled label-free model; the camera is opened once, and every frame read goes on to the run (a
+    camera's may be dropped there when the run falls behind, as any live frame), the dark ones as blank."""
     from typer.testing import CliRunner
 
     import runtime.cli.run as run_cli
@@ -485,8 +485,9 @@ def test_a_camera_on_label_free_cells_runs_the_label_free_model_untold(tmp_path,
 
     microscope = make_microscope("mixed", size=256, seed=8, optics="dic")
     dark = np.zeros((256, 256, 3), np.uint8)
-    images = [dark, dark] + [microscope.frame(i).image for i in range(4)]
-    monkeypatch.setattr(run_cli, "_open_source", lambda *args: CameraSource(
+    images = [dark] * 4 + [microscope.frame(i).image for i in range(4)]
+    opened = []
+    monkeypatch.setattr(run_cli, "_open_source", lambda *args: opened.append(args) or CameraSource(
         "0", retries=0, opener=lambda *a: ImagesCapture(images)))
     out = tmp_path / "s.json"
     result = CliRunner().invoke(run_cli.app, ["--camera", "0", "--no-show", "--pixel-size", "0.4",
@@ -494,8 +495,35 @@ def test_a_camera_on_label_free_cells_runs_the_label_free_model_untold(tmp_path,
     summary = json.loads(out.read_text())
     assert summary["model"].endswith("label-free.onnx"), result.output
     assert "the first frames look dic" in " ".join(result.output.split())
-    assert summary["frames"] + summary["dropped"] == 6 and summary["frames"] >= 2
+    assert len(opened) == 1
+    assert summary["frames"] + summary["dropped"] == 8 and summary["frames"] >= 2
     assert len((tmp_path / "c.csv").read_text().splitlines()) == summary["frames"] + 1
+
+
+def test_a_camera_that_stalls_at_the_start_stops_the_run_in_bounded_time(tmp_path, monkeypatch):
+    """A camera that gives one frame and stalls while read ahead: the read ahead waits no longer than the stall
+    timeout for a frame, the run's own timeout then stops it, with its summary and exit 1, as for any stall."""
+    import threading
+
+    from typer.testing import CliRunner
+
+    import runtime.cli.run as run_cli
+    import runtime.pipeline.stream as pipeline_module
+
+    from contextlib import nullcontext
+
+    monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
+    monkeypatch.setattr(run_cli, "_open_source", lambda *args: StallingSource(n=1))
+    monkeypatch.setattr(run_cli, "_sigterm_as_interrupt", nullcontext)  # signal handlers: main thread only
+    done = []
+    worker = threading.Thread(target=lambda: done.append(CliRunner().invoke(run_cli.app, [
+        "--camera", "0", "--no-show", "--stall-timeout", "0.5", "--pixel-size", "0.4",
+        "--summary", str(tmp_path / "s.json")])), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert done, "the run hung on a camera that stalled while read ahead"
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert done[0].exit_code != 0 and summary["stalled"] and summary["frames"] == 1
 
 
 def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
@@ -590,6 +618,30 @@ def test_frames_before_a_stall_are_counted_while_the_run_still_calibrates(tmp_pa
     assert len((tmp_path / "c.csv").read_text().splitlines()) == 3
 
 
+def test_a_stall_while_inference_fails_on_a_full_queue_does_not_hang_the_run(monkeypatch):
+    """The stall ends the source without blocking the main thread: with the frame queue full and the inference
+    thread dead (a frame's inference failed), a blocking put of the end would wait forever."""
+    import threading
+    import time
+
+    import runtime.pipeline.stream as pipeline_module
+
+    class FailingRunner(ThresholdRunner):
+        def infer(self, frames):
+            time.sleep(1.0)
+            raise RuntimeError("device lost")
+
+    monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
+    pipeline = Pipeline(StallingSource(n=6), FailingRunner(128),
+                        options=RunOptions(stall_timeout=0.3, calibrate=False, host_budget=False))
+    done = []
+    worker = threading.Thread(target=lambda: done.append(pipeline.run()), daemon=True)
+    worker.start()
+    worker.join(timeout=15)
+    assert done, "the run hung"
+    assert done[0]["stalled"] and any("device lost" in error for error in done[0]["errors"])
+
+
 def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -619,15 +671,27 @@ def test_read_ahead_reads_until_enough_lit_frames_and_loses_none():
     assert len(ReadAhead(MemorySource([lit]), lit=3).first) == 1
 
 
+def read_ahead_within(seconds, *args, **kwargs):
+    """A `ReadAhead` made on a thread of its own: one whose wait regresses fails the test instead of hanging it."""
+    import threading
+
+    made = []
+    worker = threading.Thread(target=lambda: made.append(ReadAhead(*args, **kwargs)), daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert made, f"the read ahead waited more than {seconds} s"
+    return made[0]
+
+
 def test_read_ahead_leaves_a_stalled_or_failing_source_to_the_run(monkeypatch):
-    """A source that stalls while read ahead: the read ahead gives up after the stall timeout with what it has,
-    and the run's own stall timeout then stops the run with its summary; a source that fails while read ahead
-    fails where the run reads it, after the frames read before."""
+    """A source that stalls while read ahead: the read ahead stops waiting after ``wait`` s with what it has, and
+    the run's own stall timeout then stops the run with its summary; a source that fails while read ahead fails
+    where the run reads it, after the frames read before."""
     import threading
 
     import runtime.pipeline.stream as pipeline_module
 
-    ahead = ReadAhead(StallingSource(n=2), lit=3, stall_timeout=0.3)
+    ahead = read_ahead_within(10, StallingSource(n=2), lit=3, wait=0.3)
     assert len(ahead.first) == 2
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     pipeline = Pipeline(ahead, ThresholdRunner(128), options=RunOptions(stall_timeout=0.5))
@@ -642,11 +706,66 @@ def test_read_ahead_leaves_a_stalled_or_failing_source_to_the_run(monkeypatch):
             yield Frame(0, np.zeros((64, 64, 3), np.uint8), "f0")
             raise CscError("camera lost")
 
-    failing = ReadAhead(Failing("failing"), lit=3)
+    failing = read_ahead_within(10, Failing("failing"), lit=3)
     frames = failing.frames()
     assert next(frames).index == 0
     with pytest.raises(CscError, match="camera lost"):
         next(frames)
+
+
+def test_a_slow_start_read_ahead_plays_each_frame_as_it_comes():
+    """A camera whose first frame comes after the read ahead stopped waiting, then one every 0.2 s: the run gets
+    each as it comes (it waited for the whole read ahead, and reported a stall while frames kept coming), and the
+    read ahead reads no more than READ_AHEAD."""
+    import time
+
+    class SlowStart(Source):
+        def __init__(self):
+            super().__init__("slow-camera")
+            self.read = 0
+
+        def frames(self):
+            time.sleep(0.8)
+            for i in range(READ_AHEAD + 4):
+                self.read = i + 1
+                yield Frame(i, np.zeros((64, 64, 3), np.uint8), "slow")
+                time.sleep(0.2)
+
+    source = SlowStart()
+    ahead = read_ahead_within(10, source, lit=3, wait=0.3)
+    assert ahead.first == []
+    frames = ahead.frames()
+    gaps, last = [], time.monotonic()
+    for _ in range(READ_AHEAD):
+        next(frames)
+        gaps.append(time.monotonic() - last)
+        last = time.monotonic()
+    assert max(gaps[1:]) < 0.6, gaps
+    assert source.read <= READ_AHEAD + 1 and len(list(frames)) == 4
+
+
+def test_a_live_source_is_read_on_while_the_model_loads():
+    """A camera read ahead is read on until the run takes over, its newest frame kept (a stream left unread fills
+    its buffers): the run gets the frames read ahead, then that newest one, then the rest."""
+    import time
+
+    class Streaming(Source):
+        def __init__(self):
+            super().__init__("streaming-camera", live=True)
+
+        def frames(self):
+            lit = np.full((64, 64, 3), 200, np.uint8)
+            cv2.circle(lit, (32, 32), 10, (40, 40, 40), -1)
+            for i in range(10_000):
+                time.sleep(0.005)
+                yield Frame(i, lit, "camera")
+
+    ahead = read_ahead_within(10, Streaming(), lit=3)
+    assert [f.index for f in ahead.first] == [0, 1, 2]
+    time.sleep(0.3)  # the model loads
+    frames = ahead.frames()
+    played = [next(frames).index for _ in range(5)]
+    assert played[:3] == [0, 1, 2] and played[3] > 10 and played[4] == played[3] + 1, played
 
 
 def test_blank_frames_count_zero_and_calibration_waits_for_lit_ones(runner):
