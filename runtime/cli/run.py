@@ -4,7 +4,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import typer
@@ -15,7 +15,8 @@ from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES
 from runtime.cli.common import VersionOption, choices, console, entry
 from runtime.data.modality import LABEL_FREE, MODALITIES
-from runtime.io.sources import READ_AHEAD_WAIT, Frame, ReadAhead, Source
+from runtime.classes import CLASS_NAMES
+from runtime.io.sources import READ_AHEAD_WAIT, ReadAhead
 from runtime.pipeline.domain import OPTICS_FRAMES
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
@@ -74,32 +75,41 @@ def run(
         raise CscError("give exactly one source", fix="--camera N, --video PATH, --images DIR|GLOB or --source demo")
     if source is not None and source != "demo":
         raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
-    given_pixel_size = _parse_pixel_size(pixel_size)  # usage errors before a source is opened or read
+    # Usage errors before a source is opened or read ahead: a camera may take seconds to give its first frames.
+    given_pixel_size = _parse_pixel_size(pixel_size)
     if token is not None and serve is None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
+    ruler = None if calibrate_on == "auto" else calibrate_on
     read_ahead = model is None and modality == "auto" and source is None and LABEL_FREE_MODEL.exists()
-    src = _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout) if read_ahead else None
-    with _closed_on_error(src):
+    if read_ahead:
+        check_ruler(ruler, CLASS_NAMES)  # the bundled models' classes, checked again on the one chosen
+    # Whatever is opened closes when the command ends, or fails, before the run or in it (the run closes its
+    # source itself; a second close does nothing).
+    with ExitStack() as opened:
+        web = None
+        if serve is not None:
+            from runtime.serve.live import WebView  # the serve extra: checked there, imported only when asked for
+
+            web = opened.enter_context(WebView(serve, token, say=lambda text: console.print(text, highlight=False,
+                                                                                               soft_wrap=True)))
+        src = _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout) if read_ahead else None
         if src is not None:
-            modality = _first_optics(src.first)
+            opened.callback(src.close)
+            modality = _first_optics(src)
         model = model or _bundled_model(Modality(modality).value)
         if not model.exists():
             raise CscError("model file not found", path=model,
                            fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")
         pixel_size, pixel_source = _pixel_size(given_pixel_size, model)
         runner, reason = open_runner(model, Backend(backend).value, threads, cuda_graph)
-        web = None
-        if serve is not None:
-            from runtime.serve.live import WebView  # the serve extra: checked there, imported only when asked for
-
-            web = WebView(serve, token, say=lambda text: console.print(text, highlight=False, soft_wrap=True))
-        with runner, web or nullcontext():
-            ruler = None if calibrate_on == "auto" else calibrate_on
-            check_ruler(ruler, runner.metadata)  # before the source is opened (or read past its first frames)
+        with runner:
+            check_ruler(ruler, runner.metadata.classes if runner.metadata else None)  # before the run reads a frame
             console.print(f"backend: {runner.name} — {reason}; {runner.detail}", highlight=False)
             for note in runner.notes:
                 console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-            src = src or _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
+            if src is None:
+                src = _open_source(camera, video, images, runner.input_size[0], seed, width, height, fps)
+                opened.callback(src.close)
             show = not no_show and display_available()
             if not no_show and not show:
                 console.print("no display found: running headless (--no-show)")
@@ -156,41 +166,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout: float) -> ReadAhead:
     """`--modality auto` on a camera, a video or images: the source opened and its first frames read ahead
     (`ReadAhead`), waiting for a frame at most READ_AHEAD_WAIT s (or the stall timeout, if shorter). Ctrl-C while
-    it waits closes the source and says so: nothing has been written yet."""
-    from runtime.errors import CscError
-
+    it waits closes the source first."""
     opened = _open_source(camera, video, images, None, seed, width, height, fps)
     if opened.live:
         console.print("reading the first frames, to choose the model by their optics …", highlight=False)
     try:
         return ReadAhead(opened, OPTICS_FRAMES, min(stall_timeout, READ_AHEAD_WAIT))
-    except KeyboardInterrupt:
-        opened.close()
-        raise CscError("interrupted while the first frames were read, before the run started: nothing was written",
-                       fix="to start without reading ahead, name the optics (--modality) or the model (--model)") from None
-
-
-@contextmanager
-def _closed_on_error(source: Source | None) -> Iterator[None]:
-    """A source opened before the model (read ahead) closed where the command fails before or while it runs: the
-    run closes it itself at its end, and a second close is harmless."""
-    try:
-        yield
     except BaseException:
-        if source is not None:
-            source.close()
+        opened.close()
         raise
 
 
-def _first_optics(frames: list[Frame]) -> str:
+def _first_optics(read: ReadAhead) -> str:
     """`--modality auto`: the optics most of the lit frames among a camera's, a video's or a folder's first frames
     (`ReadAhead`: up to OPTICS_FRAMES lit ones, as many as the run's optics check looks at) show, where most are
     label-free — so that unstained cells under an inverted microscope run the bundled label-free model untold —
     else ``auto`` (the smear model; the run's optics check warns where it does not suit)."""
-    found = Counter(frame.detected_optics().modality for frame in frames if not frame.blank)
+    found = Counter(frame.detected_optics().modality for frame in read.first if not frame.blank)
     if not found:
-        console.print(f"optics: no lit frame among the first {len(frames)} to judge them by: the stained-smear model "
-                      "(--modality names the optics)", highlight=False)
+        seen = (f"no lit frame among the first {len(read.first)}" if read.first else
+                f"no frame in the first {read.wait:g} s")
+        console.print(f"optics: {seen} to judge them by: the stained-smear model (--modality names the optics)",
+                      highlight=False)
         return "auto"
     label_free = Counter({name: n for name, n in found.items() if name in LABEL_FREE})
     if 2 * sum(label_free.values()) <= sum(found.values()):

@@ -157,7 +157,7 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
     0.43–0.60 of the pixel size; BBBC030's CHO cells: 3 of 4 runs; benchmarks/results/label_free_scale.json). So the
     calibration says whether the ruler was voted (``voted``) and the frames were label-free (``label_free``), and a
     run warns where both hold (`vote_warning`); a stained smear's colour tells the model's classes apart."""
-    check_ruler(ruler, metadata)
+    check_ruler(ruler, metadata.classes)
     diameters, measured, label_free = _measured(frames, optics)
     if len(diameters) < MIN_CELLS:
         return Calibration(None, None, len(diameters), len(frames), None,
@@ -198,17 +198,18 @@ def calibrate(frames: Sequence[np.ndarray], metadata: ModelMetadata, segment: Se
                        label_free=label_free)
 
 
-def check_ruler(ruler: str | None, metadata: ModelMetadata | None) -> None:
+def check_ruler(ruler: str | None, classes: Sequence[str] | None) -> None:
     """A ruler named by the user (`csc-run --calibrate-on`, `RunOptions.calibrate_on`) must be a cell class of the
-    model, checked before a frame is read; None (the model votes) always passes."""
+    model (``classes``, background first, from its metadata; None: it has none), checked before a frame is read;
+    None (the model votes) always passes."""
     if ruler is None:
         return
-    if metadata is None:
+    if classes is None:
         raise CscError(f"a ruler ({ruler!r}) was named, but the model has no metadata to calibrate with",
                        fix="give the frames' pixel size (--pixel-size) instead")
-    if ruler not in metadata.classes[1:]:
+    if ruler not in classes[1:]:
         raise CscError(f"{ruler!r} is not a cell class of the model, so it cannot be the calibration's ruler",
-                       fix=f"--calibrate-on one of {', '.join(metadata.classes[1:])}, or auto")
+                       fix=f"--calibrate-on one of {', '.join(classes[1:])}, or auto")
 
 
 def _model_view(frames: Sequence[np.ndarray], zoom: float, metadata: ModelMetadata,

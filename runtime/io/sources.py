@@ -201,6 +201,8 @@ READ_AHEAD = 10
 # The longest `ReadAhead` waits for a frame before the model is chosen by those that came (the run then waits for
 # the rest under its own stall timeout).
 READ_AHEAD_WAIT = 5.0
+# The longest `ReadAhead.close` waits for its reader to finish the read it is in (a frame period, unless stalled).
+READER_JOIN = 2.0
 _ENOUGH, _ENDED = object(), object()  # the read ahead's outcomes besides an error: done, or the source ended
 
 
@@ -218,10 +220,12 @@ class ReadAhead(Source):
         super().__init__(source.name, source.live)
         self.source = source
         self.skipped = source.skipped  # the same list: files skipped while reading ahead are listed too
+        self.wait = wait
         self._frames = source.frames()
         self._queue: queue.Queue = queue.Queue()  # the frames read ahead, then _ENOUGH, _ENDED or the error
         self._outcome: object | None = None  # the last of those, once taken off the queue
-        self._handed_over = threading.Event()  # set when the run starts reading
+        self._handed_over = threading.Event()  # set when the run starts reading, or the source is closed
+        self._closing = threading.Event()
         self._newest: Frame | None = None  # a live source's newest frame read while the model loaded
         self._drained: object | None = None  # _ENDED or the error that ended that reading, if anything did
         self._reader = threading.Thread(target=self._read_ahead, args=(lit,), name="read-ahead", daemon=True)
@@ -238,20 +242,22 @@ class ReadAhead(Source):
                 self._outcome = item
 
     def _read_ahead(self, lit: int) -> None:
+        outcome: object = _ENOUGH
         try:
             seen = read = 0
-            while seen < lit and read < READ_AHEAD:
+            while seen < lit and read < READ_AHEAD and not self._closing.is_set():
                 frame = next(self._frames, None)
                 if frame is None:
-                    self._queue.put(_ENDED)
+                    outcome = _ENDED
                     return
                 frame.blank = is_blank(frame.image)
                 read, seen = read + 1, seen + (not frame.blank)
                 self._queue.put(frame)
-        except Exception as err:  # raised where the run reads the frames
-            self._queue.put(err)
+        except BaseException as err:  # raised where the run reads the frames
+            outcome = err
             return
-        self._queue.put(_ENOUGH)
+        finally:
+            self._queue.put(outcome)  # whatever ends the read ahead: `frames` must not wait for it forever
         if self.live:
             self._drain()
 
@@ -265,7 +271,7 @@ class ReadAhead(Source):
                     self._drained = _ENDED
                     return
                 self._newest = frame
-        except Exception as err:
+        except BaseException as err:
             self._drained = err
 
     def frames(self) -> Iterator[Frame]:
@@ -294,4 +300,9 @@ class ReadAhead(Source):
         yield from self._frames
 
     def close(self) -> None:
+        """The reader stopped (after the read it is in, READER_JOIN s at most: a camera released under a read may
+        crash, and one released after it reconnects), then the source closed."""
+        self._closing.set()
+        self._handed_over.set()
+        self._reader.join(READER_JOIN)
         self.source.close()

@@ -211,7 +211,7 @@ class Pipeline:
         self.calibration: Calibration | None = None
         self.scale_warning: str | None = None
         if self.options.calibrate_on is not None:
-            check_ruler(self.options.calibrate_on, runner.metadata)
+            check_ruler(self.options.calibrate_on, runner.metadata.classes if runner.metadata else None)
         classes = self.counter.config.class_names
         ruler = self.options.calibrate_on or ("rbc" if "rbc" in classes else classes[1])
         # until the calibration has taken its ruler (`_calibrate`), which the watch then follows
