@@ -31,8 +31,8 @@ class Frame:
     optics: ModalityEvidence | None = None  # see `detected_optics`
 
     def detected_optics(self) -> ModalityEvidence:
-        """The frame's optics (`detect_modality`, 60–100 ms a frame), detected once: `csc-run --modality auto` and the
-        run's optics check (`DomainCheck`) look at the same first frames."""
+        """The frame's optics (`detect_modality`, 60–100 ms a frame), detected once: `csc-run --modality auto`, the
+        run's calibration and its optics check (`DomainCheck`) look at the same first frames."""
         if self.optics is None:
             self.optics = detect_modality(self.image)
         return self.optics

@@ -504,8 +504,6 @@ def test_a_camera_on_label_free_cells_runs_the_label_free_model_untold(tmp_path,
 def test_a_camera_that_stalls_at_the_start_stops_the_run_in_bounded_time(tmp_path, monkeypatch):
     """A camera that gives one frame and stalls while read ahead: the read ahead waits no longer than the stall
     timeout for a frame, the run's own timeout then stops it, with its summary and exit 1, as for any stall."""
-    import threading
-
     from typer.testing import CliRunner
 
     import runtime.cli.run as run_cli
@@ -516,15 +514,11 @@ def test_a_camera_that_stalls_at_the_start_stops_the_run_in_bounded_time(tmp_pat
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     monkeypatch.setattr(run_cli, "_open_source", lambda *args: StallingSource(n=1))
     monkeypatch.setattr(run_cli, "_sigterm_as_interrupt", nullcontext)  # signal handlers: main thread only
-    done = []
-    worker = threading.Thread(target=lambda: done.append(CliRunner().invoke(run_cli.app, [
+    result = within(20, lambda: CliRunner().invoke(run_cli.app, [
         "--camera", "0", "--no-show", "--stall-timeout", "0.5", "--pixel-size", "0.4",
-        "--summary", str(tmp_path / "s.json")])), daemon=True)
-    worker.start()
-    worker.join(timeout=20)
-    assert done, "the run hung on a camera that stalled while read ahead"
+        "--summary", str(tmp_path / "s.json")]))
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert done[0].exit_code != 0 and summary["stalled"] and summary["frames"] == 1
+    assert result.exit_code != 0 and summary["stalled"] and summary["frames"] == 1
 
 
 def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
@@ -584,21 +578,34 @@ class StallingSource(Source):
         self.closed = True
 
 
-def test_a_stalled_source_stops_the_run_with_its_files_closed(tmp_path, monkeypatch):
+def within(seconds, work):
+    """``work()`` on a thread of its own: a run or a read ahead that hangs fails the test instead of hanging it."""
     import threading
 
+    done = []
+    worker = threading.Thread(target=lambda: done.append(work()), daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert done, f"still running after {seconds} s"
+    return done[0]
+
+
+def run_within(seconds, pipeline):
+    return within(seconds, pipeline.run)
+
+
+def read_ahead_within(seconds, *args, **kwargs):
+    return within(seconds, lambda: ReadAhead(*args, **kwargs))
+
+
+def test_a_stalled_source_stops_the_run_with_its_files_closed(tmp_path, monkeypatch):
     import runtime.pipeline.stream as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     source = StallingSource()
     pipeline = Pipeline(source, ThresholdRunner(128),
                         options=RunOptions(calibrate=False, stall_timeout=0.5, save_csv=tmp_path / "c.csv"))
-    done = []
-    worker = threading.Thread(target=lambda: done.append(pipeline.run()), daemon=True)
-    worker.start()
-    worker.join(timeout=15)
-    assert done, "the run hung on the stalled source"
-    summary = done[0]
+    summary = run_within(15, pipeline)
     assert summary["stalled"] and "no frame for 0.5 s" in summary["errors"][0]
     assert summary["frames"] + summary["dropped"] == 5 and summary["frames"] >= 4, "the frame in flight finished too"
     assert source.closed
@@ -622,7 +629,6 @@ def test_frames_before_a_stall_are_counted_while_the_run_still_calibrates(tmp_pa
 def test_a_stall_while_inference_fails_on_a_full_queue_does_not_hang_the_run(monkeypatch):
     """The stall ends the source without blocking the main thread: with the frame queue full and the inference
     thread dead (a frame's inference failed), a blocking put of the end would wait forever."""
-    import threading
     import time
 
     import runtime.pipeline.stream as pipeline_module
@@ -635,18 +641,13 @@ def test_a_stall_while_inference_fails_on_a_full_queue_does_not_hang_the_run(mon
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     pipeline = Pipeline(StallingSource(n=6), FailingRunner(128),
                         options=RunOptions(stall_timeout=0.3, calibrate=False, host_budget=False))
-    done = []
-    worker = threading.Thread(target=lambda: done.append(pipeline.run()), daemon=True)
-    worker.start()
-    worker.join(timeout=15)
-    assert done, "the run hung"
-    assert done[0]["stalled"] and any("device lost" in error for error in done[0]["errors"])
+    summary = run_within(15, pipeline)
+    assert summary["stalled"] and any("device lost" in error for error in summary["errors"])
 
 
 def test_a_source_back_after_its_stall_does_not_keep_the_run_going(monkeypatch):
     """A source that stalls past the timeout and then sends again: the run ends with the frames from before the
     stall (the capture stops there), rather than running on, stalled, for as long as the source sends."""
-    import threading
     import time
 
     import runtime.pipeline.stream as pipeline_module
@@ -670,12 +671,8 @@ def test_a_source_back_after_its_stall_does_not_keep_the_run_going(monkeypatch):
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     pipeline = Pipeline(Resuming("resuming"), SlowerRunner(128),
                         options=RunOptions(stall_timeout=0.3, calibrate=False, host_budget=False))
-    done = []
-    worker = threading.Thread(target=lambda: done.append(pipeline.run()), daemon=True)
-    worker.start()
-    worker.join(timeout=15)
-    assert done, "the run went on after the stall"
-    assert done[0]["stalled"] and 6 <= done[0]["frames"] <= 7
+    summary = run_within(15, pipeline)
+    assert summary["stalled"] and 6 <= summary["frames"] <= 7
 
 
 def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch):
@@ -707,35 +704,18 @@ def test_read_ahead_reads_until_enough_lit_frames_and_loses_none():
     assert len(ReadAhead(MemorySource([lit]), lit=3).first) == 1
 
 
-def read_ahead_within(seconds, *args, **kwargs):
-    """A `ReadAhead` made on a thread of its own: one whose wait regresses fails the test instead of hanging it."""
-    import threading
-
-    made = []
-    worker = threading.Thread(target=lambda: made.append(ReadAhead(*args, **kwargs)), daemon=True)
-    worker.start()
-    worker.join(timeout=seconds)
-    assert made, f"the read ahead waited more than {seconds} s"
-    return made[0]
-
-
 def test_read_ahead_leaves_a_stalled_or_failing_source_to_the_run(monkeypatch):
     """A source that stalls while read ahead: the read ahead stops waiting after ``wait`` s with what it has, and
     the run's own stall timeout then stops the run with its summary; a source that fails while read ahead fails
     where the run reads it, after the frames read before."""
-    import threading
-
     import runtime.pipeline.stream as pipeline_module
 
     ahead = read_ahead_within(10, StallingSource(n=2), lit=3, wait=0.3)
     assert len(ahead.first) == 2
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     pipeline = Pipeline(ahead, ThresholdRunner(128), options=RunOptions(stall_timeout=0.5))
-    done = []
-    worker = threading.Thread(target=lambda: done.append(pipeline.run()), daemon=True)
-    worker.start()
-    worker.join(timeout=15)
-    assert done and done[0]["stalled"] and done[0]["frames"] + done[0]["dropped"] == 2
+    summary = run_within(15, pipeline)
+    assert summary["stalled"] and summary["frames"] + summary["dropped"] == 2
 
     class Failing(Source):
         def frames(self):
