@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runtime.backends.select import BACKENDS
-from runtime.counting.gpu import DEVICES
+from runtime.counting.gpu import DEVICES, counts_on_gpu
 from runtime.cli.common import VersionOption, choices, console, entry
 from runtime.data.modality import LABEL_FREE, MODALITIES
 from runtime.classes import CLASS_NAMES
@@ -83,6 +83,7 @@ def run(
     read_ahead = model is None and modality == "auto" and source is None and LABEL_FREE_MODEL.exists()
     if read_ahead:
         check_ruler(ruler, CLASS_NAMES)  # the bundled models' classes, checked again on the one chosen
+        counts_on_gpu(CountingDevice(counting_device).value)
     # Whatever is opened closes when the command ends, or fails, before the run or in it (the run closes its
     # source itself; a second close does nothing).
     with ExitStack() as opened:

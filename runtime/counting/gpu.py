@@ -54,23 +54,29 @@ _CHECK_EVERY = 4  # propagation rounds between convergence checks (each check sy
 def make_counter(config: CountingConfig | None = None, device: str = "cpu") -> CellCounter:
     """The counter for ``device``: "cpu" is `CellCounter` (OpenCV), "cuda" the torch counter on the GPU, "auto"
     the torch counter where torch sees a GPU, else `CellCounter`."""
+    return TorchCellCounter(config, device="cuda") if counts_on_gpu(device) else CellCounter(config)
+
+
+def counts_on_gpu(device: str) -> bool:
+    """Whether ``device`` counts on the GPU here: "cuda" where torch sees one (an error that says why otherwise),
+    "auto" where it can, "cpu" never. `csc-run` asks before it opens a camera."""
     if device not in DEVICES:
         raise CscError(f"counting device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu":
-        return CellCounter(config)
+        return False
     try:
         import torch
     except ImportError:
         if device == "auto":
-            return CellCounter(config)
+            return False
         raise CscError("counting on the GPU needs torch, which is not installed",
                        fix="pip install torch (a CUDA build), or count on the CPU") from None
     if not torch.cuda.is_available():
         if device == "auto":
-            return CellCounter(config)
+            return False
         raise CscError("counting device 'cuda' asked for, but torch sees no GPU",
                        fix="use --counting-device auto or cpu, or install a CUDA build of torch")
-    return TorchCellCounter(config, device="cuda")
+    return True
 
 
 class TorchCellCounter(CellCounter):

@@ -501,6 +501,21 @@ def test_a_camera_on_label_free_cells_runs_the_label_free_model_untold(tmp_path,
     assert len((tmp_path / "c.csv").read_text().splitlines()) == summary["frames"] + 1
 
 
+def test_options_that_need_no_frame_are_refused_before_the_camera_opens(monkeypatch):
+    """Under --modality auto the camera is opened and read before the model: a wrong option must not wait for it."""
+    from typer.testing import CliRunner
+
+    import runtime.cli.run as run_cli
+
+    opened = []
+    monkeypatch.setattr(run_cli, "_open_source", lambda *args: opened.append(args) or StallingSource(n=0))
+    for option, said in ((["--calibrate-on", "wbc"], "not a cell class"), (["--pixel-size", "abc"], "--pixel-size"),
+                         (["--counting-device", "cuda"], "GPU"), (["--token", "t"], "--token without --serve")):
+        result = CliRunner().invoke(run_cli.app, ["--camera", "0", "--no-show", *option])
+        assert result.exit_code != 0 and said in str(result.exception), (option, result.exception)
+    assert opened == []
+
+
 def test_a_camera_that_stalls_at_the_start_stops_the_run_in_bounded_time(tmp_path, monkeypatch):
     """A camera that gives one frame and stalls while read ahead: the read ahead waits no longer than the stall
     timeout for a frame, the run's own timeout then stops it, with its summary and exit 1, as for any stall."""
