@@ -458,8 +458,8 @@ class Pipeline:
 
     def _counted(self) -> Iterator[tuple[Frame, np.ndarray, float, FrameCounts, float]]:
         """(frame, class map, zoom, counts, counting seconds) in frame order until the inference thread ends, which
-        it does at the source's end or stall. With several workers, up to that many consecutive frames are counted at once (OpenCV's
-        calls release the GIL), and each result waits for the frames before it."""
+        it does at the source's end or stall. With several workers, up to that many consecutive frames are counted
+        at once (OpenCV's calls release the GIL), and each result waits for the frames before it."""
         workers = self.count_workers
         pool = ThreadPoolExecutor(workers, thread_name_prefix="count") if workers > 1 else None
         in_flight: deque[tuple[Frame, np.ndarray, float, Future]] = deque()
