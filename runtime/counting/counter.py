@@ -16,7 +16,8 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, DEFAULT_PIXEL_SIZE_UM, cell_size
 from runtime.errors import CscError
-from runtime.counting.instances import COUNTER_SPLIT, Instances, SplitSettings, on_border, pixel_statistics
+from runtime.counting.instances import (COUNTER_SPLIT, ClassSplit, Instances, SplitSettings, on_border,
+                                        pixel_statistics, split_classes)
 from runtime.counting.metrics import tidy_count
 from runtime.counting.calibration import class_map_scale
 
@@ -113,12 +114,13 @@ class FrameCounts:
 class CellCounter:
     """Counts cells in class maps; reuse one instance per stream so per-frame buffers are allocated once.
 
-    With ``workers`` > 1 the classes of one frame are counted at once, one thread each (OpenCV and numpy release
-    the GIL: a 4000×3000 frame's two classes take about the time of one), and the workers left over are shared by
-    the classes present, each class's components split in that many runs at once (`find_instances`' ``groups``;
-    on threads of a second pool, which the class threads wait on), so a frame of one class uses the cores too; for
-    a stream of frames the pipeline counts consecutive frames at once instead (`RunOptions.count_workers`), each
-    thread with a counter of its own:
+    With one worker the classes of a frame are split in one pass (`split_classes`: a 512×512 frame's splitting is
+    mostly a fixed cost of array calls per pass, paid once for both classes). With ``workers`` > 1 the classes of
+    one frame are counted at once, one thread each (OpenCV and numpy release the GIL: a 4000×3000 frame's two
+    classes take about the time of one), and the workers left over are shared by the classes present, each class's
+    components split in that many runs at once (`find_instances`' ``groups``; on threads of a second pool, which the
+    class threads wait on), so a frame of one class uses the cores too; for a stream of frames the pipeline counts
+    consecutive frames at once instead (`RunOptions.count_workers`), each thread with a counter of its own:
     one counter must not count two frames at once, since its buffers are the frame's. Those buffers (a mask and an
     int32 label image per class, 60 MB a class at 4000×3000) stay allocated for the counter's life, sized to the
     last frame: a counter that sees one large frame among small ones holds that frame's memory until it is freed.
@@ -154,9 +156,10 @@ class CellCounter:
             self._group_pool = self._group_pool or ThreadPoolExecutor(self.workers, thread_name_prefix="count-split")
         if self.workers > 1 and len(classes) > 1:
             self._pool = self._pool or ThreadPoolExecutor(self.workers, thread_name_prefix="count-class")
-            found_by_class = list(self._pool.map(lambda c: self._instances(class_map, c, pixel_size, groups), classes))
-        else:
-            found_by_class = [self._instances(class_map, c, pixel_size, groups) for c in classes]
+            found_by_class = [found for (found,) in self._pool.map(
+                lambda c: self._instances(class_map, [c], pixel_size, groups), classes)]
+        else:  # on one core, the classes split in one pass (`split_classes`)
+            found_by_class = self._instances(class_map, list(classes), pixel_size, groups)
         for class_id, found in zip(classes, found_by_class):
             table = _table(found.stats, found.centroids, class_id, next_id, pixel_size, h, w)
             if labels_out is not None and len(table):
@@ -176,19 +179,23 @@ class CellCounter:
         present = np.count_nonzero(cv2.calcHist([class_map], [0], None, [n], [0, n]).ravel()[1:])
         return max(1, self.workers // max(1, present))
 
-    def _instances(self, class_map: np.ndarray, class_id: int, pixel_size: float, groups: int = 1) -> Instances:
-        """One class's cells: components, split where touching (in ``groups`` runs at once), those large enough kept
-        (parts cut by the frame edge are kept smaller; the border policy decides whether they count)."""
+    def _instances(self, class_map: np.ndarray, class_ids: list[int], pixel_size: float,
+                   groups: int = 1) -> list[Instances]:
+        """These classes' cells: components, split where touching (in ``groups`` runs at once), those large enough
+        kept (parts cut by the frame edge are kept smaller; the border policy decides whether they count)."""
         cfg = self.config
-        if class_id not in self._buffers:
-            self._buffers[class_id] = (np.empty(class_map.shape, np.uint8), np.empty(class_map.shape, np.int32))
-        mask, labels = self._buffers[class_id]
-        binary = cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=mask)
-        min_area = cfg.min_area(class_id, pixel_size)
-        found = cfg.split_settings(class_id).split(
-            binary, cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None, min_area, labels=labels,
-            pool=self._group_pool, groups=groups)
-        return found.keep(np.flatnonzero(found.large_enough(min_area, class_map.shape, cfg.cut_cell_fraction)))
+        classes = []
+        for class_id in class_ids:
+            if class_id not in self._buffers:
+                self._buffers[class_id] = (np.empty(class_map.shape, np.uint8), np.empty(class_map.shape, np.int32))
+            mask, labels = self._buffers[class_id]
+            classes.append(ClassSplit(
+                cv2.compare(class_map, class_id, cv2.CMP_EQ, dst=mask),
+                cfg.min_radius_px(class_id, pixel_size) if cfg.split_touching else None,
+                cfg.min_area(class_id, pixel_size), cfg.split_settings(class_id), labels=labels))
+        found = split_classes(classes, pool=self._group_pool, groups=groups)
+        return [f.keep(np.flatnonzero(f.large_enough(c.min_area, class_map.shape, cfg.cut_cell_fraction)))
+                for f, c in zip(found, classes)]
 
     def count_instances(self, class_map: np.ndarray, instances: np.ndarray, return_labels: bool = False) -> FrameCounts:
         """A split made elsewhere — the auto-labeller's ``instances/``, an import — counted as it is, under this

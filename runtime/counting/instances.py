@@ -6,6 +6,7 @@ settings (`SplitSettings`: `LABELLER_SPLIT`, `COUNTER_SPLIT`), so that neither's
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -59,11 +60,8 @@ class SplitSettings:
               groups: int = 1, cell_area: float | None = None) -> Instances:
         """The instances of a mask split at these settings (`find_instances`, then `divide_large` where set);
         ``radius_px`` None: connected components, nothing split. Call `for_size` first for a class's own."""
-        found = find_instances(binary, radius_px, min_area, self.one_cell, self.dynamics, self.cut_fraction, seeds,
-                               labels, pool, groups, cell_area)
-        if radius_px is None or not self.divide_large:
-            return found
-        return divide_large(found, self.divide_large, min_area, binary.shape)
+        return split_classes([ClassSplit(binary, radius_px, min_area, self, labels, cell_area)], seeds, pool,
+                             groups)[0]
 
 
 # The counter's preset: it splits a model's class map, whose outlines are coarse and jagged, so a distance maximum
@@ -163,43 +161,140 @@ def find_instances(binary: np.ndarray, radius_px: float | None = None, min_area:
     and split on ``pool``'s threads, each run on its own (`_Group`). Components split
     independently of each other (each alone in its packed box; the one-cell rule's median, the only figure of the
     whole frame, is taken between the two stages), so the result is the one of a single pass, ids included.
+    Several classes of one frame are split in one pass by `split_classes`.
 
     ``cell_area``, the area (px) of a typical cell as the caller knows it: the one-cell rule's yardstick where the
     frame has too few single cells for a median (a field of a few large cells, each of which the mask shows with
     a waist: no component is a single cell, and without it every one stayed cut in two).
     """
-    fg = np.ascontiguousarray(binary, dtype=np.uint8)
-    if seeds is not None and seeds.shape != fg.shape:
-        raise ValueError(f"seeds are {seeds.shape[::-1]} px, the mask {fg.shape[::-1]}")
-    if labels is not None and (labels.shape != fg.shape or labels.dtype != np.int32):
-        raise ValueError(f"labels must be int32 of the mask's {fg.shape[1]}×{fg.shape[0]} px, got {labels.dtype} "
-                         f"{labels.shape[1]}×{labels.shape[0]}")
-    if radius_px is None:  # no pixel list needed: OpenCV's statistics pass is cheaper than one on a dense frame
-        n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA,
-                                                                                      labels=labels)
-        return Instances(comp, np.arange(1, n_comp, dtype=np.int32), stats[1:], centroids[1:])
-    comp, points, stats, centroids = _components(fg, labels)
-    n_comp = len(stats) + 1
-    found = Instances(comp, np.arange(1, n_comp, dtype=np.int32), stats, centroids)
-    if n_comp <= 1:
+    settings = SplitSettings(dynamics, one_cell, None, cut_fraction, dynamics)
+    return split_classes([ClassSplit(binary, radius_px, min_area, settings, labels, cell_area)], seeds, pool,
+                         groups)[0]
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """One class of a frame for `split_classes`: its mask, its smallest expected cell radius (None: connected
+    components, nothing split), minimum area and split settings (a class's own: `SplitSettings.for_size`), the
+    int32 label image to write into (`find_instances`' ``labels``) and a typical cell's area (``cell_area``)."""
+
+    mask: np.ndarray
+    radius_px: float | None
+    min_area: int
+    settings: SplitSettings
+    labels: np.ndarray | None = None
+    cell_area: float | None = None
+
+
+def split_classes(classes: Sequence[ClassSplit], seeds: np.ndarray | None = None, pool: Executor | None = None,
+                  groups: int = 1) -> list[Instances]:
+    """The instances of each class of a frame (`find_instances`, then `divide_large` where a class's settings
+    set it), with every class that is split split in one pass: the components of all of them packed in one image,
+    one distance map, one marker labelling and one watershed, each class by its own window, heights, dynamics and
+    areas. A 512×512 frame's work is mostly a fixed cost of array calls per pass (its ~35 cells are a few thousand
+    pixels), which one pass for two classes pays once. Each class's result — labels, ids, statistics, centroids —
+    is the one it gets alone: its components never meet another's in the packed image."""
+    masks = [np.ascontiguousarray(c.mask, dtype=np.uint8) for c in classes]
+    shape = masks[0].shape
+    if seeds is not None and seeds.shape != shape:
+        raise ValueError(f"seeds are {seeds.shape[::-1]} px, the mask {shape[::-1]}")
+    for mask, c in zip(masks, classes):
+        if mask.shape != shape:
+            raise ValueError(f"the masks of one frame differ in size: {mask.shape[::-1]} and {shape[::-1]} px")
+        if c.labels is not None and (c.labels.shape != shape or c.labels.dtype != np.int32):
+            raise ValueError(f"labels must be int32 of the mask's {shape[1]}×{shape[0]} px, got {c.labels.dtype} "
+                             f"{c.labels.shape[1]}×{c.labels.shape[0]}")
+    found: list[Instances | None] = [None] * len(classes)
+    for k in [k for k, c in enumerate(classes) if c.radius_px is None]:
+        # no pixel list needed: OpenCV's statistics pass is cheaper than one on a dense frame
+        n_comp, comp, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
+            masks[k], 8, cv2.CV_32S, cv2.CCL_GRANA, labels=classes[k].labels)
+        found[k] = Instances(comp, np.arange(1, n_comp, dtype=np.int32), stats[1:], centroids[1:])
+    # A class absent from the frame is labelled after the others: its label image (48 MB at 4000×3000, the pages
+    # touched when it is written) then adds nothing to the peak of the others' split.
+    split = [k for k, c in enumerate(classes) if c.radius_px is not None and cv2.countNonZero(masks[k])]
+    if split:
+        for k, instances in zip(split, _split_masks([classes[k] for k in split], [masks[k] for k in split], seeds,
+                                                    pool, groups)):
+            settings = classes[k].settings
+            found[k] = divide_large(instances, settings.divide_large, classes[k].min_area, shape) \
+                if settings.divide_large else instances
+    for k in [k for k, f in enumerate(found) if f is None]:
+        labels = np.zeros(shape, np.int32) if classes[k].labels is None else classes[k].labels
+        labels.fill(0)
+        found[k] = Instances(labels, np.zeros(0, np.int32), np.zeros((0, 5), np.int32), np.zeros((0, 2)))
+    return found
+
+
+def _split_masks(classes: Sequence[ClassSplit], masks: Sequence[np.ndarray], seeds: np.ndarray | None,
+                 pool: Executor | None, groups: int) -> list[Instances]:
+    """`split_classes` for classes that all have a radius: components of every class, rows class after class."""
+    shape = masks[0].shape
+    components = [_components(mask, c.labels) for mask, c in zip(masks, classes)]
+    found = [Instances(comp, np.arange(1, len(stats) + 1, dtype=np.int32), stats, centroids)
+             for comp, _, stats, centroids in components]
+    counts = [len(stats) for _, _, stats, _ in components]
+    if not sum(counts):
         return found
-    window = max(1, int(round(WINDOW * radius_px)))
-    groups = _Group.of(points, stats, gap=max(2, window), count=min(groups, max(1, len(points.x) // GROUP_PIXELS)))
+    first = np.cumsum([0, *counts[:-1]])
+    present = [k for k, n in enumerate(counts) if n]
+    if len(present) == 1:  # one class's pixel list as it is: a confluent frame's is 9 M pixels
+        points, stats = components[present[0]][1], components[present[0]][2]
+    else:
+        points = _Points(*(np.concatenate([getattr(components[k][1], name) for k in present]) for name in "xy"),
+                         np.concatenate([components[k][1].row + first[k] for k in present]))
+        stats = np.concatenate([components[k][2] for k in present])
+    comps = [comp for comp, _, _, _ in components]
+    del components  # the pixel lists now in ``points`` alone
+    rules = _Rules.of(classes)
+    row_class = np.repeat(np.arange(len(classes)), counts)
+    row_label = np.concatenate([np.arange(1, n + 1, dtype=np.int32) for n in counts])
+    run_groups = _Group.of(points, stats, gap=np.maximum(2, rules.window),
+                           count=min(groups, max(1, len(points.x) // GROUP_PIXELS)), classes=row_class,
+                           labels=row_label)
     del points  # each group holds its own components' pixels
-    run = pool.map if pool is not None and len(groups) > 1 else map
-    marked = list(run(lambda group: group.mark(comp, seeds, window, PEAK_HEIGHT * radius_px), groups))
+    run = pool.map if pool is not None and len(run_groups) > 1 else map
+    marked = list(run(lambda group: group.mark(comps, seeds, rules), run_groups))
     n_markers = np.concatenate([group.n_markers for group in marked])
     if not (n_markers > 1).any():
         return found
-    one_cell_area = _one_cell_area(stats, n_markers == 1, fg.shape, min_area, one_cell, cell_area)
-    settings = (max(DYNAMICS_FLOOR, dynamics * radius_px), min_area, one_cell_area, cut_fraction)
-    split = [parts for parts in run(lambda group: group.split(fg.shape, *settings), marked) if parts is not None]
-    next_id, new = n_comp, []
-    for parts in split:  # groups in row order, clumps in row order within each: ids as one pass over the frame gives
-        comp[parts.y, parts.x] = next_id + parts.part
-        new.append((np.arange(next_id, next_id + len(parts.stats), dtype=np.int32), parts.stats, parts.centroids))
-        next_id += len(parts.stats)
-    return _replace(found, np.flatnonzero(n_markers > 1), new)
+    rules.one_cell_area = np.array([
+        _one_cell_area(stats[f:f + n], n_markers[f:f + n] == 1, shape, c.min_area, c.settings.one_cell, c.cell_area)
+        for c, f, n in zip(classes, first, counts)])
+    parts_of = [parts for parts in run(lambda group: group.split(shape, rules), marked) if parts is not None]
+    new: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in classes]
+    next_id = [n + 1 for n in counts]
+    for parts in parts_of:  # groups in row order, clumps in row order within each: ids as one pass over the frame gives
+        for k in np.unique(parts.classes).tolist():  # a group's parts class after class (rows are)
+            mine = np.flatnonzero(parts.classes == k)
+            at = slice(None) if len(mine) == len(parts.classes) else parts.classes[parts.part] == k
+            comps[k][parts.y[at], parts.x[at]] = next_id[k] + parts.part[at] - mine[0]
+            new[k].append((np.arange(next_id[k], next_id[k] + len(mine), dtype=np.int32), parts.stats[mine],
+                           parts.centroids[mine]))
+            next_id[k] += len(mine)
+    return [_replace(f, np.flatnonzero(n_markers[s:s + n] > 1), parts) if parts else f
+            for f, s, n, parts in zip(found, first, counts, new)]
+
+
+@dataclass
+class _Rules:
+    """Per class of a split (`_split_masks`), indexed by its place in the call: the marker window and height (px),
+    the dynamics (px), the minimum area and the fraction of it a part cut by the frame edge needs; the one-cell
+    area (px, 0: off) once the frame's single cells are known."""
+
+    window: np.ndarray
+    height: np.ndarray
+    dynamics: np.ndarray
+    min_area: np.ndarray
+    cut_fraction: np.ndarray
+    one_cell_area: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, classes: Sequence[ClassSplit]) -> _Rules:
+        return cls(np.array([max(1, int(round(WINDOW * c.radius_px))) for c in classes]),
+                   np.array([PEAK_HEIGHT * c.radius_px for c in classes]),
+                   np.array([max(DYNAMICS_FLOOR, c.settings.dynamics * c.radius_px) for c in classes]),
+                   np.array([c.min_area for c in classes]), np.array([c.settings.cut_fraction for c in classes]))
 
 
 @dataclass
@@ -272,34 +367,42 @@ GROUP_PIXELS = 100_000
 @dataclass
 class _Group:
     """Components ``first`` … ``first`` + n − 1 of a frame (rows of its statistics) with their pixels (rows counted
-    from ``first``), packed and split on their own (`find_instances`' ``groups``)."""
+    from ``first``), each row's class (its place in `split_classes`' call) and label in its class's label image,
+    packed and split on their own (`find_instances`' ``groups``)."""
 
     first: int
     points: _Points
     stats: np.ndarray
-    gap: int
+    gap: int | np.ndarray  # px around each box: one for all, or per class
+    classes: np.ndarray
+    labels: np.ndarray
 
     @classmethod
-    def of(cls, points: _Points, stats: np.ndarray, gap: int, count: int) -> list[_Group]:
-        """``count`` groups (fewer where components are few) of consecutive rows holding about equal pixels."""
+    def of(cls, points: _Points, stats: np.ndarray, gap: int | np.ndarray, count: int,
+           classes: np.ndarray | None = None, labels: np.ndarray | None = None) -> list[_Group]:
+        """``count`` groups (fewer where components are few) of consecutive rows holding about equal pixels; rows of
+        one class, labelled 1..N, unless ``classes`` and ``labels`` say otherwise."""
+        classes = np.zeros(len(stats), np.intp) if classes is None else classes
+        labels = np.arange(1, len(stats) + 1, dtype=np.int32) if labels is None else labels
         if count <= 1:
-            return [cls(0, points, stats, gap)]
+            return [cls(0, points, stats, gap, classes, labels)]
         total = np.cumsum(stats[:, cv2.CC_STAT_AREA])
         edges = np.unique(np.concatenate([[0], np.searchsorted(total, np.arange(1, count) * total[-1] / count) + 1,
                                           [len(stats)]]).clip(0, len(stats)))
         groups = []
         for first, end in zip(edges[:-1].tolist(), edges[1:].tolist()):
             mine = points.where((points.row >= first) & (points.row < end))
-            groups.append(cls(first, _Points(mine.x, mine.y, mine.row - first), stats[first:end], gap))
+            groups.append(cls(first, _Points(mine.x, mine.y, mine.row - first), stats[first:end], gap,
+                              classes[first:end], labels[first:end]))
         return groups
 
-    def mark(self, comp: np.ndarray, seeds: np.ndarray | None, window: int, height: float) -> _Marked:
-        """Packed, with its distance map and markers (`find_instances`)."""
-        packed = _Packed.of(self.points, self.stats, self.gap, self.first)
-        dist = packed.distances(comp)
-        peaks = window_maxima(dist, window, height)
+    def mark(self, comps: Sequence[np.ndarray], seeds: np.ndarray | None, rules: _Rules) -> _Marked:
+        """Packed, with its distance map and markers (`find_instances`); ``comps``, each class's label image."""
+        packed = _Packed.of(self.points, self.stats, self.gap, classes=self.classes, labels=self.labels)
+        dist = packed.distances(comps)
+        peaks = packed.maxima(dist, rules)
         if seeds is not None:
-            dist, peaks = _seeded(packed, self.points, seeds, dist, peaks, window, height)
+            dist, peaks = _seeded(packed, self.points, seeds, dist, peaks, rules)
         found = _markers(packed, peaks)
         if found is None:
             return _Marked(self.points, packed, dist, None, np.zeros(len(self.stats), np.intp))
@@ -319,28 +422,27 @@ class _Marked:
     sites: _Sites | None
     n_markers: np.ndarray
 
-    def split(self, shape: tuple[int, int], dynamics: float, min_area: int, one_cell_area: float,
-              cut_fraction: float) -> _Parts | None:
+    def split(self, shape: tuple[int, int], rules: _Rules) -> _Parts | None:
         """The parts of this group's clumps (`_split_clumps`), None where it has none."""
         clumps = np.flatnonzero(self.n_markers > 1)
         if not clumps.size:
             return None
         # The clumps' pixels alone from here on: a confluent frame's foreground is 9 M pixels, 200 MB of lists.
         points = self.points.where((self.n_markers > 1)[self.points.row])
-        return _split_clumps(shape, points, self.packed, self.dist, clumps, self.sites, dynamics, min_area,
-                             one_cell_area, cut_fraction)
+        return _split_clumps(shape, points, self.packed, self.dist, clumps, self.sites, rules)
 
 
 @dataclass
 class _Parts:
     """The parts a group's clumps split into: each clump pixel's frame coordinates and part (0-based, in clump
-    order), and the parts' cv2-style statistics and centroids."""
+    order), and the parts' cv2-style statistics, centroids and classes."""
 
     y: np.ndarray
     x: np.ndarray
     part: np.ndarray
     stats: np.ndarray
     centroids: np.ndarray
+    classes: np.ndarray  # per part, its class (its place in `split_classes`' call)
 
 
 def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | None:
@@ -363,13 +465,13 @@ def _markers(packed: _Packed, peaks: np.ndarray) -> tuple[np.ndarray, ...] | Non
     return px, py, marker, row, np.bincount(row[first], minlength=len(packed.box))
 
 
-def _seeded(packed: _Packed, points: _Points, seeds: np.ndarray, dist: np.ndarray, peaks: np.ndarray, window: int,
-            height: float) -> tuple[np.ndarray, np.ndarray]:
+def _seeded(packed: _Packed, points: _Points, seeds: np.ndarray, dist: np.ndarray, peaks: np.ndarray,
+            rules: _Rules) -> tuple[np.ndarray, np.ndarray]:
     """The distance map and peaks of the seeds in the components where they hold two markers or more, the mask's
     own elsewhere: seeds that lose a cell (one bright all over) must not keep whole a blob the mask would split.
     """
     seeded = _seeded_distances(packed, points, seeds)
-    seed_peaks = window_maxima(seeded, window, height)
+    seed_peaks = packed.maxima(seeded, rules)
     found = _markers(packed, seed_peaks)
     if found is None:
         return dist, peaks
@@ -381,46 +483,62 @@ def _seeded_distances(packed: _Packed, points: _Points, seeds: np.ndarray) -> np
     """The distance map of the seeds' part of each component, packed in the mask's layout (`_Packed.filled`) so
     that each lies where its component does; measured as the frame's, components cut by its edge included."""
     seeded_points = points.where(seeds.ravel()[_flat(points.y, points.x, seeds.shape[1])] > 0)
-    seeded_comp = np.zeros(seeds.shape, np.int32)
-    seeded_comp.ravel()[_flat(seeded_points.y, seeded_points.x, seeds.shape[1])] = seeded_points.row + packed.first + 1
-    return packed.filled(seeded_points).distances(seeded_comp)
+    seeded_comp = np.zeros(seeds.shape, np.int32)  # one image for every class: rows + 1
+    seeded_comp.ravel()[_flat(seeded_points.y, seeded_points.x, seeds.shape[1])] = seeded_points.row + 1
+    return packed.filled(seeded_points).distances(seeded_comp, np.arange(1, len(packed.box) + 1))
 
 
 @dataclass
 class _Packed:
-    """A frame's components, each alone in its bounding box, packed on shelves (tallest first) into one small
-    image with ``gap`` px of background around every box. Distances to the background there equal the frame's
-    (OpenCV's 5×5 chamfer steps reach at most 2 px, so the gap's background is as near as the frame's; see
-    `distances` for cells on the frame edge), and a window of up to ``gap`` px sees only the component's own
-    pixels."""
+    """A frame's components, each alone in its bounding box, packed on shelves (tallest first; each class on
+    shelves of its own, so that its window maxima are taken on its band of rows alone) into one small image with
+    ``gap`` px of background around every box. Distances to the background there equal the frame's (OpenCV's 5×5
+    chamfer steps reach at most 2 px, so the gap's background is as near as the frame's; see `distances` for cells
+    on the frame edge), and a window of up to ``gap`` px sees only the component's own pixels. The gap may be one
+    per class (each class's window): a wider one than its own window needs only enlarges the image."""
 
     rows: np.ndarray  # int32: component row + 1 inside a component, 0 elsewhere
     ax: np.ndarray  # top-left corner of each component's box in the packed image
     ay: np.ndarray
     box: np.ndarray  # int64 (N, 4): each component's box in the frame, x, y, width, height
-    first: int = 0  # the frame's label of row k is first + k + 1 (a `_Group` packs rows from its first)
+    classes: np.ndarray | None = None  # per row, its class (its place in `split_classes`' call); None: one class
+    labels: np.ndarray | None = None  # per row, its label in its class's label image; None: row + 1
+    bands: tuple[tuple[int, int, int], ...] = ()  # per class present: (class, first packed row, end row)
 
     @classmethod
-    def of(cls, points: _Points, stats: np.ndarray, gap: int, first: int = 0) -> _Packed:
+    def of(cls, points: _Points, stats: np.ndarray, gap: int | np.ndarray, classes: np.ndarray | None = None,
+           labels: np.ndarray | None = None) -> _Packed:
         box = stats[:, :4].astype(np.int64)
         w, h = box[:, 2], box[:, 3]
-        width = max(int(w.max()), int(np.sqrt(float(((w + gap) * (h + gap)).sum())) * 1.2)) + 2 * gap
+        classes = np.zeros(len(w), np.intp) if classes is None else classes
+        gaps = np.asarray(gap).tolist() if np.ndim(gap) else [gap] * (int(classes.max()) + 1)  # per class
+        row_gap = np.asarray(gap)[classes] if np.ndim(gap) else gap
+        margin = max(gaps)
+        width = max(int(w.max()), int(np.sqrt(float(((w + row_gap) * (h + row_gap)).sum())) * 1.2)) + 2 * margin
         ax, ay = np.zeros(len(w), np.int64), np.zeros(len(w), np.int64)
-        x = y = gap
-        shelf = 0
-        for k in np.argsort(-h, kind="stable"):
+        order = np.argsort(-h, kind="stable") if classes[0] == classes[-1] else np.lexsort((-h, classes))
+        first = int(classes[order[0]])
+        x, y, shelf, gap = gaps[first], margin, 0, gaps[first]
+        starts = [(first, y)]
+        for k, c in zip(order, classes[order].tolist()):
+            if c != starts[-1][0]:  # a class's boxes on shelves of their own, apart by the wider of the two gaps
+                x, y, shelf, gap = gaps[c], y + shelf + max(gap, gaps[c]), 0, gaps[c]
+                starts.append((c, y))
             if x > gap and x + w[k] + gap > width:
                 x, y, shelf = gap, y + shelf + gap, 0
             ax[k], ay[k] = x, y
             x, shelf = x + w[k] + gap, max(shelf, int(h[k]))
-        return cls(np.zeros((y + shelf + gap, width), np.int32), ax, ay, box, first).filled(points)
+        ends = [start for _, start in starts[1:]] + [y + shelf]
+        bands = tuple((c, start, end) for (c, start), end in zip(starts, ends))
+        rows = np.zeros((y + shelf + margin, width), np.int32)
+        return cls(rows, ax, ay, box, classes, labels, bands).filled(points)
 
     def filled(self, points: _Points) -> _Packed:
         """This layout with ``points`` (the frame's component pixels, or a part of them: the seeds) copied into
         each component's place."""
         rows = np.zeros_like(self.rows)
         rows.ravel()[self.index_of(points)] = points.row + 1
-        return _Packed(rows, self.ax, self.ay, self.box, self.first)
+        return _Packed(rows, self.ax, self.ay, self.box, self.classes, self.labels, self.bands)
 
     def index_of(self, points: _Points) -> np.ndarray:
         """Flat indices in the packed image of frame pixels."""
@@ -432,20 +550,36 @@ class _Packed:
         pixels costs one gather by row)."""
         return (self.ay - self.box[:, 1]) * self.rows.shape[1] + self.ax - self.box[:, 0]
 
-    def distances(self, comp: np.ndarray) -> np.ndarray:
+    def distances(self, comps: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | None = None) -> np.ndarray:
         """The frame's distance map (cv2's 5×5 chamfer L2), packed. A component cut by the frame edge is measured
         apart, in its box cropped at that edge: OpenCV puts no background beyond an image's edge, while the packed
-        image has a gap of background on every side."""
+        image has a gap of background on every side. ``comps``, the label image of every class or one per class;
+        ``labels``, each row's label there (else this packing's)."""
         dist = cv2.distanceTransform(cv2.compare(self.rows, 0, cv2.CMP_GT), cv2.DIST_L2, 5)
-        height, width = comp.shape
+        comps = [comps] if isinstance(comps, np.ndarray) else comps
+        labels = self.labels if labels is None else labels
+        height, width = comps[0].shape
         x, y, w, h = self.box.T
         for k in np.flatnonzero((x == 0) | (y == 0) | (x + w == width) | (y + h == height)):
+            comp = comps[0 if len(comps) == 1 else int(self.classes[k])]
+            label = int(k) + 1 if labels is None else int(labels[k])
             x0, y0 = max(0, x[k] - 2), max(0, y[k] - 2)
-            crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], int(self.first + k + 1), cv2.CMP_EQ)
+            crop = cv2.compare(comp[y0:y[k] + h[k] + 2, x0:x[k] + w[k] + 2], label, cv2.CMP_EQ)
             inside = (slice(y[k] - y0, y[k] - y0 + h[k]), slice(x[k] - x0, x[k] - x0 + w[k]))
             packed = (slice(self.ay[k], self.ay[k] + h[k]), slice(self.ax[k], self.ax[k] + w[k]))
             np.copyto(dist[packed], cv2.distanceTransform(crop, cv2.DIST_L2, 5)[inside], where=crop[inside] > 0)
         return dist
+
+    def maxima(self, dist: np.ndarray, rules: _Rules) -> np.ndarray:
+        """The markers' peak pixels of a packed distance map (`window_maxima`), each class's band of shelves at its
+        own window and height."""
+        if len(self.bands) == 1:
+            c = self.bands[0][0]
+            return window_maxima(dist, int(rules.window[c]), float(rules.height[c]))
+        peaks = np.zeros(dist.shape, np.uint8)
+        for c, start, end in self.bands:
+            peaks[start:end] = window_maxima(dist[start:end], int(rules.window[c]), float(rules.height[c]))
+        return peaks
 
 
 @dataclass
@@ -498,10 +632,10 @@ _CHUNK = 1 << 18  # pixels whose neighbours are looked at together (`_steepest`)
 
 
 def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist: np.ndarray, clumps: np.ndarray,
-                  sites: _Sites, dynamics: float, min_area: int, one_cell_area: float, cut_fraction: float) -> _Parts:
+                  sites: _Sites, rules: _Rules) -> _Parts:
     """Split every clump (component rows ``clumps``, their pixels ``points`` in the frame's raster order, which
-    within each box is the packed image's too) of a frame of this (h, w) ``shape``; returns each pixel's part and
-    the parts' cv2-style statistics and centroids, in clump order.
+    within each box is the packed image's too) of a frame of this (h, w) ``shape``, each by its class's ``rules``;
+    returns each pixel's part and the parts' cv2-style statistics, centroids and classes, in clump order.
 
     Per clump, a watershed on the distance map by drainage — every pixel follows its steepest uphill neighbour to
     a maximum, each maximum belongs to its nearest marker — then h-maxima merges. Drainage keeps part boundaries on
@@ -527,10 +661,13 @@ def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist
     ends = np.flatnonzero(target == np.arange(len(target)))
     # Parts 1..P: each clump's markers in id order, clump after clump.
     slot = np.searchsorted(clumps, sites.row)
-    pair = slot.astype(np.int64) * (int(sites.marker.max()) + 1) + sites.marker
-    unique_pairs, site_part = np.unique(pair, return_inverse=True)
+    base = int(sites.marker.max()) + 1
+    unique_pairs, site_part = np.unique(slot.astype(np.int64) * base + sites.marker, return_inverse=True)
     site_part = site_part.astype(np.int32) + 1
     n_parts = len(unique_pairs) + 1  # part 0: outside
+    part_class = np.zeros(n_parts, np.intp)
+    if packed.classes is not None:
+        part_class[1:] = packed.classes[clumps[unique_pairs // base]]
     site_at = position[sites.y * width + sites.x]
     part_of = np.zeros(len(pixels), np.int32)
     part_of[site_at] = site_part
@@ -543,8 +680,10 @@ def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist
     # A part on the frame edge may be the visible piece of a cut cell: it needs only cut_fraction of min_area.
     cut = np.zeros(n_parts, bool)
     cut[parts[(fy == 0) | (fx == 0) | (fy == shape[0] - 1) | (fx == shape[1] - 1)]] = True
-    smallest = np.where(cut, cut_fraction * min_area, min_area)
-    root = _merge(parts, pixels, position, flat, width, peak, area, smallest, dynamics, one_cell_area)
+    min_area = rules.min_area[part_class]
+    smallest = np.where(cut, rules.cut_fraction[part_class] * min_area, min_area)
+    root = _merge(parts, pixels, position, flat, width, peak, area, smallest, rules.dynamics[part_class],
+                  rules.one_cell_area[part_class])
     del position, pixels
     roots = root[parts]
     del parts
@@ -555,7 +694,7 @@ def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist
     part = (np.cumsum(kept) - 1)[roots]
     del roots
     _, stats, centroids = _part_statistics(part, fy, fx, row, packed.box, 0)
-    return _Parts(fy, fx, part, stats, centroids)
+    return _Parts(fy, fx, part, stats, centroids, part_class[kept])
 
 
 def _steepest(flat: np.ndarray, pixels: np.ndarray, width: int) -> np.ndarray:
@@ -602,9 +741,10 @@ def _nearest_sites(part_of: np.ndarray, ends: np.ndarray, pixels: np.ndarray, ro
 
 
 def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np.ndarray, width: int,
-           peak: np.ndarray, area: np.ndarray, smallest: np.ndarray, dynamics: float,
-           one_cell_area: float) -> np.ndarray:
-    """The h-maxima merges of all clumps' parts, highest saddle first; returns each part's root part."""
+           peak: np.ndarray, area: np.ndarray, smallest: np.ndarray, dynamics: np.ndarray,
+           one_cell_area: np.ndarray) -> np.ndarray:
+    """The h-maxima merges of all clumps' parts, highest saddle first, each by its class's ``dynamics`` and
+    ``one_cell_area`` (per part: the two parts of a pair are of one clump); returns each part's root part."""
     n_parts = len(peak)
     # Saddle between two neighbouring parts: the highest distance value on their common border (4-neighbours).
     keys, heights = [], []
@@ -621,7 +761,9 @@ def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np
     # the square of the parts (a k × k table took 827 MB for a clump of 12 100 cells).
     key, s = np.concatenate(keys), np.concatenate(heights)
     order = np.argsort(key, kind="stable")
-    pairs, first = np.unique(key[order], return_index=True)
+    key = key[order]
+    first = np.flatnonzero(np.diff(key, prepend=key[:1] - 1))  # each pair's first border pixel
+    pairs = key[first]
     saddles = np.maximum.reduceat(s[order], first) if len(first) else np.zeros(0, np.float32)
     root = np.arange(n_parts)
 
@@ -634,8 +776,8 @@ def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np
     highest_first = np.argsort(-saddles, kind="stable")
     for pair, saddle in zip(pairs[highest_first].tolist(), saddles[highest_first].tolist()):
         i, j = find(pair // n_parts), find(pair % n_parts)
-        if i != j and (min(peak[i], peak[j]) - saddle < dynamics or area[i] < smallest[i]
-                       or area[j] < smallest[j] or area[i] + area[j] <= one_cell_area):
+        if i != j and (min(peak[i], peak[j]) - saddle < dynamics[i] or area[i] < smallest[i]
+                       or area[j] < smallest[j] or area[i] + area[j] <= one_cell_area[i]):
             root[j] = i
             peak[i], area[i], smallest[i] = max(peak[i], peak[j]), area[i] + area[j], min(smallest[i], smallest[j])
     return np.array([find(i) for i in range(n_parts)])

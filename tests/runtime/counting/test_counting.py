@@ -179,11 +179,11 @@ def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypa
     one-thread counter's."""
     import threading
 
-    from runtime.counting import instances as splitting
+    from runtime.counting import counter as counting, instances as splitting
     from runtime.data.simulator import make_microscope
 
     threads, marked = set(), set()
-    real, real_mark = splitting.find_instances, splitting._Group.mark
+    real, real_mark = counting.split_classes, splitting._Group.mark
 
     def recording(*args, **kwargs):
         threads.add(threading.current_thread().name)
@@ -193,7 +193,7 @@ def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypa
         marked.add(threading.current_thread().name)
         return real_mark(*args, **kwargs)
 
-    monkeypatch.setattr(splitting, "find_instances", recording)
+    monkeypatch.setattr(counting, "split_classes", recording)
     monkeypatch.setattr(splitting._Group, "mark", recording_mark)
     monkeypatch.setattr(splitting, "GROUP_PIXELS", 300)  # runs of components on small frames too
     one, two = CellCounter(), CellCounter(workers=2)
@@ -247,18 +247,18 @@ def test_counts_are_rounded_one_way_in_frames_and_summaries():
 def test_a_counter_reused_frame_after_frame_labels_in_its_own_buffers_with_a_fresh_counters_answers(monkeypatch):
     """One label image per class, kept across frames (made afresh, a 4000×3000 one is 48 MB of new pages per class
     and frame); every frame's table and labels are still a new counter's, whatever the frame before held."""
-    from runtime.counting import instances as splitting
+    from runtime.counting import counter as counting
     from runtime.data.simulator import make_microscope
 
     written: list[np.ndarray] = []  # kept alive, so that distinct arrays have distinct ids
-    real = splitting.find_instances
+    real = counting.split_classes
 
     def recording(*args, **kwargs):
         found = real(*args, **kwargs)
-        written.append(found.labels)
+        written.extend(f.labels for f in found)
         return found
 
-    monkeypatch.setattr(splitting, "find_instances", recording)
+    monkeypatch.setattr(counting, "split_classes", recording)
     reused = CellCounter()
     frames = [make_microscope("mixed", size=256, seed=5).frame(i).semantic for i in range(4)]
     for class_map in frames + frames[::-1]:

@@ -359,6 +359,44 @@ def test_a_components_split_does_not_depend_on_the_other_components(seed):
         assert sorted(whole.stats[np.isin(whole.ids, inside), 4]) == sorted(alone.stats[:, 4])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_classes_split_in_one_pass_give_each_class_its_own_split(seed, monkeypatch):
+    """`split_classes`: the classes of a frame packed and split in one pass (each at its own window, heights,
+    dynamics, areas and one-cell rule, a class without a radius only labelled) give every class the labels, ids,
+    statistics and centroids it gets alone, with seeds and in runs on threads too."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from runtime.counting import instances as splitting
+    from runtime.counting.instances import COUNTER_SPLIT, LABELLER_SPLIT, ClassSplit, split_classes
+
+    small = random_blobs(seed, shape=(240, 300))
+    rng = np.random.default_rng(seed + 10)
+    large = np.zeros_like(small)
+    for _ in range(14):  # large cells, many touching each other and the small ones
+        disc(large, (int(rng.integers(-10, 310)), int(rng.integers(-10, 250))), int(rng.integers(16, 24)))
+    large[small > 0] = 0
+    plain = ((rng.random(small.shape) > 0.995) & (small == 0) & (large == 0)).astype(np.uint8)
+    seeds = ((small | large) & (rng.random(small.shape) > 0.05)).astype(np.uint8)
+    classes = [ClassSplit(small, 6.0, 40, COUNTER_SPLIT),
+               ClassSplit(large, 16.0, 700, replace(LABELLER_SPLIT, divide_large=None), cell_area=1100.0),
+               ClassSplit(plain, None, 0, COUNTER_SPLIT)]
+    with ThreadPoolExecutor(3) as pool:
+        for kwargs in ({}, {"seeds": seeds}, {"pool": pool, "groups": 3}):
+            if "groups" in kwargs:
+                monkeypatch.setattr(splitting, "GROUP_PIXELS", 500)
+            together = split_classes(classes, **kwargs)
+            for c, got in zip(classes, together):
+                alone = split_classes([c], **kwargs)[0]
+                np.testing.assert_array_equal(got.labels, alone.labels)
+                np.testing.assert_array_equal(got.ids, alone.ids)
+                np.testing.assert_array_equal(got.stats, alone.stats)
+                np.testing.assert_array_equal(got.centroids, alone.centroids)
+            for c, got in zip(classes[:2], together):
+                assert got.ids.max() > cv2.connectedComponents(c.mask)[0] - 1, "each class has clumps split"
+            assert len(together[2].ids) == cv2.connectedComponents(plain)[0] - 1 > 0
+
+
 def test_the_two_splitting_presets_are_named_and_each_used_by_its_own_side():
     """One module owns splitting; the counter and the labeller each take their own preset of it, so a change to
     one (the counter's dynamics, say) leaves the other's cells alone."""
