@@ -137,7 +137,8 @@ MUTATIONS = (
              "peaks[start:end] = window_maxima(dist[start:end], int(rules.window.max())", COUNTER_TESTS),
     Mutation("classes in one pass: the first class's dynamics for all",
              "the classes split in one pass each merge parts at their own dynamics",
-             "runtime/counting/instances.py", "rules.dynamics[part_class]", "rules.dynamics[0]", COUNTER_TESTS),
+             "runtime/counting/instances.py", "rules.dynamics[part_class]",
+             "rules.dynamics[np.zeros_like(part_class)]", COUNTER_TESTS),
     # The faster counter (issue #24): statistics from runs, runs of components on threads, no instance without pixels.
     Mutation("runs: a new row does not start a run",
              "the statistics are summed over runs of a row's consecutive pixels, one component's",

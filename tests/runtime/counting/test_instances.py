@@ -378,8 +378,8 @@ def test_classes_split_in_one_pass_give_each_class_its_own_split(seed, monkeypat
     large[small > 0] = 0
     plain = ((rng.random(small.shape) > 0.995) & (small == 0) & (large == 0)).astype(np.uint8)
     seeds = ((small | large) & (rng.random(small.shape) > 0.05)).astype(np.uint8)
-    classes = [ClassSplit(small, 6.0, 40, COUNTER_SPLIT),
-               ClassSplit(large, 16.0, 700, replace(LABELLER_SPLIT, divide_large=None), cell_area=1100.0),
+    classes = [ClassSplit(small, 6.0, 40, replace(LABELLER_SPLIT, divide_large=None)),  # dynamics 0.5 px
+               ClassSplit(large, 16.0, 700, COUNTER_SPLIT, cell_area=1100.0),  # 1.28 px
                ClassSplit(plain, None, 0, COUNTER_SPLIT)]
     with ThreadPoolExecutor(3) as pool:
         for kwargs in ({}, {"seeds": seeds}, {"pool": pool, "groups": 3}):
