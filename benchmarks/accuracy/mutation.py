@@ -139,6 +139,11 @@ MUTATIONS = (
              "the classes split in one pass each merge parts at their own dynamics",
              "runtime/counting/instances.py", "rules.dynamics[part_class]",
              "rules.dynamics[np.zeros_like(part_class)]", COUNTER_TESTS),
+    Mutation("merge: the dynamics compared in float64",
+             "a drop of exactly the dynamics keeps two parts apart (compared in the distance map's float32)",
+             "runtime/counting/instances.py",
+             "    dynamics, one_cell_area = dynamics.tolist(), one_cell_area.tolist()\n",
+             "    one_cell_area = one_cell_area.tolist()\n", COUNTER_TESTS),
     # The faster counter (issue #24): statistics from runs, runs of components on threads, no instance without pixels.
     Mutation("runs: a new row does not start a run",
              "the statistics are summed over runs of a row's consecutive pixels, one component's",

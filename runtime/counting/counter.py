@@ -118,7 +118,7 @@ class CellCounter:
     mostly a fixed cost of array calls per pass, paid once for both classes). With ``workers`` > 1 the classes of
     one frame are counted at once, one thread each (OpenCV and numpy release the GIL: a 4000×3000 frame's two
     classes take about the time of one), and the workers left over are shared by the classes present, each class's
-    components split in that many runs at once (`find_instances`' ``groups``; on threads of a second pool, which the
+    components split in that many runs at once (`split_classes`' ``groups``; on threads of a second pool, which the
     class threads wait on), so a frame of one class uses the cores too; for a stream of frames the pipeline counts
     consecutive frames at once instead (`RunOptions.count_workers`), each thread with a counter of its own:
     one counter must not count two frames at once, since its buffers are the frame's. Those buffers (a mask and an
@@ -130,10 +130,10 @@ class CellCounter:
         self.config = config or CountingConfig()
         self.workers = workers
         self._pool: ThreadPoolExecutor | None = None  # the classes
-        self._group_pool: ThreadPoolExecutor | None = None  # runs of one class's components (`find_instances`)
+        self._group_pool: ThreadPoolExecutor | None = None  # runs of one class's components (`split_classes`)
         self._shape: tuple[int, int] | None = None
         self._binary: np.ndarray | None = None
-        # Per class, a mask and a label image (see `find_instances`) kept from frame to frame; one pair per class,
+        # Per class, a mask and a label image (see `split_classes`) kept from frame to frame; one pair per class,
         # so that the classes can be counted at once.
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -172,7 +172,7 @@ class CellCounter:
         return self._frame_counts(cells, labels_out, pixel_size, scale)
 
     def _groups(self, class_map: np.ndarray) -> int:
-        """Runs of components each class is split in (`find_instances`' ``groups``) while the classes are counted
+        """Runs of components each class is split in (`split_classes`' ``groups``) while the classes are counted
         at once: the workers shared among the classes present. Where each class already has a core, more runs only
         add threads and packings (a 4000×3000 frame of two classes on two cores was slower with two runs a class)."""
         n = len(self.config.class_names)

@@ -189,11 +189,15 @@ class ClassSplit:
 def split_classes(classes: Sequence[ClassSplit], seeds: np.ndarray | None = None, pool: Executor | None = None,
                   groups: int = 1) -> list[Instances]:
     """The instances of each class of a frame (`find_instances`, then `divide_large` where a class's settings
-    set it), with every class that is split split in one pass: the components of all of them packed in one image,
-    one distance map, one marker labelling and one watershed, each class by its own window, heights, dynamics and
+    set it), the classes with a radius split in one pass: the components of all of them packed in one image, one
+    distance map, one marker labelling and one watershed, each class by its own window, heights, dynamics and
     areas. A 512×512 frame's work is mostly a fixed cost of array calls per pass (its ~35 cells are a few thousand
     pixels), which one pass for two classes pays once. Each class's result — labels, ids, statistics, centroids —
-    is the one it gets alone: its components never meet another's in the packed image."""
+    is the one it gets alone: its components never meet another's in the packed image. The masks are those of one
+    class map, disjoint: with ``seeds``, one image labels every class's seeded pixels, and where two masks overlap
+    one class's labels there would hide the other's."""
+    if not classes:
+        return []
     masks = [np.ascontiguousarray(c.mask, dtype=np.uint8) for c in classes]
     shape = masks[0].shape
     if seeds is not None and seeds.shape != shape:
@@ -228,22 +232,20 @@ def split_classes(classes: Sequence[ClassSplit], seeds: np.ndarray | None = None
 
 def _split_masks(classes: Sequence[ClassSplit], masks: Sequence[np.ndarray], seeds: np.ndarray | None,
                  pool: Executor | None, groups: int) -> list[Instances]:
-    """`split_classes` for classes that all have a radius: components of every class, rows class after class."""
+    """`split_classes` for classes that all have a radius and pixels: components of every class, rows class after
+    class."""
     shape = masks[0].shape
     components = [_components(mask, c.labels) for mask, c in zip(masks, classes)]
     found = [Instances(comp, np.arange(1, len(stats) + 1, dtype=np.int32), stats, centroids)
              for comp, _, stats, centroids in components]
     counts = [len(stats) for _, _, stats, _ in components]
-    if not sum(counts):
-        return found
     first = np.cumsum([0, *counts[:-1]])
-    present = [k for k, n in enumerate(counts) if n]
-    if len(present) == 1:  # one class's pixel list as it is: a confluent frame's is 9 M pixels
-        points, stats = components[present[0]][1], components[present[0]][2]
+    if len(classes) == 1:  # the pixel list as it is: a confluent frame's is 9 M pixels
+        points, stats = components[0][1], components[0][2]
     else:
-        points = _Points(*(np.concatenate([getattr(components[k][1], name) for k in present]) for name in "xy"),
-                         np.concatenate([components[k][1].row + first[k] for k in present]))
-        stats = np.concatenate([components[k][2] for k in present])
+        points = _Points(*(np.concatenate([getattr(c[1], name) for c in components]) for name in "xy"),
+                         np.concatenate([c[1].row + f for c, f in zip(components, first)]))
+        stats = np.concatenate([c[2] for c in components])
     comps = [comp for comp, _, _, _ in components]
     del components  # the pixel lists now in ``points`` alone
     rules = _Rules.of(classes)
@@ -258,9 +260,9 @@ def _split_masks(classes: Sequence[ClassSplit], masks: Sequence[np.ndarray], see
     n_markers = np.concatenate([group.n_markers for group in marked])
     if not (n_markers > 1).any():
         return found
-    rules.one_cell_area = np.array([
+    rules = replace(rules, one_cell_area=np.array([
         _one_cell_area(stats[f:f + n], n_markers[f:f + n] == 1, shape, c.min_area, c.settings.one_cell, c.cell_area)
-        for c, f, n in zip(classes, first, counts)])
+        for c, f, n in zip(classes, first, counts)]))
     parts_of = [parts for parts in run(lambda group: group.split(shape, rules), marked) if parts is not None]
     new: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in classes]
     next_id = [n + 1 for n in counts]
@@ -276,7 +278,7 @@ def _split_masks(classes: Sequence[ClassSplit], masks: Sequence[np.ndarray], see
             for f, s, n, parts in zip(found, first, counts, new)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Rules:
     """Per class of a split (`_split_masks`), indexed by its place in the call: the marker window and height (px),
     the dynamics (px), the minimum area and the fraction of it a part cut by the frame edge needs; the one-cell
@@ -366,11 +368,10 @@ GROUP_PIXELS = 100_000
 
 @dataclass
 class _Group:
-    """Components ``first`` … ``first`` + n − 1 of a frame (rows of its statistics) with their pixels (rows counted
-    from ``first``), each row's class (its place in `split_classes`' call) and label in its class's label image,
-    packed and split on their own (`find_instances`' ``groups``)."""
+    """Consecutive components of a frame (rows of its statistics) with their pixels (rows counted from the first),
+    each row's class (its place in `split_classes`' call) and label in its class's label image, packed and split
+    on their own (`find_instances`' ``groups``)."""
 
-    first: int
     points: _Points
     stats: np.ndarray
     gap: int | np.ndarray  # px around each box: one for all, or per class
@@ -385,15 +386,15 @@ class _Group:
         classes = np.zeros(len(stats), np.intp) if classes is None else classes
         labels = np.arange(1, len(stats) + 1, dtype=np.int32) if labels is None else labels
         if count <= 1:
-            return [cls(0, points, stats, gap, classes, labels)]
+            return [cls(points, stats, gap, classes, labels)]
         total = np.cumsum(stats[:, cv2.CC_STAT_AREA])
         edges = np.unique(np.concatenate([[0], np.searchsorted(total, np.arange(1, count) * total[-1] / count) + 1,
                                           [len(stats)]]).clip(0, len(stats)))
         groups = []
         for first, end in zip(edges[:-1].tolist(), edges[1:].tolist()):
             mine = points.where((points.row >= first) & (points.row < end))
-            groups.append(cls(first, _Points(mine.x, mine.y, mine.row - first), stats[first:end], gap,
-                              classes[first:end], labels[first:end]))
+            groups.append(cls(_Points(mine.x, mine.y, mine.row - first), stats[first:end], gap, classes[first:end],
+                              labels[first:end]))
         return groups
 
     def mark(self, comps: Sequence[np.ndarray], seeds: np.ndarray | None, rules: _Rules) -> _Marked:
@@ -518,16 +519,16 @@ class _Packed:
         ax, ay = np.zeros(len(w), np.int64), np.zeros(len(w), np.int64)
         order = np.argsort(-h, kind="stable") if classes[0] == classes[-1] else np.lexsort((-h, classes))
         first = int(classes[order[0]])
-        x, y, shelf, gap = gaps[first], margin, 0, gaps[first]
+        x, y, shelf, space = gaps[first], margin, 0, gaps[first]  # space: the gap of the class being packed
         starts = [(first, y)]
         for k, c in zip(order, classes[order].tolist()):
             if c != starts[-1][0]:  # a class's boxes on shelves of their own, apart by the wider of the two gaps
-                x, y, shelf, gap = gaps[c], y + shelf + max(gap, gaps[c]), 0, gaps[c]
+                x, y, shelf, space = gaps[c], y + shelf + max(space, gaps[c]), 0, gaps[c]
                 starts.append((c, y))
-            if x > gap and x + w[k] + gap > width:
-                x, y, shelf = gap, y + shelf + gap, 0
+            if x > space and x + w[k] + space > width:
+                x, y, shelf = space, y + shelf + space, 0
             ax[k], ay[k] = x, y
-            x, shelf = x + w[k] + gap, max(shelf, int(h[k]))
+            x, shelf = x + w[k] + space, max(shelf, int(h[k]))
         ends = [start for _, start in starts[1:]] + [y + shelf]
         bands = tuple((c, start, end) for (c, start), end in zip(starts, ends))
         rows = np.zeros((y + shelf + margin, width), np.int32)
@@ -666,8 +667,7 @@ def _split_clumps(shape: tuple[int, int], points: _Points, packed: _Packed, dist
     site_part = site_part.astype(np.int32) + 1
     n_parts = len(unique_pairs) + 1  # part 0: outside
     part_class = np.zeros(n_parts, np.intp)
-    if packed.classes is not None:
-        part_class[1:] = packed.classes[clumps[unique_pairs // base]]
+    part_class[1:] = packed.classes[clumps[unique_pairs // base]]
     site_at = position[sites.y * width + sites.x]
     part_of = np.zeros(len(pixels), np.int32)
     part_of[site_at] = site_part
@@ -745,6 +745,10 @@ def _merge(parts: np.ndarray, pixels: np.ndarray, position: np.ndarray, flat: np
            one_cell_area: np.ndarray) -> np.ndarray:
     """The h-maxima merges of all clumps' parts, highest saddle first, each by its class's ``dynamics`` and
     ``one_cell_area`` (per part: the two parts of a pair are of one clump); returns each part's root part."""
+    # As Python floats: beside the map's float32 heights a numpy float64 moves the drop's comparison to float64,
+    # where a drop of exactly the dynamics (2.8 − 1.0 against 1.8) is less than it and merges; a Python float is
+    # compared in float32.
+    dynamics, one_cell_area = dynamics.tolist(), one_cell_area.tolist()
     n_parts = len(peak)
     # Saddle between two neighbouring parts: the highest distance value on their common border (4-neighbours).
     keys, heights = [], []

@@ -173,6 +173,26 @@ def test_simulated_ground_truth_counts_within_two_percent(kind, pseudopods):
         assert abs(pred[k] / true[k] - 1) <= 0.02, (k, pred[k], true[k])
 
 
+def test_on_one_core_the_classes_of_a_frame_are_split_in_one_pass(monkeypatch):
+    """A one-worker counter packs and marks both classes of a frame at once (`split_classes`): one pass a frame,
+    where a pass per class paid the per-pass cost of the split twice."""
+    from runtime.counting import instances as splitting
+    from runtime.data.simulator import make_microscope
+
+    passes = []
+    real_mark = splitting._Group.mark
+
+    def recording_mark(group, *args, **kwargs):
+        passes.append(sorted(set(group.classes.tolist())))
+        return real_mark(group, *args, **kwargs)
+
+    monkeypatch.setattr(splitting._Group, "mark", recording_mark)
+    class_map = make_microscope("mixed", size=256, seed=4).frame(0).semantic
+    result = CellCounter().count(class_map)
+    assert result.counts["rbc"] > 0 and result.counts["macrophage"] > 0
+    assert passes == [[0, 1]]
+
+
 def test_the_classes_of_a_frame_counted_in_parallel_give_the_same_table(monkeypatch):
     """``workers=2`` counts RBCs and macrophages at once, each class on its own thread and buffer, and splits a
     frame of one class in two runs of components at once; the cell table (ids, rows, values) and the labels are the

@@ -379,7 +379,7 @@ def test_classes_split_in_one_pass_give_each_class_its_own_split(seed, monkeypat
     plain = ((rng.random(small.shape) > 0.995) & (small == 0) & (large == 0)).astype(np.uint8)
     seeds = ((small | large) & (rng.random(small.shape) > 0.05)).astype(np.uint8)
     classes = [ClassSplit(small, 6.0, 40, replace(LABELLER_SPLIT, divide_large=None)),  # dynamics 0.5 px
-               ClassSplit(large, 16.0, 700, COUNTER_SPLIT, cell_area=1100.0),  # 1.28 px
+               ClassSplit(large, 16.0, 700, replace(COUNTER_SPLIT, cut_fraction=1.0), cell_area=1100.0),  # 1.28
                ClassSplit(plain, None, 0, COUNTER_SPLIT)]
     with ThreadPoolExecutor(3) as pool:
         for kwargs in ({}, {"seeds": seeds}, {"pool": pool, "groups": 3}):
@@ -395,6 +395,40 @@ def test_classes_split_in_one_pass_give_each_class_its_own_split(seed, monkeypat
             for c, got in zip(classes[:2], together):
                 assert got.ids.max() > cv2.connectedComponents(c.mask)[0] - 1, "each class has clumps split"
             assert len(together[2].ids) == cv2.connectedComponents(plain)[0] - 1 > 0
+
+
+def test_a_class_absent_from_the_frame_gets_no_instance_and_a_cleared_label_image():
+    """`split_classes` on a frame where a class has no pixel: no instance, and the label buffer it was given (the
+    counter's, kept from the frame before) all zeros; no class at all: no result."""
+    from runtime.counting.instances import COUNTER_SPLIT, ClassSplit, split_classes
+
+    mask = random_blobs(1)
+    stale = np.full(mask.shape, 7, np.int32)
+    present, absent = split_classes([ClassSplit(mask, 6.0, 40, COUNTER_SPLIT),
+                                     ClassSplit(np.zeros_like(mask), 6.0, 40, COUNTER_SPLIT, labels=stale)])
+    assert len(present.ids) > 0 and len(absent.ids) == 0 and absent.labels is stale and not stale.any()
+    assert split_classes([]) == []
+
+
+def test_a_drop_of_exactly_the_dynamics_keeps_two_parts_apart():
+    """`_merge` compares a peak's drop to the saddle in the distance map's float32, as the rule always has (the
+    dynamics came as a Python float): a drop of exactly the dynamics (2.8 − 1.0 against 1.8, which float64 holds
+    as a hair more than float32's 2.8 − 1.0) is not less than it, so the two parts stay apart; a drop below it
+    merges them."""
+    from runtime.counting.instances import _merge
+
+    width = 6
+    flat = np.zeros(3 * width, np.float32)
+    pixels = np.arange(width + 1, width + 5)  # the middle row, x = 1..4: parts 1, 1, 2, 2
+    flat[pixels] = [2.8, 1.0, 1.0, 2.8]
+    position = np.full(len(flat), -1)
+    position[pixels] = np.arange(4)
+    parts = np.array([1, 1, 2, 2])
+    peak = np.array([0.0, 2.8, 2.8], np.float32)
+    for dynamics, merged in ((1.8, False), (1.9, True)):  # per part, as `_split_clumps` gives them: float64
+        root = _merge(parts, pixels, position, flat, width, peak.copy(), np.array([0.0, 2.0, 2.0]), np.zeros(3),
+                      np.full(3, dynamics), np.zeros(3))
+        assert (root[1] == root[2]) == merged, dynamics
 
 
 def test_the_two_splitting_presets_are_named_and_each_used_by_its_own_side():
@@ -559,13 +593,15 @@ def test_components_are_grouped_in_runs_of_about_equal_pixels():
     mask = random_blobs(3)
     _, points, stats, _ = _components(mask, None)
     groups = _Group.of(points, stats, gap=2, count=3)
-    assert len(groups) == 3 and [g.first for g in groups] == sorted(g.first for g in groups) and groups[0].first == 0
-    assert sum(len(g.stats) for g in groups) == len(stats) and sum(len(g.points.x) for g in groups) == len(points.x)
+    assert len(groups) == 3
+    np.testing.assert_array_equal(np.concatenate([g.stats for g in groups]), stats)  # consecutive, each row once
+    assert sum(len(g.points.x) for g in groups) == len(points.x)
     areas = [int(g.stats[:, cv2.CC_STAT_AREA].sum()) for g in groups]
     assert max(areas) < 0.6 * sum(areas), areas
     for g in groups:
         assert g.points.row.min() == 0 and g.points.row.max() == len(g.stats) - 1
-        np.testing.assert_array_equal(stats[g.first + g.points.row, 0] <= g.points.x, True)
+        np.testing.assert_array_equal(g.stats[g.points.row, 0] <= g.points.x, True)
+        np.testing.assert_array_equal(g.stats[g.points.row, 1] <= g.points.y, True)
     one = np.zeros((40, 40), np.uint8)
     disc(one, (20, 20), 8)
     _, points, stats, _ = _components(one, None)
