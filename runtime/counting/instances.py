@@ -370,7 +370,7 @@ GROUP_PIXELS = 100_000
 class _Group:
     """Consecutive components of a frame (rows of its statistics) with their pixels (rows counted from the first),
     each row's class (its place in `split_classes`' call) and label in its class's label image, packed and split
-    on their own (`find_instances`' ``groups``)."""
+    on their own (`split_classes`' ``groups``)."""
 
     points: _Points
     stats: np.ndarray
@@ -512,9 +512,9 @@ class _Packed:
         box = stats[:, :4].astype(np.int64)
         w, h = box[:, 2], box[:, 3]
         classes = np.zeros(len(w), np.intp) if classes is None else classes
-        gaps = np.asarray(gap).tolist() if np.ndim(gap) else [gap] * (int(classes.max()) + 1)  # per class
-        row_gap = np.asarray(gap)[classes] if np.ndim(gap) else gap
-        margin = max(gaps)
+        gaps = np.asarray(gap) if np.ndim(gap) else np.full(int(classes.max()) + 1, gap)  # per class
+        row_gap = gaps[classes]
+        gaps, margin = gaps.tolist(), int(gaps.max())
         width = max(int(w.max()), int(np.sqrt(float(((w + row_gap) * (h + row_gap)).sum())) * 1.2)) + 2 * margin
         ax, ay = np.zeros(len(w), np.int64), np.zeros(len(w), np.int64)
         order = np.argsort(-h, kind="stable") if classes[0] == classes[-1] else np.lexsort((-h, classes))
@@ -522,8 +522,8 @@ class _Packed:
         x, y, shelf, space = gaps[first], margin, 0, gaps[first]  # space: the gap of the class being packed
         starts = [(first, y)]
         for k, c in zip(order, classes[order].tolist()):
-            if c != starts[-1][0]:  # a class's boxes on shelves of their own, apart by the wider of the two gaps
-                x, y, shelf, space = gaps[c], y + shelf + max(space, gaps[c]), 0, gaps[c]
+            if c != starts[-1][0]:  # a class's boxes on shelves of their own (its band: `maxima` slices it)
+                x, y, shelf, space = gaps[c], y + shelf + gaps[c], 0, gaps[c]
                 starts.append((c, y))
             if x > space and x + w[k] + space > width:
                 x, y, shelf = space, y + shelf + space, 0
