@@ -22,6 +22,9 @@ from runtime.counting.metrics import tidy_count
 from runtime.counting.calibration import class_map_scale
 
 BORDER_POLICIES = ("count", "ignore", "half")
+# px: a narrower class map holds no cell, and OpenCV takes a one-pixel-wide map of 1 or 4 px for a scalar
+# (`cv2.compare` of a 4×1 map of ones with 1 gives 255, 0, 0, 0), so the counter would miscount or crash on it.
+MIN_SIDE = 2
 _BORDER_WEIGHT = {"count": 1.0, "ignore": 0.0, "half": 0.5}
 CELL_DTYPE = np.dtype([
     ("id", np.int32), ("class_id", np.uint8), ("cx", np.float32), ("cy", np.float32), ("area_px", np.int32),
@@ -232,8 +235,16 @@ class CellCounter:
             got = f"{class_map.dtype} {class_map.shape}" if isinstance(class_map, np.ndarray) else type(class_map).__name__
             raise CscError(f"a class map must be a 2-D uint8 array, got {got}",
                            fix="pass the model's argmax output (one class id per pixel)")
-        if class_map.size and int(class_map.max()) >= len(self.config.class_names):
-            raise CscError(f"class id {int(class_map.max())} is not in the configured classes "
+        self._check_contents(class_map.shape, int(class_map.max()) if class_map.size else 0)
+
+    def _check_contents(self, shape: tuple[int, ...], max_id: int) -> None:
+        """What this counter and the GPU's ask of a class map past its type: a size that holds a cell (an empty
+        map is a zero count) and only configured class ids."""
+        if 0 < min(shape) < MIN_SIDE:
+            raise CscError(f"a class map of {shape[1]}×{shape[0]} px is too thin to hold a cell",
+                           fix=f"count class maps at least {MIN_SIDE} px on each side (the model's output)")
+        if max_id >= len(self.config.class_names):
+            raise CscError(f"class id {max_id} is not in the configured classes "
                            f"({', '.join(f'{i} {n}' for i, n in enumerate(self.config.class_names))})",
                            fix="check that the model and the counting configuration use the same classes")
 

@@ -293,10 +293,7 @@ class TorchCellCounter(CellCounter):
                    else type(class_map).__name__)
             raise CscError(f"a class map must be a 2-D uint8 array or tensor, got {got}",
                            fix="pass the model's argmax output (one class id per pixel) as uint8")
-        if class_map.numel() and int(class_map.max()) >= len(self.config.class_names):
-            raise CscError(f"class id {int(class_map.max())} is not in the configured classes "
-                           f"({', '.join(f'{i} {n}' for i, n in enumerate(self.config.class_names))})",
-                           fix="check that the model and the counting configuration use the same classes")
+        self._check_contents(self._shape_of(class_map), int(class_map.max()) if class_map.numel() else 0)
 
 
 def _neighbours(torch, pixels, h: int, w: int, grid: dict, offsets, key=None):

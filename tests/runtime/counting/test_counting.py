@@ -135,10 +135,24 @@ def test_empty_frame_is_a_zero_count():
     (np.zeros((8, 8, 3), np.uint8), "2-D uint8"),
     ([[0, 1]], "2-D uint8"),
     (np.full((8, 8), 5, np.uint8), "class id 5 is not in the configured classes"),
+    (np.ones((1, 1), np.uint8), "1×1 px is too thin"),
+    (np.ones((4, 1), np.uint8), "1×4 px is too thin"),
+    (np.ones((1, 9), np.uint8), "9×1 px is too thin"),
 ])
 def test_bad_class_maps_are_clear_errors(bad, message):
     with pytest.raises(CscError, match=message):
         CellCounter().count(bad)
+
+
+def test_the_thinnest_class_maps_count_as_their_transposes():
+    """Two pixels across is enough: OpenCV takes no such map for a scalar (`MIN_SIDE`), so a strip of class 1 and
+    its transpose give the same cells, with and without a given scale."""
+    strip = np.ones((2, 40), np.uint8)
+    strip[:, 20] = 0
+    for config in (CountingConfig(), CountingConfig(pixel_size_um=None)):
+        across, down = (CellCounter(config).count(m) for m in (strip, strip.T))
+        assert across.counts == down.counts and across.counts["rbc"] > 0
+        assert sorted(across.cells["area_px"]) == sorted(down.cells["area_px"])
 
 
 def test_bad_configuration():

@@ -83,6 +83,8 @@ def test_bad_class_maps_are_errors_with_the_fix():
         counter.count(torch.zeros((4, 4), dtype=torch.int64))
     with pytest.raises(CscError, match="class id 7"):
         counter.count(torch.full((4, 4), 7, dtype=torch.uint8))
+    with pytest.raises(CscError, match="1×4 px is too thin"):
+        counter.count(torch.ones((4, 1), dtype=torch.uint8))
 
 
 def test_make_counter_picks_by_device():
