@@ -25,7 +25,7 @@ import numpy as np
 from runtime.backends.base import Runner
 from runtime.counting.metrics import CountTally
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
-from runtime.counting.counter import CountingConfig, FrameCounts
+from runtime.counting.counter import MIN_SIDE, CountingConfig, FrameCounts
 from runtime.counting.gpu import make_counter
 from runtime.counting.blank import is_blank
 from runtime.counting.calibration import (FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, check_ruler,
@@ -346,6 +346,12 @@ class Pipeline:
         if self._recalibrate.is_set():
             self._recalibrate.clear()
             self._calibrate([frame], change_at=frame.index)
+        size = self.segmenter.model_shape(frame.image.shape)
+        if min(size) < MIN_SIDE:  # a strip or a thumbnail: listed as an unreadable file is, and the run goes on
+            scaled = f", {size[1]}×{size[0]} px at the model's scale" if size != frame.image.shape[:2] else ""
+            self.source.skipped.append((frame.source, f"{frame.image.shape[1]}×{frame.image.shape[0]} px{scaled}: too "
+                                        f"small to count (a cell needs {MIN_SIDE} px a side or more)"))
+            return pending
         if frame.blank:  # no cells to find: the network would draw some in the noise (two RBCs on a black frame)
             if pending is not None:
                 self._finish(pending)

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -74,6 +75,22 @@ def test_corrupt_image_in_a_folder_is_skipped_and_listed(runner, tmp_path):
     summary = Pipeline(ImageSource(str(tmp_path)), runner).run()
     assert summary["frames"] == 2
     assert summary["skipped"][0]["file"].endswith("f1.png")
+
+
+@pytest.mark.parametrize("strip, pixel_size, reason", [
+    (1, None, "300×1 px: too small"), (2, 0.194, "300×2 px, 146×1 px at the model's scale: too small")])
+def test_a_strip_in_a_folder_is_skipped_and_listed(runner, tmp_path, strip, pixel_size, reason):
+    """An image too small to count at the model's scale (a class map under 2 px across, `MIN_SIDE`) is listed as
+    an unreadable file is, and the images after it are counted, with and without calibration."""
+    microscope = SimulatedMicroscope(SimConfig(height=512, width=512), seed=1)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), microscope.frame(i).image)
+    cv2.imwrite(str(tmp_path / "f1.png"), microscope.frame(1).image[:strip, :300])
+    cv2.imwrite(str(tmp_path / "f0.png"), microscope.frame(0).image[:1, :1])
+    summary = Pipeline(ImageSource(str(tmp_path)), runner, options=RunOptions(pixel_size_um=pixel_size)).run()
+    assert summary["frames"] == 1 and not summary["errors"], summary
+    assert [Path(s["file"]).name for s in summary["skipped"]] == ["f0.png", "f1.png"]
+    assert reason in summary["skipped"][1]["reason"]
 
 
 def test_csv_complete_after_ctrl_c(runner, tmp_path):
