@@ -1,6 +1,7 @@
 """`csc-run`: segment and count cells live from a camera, a video, images or the simulated microscope."""
 from __future__ import annotations
 
+import math
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -77,6 +78,8 @@ def run(
         raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
     # Usage errors before a source is opened or read ahead: a camera may take seconds to give its first frames.
     given_pixel_size = _parse_pixel_size(pixel_size)
+    _check_outputs(video, {"--save-csv": save_csv, "--save-video": save_video, "--save-cells": save_cells,
+                           "--summary": summary_json})
     if token is not None and serve is None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
     ruler = None if calibrate_on == "auto" else calibrate_on
@@ -242,6 +245,22 @@ def _save_calibration(model: Path, calibration: dict | None) -> None:
     console.print(f"calibration saved: {path}", highlight=False)
 
 
+def _check_outputs(video: str | None, outputs: dict[str, Path | None]) -> None:
+    """Every output a file of its own, neither the input video nor a folder: checked before a frame is read (an
+    overlay video written over its input counted the first frames of a file being replaced; two CSVs on one path
+    interleave; a summary onto a folder failed only after the whole run)."""
+    from runtime.errors import CscError
+
+    seen: dict[Path, str] = {} if video is None else {Path(video).resolve(): "--video"}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        if path.is_dir():
+            raise CscError(f"{flag} names a folder", path=path, fix="name a file, e.g. one inside that folder")
+        if (other := seen.setdefault(path.resolve(), flag)) != flag:
+            raise CscError(f"{flag} and {other} name the same file", path=path, fix=f"give {flag} a file of its own")
+
+
 def _pixel_size(given: float | None, model: Path) -> tuple[float | None, str]:
     """The frames' pixel size: --pixel-size, else MODEL.camera.json beside the model, else None (the model's)."""
     from runtime.errors import CscError
@@ -255,8 +274,8 @@ def _pixel_size(given: float | None, model: Path) -> tuple[float | None, str]:
 
     try:
         value = json.loads(config.read_text(encoding="utf-8"))["pixel_size_um"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"'pixel_size_um' must be a positive number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"'pixel_size_um' must be a positive number, got {value!r}")  # NaN fails too
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CscError(f"unreadable camera config ({type(err).__name__}: {err})", path=config,
                        fix='write {"pixel_size_um": 0.194} (the camera\'s µm per pixel), or pass --pixel-size') from None

@@ -140,6 +140,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise CscError(f"cannot write here ({err.strerror})", path=target, fix="choose a writable location") from None
     if not os.access(target.parent, os.W_OK):
         raise CscError("cannot write here (permission denied)", path=target, fix="choose a writable location")
+    if target.is_dir():
+        raise CscError("cannot write here (a folder of that name exists)", path=target,
+                       fix="name a file, e.g. inside that folder")
     tmp_path = target.with_name(f".{target.stem}.{os.getpid()}-{next(_temporary_names)}.tmp{target.suffix}")
     try:
         yield tmp_path

@@ -1,6 +1,8 @@
 """Result CSVs: a capped CSV keeps its header and its newest rows, and a reader never sees it cut."""
 import csv
 
+import pytest
+
 from runtime.io.writers import CountsCsvWriter
 
 
@@ -49,3 +51,15 @@ def test_the_web_views_own_csvs_are_capped_and_the_users_are_not(tmp_path):
         assert cells.parent != tmp_path and options.cells_csv_max_bytes == TEMPORARY_CSV_BYTES
     finally:
         view._tmp.cleanup()
+
+
+def test_an_output_onto_a_folder_is_a_clear_error(tmp_path):
+    """A file written where a folder of that name exists: `atomic_path` says so, and the folder is left as it was
+    (os.replace had raised IsADirectoryError from a temporary name the user never gave)."""
+    from runtime.errors import CscError
+    from runtime.io.writers import write_json
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CscError, match="out: cannot write here \\(a folder of that name exists\\)"):
+        write_json(tmp_path / "out", {"frames": 1})
+    assert (tmp_path / "out").is_dir() and not list((tmp_path / "out").iterdir()) and len(list(tmp_path.iterdir())) == 1

@@ -561,9 +561,29 @@ def test_camera_config_beside_the_model_sets_the_pixel_size(tmp_path):
     (tmp_path / "m.camera.json").write_text('{"pixel_size_um": 0.194}')
     assert _pixel_size(None, model) == (0.194, " (from m.camera.json)")
     assert _pixel_size(0.3, model)[0] == 0.3, "--pixel-size wins"
-    (tmp_path / "m.camera.json").write_text('{"pixel_size_um": "big"}')
-    with pytest.raises(CscError, match="m.camera.json.*positive number"):
-        _pixel_size(None, model)
+    for bad in ('"big"', "NaN", "Infinity", "-0.2"):  # json reads NaN and Infinity as floats
+        (tmp_path / "m.camera.json").write_text(f'{{"pixel_size_um": {bad}}}')
+        with pytest.raises(CscError, match="m.camera.json.*positive number"):
+            _pixel_size(None, model)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--summary", "{tmp}"], "--summary names a folder"),
+    (["--save-csv", "{tmp}/a.csv", "--save-cells", "{tmp}/./a.csv"], "--save-cells and --save-csv name the same file"),
+    (["--video", "{tmp}/in.avi", "--save-video", "{tmp}/in.avi"], "--save-video and --video name the same file"),
+])
+def test_outputs_that_would_clash_are_refused_before_the_run(tmp_path, args, message):
+    """Nothing is read or written: the input video is still there as it was."""
+    from typer.testing import CliRunner
+
+    import runtime.cli.run as run_cli
+
+    (tmp_path / "in.avi").write_bytes(b"a video")
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(run_cli.app, [*(["--source", "demo"] if "--video" not in args else []), "--no-show",
+                                              *args])
+    assert isinstance(result.exception, CscError) and message in str(result.exception), result.output
+    assert (tmp_path / "in.avi").read_bytes() == b"a video" and not (tmp_path / "a.csv").exists()
 
 
 def test_a_long_run_keeps_no_per_frame_lists():
