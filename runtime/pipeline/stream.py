@@ -517,7 +517,7 @@ class Pipeline:
         names = self.counter.config.class_names
         counts_csv = CountsCsvWriter(opts.save_csv, names, opts.counts_csv_max_bytes) if opts.save_csv else None
         cells_csv = CellsCsvWriter(opts.save_cells, names, opts.cells_csv_max_bytes) if opts.save_cells else None
-        video = None
+        video, video_shape, refitted = None, (), False  # refitted: the warning about other frame sizes given
         tally = CountTally(self.names)
         per_class = {n: Tally() for n in self.names}  # running figures: nothing kept per frame
         threads = [threading.Thread(target=self._capture, daemon=True, name="capture"),
@@ -553,8 +553,15 @@ class Pipeline:
                     shown = self.renderer.render(frame.image, self.segmenter.to_frame(class_map, frame.image.shape),
                                                  result.counts, fps)
                     if opts.save_video:
-                        video = video or _open_video(opts.save_video, shown.shape)
-                        video.write(shown)
+                        if video is None:
+                            video, video_shape = _open_video(opts.save_video, shown.shape), shown.shape
+                        elif shown.shape != video_shape and not refitted:
+                            refitted = True
+                            if self.on_warning is not None:
+                                self.on_warning(f"{frame.source}: {shown.shape[1]}×{shown.shape[0]} px frames are "
+                                                f"fitted into the video's {video_shape[1]}×{video_shape[0]} px "
+                                                f"(its size is the first frame's)")
+                        video.write(shown if shown.shape == video_shape else _letterboxed(shown, video_shape))
                     if opts.show:
                         cv2.imshow("auto-CSC", shown)
                         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -610,6 +617,18 @@ class Pipeline:
         if tally.images:
             summary["versus_truth"] = {k: tally.summary()[k] for k in ("count_accuracy", "mean_abs_error")}
         return summary
+
+
+def _letterboxed(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``image`` scaled to fit a frame of ``shape`` whole, centred on black: a video has one frame size, and
+    OpenCV's writer drops frames of any other without a word (a folder of images of two sizes)."""
+    height, width = shape[:2]
+    scale = min(height / image.shape[0], width / image.shape[1])
+    h, w = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+    out = np.zeros(shape, image.dtype)
+    y, x = (height - h) // 2, (width - w) // 2
+    out[y:y + h, x:x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return out
 
 
 def _open_video(path: Path, shape: tuple[int, ...], fps: float = 25.0) -> cv2.VideoWriter:

@@ -67,6 +67,21 @@ def test_video_file_nothing_dropped_and_overlay_video_written(runner, tmp_path):
     assert (tmp_path / "cells.csv").read_text().count("\n") > 6
 
 
+def test_frames_of_another_size_are_fitted_into_the_overlay_video(runner, tmp_path):
+    """A video has one frame size (the first frame's): OpenCV's writer dropped the others without a word."""
+    microscope = SimulatedMicroscope(SimConfig(height=512, width=512), seed=1)
+    images = [microscope.frame(i).image for i in range(3)]
+    images[1] = cv2.resize(images[1], (700, 300))
+    for i, image in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), image)
+    warnings = []
+    summary = Pipeline(ImageSource(str(tmp_path / "*.png")), runner, on_warning=warnings.append,
+                       options=RunOptions(save_video=tmp_path / "out.avi", pixel_size_um=0.4)).run()
+    assert summary["frames"] == 3
+    assert cv2.VideoCapture(str(tmp_path / "out.avi")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    assert [w for w in warnings if "fitted into the video's 512×512 px" in w and "f1.png" in w], warnings
+
+
 def test_corrupt_image_in_a_folder_is_skipped_and_listed(runner, tmp_path):
     microscope = SimulatedMicroscope(SimConfig(height=512, width=512), seed=1)
     for i in range(3):
