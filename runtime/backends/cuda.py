@@ -71,7 +71,7 @@ def cuda_error(rt: ModuleType, err, what: str) -> CscError:
         _, driver = rt.cudaDriverGetVersion()
         _, runtime = rt.cudaRuntimeGetVersion()
         if not driver:
-            return CscError(f"{what}: no NVIDIA driver found", fix="install the NVIDIA driver (or use --backend ort)")
+            return CscError(f"{what}: no NVIDIA driver found", fix="install the NVIDIA driver (or run the .onnx model with --backend ort)")
         major = runtime // 1000
         return CscError(f"{what}: driver too old for cuda-python {major}: the driver supports CUDA "
                         f"{_cuda_version(driver)}, cuda-python needs {_cuda_version(runtime)}",
@@ -87,7 +87,7 @@ def gpu_info() -> tuple[str, str]:
         err, count = rt.cudaGetDeviceCount()
     except Exception as exc:  # some cuda-python builds raise instead of returning an error when libcuda is missing
         raise CscError(f"no usable NVIDIA GPU: cuda-python could not reach a driver ({type(exc).__name__}: {exc})",
-                       fix="install the NVIDIA driver (or use --backend ort)") from None
+                       fix="install the NVIDIA driver (or run the .onnx model with --backend ort)") from None
     if int(err) != 0:
         raise cuda_error(rt, err, "no usable NVIDIA GPU")
     if not count:

@@ -38,8 +38,10 @@ def open_runner(model: str | Path, backend: str = "auto", threads: int | None = 
                        fix="pass the .onnx file, or --backend trt")
     if is_engine or backend == "trt":
         if not is_engine:
+            beside = engine_beside(model)
             raise CscError("--backend trt needs an engine file", path=model,
-                           fix=f"build one: csc-export build-engine {model} --out {model.with_suffix('.engine')}")
+                           fix=f"pass the one beside it: --model {beside}" if beside else
+                           f"build one: csc-export build-engine {model} --out {model.with_suffix('.engine')}")
         from runtime.backends.tensorrt import TensorRTRunner
 
         return TensorRTRunner(model, cuda_graph=cuda_graph), "a TensorRT engine was given"

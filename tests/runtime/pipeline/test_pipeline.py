@@ -264,9 +264,12 @@ def test_runner_selection(tmp_path, monkeypatch):
     assert isinstance(runner, OnnxRuntimeRunner) and "no TensorRT engine" in reason and "not installed" in reason
     with pytest.raises(CscError, match="cannot run a TensorRT engine"):
         open_runner(tmp_path / "m.engine", "ort")
-    with pytest.raises(CscError, match="needs an engine file"):
+    with pytest.raises(CscError, match="needs an engine file — build one: csc-export build-engine"):
         open_runner(DEFAULT_MODEL, "trt")
     (tmp_path / "m.engine").write_bytes(b"x")
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    with pytest.raises(CscError, match=f"needs an engine file — pass the one beside it: --model {tmp_path / 'm.engine'}"):
+        open_runner(tmp_path / "m.onnx", "trt")
     trt_runner, reason = open_runner(tmp_path / "m.engine", "auto")
     assert trt_runner.name == "tensorrt" and reason == "a TensorRT engine was given"
     # A file without a sidecar is no engine on any machine: the sidecar names the flavour to import, so its absence
