@@ -189,7 +189,7 @@ def _first_optics(read: ReadAhead) -> str:
     found = Counter(frame.detected_optics().modality for frame in read.first if not frame.blank)
     if not found:
         seen = (f"no lit frame among the first {len(read.first)}" if read.first else
-                f"no frame in the first {read.wait:g} s")
+                "no frame (the source ended)" if read.ended else f"no frame in the first {read.wait:g} s")
         console.print(f"optics: {seen} to judge them by: the stained-smear model (--modality names the optics)",
                       highlight=False)
         return "auto"

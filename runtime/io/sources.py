@@ -241,6 +241,11 @@ class ReadAhead(Source):
             else:
                 self._outcome = item
 
+    @property
+    def ended(self) -> bool:
+        """Whether the source ended while it was read ahead (a folder of unreadable files gives no frame at once)."""
+        return self._outcome is _ENDED
+
     def _read_ahead(self, lit: int) -> None:
         outcome: object = _ENOUGH
         try:

@@ -773,7 +773,8 @@ def test_read_ahead_reads_until_enough_lit_frames_and_loses_none():
     assert [f.index for f in ahead.frames()] == list(range(7)) and ahead.first == []
     never_lit = ReadAhead(MemorySource([dark] * (READ_AHEAD + 5)), lit=1)
     assert len(never_lit.first) == READ_AHEAD and len(list(never_lit.frames())) == READ_AHEAD + 5
-    assert len(ReadAhead(MemorySource([lit]), lit=3).first) == 1
+    short = ReadAhead(MemorySource([lit]), lit=3)
+    assert len(short.first) == 1 and short.ended and not ahead.ended and not never_lit.ended
 
 
 def test_read_ahead_leaves_a_stalled_or_failing_source_to_the_run(monkeypatch):
@@ -783,7 +784,7 @@ def test_read_ahead_leaves_a_stalled_or_failing_source_to_the_run(monkeypatch):
     import runtime.pipeline.stream as pipeline_module
 
     ahead = read_ahead_within(10, StallingSource(n=2), lit=3, wait=0.3)
-    assert len(ahead.first) == 2
+    assert len(ahead.first) == 2 and not ahead.ended
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     pipeline = Pipeline(ahead, ThresholdRunner(128), options=RunOptions(stall_timeout=0.5))
     summary = run_within(15, pipeline)
