@@ -35,6 +35,9 @@ MIN_COPY_SIDE = 32
 SCALE_JUMP = 1.9
 NEAR_JUMP = 1.7
 CONFIRMED_JUMP = 3.0
+# A pooled measure under this fraction of the pool's median by area is a speck's (`without_specks`): a speck measures
+# about half a cell or less wherever the pass confuses the two (`SCALE_JUMP`; `trainer.autolabel.FOLDER_WIDER`).
+SPECK = 0.5
 # The paper's Gaussian filter (3×3, σ 0.8), on which the ratios above were measured: the first pass always looks at
 # the image through it (on raw frames, halving moved seen cells' sizes more, and small cells were taken for specks).
 BLUR_KSIZE, BLUR_SIGMA = 3, 0.8
@@ -111,11 +114,27 @@ def chosen_copy(seen: list[FirstPass]) -> FirstPass:
 
 def pooled(per_image: Iterable[list[FirstPass]]) -> FirstPass:
     """The first pass of several images of one microscope and magnification taken as one image: each copy's cells
-    pooled over the images, then `chosen_copy`. A field of one or two large cells among dust has too few cells on
-    the copy that shows them to be measured there alone, and its specks outnumber them on the full size; a folder
-    of such fields has enough on that copy."""
+    pooled over the images, its specks dropped (`without_specks`), then `chosen_copy`. A field of one or two large
+    cells among dust has too few cells on the copy that shows them to be measured there alone, and its specks
+    outnumber them on the full size; a folder of such fields has enough on that copy."""
     by_factor: dict[int, list[np.ndarray]] = {}
     for seen in per_image:
         for measure in seen:
             by_factor.setdefault(measure.factor, []).append(measure.diameters)
-    return chosen_copy([FirstPass(np.concatenate(parts), factor) for factor, parts in sorted(by_factor.items())])
+    return chosen_copy([FirstPass(without_specks(np.concatenate(parts)), factor)
+                        for factor, parts in sorted(by_factor.items())])
+
+
+def without_specks(diameters: np.ndarray) -> np.ndarray:
+    """Pooled measures less those of specks: under SPECK of the measures' median by area (each centre weighed by
+    its disc's area, the share of the foreground it stands for). A folder's empty fields measure their dust, a
+    dozen specks or more each, which can outnumber the few large cells of its other fields; by count the pool then
+    measured the specks (simulated fields of 164-px macrophages, none to three a field, seed 55: specks 3–4 to 1 by
+    number on the full size, the cells 30–70 to 1 by area), by area it measures the cells. Where the measures are
+    of one population (one kind of cell, or specks alone) few or none are under half the median by area."""
+    if not len(diameters):
+        return diameters
+    order = np.argsort(diameters, kind="stable")
+    area = np.cumsum(np.square(diameters[order], dtype=np.float64))
+    median = diameters[order][np.searchsorted(area, area[-1] / 2)]
+    return diameters[diameters >= SPECK * median]

@@ -315,3 +315,21 @@ def test_a_folder_pooled_measures_the_cells_its_images_hold_too_few_of_alone():
     assert folder.factor == 4 and abs(folder.diameter / 60 - 1) < 0.1
     assert len(folder.diameters) == 1 + 2 + 3 + 4, "every field's cells on that copy"
     assert pooled([]).diameter is None
+
+
+def test_a_folder_of_mostly_empty_fields_measures_its_cells_not_their_dust():
+    """`pooled` drops specks by area (`without_specks`): eight empty fields of a dozen 9-px specks each and four
+    fields of one or two 150-px cells, every one seen on the full size. By count the specks are the median (96 to 6);
+    by area the cells are, and the folder measures them. A folder of one population keeps every measure."""
+    from runtime.data.first_pass import FirstPass, pooled, without_specks
+
+    rng = np.random.default_rng(1)
+    empty = [[FirstPass(rng.normal(9, 1, 12).astype(np.float32), 1)] for _ in range(8)]
+    cells = [[FirstPass(rng.normal(150, 10, n).astype(np.float32), 1)] for n in (1, 2, 1, 2)]
+    folder = pooled(empty + cells)
+    assert folder.factor == 1 and abs(folder.diameter / 150 - 1) < 0.1 and len(folder.diameters) == 6
+    assert np.median(np.concatenate([seen[0].diameters for seen in empty + cells])) < 12, "by count: the specks"
+    assert pooled(empty).diameter == pytest.approx(9, abs=1), "specks alone are what there is"
+    varied = rng.normal(40, 5, 200).astype(np.float32)  # one kind of cell, sizes ±12 %: none is a speck
+    assert np.array_equal(without_specks(varied), varied)
+    assert len(without_specks(np.float32([]))) == 0
