@@ -169,7 +169,11 @@ def write_image(path: str | Path, image: np.ndarray, params: tuple[int, ...] = (
 
 def place_file(source: str | Path, target: str | Path, link: bool = True) -> None:
     """Put ``source``'s bytes at ``target`` atomically: a hard link when ``link`` and the file system allows it
-    (no bytes copied, and the target survives the source's deletion), else a copy."""
+    (no bytes copied, and the target survives the source's deletion), else a copy.
+
+    A symbolic link is followed to its file: Linux's link(2) links the symlink itself, and a relative one then
+    points nowhere from the target's folder."""
+    source = Path(source).resolve()
     with atomic_path(target) as tmp:
         if link:
             try:

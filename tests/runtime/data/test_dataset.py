@@ -170,6 +170,18 @@ def test_place_file_links_where_it_can_and_copies_otherwise(tmp_path, monkeypatc
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
 
+def test_place_file_links_a_symlinks_file_not_the_symlink(tmp_path):
+    """A relative symlink hard-linked as itself pointed nowhere from the dataset's images/ folder."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.png").write_bytes(b"pixels")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").symlink_to("../src/a.png")
+    for link in (True, False):
+        target = tmp_path / f"out-{link}" / "a.png"
+        place_file(tmp_path / "in" / "a.png", target, link=link)
+        assert not target.is_symlink() and target.read_bytes() == b"pixels"
+
+
 def test_interrupted_writer_marks_dataset_incomplete(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with DatasetWriter(tmp_path / "ds", source="test") as writer:
