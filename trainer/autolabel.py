@@ -50,6 +50,11 @@ BLANK = "blank"  # the threshold of a blank frame: none was needed
 # The smallest image labelled: smaller ones are refused with a reason (a 3×3 PNG crashed OpenCV 5.1's cv2.mean in
 # the threshold's sampled statistics). The tests label every size from MIN_SIDE up to 40 px in each direction.
 MIN_SIDE = 16
+# The widest typical cell a given scale may make, px: a macrophage (16.5 µm) at 0.0165 µm/px, four times finer than
+# a 100× oil objective on a 6.5 µm camera pixel (0.065 µm/px), itself finer than light resolves (~0.2 µm). Beyond
+# it a scale is a typo (a diameter of 1e9 px failed every image), and the filters' kernels grow with it (5000 px:
+# 15 s a Chula image, against 1 s at 1000).
+MAX_DIAMETER_PX = 1000.0
 THRESHOLDS = ("auto", "otsu", "adaptive")
 FILLS = ("holes", "contours", "none")
 CHANNELS = ("auto", "grey")
@@ -157,6 +162,11 @@ class AutoLabelConfig:
             raise ValueError(f"--block-size must be odd and at least 3, got {self.block_size}")
         if self.gaussian_ksize < 1 or self.gaussian_ksize % 2 == 0:
             raise ValueError(f"--gaussian-ksize must be odd and positive, got {self.gaussian_ksize}")
+        for name, value in (("--gaussian-sigma", self.gaussian_sigma), ("--offset", self.offset),
+                            ("--min-area-um2", self.min_area_um2), ("--pixel-size", self.pixel_size_um),
+                            ("--diameter", self.diameter_px)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.gaussian_sigma <= 0:
             raise ValueError(f"--gaussian-sigma must be positive, got {self.gaussian_sigma}")
         if self.min_area_px is not None and self.min_area_px < 0:
@@ -165,8 +175,15 @@ class AutoLabelConfig:
             raise ValueError(f"--min-area-um2 must not be negative, got {self.min_area_um2}")
         if self.pixel_size_um is not None and self.pixel_size_um <= 0:
             raise ValueError(f"--pixel-size must be positive, got {self.pixel_size_um}")
-        if self.diameter_px is not None and self.diameter_px < 2:
-            raise ValueError(f"--diameter must be at least 2 px, got {self.diameter_px}")
+        if self.diameter_px is not None and not 2 <= self.diameter_px <= MAX_DIAMETER_PX:
+            raise ValueError(f"--diameter must be 2 to {MAX_DIAMETER_PX:g} px, got {self.diameter_px:g}")
+        if self.pixel_size_um is not None:
+            size = CELL_SIZES[self.class_id]
+            if not 2 <= size.diameter_px(self.pixel_size_um) <= MAX_DIAMETER_PX:
+                raise ValueError(f"--pixel-size {self.pixel_size_um:g} µm/px makes a typical {self.kind} "
+                                 f"{size.diameter_px(self.pixel_size_um):.3g} px across: give "
+                                 f"{size.pixel_size_um(MAX_DIAMETER_PX):.3g} to {size.pixel_size_um(2):.3g} µm/px "
+                                 f"(2 to {MAX_DIAMETER_PX:g} px)")
         if self.pixel_size_um is not None and self.diameter_px is not None:
             raise ValueError("give --pixel-size or --diameter, not both (each sets the scale)")
         if self.min_area_um2 is not None and self.pixel_size_um is None:

@@ -238,6 +238,21 @@ def test_the_added_settings_refuse_negative_or_non_finite_values(name):
             AutoLabelConfig(**{name: bad})
 
 
+@pytest.mark.parametrize("name, bad, message", [
+    ("diameter_px", float("nan"), "--diameter must be a finite number"),  # was a traceback
+    ("diameter_px", 1e9, "--diameter must be 2 to 1000 px"),  # was "labelling failed" for every image
+    ("pixel_size_um", float("inf"), "--pixel-size must be a finite number"),
+    ("pixel_size_um", 50.0, "makes a typical rbc 0.12 px across: give 0.006 to 3 µm/px"),
+    ("pixel_size_um", 1e-5, "makes a typical rbc 6e[+]05 px across"),
+    ("offset", float("nan"), "--offset must be a finite number"),
+    ("gaussian_sigma", float("inf"), "--gaussian-sigma must be a finite number"),
+])
+def test_a_scale_or_setting_that_is_not_finite_or_absurd_is_refused(name, bad, message):
+    with pytest.raises(ValueError, match=message):
+        AutoLabelConfig(**{name: bad})
+    AutoLabelConfig(diameter_px=1000)  # the bound itself is a scale
+
+
 def test_wrong_parameters_are_clear_errors():
     with pytest.raises(ValueError, match="block-size must be odd"):
         AutoLabelConfig(block_size=30)

@@ -33,7 +33,7 @@ def auto(
     kind: Kind = typer.Option(..., "--kind", help="Which cells the images hold; sets the mask's class id (rbc 1, macrophage 2)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel. Without it (and without --diameter) the cell diameter is estimated in every image."),
-    diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the cells in px (instead of --pixel-size)."),
+    diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the cells in px, 2 to 1000 (instead of --pixel-size)."),
     modality: ModalityChoice = typer.Option(ModalityChoice.auto, "--modality", help="The optics: stained (brightfield smears), brightfield (unstained), phase (phase contrast), dic, fluorescence; auto decides per image, and where most of a folder's images are label-free, one taken for a stain without a stain's colour takes their optics. Label-free ones (brightfield, phase, dic) are thresholded on local contrast of either sign, not on intensity."),
     paper: bool = typer.Option(False, "--paper", help="The paper's steps as published: grey, adaptive threshold, filled outer contours, no rim closing, no rejection."),
     channel: ChannelChoice = typer.Option(None, "--channel", help="auto: the colour direction with the most cell/background contrast; grey: brightness only. Default auto."),
