@@ -167,6 +167,15 @@ def write_image(path: str | Path, image: np.ndarray, params: tuple[int, ...] = (
             raise CscError("could not encode image", path=path, fix="use a .png, .tif or .jpg file name")
 
 
+def check_image_target(path: Path, option: str) -> None:
+    """An error where ``path`` cannot take an image (a folder; a name without an extension OpenCV encodes, such as
+    none or ``.txt``): checked before the work that makes the image, which `write_image` finds out only at its end."""
+    if path.is_dir():
+        raise CscError(f"{option} names a folder", path=path, fix="name an image file, e.g. preview.png inside it")
+    if not cv2.haveImageWriter(str(path)):
+        raise CscError(f"{option} is not an image file name", path=path, fix="end it in .png, .jpg or .tif")
+
+
 def place_file(source: str | Path, target: str | Path, link: bool = True) -> None:
     """Put ``source``'s bytes at ``target`` atomically: a hard link when ``link`` and the file system allows it
     (no bytes copied, and the target survives the source's deletion), else a copy.

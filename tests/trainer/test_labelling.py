@@ -86,6 +86,17 @@ def test_cli_rejects_even_block_size(rbc_images, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("name, message", [("pv", "is not an image file name"), ("pv.txt", "is not an image file name"),
+                                           ("folder", "names a folder")])
+def test_a_bad_preview_path_is_refused_before_any_image_is_labelled(rbc_images, tmp_path, name, message):
+    (tmp_path / "folder").mkdir()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["auto", str(rbc_images), "--kind", "rbc", "--out", str(out),
+                                      "--preview", str(tmp_path / name)])
+    assert isinstance(result.exception, CscError) and f"--preview {message}" in str(result.exception)
+    assert not out.exists()
+
+
 def test_counts_only_where_instances_were_written(rbc_images, tmp_path):
     label_folder(rbc_images, tmp_path / "plain", AutoLabelConfig(kind="rbc"), workers=1)
     meta = json.loads((tmp_path / "plain" / "dataset.json").read_text())

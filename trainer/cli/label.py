@@ -9,7 +9,7 @@ from rich.markup import escape
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.data.dataset import open_dataset
 from runtime.errors import CscError
-from runtime.io.imageio import write_image
+from runtime.io.imageio import check_image_target, write_image
 from runtime.pipeline.overlay import OverlayRenderer, tile_grid
 from runtime.data.modality import MODALITIES
 from trainer.autolabel import CHANNELS, FILLS, THRESHOLDS
@@ -73,6 +73,8 @@ def auto(
             morph_iterations=morph_iterations, split_touching=split_touching, **steps)
     except ValueError as err:
         raise CscError(str(err), fix="see `csc-label auto --help`") from None
+    if preview is not None:
+        check_image_target(preview, "--preview")
     n = len(check_folders(images, out))
     with progress_bar() as bar:
         measure = bar.add_task("measure the folder's cells and optics", total=n, visible=False)
