@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -12,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.data.dataset import DatasetWriter, write_sample
+from runtime.data.dataset import META_FILE, DatasetWriter, label_origin, read_meta, write_sample
 from runtime.errors import CscError
 from runtime.io.heap import keep_freed_memory
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
@@ -92,17 +93,53 @@ def _worker_init() -> None:
     keep_freed_memory()
 
 
-def check_folders(images: str | Path, out: str | Path) -> list[Path]:
+def check_folders(images: str | Path, out: str | Path, overwrite: bool = False) -> list[Path]:
     """The images to label; an error, before any work, when there are none, when two share a stem, or when ``out``
-    would overwrite their dataset."""
+    is no place for their dataset (`_check_out`)."""
     files = check_unique_stems(list_images(images))
-    if Path(out).resolve() == Path(images).resolve().parent:
+    source = Path(images).resolve()
+    if Path(out).resolve() in (source, *source.parents):
         raise CscError("--out is the dataset that holds the input images", path=out, fix="write the labels to a new folder")
+    _check_out(Path(out), overwrite)
     return files
 
 
+# What `label_folder` writes into ``out``, and so all that ``overwrite`` deletes there.
+OWN_FILES = ("images", "masks", "instances", META_FILE)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """``out`` new or empty, or, with ``overwrite``, an earlier output of this labeller: samples written beside
+    another dataset's would mix with them (dataset.json describing only the new ones, stale instances/ disagreeing
+    with new masks), and a dataset of people's or the simulator's labels is never this labeller's to replace."""
+    if out.exists() and not out.is_dir():
+        raise CscError("--out is a file, not a folder", path=out, fix="name a new folder for the dataset")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / META_FILE).is_file():
+        raise CscError("--out holds files but no dataset of `csc-label auto`", path=out,
+                       fix="choose a new or empty folder")
+    meta = read_meta(out)
+    if label_origin(meta) != "labeller":
+        raise CscError(f"--out holds a dataset of {label_origin(meta)} labels, which csc-label never replaces",
+                       path=out, fix="choose a new folder")
+    if not overwrite:
+        raise CscError(f"--out already holds {meta.get('source', 'auto-labels')}", path=out,
+                       fix="add --overwrite to replace them, or choose a new folder")
+
+
+def _clear(out: Path) -> None:
+    """An earlier output of this labeller (`_check_out`) deleted, so that none of its samples stays among the new."""
+    for name in OWN_FILES:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *, strict: bool = False,
-                 workers: int | None = None, copy_images: bool = False,
+                 workers: int | None = None, copy_images: bool = False, overwrite: bool = False,
                  on_image: Callable[[], None] | None = None, on_measure: Callable[[], None] | None = None) -> LabelRun:
     """Write ``out/images``, ``out/masks``, ``out/instances`` (when splitting) and ``dataset.json``.
 
@@ -115,9 +152,14 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     The images are hard-linked into the dataset where the file system allows (copied otherwise, or always with
     ``copy_images``): no bytes move and no disk is doubled. A link is the same file, so an input edited in place
     changes the dataset's image too; tools that save by writing a new file (most do) leave it alone.
+
+    ``out`` must be new or empty; ``overwrite`` replaces an earlier output of this labeller there, never another
+    dataset (`_check_out`).
     """
-    files = check_folders(images, out)
+    files = check_folders(images, out, overwrite)
     out = Path(out)
+    if overwrite:
+        _clear(out)
     run = LabelRun(out)
     workers = workers or os.cpu_count() or 1
     source = f"auto-labels of {Path(images).resolve()} (kind={config.kind})"

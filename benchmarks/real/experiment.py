@@ -54,7 +54,7 @@ def run(out: Path, scale: Scale, seed: int = 0) -> dict:
     for kind in ("rbc", "macrophage"):
         raw = synthesize_dataset(kind, scale.single, data / f"{kind}-raw", seed=seed + 2)
         labelled[kind] = data / f"{kind}-auto"
-        label_folder(raw / "images", labelled[kind], AutoLabelConfig(kind=kind))
+        label_folder(raw / "images", labelled[kind], AutoLabelConfig(kind=kind), overwrite=True)
     common = dict(arch=scale.arch, size=scale.size, seed=seed, device="cpu", val_every=scale.val_every)
     runs = out / "runs"
     run_base(mixed, runs / "base", TrainConfig(regime="U-Base", steps=scale.base_steps, **common))

@@ -97,6 +97,36 @@ def test_a_bad_preview_path_is_refused_before_any_image_is_labelled(rbc_images, 
     assert not out.exists()
 
 
+def test_an_earlier_output_is_replaced_only_with_overwrite_and_never_mixed(rbc_images, tmp_path):
+    """Labelling into an OUT that held a dataset kept its samples beside the new ones (5 images, dataset.json
+    describing 2; stale instances/ disagreeing with new masks)."""
+    out = tmp_path / "out"
+    label_folder(rbc_images, out, AutoLabelConfig(kind="rbc", split_touching=True), workers=1)
+    two = _folder(rbc_images, tmp_path, {})
+    with pytest.raises(CscError, match=f"already holds auto-labels of {rbc_images} .* add --overwrite"):
+        label_folder(two, out, AutoLabelConfig(kind="rbc"), workers=1)
+    assert len(list((out / "masks").iterdir())) == 5 and json.loads((out / "dataset.json").read_text())["n_images"] == 5
+    label_folder(two, out, AutoLabelConfig(kind="rbc"), workers=1, overwrite=True)
+    assert len(list((out / "images").iterdir())) == len(list((out / "masks").iterdir())) == 2
+    assert not (out / "instances").exists() and json.loads((out / "dataset.json").read_text())["n_images"] == 2
+    assert check_dataset(out).ok
+
+
+def test_an_out_that_is_not_an_earlier_output_is_refused_even_with_overwrite(rbc_images, tmp_path):
+    simulated = synthesize_dataset("rbc", 1, tmp_path / "sim", seed=1, size=64)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    (tmp_path / "file").write_text("keep me")
+    for out, message in ((simulated, "holds a dataset of simulator labels"),
+                         (tmp_path / "notes", "holds files but no dataset"), (tmp_path / "file", "is a file")):
+        before = sorted(p.name for p in out.rglob("*")) if out.is_dir() else None
+        with pytest.raises(CscError, match=f"--out {message}"):
+            label_folder(rbc_images, out, AutoLabelConfig(kind="rbc"), overwrite=True)
+        assert (sorted(p.name for p in out.rglob("*")) if out.is_dir() else None) == before
+    (tmp_path / "empty").mkdir()
+    label_folder(rbc_images, tmp_path / "empty", AutoLabelConfig(kind="rbc"), workers=1)
+
+
 def test_counts_only_where_instances_were_written(rbc_images, tmp_path):
     label_folder(rbc_images, tmp_path / "plain", AutoLabelConfig(kind="rbc"), workers=1)
     meta = json.loads((tmp_path / "plain" / "dataset.json").read_text())

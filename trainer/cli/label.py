@@ -31,7 +31,7 @@ ChannelChoice = choices("ChannelChoice", CHANNELS)
 def auto(
     images: Path = typer.Argument(..., help="Folder of single-kind images (a dataset's images/ folder works)."),
     kind: Kind = typer.Option(..., "--kind", help="Which cells the images hold; sets the mask's class id (rbc 1, macrophage 2)."),
-    out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json): a new or empty one, or see --overwrite."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel. Without it (and without --diameter) the cell diameter is estimated in every image."),
     diameter: float = typer.Option(None, "--diameter", help="Typical diameter of the cells in px, 2 to 1000 (instead of --pixel-size)."),
     modality: ModalityChoice = typer.Option(ModalityChoice.auto, "--modality", help="The optics: stained (brightfield smears), brightfield (unstained), phase (phase contrast), dic, fluorescence; auto decides per image, and where most of a folder's images are label-free, one taken for a stain without a stain's colour takes their optics. Label-free ones (brightfield, phase, dic) are thresholded on local contrast of either sign, not on intensity."),
@@ -55,6 +55,7 @@ def auto(
     preview: Path = typer.Option(None, "--preview", help="PNG grid of the first images with their auto-labels."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
     workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `csc-label auto` output in OUT (its images/, masks/, instances/ and dataset.json are deleted first). Without it an OUT that holds files is refused; a dataset csc-label did not write (imported, simulated, hand-made) is refused even with it."),
     copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images into DIR/images instead of hard-linking them (the default where the file system allows; a link shares edits made in place to the input)."),
 ) -> None:
     """Label a folder of single-kind images and write a dataset in the project's format."""
@@ -75,7 +76,7 @@ def auto(
         raise CscError(str(err), fix="see `csc-label auto --help`") from None
     if preview is not None:
         check_image_target(preview, "--preview")
-    n = len(check_folders(images, out))
+    n = len(check_folders(images, out, overwrite))
     with progress_bar() as bar:
         measure = bar.add_task("measure the folder's cells and optics", total=n, visible=False)
         task = bar.add_task(f"auto-label {kind.value}", total=n)
@@ -84,7 +85,7 @@ def auto(
             bar.update(measure, advance=1, visible=True)
 
         run = label_folder(images, out, config, strict=strict, workers=workers, copy_images=copy_images,
-                           on_image=lambda: bar.advance(task), on_measure=measured)
+                           overwrite=overwrite, on_image=lambda: bar.advance(task), on_measure=measured)
     console.print(f"labelled {run.labelled} images into {out}", highlight=False)
     if run.diameters:
         lo, hi = min(run.diameters), max(run.diameters)
