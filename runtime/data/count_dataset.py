@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.io.csv_rows import csv_rows
-from runtime.data.dataset import COUNT_ONLY_KINDS, CheckReport, annotation_kind, read_meta
+from runtime.data.dataset import COUNT_ONLY_KINDS, CheckReport, annotation_kind, read_meta, unfinished
 from runtime.errors import CscError
 from runtime.io.imageio import list_images, read_raw, write_text
 
@@ -124,7 +124,7 @@ def open_count_dataset(root: str | Path) -> CountDataset:
 def check_count_dataset(root: str | Path) -> CheckReport:
     """Every image readable, every mark inside its image; cells per class."""
     dataset = open_count_dataset(root)
-    problems: list[str] = []
+    problems = unfinished(dataset.root, dataset.meta)
     sizes: dict[str, int] = {}
     cells = dict.fromkeys(dataset.classes[1:], 0)
     for sample in dataset.samples:

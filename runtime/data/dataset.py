@@ -290,6 +290,15 @@ class DatasetWriter:
         self.write_meta(complete=exc_type is None)
 
 
+def unfinished(root: Path, meta: dict[str, Any]) -> list[str]:
+    """A check's problem where dataset.json says its writer stopped early (Ctrl-C, `--strict`'s first bad image):
+    every file it lists may be sound, and still the set is not the one asked for."""
+    if meta.get("complete") is not False:
+        return []
+    return [f"{root / META_FILE}: incomplete: the run that wrote it stopped early (interrupted, or stopped at a bad "
+            "image) — run that command again (`csc-label auto`: add --overwrite; others: into a new folder)"]
+
+
 @dataclass
 class CheckReport:
     n_images: int
@@ -315,6 +324,7 @@ def check_dataset(root: str | Path) -> CheckReport:
     except CscError as err:
         problems.append(str(err))
         meta = {"classes": list(CLASS_NAMES)}
+    problems += unfinished(root, meta)
     dataset = Dataset(root, samples, meta)
     names = dataset.classes
     pixels = np.zeros(len(names), np.int64)

@@ -361,6 +361,16 @@ def test_count_only_check_finds_marks_outside_their_image(tmp_path):
     assert result.exit_code == 1 and "outside the 30×20 image" in result.output
 
 
+def test_count_only_check_reports_an_interrupted_import(tmp_path):
+    images = blank_images(tmp_path / "img", ["a.jpg"])
+    (tmp_path / "p.csv").write_text("image,x,y,class\na.jpg,3,4,rbc\n")
+    run_import("points", tmp_path / "p.csv", images, tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    (tmp_path / "out" / "dataset.json").write_text(json.dumps({**meta, "complete": False}))
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "incomplete: the run that wrote it stopped early" in " ".join(result.output.split())
+
+
 def test_image_names_with_dots_match_their_annotations(tmp_path):
     """slide1.x40.png was taken for the stem "slide1" when an annotation named it without its extension: "imported
     0 images", exit 0."""

@@ -189,7 +189,9 @@ def test_interrupted_writer_marks_dataset_incomplete(tmp_path):
             raise KeyboardInterrupt
     meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     assert meta["complete"] is False and meta["n_images"] == 1
-    assert check_dataset(tmp_path / "ds").ok
+    # every file sound, and still not the dataset asked for: `csc-data check` says so (it used to say "ok")
+    problems = check_dataset(tmp_path / "ds").problems
+    assert len(problems) == 1 and "dataset.json: incomplete: the run that wrote it stopped early" in problems[0]
 
 
 def test_cli_check_exits_1_naming_every_bad_file(mixed_dataset, tmp_path):
