@@ -4,10 +4,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import cv2
@@ -39,6 +43,23 @@ class LabelRun:
         return float(np.median(self.diameters)) if self.diameters else None
 
 
+class LabellingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `label_folder`, raised once the workers have stopped and no unfinished sample is left: how far
+    the run got (dataset.json says ``complete: false``)."""
+
+    def __init__(self, labelled: int, total: int):
+        super().__init__(f"{labelled} of {total} images labelled")
+        self.labelled, self.total = labelled, total
+
+
+# A worker's copy of the parent's stop signal (`_worker_init`): once set, it takes up no further image.
+_stop: Event | None = None
+
+
+def _stopped() -> bool:
+    return _stop is not None and _stop.is_set()
+
+
 def _label_one(path: Path, config: AutoLabelConfig, out: Path, link: bool,
                entry: FolderEntry | None = None) -> tuple[Path, np.ndarray | None, dict | None, str | None]:
     """Label one image and write its files (in the worker: PNG encoding would otherwise serialise on the parent).
@@ -47,6 +68,8 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path, link: bool,
     ``entry``: the image's part in the folder's measure (`_entry_of`): its optics and first-pass measures are not
     made again.
     """
+    if _stopped():  # the run is over (`_stop_on_exit`): the rest of this worker's chunk is left undone
+        return path, None, None, "not labelled: the run stopped"
     try:
         label = auto_label(_read(path, config), config, entry)
         place_file(path, out / "images" / path.name, link=link)
@@ -75,6 +98,8 @@ def _read(path: Path, config: AutoLabelConfig) -> np.ndarray:
 def _entry_of(path: Path, config: AutoLabelConfig) -> FolderEntry:
     """One image's part in the folder's measure (in the worker; `folder_entry`); left out where it cannot be read
     (the labelling pass reports it)."""
+    if _stopped():
+        return FolderEntry(None, False, None)
     try:
         return folder_entry(_read(path, config), config)
     except Exception:  # the labelling pass reads it again and says what is wrong with it
@@ -88,9 +113,55 @@ def _remove_sample(out: Path, path: Path) -> None:
         (out / folder / f"{path.stem}.png").unlink(missing_ok=True)
 
 
-def _worker_init() -> None:
+def _worker_init(stop: Event) -> None:
+    global _stop
+    # Ctrl-C in a terminal reaches the whole process group: the parent alone stops the run (`_stop_on_exit`). A
+    # worker interrupted with it went on labelling its queue, left a mask without its instance map, or died
+    # holding the task queue's lock and hung the run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop = stop
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would fight them
     keep_freed_memory()
+
+
+@contextmanager
+def _first_interrupt_stops(stop: Event) -> Iterator[None]:
+    """Ctrl-C sets ``stop`` and raises KeyboardInterrupt once; later ones, while the run stops, are ignored. `timeout
+    -s INT` signals the parent twice (itself, then its process group), and people press twice: a second
+    KeyboardInterrupt inside `_stop_on_exit` left the workers labelling and a sample half-written."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread alone
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _stop_on_exit(pool: ProcessPoolExecutor, stop: Event, files: list[Path], writer: DatasetWriter) -> Iterator[None]:
+    """The run ended early (Ctrl-C, `--strict`'s first bad image): the pool's queued images are cancelled, its
+    workers finish the image in hand and stop, and every sample not yet recorded in dataset.json is removed, so that
+    the folder holds exactly the samples dataset.json lists. The pool's own exit would have labelled the whole
+    queue first."""
+    try:
+        yield
+    except BaseException as err:
+        stop.set()
+        pool.shutdown(cancel_futures=True)
+        for path in files:
+            if path.stem not in writer.per_image:
+                _remove_sample(writer.root, path)
+        if isinstance(err, KeyboardInterrupt):
+            raise LabellingInterrupted(len(writer.per_image), len(files)) from None
+        raise
 
 
 def check_folders(images: str | Path, out: str | Path, overwrite: bool = False) -> list[Path]:
@@ -154,7 +225,8 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     changes the dataset's image too; tools that save by writing a new file (most do) leave it alone.
 
     ``out`` must be new or empty; ``overwrite`` replaces an earlier output of this labeller there, never another
-    dataset (`_check_out`).
+    dataset (`_check_out`). Ctrl-C stops the workers after the image in hand and raises `LabellingInterrupted`;
+    ``out`` then holds the samples dataset.json lists, ``complete: false``, and no other.
     """
     files = check_folders(images, out, overwrite)
     out = Path(out)
@@ -165,11 +237,14 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     source = f"auto-labels of {Path(images).resolve()} (kind={config.kind})"
     per_image: dict[str, dict] = {}
     fixed = config.scaled()
-    with DatasetWriter(out, source=source, pixel_size_um=fixed.pixel_size_um if fixed else DEFAULT_PIXEL_SIZE_UM,
-                       extra={"kind": config.kind, "autolabel": _config_json(config)}) as writer:
-        # spawn, not fork: a forked child inherits OpenCV's thread pool in whatever state it was and can hang.
-        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+    # spawn, not fork: a forked child inherits OpenCV's thread pool in whatever state it was and can hang.
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    with _first_interrupt_stops(stop), DatasetWriter(
+            out, source=source, pixel_size_um=fixed.pixel_size_um if fixed else DEFAULT_PIXEL_SIZE_UM,
+            extra={"kind": config.kind, "autolabel": _config_json(config)}) as writer:
+        with (ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(stop,),
+                                  mp_context=context) as pool, _stop_on_exit(pool, stop, files, writer)):
             n = len(files)
             entries = [FolderEntry(None, False, None)] * n
             if (config.measures_folder or config.votes_optics) and n > 1:

@@ -127,6 +127,50 @@ def test_an_out_that_is_not_an_earlier_output_is_refused_even_with_overwrite(rbc
     label_folder(rbc_images, tmp_path / "empty", AutoLabelConfig(kind="rbc"), workers=1)
 
 
+CTRL_C = """
+import os, signal, sys
+import trainer.labelling as labelling
+from trainer.cli.label import main
+
+label_folder = labelling.label_folder
+
+
+def ctrl_c_at_the_first_image(*args, on_image, **kwargs):
+    def ctrl_c():  # as a terminal sends it, to the whole process group; `timeout -s INT` sends it twice
+        os.killpg(0, signal.SIGINT)
+        os.killpg(0, signal.SIGINT)
+    return label_folder(*args, on_image=ctrl_c, **kwargs)
+
+
+labelling.label_folder = ctrl_c_at_the_first_image
+sys.argv[0] = "csc-label"
+main()
+"""
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_only_the_samples_dataset_json_lists(rbc_images, tmp_path):
+    """Ctrl-C hung the run (workers interrupted mid-queue) or let it exit while the workers labelled on, leaving
+    more masks than dataset.json listed and a mask without its instance map, with no word said."""
+    import subprocess
+    import sys
+
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(24):  # three chunks of 8 for two workers: one still queued when the first result is in
+        source = sorted(rbc_images.iterdir())[i % 5]
+        (images / f"{i:02d}.png").write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", CTRL_C, "auto", str(images), "--kind", "rbc", "--split-touching",
+                          "--workers", "2", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                         start_new_session=True)  # its own process group: the signal reaches no one else
+    printed = " ".join(run.stderr.split())
+    assert run.returncode == 130 and "interrupted: 0 of 24 images labelled" in printed, run.stderr
+    assert "Traceback" not in run.stderr
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["complete"] is False and meta["n_images"] == 0
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name != "dataset.json"]
+
+
 def test_counts_only_where_instances_were_written(rbc_images, tmp_path):
     label_folder(rbc_images, tmp_path / "plain", AutoLabelConfig(kind="rbc"), workers=1)
     meta = json.loads((tmp_path / "plain" / "dataset.json").read_text())

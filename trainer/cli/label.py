@@ -60,7 +60,7 @@ def auto(
 ) -> None:
     """Label a folder of single-kind images and write a dataset in the project's format."""
     from trainer.autolabel import PAPER_STEPS, AutoLabelConfig
-    from trainer.labelling import check_folders, label_folder
+    from trainer.labelling import LabellingInterrupted, check_folders, label_folder
 
     steps = {**(PAPER_STEPS if paper else {}),
              **{k: v for k, v in dict(channel=channel and channel.value, threshold=threshold and threshold.value,
@@ -77,15 +77,22 @@ def auto(
     if preview is not None:
         check_image_target(preview, "--preview")
     n = len(check_folders(images, out, overwrite))
-    with progress_bar() as bar:
-        measure = bar.add_task("measure the folder's cells and optics", total=n, visible=False)
-        task = bar.add_task(f"auto-label {kind.value}", total=n)
+    try:
+        with progress_bar() as bar:
+            measure = bar.add_task("measure the folder's cells and optics", total=n, visible=False)
+            task = bar.add_task(f"auto-label {kind.value}", total=n)
 
-        def measured() -> None:
-            bar.update(measure, advance=1, visible=True)
+            def measured() -> None:
+                bar.update(measure, advance=1, visible=True)
 
-        run = label_folder(images, out, config, strict=strict, workers=workers, copy_images=copy_images,
-                           overwrite=overwrite, on_image=lambda: bar.advance(task), on_measure=measured)
+            run = label_folder(images, out, config, strict=strict, workers=workers, copy_images=copy_images,
+                               overwrite=overwrite, on_image=lambda: bar.advance(task), on_measure=measured)
+    except LabellingInterrupted as stop:
+        console.print(f"[yellow]interrupted:[/] {stop.labelled} of {stop.total} images labelled into "
+                      f"{escape(str(out))}, dataset.json marks it incomplete — run again with --overwrite to label "
+                      "them all",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None  # the shell's code for Ctrl-C
     console.print(f"labelled {run.labelled} images into {out}", highlight=False)
     if run.diameters:
         lo, hi = min(run.diameters), max(run.diameters)
