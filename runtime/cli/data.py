@@ -64,30 +64,30 @@ def import_labels(
     """Write a dataset from a labelling tool's annotations (masks and instances, or count-only points/boxes)."""
     from runtime.data.annotations import read_annotations
     from runtime.data.annotations.classmap import ClassMap
-    from runtime.data.annotations.writer import import_annotations
+    from runtime.data.annotations.writer import NothingImported, import_annotations
 
     class_map = ClassMap.parse(classes)
     source = read_annotations(fmt.value, src, class_table, crowd=crowd.value)
+    failure = None
     with progress_bar() as bar:
         task = bar.add_task(f"import {fmt.value}", total=len(source.images))
-        summary = import_annotations(source, images, out, class_map, origin=f"import:{fmt.value}", strict=strict,
-                                     copy_images=copy_images, pixel_size_um=pixel_size,
-                                     on_image=lambda: bar.advance(task))
-    _print_import(summary)
-    if not summary.images:
-        raise CscError(f"imported none of the {len(source.images)} annotated images (listed above as not found, "
-                       "or skipped)", path=images,
-                       fix="check --images: images are matched by file name, else by the name without its extension")
-    if not sum(summary.cells.values()) and source.n_annotations():
-        raise CscError(f"imported no cell from the {source.n_annotations()} annotations (where they went is listed "
-                       "above)", path=src, fix="map the dropped classes with --classes, or re-export the cells as "
-                       "shapes (polygons, masks) or marks (boxes, points) the format holds")
+        try:
+            summary = import_annotations(source, images, out, class_map, origin=f"import:{fmt.value}",
+                                         strict=strict, copy_images=copy_images, pixel_size_um=pixel_size,
+                                         on_image=lambda: bar.advance(task))
+        except NothingImported as err:  # where everything went is printed first: the error points up to it
+            summary, failure = err.summary, err
+    _print_import(summary, written=failure is None)
+    if failure is not None:
+        raise failure
 
 
-def _print_import(s) -> None:
+def _print_import(s, written: bool) -> None:
     cells = ", ".join(f"{n} {c}" for n, c in s.cells.items())
     kind = "masks and instances" if s.kind == "masks" else f"count-only ({s.kind})"
-    console.print(f"imported {s.images} images into {escape(s.out)}: {kind}; cells: {cells}", highlight=False)
+    head = (f"imported {s.images} images into {escape(s.out)}" if written else
+            f"nothing written to {escape(s.out)} ({s.images} images usable)")
+    console.print(f"{head}: {kind}; cells: {cells}", highlight=False)
     notes = [(s.dropped, "cells of classes not kept: " + ", ".join(f"{n or '(unnamed)'} {c}" for n, c in s.dropped.items())),
              (s.clipped, f"{s.clipped} shapes cut at the image edge (clipped)"),
              (s.outside, f"{s.outside} shapes or marks outside their image (dropped)"),
@@ -102,7 +102,8 @@ def _print_import(s) -> None:
     for names, what in ((s.missing_images, "annotated images not found in --images"),
                         (s.unannotated, "images without annotations, not imported")):
         if names:
-            shown = ", ".join(names[:8]) + (f" … (all in {s.out}/dataset.json)" if len(names) > 8 else "")
+            rest = f"(all in {s.out}/dataset.json)" if written else f"and {len(names) - 8} more"
+            shown = ", ".join(names[:8]) + (f" … {rest}" if len(names) > 8 else "")
             console.print(f"[yellow]{len(names)} {what}:[/] {escape(shown)}", highlight=False)
     for skipped in s.skipped:
         console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False,

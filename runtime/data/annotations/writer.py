@@ -3,13 +3,16 @@ shapes composed into class and instance maps (segmentation formats) or marks kep
 
 Everything that can be checked without writing (classes, matching images, `--strict`) is checked first; then
 each file is written atomically and `dataset.json` last (``complete: false`` if the run was interrupted), as
-every dataset writer of the project does.
+every dataset writer of the project does. An import that fails (an error, or nothing imported) removes what it
+wrote: a dataset left behind would block the retry with "--out already holds a dataset".
 """
 from __future__ import annotations
 
 import re
+import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,12 +54,22 @@ class ImportSummary:
         return asdict(self)
 
 
+class NothingImported(CscError):
+    """An import that kept no image, or no cell from annotations that had some: nothing is written, and the
+    summary says where every image and annotation went (the CLI prints it before the error)."""
+
+    def __init__(self, reason: str, summary: ImportSummary, *, path: str | Path, fix: str):
+        super().__init__(reason, path=path, fix=fix)
+        self.summary = summary
+
+
 def import_annotations(source: Annotations, images_dir: str | Path, out: str | Path, class_map: ClassMap,
                        *, origin: str, strict: bool = False, copy_images: bool = False,
                        pixel_size_um: float | None = None,
                        on_image: Callable[[], None] | None = None) -> ImportSummary:
     """Write ``out`` from ``source``; returns the summary. Raises CscError before writing anything for bad
-    classes, and (``strict``) for annotations without images or images without annotations."""
+    classes, and (``strict``) for annotations without images or images without annotations; NothingImported
+    when no image, or no cell of the annotations, was kept. Whatever fails, ``out`` is left as it was."""
     out, images_dir = Path(out), Path(images_dir)
     _check_out(out)
     source.drop_conventional_labels({name for name, _ in class_map.pairs})
@@ -75,9 +88,9 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
     dropped: Counter = Counter()
     cells = np.zeros(len(resolved.classes), np.int64)
     marks: list[tuple] = []
-    with DatasetWriter(out, source=f"{source.fmt} annotations {source.src or ''} (csc-data import)",
-                       classes=resolved.classes, pixel_size_um=pixel_size_um, labels=origin,
-                       annotations=source.kind) as writer:
+    with _removed_on_error(out), DatasetWriter(
+            out, source=f"{source.fmt} annotations {source.src or ''} (csc-data import)", classes=resolved.classes,
+            pixel_size_um=pixel_size_um, labels=origin, annotations=source.kind) as writer:
         for pair in pairs:
             annotation, stem = pair.annotation, pair.stem
             try:
@@ -117,7 +130,41 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
         summary.cells = {n: int(cells[i]) for i, n in enumerate(resolved.classes) if i}
         summary.dropped = dict(dropped)
         writer.extra["import"] = summary.as_json()
+        _check_imported(source, summary, images_dir)
     return summary
+
+
+def _check_imported(source: Annotations, summary: ImportSummary, images_dir: Path) -> None:
+    if not summary.images:
+        raise NothingImported(f"imported none of the {len(source.images)} annotated images (listed above as not "
+                              "found, or skipped)", summary, path=images_dir,
+                              fix="check --images: images are matched by file name, else by the name without its "
+                                  "extension")
+    if not sum(summary.cells.values()) and source.n_annotations():
+        raise NothingImported(f"imported no cell from the {source.n_annotations()} annotations (where they went is "
+                              "listed above)", summary, path=source.src,
+                              fix="map the dropped classes with --classes, or re-export the cells as shapes "
+                                  "(polygons, masks) or marks (boxes, points) the format holds")
+
+
+@contextmanager
+def _removed_on_error(out: Path) -> Iterator[None]:
+    """Remove what the block wrote under ``out`` when it raises an error: ``out`` itself and the folders above it
+    that it made, or, where ``out`` was already there (an empty folder, as `_check_out` requires), what is in it
+    now. Ctrl-C is no error here: the files stay, ``complete: false`` says so, as in every dataset writer."""
+    made = next((p for p in reversed((out, *out.parents)) if not p.exists()), None)
+    try:
+        yield
+    except Exception:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        raise
 
 
 def _check_out(out: Path) -> None:

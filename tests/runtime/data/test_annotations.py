@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from runtime.data.annotations import export_dataset, read_annotations
 from runtime.data.annotations.classmap import ClassMap
 from runtime.data.annotations.rle import cvat_mask, cvat_rle
-from runtime.data.annotations.writer import import_annotations
+from runtime.data.annotations.writer import NothingImported, import_annotations
 from runtime.classes import CLASS_NAMES
 from runtime.cli.data import app
 from runtime.data.count_dataset import open_count_dataset
@@ -169,11 +169,13 @@ def test_missing_and_unannotated_images_are_listed_and_strict_stops(tmp_path):
 def test_annotation_for_an_image_of_another_size_is_skipped_or_stops(tmp_path):
     images = blank_images(tmp_path / "img", ["a.png"], size=(40, 40))
     src = coco_file(tmp_path / "c.json", [(1, square(2, 2, 6, 6))])
-    s = run_import("coco", src, images, tmp_path / "out")
+    with pytest.raises(NothingImported, match="imported none of the 1 annotated images") as failed:
+        run_import("coco", src, images, tmp_path / "out")
+    s = failed.value.summary
     assert s.images == 0 and "30×20 px but the image is 40×40" in s.skipped[0]["reason"]
-    assert not list((tmp_path / "out" / "images").iterdir()), "no image without its labels"
     with pytest.raises(CscError, match="40×40"):
         run_import("coco", src, images, tmp_path / "strict", strict=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "img"], "a failed import writes nothing"
 
 
 def test_interrupted_import_leaves_complete_files_and_says_so(mixed_dataset, tmp_path):
@@ -393,3 +395,27 @@ def test_importing_nothing_from_annotations_is_a_failure(tmp_path):
     result = CliRunner().invoke(app, ["import", "points", str(src), "--images", str(images), "--out",
                                       str(tmp_path / "out"), "--classes", "*=rbc"])
     assert result.exit_code != 0 and "imported none of the 1 annotated images" in str(result.exception)
+
+
+def test_a_failed_import_leaves_no_dataset_behind_and_the_retry_runs(tmp_path):
+    """A failed import left dataset.json with ``complete: true`` (no image, or images without a cell), and the
+    retry with the right options stopped at "--out already holds a dataset"."""
+    images = blank_images(tmp_path / "img", ["a.png"])
+    empty, kept = tmp_path / "empty", tmp_path / "kept"  # kept: an empty folder given as --out, which stays
+    empty.mkdir()
+    kept.mkdir()
+    src = coco_file(tmp_path / "c.json", [(1, square(2, 2, 6, 6))])
+
+    def cli(images_dir, out, classes):
+        return CliRunner().invoke(app, ["import", "coco", str(src), "--images", str(images_dir), "--out", str(out),
+                                        "--classes", classes])
+
+    result = cli(empty, tmp_path / "new" / "out", "rbc")
+    assert result.exit_code != 0 and "imported none of the 1" in str(result.exception)
+    assert "nothing written to" in result.output
+    result = cli(images, kept, "wbc")  # the only annotation is an rbc: dropped
+    assert result.exit_code != 0 and "imported no cell from the 1 annotations" in str(result.exception)
+    assert not (tmp_path / "new").exists() and kept.is_dir() and not list(kept.iterdir())
+    result = cli(images, kept, "rbc")
+    assert result.exit_code == 0, result.output
+    assert json.loads((kept / "dataset.json").read_text())["counts"]["rbc"] == 1

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from runtime.data.annotations import export_dataset, read_annotations
 from runtime.data.annotations.classmap import ClassMap
-from runtime.data.annotations.writer import import_annotations
+from runtime.data.annotations.writer import NothingImported, import_annotations
 from runtime.cli.data import app
 from runtime.data.count_dataset import open_count_dataset
 from runtime.data.dataset import open_dataset
@@ -329,7 +329,9 @@ def test_an_unusable_label_image_is_reported_by_its_own_name(tmp_path):
     tutorial = real("labelme", "tutorial")
     labels = linked(tmp_path / "labels", {"apc2016_obj3_label.png": tutorial / "apc2016_obj3" / "label_viz.png"})
     images = linked(tmp_path / "images", {"apc2016_obj3.jpg": tutorial / "apc2016_obj3.jpg"})
-    s = run_import("masks", labels, images, tmp_path / "out", "*=rbc")
+    with pytest.raises(NothingImported) as failed:
+        run_import("masks", labels, images, tmp_path / "out", "*=rbc")
+    s = failed.value.summary
     assert s.images == 0 and s.skipped[0]["file"] == str(labels / "apc2016_obj3_label.png")
     assert "one channel" in s.skipped[0]["reason"]
 
