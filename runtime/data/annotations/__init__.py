@@ -53,9 +53,14 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path, on_image: Callab
     """Write a mask dataset's cells to ``out`` in ``fmt`` (a file; a folder for LabelMe); returns the cell count."""
     if fmt not in WRITERS:
         raise CscError(f"cannot export to {fmt!r}", fix=f"use one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out)
+    # Before any image is read (the file formats are written whole at the end): LabelMe's writer makes the folder.
+    if fmt != "labelme" and out.is_dir():
+        raise CscError(f"--out is a folder; {fmt} is written as one file", path=out,
+                       fix="name a file, e.g. one inside that folder")
     dataset = open_dataset(root)
     description = f"auto-csc dataset {Path(root).resolve().name} ({dataset.meta.get('source', 'unknown source')})"
-    return WRITERS[fmt](exported_images(dataset, on_image), dataset.classes, Path(out), description)
+    return WRITERS[fmt](exported_images(dataset, on_image), dataset.classes, out, description)
 
 
 __all__ = ["Annotations", "CROWD_RULES", "EXPORT_FORMATS", "IMPORT_FORMATS", "export_dataset", "read_annotations"]

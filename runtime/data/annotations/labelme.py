@@ -130,7 +130,12 @@ def _shape(raw: dict, where: str, path: Path, source: Annotations):
 def write_labelme(images: Iterable[ExportedImage], classes: list[str], out: Path, description: str) -> int:
     """One ``<stem>.json`` per image in the folder ``out``, its imagePath relative to it; returns the cells.
     (LabelMe files list no classes and carry no description: those arguments only keep the writers alike.)"""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file of that name, or on the way to it
+        why = "a file of that name exists" if out.exists() else f"cannot make the folder ({err.strerror})"
+        raise CscError(why, path=out,
+                       fix="name a folder: labelme is written as one JSON file per image") from None
     n = 0
     for image in images:
         shapes = []

@@ -48,6 +48,20 @@ def test_export_then_import_gives_the_same_masks_and_counts(mixed_dataset, tmp_p
     assert (summary.clipped, summary.outside, summary.overlapping, summary.hidden) == (0, 0, 0, 0)
 
 
+
+@pytest.mark.parametrize("fmt, wrong", [("coco", "folder"), ("cvat", "folder"), ("labelme", "file")])
+def test_export_onto_the_wrong_kind_of_path_is_a_clear_error_before_any_image(mixed_dataset, tmp_path, fmt, wrong):
+    """IsADirectoryError (coco, cvat: only once every image was read) and FileExistsError (labelme) tracebacks."""
+    out = tmp_path / "taken"
+    if wrong == "folder":
+        out.mkdir()
+    else:
+        out.write_text("mine")
+    read = []
+    with pytest.raises(CscError, match="folder" if wrong == "folder" else "a file of that name exists"):
+        export_dataset(mixed_dataset, fmt, out, on_image=lambda: read.append(1))
+    assert not read and (out.is_dir() if wrong == "folder" else out.read_text() == "mine")
+
 def test_images_are_linked_not_copied(mixed_dataset, tmp_path):
     export_dataset(mixed_dataset, "coco", tmp_path / "c.json")
     run_import("coco", tmp_path / "c.json", mixed_dataset / "images", tmp_path / "back")
