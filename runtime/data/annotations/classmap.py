@@ -50,8 +50,12 @@ class ClassMap:
 
     def resolve(self, names: list[str]) -> ResolvedClasses:
         """Classes for the names a source uses (``""`` for cells without a name). Project names (rbc, macrophage)
-        keep their ids 1 and 2 when present, so imported sets combine with simulated and auto-labelled ones."""
+        keep their ids 1 and 2 when present, so imported sets combine with simulated and auto-labelled ones. A
+        source that names no class at all (LabelMe files, which list no classes, of images without a cell) takes
+        the project's classes: there is nothing to map, and its images are still labels (of no cell)."""
         if not self.pairs:
+            if not names:
+                return ResolvedClasses(CLASS_NAMES, {})
             if "" in names:
                 raise CscError("the annotations give cells without a class name",
                                fix="name their class with --classes '*=rbc' (or a class table for masks)")

@@ -13,7 +13,7 @@ from runtime.data.annotations.writer import NothingImported, import_annotations
 from runtime.classes import CLASS_NAMES
 from runtime.cli.data import app
 from runtime.data.count_dataset import open_count_dataset
-from runtime.data.dataset import label_origin, open_dataset
+from runtime.data.dataset import DatasetWriter, label_origin, open_dataset
 from runtime.errors import CscError
 
 
@@ -48,6 +48,19 @@ def test_export_then_import_gives_the_same_masks_and_counts(mixed_dataset, tmp_p
     assert (summary.clipped, summary.outside, summary.overlapping, summary.hidden) == (0, 0, 0, 0)
 
 
+
+
+@pytest.mark.parametrize("fmt, name", [("coco", "cells.json"), ("labelme", "labelme"), ("cvat", "cells.xml")])
+def test_a_dataset_without_cells_goes_out_and_back(tmp_path, fmt, name):
+    """LabelMe files list no classes: an export of images without a cell came back as "no annotated class is
+    kept" (COCO and CVAT declare theirs)."""
+    with DatasetWriter(tmp_path / "blank", source="test") as writer:
+        writer.add("a", np.full((20, 30, 3), 200, np.uint8), np.zeros((20, 30), np.uint8),
+                   np.zeros((20, 30), np.uint16))
+    assert export_dataset(tmp_path / "blank", fmt, tmp_path / name) == 0
+    summary = run_import(fmt, tmp_path / name, tmp_path / "blank" / "images", tmp_path / "back")
+    assert summary.images == 1 and summary.cells == {"rbc": 0, "macrophage": 0}
+    assert open_dataset(tmp_path / "back").classes == list(CLASS_NAMES)
 
 @pytest.mark.parametrize("fmt, wrong", [("coco", "folder"), ("cvat", "folder"), ("labelme", "file")])
 def test_export_onto_the_wrong_kind_of_path_is_a_clear_error_before_any_image(mixed_dataset, tmp_path, fmt, wrong):
