@@ -171,11 +171,13 @@ def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions |
     OpenVINO; measured once per thread count and shared by every CPU runner of a run), so "% of peak" holds when
     architectures or sizes are mixed."""
     options = options or BenchOptions()
-    results, notes, costs = [], [], {}
+    results, notes = [], []
+    # Every model is read first: a missing or foreign file is an error before any figure is measured.
+    costs = {str(model): model_cost(model) for model in models}
     full = full_size_frames(options.full_frames) if options.full_frames else []
     peaks: dict[int, float] = {}
     for model in models:
-        costs[str(model)] = cost = model_cost(model)
+        cost = costs[str(model)]
         runners, missing = runners_for(model, backend, options.threads)
         notes += missing
         for runner, reason in runners:

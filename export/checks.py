@@ -20,7 +20,7 @@ import onnxruntime as ort
 from export.frames import check_frames
 from export.tensorrt import parse_onnx, upgrade_hint
 from runtime.backends import cuda
-from runtime.backends.model_meta import ModelMetadata
+from runtime.backends.model_meta import ModelMetadata, load_onnx
 from runtime.errors import CscError
 from runtime.io.imageio import atomic_path
 
@@ -113,10 +113,7 @@ def _with_logits_output(graph: onnx.ModelProto, precision: str) -> tuple[onnx.Mo
 def run_checks(path: str | Path, checkpoint: str | Path | None = None, images: str | Path | None = None) -> CheckReport:
     path = Path(path)
     report = CheckReport(path)
-    try:
-        graph = onnx.load(str(path))
-    except Exception as err:  # protobuf raises DecodeError and others for a foreign file
-        raise CscError(f"not a readable ONNX file ({type(err).__name__})", path=path) from None
+    graph = load_onnx(path)
     try:
         onnx.checker.check_model(str(path))
         report.add("onnx.checker", True, f"opset {graph.opset_import[0].version}")

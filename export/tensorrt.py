@@ -24,7 +24,7 @@ from runtime.backends.engine_sidecar import RTX_DEFAULT_TARGETS, RTX_TARGETABLE,
 from runtime.errors import CscError
 from runtime.backends.cuda import LABELS, gpu_info, import_tensorrt, installed_flavours, tensorrt_logger
 from runtime.io.imageio import atomic_path
-from runtime.backends.model_meta import ModelMetadata
+from runtime.backends.model_meta import ModelMetadata, load_onnx
 
 
 @dataclass
@@ -103,12 +103,7 @@ def resolve_flavour(requested: str) -> tuple[str, ModuleType, tuple[str, str] | 
 
 def read_onnx(path: Path) -> OnnxFacts:
     """The model's auto-CSC metadata and what its graph takes and gives."""
-    if not path.is_file():
-        raise CscError("ONNX file not found", path=path, fix="export one with `csc-export onnx CKPT --out FILE`")
-    try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # protobuf raises DecodeError and others for a foreign file
-        raise CscError(f"not a readable ONNX file ({type(err).__name__})", path=path) from None
+    graph = load_onnx(path, external_data=False)
     meta = ModelMetadata.from_props({p.key: p.value for p in graph.metadata_props}, path)
     inputs = [(i.name, [d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim])
               for i in graph.graph.input]

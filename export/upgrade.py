@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 
 from export.frames import check_frames
 from runtime.backends.compare import class_map_agreement
+from runtime.backends.model_meta import load_onnx
 from runtime.backends.onnxruntime import OnnxRuntimeRunner
 from runtime.errors import CscError
 from runtime.io.imageio import atomic_path
@@ -86,10 +87,7 @@ def upgrade_onnx(path: str | Path, out: str | Path, frames: list[np.ndarray] | N
     """Write the rewritten graph of ``path`` to ``out`` (atomically, only when ONNX Runtime gives the same class
     maps before and after) and return (changes, agreement)."""
     path, out = Path(path), Path(out)
-    try:
-        model = onnx.load(str(path))
-    except Exception as err:  # protobuf raises DecodeError and others for a foreign file
-        raise CscError(f"not a readable ONNX file ({type(err).__name__})", path=path) from None
+    model = load_onnx(path)
     changes = cast_uint8_inputs_first(model)
     if not changes:
         raise CscError("nothing to upgrade: every uint8 input already goes straight into a Cast", path=path,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends.model_meta import load_onnx
+
 
 def _shapes(model) -> dict[str, list[int]]:
     import onnx
@@ -28,7 +30,7 @@ def graph_cost(path_or_model, batch: int = 1) -> dict[str, int]:
     """{"params": …, "flops": …} for one forward pass at ``batch`` (dynamic batch dims are set to it)."""
     import onnx
 
-    model = onnx.load(str(path_or_model)) if isinstance(path_or_model, (str, Path)) else path_or_model
+    model = load_onnx(path_or_model) if isinstance(path_or_model, (str, Path)) else path_or_model
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     for inp in fixed.graph.input:

@@ -25,6 +25,21 @@ REEXPORT = "re-export the model with `csc-export onnx CKPT --out FILE`"
 T = TypeVar("T")
 
 
+def load_onnx(path: str | Path, *, external_data: bool = True) -> Any:
+    """The ONNX model in ``path`` (an ``onnx.ModelProto``). A missing file, or one that is no ONNX model (junk,
+    a truncated download), is one line naming the file: protobuf's DecodeError names neither."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise CscError("ONNX file not found", path=path, fix="pass an .onnx file from `csc-export onnx`")
+    try:
+        return onnx.load(str(path), load_external_data=external_data)
+    except Exception as err:  # protobuf raises DecodeError and others for a foreign or damaged file
+        raise CscError(f"not a readable ONNX file ({type(err).__name__})", path=path,
+                       fix="pass an .onnx file from `csc-export onnx` (a truncated copy: copy it again)") from None
+
+
 def _conforms(value: Any, hint: Any) -> bool:
     """Whether a JSON value has the type a dataclass field declares (the few types our artefacts use)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)

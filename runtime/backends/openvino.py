@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.backends.base import Runner
 from runtime.errors import CscError
-from runtime.backends.model_meta import ModelMetadata
+from runtime.backends.model_meta import ModelMetadata, load_onnx
 
 INSTALL = "pip install 'auto-csc[openvino]' (or --backend ort)"
 
@@ -43,9 +43,7 @@ class OpenVinoRunner(Runner):
             raise CscError("OpenVINO is not installed", fix=INSTALL) from None
         if not self.model.is_file():
             raise CscError("model file not found", path=self.model, fix="pass --model PATH to an exported .onnx file")
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(self.model), load_external_data=False).metadata_props}
+        props = {p.key: p.value for p in load_onnx(self.model, external_data=False).metadata_props}
         self.metadata = ModelMetadata.from_props(props, str(self.model))
         if not self.metadata.fused:
             raise CscError("OpenVINO serves fused exports only (uint8 frames in, class map out)", path=self.model,

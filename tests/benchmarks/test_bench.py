@@ -7,6 +7,7 @@ from onnx import TensorProto, helper
 from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
 from runtime.cli.run import DEFAULT_MODEL
 from runtime.backends.graph_cost import graph_cost
+from runtime.errors import CscError
 from trainer.profile import count_flops
 
 
@@ -166,6 +167,23 @@ def test_cli_writes_json_md_and_plot(tmp_path):
     assert (tmp_path / "b.md").exists() and (tmp_path / "b.png").exists()
     bad = CliRunner().invoke(app, ["--backend", "cuda"])
     assert bad.exit_code == 2 and "auto" in bad.output and "ort" in bad.output
+
+
+
+def test_a_missing_or_foreign_model_stops_the_bench_before_any_measurement(tmp_path, monkeypatch):
+    """FileNotFoundError and DecodeError tracebacks from the model's cost, once the models before it were
+    measured."""
+    import benchmarks.bench as bench
+
+    monkeypatch.setattr(bench, "full_size_frames", lambda count: pytest.fail("frames made before the models were read"))
+    monkeypatch.setattr(bench, "runners_for", lambda *args: pytest.fail("measured before every model was read"))
+    junk, truncated = tmp_path / "junk.onnx", tmp_path / "truncated.onnx"
+    junk.write_text("junk\n")
+    truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:100_000])
+    for bad, message in ((tmp_path / "none.onnx", "ONNX file not found"), (junk, r"not a readable ONNX file \(DecodeError"),
+                         (truncated, r"not a readable ONNX file \(DecodeError")):
+        with pytest.raises(CscError, match=message):
+            run_bench([DEFAULT_MODEL, bad], "ort", BenchOptions(full_frames=1))
 
 
 def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(tmp_path, capsys):

@@ -71,6 +71,15 @@ def test_a_runner_beside_a_live_one_opens_its_backend_without_a_trial(monkeypatc
     assert select.same_backend(Engine(), "auto") == "auto"
 
 
+
+@pytest.mark.parametrize("cut", [None, 100_000])
+def test_a_file_that_is_no_onnx_model_is_one_line_as_with_onnx_runtime(tmp_path, cut):
+    """Junk, or a truncated copy, raised protobuf's DecodeError as a traceback."""
+    model = tmp_path / "bad.onnx"
+    model.write_bytes(b"junk\n" if cut is None else DEFAULT_MODEL.read_bytes()[:cut])
+    with pytest.raises(CscError, match=r"not a readable ONNX file \(DecodeError\)"):
+        OpenVinoRunner(model).activate()
+
 def test_errors_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(CscError, match="model file not found"):
         OpenVinoRunner(tmp_path / "none.onnx").activate()
