@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptio
 def bench(
     model: list[Path] = typer.Option(None, "--model", help="ONNX file(s) or engine(s); repeat to compare (e.g. fp32 and int8)."),
     backend: Backend = typer.Option("auto", "--backend", help="auto: ONNX Runtime, plus OpenVINO where installed and TensorRT where an engine beside the model runs here; ort; openvino; trt (engines)."),
-    batch: list[int] = typer.Option([1], "--batch", help="Batch sizes (repeat); a static-batch model runs its own."),
+    batch: list[int] = typer.Option([1], "--batch", min=1, help="Batch sizes (repeat); a static-batch model runs its own."),
     seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Time budget of each inference-only figure."),
     frames: int = typer.Option(150, "--frames", min=10, help="Frames of the end-to-end run."),
     full_frames: int = typer.Option(4, "--full-frames", min=0, help="4000×3000 frames (the paper's camera) of a second end-to-end run, tiled through the model; 0 skips it."),
@@ -33,8 +33,13 @@ def bench(
 ) -> None:
     from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
     from runtime.cli.run import DEFAULT_MODEL
+    from runtime.errors import CscError
+    from runtime.io.imageio import IMAGE_SUFFIXES, is_image_name
     from runtime.io.writers import write_json
 
+    if plot is not None and not is_image_name(plot):  # before the run: the chart is written last
+        raise CscError("--plot names no image file (the chart is an image)", path=plot,
+                       fix=f"name it with one of {', '.join(IMAGE_SUFFIXES)}, e.g. {plot.with_suffix('.png').name}")
     models = list(model) if model else [DEFAULT_MODEL]
     with console.status("benchmarking…") as status:
         report = run_bench(models, Backend(backend).value, BenchOptions(tuple(batch), seconds, frames, threads, full_frames),

@@ -186,6 +186,20 @@ def test_a_missing_or_foreign_model_stops_the_bench_before_any_measurement(tmp_p
             run_bench([DEFAULT_MODEL, bad], "ort", BenchOptions(full_frames=1))
 
 
+@pytest.mark.parametrize("args, message", [(["--plot", "chart.txt"], "--plot names no image file"),
+                                           (["--batch", "0"], "--batch")])
+def test_cli_refuses_a_bad_plot_name_or_batch_before_the_run(monkeypatch, args, message):
+    """--plot chart.txt failed only after the whole benchmark; --batch 0 was taken."""
+    from typer.testing import CliRunner
+
+    import benchmarks.bench as bench
+    from benchmarks.cli import app
+
+    monkeypatch.setattr(bench, "run_bench", lambda *args, **kwargs: pytest.fail("the benchmark ran"))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and message in result.output + str(result.exception)
+    assert isinstance(result.exception, (SystemExit, CscError))
+
 def test_e2e_ratio_script_pairs_each_pipeline_run_with_inference_and_publishes(tmp_path, capsys):
     from benchmarks.speed.e2e_ratio import measure
     from benchmarks.publish import publish
