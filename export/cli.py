@@ -114,7 +114,7 @@ def upgrade(
 @app.command("build-engine")
 def build_engine_cmd(
     file: Path = typer.Argument(..., help="ONNX file from `csc-export onnx` (precision is taken from it)."),
-    out: Path = typer.Option(..., "--out", help="Engine file; ENGINE.json (sidecar) is written beside it."),
+    out: Path = typer.Option(..., "--out", help="Engine file (.engine, .plan or .trt: csc-run knows an engine by its suffix); ENGINE.json (sidecar) is written beside it."),
     flavour: Flavour = typer.Option("auto", "--flavour", help="tensorrt (full TensorRT: Jetson, x86 datacenter; builds on its GPU), "
                                     "rtx (TensorRT-RTX: RTX GPUs; builds without a GPU), auto (full TensorRT where it and a GPU are here, else rtx)."),
     min_batch: int = typer.Option(None, "--min-batch", min=1, help="Smallest batch of the profile (dynamic models)."),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.backends.select import ENGINE_SUFFIXES
 from runtime.errors import CscError
 
 
@@ -34,9 +35,16 @@ RULES: dict[str, tuple[Rule, ...]] = {
              "--probabilities is an output of the fused graph, and --no-fuse was given",
              "drop --no-fuse or --probabilities"),
     ),
-    # csc-export build-engine: options are BuildOptions' fields, the flavour, and the ONNX file's facts (fused:
-    # uint8 frames in; outputs: the graph's output names; dynamic: a batch dimension of -1).
+    # csc-export build-engine: options are BuildOptions' fields, the flavour, the ONNX file (onnx) and the engine
+    # (out) paths, and the ONNX file's facts (fused: uint8 frames in; outputs: the graph's output names; dynamic:
+    # a batch dimension of -1).
     "engine": (
+        Rule(lambda o: o["out"].resolve() != o["onnx"].resolve(),
+             "--out is the ONNX file itself: the engine would replace the model it is built from",
+             "name the engine MODEL.engine"),
+        Rule(lambda o: o["out"].suffix.lower() in ENGINE_SUFFIXES,
+             "--out {out} does not end in " + ", ".join(ENGINE_SUFFIXES) + ": csc-run knows an engine by its suffix",
+             "name the engine MODEL.engine"),
         Rule(lambda o: o["fused"],
              "the TensorRT runtime runs fused models only (uint8 frames in, class map out); this one is {layout}",
              "export it without --no-fuse (`csc-export onnx CKPT --out FILE`), or run the ONNX file with --backend ort"),

@@ -205,7 +205,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, options: BuildOptions, 
     flavour, trt, gpu = resolve_flavour(flavour)
     validate("engine", {**asdict(options), "flavour": flavour, "fused": facts.metadata.fused and facts.input_uint8,
                         "layout": facts.metadata.input_layout, "outputs": facts.outputs,
-                        "dynamic": any(d < 0 for _, shape in facts.inputs for d in shape)}, onnx_path)
+                        "dynamic": any(d < 0 for _, shape in facts.inputs for d in shape), "onnx": onnx_path,
+                        "out": out}, onnx_path)
     profiles = profile_shapes(facts.inputs, options)
     errors, builder, network, logger = parse_onnx(trt, onnx_path)
     if errors:

@@ -129,6 +129,18 @@ def test_build_engine_refuses_what_the_runtime_cannot_run_before_any_work(reques
     assert not list(tmp_path.iterdir())
 
 
+
+def test_build_engine_refuses_an_out_that_is_its_model_or_no_engine_name(fp32_model, tmp_path):
+    """--out M.onnx replaced the model with the engine; any suffix was taken, though csc-run runs only .engine,
+    .plan and .trt files as engines."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(fp32_model.read_bytes())
+    for out, message in ((model, "--out is the ONNX file itself"),
+                         (tmp_path / "m.bin", "does not end in .engine, .plan, .trt")):
+        code, output = cli("build-engine", model, "--out", out)
+        assert code != 0 and message in output
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and model.read_bytes() == fp32_model.read_bytes()
+
 # -- real parses and builds ---------------------------------------------------------------------------------------
 
 def test_bundled_model_builds_ahead_of_time_through_the_cli(tmp_path):
