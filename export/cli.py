@@ -29,6 +29,15 @@ def _print_report(report) -> None:
     console.print(table)
 
 
+def _check_images(images: Path | None) -> None:
+    """--images is read last (to compare after an export, a build or the other checks), and not at all where a
+    comparison is skipped: a wrong folder is refused before any work, never passed over."""
+    if images is not None:
+        from runtime.io.imageio import list_images
+
+        list_images(images)
+
+
 @app.command()
 def onnx(
     checkpoint: Path = typer.Argument(..., help="Checkpoint from csc-train (best.pt)."),
@@ -47,6 +56,7 @@ def onnx(
     from export.checks import simplify as simplify_graph
     from export.onnx_export import ExportOptions, export_onnx
 
+    _check_images(images)
     meta = export_onnx(checkpoint, out, ExportOptions(batch=batch, size=size, fuse=fuse, probabilities=probabilities,
                                                       precision=Precision(precision).value), calib=calib)
     if simplify:
@@ -68,9 +78,13 @@ def check(
     it); for an engine, run it here against ONNX Runtime (the accuracy guard a build without a GPU skips)."""
     from runtime.backends.select import ENGINE_SUFFIXES
 
+    _check_images(images)
     if file.suffix.lower() in ENGINE_SUFFIXES:
         _check_engine(file, images)
         return
+    if images is not None and checkpoint is None:
+        raise CscError("--images is read only with --checkpoint for an ONNX file (the comparison with PyTorch)",
+                       fix="add --checkpoint CKPT, or drop --images")
     from export.checks import run_checks
 
     report = run_checks(file, checkpoint, images)
@@ -130,6 +144,7 @@ def build_engine_cmd(
     from runtime.backends.tensorrt import why_not_runnable
     from runtime.cli.common import progress_bar
 
+    _check_images(images)
     options = BuildOptions(min_batch, opt_batch, max_batch, workspace, str(timing_cache) if timing_cache else None,
                            list(compute_capability or []))
     with progress_bar() as progress:

@@ -196,6 +196,26 @@ def test_cli_check_exit_codes(fp32_model, tmp_path):
     assert result.exit_code != 0
 
 
+
+def test_cli_check_refuses_images_it_cannot_read_or_would_not_read(fp32_model, checkpoint, tmp_path):
+    """`csc-export check M.onnx --images nonexist` exited 0: the folder is read only for the comparison with
+    PyTorch, and without --checkpoint there was none."""
+    import cv2
+    from typer.testing import CliRunner
+
+    from export.cli import app
+
+    (tmp_path / "empty").mkdir()
+    for images, extra, message in ((tmp_path / "none", ["--checkpoint", checkpoint], "not a folder"),
+                                   (tmp_path / "empty", ["--checkpoint", checkpoint], "no images found"),
+                                   (tmp_path / "empty", [], "no images found"),
+                                   (tmp_path / "none", [], "not a folder")):
+        result = CliRunner().invoke(app, ["check", str(fp32_model), "--images", str(images), *map(str, extra)])
+        assert result.exit_code != 0 and message in str(result.exception)
+    cv2.imwrite(str(tmp_path / "empty" / "a.png"), np.full((8, 8, 3), 200, np.uint8))
+    result = CliRunner().invoke(app, ["check", str(fp32_model), "--images", str(tmp_path / "empty")])
+    assert result.exit_code != 0 and "--images is read only with --checkpoint" in str(result.exception)
+
 def test_auto_runs_an_unfused_export_on_onnx_runtime_and_says_why_not_openvino(plain_model):
     """`auto`'s trial of the CPU backends: OpenVINO serves fused exports only, so an unfused one goes to ONNX
     Runtime with OpenVINO's own reason, not to a runner that refuses the model when the run starts."""
