@@ -180,8 +180,8 @@ def test_a_missing_or_foreign_model_stops_the_bench_before_any_measurement(tmp_p
     junk, truncated = tmp_path / "junk.onnx", tmp_path / "truncated.onnx"
     junk.write_text("junk\n")
     truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:100_000])
-    for bad, message in ((tmp_path / "none.onnx", "ONNX file not found"), (junk, r"not a readable ONNX file \(DecodeError"),
-                         (truncated, r"not a readable ONNX file \(DecodeError")):
+    unreadable = r"not a readable ONNX file \(DecodeError"
+    for bad, message in ((tmp_path / "none.onnx", "ONNX file not found"), (junk, unreadable), (truncated, unreadable)):
         with pytest.raises(CscError, match=message):
             run_bench([DEFAULT_MODEL, bad], "ort", BenchOptions(full_frames=1))
 
