@@ -171,8 +171,21 @@ def check_folders(images: str | Path, out: str | Path, overwrite: bool = False) 
     source = Path(images).resolve()
     if Path(out).resolve() in (source, *source.parents):
         raise CscError("--out is the dataset that holds the input images", path=out, fix="write the labels to a new folder")
-    _check_out(Path(out), overwrite)
+    _check_out(Path(out), overwrite or _relabels(images, Path(out)))
     return files
+
+
+def _source(images: str | Path) -> str:
+    """How dataset.json names a run's input (its ``source``, before the kind)."""
+    return f"auto-labels of {Path(images).resolve()}"
+
+
+def _relabels(images: str | Path, out: Path) -> bool:
+    """Whether ``out`` holds this labeller's earlier output of the same input folder: a run again with the same
+    command (scripts rerun `csc-label auto DIR --out OUT`) replaces it without `--overwrite`, as it always did, now
+    with no stale sample left."""
+    meta = read_meta(out) if (out / META_FILE).is_file() else {}
+    return label_origin(meta) == "labeller" and str(meta.get("source", "")).startswith(f"{_source(images)} (")
 
 
 # What `label_folder` writes into ``out``, and so all that ``overwrite`` deletes there.
@@ -224,17 +237,17 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     ``copy_images``): no bytes move and no disk is doubled. A link is the same file, so an input edited in place
     changes the dataset's image too; tools that save by writing a new file (most do) leave it alone.
 
-    ``out`` must be new or empty; ``overwrite`` replaces an earlier output of this labeller there, never another
-    dataset (`_check_out`). Ctrl-C stops the workers after the image in hand and raises `LabellingInterrupted`;
+    ``out`` must be new or empty, or hold this labeller's earlier output of the same ``images``, which is replaced;
+    ``overwrite`` replaces any earlier output of this labeller there, never another dataset (`_check_out`). Ctrl-C stops the workers after the image in hand and raises `LabellingInterrupted`;
     ``out`` then holds the samples dataset.json lists, ``complete: false``, and no other.
     """
     files = check_folders(images, out, overwrite)
     out = Path(out)
-    if overwrite:
+    if overwrite or _relabels(images, out):
         _clear(out)
     run = LabelRun(out)
     workers = workers or os.cpu_count() or 1
-    source = f"auto-labels of {Path(images).resolve()} (kind={config.kind})"
+    source = f"{_source(images)} (kind={config.kind})"
     per_image: dict[str, dict] = {}
     fixed = config.scaled()
     # spawn, not fork: a forked child inherits OpenCV's thread pool in whatever state it was and can hang.

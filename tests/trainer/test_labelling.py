@@ -110,6 +110,9 @@ def test_an_earlier_output_is_replaced_only_with_overwrite_and_never_mixed(rbc_i
     assert len(list((out / "images").iterdir())) == len(list((out / "masks").iterdir())) == 2
     assert not (out / "instances").exists() and json.loads((out / "dataset.json").read_text())["n_images"] == 2
     assert check_dataset(out).ok
+    label_folder(two, out, AutoLabelConfig(kind="rbc", split_touching=True), workers=1)  # the same input, again
+    assert len(list((out / "instances").iterdir())) == len(list((out / "masks").iterdir())) == 2
+    assert check_dataset(out).ok, "a rerun of the same command replaces its own output, as scripts expect"
 
 
 def test_an_out_that_is_not_an_earlier_output_is_refused_even_with_overwrite(rbc_images, tmp_path):

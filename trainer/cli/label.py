@@ -55,7 +55,7 @@ def auto(
     preview: Path = typer.Option(None, "--preview", help="PNG grid of the first images with their auto-labels."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
     workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `csc-label auto` output in OUT (its images/, masks/, instances/ and dataset.json are deleted first). Without it an OUT that holds files is refused; a dataset csc-label did not write (imported, simulated, hand-made) is refused even with it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `csc-label auto` output of other images in OUT (its images/, masks/, instances/ and dataset.json are deleted first; one of the same input folder is replaced without it). Without it an OUT that holds files is refused; a dataset csc-label did not write (imported, simulated, hand-made) is refused even with it."),
     copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images into DIR/images instead of hard-linking them (the default where the file system allows; a link shares edits made in place to the input)."),
 ) -> None:
     """Label a folder of single-kind images and write a dataset in the project's format."""
@@ -89,7 +89,7 @@ def auto(
                                overwrite=overwrite, on_image=lambda: bar.advance(task), on_measure=measured)
     except LabellingInterrupted as stop:
         console.print(f"[yellow]interrupted:[/] {stop.labelled} of {stop.total} images labelled into "
-                      f"{escape(str(out))}, dataset.json marks it incomplete — run again with --overwrite to label "
+                      f"{escape(str(out))}, dataset.json marks it incomplete — run the same command again to label "
                       "them all",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None  # the shell's code for Ctrl-C
