@@ -37,6 +37,7 @@ class LabelRun:
     rejected: Counter = field(default_factory=Counter)
     diameters: list[float] = field(default_factory=list)
     folder_modality: tuple[str, int] | None = None  # the folder's optics and how many images took them
+    no_cell: list[tuple[str, str]] = field(default_factory=list)  # lit images that gave no cell, with their optics
 
     @property
     def median_diameter(self) -> float | None:
@@ -75,7 +76,8 @@ def _label_one(path: Path, config: AutoLabelConfig, out: Path, link: bool,
         place_file(path, out / "images" / path.name, link=link)
         counts = write_sample(out, path.stem, None, label.mask, label.instances)
         decided = {"modality": label.modality, "diameter_px": label.diameter_px, "scale": label.scale,
-                   "threshold": label.threshold, "polarity": label.polarity, "rejected": label.rejected}
+                   "threshold": label.threshold, "polarity": label.polarity, "rejected": label.rejected,
+                   "cell_px": cv2.countNonZero(label.mask)}
         return path, counts, decided, None
     except CscError as err:
         _remove_sample(out, path)
@@ -283,6 +285,8 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
                 if decided["threshold"] != BLANK:  # a blank frame measured nothing: its size is not evidence
                     run.scale[decided["scale"]] += 1
                     run.diameters.append(decided["diameter_px"])
+                    if not decided["cell_px"]:
+                        run.no_cell.append((path.name, decided["modality"]))
                 per_image[path.stem] = decided
         _record_decisions(writer, run, per_image, config)
     return run

@@ -75,6 +75,28 @@ def test_cli_contract_writes_masks_instances_and_preview(rbc_images, tmp_path):
     assert miou(confusion_matrix(pred, truth, 2)) > 0.8
 
 
+@pytest.mark.parametrize("modality, hint", [("auto", True), ("brightfield", False)])
+def test_lit_images_without_a_cell_are_named(rbc_images, tmp_path, modality, hint):
+    """A lit image that gives no cell (an empty field, or cells the labeller missed: a stained smear imaged in grey
+    was taken for unstained brightfield and gave none, silently) is counted and the first named, with the
+    --modality hint where the optics were guessed; a blank frame is no such image."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in list(rbc_images.iterdir())[:2]:
+        (images / p.name).write_bytes(p.read_bytes())
+    noise = np.random.default_rng(0).normal(128, 6, (256, 256)).clip(0, 255).astype(np.uint8)  # lit, cell-free
+    cv2.imwrite(str(images / "zz_noise.png"), noise)
+    cv2.imwrite(str(images / "zz_black.png"), np.zeros((256, 256), np.uint8))  # blank: no cell expected
+    result = CliRunner().invoke(app, ["auto", str(images), "--kind", "rbc", "--out", str(tmp_path / "out"),
+                                      "--modality", modality])
+    printed = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "no cell found in 1 image(s) that are not blank (the first: zz_noise.png, taken for" in printed
+    assert ("give --modality" in printed) == hint
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["autolabel_images"]["zz_noise"]["cell_px"] == 0 < meta["autolabel_images"]["rbc_00000"]["cell_px"]
+
+
 def test_cli_rejects_even_block_size(rbc_images, tmp_path):
     import subprocess
     import sys

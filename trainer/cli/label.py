@@ -108,6 +108,12 @@ def auto(
     if run.rejected:
         console.print("left out (not counted): " + ", ".join(f"{n} {reason}" for reason, n in run.rejected.items()),
                       highlight=False)
+    if run.no_cell:
+        name, optics = run.no_cell[0]
+        console.print(f"[yellow]no cell found[/] in {len(run.no_cell)} image(s) that are not blank (the first: "
+                      f"{escape(name)}, taken for {optics}): empty fields, or cells the labeller missed"
+                      + (" — if they are stained smears imaged in grey, or other optics than those named, give "
+                         "--modality" if modality == ModalityChoice.auto else ""), highlight=False, soft_wrap=True)
     for path, reason in run.skipped:
         console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
     if not run.labelled:
