@@ -34,12 +34,11 @@ def bench(
     from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
     from runtime.cli.run import DEFAULT_MODEL
     from runtime.errors import CscError
-    from runtime.io.imageio import IMAGE_SUFFIXES, is_image_name
+    from runtime.io.imageio import check_image_target
     from runtime.io.writers import write_json
 
-    if plot is not None and not is_image_name(plot):  # before the run: the chart is written last
-        raise CscError("--plot names no image file (the chart is an image)", path=plot,
-                       fix=f"name it with one of {', '.join(IMAGE_SUFFIXES)}, e.g. {plot.with_suffix('.png').name}")
+    if plot is not None:  # before the run: the chart is written last
+        check_image_target(plot, "--plot")
     models = list(model) if model else [DEFAULT_MODEL]
     with console.status("benchmarking…") as status:
         report = run_bench(models, Backend(backend).value, BenchOptions(tuple(batch), seconds, frames, threads, full_frames),

@@ -172,7 +172,7 @@ def check_folders(images: str | Path, out: str | Path, overwrite: bool = False) 
     files = check_unique_stems(list_images(images))
     source = Path(images).resolve()
     if Path(out).resolve() in (source, *source.parents):
-        raise CscError("--out is the dataset that holds the input images", path=out, fix="write the labels to a new folder")
+        raise CscError("--out holds the input images", path=out, fix="write the labels to a new folder")
     _check_out(Path(out), overwrite or _relabels(images, Path(out)))
     return files
 
@@ -200,11 +200,12 @@ def _check_out(out: Path, overwrite: bool) -> None:
     with new masks), and a dataset of people's or the simulator's labels is never this labeller's to replace."""
     if out.exists() and not out.is_dir():
         raise CscError("--out is a file, not a folder", path=out, fix="name a new folder for the dataset")
-    if not out.exists() or not any(out.iterdir()):
+    ours = [name for name in OWN_FILES if (out / name).exists()]
+    if not ours:  # new, empty, or holding other files only (a log, a preview): no samples to mix with
         return
     if not (out / META_FILE).is_file():
-        raise CscError("--out holds files but no dataset of `csc-label auto`", path=out,
-                       fix="choose a new or empty folder")
+        raise CscError(f"--out holds {', '.join(ours)} but no {META_FILE}: a run that was killed, or a dataset "
+                       "made by hand", path=out, fix=f"delete {', '.join(ours)} there, or choose a new folder")
     meta = read_meta(out)
     if label_origin(meta) != "labeller":
         raise CscError(f"--out holds a dataset of {label_origin(meta)} labels, which csc-label never replaces",

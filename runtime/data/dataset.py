@@ -296,7 +296,7 @@ def unfinished(root: Path, meta: dict[str, Any]) -> list[str]:
     if meta.get("complete") is not False:
         return []
     return [f"{root / META_FILE}: incomplete: the run that wrote it stopped early (interrupted, or stopped at a bad "
-            "image) — run that command again (`csc-label auto`: add --overwrite; others: into a new folder)"]
+            "image) — run that command again (`csc-label auto` replaces its own output; others: into a new folder)"]
 
 
 @dataclass

@@ -139,17 +139,21 @@ def test_an_earlier_output_is_replaced_only_with_overwrite_and_never_mixed(rbc_i
 
 def test_an_out_that_is_not_an_earlier_output_is_refused_even_with_overwrite(rbc_images, tmp_path):
     simulated = synthesize_dataset("rbc", 1, tmp_path / "sim", seed=1, size=64)
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    (tmp_path / "killed" / "masks").mkdir(parents=True)  # a run killed before it wrote dataset.json
+    (tmp_path / "killed" / "masks" / "a.png").write_bytes(b"a mask")
     (tmp_path / "file").write_text("keep me")
     for out, message in ((simulated, "holds a dataset of simulator labels"),
-                         (tmp_path / "notes", "holds files but no dataset"), (tmp_path / "file", "is a file")):
+                         (tmp_path / "killed", "holds masks but no dataset.json"), (tmp_path / "file", "is a file")):
         before = sorted(p.name for p in out.rglob("*")) if out.is_dir() else None
         with pytest.raises(CscError, match=f"--out {message}"):
             label_folder(rbc_images, out, AutoLabelConfig(kind="rbc"), overwrite=True)
         assert (sorted(p.name for p in out.rglob("*")) if out.is_dir() else None) == before
     (tmp_path / "empty").mkdir()
     label_folder(rbc_images, tmp_path / "empty", AutoLabelConfig(kind="rbc"), workers=1)
+    (tmp_path / "logged").mkdir()  # `mkdir OUT && csc-label auto … --out OUT | tee OUT/label.log`
+    (tmp_path / "logged" / "label.log").write_text("started")
+    label_folder(rbc_images, tmp_path / "logged", AutoLabelConfig(kind="rbc"), workers=1)
+    assert (tmp_path / "logged" / "label.log").read_text() == "started" and check_dataset(tmp_path / "logged").ok
 
 
 CTRL_C = """

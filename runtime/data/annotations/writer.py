@@ -70,7 +70,8 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
     """Write ``out`` from ``source``; returns the summary. Raises CscError before writing anything for bad
     classes, and (``strict``) for annotations without images or images without annotations; NothingImported
     when no image, or no cell of the annotations, was kept. Whatever fails, ``out`` is left as it was."""
-    out, images_dir = Path(out), Path(images_dir)
+    # resolved: `new/../out2` would make `new` too, and its parents are not out2's (what a failure removes)
+    out, images_dir = Path(out).resolve(), Path(images_dir)
     _check_out(out)
     source.drop_conventional_labels({name for name, _ in class_map.pairs})
     source.settle_kind()

@@ -443,6 +443,8 @@ def test_a_failed_import_leaves_no_dataset_behind_and_the_retry_runs(tmp_path):
     result = cli(images, kept, "wbc")  # the only annotation is an rbc: dropped
     assert result.exit_code != 0 and "imported no cell from the 1 annotations" in str(result.exception)
     assert not (tmp_path / "new").exists() and kept.is_dir() and not list(kept.iterdir())
+    result = cli(images, tmp_path / "new" / ".." / "out2", "wbc")  # the folder made is out2, not new
+    assert result.exit_code != 0 and not (tmp_path / "out2").exists() and not (tmp_path / "new").exists()
     result = cli(images, kept, "rbc")
     assert result.exit_code == 0, result.output
     assert json.loads((kept / "dataset.json").read_text())["counts"]["rbc"] == 1
