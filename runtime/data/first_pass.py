@@ -38,6 +38,10 @@ CONFIRMED_JUMP = 3.0
 # A pooled measure under this fraction of the pool's median by area is a speck's (`without_specks`): a speck measures
 # about half a cell or less wherever the pass confuses the two (`SCALE_JUMP`; `trainer.autolabel.FOLDER_WIDER`).
 SPECK = 0.5
+# ... and only where such measures stand for under this share of the pool's area: specks are many and tiny (1–12 % of
+# the full size's area in the sparse macrophage fields of seeds 55–56), cells a fair share (15 RBCs beside two
+# objects three times wider, a field: 45 %).
+SPECK_AREA = 0.25
 # The paper's Gaussian filter (3×3, σ 0.8), on which the ratios above were measured: the first pass always looks at
 # the image through it (on raw frames, halving moved seen cells' sizes more, and small cells were taken for specks).
 BLUR_KSIZE, BLUR_SIGMA = 3, 0.8
@@ -126,15 +130,18 @@ def pooled(per_image: Iterable[list[FirstPass]]) -> FirstPass:
 
 
 def without_specks(diameters: np.ndarray) -> np.ndarray:
-    """Pooled measures less those of specks: under SPECK of the measures' median by area (each centre weighed by
-    its disc's area, the share of the foreground it stands for). A folder's empty fields measure their dust, a
-    dozen specks or more each, which can outnumber the few large cells of its other fields; by count the pool then
-    measured the specks (simulated fields of 164-px macrophages, none to three a field, seed 55: specks 3–4 to 1 by
-    number on the full size, the cells 30–70 to 1 by area), by area it measures the cells. Where the measures are
-    of one population (one kind of cell, or specks alone) few or none are under half the median by area."""
+    """Pooled measures less those of specks: the measures under SPECK of the median by area (each centre weighed by
+    its disc's area, the share of the foreground it stands for), where together they stand for under SPECK_AREA of
+    the area. A folder's empty fields measure their dust, a dozen specks or more each, which can outnumber the few
+    large cells of its other fields; by count the pool then measured the specks (simulated fields of 164-px
+    macrophages, none to three a field, seed 55: specks 3–4 to 1 by number on the full size, the cells 30–70 to 1 by
+    area), by area it measures the cells. Small cells beside a few large objects (RBCs and a white cell or two, a
+    bubble) are kept: they hold a fair share of the area, as specks never do."""
     if not len(diameters):
         return diameters
     order = np.argsort(diameters, kind="stable")
     area = np.cumsum(np.square(diameters[order], dtype=np.float64))
-    median = diameters[order][np.searchsorted(area, area[-1] / 2)]
-    return diameters[diameters >= SPECK * median]
+    small = diameters < SPECK * diameters[order][np.searchsorted(area, area[-1] / 2)]
+    if np.square(diameters[small], dtype=np.float64).sum() >= SPECK_AREA * area[-1]:
+        return diameters
+    return diameters[~small]

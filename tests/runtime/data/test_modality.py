@@ -332,4 +332,9 @@ def test_a_folder_of_mostly_empty_fields_measures_its_cells_not_their_dust():
     assert pooled(empty).diameter == pytest.approx(9, abs=1), "specks alone are what there is"
     varied = rng.normal(40, 5, 200).astype(np.float32)  # one kind of cell, sizes ±12 %: none is a speck
     assert np.array_equal(without_specks(varied), varied)
+    # Fields of 15 RBCs (30 px) and two objects three times wider: the wide ones hold more of the area, but the
+    # RBCs a fair share (45 %): no specks, and the folder measures the RBCs.
+    fields = [[FirstPass(np.concatenate([rng.normal(30, 2, 15), rng.normal(90, 3, 2)]).astype(np.float32), 1)]
+              for _ in range(3)]
+    assert len(pooled(fields).diameters) == 51 and abs(pooled(fields).diameter / 30 - 1) < 0.1
     assert len(without_specks(np.float32([]))) == 0
