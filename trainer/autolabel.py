@@ -398,7 +398,7 @@ def for_folder(config: AutoLabelConfig, entries: Iterable[FolderEntry]) -> AutoL
       sparse DIC crop of BBBC030, labelled as stained, counted dozens of specks).
     As it is where neither applies."""
     entries = list(entries)
-    found = pooled(entry.copies for entry in entries if entry.copies)
+    found = pooled((entry.copies for entry in entries if entry.copies), drop_specks=True)
     if found.diameter is not None:
         config = replace(config, folder_cells=(round(found.diameter, 2), found.factor))
     checked = [entry.modality for entry in entries if entry.modality is not None]

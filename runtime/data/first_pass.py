@@ -116,17 +116,17 @@ def chosen_copy(seen: list[FirstPass]) -> FirstPass:
     return seen[k]
 
 
-def pooled(per_image: Iterable[list[FirstPass]]) -> FirstPass:
+def pooled(per_image: Iterable[list[FirstPass]], drop_specks: bool = False) -> FirstPass:
     """The first pass of several images of one microscope and magnification taken as one image: each copy's cells
-    pooled over the images, its specks dropped (`without_specks`), then `chosen_copy`. A field of one or two large
-    cells among dust has too few cells on the copy that shows them to be measured there alone, and its specks
-    outnumber them on the full size; a folder of such fields has enough on that copy."""
+    pooled over the images (with ``drop_specks``, less its specks: `without_specks`), then `chosen_copy`. A field of
+    one or two large cells among dust has too few cells on the copy that shows them to be measured there alone, and
+    its specks outnumber them on the full size; a folder of such fields has enough on that copy."""
     by_factor: dict[int, list[np.ndarray]] = {}
     for seen in per_image:
         for measure in seen:
             by_factor.setdefault(measure.factor, []).append(measure.diameters)
-    return chosen_copy([FirstPass(without_specks(np.concatenate(parts)), factor)
-                        for factor, parts in sorted(by_factor.items())])
+    keep = without_specks if drop_specks else np.asarray
+    return chosen_copy([FirstPass(keep(np.concatenate(parts)), factor) for factor, parts in sorted(by_factor.items())])
 
 
 def without_specks(diameters: np.ndarray) -> np.ndarray:

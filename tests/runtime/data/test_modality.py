@@ -326,15 +326,21 @@ def test_a_folder_of_mostly_empty_fields_measures_its_cells_not_their_dust():
     rng = np.random.default_rng(1)
     empty = [[FirstPass(rng.normal(9, 1, 12).astype(np.float32), 1)] for _ in range(8)]
     cells = [[FirstPass(rng.normal(150, 10, n).astype(np.float32), 1)] for n in (1, 2, 1, 2)]
-    folder = pooled(empty + cells)
+    folder = pooled(empty + cells, drop_specks=True)
     assert folder.factor == 1 and abs(folder.diameter / 150 - 1) < 0.1 and len(folder.diameters) == 6
     assert np.median(np.concatenate([seen[0].diameters for seen in empty + cells])) < 12, "by count: the specks"
-    assert pooled(empty).diameter == pytest.approx(9, abs=1), "specks alone are what there is"
+    assert pooled(empty, drop_specks=True).diameter == pytest.approx(9, abs=1), "specks alone are what there is"
+    assert pooled(empty + cells).diameter < 12, "the calibration's pool keeps its specks"
     varied = rng.normal(40, 5, 200).astype(np.float32)  # one kind of cell, sizes ±12 %: none is a speck
     assert np.array_equal(without_specks(varied), varied)
     # Fields of 15 RBCs (30 px) and two objects three times wider: the wide ones hold more of the area, but the
     # RBCs a fair share (45 %): no specks, and the folder measures the RBCs.
     fields = [[FirstPass(np.concatenate([rng.normal(30, 2, 15), rng.normal(90, 3, 2)]).astype(np.float32), 1)]
               for _ in range(3)]
-    assert len(pooled(fields).diameters) == 51 and abs(pooled(fields).diameter / 30 - 1) < 0.1
+    assert len(pooled(fields, drop_specks=True).diameters) == 51
+    assert abs(pooled(fields, drop_specks=True).diameter / 30 - 1) < 0.1
     assert len(without_specks(np.float32([]))) == 0
+    from trainer.autolabel import AutoLabelConfig, FolderEntry, for_folder
+
+    folder = for_folder(AutoLabelConfig(kind="macrophage"), [FolderEntry("phase", False, seen) for seen in empty + cells])
+    assert abs(folder.folder_cells[0] / 150 - 1) < 0.1, "a folder to label drops its specks"
