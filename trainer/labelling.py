@@ -127,6 +127,21 @@ def _worker_init(stop: Event) -> None:
 
 
 @contextmanager
+def _workers_start_deaf() -> Iterator[None]:
+    """SIGINT ignored while work is submitted to the pool, which starts its worker processes then: a spawned
+    interpreter keeps a SIGINT ignored from its first instruction, while one reached by Ctrl-C before `_worker_init`
+    ran (importing this module) died with a traceback. A Ctrl-C in those few milliseconds is lost."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread alone
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def _first_interrupt_stops(stop: Event) -> Iterator[None]:
     """Ctrl-C sets ``stop`` and raises KeyboardInterrupt once; later ones, while the run stops, are ignored. `timeout
     -s INT` signals the parent twice (itself, then its process group), and people press twice: a second
@@ -264,10 +279,13 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
             n = len(files)
             entries = [FolderEntry(None, False, None)] * n
             if (config.measures_folder or config.votes_optics) and n > 1:
-                entries = _measured(pool.map(_entry_of, files, [config] * n, chunksize=8), on_measure)
+                with _workers_start_deaf():
+                    measuring = pool.map(_entry_of, files, [config] * n, chunksize=8)
+                entries = _measured(measuring, on_measure)
                 config = _for_folder(config, entries, writer, run)
-            results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, entries,
-                               chunksize=8)
+            with _workers_start_deaf():
+                results = pool.map(_label_one, files, [config] * n, [writer.root] * n, [not copy_images] * n, entries,
+                                   chunksize=8)
             for path, counts, decided, problem in results:
                 if on_image is not None:
                     on_image()

@@ -200,6 +200,40 @@ def test_ctrl_c_stops_the_workers_and_leaves_only_the_samples_dataset_json_lists
     assert not [p for p in out.rglob("*") if p.is_file() and p.name != "dataset.json"]
 
 
+CTRL_C_AT_A_WORKERS_START = """
+import os, signal, sys
+from concurrent.futures import ProcessPoolExecutor
+from trainer.cli.label import main
+
+spawn = ProcessPoolExecutor._spawn_process
+
+
+def spawn_then_ctrl_c(self):  # the worker just started is importing the labeller when the terminal's signal comes
+    spawn(self)
+    os.killpg(0, signal.SIGINT)
+
+
+ProcessPoolExecutor._spawn_process = spawn_then_ctrl_c
+sys.argv[0] = "csc-label"
+main()
+"""
+
+
+def test_ctrl_c_while_the_workers_start_kills_none(rbc_images, tmp_path):
+    """A worker reached by Ctrl-C before `_worker_init` made it ignore SIGINT died with a traceback (seen in CI under
+    load). Workers now start with SIGINT ignored (`_workers_start_deaf`): a Ctrl-C in that moment is lost, and the
+    run labels every image."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", CTRL_C_AT_A_WORKERS_START, "auto", str(rbc_images), "--kind", "rbc",
+                          "--split-touching", "--workers", "2", "--out", str(out)], capture_output=True, text=True,
+                         timeout=300, start_new_session=True)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert json.loads((out / "dataset.json").read_text())["n_images"] == 5 and check_dataset(out).ok
+
+
 def test_counts_only_where_instances_were_written(rbc_images, tmp_path):
     label_folder(rbc_images, tmp_path / "plain", AutoLabelConfig(kind="rbc"), workers=1)
     meta = json.loads((tmp_path / "plain" / "dataset.json").read_text())
