@@ -5,12 +5,11 @@ import multiprocessing
 import os
 import shutil
 import signal
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from runtime.data.dataset import META_FILE, DatasetWriter, label_origin, read_meta, write_sample
 from runtime.errors import CscError
 from runtime.io.heap import keep_freed_memory
+from runtime.io.signals import handling
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.io.imageio import check_unique_stems, list_images, place_file, read_grey, read_image
 from trainer.autolabel import BLANK, MIN_SIDE, AutoLabelConfig, FolderEntry, auto_label, folder_entry, for_folder
@@ -126,40 +126,23 @@ def _worker_init(stop: Event) -> None:
     keep_freed_memory()
 
 
-@contextmanager
-def _workers_start_deaf() -> Iterator[None]:
+def _workers_start_deaf() -> AbstractContextManager[None]:
     """SIGINT ignored while work is submitted to the pool, which starts its worker processes then: a spawned
     interpreter keeps a SIGINT ignored from its first instruction, while one reached by Ctrl-C before `_worker_init`
     ran (importing this module) died with a traceback. A Ctrl-C in those few milliseconds is lost."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread alone
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return handling(signal.SIGINT, signal.SIG_IGN)
 
 
-@contextmanager
-def _first_interrupt_stops(stop: Event) -> Iterator[None]:
+def _first_interrupt_stops(stop: Event) -> AbstractContextManager[None]:
     """Ctrl-C sets ``stop`` and raises KeyboardInterrupt once; later ones, while the run stops, are ignored. `timeout
     -s INT` signals the parent twice (itself, then its process group), and people press twice: a second
     KeyboardInterrupt inside `_stop_on_exit` left the workers labelling and a sample half-written."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread alone
-        yield
-        return
-
     def interrupt(signum: int, frame: object) -> None:
         if not stop.is_set():
             stop.set()
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return handling(signal.SIGINT, interrupt)
 
 
 @contextmanager

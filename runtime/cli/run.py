@@ -4,8 +4,7 @@ from __future__ import annotations
 import math
 import signal
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import typer
@@ -152,19 +151,16 @@ def run(
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt() -> AbstractContextManager[None]:
     """SIGTERM — how systemd, `docker stop` and supervisors end a service — stops the run as Ctrl-C does: frames
     in flight finished, files closed, the summary printed and written, exit 0. Python's default ends the process
     on the spot, with the last rows unflushed and no summary."""
+    from runtime.io.signals import handling
+
     def interrupt(signum, frame) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return handling(signal.SIGTERM, interrupt)
 
 
 def _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout: float) -> ReadAhead:
