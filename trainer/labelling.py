@@ -242,9 +242,10 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     ``overwrite`` replaces any earlier output of this labeller there, never another dataset (`_check_out`). Ctrl-C stops the workers after the image in hand and raises `LabellingInterrupted`;
     ``out`` then holds the samples dataset.json lists, ``complete: false``, and no other.
     """
-    files = check_folders(images, out, overwrite)
     out = Path(out)
-    if overwrite or _relabels(images, out):
+    replaces = overwrite or _relabels(images, out)
+    files = check_folders(images, out, replaces)
+    if replaces:
         _clear(out)
     run = LabelRun(out)
     workers = workers or os.cpu_count() or 1
