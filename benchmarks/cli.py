@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runtime.backends.select import BACKENDS
-from runtime.cli.common import VersionOption, choices, console, entry
+from runtime.cli.common import VersionOption, check_outputs, choices, console, entry
 
 Backend = choices("Backend", BACKENDS)
 
@@ -33,11 +33,12 @@ def bench(
 ) -> None:
     from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
     from runtime.cli.run import DEFAULT_MODEL
-    from runtime.errors import CscError
     from runtime.io.imageio import check_image_target
     from runtime.io.writers import write_json
 
-    if plot is not None:  # before the run: the chart is written last
+    # Before the run: the report and the chart are written at its end.
+    check_outputs({"--json": json_path, "--md": md, "--plot": plot}, [("--model", m) for m in model or []])
+    if plot is not None:
         check_image_target(plot, "--plot")
     models = list(model) if model else [DEFAULT_MODEL]
     with console.status("benchmarking…") as status:

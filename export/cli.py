@@ -31,11 +31,12 @@ def _print_report(report) -> None:
 
 def _check_images(images: Path | None) -> None:
     """--images is read last (to compare after an export, a build or the other checks), and not at all where a
-    comparison is skipped: a wrong folder is refused before any work, never passed over."""
+    comparison is skipped: a wrong folder, or one whose images do not decode, is refused before any work, never
+    passed over."""
     if images is not None:
-        from runtime.io.imageio import list_images
+        from export.frames import compared_images
 
-        list_images(images)
+        compared_images(images)
 
 
 @app.command()

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from enum import Enum
-from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -62,6 +63,20 @@ def entry(app: typer.Typer) -> Callable[[], None]:
         sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n
 
     return main
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[tuple[str, str | Path]] = ()) -> None:
+    """Every output file a file of its own, neither an input nor a folder: checked before the work (csc-run's
+    overlay video written over its input counted the first frames of a file being replaced; two CSVs on one path
+    interleave; a summary, a report or a chart onto a folder failed only after the whole run)."""
+    seen = {Path(path).resolve(): flag for flag, path in inputs}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        if path.is_dir():
+            raise CscError(f"{flag} names a folder", path=path, fix="name a file, e.g. one inside that folder")
+        if (other := seen.setdefault(path.resolve(), flag)) != flag:
+            raise CscError(f"{flag} and {other} name the same file", path=path, fix=f"give {flag} a file of its own")
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from runtime.backends.select import BACKENDS
 from runtime.counting.gpu import DEVICES, counts_on_gpu
-from runtime.cli.common import VersionOption, choices, console, entry
+from runtime.cli.common import VersionOption, check_outputs, choices, console, entry
 from runtime.data.modality import LABEL_FREE, MODALITIES
 from runtime.classes import CLASS_NAMES
 from runtime.io.sources import READ_AHEAD_WAIT, ReadAhead
@@ -77,8 +77,8 @@ def run(
         raise CscError(f"unknown --source {source!r}", fix="the only named source is 'demo'")
     # Usage errors before a source is opened or read ahead: a camera may take seconds to give its first frames.
     given_pixel_size = _parse_pixel_size(pixel_size)
-    _check_outputs(video, {"--save-csv": save_csv, "--save-video": save_video, "--save-cells": save_cells,
-                           "--summary": summary_json})
+    check_outputs({"--save-csv": save_csv, "--save-video": save_video, "--save-cells": save_cells,
+                   "--summary": summary_json}, [] if video is None else [("--video", video)])
     if token is not None and serve is None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
     ruler = None if calibrate_on == "auto" else calibrate_on
@@ -239,22 +239,6 @@ def _save_calibration(model: Path, calibration: dict | None) -> None:
     path = model.with_suffix(CAMERA_CONFIG)
     write_json(path, {"pixel_size_um": calibration["pixel_size_um"], "calibration": calibration})
     console.print(f"calibration saved: {path}", highlight=False)
-
-
-def _check_outputs(video: str | None, outputs: dict[str, Path | None]) -> None:
-    """Every output a file of its own, neither the input video nor a folder: checked before a frame is read (an
-    overlay video written over its input counted the first frames of a file being replaced; two CSVs on one path
-    interleave; a summary onto a folder failed only after the whole run)."""
-    from runtime.errors import CscError
-
-    seen: dict[Path, str] = {} if video is None else {Path(video).resolve(): "--video"}
-    for flag, path in outputs.items():
-        if path is None:
-            continue
-        if path.is_dir():
-            raise CscError(f"{flag} names a folder", path=path, fix="name a file, e.g. one inside that folder")
-        if (other := seen.setdefault(path.resolve(), flag)) != flag:
-            raise CscError(f"{flag} and {other} name the same file", path=path, fix=f"give {flag} a file of its own")
 
 
 def _pixel_size(given: float | None, model: Path) -> tuple[float | None, str]:

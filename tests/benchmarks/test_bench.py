@@ -186,10 +186,14 @@ def test_a_missing_or_foreign_model_stops_the_bench_before_any_measurement(tmp_p
             run_bench([DEFAULT_MODEL, bad], "ort", BenchOptions(full_frames=1))
 
 
-@pytest.mark.parametrize("args, message", [(["--plot", "chart.txt"], "--plot is not an image file name"),
-                                           (["--plot", "."], "--plot names a folder"), (["--batch", "0"], "--batch")])
-def test_cli_refuses_a_bad_plot_name_or_batch_before_the_run(monkeypatch, args, message):
-    """--plot chart.txt failed only after the whole benchmark; --batch 0 was taken."""
+@pytest.mark.parametrize("args, message", [
+    (["--plot", "chart.txt"], "--plot is not an image file name"), (["--plot", "."], "--plot names a folder"),
+    (["--batch", "0"], "--batch"), (["--json", "."], "--json names a folder"), (["--md", "."], "--md names a folder"),
+    (["--json", "r.json", "--md", "r.json"], "--md and --json name the same file"),
+    (["--model", "m.onnx", "--json", "m.onnx"], "--json and --model name the same file")])
+def test_cli_refuses_bad_outputs_or_batch_before_the_run(monkeypatch, args, message):
+    """--plot chart.txt, --json or --md onto a folder failed only after the whole benchmark; --json onto the model
+    replaced it; --batch 0 was taken."""
     from typer.testing import CliRunner
 
     import benchmarks.bench as bench

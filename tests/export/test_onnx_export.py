@@ -216,6 +216,24 @@ def test_cli_check_refuses_images_it_cannot_read_or_would_not_read(fp32_model, c
     result = CliRunner().invoke(app, ["check", str(fp32_model), "--images", str(tmp_path / "empty")])
     assert result.exit_code != 0 and "--images is read only with --checkpoint" in str(result.exception)
 
+def test_cli_refuses_images_that_do_not_decode_before_the_export(checkpoint, tmp_path):
+    """`csc-export onnx --images D` with a broken image in D exported the model and then failed at the
+    comparison: the images are decoded before the export now, and nothing is written."""
+    import cv2
+    from typer.testing import CliRunner
+
+    from export.cli import app
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((8, 8, 3), 200, np.uint8))
+    (images / "b.png").write_bytes(b"not a png")
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(app, ["onnx", str(checkpoint), "--out", str(out), "--images", str(images)])
+    assert result.exit_code != 0 and "unreadable or empty image file" in str(result.exception)
+    assert "b.png" in str(result.exception) and not out.exists()
+
+
 def test_auto_runs_an_unfused_export_on_onnx_runtime_and_says_why_not_openvino(plain_model):
     """`auto`'s trial of the CPU backends: OpenVINO serves fused exports only, so an unfused one goes to ONNX
     Runtime with OpenVINO's own reason, not to a runner that refuses the model when the run starts."""
