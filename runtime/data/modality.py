@@ -17,8 +17,8 @@ renders test scenes) name them alike:
 colour between cells and background (only stains make it), a dark background under a bright tail (emission), a
 contrast so faint that the cells barely absorb (unstained brightfield), cells that only darken the field
 (absorbing: stained, imaged in grey), a relief whose bright side lies on the same side of every cell (DIC's
-shear), and a bright halo ringing dark cells (phase contrast); what is none of these is unstained brightfield
-(defocus rings). Its thresholds were
+shear), a bright halo ringing dark cells (phase contrast), and a field darkened by more than its texture shows
+(smooth absorbers: stained, imaged in grey); what is none of these is unstained brightfield (defocus rings). Its thresholds were
 set on the real sets' tuning parts (stained Chula and BCCD smears, BBBC030 DIC, the DSB fluorescence crop) and on
 the simulated optics for phase contrast and unstained brightfield, for which no licensed real images are here
 (`python -m benchmarks.real.label_free` reports how each set is classified).
@@ -69,6 +69,18 @@ BRIGHT_SHARE = 0.2
 FAINT = 0.08
 HALO = 0.25
 HALO_REACH = 8
+# Stained, imaged in grey, among what would be taken for unstained brightfield: the field is darkened (its 5th
+# percentile below its 90th, relative to the background) by at least ABSORBING, while the textured objects cover
+# under TEXTURED_COVER of it. A stain's cells are smooth inside; where they are wide (BCCD's RBCs, about 100 px) the
+# textured objects are specks and edges, whose evidence reads as unstained brightfield, yet the cells darken much of
+# the field. Unstained cells are phase objects: what darkens the field is their texture and edges. Set on the
+# tuning parts, in grey: BCCD's training half (its images taken for brightfield: absorption 0.10–0.25, cover at most
+# 0.058), the Chula development subset, and simulator seeds 55–56 (label-free fields taken for brightfield: cover
+# under 0.1 with absorption at most 0.062; dense phase-contrast macrophages, 3.5× the simulator's density,
+# absorption 0.21–0.34 but cover 0.114 and more): each threshold about midway between (geometric mean).
+ABSORBING = 0.065
+DARK_PERCENTILE = 10
+TEXTURED_COVER = 0.08
 # Detection runs on a copy at most this many px on its longer side: the physics above is visible at any size.
 DETECT_SIDE = 512
 # ... as long as its cells stay as wide as those the sizes above (OBJECT_SCALES, MIN_OBJECT_AREA, HALO_REACH, the
@@ -112,6 +124,8 @@ class ModalityEvidence:
     # the objects' 95th-percentile |deviation from the background| over the background level (from one object on)
     contrast: float | None
     objects: int
+    cover: float | None = None  # the share of the frame the textured objects cover
+    absorption: float | None = None  # how much darker (5th percentile) the field is than its brightest tenth
 
     def as_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -130,7 +144,7 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
     """The modality of one uint8 grey or BGR image, with the evidence (see the module docstring)."""
     chroma = _chroma_span(image) if image.ndim == 3 else 0.0
     evidence = dict(chroma=chroma, background_ratio=None, relief_coherence=None, bright_share=None, halo=None,
-                    contrast=None, objects=0)
+                    contrast=None, objects=0, cover=None, absorption=None)
     if chroma >= STAIN_CHROMA:  # the common case, decided before any other work
         return ModalityEvidence("stained", **evidence)
     small = _shrunk(image)
@@ -157,6 +171,8 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
         modality = "dic"
     elif evidence["halo"] >= HALO:
         modality = "phase"
+    elif evidence["absorption"] >= ABSORBING and evidence["cover"] < TEXTURED_COVER:
+        modality = "stained"  # the field darkened by what its texture does not show: smooth absorbers
     else:  # bright and dark beside each other, no shared direction, no halo: defocus rings of unstained cells
         modality = "brightfield"
     return ModalityEvidence(modality, **evidence)
@@ -284,15 +300,17 @@ def _object_evidence(grey: np.ndarray) -> tuple[dict, np.ndarray | None]:
     deviation = cv2.GaussianBlur(x - background, (0, 0), 1.0)
     contrast = float(np.percentile(np.abs(deviation[::2, ::2][objects[::2, ::2]]), 95)
                      / max(float(np.median(background[::4, ::4])), 1.0))
+    darkest, brightest = np.percentile((deviation / np.maximum(background, 1.0))[::2, ::2], (DARK_PERCENTILE, 90))
+    measured = {"objects": len(kept), "contrast": contrast, "cover": float(objects.mean()),
+                "absorption": float(brightest - darkest)}
     if len(kept) < MIN_OBJECTS:
-        return {"objects": len(kept), "contrast": contrast}, None
+        return measured, None
     strength = float(np.abs(deviation[objects]).mean())
     around = near > 0
     ring = around & ~objects
-    return {"objects": len(kept),
+    return {**measured,
             "bright_share": float(np.clip(deviation[around], 0, None).sum() / max(np.abs(deviation[around]).sum(), 1e-6)),
-            "halo": float(deviation[ring].mean() / max(strength, 1e-6)) if ring.any() else 0.0,
-            "contrast": contrast}, deviation
+            "halo": float(deviation[ring].mean() / max(strength, 1e-6)) if ring.any() else 0.0}, deviation
 
 
 def _relief(grey: np.ndarray, deviation: np.ndarray) -> float:

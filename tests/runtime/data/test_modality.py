@@ -282,6 +282,31 @@ def test_real_images_are_recognised(pattern, expected):
         assert detect_modality(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)).modality == expected, path.name
 
 
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real images not present at {REAL} (see its README)")
+def test_grey_stained_smears_of_wide_smooth_cells_are_stained():
+    """BCCD's smears converted to grey (a monochrome camera): their 100-px RBCs are smooth inside, the textured
+    objects were specks and edges, and most images were taken for unstained brightfield (the label-free path then
+    labelled the specks: point F1 0.17). Their cells darken far more of the field than their texture covers."""
+    files = sorted(REAL.glob("bccd-txlpbc/images/BloodImage_*.jpg"))[0:40:4]  # the training half's (even) images
+    assert files, f"no BCCD images under {REAL}"
+    found = [detect_modality(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY)) for path in files]
+    assert sum(e.modality == "stained" for e in found) >= 8, [e.as_dict() for e in found]
+
+
+@pytest.mark.parametrize("optics", ["brightfield", "phase"])
+def test_dense_label_free_fields_that_darken_much_of_the_field_stay_label_free(optics):
+    """Dense phase-contrast macrophages (3.5× the simulator's density) darken as much of the field as a grey
+    smear does; their texture covers it, and they stay label-free (a fixture)."""
+    from runtime.data.simulator import SimConfig, make_microscope
+
+    microscope = make_microscope("macrophage", seed=55, optics=optics, pseudopods=2.0,
+                                 density=3.5 * SimConfig(mode="macrophage").mean_cells)
+    found = [detect_modality(microscope.frame(i).image) for i in range(4)]
+    assert all(e.modality in LABEL_FREE for e in found), [e.as_dict() for e in found]
+    if optics == "phase":  # what the rule must not take for absorbers
+        assert max(e.absorption for e in found) > 0.15
+
+
 def test_the_dsb_nuclei_are_fluorescence():
     from trainer.ablation import stardist_nuclei
     from runtime.errors import CscError
