@@ -68,6 +68,12 @@ def t_label_free() -> str:
         "label_free", "python -m benchmarks.real.label_free --out benchmarks/results/label_free.json")
 
 
+def t_grey_smears() -> str:
+    from benchmarks.real.grey_smears import render_markdown
+    return render_markdown(load("grey_smears")).strip() + source_line(
+        "grey_smears", "python -m benchmarks.real.grey_smears --out benchmarks/results/grey_smears.json")
+
+
 def t_real_counts() -> str:
     from benchmarks.real.real_counts import render_markdown
     return render_markdown(load("real_counts")).strip() + source_line(

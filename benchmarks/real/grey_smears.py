@@ -3,11 +3,11 @@ auto-labeller's modality detection, measured on real images.
 
 Without colour, `runtime.data.modality.detect_modality` judges a frame by its textured objects. A stained RBC is
 smooth inside; where it is as wide as BCCD's (about 100 px), the objects it finds are specks and edges, not the
-cells, and their evidence reads as unstained brightfield: the label-free path then measures and labels the specks.
-Given ``--modality stained``, the same grey images are labelled about as well as in colour. A rule that told the
-two apart by the field's absorption (a large share of it darker than its brightest tenth) was tried on the tuning
-parts (BCCD's training half, the Chula development subset, simulator seeds 55–56) and dropped: dense
-phase-contrast macrophages (the paper's own images) fell on the stained side of it too.
+cells, and their evidence read as unstained brightfield: the label-free path then measured and labelled the
+specks. Such a field is now taken for a stain where it is darkened by more than its texture covers (`ABSORBING`,
+`TEXTURED_COVER` there, which say how they were set); a relief or a halo found among the specks still sends
+some images to DIC or phase contrast. Given ``--modality stained``, the same grey images are labelled about as
+well as in colour.
 
 Sets (read from ``../shared/real``, converted to grey as they are read; skipped with the reason when absent): the
 Chula part of ``--part`` (benchmarks/real/real_counts.py) and the BCCD evaluation half, scored as that benchmark
@@ -17,10 +17,12 @@ the same with ``--modality stained``, the colour images with nothing given (for 
 
 Run: python -m benchmarks.real.grey_smears [--real ../shared/real] [--part development|blind]
                                          [--out benchmarks/results/grey_smears.json]
+     python -m benchmarks.real.grey_smears --table benchmarks/results/grey_smears.json   (the docs' table)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -62,11 +64,27 @@ def measure(real: Path, part: str = "development") -> dict:
     return out
 
 
+def render_markdown(result: dict) -> str:
+    """The docs' table: one row per set and path (count ratio, point F1), with how the grey images were classified."""
+    lines = ["| set | path | count ratio | point F1 | grey images detected as |", "|---|---|---:|---:|---|"]
+    for key, name in (("chula", "Chula"), ("bccd", "BCCD")):
+        entry = result[key]
+        detected = ", ".join(f"{m} {n}" for m, n in entry["modality_detected"].items())
+        for method, r in entry["methods"].items():
+            lines.append(f"| {name} ({entry['images']}) | {method} | {r['ratio']:.3f} | {r['f1']:.3f} | "
+                         f"{detected if method.startswith('grey: csc-label auto --split-touching (nothing') else '—'} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "real")
     parser.add_argument("--part", choices=tuple(CHULA_PARTS), default="development",
                         help="the Chula part scored (benchmarks/real/real_counts.py)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--table", type=Path, default=None, help="print the docs' table of a result file and exit")
     args = parser.parse_args()
-    publish(measure(args.real, args.part), args.out)
+    if args.table is not None:
+        print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))))
+    else:
+        publish(measure(args.real, args.part), args.out)
