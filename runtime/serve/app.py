@@ -95,7 +95,7 @@ def create_app(ctx: ServeContext):
               response_description='{"counts": {class: n}, "cells": [one object per cell, with the cells CSV\'s '
                                    'columns], "pixel_size_um", "width", "height"}')
     async def count(request: Request, pixel_size_um: float | None = Query(
-            None, gt=0, description="The image's µm per pixel (default: the run's, given or calibrated, else the "
+            None, gt=0, allow_inf_nan=False, description="The image's µm per pixel (default: the run's, given or calibrated, else the "
                                     "model's)")) -> JSONResponse:
         nonlocal pending
         started = time.perf_counter()

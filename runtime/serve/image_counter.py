@@ -19,7 +19,7 @@ from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting.counter import CellCounter, CountingConfig, FrameCounts
 from runtime.pipeline.stream import Segmenter
 from runtime.serve.priority import lower_thread_priority
-from runtime.serve.uploads import UploadLimits, decode_upload
+from runtime.serve.uploads import UploadLimits, check_model_scale, decode_upload
 from runtime.io.writers import CELL_COLUMNS, cell_rows
 
 _INTEGER_COLUMNS = frozenset({"frame", "id", "area_px", "x", "y", "w", "h", "touches_border"})
@@ -70,16 +70,18 @@ class ImageCounter:
         """An uploaded body decoded (runtime/serve/uploads.py) and counted in the worker thread, awaited: decoding
         is CPU work too, and waits its turn below the counting like the rest."""
         def decode_and_count() -> dict:
-            return self.count_now(decode_upload(data, limits), source, pixel_size_um)
+            return self.count_now(decode_upload(data, limits), source, pixel_size_um, limits)
 
         return await asyncio.wrap_future(self._worker.submit(decode_and_count))
 
-    def count_now(self, image: np.ndarray, source: str, pixel_size_um: float | None = None) -> dict:
+    def count_now(self, image: np.ndarray, source: str, pixel_size_um: float | None = None,
+                  limits: UploadLimits = UploadLimits()) -> dict:
         """{"counts", "cells", "pixel_size_um", "width", "height"} of one uint8 BGR image; ``pixel_size_um``
-        overrides the run's."""
+        overrides the run's. UploadRejected where the image at the model's pixel size passes ``limits``."""
         runner = self._activate()
         model_pixel = runner.metadata.pixel_size_um if runner.metadata else DEFAULT_PIXEL_SIZE_UM
         pixel = pixel_size_um or self._pixel_size_um() or model_pixel
+        check_model_scale(image.shape[1], image.shape[0], pixel / model_pixel, limits)
         segmenter = Segmenter(runner, self._overlap, zoom=pixel / model_pixel)
         if is_blank(image):  # as the live run: the network would draw cells in the noise
             class_map = np.zeros(segmenter.model_shape(image.shape), np.uint8)

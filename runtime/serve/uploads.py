@@ -104,6 +104,18 @@ def check_dimensions(width: int, height: int, limits: UploadLimits) -> None:
                                   f"{limits.max_pixels / 1e6:g} MP limit")
 
 
+def check_model_scale(width: int, height: int, zoom: float, limits: UploadLimits) -> None:
+    """Refuse an image whose enlargement to the model's pixel size (``zoom``: its µm per pixel over the model's)
+    passes the limits: a ``?pixel_size_um=`` far above the model's makes a small upload a huge one to segment
+    (×100 on each side is 10 000 times the pixels), and the limits on the upload alone would not see it."""
+    scaled_width, scaled_height = width * zoom, height * zoom
+    if not (max(scaled_width, scaled_height) <= limits.max_side and scaled_width * scaled_height <= limits.max_pixels):
+        raise UploadRejected(413, f"image of {width} × {height} px enlarged ×{zoom:.3g} to the model's pixel size: "
+                                  f"{scaled_width:.4g} × {scaled_height:.4g} px, over the limit of "
+                                  f"{limits.max_pixels / 1e6:g} MP and {limits.max_side} px a side (is "
+                                  "?pixel_size_um= in µm per pixel?)")
+
+
 def decode_upload(data: bytes, limits: UploadLimits = UploadLimits()) -> np.ndarray:
     """An uploaded image as uint8 BGR, after its header's dimensions passed the limits; UploadRejected otherwise
     (an unreadable, truncated or oversized image), never another exception."""

@@ -173,6 +173,20 @@ def test_upload_pixel_size_rescales_like_the_run(counter, sim_image):
     assert bad.status_code == 422 and "detail" in bad.json()
 
 
+def test_a_pixel_size_that_enlarges_past_the_limits_is_refused(counter):
+    """?pixel_size_um= enlarges the image to the model's scale before it is segmented: ×10 makes a 128 px upload
+    1280 px a side, and 1e308 overflows the scale itself. Neither may cost a huge image or a 500."""
+    client = TestClient(create_app(api(counter, limits=UploadLimits(max_pixels=100_000))), raise_server_exceptions=False)
+    image = encoded(discs(size=128))
+    assert client.post("/api/count?pixel_size_um=0.8", content=image).status_code == 200  # ×2: 65 536 px
+    for value in ("4", "1e308"):
+        answer = client.post(f"/api/count?pixel_size_um={value}", content=image)
+        assert answer.status_code == 413 and "pixel_size_um" in answer.json()["detail"], (value, answer.text)
+    for value in ("inf", "nan"):
+        answer = client.post(f"/api/count?pixel_size_um={value}", content=image)
+        assert answer.status_code == 422 and answer.json()["detail"], (value, answer.text)
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
