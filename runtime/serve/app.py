@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -252,26 +255,30 @@ async def _read_upload(request: Request, limits: UploadLimits) -> tuple[bytes, s
 
 
 def _csv_so_far(path: Path, name: str) -> Response:
-    """The CSV as written so far, up to its last complete row (the run appends to it as this is read)."""
+    """The CSV as written so far, up to its last complete row (the run appends to it as this is read). A large one
+    is streamed from the file opened here: a temporary CSV trimmed meanwhile is replaced by a new file, and the
+    open one keeps the rows (and the length) the answer declared."""
     try:
-        with open(path, "rb") as f:
+        with ExitStack() as opened:
+            f = opened.enter_context(open(path, "rb"))
             size = os.fstat(f.fileno()).st_size
             f.seek(max(0, size - CSV_TAIL))
             tail = f.read(size - f.tell())
             cut = size - len(tail) + tail.rfind(b"\n") + 1
-            if cut > CSV_TAIL:  # large: stream it, never whole in memory
-                f.close()
-                return StreamingResponse(_file_chunks(path, cut), media_type="text/csv",
-                                         headers={**_attachment(name), "Content-Length": str(cut)})
             f.seek(0)
+            if cut > CSV_TAIL:  # large: stream it, never whole in memory
+                opened.pop_all()  # the stream closes it
+                return StreamingResponse(_file_chunks(f, cut), media_type="text/csv",
+                                         headers={**_attachment(name), "Content-Length": str(cut)})
             data = f.read(cut)
     except OSError as err:
         return JSONResponse({"detail": f"{name} cannot be read ({err.strerror})"}, 503)
     return Response(data, media_type="text/csv", headers=_attachment(name))
 
 
-def _file_chunks(path: Path, length: int, chunk: int = 1 << 20):
-    with open(path, "rb") as f:
+def _file_chunks(f: BinaryIO, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The first ``length`` bytes of the open file ``f``, which it closes (at the end, or when the download stops)."""
+    with f:
         while length > 0:
             data = f.read(min(chunk, length))
             if not data:

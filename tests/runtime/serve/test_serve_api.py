@@ -1,5 +1,6 @@
 """The web view's and the counting API's endpoints (runtime/serve): answers, token rules, hostile bodies, and the
 streams' promise that a slow viewer never queues frames."""
+import asyncio
 import csv
 import importlib.util
 import io
@@ -25,6 +26,7 @@ import httpx  # noqa: E402
 with warnings.catch_warnings():  # starlette's newest TestClient asks for httpx2; it works with httpx as it is
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.responses import StreamingResponse  # noqa: E402
 
 from runtime.backends.base import Runner  # noqa: E402
 from runtime.backends.onnxruntime import OnnxRuntimeRunner  # noqa: E402
@@ -33,7 +35,7 @@ from runtime.errors import CscError  # noqa: E402
 from runtime.backends.model_meta import ModelMetadata  # noqa: E402
 from runtime.pipeline.stream import Pipeline, RunOptions  # noqa: E402
 from runtime.serve import require_serve  # noqa: E402
-from runtime.serve.app import LiveRun, ServeContext, create_app  # noqa: E402
+from runtime.serve.app import LiveRun, ServeContext, _csv_so_far, create_app  # noqa: E402
 from runtime.serve.auth import choose_token, is_loopback  # noqa: E402
 from runtime.serve.frame_hub import FrameHub, ViewSettings  # noqa: E402
 from runtime.serve.image_counter import ImageCounter  # noqa: E402
@@ -41,7 +43,7 @@ from runtime.serve.server import BackgroundServer, bind, parse_address  # noqa: 
 from runtime.serve.uploads import UploadLimits  # noqa: E402
 from runtime.data.simulator import SimConfig, SimulatedMicroscope  # noqa: E402
 from runtime.io.sources import Frame, MemorySource, Source  # noqa: E402
-from runtime.io.writers import CELL_COLUMNS  # noqa: E402
+from runtime.io.writers import CELL_COLUMNS, CountsCsvWriter  # noqa: E402
 
 NAMES = ("background", "rbc", "macrophage")
 TOKEN = "test-token-0123456789"
@@ -298,6 +300,29 @@ def test_csv_download_stops_at_the_last_complete_row(finished_run, counter):
                                                              pipeline.options.save_cells))))
     text = client.get("/counts.csv").text
     assert text.endswith("\n") and "frame40" not in text and len(text.splitlines()) == 41
+
+
+def test_a_csv_trimmed_during_its_download_is_sent_as_it_was(tmp_path):
+    """The page's temporary CSVs are trimmed (replaced by a new, shorter file) while the run goes on: a large
+    download that has begun keeps the file it measured, its declared length and its rows."""
+    path = tmp_path / "counts.csv"
+    writer = CountsCsvWriter(path, NAMES, max_bytes=200_000)
+    frame = 0
+    while path.stat().st_size < 150_000:
+        writer.write(frame, f"frame{frame}", {"rbc": 40, "macrophage": 3}, 50.0, 0.4)
+        frame += 1
+    before = path.read_bytes()
+    answer = _csv_so_far(path, "counts.csv")
+    assert isinstance(answer, StreamingResponse) and int(answer.headers["content-length"]) == len(before)
+    while path.stat().st_size >= len(before):  # the run goes on, and trims the file
+        writer.write(frame, f"frame{frame}", {"rbc": 40, "macrophage": 3}, 50.0, 0.4)
+        frame += 1
+    writer.close()
+
+    async def body():
+        return b"".join([chunk async for chunk in answer.body_iterator])
+
+    assert asyncio.run(body()) == before
 
 
 def parse_metrics(text):
