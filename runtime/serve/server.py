@@ -7,15 +7,21 @@ first request carries the token.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from runtime.errors import CscError
 from runtime.serve.priority import lower_thread_priority
 
+if TYPE_CHECKING:
+    import uvicorn
+
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+UVICORN_LOG = "uvicorn.error"  # where uvicorn logs an exception in a request, with its traceback
 MAX_CONNECTIONS = 64  # more get 503 from uvicorn: each open connection holds buffers
 
 
@@ -49,6 +55,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _QuietCancellation(logging.Filter):
+    """Drops uvicorn's traceback for a request it cancelled while stopping (an upload still arriving or being
+    counted when Ctrl-C came): a stop is no error, and its one line saying how many it cancelled stays."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cancelled = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+        return not (cancelled and self.server.should_exit)
+
+
 class BackgroundServer:
     """An ASGI app served by uvicorn from a thread; `start` returns once it accepts connections."""
 
@@ -61,6 +80,7 @@ class BackgroundServer:
         self.server = uvicorn.Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off", ws="none", server_header=False,
             timeout_graceful_shutdown=2, limit_concurrency=MAX_CONNECTIONS))
+        self._quiet = _QuietCancellation(self.server)
         self._thread = threading.Thread(target=self._serve, daemon=True, name="serve")
         self._error: BaseException | None = None
 
@@ -85,6 +105,7 @@ class BackgroundServer:
                 raise CscError(f"the web server did not start on {self.host}:{self.port}"
                                + (f" ({type(self._error).__name__}: {self._error})" if self._error else ""))
             time.sleep(0.01)
+        logging.getLogger(UVICORN_LOG).addFilter(self._quiet)
         return self
 
     def stop(self) -> None:
@@ -98,6 +119,7 @@ class BackgroundServer:
             self.server.force_exit = True
             self._thread.join(STOP_TIMEOUT)
         self.sock.close()
+        logging.getLogger(UVICORN_LOG).removeFilter(self._quiet)
 
     def __enter__(self) -> BackgroundServer:
         return self.start()

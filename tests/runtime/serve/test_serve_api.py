@@ -437,6 +437,27 @@ def test_address_parsing_and_a_port_in_use():
         taken.close()
 
 
+def test_stopping_with_an_upload_in_flight_logs_no_traceback(counter):
+    """Ctrl-C while a client is still sending its image: uvicorn cancels the request after its grace period, and
+    says so in one line, without the traceback of the cancelled request."""
+    records = []
+    catcher = logging.Handler(logging.DEBUG)
+    catcher.emit = records.append
+    log = logging.getLogger("uvicorn.error")
+    server = BackgroundServer(create_app(api(counter)), "127.0.0.1", bind("127.0.0.1", 0))
+    log.addHandler(catcher)  # after uvicorn's configuration, which drops the handlers there
+    try:
+        with server:
+            slow = socket.create_connection(("127.0.0.1", server.port))
+            slow.sendall(b"POST /api/count HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n\x89PNG")
+            time.sleep(0.3)  # the request is read, its body awaited
+        slow.close()
+    finally:
+        log.removeHandler(catcher)
+    assert any("graceful shutdown" in r.getMessage() for r in records), [r.getMessage() for r in records]
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records]
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
