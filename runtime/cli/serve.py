@@ -1,6 +1,7 @@
 """`csc-serve`: the HTTP counting API alone — POST an image, get its counts and cell table."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -32,6 +33,8 @@ def serve(
     from runtime.serve.standalone import serve_api
     from runtime.serve.uploads import MB, UploadLimits
 
+    if not math.isfinite(max_upload_mb):  # typer's min lets inf through, and int(inf) is a traceback
+        raise CscError(f"--max-upload-mb must be a number of MB, got {max_upload_mb}", fix="e.g. --max-upload-mb 200")
     model = model or DEFAULT_MODEL
     if not model.exists():
         raise CscError("model file not found", path=model, fix="pass --model PATH (an .onnx from `csc-export onnx` or an engine)")

@@ -130,6 +130,11 @@ def test_a_port_in_use_is_one_line_before_any_work():
     assert bad.returncode == 2 and "--token without --serve" in bad.stderr
 
 
+def test_csc_serve_refuses_an_infinite_upload_limit_in_one_line():
+    bad = subprocess.run([*SERVE, "--port", "0", "--max-upload-mb", "inf"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--max-upload-mb" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
 def test_csc_serve_off_loopback_prints_a_token_once_and_requires_it():
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "CSC_TOKEN"}
