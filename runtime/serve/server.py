@@ -7,6 +7,7 @@ first request carries the token.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import threading
@@ -23,6 +24,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 UVICORN_LOG = "uvicorn.error"  # where uvicorn logs an exception in a request, with its traceback
 MAX_CONNECTIONS = 64  # more get 503 from uvicorn: each open connection holds buffers
+NOT_HERE = "give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -42,8 +44,7 @@ def bind(host: str, port: int) -> socket.socket:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as err:
-        raise CscError(f"cannot serve on {host}: {err.strerror}", fix="give an address of this machine, e.g. "
-                                                                      "127.0.0.1 or 0.0.0.0") from None
+        raise CscError(f"cannot serve on {host}: {err.strerror}", fix=NOT_HERE) from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may rebind at once (TIME_WAIT)
     try:
@@ -51,7 +52,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise CscError(f"cannot serve on {host}:{port}: {err.strerror}",
-                       fix="choose another port, or stop the program using it") from None
+                       fix=NOT_HERE if err.errno == errno.EADDRNOTAVAIL  # another machine's address
+                       else "choose another port, or stop the program using it") from None
     return sock
 
 

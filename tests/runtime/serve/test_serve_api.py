@@ -428,6 +428,9 @@ def test_address_parsing_and_a_port_in_use():
     assert parse_address("[::1]:9000") == ("::1", 9000)
     with pytest.raises(CscError, match="port"):
         parse_address("127.0.0.1:http")
+    with pytest.raises(CscError) as elsewhere:
+        bind("192.0.2.1", 0)  # TEST-NET-1: no machine's own address
+    assert "address of this machine" in elsewhere.value.fix and "port" not in elsewhere.value.fix
     taken = bind("127.0.0.1", 0)
     taken.listen()
     try:
