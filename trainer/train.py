@@ -5,6 +5,7 @@ exact resume; AMP on CUDA; DistributedDataParallel under ``torchrun`` (gloo on C
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -63,10 +64,16 @@ class TrainConfig:
         if self.device not in DEVICES:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         stride = get_arch(self.arch).stride
-        if self.size % stride:
-            raise ValueError(f"--size {self.size} must be a multiple of {stride} for {self.arch}")
+        if self.size < stride or self.size % stride:
+            raise ValueError(f"--size {self.size} must be a positive multiple of {stride} for {self.arch}")
         if self.steps < 1 or self.batch < 1 or self.val_every < 1:
             raise ValueError("--steps, --batch and --val-every must be at least 1")
+        # Checked here, not left to Adam or NumPy: they refuse these only after the data is loaded and the progress
+        # bar shown, with a traceback; an infinite rate trains a step and then stops on a NaN loss.
+        if not math.isfinite(self.lr) or self.lr < 0:
+            raise ValueError(f"--lr must be a finite number of at least 0, got {self.lr}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must not be negative, got {self.seed}")
 
 
 class TrainingDiverged(CscError):

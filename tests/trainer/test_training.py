@@ -104,6 +104,22 @@ def test_bad_inputs(mixed, tmp_path):
         run_base(tiny, tmp_path / "r2", cfg())
 
 
+
+@pytest.mark.parametrize("option", [dict(lr=float("nan")), dict(lr=-1e-3), dict(lr=float("inf")), dict(size=0),
+                                    dict(size=-64), dict(seed=-1)], ids=str)
+def test_absurd_numbers_are_refused_by_the_config(option):
+    """Adam and NumPy refused these only once the data was loaded and the progress bar shown, with a traceback
+    (an infinite rate trained a step, then stopped on a NaN loss); a size of 0 or -64 is a multiple of 32."""
+    with pytest.raises(ValueError, match=f"--{next(iter(option))}"):
+        cfg(**option)
+
+
+def test_cli_nan_learning_rate_is_one_line_before_training(mixed, tmp_path):
+    run = _csc_train("base", str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet", "--size", "64",
+                     "--device", "cpu", "--lr", "nan")
+    _one_line_before_any_progress(run, "--lr must be a finite number of at least 0, got nan")
+    assert not (tmp_path / "run").exists()
+
 class _Pickled:
     """Not a tensor or a plain container: only an unsafe (full-pickle) load could read a file holding one."""
 
