@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,8 +46,17 @@ class Plan:
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
-    """A new run must not overwrite another's checkpoints; a resumed one needs its last.pt."""
-    last = Path(out) / "last.pt"
+    """A new run must not overwrite another's checkpoints; a resumed one needs its last.pt; and the checkpoints must
+    be writable there, which the first of them, after the steps before it, found out too late. The folder is not
+    made here: a run refused for its data or device leaves none behind."""
+    out = Path(out)
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise CscError(f"--out {'is' if existing == out.absolute() else 'lies inside'} a file, not a folder",
+                       path=existing, fix="name a folder for the run")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CscError("cannot write here (permission denied)", path=existing, fix="choose a writable --out")
+    last = out / "last.pt"
     if not resume and last.exists():
         raise CscError("run folder already holds a checkpoint", path=out, fix="pass --resume to continue, or another --out")
     if resume and not last.is_file():

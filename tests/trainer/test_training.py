@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,6 +260,29 @@ def test_cli_missing_dataset_or_checkpoint_is_refused_before_training_starts(mix
                      "--size", "64", "--device", "cpu", "--resume")
     _one_line_before_any_progress(run, "nothing to resume")
 
+
+
+@pytest.mark.parametrize("where", ["file", "inside-file", "read-only"])
+def test_cli_out_that_cannot_hold_the_checkpoints_is_refused_before_training(mixed, tmp_path, where, monkeypatch):
+    """A file as --out, a folder under a file, or one not writable failed only at the first checkpoint, after the
+    training steps before it (the whole run with the default --val-every 200 on a short one)."""
+    from typer.testing import CliRunner
+
+    from trainer.cli import train as cli
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a run")
+    out = {"file": blocker, "inside-file": blocker / "run", "read-only": tmp_path / "ro" / "run"}[where]
+    if where == "read-only":  # chmod binds no root user (CI's containers): the permission is what os.access says
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != tmp_path and real_access(p, mode, **kw))
+    monkeypatch.setattr(cli, "progress_bar", lambda: pytest.fail("training started"))
+    result = CliRunner().invoke(cli.app, ["base", str(mixed), "--out", str(out), "--arch", "light-unet", "--steps", "1",
+                                          "--batch", "2", "--size", "64", "--device", "cpu"])
+    message = {"file": "--out is a file", "inside-file": "--out lies inside a file",
+               "read-only": "cannot write here (permission denied)"}[where]
+    assert isinstance(result.exception, CscError) and message in str(result.exception), result.output
+    assert blocker.read_text() == "not a run"
 
 def test_cli_help_lists_the_choices():
     from typer.testing import CliRunner
