@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from runtime.cli.common import check_outputs
 from runtime.data.dataset import Labels, open_dataset
 from runtime.errors import CscError
 from trainer.checkpoint import load_checkpoint
@@ -45,11 +47,19 @@ class Plan:
         return train(self.config, self.sampler, self.val, out, init_weights=self.init_weights, resume=resume, **kw)
 
 
-def check_run_folder(out: Path, resume: bool) -> None:
+def check_run_folder(out: Path, resume: bool, datasets: Iterable[Path] = (), checkpoint: Path | None = None) -> None:
     """A new run must not overwrite another's checkpoints; a resumed one needs its last.pt; and the checkpoints must
     be writable there, which the first of them, after the steps before it, found out too late. The folder is not
-    made here: a run refused for its data or device leaves none behind."""
+    made here: a run refused for its data or device leaves none behind.
+
+    Nor may it lie in a training dataset (curves.png in its images/ is an image without a mask, which breaks the
+    dataset) or write over the checkpoint it starts from (``checkpoint``, U-Transfer's U-Single model)."""
     out = Path(out)
+    for data in datasets:
+        if Path(data).resolve() in (out.resolve(), *out.resolve().parents):
+            raise CscError("--out lies inside a training dataset", path=data, fix="write the run to a folder of its own")
+    check_outputs({"--out's best.pt": out / "best.pt", "--out's last.pt": out / "last.pt"},
+                  [("CHECKPOINT", checkpoint)] if checkpoint is not None else [])
     existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise CscError(f"--out {'is' if existing == out.absolute() else 'lies inside'} a file, not a folder",

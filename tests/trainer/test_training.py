@@ -284,6 +284,34 @@ def test_cli_out_that_cannot_hold_the_checkpoints_is_refused_before_training(mix
     assert isinstance(result.exception, CscError) and message in str(result.exception), result.output
     assert blocker.read_text() == "not a run"
 
+
+def test_cli_out_inside_the_data_or_onto_the_starting_checkpoint_is_refused(tmp_path, monkeypatch):
+    """--out DATA/images trained, then left curves.png there: an image without a mask, so the dataset no longer
+    opened; U-Transfer with --out the folder of its U-Single best.pt (no last.pt beside it) replaced that model."""
+    from typer.testing import CliRunner
+
+    from runtime.data.dataset import open_dataset
+    from trainer.checkpoint import save_checkpoint
+    from trainer.cli import train as cli
+    from trainer.models import build_model
+
+    data = synthesize_dataset("mixed", 4, tmp_path / "data", seed=1, size=64)
+    monkeypatch.setattr(cli, "progress_bar", lambda: pytest.fail("training started"))
+    common = ["--steps", "1", "--batch", "2", "--size", "64", "--device", "cpu"]
+    for out in (data, data / "images"):
+        result = CliRunner().invoke(cli.app, ["base", str(data), "--out", str(out), "--arch", "light-unet", *common])
+        assert "--out lies inside a training dataset" in str(result.exception), result.output
+    assert len(open_dataset(data)) == 4
+    start = tmp_path / "single" / "best.pt"
+    save_checkpoint(start, {"arch": "light-unet", "classes": ["background", "rbc", "macrophage"], "config": {},
+                            "model": build_model("light-unet").state_dict()})
+    before = start.read_bytes()
+    result = CliRunner().invoke(cli.app, ["transfer", str(start), str(data), "--n", "1", "--out", str(start.parent),
+                                          *common])
+    assert "best.pt and CHECKPOINT name the same file" in str(result.exception), result.output
+    assert start.read_bytes() == before
+
+
 def test_cli_help_lists_the_choices():
     from typer.testing import CliRunner
 

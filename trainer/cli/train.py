@@ -45,12 +45,12 @@ def _config(regime: str, arch, steps, batch, size, device, seed, val_every, lr, 
         raise CscError(str(err), fix="see `csc-train --help`") from None
 
 
-def _run(make_plan, out: Path, resume: bool) -> None:
+def _run(make_plan, out: Path, resume: bool, datasets: list[Path], checkpoint: Path | None = None) -> None:
     """Check every input (run folder, data, device) before anything starts, then train the plan with a progress bar
-    and a result line."""
+    and a result line. ``datasets`` and ``checkpoint`` are the inputs the run folder must keep clear of."""
     from trainer.regimes import check_run_folder
 
-    check_run_folder(out, resume)
+    check_run_folder(out, resume, datasets, checkpoint)
     plan = make_plan()
     config = plan.config
     with progress_bar() as bar:
@@ -76,7 +76,7 @@ def base(data: Path = typer.Argument(..., help="Labelled mixed dataset."), out: 
 
     config = _config("U-Base", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights,
                      augment.value, touching_gap)
-    _run(lambda: plan_base(data, config), out, resume)
+    _run(lambda: plan_base(data, config), out, resume, [data])
 
 
 @app.command()
@@ -94,7 +94,7 @@ def single(rbc: Path = typer.Argument(..., help="Auto-labelled RBC dataset."),
 
     config = _config("U-Single", arch.value, steps, batch, size, device.value, seed, val_every, lr, encoder_weights,
                      augment.value, touching_gap)
-    _run(lambda: plan_single(rbc, macrophage, config, more or []), out, resume)
+    _run(lambda: plan_single(rbc, macrophage, config, more or []), out, resume, [rbc, macrophage, *(more or [])])
 
 
 @app.command()
@@ -113,7 +113,8 @@ def transfer(checkpoint: Path = typer.Argument(..., help="U-Single checkpoint to
     arch = load_checkpoint(checkpoint)["arch"]
     config = _config("U-Transfer", arch, steps, batch, size, device.value, seed, val_every, lr, None, augment.value,
                      touching_gap)
-    _run(lambda: plan_transfer(checkpoint, mixed, n, config, more or []), out, resume)
+    _run(lambda: plan_transfer(checkpoint, mixed, n, config, more or []), out, resume, [mixed, *(more or [])],
+         checkpoint)
 
 
 @app.command("eval")
