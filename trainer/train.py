@@ -80,6 +80,15 @@ class TrainingDiverged(CscError):
     pass
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `train`: how far the run got and which step its last.pt holds (None: no checkpoint written yet),
+    so that the command can say whether ``--resume`` has anything to continue from."""
+
+    def __init__(self, done: int, steps: int, saved: int | None):
+        super().__init__(f"{done} of {steps} steps done, last.pt at step {saved}")
+        self.done, self.steps, self.saved = done, steps, saved
+
+
 def resolve_device(name: str) -> torch.device:
     if name not in DEVICES:
         raise CscError(f"unknown device {name!r}", fix=f"use {', '.join(DEVICES)}")
@@ -166,35 +175,40 @@ def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pa
                 "best_miou": best, "history": history, "config": _plain_config(config),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
 
+    saved = start if resume else None  # the step out/last.pt holds
     began = time.perf_counter()
-    for step in range(start, config.steps):
-        images, masks = sampler.batch(config.seed, step, config.batch, ddp.rank, ddp.world)
-        x = preprocess(torch.from_numpy(images).to(device))
-        y = torch.from_numpy(masks).to(device)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-            loss = criterion(net(x), y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} at step {step}; {out / 'last.pt'} keeps the last good state",
-                                   fix="lower --lr, check the labels, or resume from last.pt")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        history["loss"].append(round(float(loss.item()), 5))
-        done = step + 1
-        if progress is not None and ddp.main:
-            progress(done, config.steps, history["loss"][-1], (done - start) / (time.perf_counter() - began))
-        if done % config.val_every == 0 or done == config.steps:
-            if ddp.main:
-                metrics = evaluate(model, val, arch.stride, device, config.classes, config.pixel_size_um)
-                history["val"].append({"step": done, "miou": metrics["miou"], "fwiou": metrics["fwiou"]})
-                if metrics["miou"] > best:
-                    best = metrics["miou"]
-                    save_checkpoint(out / "best.pt", {**snapshot(done), "metrics": metrics})
-                save_checkpoint(out / "last.pt", snapshot(done))
-            if ddp.world > 1:
-                dist.barrier()
+    try:
+        for step in range(start, config.steps):
+            images, masks = sampler.batch(config.seed, step, config.batch, ddp.rank, ddp.world)
+            x = preprocess(torch.from_numpy(images).to(device))
+            y = torch.from_numpy(masks).to(device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = criterion(net(x), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at step {step}; {out / 'last.pt'} keeps the last good state",
+                                       fix="lower --lr, check the labels, or resume from last.pt")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            history["loss"].append(round(float(loss.item()), 5))
+            done = step + 1
+            if progress is not None and ddp.main:
+                progress(done, config.steps, history["loss"][-1], (done - start) / (time.perf_counter() - began))
+            if done % config.val_every == 0 or done == config.steps:
+                if ddp.main:
+                    metrics = evaluate(model, val, arch.stride, device, config.classes, config.pixel_size_um)
+                    history["val"].append({"step": done, "miou": metrics["miou"], "fwiou": metrics["fwiou"]})
+                    if metrics["miou"] > best:
+                        best = metrics["miou"]
+                        save_checkpoint(out / "best.pt", {**snapshot(done), "metrics": metrics})
+                    save_checkpoint(out / "last.pt", snapshot(done))
+                    saved = done
+                if ddp.world > 1:
+                    dist.barrier()
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(len(history["loss"]), config.steps, saved) from None
     result = {"regime": config.regime, "arch": config.arch, "steps": config.steps, "best_val_miou": best,
               "history": history, "config": _plain_config(config), "device": str(device),
               "seconds": round(time.perf_counter() - began, 1)}

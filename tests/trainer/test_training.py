@@ -312,6 +312,45 @@ def test_cli_out_inside_the_data_or_onto_the_starting_checkpoint_is_refused(tmp_
     assert start.read_bytes() == before
 
 
+
+CTRL_C_AT_STEP = """
+import os, signal, sys
+from trainer.cli.train import main
+from trainer.data import CropSampler
+
+batch = CropSampler.batch
+
+
+def ctrl_c_at(self, seed, step, *args):
+    if step == int(os.environ["CTRL_C_AT"]):
+        os.kill(os.getpid(), signal.SIGINT)
+    return batch(self, seed, step, *args)
+
+
+CropSampler.batch = ctrl_c_at
+sys.argv[0] = "csc-train"
+main()
+"""
+
+
+@pytest.mark.parametrize("at", [1, 3])
+def test_cli_ctrl_c_says_what_last_pt_holds_and_exits_130(mixed, tmp_path, at):
+    """Ctrl-C ended the run with exit 130 and not a word: whether --resume had a checkpoint to continue from, and
+    from which step, was left to guess."""
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-c", CTRL_C_AT_STEP, "base", str(mixed), "--out", str(out), "--arch",
+                          "light-unet", "--steps", "6", "--batch", "2", "--size", "64", "--val-every", "2", "--device",
+                          "cpu"], capture_output=True, text=True, timeout=300, env={**os.environ, "CTRL_C_AT": str(at)})
+    printed = " ".join(run.stderr.split())
+    assert run.returncode == 130 and "Traceback" not in run.stderr, run.stderr
+    if at == 1:
+        assert "interrupted: at step 1 of 6; no checkpoint written yet" in printed, run.stderr
+        assert not out.exists()
+    else:
+        assert f"interrupted: at step 3 of 6; {out / 'last.pt'} holds step 2" in printed, run.stderr
+        assert "--resume continues" in printed and load_checkpoint(out / "last.pt")["step"] == 2
+        assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt"]  # no temporary file left
+
 def test_cli_help_lists_the_choices():
     from typer.testing import CliRunner
 

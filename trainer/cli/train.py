@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
 from runtime.errors import CscError
 from trainer.data import AUGMENTS
 from trainer.models import available
-from trainer.train import DEVICES
+from trainer.train import DEVICES, TrainingInterrupted
 
 app = make_app("Train the U-Net: [bold]base[/] (labelled mixed), [bold]single[/] (auto-labelled single-kind), "
                "[bold]transfer[/] (fine-tune on few mixed), [bold]eval[/], [bold]models[/].")
@@ -53,16 +55,31 @@ def _run(make_plan, out: Path, resume: bool, datasets: list[Path], checkpoint: P
     check_run_folder(out, resume, datasets, checkpoint)
     plan = make_plan()
     config = plan.config
-    with progress_bar() as bar:
-        task = bar.add_task(f"{config.regime} {config.arch}", total=config.steps)
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(f"{config.regime} {config.arch}", total=config.steps)
 
-        def progress(done, total, loss, rate):
-            bar.update(task, completed=done, description=f"{config.regime} {config.arch} loss {loss:.4f} {rate:.2f} it/s")
+            def progress(done, total, loss, rate):
+                bar.update(task, completed=done, description=f"{config.regime} {config.arch} loss {loss:.4f} {rate:.2f} it/s")
 
-        result = plan.run(out, resume=resume, progress=progress)
+            result = plan.run(out, resume=resume, progress=progress)
+    except TrainingInterrupted as stop:
+        _interrupted(stop, out)
     if result.get("val_metrics"):
         m = result["val_metrics"]
         console.print(f"best validation: mIoU {m['miou']:.4f} FWIoU {m['fwiou']:.4f} Dice {m['dice']:.4f} → {out / 'best.pt'}")
+
+
+def _interrupted(stop: TrainingInterrupted, out: Path) -> NoReturn:
+    """Ctrl-C: say what the run folder holds and how to go on (typer's own exit 130 said nothing, leaving a user to
+    guess whether --resume would continue or start over), then exit 130, the shell's code for Ctrl-C."""
+    if stop.saved is None:
+        state = "no checkpoint written yet (one every --val-every steps) — run the same command to start again"
+    else:
+        state = f"{out / 'last.pt'} holds step {stop.saved} — the same command with --resume continues from there"
+    console.print(f"[yellow]interrupted:[/] at step {stop.done} of {stop.steps}; {escape(state)}", highlight=False,
+                  soft_wrap=True)
+    raise typer.Exit(130)
 
 
 @app.command()
