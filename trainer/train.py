@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -185,8 +186,7 @@ def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pa
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = criterion(net(x), y)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at step {step}; {out / 'last.pt'} keeps the last good state",
-                                       fix="lower --lr, check the labels, or resume from last.pt")
+                _diverged(float(loss.item()), step, saved, out)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -222,6 +222,16 @@ def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pa
         write_json(out / "metrics.json", result)
         write_curves(out / "curves.png", history, config.regime)
     return result
+
+
+def _diverged(loss: float, step: int, saved: int | None, out: Path) -> NoReturn:
+    """A non-finite loss stops the run; the message points to last.pt only where one was written (before the first
+    checkpoint it sent the user to resume from a file that did not exist)."""
+    if saved is None:
+        raise TrainingDiverged(f"loss became {loss} at step {step}, before the first checkpoint",
+                               fix="lower --lr or check the labels")
+    raise TrainingDiverged(f"loss became {loss} at step {step}; {out / 'last.pt'} keeps the last good state (step "
+                           f"{saved})", fix="lower --lr, check the labels, or resume from last.pt")
 
 
 def _ranks_agree(model: torch.nn.Module) -> bool:

@@ -165,6 +165,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mixed, tmp_path):
     assert 1 <= state["step"] < 6 and all(np.isfinite(state["history"]["loss"]))
 
 
+def test_nan_loss_before_the_first_checkpoint_does_not_point_to_a_last_pt(mixed, tmp_path):
+    """It said "RUN/last.pt keeps the last good state — … or resume from last.pt" with no last.pt written."""
+    with pytest.raises(TrainingDiverged, match="before the first checkpoint") as err:
+        run_base(mixed, tmp_path / "run", cfg(steps=6, val_every=5, lr=1e30))
+    assert "last.pt" not in str(err.value) and not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_ddp_two_cpu_processes_agree(mixed, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
