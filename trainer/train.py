@@ -159,6 +159,7 @@ def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pa
     start, best, history = 0, -1.0, {"loss": [], "val": []}
     if resume:
         state = load_checkpoint(out / "last.pt", config.arch)
+        _check_resumable(state, config, out / "last.pt")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -222,6 +223,26 @@ def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pa
         write_json(out / "metrics.json", result)
         write_curves(out / "curves.png", history, config.regime)
     return result
+
+
+# What a resumed run shares with the run it continues: the batches are a function of these (and of the step), and
+# the weights were trained for these classes at this rate; --steps may grow, --val-every and --device may change.
+RESUMED_AS_BEFORE = ("regime", "classes", "seed", "batch", "size", "augment", "touching_gap", "lr")
+
+
+def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
+    """``--resume`` "continues exactly": a command that differs from the run's (a default --size 256 for its 64, a
+    U-Single command on a U-Base folder) went on silently with other batches, and other classes ended in a
+    traceback from the model's head."""
+    before, now = state["config"], _plain_config(config)
+    changed = [f"{key} {before[key]!r} → {now[key]!r}" for key in RESUMED_AS_BEFORE
+               if key in before and before[key] != now[key]]
+    if changed:
+        raise CscError(f"--resume with other settings than the run it continues: {', '.join(changed)}", path=path,
+                       fix="resume with the run's own settings (the first of each pair above), or start a new --out")
+    if state["step"] > config.steps:
+        raise CscError(f"last.pt is at step {state['step']}, beyond --steps {config.steps}", path=path,
+                       fix=f"pass --steps above {state['step']} to train on")
 
 
 def _diverged(loss: float, step: int, saved: int | None, out: Path) -> NoReturn:

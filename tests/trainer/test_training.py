@@ -75,6 +75,20 @@ def test_resume_gives_identical_next_step_loss(mixed, tmp_path):
     assert load_checkpoint(tmp_path / "part" / "last.pt")["step"] == 4
 
 
+def test_resume_with_other_settings_is_refused_and_leaves_last_pt(mixed, tmp_path):
+    """--resume went on silently with the command's settings (a default --size 256 for the run's 64, a U-Single
+    command on a U-Base folder), so the run no longer continued exactly; other classes ended in a traceback."""
+    run_base(mixed, tmp_path / "run", cfg(steps=2))
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(CscError, match="other settings than the run it continues: batch 2 → 4, size 64 → 128"):
+        run_base(mixed, tmp_path / "run", cfg(steps=4, batch=4, size=128), resume=True)
+    with pytest.raises(CscError, match="regime 'U-Base' → 'U-Single'"):
+        run_base(mixed, tmp_path / "run", cfg(steps=4, regime="U-Single"), resume=True)
+    with pytest.raises(CscError, match="at step 2, beyond --steps 1"):
+        run_base(mixed, tmp_path / "run", cfg(steps=1), resume=True)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
 def test_single_and_transfer(tmp_path):
     rbc = synthesize_dataset("rbc", 4, tmp_path / "rbc", seed=1, size=64)
     mac = synthesize_dataset("macrophage", 4, tmp_path / "mac", seed=1, size=64)
