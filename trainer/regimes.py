@@ -67,7 +67,8 @@ def check_run_folder(out: Path, resume: bool, datasets: Iterable[Path] = (), che
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CscError("cannot write here (permission denied)", path=existing, fix="choose a writable --out")
     last = out / "last.pt"
-    if not resume and last.exists():
+    # best.pt alone counts too: a finished run kept without its larger last.pt (the optimizer's state) is a model.
+    if not resume and (last.exists() or (out / "best.pt").exists()):
         raise CscError("run folder already holds a checkpoint", path=out, fix="pass --resume to continue, or another --out")
     if resume and not last.is_file():
         raise CscError("nothing to resume: no last.pt", path=out, fix="drop --resume to start a new run")

@@ -333,6 +333,17 @@ def test_cli_out_inside_the_data_or_onto_the_starting_checkpoint_is_refused(tmp_
     assert start.read_bytes() == before
 
 
+def test_a_run_folder_holding_only_best_pt_is_not_trained_over(tmp_path):
+    """A finished run kept without its last.pt (the optimizer state makes it the larger file) had its best.pt
+    replaced by a new run into the same --out."""
+    from trainer.regimes import check_run_folder
+
+    (tmp_path / "best.pt").write_bytes(b"a kept model")
+    with pytest.raises(CscError, match="already holds a checkpoint"):
+        check_run_folder(tmp_path, resume=False)
+    with pytest.raises(CscError, match="nothing to resume"):
+        check_run_folder(tmp_path, resume=True)
+
 
 CTRL_C_AT_STEP = """
 import os, signal, sys
