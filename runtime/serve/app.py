@@ -245,13 +245,24 @@ async def _read_upload(request: Request, limits: UploadLimits) -> tuple[bytes, s
     except MultiPartException as err:
         raise UploadRejected(400, f"bad multipart body: {err.message}") from None
     try:
-        part = next((v for _, v in form.multi_items() if hasattr(v, "read")), None)
-        if part is None:
-            raise UploadRejected(400, "the multipart body has no file: send the image as a file part "
-                                      "(curl -F image=@cells.png)")
-        return await part.read(), part.filename or "upload"
+        return await _image_part(form.multi_items())
     finally:
         await form.close()
+
+
+async def _image_part(items: list[tuple[str, object]]) -> tuple[bytes, str]:
+    """The image of a multipart form: its file part named ``image``, or its only file part (a client that sends a
+    metadata file beside the image had the first part counted, whatever it held, and got 415)."""
+    files = [(name, value) for name, value in items if hasattr(value, "read")]
+    if not files:
+        raise UploadRejected(400, "the multipart body has no file: send the image as a file part "
+                                  "(curl -F image=@cells.png)")
+    named = [value for name, value in files if name == "image"]
+    if not named and len(files) > 1:
+        raise UploadRejected(400, f"the multipart body has {len(files)} files and none named image: name the "
+                                  "image's part image (curl -F image=@cells.png)")
+    part = (named or [files[0][1]])[0]
+    return await part.read(), part.filename or "upload"
 
 
 def _csv_so_far(path: Path, name: str) -> Response:

@@ -249,6 +249,19 @@ def test_body_size_is_capped_declared_or_chunked(counter):
     assert ok.status_code == 200
 
 
+def test_multipart_counts_the_part_named_image_beside_other_files(counter):
+    """A form with a metadata file before the image had its first file part counted (a 415 for a JSON file)."""
+    client = TestClient(create_app(api(counter)))
+    image = ("cells.png", encoded(discs()), "image/png")
+    meta = ("meta.json", b'{"slide": 1}', "application/json")
+    answer = client.post("/api/count", files=[("meta", meta), ("image", image)])
+    assert answer.status_code == 200 and answer.json()["counts"]["rbc"] > 0, answer.text
+    only = client.post("/api/count", files={"picture": image})  # one file part, whatever its name
+    assert only.status_code == 200, only.text
+    two = client.post("/api/count", files=[("meta", meta), ("picture", image)])
+    assert two.status_code == 400 and "none named image" in two.json()["detail"]
+
+
 def test_multipart_without_a_file_and_a_busy_server(counter):
     client = TestClient(create_app(api(counter)))
     answer = client.post("/api/count", files={"note": (None, "no image")})
