@@ -85,6 +85,10 @@ def image_header(data: bytes) -> tuple[str, int, int]:
         raise UploadRejected(413, f"image too large to decode: {err}") from None
     except UnidentifiedImageError:
         known = next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
+        if known == "TIFF":  # Pillow also gives up on pixel types it does not read, which csc-run refuses too
+            raise UploadRejected(400, "unreadable TIFF: a damaged header, or a pixel type neither this check nor "
+                                      "csc-run reads (floating point, more than four channels): send 8- or 16-bit "
+                                      "integer pixels") from None
         if known:  # Pillow gives up on a cut header as on a stranger's: say which it is
             raise UploadRejected(400, f"truncated or damaged {known} header") from None
         raise UploadRejected(415, "not an image: send a PNG, JPEG, TIFF or BMP image") from None

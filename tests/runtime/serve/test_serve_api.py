@@ -236,6 +236,16 @@ def test_bad_bodies_get_a_4xx_with_a_json_reason(counter, name):
         assert answer.headers["content-type"] == "application/json" and answer.json()["detail"]
 
 
+def test_a_float_tiff_is_told_apart_from_a_damaged_header(counter):
+    """A valid floating-point TIFF (which csc-run refuses too) was answered "truncated or damaged TIFF header"."""
+    import tifffile
+
+    body = io.BytesIO()
+    tifffile.imwrite(body, np.random.default_rng(0).random((64, 64)))  # float64
+    answer = TestClient(create_app(api(counter))).post("/api/count", content=body.getvalue())
+    assert answer.status_code == 400 and "floating point" in answer.json()["detail"], answer.text
+
+
 def test_body_size_is_capped_declared_or_chunked(counter):
     client = TestClient(create_app(api(counter, limits=UploadLimits(max_bytes=10_000))))
     big = encoded(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
