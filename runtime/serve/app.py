@@ -5,6 +5,7 @@ JSON, errors included (``{"detail": reason}``).
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -230,9 +231,17 @@ async def _read_upload(request: Request, limits: UploadLimits) -> tuple[bytes, s
     """The image bytes and a name for them (the multipart file name, else "upload"), the body capped as read."""
     check_declared_length(request.headers.get("content-length"), limits)
     chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received = add_chunk(chunks, chunk, received, limits)
+
+    async def read() -> None:
+        received = 0
+        async for chunk in request.stream():
+            received = add_chunk(chunks, chunk, received, limits)
+
+    try:
+        await asyncio.wait_for(read(), limits.read_seconds)
+    except asyncio.TimeoutError:
+        raise UploadRejected(408, f"the body did not arrive within {limits.read_seconds:g} s: send it at once "
+                                  "(a sender that trickles it holds an upload slot)") from None
     body = b"".join(chunks)
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return body, "upload"

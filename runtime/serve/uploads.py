@@ -36,6 +36,9 @@ class UploadLimits:
     max_pixels: int = 40_000_000
     max_side: int = 16_384
     max_pending: int = 8  # uploads read or waiting to be counted at once; more get 503 (bodies held in memory)
+    # s for a body to arrive: a sender that trickles bytes holds an upload slot while it does, and eight of them
+    # held every slot (503 for everyone else). 60 s carries the largest body at 0.9 MB/s, a slow lab network's rate.
+    read_seconds: float = 60.0
 
 
 class UploadRejected(Exception):

@@ -40,7 +40,7 @@ from runtime.serve.auth import choose_token, is_loopback  # noqa: E402
 from runtime.serve.frame_hub import FrameHub, ViewSettings  # noqa: E402
 from runtime.serve.image_counter import ImageCounter  # noqa: E402
 from runtime.serve.server import BackgroundServer, bind, parse_address  # noqa: E402
-from runtime.serve.uploads import UploadLimits  # noqa: E402
+from runtime.serve.uploads import UploadLimits, UploadRejected  # noqa: E402
 from runtime.data.simulator import SimConfig, SimulatedMicroscope  # noqa: E402
 from runtime.io.sources import Frame, MemorySource, Source  # noqa: E402
 from runtime.io.writers import CELL_COLUMNS, CountsCsvWriter  # noqa: E402
@@ -244,6 +244,30 @@ def test_a_float_tiff_is_told_apart_from_a_damaged_header(counter):
     tifffile.imwrite(body, np.random.default_rng(0).random((64, 64)))  # float64
     answer = TestClient(create_app(api(counter))).post("/api/count", content=body.getvalue())
     assert answer.status_code == 400 and "floating point" in answer.json()["detail"], answer.text
+
+
+def test_a_body_that_trickles_in_is_refused_with_408():
+    """Eight senders trickling bytes held every upload slot (503 for everyone else) as long as they kept sending."""
+    from starlette.requests import Request
+
+    from runtime.serve.app import _read_upload
+
+    body = encoded(discs())
+    parts = [body[i:i + 100] for i in range(0, len(body), 100)]  # 0.05 s apart
+    assert len(parts) >= 10
+
+    async def receive():
+        await asyncio.sleep(0.05)
+        chunk = parts.pop(0) if parts else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(UploadRejected) as refused:
+        asyncio.run(_read_upload(request, UploadLimits(read_seconds=0.2)))
+    assert refused.value.status == 408 and "did not arrive within 0.2 s" in refused.value.reason
+    parts[:] = [body[:200], body[200:400]]  # two chunks arrive in time
+    assert asyncio.run(_read_upload(Request({"type": "http", "method": "POST", "headers": []}, receive),
+                                    UploadLimits(read_seconds=5)))[0] == body[:400]
 
 
 def test_body_size_is_capped_declared_or_chunked(counter):
