@@ -21,6 +21,9 @@ from urllib.parse import parse_qsl, urlencode
 from runtime.errors import CscError
 
 TOKEN_ENV = "CSC_TOKEN"
+# The cookie's name ends in the server's port (`cookie_name`): browsers keep cookies by host, not by port, so two
+# servers on one box (a live run and `csc-serve`) with one name overwrote each other's token, and the page of the
+# first opened got 401.
 COOKIE = "csc_token"
 TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~")  # URL-unreserved: what token_urlsafe makes
 # Open without the token: a liveness probe (a supervisor, a load balancer) carries no secret, and the answer tells
@@ -81,7 +84,8 @@ class TokenGate:
                 return
             await self.app(scope, receive, send)
             return
-        if self._matches(_bearer(headers.get("authorization"))) or self._matches(_cookie(headers.get("cookie"))):
+        if self._matches(_bearer(headers.get("authorization"))) or \
+                self._matches(_cookie(headers.get("cookie"), cookie_name(scope))):
             await self.app(scope, receive, send)
             return
         await _respond(send, 401, {"detail": "this server needs its token: send 'Authorization: Bearer TOKEN', or "
@@ -93,7 +97,7 @@ class TokenGate:
 
     async def _set_cookie_and_redirect(self, scope, send, rest: list[tuple[str, str]]) -> None:
         location = "/" + (f"?{urlencode(rest)}" if rest else "")
-        cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+        cookie = f"{cookie_name(scope)}={self.token}; Path=/; HttpOnly; SameSite=Strict"
         await _respond(send, 303, {"detail": "token accepted"},
                        [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
                         (b"cache-control", b"no-store")])
@@ -106,7 +110,13 @@ def _bearer(value: str | None) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def _cookie(value: str | None) -> str | None:
+def cookie_name(scope) -> str:
+    """The token cookie's name for the server that received this request: COOKIE and its port."""
+    server = scope.get("server")
+    return f"{COOKIE}_{server[1]}" if server and server[1] else COOKIE
+
+
+def _cookie(value: str | None, name: str) -> str | None:
     if not value:
         return None
     jar = SimpleCookie()
@@ -114,7 +124,7 @@ def _cookie(value: str | None) -> str | None:
         jar.load(value)
     except Exception:  # a malformed Cookie header is no token  # noqa: BLE001
         return None
-    morsel = jar.get(COOKIE)
+    morsel = jar.get(name)
     return morsel.value if morsel is not None else None
 
 

@@ -443,8 +443,26 @@ def test_requests_without_the_token_get_401(counter):
     answer = client.get(f"/?token={TOKEN}")
     assert answer.status_code == 303 and answer.headers["location"] == "/"
     assert "HttpOnly" in answer.headers["set-cookie"] and "SameSite=Strict" in answer.headers["set-cookie"]
-    client.cookies.set("csc_token", TOKEN)
+    assert answer.headers["set-cookie"].startswith(f"csc_token_80={TOKEN};")  # the test client's port
+    client.cookies.set("csc_token_80", TOKEN)
     assert client.get("/metrics").status_code == 200
+
+
+def test_two_servers_on_one_box_keep_their_own_token_cookies(counter):
+    """Browsers keep cookies by host, not by port: with one cookie name, opening a second server's ?token= replaced
+    the first's cookie, and the first page got 401."""
+    servers = [(bind("127.0.0.1", 0), token) for token in (TOKEN, TOKEN + "-other")]
+    with BackgroundServer(create_app(api(counter, token=servers[0][1])), "127.0.0.1", servers[0][0]) as first, \
+            BackgroundServer(create_app(api(counter, token=servers[1][1])), "127.0.0.1", servers[1][0]) as second:
+        jar = httpx.Cookies()
+        for server, token in ((first, servers[0][1]), (second, servers[1][1])):
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                set_cookie = http.get(f"/?token={token}").headers["set-cookie"]
+            name, value = set_cookie.split(";")[0].split("=", 1)
+            jar.set(name, value)  # as a browser keeps them: by host, every port's name side by side
+        for server in (first, second):
+            with httpx.Client(base_url=server.url, timeout=10, cookies=jar) as http:
+                assert http.get("/metrics").status_code == 200, server.port
 
 
 def test_the_token_never_reaches_the_logs(counter, caplog, capfd):
@@ -458,8 +476,9 @@ def test_the_token_never_reaches_the_logs(counter, caplog, capfd):
         assert get(f"/?token={TOKEN}") == 303
         assert get(f"/metrics?token={TOKEN}") == 200
         assert get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}) == 200
-        assert get(f"/metrics?token={TOKEN}x") == 401 and get("/metrics", cookies={"csc_token": TOKEN + "x"}) == 401
-        assert get("/metrics", cookies={"csc_token": TOKEN}) == 200
+        mine = f"csc_token_{server.port}"
+        assert get(f"/metrics?token={TOKEN}x") == 401 and get("/metrics", cookies={mine: TOKEN + "x"}) == 401
+        assert get("/metrics", cookies={mine: TOKEN}) == 200
         with httpx.Client(base_url=server.url, timeout=10) as http:
             assert http.post(f"/api/count?token={TOKEN}", content=b"junk").status_code == 415
     out, err = capfd.readouterr()
