@@ -71,7 +71,8 @@ def t_label_free() -> str:
 def t_grey_smears() -> str:
     from benchmarks.real.grey_smears import render_markdown
     return render_markdown(load("grey_smears")).strip() + source_line(
-        "grey_smears", "python -m benchmarks.real.grey_smears --out benchmarks/results/grey_smears.json")
+        "grey_smears", "python -m benchmarks.real.grey_smears --model runtime/models/default.onnx "
+                       "--out benchmarks/results/grey_smears.json")
 
 
 def t_real_counts() -> str:

@@ -13,10 +13,11 @@ Sets (read from ``../shared/real``, converted to grey as they are read; skipped 
 Chula part of ``--part`` (benchmarks/real/real_counts.py) and the BCCD evaluation half, scored as that benchmark
 scores them. Rows: ``csc-label auto --split-touching`` with nothing given (scale estimated, modality detected),
 the same with ``--modality stained``, the colour images with nothing given (for comparison), and the reference
-(Otsu on grey + watershed at the pixel size); with how each set's grey images were classified.
+(Otsu on grey + watershed at the pixel size); with ``--model``, the runtime (`csc-run --images DIR --pixel-size P`)
+on the grey frames; with how each set's grey images were classified.
 
 Run: python -m benchmarks.real.grey_smears [--real ../shared/real] [--part development|blind]
-                                         [--out benchmarks/results/grey_smears.json]
+                                         [--model runtime/models/default.onnx] [--out benchmarks/results/grey_smears.json]
      python -m benchmarks.real.grey_smears --table benchmarks/results/grey_smears.json   (the docs' table)
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.publish import publish, tree_state
-from benchmarks.real.real_counts import CHULA_PARTS, Labeller, headline, labeller, real_sets, reference_labels
+from benchmarks.real.real_counts import (CHULA_PARTS, Labeller, headline, labeller, real_sets, reference_labels,
+                                         runtime_labeller)
 from runtime.data.modality import as_grey, detect_modality
 from runtime.errors import CscError
 from runtime.io.imageio import read_image
@@ -41,13 +43,15 @@ def in_grey(method: Labeller) -> Labeller:
     return lambda image, pixel_size_um: method(as_grey(image), pixel_size_um)
 
 
-def measure(real: Path, part: str = "development") -> dict:
+def measure(real: Path, part: str = "development", model: Path | None = None) -> dict:
     methods: dict[str, Labeller] = {
         "grey: csc-label auto --split-touching (nothing given)": in_grey(labeller()),
         "grey: csc-label auto --split-touching --modality stained": in_grey(labeller(modality="stained")),
         "colour: csc-label auto --split-touching (nothing given)": labeller(),
         "grey: reference: Otsu + fill + watershed (pixel size P)": in_grey(reference_labels),
     }
+    if model is not None:  # the runtime on the same grey frames: the smear model, trained on colour
+        methods[f"grey: csc-run --pixel-size P ({model.name})"] = in_grey(runtime_labeller(model))
     out: dict = {"what": "stained smears converted to grey: the auto-labeller with nothing given, with --modality "
                          "stained, and on the colour images", **tree_state(ROOT), "chula_part": part}
     try:
@@ -81,10 +85,11 @@ if __name__ == "__main__":
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "real")
     parser.add_argument("--part", choices=tuple(CHULA_PARTS), default="development",
                         help="the Chula part scored (benchmarks/real/real_counts.py)")
+    parser.add_argument("--model", type=Path, default=None, help="also score the runtime with this ONNX model")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--table", type=Path, default=None, help="print the docs' table of a result file and exit")
     args = parser.parse_args()
     if args.table is not None:
         print(render_markdown(json.loads(args.table.read_text(encoding="utf-8"))))
     else:
-        publish(measure(args.real, args.part), args.out)
+        publish(measure(args.real, args.part, args.model), args.out)
