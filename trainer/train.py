@@ -158,8 +158,7 @@ def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pa
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     start, best, history = 0, -1.0, {"loss": [], "val": []}
     if resume:
-        state = load_checkpoint(out / "last.pt", config.arch)
-        _check_resumable(state, config, out / "last.pt")
+        state = resumable(out, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -230,10 +229,13 @@ def _train(config: TrainConfig, sampler: CropSampler, val: list[Labels], out: Pa
 RESUMED_AS_BEFORE = ("regime", "classes", "seed", "batch", "size", "augment", "touching_gap", "lr")
 
 
-def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
-    """``--resume`` "continues exactly": a command that differs from the run's (a default --size 256 for its 64, a
-    U-Single command on a U-Base folder) went on silently with other batches, and other classes ended in a
-    traceback from the model's head."""
+def resumable(out: Path, config: TrainConfig) -> dict:
+    """The state in ``out/last.pt`` that a run of ``config`` continues, or an error where it cannot: ``--resume``
+    "continues exactly", and a command that differs from the run's (a default --size 256 for its 64, a U-Single
+    command on a U-Base folder) went on silently with other batches; other classes ended in a traceback from the
+    model's head. `csc-train` asks it before its progress bar too (the file is read twice on a resume)."""
+    path = Path(out) / "last.pt"
+    state = load_checkpoint(path, config.arch)
     before, now = state["config"], _plain_config(config)
     changed = [f"{key} {before[key]!r} → {now[key]!r}" for key in RESUMED_AS_BEFORE
                if key in before and before[key] != now[key]]
@@ -243,6 +245,7 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
     if state["step"] > config.steps:
         raise CscError(f"last.pt is at step {state['step']}, beyond --steps {config.steps}", path=path,
                        fix=f"pass --steps above {state['step']} to train on")
+    return state
 
 
 def _diverged(loss: float, step: int, saved: int | None, out: Path) -> NoReturn:

@@ -282,6 +282,14 @@ def test_cli_missing_dataset_or_checkpoint_is_refused_before_training_starts(mix
     _one_line_before_any_progress(run, "nothing to resume")
 
 
+def test_cli_resume_of_another_run_is_refused_before_training_starts(mixed, tmp_path):
+    """A last.pt of other settings was refused only after the progress bar had started."""
+    run_base(mixed, tmp_path / "run", cfg(steps=2))
+    run = _csc_train("base", str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet", "--size", "128",
+                     "--batch", "2", "--steps", "4", "--val-every", "2", "--device", "cpu", "--resume")
+    _one_line_before_any_progress(run, "--resume with other settings than the run it continues: size 64 → 128")
+
+
 
 @pytest.mark.parametrize("where", ["file", "inside-file", "read-only"])
 def test_cli_out_that_cannot_hold_the_checkpoints_is_refused_before_training(mixed, tmp_path, where, monkeypatch):

@@ -55,6 +55,10 @@ def _run(make_plan, out: Path, resume: bool, datasets: list[Path], checkpoint: P
     check_run_folder(out, resume, datasets, checkpoint)
     plan = make_plan()
     config = plan.config
+    if resume:  # a last.pt of another model or other settings is refused before the progress bar
+        from trainer.train import resumable
+
+        resumable(out, config)
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"{config.regime} {config.arch}", total=config.steps)
