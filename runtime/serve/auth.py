@@ -97,7 +97,10 @@ class TokenGate:
 
     async def _set_cookie_and_redirect(self, scope, send, rest: list[tuple[str, str]]) -> None:
         location = "/" + (f"?{urlencode(rest)}" if rest else "")
-        cookie = f"{cookie_name(scope)}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+        # Lax, not Strict: a browser sends a Strict cookie on no request of a navigation that began on another site,
+        # redirects included, so the token link opened from a chat or a wiki answered 401 until reloaded. Lax still
+        # keeps it off other sites' POSTs (an upload forged by another page).
+        cookie = f"{cookie_name(scope)}={self.token}; Path=/; HttpOnly; SameSite=Lax"
         await _respond(send, 303, {"detail": "token accepted"},
                        [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
                         (b"cache-control", b"no-store")])

@@ -1,6 +1,7 @@
 """The live page in a real browser: headless Chromium (Debian's chromium and chromium-driver) through Selenium opens a
 `csc-run --source demo --serve` run, sees the counts change and the video play, pauses, fits a phone's screen, takes
-a screenshot that is not blank, and downloads the CSVs.
+a screenshot that is not blank, and downloads the CSVs; and a token link opened from another site shows `csc-serve`'s
+page.
 
 Without Chromium the test is skipped, saying why, except under CI (the CI variable set), where `.ci/run` installs
 it and a skip would hide a broken page.
@@ -198,3 +199,42 @@ def test_the_page_fits_a_phone(demo_page, chromium):
         assert layout["video"]["width"] <= layout["width"] and layout["chart"]["width"] <= layout["width"]
     finally:
         driver.set_window_size(1280, 900)
+
+
+def test_the_token_link_opened_from_another_site_shows_the_page(browser_missing, chromium, tmp_path):
+    """A person clicks http://box:PORT/?token=T in a chat or a wiki (another site): the cookie set on the way
+    must come with the redirect's request. A SameSite=Strict cookie did not (a navigation begun on another site
+    stays cross-site through its redirects): 401 until the page was reloaded."""
+    import http.server
+    import threading
+
+    from selenium.webdriver.common.by import By
+
+    port, token = free_port(), "link-token-123"
+    api = subprocess.Popen([sys.executable, "-c", "from runtime.cli.serve import main; main()", "--host",
+                            "127.0.0.1", "--port", str(port), "--token", token],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (tmp_path / "chat.html").write_text(f'<a id="link" href="http://127.0.0.1:{port}/?token={token}">the box</a>')
+    handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(tmp_path))  # noqa: E731
+    chat = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=chat.serve_forever, daemon=True).start()
+    try:
+        until(lambda: api.poll() is None and _answers(f"http://127.0.0.1:{port}/healthz"), 60, "csc-serve up")
+        chromium.get(f"http://localhost:{chat.server_address[1]}/chat.html")  # localhost and 127.0.0.1: two sites
+        chromium.find_element(By.ID, "link").click()
+        until(lambda: chromium.current_url == f"http://127.0.0.1:{port}/", what="the redirect to the bare address")
+        body = until(lambda: chromium.find_element(By.TAG_NAME, "body").text, what="a page")
+        assert "counting API" in body and "needs its token" not in body, body
+    finally:
+        chat.shutdown()
+        api.terminate()
+        api.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
