@@ -69,15 +69,17 @@ BRIGHT_SHARE = 0.2
 FAINT = 0.08
 HALO = 0.25
 HALO_REACH = 8
-# Stained, imaged in grey, among what would be taken for unstained brightfield: the field is darkened (its 5th
-# percentile below its 90th, relative to the background) by at least ABSORBING, while the textured objects cover
-# under TEXTURED_COVER of it. A stain's cells are smooth inside; where they are wide (BCCD's RBCs, about 100 px) the
-# textured objects are specks and edges, whose evidence reads as unstained brightfield, yet the cells darken much of
-# the field. Unstained cells are phase objects: what darkens the field is their texture and edges. Set on the
-# tuning parts, in grey: BCCD's training half (its images taken for brightfield: absorption 0.10–0.25, cover at most
-# 0.058), the Chula development subset, and simulator seeds 55–56 (label-free fields taken for brightfield: cover
-# under 0.1 with absorption at most 0.062; dense phase-contrast macrophages, 3.5× the simulator's density,
-# absorption 0.21–0.34 but cover 0.114 and more): each threshold about midway between (geometric mean).
+# Stained, imaged in grey, among what would be taken for unstained brightfield: the field is darkened (its
+# DARK_PERCENTILE-th percentile below its 90th, relative to the background) by at least ABSORBING, while the textured
+# objects cover under TEXTURED_COVER of it. A stain's cells are smooth inside; where they are wide (BCCD's RBCs, about
+# 100 px) the textured objects are specks and edges, whose evidence reads as unstained brightfield, yet the cells
+# darken much of the field. Unstained cells are phase objects: what darkens the field is their texture and edges.
+# Set on the tuning parts, in grey: BCCD's training half (its images of low cover: absorption 0.083 and more, cover
+# at most 0.058), the Chula development subset, and simulator seeds 55–56 at 0.1–0.4 µm/px and 0.3–3.5× density
+# (label-free fields of cover under 0.08, whatever their verdict: absorption at most 0.050; dense phase-contrast
+# macrophages darken the field as much as a smear but cover 0.114 and more): each threshold about midway between
+# (geometric mean). The 10th percentile, not the 5th: at the 5th, phase-contrast fields reached 0.090 and BCCD's
+# started at 0.101. The rule comes after the relief and the halo, so that no DIC or phase-contrast verdict changes.
 ABSORBING = 0.065
 DARK_PERCENTILE = 10
 TEXTURED_COVER = 0.08
@@ -125,7 +127,7 @@ class ModalityEvidence:
     contrast: float | None
     objects: int
     cover: float | None = None  # the share of the frame the textured objects cover
-    absorption: float | None = None  # how much darker (5th percentile) the field is than its brightest tenth
+    absorption: float | None = None  # how much darker its darker part (ABSORBING) is than its brightest tenth
 
     def as_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}

@@ -270,7 +270,7 @@ async def _image_part(items: list[tuple[str, object]]) -> tuple[bytes, str]:
     if not named and len(files) > 1:
         raise UploadRejected(400, f"the multipart body has {len(files)} files and none named image: name the "
                                   "image's part image (curl -F image=@cells.png)")
-    part = (named or [files[0][1]])[0]
+    part = named[0] if named else files[0][1]
     return await part.read(), part.filename or "upload"
 
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 from runtime.errors import CscError
 
 TOKEN_ENV = "CSC_TOKEN"
-# The cookie's name ends in the server's port (`cookie_name`): browsers keep cookies by host, not by port, so two
+# The cookie's name ends in the server's port (`_cookie_name`): browsers keep cookies by host, not by port, so two
 # servers on one box (a live run and `csc-serve`) with one name overwrote each other's token, and the page of the
 # first opened got 401.
 COOKIE = "csc_token"
@@ -85,7 +85,7 @@ class TokenGate:
             await self.app(scope, receive, send)
             return
         if self._matches(_bearer(headers.get("authorization"))) or \
-                self._matches(_cookie(headers.get("cookie"), cookie_name(scope))):
+                self._matches(_cookie(headers.get("cookie"), _cookie_name(scope))):
             await self.app(scope, receive, send)
             return
         await _respond(send, 401, {"detail": "this server needs its token: send 'Authorization: Bearer TOKEN', or "
@@ -100,7 +100,7 @@ class TokenGate:
         # Lax, not Strict: a browser sends a Strict cookie on no request of a navigation that began on another site,
         # redirects included, so the token link opened from a chat or a wiki answered 401 until reloaded. Lax still
         # keeps it off other sites' POSTs (an upload forged by another page).
-        cookie = f"{cookie_name(scope)}={self.token}; Path=/; HttpOnly; SameSite=Lax"
+        cookie = f"{_cookie_name(scope)}={self.token}; Path=/; HttpOnly; SameSite=Lax"
         await _respond(send, 303, {"detail": "token accepted"},
                        [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
                         (b"cache-control", b"no-store")])
@@ -113,7 +113,7 @@ def _bearer(value: str | None) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def cookie_name(scope) -> str:
+def _cookie_name(scope) -> str:
     """The token cookie's name for the server that received this request: COOKIE and its port."""
     server = scope.get("server")
     return f"{COOKIE}_{server[1]}" if server and server[1] else COOKIE

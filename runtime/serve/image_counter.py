@@ -19,7 +19,7 @@ from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting.counter import CellCounter, CountingConfig, FrameCounts
 from runtime.pipeline.stream import Segmenter
 from runtime.serve.priority import lower_thread_priority
-from runtime.serve.uploads import UploadLimits, check_model_scale, decode_upload
+from runtime.serve.uploads import UploadLimits, check_dimensions, decode_upload
 from runtime.io.writers import CELL_COLUMNS, cell_rows
 
 _INTEGER_COLUMNS = frozenset({"frame", "id", "area_px", "x", "y", "w", "h", "touches_border"})
@@ -81,7 +81,7 @@ class ImageCounter:
         runner = self._activate()
         model_pixel = runner.metadata.pixel_size_um if runner.metadata else DEFAULT_PIXEL_SIZE_UM
         pixel = pixel_size_um or self._pixel_size_um() or model_pixel
-        check_model_scale(image.shape[1], image.shape[0], pixel / model_pixel, limits)
+        check_dimensions(image.shape[1], image.shape[0], limits, zoom=pixel / model_pixel)
         segmenter = Segmenter(runner, self._overlap, zoom=pixel / model_pixel)
         if is_blank(image):  # as the live run: the network would draw cells in the noise
             class_map = np.zeros(segmenter.model_shape(image.shape), np.uint8)

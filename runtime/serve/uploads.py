@@ -103,24 +103,20 @@ def image_header(data: bytes) -> tuple[str, int, int]:
     return FORMATS[fmt], width, height
 
 
-def check_dimensions(width: int, height: int, limits: UploadLimits) -> None:
-    if max(width, height) > limits.max_side:
-        raise UploadRejected(413, f"image of {width} × {height} px: a side over the {limits.max_side} px limit")
-    if width * height > limits.max_pixels:
-        raise UploadRejected(413, f"image of {width} × {height} px ({width * height / 1e6:.1f} MP) is over the "
+def check_dimensions(width: int, height: int, limits: UploadLimits, zoom: float = 1.0) -> None:
+    """Refuse an image past the limits, as uploaded or, with ``zoom`` (its µm per pixel over the model's), as
+    enlarged to the model's pixel size, where it is segmented: a ``?pixel_size_um=`` far above the model's makes a
+    small upload a huge one (×100 on each side is 10 000 times the pixels)."""
+    scaled_width, scaled_height = width * zoom, height * zoom  # an infinite zoom fails both tests below
+    size = f"image of {width} × {height} px" + ("" if zoom == 1 else
+                                                 f" enlarged ×{zoom:.3g} to the model's pixel size "
+                                                 f"({scaled_width:.4g} × {scaled_height:.4g} px; is ?pixel_size_um= "
+                                                 "in µm per pixel?)")
+    if not max(scaled_width, scaled_height) <= limits.max_side:
+        raise UploadRejected(413, f"{size}: a side over the {limits.max_side} px limit")
+    if not scaled_width * scaled_height <= limits.max_pixels:
+        raise UploadRejected(413, f"{size}: {scaled_width * scaled_height / 1e6:.1f} MP, over the "
                                   f"{limits.max_pixels / 1e6:g} MP limit")
-
-
-def check_model_scale(width: int, height: int, zoom: float, limits: UploadLimits) -> None:
-    """Refuse an image whose enlargement to the model's pixel size (``zoom``: its µm per pixel over the model's)
-    passes the limits: a ``?pixel_size_um=`` far above the model's makes a small upload a huge one to segment
-    (×100 on each side is 10 000 times the pixels), and the limits on the upload alone would not see it."""
-    scaled_width, scaled_height = width * zoom, height * zoom
-    if not (max(scaled_width, scaled_height) <= limits.max_side and scaled_width * scaled_height <= limits.max_pixels):
-        raise UploadRejected(413, f"image of {width} × {height} px enlarged ×{zoom:.3g} to the model's pixel size: "
-                                  f"{scaled_width:.4g} × {scaled_height:.4g} px, over the limit of "
-                                  f"{limits.max_pixels / 1e6:g} MP and {limits.max_side} px a side (is "
-                                  "?pixel_size_um= in µm per pixel?)")
 
 
 def decode_upload(data: bytes, limits: UploadLimits = UploadLimits()) -> np.ndarray:
