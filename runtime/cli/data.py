@@ -34,7 +34,7 @@ Crowd = choices("Crowd", CROWD_RULES)
 def synth(
     kind: Kind = typer.Option(..., "--kind", help="Which cells: rbc or macrophage alone (single-kind) or mixed."),
     n: int = typer.Option(..., "--n", min=1, help="Number of images."),
-    out: Path = typer.Option(..., "--out", help="Dataset folder to write (images/, masks/, instances/, dataset.json)."),
+    out: Path = typer.Option(..., "--out", help="New (or empty) dataset folder to write (images/, masks/, instances/, dataset.json)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same dataset."),
     size: int = typer.Option(512, "--size", min=32, help="Square frame size in px."),
     optics: Optics = typer.Option(Optics.stained, "--optics", help="How the cells are imaged: stained (brightfield of stained cells), brightfield (unstained), phase (Zernike phase contrast), dic or fluorescence. The same seed gives the same cells and labels in every optics."),
@@ -185,7 +185,7 @@ def show(
 def rescale(
     directory: Path = typer.Argument(..., help="Dataset folder (images/, masks/, optional instances/)."),
     pixel_size: float = typer.Option(..., "--pixel-size", min=0.0001, help="The pixel size to bring it to, µm per pixel (a model's, e.g. 0.4)."),
-    out: Path = typer.Option(..., "--out", help="Dataset folder to write."),
+    out: Path = typer.Option(..., "--out", help="New (or empty) dataset folder to write."),
     source_pixel_size: float = typer.Option(None, "--from", min=0.0001, help="The dataset's own pixel size, when its dataset.json lacks it or only estimated it."),
 ) -> None:
     """Write the dataset at another pixel size: images resampled, class and instance maps by nearest neighbour."""

@@ -290,6 +290,17 @@ class DatasetWriter:
         self.write_meta(complete=exc_type is None)
 
 
+def check_new_dataset_folder(out: Path) -> None:
+    """An error unless ``out`` is free for a new dataset: absent, or an empty folder. Written into another dataset,
+    a new one keeps the other's files beside its own (a shorter `synth` run left the longer one's last images, which
+    `check` passed and training took, though dataset.json listed fewer); written into its own source
+    (`rescale --out` the dataset it reads), it replaces the images it is still reading."""
+    if (out / META_FILE).exists():
+        raise CscError("--out already holds a dataset", path=out, fix="choose a new folder or delete this one")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CscError("--out exists and is not an empty folder", path=out, fix="choose a new folder")
+
+
 def unfinished(root: Path, meta: dict[str, Any]) -> list[str]:
     """A check's problem where dataset.json says its writer stopped early (Ctrl-C, `--strict`'s first bad image):
     every file it lists may be sound, and still the set is not the one asked for."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.data.dataset import DatasetWriter, open_dataset
+from runtime.data.dataset import DatasetWriter, check_new_dataset_folder, open_dataset
 from runtime.errors import CscError
 
 
@@ -32,13 +32,15 @@ def rescale_dataset(root: str | Path, out: str | Path, pixel_size_um: float, sou
     """Write ``out``: every image, class map and instance map of ``root`` at ``pixel_size_um``; returns the zoom.
 
     The source's pixel size is ``source_pixel_size_um`` or its dataset.json's; an estimated one (auto-labels made
-    without --pixel-size) is refused unless given, since it assumes cells of typical size."""
+    without --pixel-size) is refused unless given, since it assumes cells of typical size. ``out`` must be new or
+    empty (`check_new_dataset_folder`): the dataset itself, above all, which it would overwrite while reading."""
     dataset = open_dataset(root)
     if pixel_size_um <= 0 or (source_pixel_size_um is not None and source_pixel_size_um <= 0):
         raise CscError("pixel sizes must be positive", fix="give µm per pixel, e.g. --pixel-size 0.4")
     if source_pixel_size_um is None and not dataset.scale_known:
         raise CscError("the dataset's pixel size was estimated from its cells, not given", path=dataset.root,
                        fix="give the camera's pixel size with --from UM")
+    check_new_dataset_folder(Path(out))
     source = source_pixel_size_um or dataset.pixel_size_um
     zoom = source / pixel_size_um
     extra = {k: v for k, v in dataset.meta.items() if k in ("kind", "labels", "autolabel", "diameter_px")}

@@ -22,7 +22,7 @@ import numpy as np
 from runtime.data.annotations.classmap import ClassMap, ResolvedClasses, usable_name
 from runtime.data.annotations.model import Annotations, Box, ImageAnnotation, Point
 from runtime.data.count_dataset import write_marks
-from runtime.data.dataset import META_FILE, DatasetWriter, write_sample
+from runtime.data.dataset import DatasetWriter, check_new_dataset_folder, write_sample
 from runtime.errors import CscError
 from runtime.io.imageio import atomic_path, is_image_name, place_file, read_raw
 
@@ -72,7 +72,7 @@ def import_annotations(source: Annotations, images_dir: str | Path, out: str | P
     when no image, or no cell of the annotations, was kept. Whatever fails, ``out`` is left as it was."""
     # resolved: `new/../out2` would make `new` too, and its parents are not out2's (what a failure removes)
     out, images_dir = Path(out).resolve(), Path(images_dir)
-    _check_out(out)
+    check_new_dataset_folder(out)
     source.drop_conventional_labels({name for name, _ in class_map.pairs})
     source.settle_kind()
     if not class_map.pairs:  # with a map, classes it does not name are dropped anyway
@@ -151,7 +151,7 @@ def _check_imported(source: Annotations, summary: ImportSummary, images_dir: Pat
 @contextmanager
 def _removed_on_error(out: Path) -> Iterator[None]:
     """Remove what the block wrote under ``out`` when it raises an error: ``out`` itself and the folders above it
-    that it made, or, where ``out`` was already there (an empty folder, as `_check_out` requires), what is in it
+    that it made, or, where ``out`` was already there (an empty folder, as `check_new_dataset_folder` requires), what is in it
     now. Ctrl-C is no error here: the files stay, ``complete: false`` says so, as in every dataset writer."""
     made = next((p for p in reversed((out, *out.parents)) if not p.exists()), None)
     try:
@@ -166,13 +166,6 @@ def _removed_on_error(out: Path) -> Iterator[None]:
                 else:
                     child.unlink()
         raise
-
-
-def _check_out(out: Path) -> None:
-    if (out / META_FILE).exists():
-        raise CscError("--out already holds a dataset", path=out, fix="choose a new folder or delete this one")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CscError("--out exists and is not an empty folder", path=out, fix="choose a new folder")
 
 
 @dataclass(frozen=True)

@@ -283,3 +283,25 @@ def test_rescale_brings_a_dataset_to_another_pixel_size(tmp_path, mixed_dataset)
     with pytest.raises(CscError, match="estimated"):
         rescale_dataset(tmp_path / "fine", tmp_path / "x", 0.4)
     assert rescale_dataset(tmp_path / "fine", tmp_path / "back", 0.4, source_pixel_size_um=0.2) == 0.5
+
+
+def test_synth_and_rescale_refuse_a_folder_that_is_not_new(tmp_path):
+    """A second `synth` into a dataset kept the first one's extra images (dataset.json listed 2 of the 4 that
+    `check` passed and training read), and `rescale --out` its own input overwrote the images it was reading:
+    both now stop before writing, and leave the folder as it was."""
+    from runtime.data.rescale import rescale_dataset
+    from runtime.data.synthesize import synthesize_dataset
+
+    root = synthesize_dataset("rbc", 4, tmp_path / "d", seed=1, size=48)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(CscError, match="already holds a dataset"):
+        synthesize_dataset("mixed", 2, root, seed=1, size=48)
+    with pytest.raises(CscError, match="already holds a dataset"):
+        rescale_dataset(root, root, 0.8)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(CscError, match="not an empty folder"):
+        synthesize_dataset("rbc", 1, tmp_path / "other", size=48)
+    (tmp_path / "empty").mkdir()
+    assert len(open_dataset(synthesize_dataset("rbc", 1, tmp_path / "empty", size=48))) == 1
