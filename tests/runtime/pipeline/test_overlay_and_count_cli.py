@@ -44,6 +44,24 @@ def test_count_cli_contract(mixed_dataset, tmp_path):
     assert unsplit["counts"]["rbc"] < data["counts"]["rbc"] and unsplit["count_accuracy"]["rbc"] < 1.0
 
 
+def test_count_cli_checks_json_before_counting(mixed_dataset, tmp_path, monkeypatch):
+    """--json onto the dataset's own dataset.json replaced its metadata (classes, pixel size, provenance) with
+    the summary, and onto a folder failed only after the whole count: both are refused before counting."""
+    import runtime.counting.evaluation as evaluation
+    from runtime.errors import CscError
+
+    def never(*args, **kwargs):
+        raise AssertionError("counted before --json was checked")
+
+    monkeypatch.setattr(evaluation, "count_dataset", never)
+    meta = (mixed_dataset / "dataset.json").read_text()
+    for target, reason in ((mixed_dataset / "dataset.json", "DIRECTORY's dataset.json name the same file"),
+                           (tmp_path, "names a folder")):
+        result = CliRunner().invoke(app, ["count", str(mixed_dataset), "--json", str(target)])
+        assert isinstance(result.exception, CscError) and reason in str(result.exception), result.output
+    assert (mixed_dataset / "dataset.json").read_text() == meta
+
+
 def test_count_cli_without_instances(mixed_dataset, tmp_path):
     import shutil
 
