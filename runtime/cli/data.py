@@ -164,8 +164,14 @@ def show(
     Each image is fitted to its tile (aspect ratio kept) before its outlines, the lines between touching cells
     included, are drawn, so that they stay visible however large the photo."""
     from runtime.data.count_dataset import is_count_only, open_count_dataset
-    from runtime.io.imageio import read_image
+    from runtime.io.imageio import check_image_target, read_image
 
+    # Before the rendering: a name OpenCV cannot encode failed only at its end, and a grid in the dataset's own
+    # images/ (or masks/) is one more image without labels (or labels without an image) that breaks the dataset.
+    check_image_target(out, "--out")
+    if out.resolve().parent in {(directory / sub).resolve() for sub in ("images", "masks", "instances")}:
+        raise CscError(f"--out lies in the dataset's {out.parent.name}/ folder, where the grid would be taken for "
+                       "one of its files", path=out, fix="write the grid outside the dataset's folders")
     if is_count_only(directory):
         marked = open_count_dataset(directory)
         renderer = OverlayRenderer(tuple(marked.classes))

@@ -305,3 +305,18 @@ def test_synth_and_rescale_refuse_a_folder_that_is_not_new(tmp_path):
         synthesize_dataset("rbc", 1, tmp_path / "other", size=48)
     (tmp_path / "empty").mkdir()
     assert len(open_dataset(synthesize_dataset("rbc", 1, tmp_path / "empty", size=48))) == 1
+
+
+def test_show_checks_out_before_rendering(mixed_dataset, tmp_path):
+    """`show --out grid` (no extension) failed only after every tile was drawn, with OpenCV's words; a grid
+    written into the dataset's images/ became an image without a mask, and the dataset stopped opening."""
+    from typer.testing import CliRunner
+
+    from runtime.cli.data import app
+
+    root = _copy(mixed_dataset, tmp_path)
+    for out, reason in ((tmp_path / "grid", "not an image file name"), (root / "images" / "grid.png", "images/")):
+        result = CliRunner().invoke(app, ["show", str(root), "--out", str(out)])
+        assert isinstance(result.exception, CscError) and reason in str(result.exception), result.output
+        assert not out.exists()
+    assert check_dataset(root).ok
