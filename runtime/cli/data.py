@@ -13,6 +13,7 @@ from runtime.counting.counter import BORDER_POLICIES
 from runtime.data.dataset import META_FILE, check_dataset, open_dataset
 from runtime.errors import CscError
 from runtime.io.imageio import write_image
+from runtime.io.signals import sigterm_as_interrupt
 from runtime.data.modality import MODALITIES
 from runtime.pipeline.overlay import OverlayRenderer, tile_grid
 from runtime.data.simulator import MODES
@@ -309,4 +310,12 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
 
 
-main = entry(app)
+_main = entry(app)
+
+
+def main() -> None:
+    """`csc-data`, stopped by SIGTERM (`timeout`, a batch scheduler's time limit) as by Ctrl-C: a dataset being
+    written gets its dataset.json saying ``complete: false``. Killed outright, it had none, and `check` passed the
+    images written so far as a whole dataset, of human labels."""
+    with sigterm_as_interrupt():
+        _main()

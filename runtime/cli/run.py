@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import math
-import signal
 from collections import Counter
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
@@ -16,6 +15,7 @@ from runtime.counting.gpu import DEVICES, counts_on_gpu
 from runtime.cli.common import VersionOption, check_outputs, choices, console, entry
 from runtime.data.modality import LABEL_FREE, MODALITIES
 from runtime.classes import CLASS_NAMES
+from runtime.io.signals import sigterm_as_interrupt
 from runtime.io.sources import READ_AHEAD_WAIT, ReadAhead
 from runtime.pipeline.domain import OPTICS_FRAMES
 
@@ -128,7 +128,7 @@ def run(
                                                                       highlight=False, soft_wrap=True))
             if web is not None:
                 web.start(pipeline, model, Backend(backend).value)
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():  # systemd, `docker stop`: frames in flight finished, summary written, exit 0
                 summary = pipeline.run()
             summary["model"] = str(model)  # which file counted: --modality may have chosen it
             console.print(f"scale: {pipeline.scale_note}{pixel_source}", highlight=False)
@@ -149,18 +149,6 @@ def run(
                            "the run")
     if summary["errors"]:
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
-
-
-def _sigterm_as_interrupt() -> AbstractContextManager[None]:
-    """SIGTERM — how systemd, `docker stop` and supervisors end a service — stops the run as Ctrl-C does: frames
-    in flight finished, files closed, the summary printed and written, exit 0. Python's default ends the process
-    on the spot, with the last rows unflushed and no summary."""
-    from runtime.io.signals import handling
-
-    def interrupt(signum, frame) -> None:
-        raise KeyboardInterrupt
-
-    return handling(signal.SIGTERM, interrupt)
 
 
 def _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout: float) -> ReadAhead:

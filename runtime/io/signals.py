@@ -4,7 +4,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 Handler = Callable[[int, Any], Any] | int | signal.Handlers
@@ -22,3 +22,14 @@ def handling(signum: int, handler: Handler) -> Iterator[None]:
         yield
     finally:
         signal.signal(signum, previous)
+
+
+def sigterm_as_interrupt() -> AbstractContextManager[None]:
+    """SIGTERM — how systemd, `docker stop`, `timeout` and batch schedulers end a process — raises KeyboardInterrupt
+    inside the block, so that it stops as Ctrl-C does: files closed, summaries and metadata written. Python's
+    default ends the process on the spot, with no `finally` run."""
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    return handling(signal.SIGTERM, interrupt)

@@ -320,3 +320,28 @@ def test_show_checks_out_before_rendering(mixed_dataset, tmp_path):
         assert isinstance(result.exception, CscError) and reason in str(result.exception), result.output
         assert not out.exists()
     assert check_dataset(root).ok
+
+
+def test_sigterm_stops_a_writing_command_like_ctrl_c(tmp_path):
+    """`timeout` and batch schedulers stop with SIGTERM: `csc-data synth` died on the spot, leaving images without
+    a dataset.json, which `check` passed as a whole dataset; now dataset.json says it is incomplete."""
+    import signal
+    import time
+
+    out = tmp_path / "d"
+    process = subprocess.Popen([sys.executable, "-c", "from runtime.cli.data import main; main()", "synth", "--kind",
+                                "mixed", "--n", "100000", "--size", "64", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list((out / "instances").glob("*.png"))) < 2:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in output, output  # as on Ctrl-C
+    assert json.loads((out / "dataset.json").read_text())["complete"] is False
+    report = check_dataset(out)
+    assert not report.ok and "incomplete" in report.problems[-1]
+    assert not [p for p in out.rglob(".*")], "no temporary file left"

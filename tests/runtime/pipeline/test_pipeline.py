@@ -563,7 +563,7 @@ def test_a_camera_that_stalls_at_the_start_stops_the_run_in_bounded_time(tmp_pat
 
     monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT", 0.2)
     monkeypatch.setattr(run_cli, "_open_source", lambda *args: StallingSource(n=1))
-    monkeypatch.setattr(run_cli, "_sigterm_as_interrupt", nullcontext)  # signal handlers: main thread only
+    monkeypatch.setattr(run_cli, "sigterm_as_interrupt", nullcontext)  # signal handlers: main thread only
     result = within(20, lambda: CliRunner().invoke(run_cli.app, [
         "--camera", "0", "--no-show", "--stall-timeout", "0.5", "--pixel-size", "0.4",
         "--summary", str(tmp_path / "s.json")]))
