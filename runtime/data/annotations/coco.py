@@ -103,7 +103,7 @@ def _shape(segmentation, label: str, image: ImageAnnotation, where: str, src: Pa
             raise CscError(f"{where}: an RLE segmentation needs 'size' [h, w] and 'counts'", path=src)
         if image.size is not None and tuple(size) != image.size:
             raise CscError(f"{where}: RLE size {size} differs from its image's {list(image.size)}", path=src)
-        return Rle(label, segmentation)
+        return Rle(label, segmentation, f"{src.name} {where}")
     if isinstance(segmentation, list) and segmentation:
         parts = []
         for polygon in segmentation:

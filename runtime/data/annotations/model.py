@@ -219,6 +219,7 @@ class Rle:
 
     label: str
     rle: dict  # {"size": [h, w], "counts": str | list[int]}
+    where: str = "an annotation"  # for messages: which one, in which file
 
     def clipped(self, h: int, w: int) -> bool:
         return False  # an RLE covers exactly its image; a size mismatch is an error, not a clip
@@ -227,8 +228,13 @@ class Rle:
         from runtime.data.annotations.rle import coco_mask
 
         if list(self.rle["size"]) != [h, w]:
-            raise CscError(f"an RLE mask is {self.rle['size'][1]}×{self.rle['size'][0]} px but its image is {w}×{h}")
-        full = coco_mask(self.rle, h, w)
+            raise CscError(f"{self.where}: its RLE mask is {self.rle['size'][1]}×{self.rle['size'][0]} px but its "
+                           f"image is {w}×{h}")
+        try:
+            full = coco_mask(self.rle, h, w)
+        except ValueError:  # pycocotools' only word for it: "Invalid RLE mask representation"
+            raise CscError(f"{self.where}: its RLE mask cannot be decoded (its runs do not cover the {w}×{h} image "
+                           "exactly, or its counts string is corrupt)", fix="re-export the annotations") from None
         rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
         if not rows.size:
             return None

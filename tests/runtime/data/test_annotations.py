@@ -448,3 +448,30 @@ def test_a_failed_import_leaves_no_dataset_behind_and_the_retry_runs(tmp_path):
     result = cli(images, kept, "rbc")
     assert result.exit_code == 0, result.output
     assert json.loads((kept / "dataset.json").read_text())["counts"]["rbc"] == 1
+
+
+def test_a_coco_rle_that_cannot_be_decoded_skips_its_image_by_name(tmp_path):
+    """Runs that do not add up to the image, or a corrupt counts string: pycocotools' ValueError ("Invalid RLE mask
+    representation") came out as a traceback and the whole import was undone; now that image is skipped, naming
+    the file and the annotation, and the others import (--strict stops on it)."""
+    blank_images(tmp_path / "img", ["a.png", "b.png"], size=(40, 50))
+    good = {"size": [40, 50], "counts": [100, 20, 1880]}
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 40},
+                      {"id": 2, "file_name": "b.png", "width": 50, "height": 40}],
+           "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 1,
+                            "segmentation": {"size": [40, 50], "counts": [10, 5000]}},
+                           {"id": 8, "image_id": 1, "category_id": 1, "iscrowd": 1,
+                            "segmentation": {"size": [40, 50], "counts": "zz!!"}},
+                           {"id": 9, "image_id": 2, "category_id": 1, "iscrowd": 1, "segmentation": good}],
+           "categories": [{"id": 1, "name": "rbc"}]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    summary = run_import("coco", tmp_path / "c.json", tmp_path / "img", tmp_path / "out")
+    assert summary.images == 1 and summary.cells["rbc"] == 1
+    assert [s["file"] for s in summary.skipped] == [str(tmp_path / "img" / "a.png")]
+    assert "c.json annotation id 7: its RLE mask cannot be decoded" in summary.skipped[0]["reason"]
+    with pytest.raises(CscError, match="annotation id 7: its RLE mask cannot be decoded"):
+        run_import("coco", tmp_path / "c.json", tmp_path / "img", tmp_path / "strict", strict=True)
+    doc["annotations"] = doc["annotations"][1:]
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    summary = run_import("coco", tmp_path / "c.json", tmp_path / "img", tmp_path / "corrupt")
+    assert "annotation id 8: its RLE mask cannot be decoded" in summary.skipped[0]["reason"]
