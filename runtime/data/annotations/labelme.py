@@ -103,7 +103,7 @@ def _shape(raw: dict, where: str, path: Path, source: Annotations):
     label = str(raw["label"])
     try:
         pts = np.array([[number(v, f"{where} points", path) for v in p] for p in raw["points"]], np.float64)
-    except TypeError:
+    except (TypeError, ValueError):  # a vertex not a list, or of another length than the others
         raise CscError(f"{where}: points must be [x, y] pairs", path=path) from None
     if pts.ndim != 2 or pts.shape[1] != 2 or not len(pts):
         raise CscError(f"{where}: points must be [x, y] pairs", path=path)
@@ -117,8 +117,11 @@ def _shape(raw: dict, where: str, path: Path, source: Annotations):
         r = float(np.hypot(px - cx, py - cy))
         return PillowEllipse(label, cx, cy, r, r)
     if kind == "mask" and raw.get("mask"):
-        data = np.frombuffer(base64.b64decode(raw["mask"]), np.uint8)
-        crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        try:
+            data = np.frombuffer(base64.b64decode(str(raw["mask"])), np.uint8)
+        except ValueError:  # binascii.Error: a cut or edited string
+            data = np.zeros(0, np.uint8)
+        crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
         if crop is None:
             raise CscError(f"{where}: its mask is not a base64 PNG", path=path)
         # the box's first corner, truncated as LabelMe 6.3.1's shapes_to_label truncates it (astype(int))

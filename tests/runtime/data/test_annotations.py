@@ -475,3 +475,15 @@ def test_a_coco_rle_that_cannot_be_decoded_skips_its_image_by_name(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(doc))
     summary = run_import("coco", tmp_path / "c.json", tmp_path / "img", tmp_path / "corrupt")
     assert "annotation id 8: its RLE mask cannot be decoded" in summary.skipped[0]["reason"]
+
+
+@pytest.mark.parametrize("shape", [
+    {"label": "rbc", "shape_type": "mask", "points": [[1, 2], [10, 12]], "mask": "iVBORw0KGgo"},  # cut short
+    {"label": "rbc", "shape_type": "polygon", "points": [[1, 2], [10], [3, 4]]},  # a vertex without its y
+], ids=["mask-base64", "ragged-points"])
+def test_a_malformed_labelme_shape_names_its_file(tmp_path, shape):
+    """binascii's 'Incorrect padding' and numpy's 'inhomogeneous shape' came out as tracebacks."""
+    blank_images(tmp_path / "img", ["a.png"])
+    (tmp_path / "a.json").write_text(json.dumps({"shapes": [shape], "imagePath": "a.png"}))
+    with pytest.raises(CscError, match=r"a\.json: shape 0: (its mask is not a base64 PNG|points must be)"):
+        read_annotations("labelme", tmp_path / "a.json")
