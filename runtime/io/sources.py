@@ -169,27 +169,28 @@ class CameraSource(Source):
 
     def frames(self) -> Iterator[Frame]:
         i = 0
+        lost = 0  # reconnections since the last frame: a camera that opens again but gives no frame is not back
         while True:
             ok, image = self.capture.read() if self.capture is not None else (False, None)
             if ok:
+                lost = 0
                 yield Frame(i, image, self.name)
                 i += 1
                 continue
-            self._reconnect()
+            lost += 1
+            if lost > self.retries:
+                raise CscError(f"camera {self.spec!r} lost and not back after {self.retries} attempts",
+                               fix="check the cable/stream; the files written so far are complete")
+            self._reconnect(lost)
 
-    def _reconnect(self) -> None:
-        delay = 0.5
-        for attempt in range(1, self.retries + 1):
-            self.on_message(f"camera {self.spec} lost; reconnecting ({attempt}/{self.retries}) in {delay:.1f} s")
-            time.sleep(delay)
-            if self.capture is not None:
-                self.capture.release()
-            self.capture = self._open()
-            if self.capture is not None:
-                return
-            delay = min(delay * 2, 8.0)
-        raise CscError(f"camera {self.spec!r} lost and not back after {self.retries} attempts",
-                       fix="check the cable/stream; the files written so far are complete")
+    def _reconnect(self, attempt: int) -> None:
+        """Reopen the camera after a wait that doubles with each ``attempt`` (0.5 s, 1 s, … 8 s at most)."""
+        delay = min(0.5 * 2 ** (attempt - 1), 8.0)
+        self.on_message(f"camera {self.spec} lost; reconnecting ({attempt}/{self.retries}) in {delay:.1f} s")
+        time.sleep(delay)
+        if self.capture is not None:
+            self.capture.release()
+        self.capture = self._open()
 
     def close(self) -> None:
         if self.capture is not None:

@@ -256,6 +256,23 @@ def test_lost_camera_is_retried_with_backoff_then_a_clear_error(monkeypatch):
     assert sleeps == [0.5, 1.0, 2.0] and "reconnecting (1/3)" in messages[0]
 
 
+def test_a_camera_that_reopens_but_gives_no_frame_is_not_back(monkeypatch):
+    """A camera that opens again after each loss yet never delivers a frame (a busy V4L2 device, an RTSP server that
+    accepts and sends nothing): the attempts count since the last frame, so the backoff grows and the run gets the
+    clear error, instead of "reconnecting (1/3)" every 0.5 s for ever."""
+    import runtime.io.sources as sources
+
+    sleeps, messages = [], []
+    monkeypatch.setattr(sources.time, "sleep", sleeps.append)
+    captures = iter([FakeCapture(reads=1)] + [FakeCapture(opened=True)] * 4)  # opened, and not one frame
+    camera = CameraSource("0", retries=3, on_message=messages.append, opener=lambda *a: next(captures))
+    frames = camera.frames()
+    next(frames)
+    with pytest.raises(CscError, match="lost and not back after 3 attempts"):
+        next(frames)
+    assert sleeps == [0.5, 1.0, 2.0] and "reconnecting (3/3)" in messages[-1]
+
+
 def test_runner_selection(tmp_path, monkeypatch):
     import runtime.backends.openvino as openvino_backend
 
