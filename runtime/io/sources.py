@@ -172,7 +172,9 @@ class CameraSource(Source):
         lost = 0  # reconnections since the last frame: a camera that opens again but gives no frame is not back
         while True:
             ok, image = self.capture.read() if self.capture is not None else (False, None)
-            if ok:
+            # OpenCV hands an empty frame over as None, and some backends (GStreamer, RTSP) report it as read: for
+            # the run it is no frame, as a failed read is
+            if ok and image is not None and image.size:
                 lost = 0
                 yield Frame(i, image, self.name)
                 i += 1

@@ -273,6 +273,27 @@ def test_a_camera_that_reopens_but_gives_no_frame_is_not_back(monkeypatch):
     assert sleeps == [0.5, 1.0, 2.0] and "reconnecting (3/3)" in messages[-1]
 
 
+def test_an_empty_frame_from_a_camera_is_a_failed_read_not_a_crash(monkeypatch):
+    """A read that succeeds with no image (OpenCV's None for an empty frame, which GStreamer and RTSP backends give
+    while a stream restarts) is a failed read: the camera is reopened, and the run never meets a None image (the
+    capture ended with "AttributeError: 'NoneType' object has no attribute 'size'")."""
+    import runtime.io.sources as sources
+
+    class EmptyThenFrames(FakeCapture):
+        def read(self):
+            self.reads += 1
+            return (True, None) if self.reads == 2 else (True, np.zeros((0, 0, 3), np.uint8)) if self.reads == 3 else \
+                (True, np.zeros((8, 8, 3), np.uint8))
+
+    sleeps = []
+    monkeypatch.setattr(sources.time, "sleep", sleeps.append)
+    capture = EmptyThenFrames()
+    camera = CameraSource("0", opener=lambda *a: capture)
+    frames = camera.frames()
+    images = [next(frames).image for _ in range(3)]
+    assert all(image.shape == (8, 8, 3) for image in images) and sleeps == [0.5, 1.0]
+
+
 def test_runner_selection(tmp_path, monkeypatch):
     import runtime.backends.openvino as openvino_backend
 
