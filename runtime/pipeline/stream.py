@@ -642,6 +642,32 @@ def _open_video(path: Path, shape: tuple[int, ...], fps: float = 25.0) -> cv2.Vi
 
 
 def display_available() -> bool:
-    """Whether a window can be shown (an X/Wayland display on Linux; always on Windows and macOS)."""
-    return os.name == "nt" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or \
-        os.uname().sysname == "Darwin"
+    """Whether a window can be shown: always on Windows and macOS; on Linux an X server that accepts a connection,
+    else a Wayland display. $DISPLAY alone is not enough: left from an ssh -X session that ended, or set for a
+    service started before the X login, it names a server that is gone, and OpenCV's Qt window then aborts the
+    whole process at the first frame (no summary, the files unclosed)."""
+    if os.name == "nt" or os.uname().sysname == "Darwin":
+        return True
+    if os.environ.get("DISPLAY"):
+        return _x_server_answers()
+    return bool(os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _x_server_answers() -> bool:
+    """Whether the X server $DISPLAY names accepts a connection, asked through libxcb as Qt's and GTK's X backends
+    ask it (no libxcb: no X client, and no window, here)."""
+    import ctypes
+
+    try:
+        xcb = ctypes.CDLL("libxcb.so.1")
+    except OSError:
+        return False
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
+    xcb.xcb_connection_has_error.argtypes = (ctypes.c_void_p,)
+    xcb.xcb_disconnect.argtypes = (ctypes.c_void_p,)
+    connection = xcb.xcb_connect(None, None)  # never NULL: a failed connection is an object with its error
+    try:
+        return xcb.xcb_connection_has_error(connection) == 0
+    finally:
+        xcb.xcb_disconnect(connection)

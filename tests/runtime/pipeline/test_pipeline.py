@@ -294,6 +294,17 @@ def test_an_empty_frame_from_a_camera_is_a_failed_read_not_a_crash(monkeypatch):
     assert all(image.shape == (8, 8, 3) for image in images) and sleeps == [0.5, 1.0]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="X displays are Linux's here")
+def test_a_display_that_does_not_answer_is_no_display(monkeypatch):
+    """$DISPLAY naming an X server that is gone (an ssh -X session that ended): OpenCV's Qt window aborted the whole
+    process at the first frame, so the run must go headless instead."""
+    from runtime.pipeline.stream import display_available
+
+    monkeypatch.setenv("DISPLAY", ":9999")  # no server there
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not display_available()
+
+
 def test_runner_selection(tmp_path, monkeypatch):
     import runtime.backends.openvino as openvino_backend
 
