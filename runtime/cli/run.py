@@ -67,7 +67,7 @@ def run(
     from runtime.counting.calibration import check_ruler
     from runtime.counting.counter import CountingConfig
     from runtime.errors import CscError
-    from runtime.pipeline.stream import Pipeline, RunOptions, display_available
+    from runtime.pipeline.stream import Pipeline, RunOptions, check_video_target, display_available
     from runtime.io.writers import write_json
 
     chosen = [s for s in (camera, video, images, source) if s is not None]
@@ -79,6 +79,8 @@ def run(
     given_pixel_size = _parse_pixel_size(pixel_size)
     check_outputs({"--save-csv": save_csv, "--save-video": save_video, "--save-cells": save_cells,
                    "--summary": summary_json}, [] if video is None else [("--video", video)])
+    if save_video is not None:
+        check_video_target(save_video)
     if token is not None and serve is None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
     ruler = None if calibrate_on == "auto" else calibrate_on

@@ -631,6 +631,20 @@ def _letterboxed(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def check_video_target(path: Path) -> None:
+    """An error where OpenCV cannot write the overlay video at ``path`` (an extension no container it has takes:
+    none, .txt, .webm), found by opening a writer on a temporary file beside it: before the run, where the run's
+    own writer fails only at the first counted frame, its summary lost."""
+    path = Path(path)
+    probe = path.with_name(f".{path.stem}.{os.getpid()}.probe{path.suffix}")
+    try:
+        _open_video(probe, (16, 16, 3)).release()
+    except CscError as err:
+        raise CscError(err.reason, path=path, fix=err.fix) from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _open_video(path: Path, shape: tuple[int, ...], fps: float = 25.0) -> cv2.VideoWriter:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
