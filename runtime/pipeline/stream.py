@@ -28,8 +28,8 @@ from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.counting.counter import MIN_SIDE, CountingConfig, FrameCounts
 from runtime.counting.gpu import make_counter
 from runtime.counting.blank import is_blank
-from runtime.counting.calibration import (FRAMES as CALIBRATION_FRAMES, Calibration, ScaleWatch, calibrate, check_ruler,
-                                          disagreement, vote_warning)
+from runtime.counting.calibration import (FRAMES as CALIBRATION_FRAMES, MAX_ENLARGE, Calibration, ScaleWatch, calibrate,
+                                          check_ruler, disagreement, vote_warning)
 from runtime.data.rescale import resize_to, zoomed_size
 from runtime.pipeline.domain import DomainCheck
 from runtime.errors import CscError
@@ -206,6 +206,11 @@ class Pipeline:
         self.names = self.counter.config.class_names[1:]
         model_pixel = runner.metadata.pixel_size_um if runner.metadata else DEFAULT_PIXEL_SIZE_UM
         frame_pixel = self.options.pixel_size_um or model_pixel
+        if frame_pixel / model_pixel > MAX_ENLARGE:  # as a calibration is refused: ×100 made a 512 px frame 7.8 GB
+            raise CscError(f"frames at {frame_pixel:g} µm/px would be enlarged ×{frame_pixel / model_pixel:.3g} to the "
+                           f"model's {model_pixel:g} µm/px (at most ×{MAX_ENLARGE:g}: the tiles grow with its square)",
+                           fix="give --pixel-size in µm per pixel (e.g. 0.194), or use a model trained at a coarser "
+                               "pixel size")
         self.segmenter = Segmenter(runner, self.options.tile_overlap, zoom=frame_pixel / model_pixel)
         self.calibrating = self.options.calibrate and runner.metadata is not None
         self.calibration: Calibration | None = None

@@ -410,6 +410,14 @@ def test_cli_images_all_unreadable_is_a_failure_listing_every_file(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 0, "the summary is still written"
 
 
+def test_a_pixel_size_that_would_enlarge_frames_past_the_calibrations_limit_is_refused():
+    """--pixel-size 40 on a 0.4 µm/px model (a value in the wrong unit) enlarged each frame ×100 a side: a 512 px
+    frame became 7.8 GB and the run died of memory; refused before a frame, as a calibration that far is."""
+    with pytest.raises(CscError, match=r"40 µm/px would be enlarged ×100 .*at most ×4"):
+        Pipeline(MemorySource([]), ThresholdRunner(128), options=RunOptions(pixel_size_um=40.0))
+    assert Pipeline(MemorySource([]), ThresholdRunner(128), options=RunOptions(pixel_size_um=1.6)).segmenter.zoom == 4
+
+
 def test_a_frame_at_half_the_pixel_size_gives_the_same_counts_mapped_back_to_its_pixels(runner, tmp_path):
     """--pixel-size: the same field at twice the magnification (0.2 µm/px) is shrunk to the model's 0.4 µm/px, so
     it counts like the original, and the cell table is in the enlarged frame's own pixels."""
