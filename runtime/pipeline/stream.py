@@ -523,6 +523,7 @@ class Pipeline:
         counts_csv = CountsCsvWriter(opts.save_csv, names, opts.counts_csv_max_bytes) if opts.save_csv else None
         cells_csv = CellsCsvWriter(opts.save_cells, names, opts.cells_csv_max_bytes) if opts.save_cells else None
         video, video_shape, refitted = None, (), False  # refitted: the warning about other frame sizes given
+        show = opts.show  # off once OpenCV says it cannot show a window
         tally = CountTally(self.names)
         per_class = {n: Tally() for n in self.names}  # running figures: nothing kept per frame
         threads = [threading.Thread(target=self._capture, daemon=True, name="capture"),
@@ -554,7 +555,7 @@ class Pipeline:
                     counts_csv.write(frame.index, frame.source, result.counts, fps, zoom * self.model_pixel_size_um)
                 if cells_csv:
                     cells_csv.write(frame.index, frame.source, result)
-                if opts.show or opts.save_video:
+                if show or opts.save_video:
                     shown = self.renderer.render(frame.image, self.segmenter.to_frame(class_map, frame.image.shape),
                                                  result.counts, fps)
                     if opts.save_video:
@@ -567,10 +568,18 @@ class Pipeline:
                                                 f"fitted into the video's {video_shape[1]}×{video_shape[0]} px "
                                                 f"(its size is the first frame's)")
                         video.write(shown if shown.shape == video_shape else _letterboxed(shown, video_shape))
-                    if opts.show:
-                        cv2.imshow("auto-CSC", shown)
-                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                            break
+                    if show:
+                        try:
+                            cv2.imshow("auto-CSC", shown)
+                        except cv2.error as err:  # an OpenCV without a GUI (opencv-python-headless, a Jetson build)
+                            show = False
+                            if self.on_warning is not None:
+                                reason = (err.err or str(err)).strip()
+                                self.on_warning(f"no window: this OpenCV cannot show one ({reason}); going on headless "
+                                                "(--no-show)")
+                        else:
+                            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                                break
                 self.times.post.add(counting + time.perf_counter() - start)
                 if self.on_frame is not None:
                     self.on_frame(frame, result, fps)
@@ -603,7 +612,7 @@ class Pipeline:
                     writer.close()
             if video is not None:
                 video.release()
-            if opts.show:
+            if show:
                 cv2.destroyAllWindows()
         summary = {
             "frames": n, "seconds": round(elapsed, 2), "fps": round(n / max(elapsed, 1e-9), 2),

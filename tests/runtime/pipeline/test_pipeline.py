@@ -998,6 +998,26 @@ def test_consecutive_frames_are_counted_in_parallel_and_written_in_order(runner,
     assert columns(tmp_path / "three.csv") == columns(tmp_path / "one.csv")
 
 
+def test_an_opencv_without_a_gui_runs_on_headless(tmp_path, monkeypatch):
+    """A display, and an OpenCV built without a GUI (opencv-python-headless, a Jetson's own build): imshow raised
+    cv2.error out of the run after its first frame, a traceback and no summary; now a warning, and the run goes on."""
+    import runtime.pipeline.stream as pipeline_module
+
+    def not_implemented(*args):
+        cv2.resize(np.zeros((0, 0), np.uint8), (1, 1))  # a real cv2.error, as imshow's "not implemented" is
+
+    monkeypatch.setattr(pipeline_module.cv2, "imshow", not_implemented)
+    monkeypatch.setattr(pipeline_module.cv2, "destroyAllWindows", not_implemented)
+    warnings = []
+    image = np.full((128, 128, 3), 200, np.uint8)
+    cv2.circle(image, (64, 64), 14, (50, 50, 50), -1)
+    summary = Pipeline(MemorySource([image] * 4), ThresholdRunner(128), on_warning=warnings.append,
+                       options=RunOptions(calibrate=False, show=True, save_csv=tmp_path / "c.csv")).run()
+    assert summary["frames"] == 4 and not summary["errors"]
+    assert sum(w.startswith("no window: this OpenCV cannot show one (!ssize.empty())") for w in warnings) == 1, warnings
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == 5
+
+
 def test_sigterm_stops_csc_run_like_ctrl_c_with_its_files_closed(tmp_path):
     """systemd and `docker stop` send SIGTERM: the run must end as on Ctrl-C — every written frame whole in the CSV,
     the summary written, exit 0 — not die mid-row."""
