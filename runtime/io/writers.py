@@ -9,7 +9,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -22,25 +22,41 @@ from runtime.io.imageio import write_text
 class _CsvWriter:
     """A CSV with a header, flushed per write. With ``max_bytes`` it keeps only its newest rows: past that size it is
     replaced (atomically: a reader holding it keeps the old file) by the header and its newest half — for files
-    nobody asked to keep whole, such as the web view's CSVs of a run that lasts weeks."""
+    nobody asked to keep whole, such as the web view's CSVs of a run that lasts weeks.
+
+    The file is created (or replaced) by the first write, not before: a run that fails before its first frame (a
+    camera unplugged, a folder of unreadable images) used to leave an earlier run's CSV of the same name holding its
+    header alone. Where it could not be written is still said at once."""
 
     def __init__(self, path: str | Path, header: list[str], max_bytes: int | None = None):
         self.path = Path(path)
         self.header = header
         self.max_bytes = max_bytes
+        self._file: TextIO | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as err:
             raise CscError(f"cannot write ({err.strerror})", path=self.path, fix="choose a writable location") from None
-        self._csv = csv.writer(self._file)
-        self._csv.writerow(header)
-        self._file.flush()
+        if not os.access(self.path if self.path.exists() else self.path.parent, os.W_OK):
+            raise CscError("cannot write (permission denied)", path=self.path, fix="choose a writable location")
+
+    def _open(self) -> TextIO:
+        """The file, opened with its header written at the first call."""
+        if self._file is None:
+            try:
+                self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            except OSError as err:
+                raise CscError(f"cannot write ({err.strerror})", path=self.path,
+                               fix="choose a writable location") from None
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(self.header)
+        return self._file
 
     def _write(self, rows: list[list[Any]]) -> None:
+        file = self._open()
         self._csv.writerows(rows)
-        self._file.flush()
-        if self.max_bytes and self._file.tell() > self.max_bytes:
+        file.flush()
+        if self.max_bytes and file.tell() > self.max_bytes:
             self._keep_newest()
 
     def _keep_newest(self) -> None:
@@ -58,7 +74,7 @@ class _CsvWriter:
         self._csv = csv.writer(self._file)
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
 
     def __enter__(self):

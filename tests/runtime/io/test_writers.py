@@ -63,3 +63,15 @@ def test_an_output_onto_a_folder_is_a_clear_error(tmp_path):
     with pytest.raises(CscError, match="out: cannot write here \\(a folder of that name exists\\)"):
         write_json(tmp_path / "out", {"frames": 1})
     assert (tmp_path / "out").is_dir() and not list((tmp_path / "out").iterdir()) and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_csv_is_replaced_only_by_its_first_row(tmp_path):
+    """A run that ends before its first frame must leave an earlier run's CSV of the same name as it was (it held
+    the header alone); the first row replaces it whole."""
+    path = tmp_path / "counts.csv"
+    path.write_text("frame,source,rbc\n1,old,5\n")
+    CountsCsvWriter(path).close()
+    assert path.read_text() == "frame,source,rbc\n1,old,5\n"
+    with CountsCsvWriter(path, ("background", "rbc")) as writer:
+        writer.write(0, "new", {"rbc": 2}, None)
+    assert path.read_text().splitlines() == ["frame,source,rbc,fps,pixel_size_um", "0,new,2,,"]

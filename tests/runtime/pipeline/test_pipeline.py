@@ -401,13 +401,20 @@ def test_a_run_commits_its_heap_only_under_the_host_budget(monkeypatch):
 def test_cli_images_all_unreadable_is_a_failure_listing_every_file(tmp_path):
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_bytes(b"not an image")
-    run = _csc_run("--images", str(tmp_path), "--no-show", "--summary", str(tmp_path / "s.json"))
+    earlier = tmp_path / "results"  # an earlier run's files, which this one never gets to replace
+    earlier.mkdir()
+    (earlier / "counts.csv").write_text("frame,source,rbc,macrophage,fps,pixel_size_um\n0,old.png,5,1,,0.4\n")
+    (earlier / "cells.csv").write_text("frame,source,id\n0,old.png,1\n")
+    kept = {path: path.read_text() for path in earlier.iterdir()}
+    run = _csc_run("--images", str(tmp_path), "--no-show", "--summary", str(tmp_path / "s.json"),
+                   "--save-csv", str(earlier / "counts.csv"), "--save-cells", str(earlier / "cells.csv"))
     assert run.returncode != 0 and "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no frame processed" in errors[0] and "2 images" in errors[0], run.stderr
     skipped = [line for line in run.stderr.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 2 and "a.png" in skipped[0] and "b.png" in skipped[1]
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 0, "the summary is still written"
+    assert {path: path.read_text() for path in earlier.iterdir()} == kept, "the earlier CSVs left whole"
 
 
 def test_a_pixel_size_that_would_enlarge_frames_past_the_calibrations_limit_is_refused():
