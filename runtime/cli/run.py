@@ -34,7 +34,7 @@ LABEL_FREE_MODEL = MODELS / "label-free.onnx"  # trained on unstained cells (bri
 def run(
     camera: str = typer.Option(None, "--camera", help="Camera index (0), device (/dev/video0), rtsp:// URL or GStreamer pipeline."),
     video: Path = typer.Option(None, "--video", help="Video file."),
-    images: str = typer.Option(None, "--images", help="Folder of images or a glob such as 'data/*.png'."),
+    images: str = typer.Option(None, "--images", help="Folder of images or a glob such as 'data/*.png' ('data/**/*.png': subfolders too; quote it)."),
     source: str = typer.Option(None, "--source", help="'demo': the simulated microscope (no hardware needed)."),
     model: Path = typer.Option(None, "--model", help="ONNX file or TensorRT engine (default: the bundled model for --modality)."),
     modality: Modality = typer.Option("auto", "--modality", help="The optics (stained, brightfield, phase, dic, fluorescence). Without --model, label-free optics pick the bundled label-free model; auto does too where the first lit frames of a camera, a video or --images look label-free (read ahead, then counted as every frame), and otherwise keeps the stained-smear model (the run warns when the frames' optics are not the model's)."),

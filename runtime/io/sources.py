@@ -3,6 +3,7 @@ glob, and the simulated microscope (`demo`). Each yields `Frame`s; `live` source
 from __future__ import annotations
 
 import glob
+import os
 import queue
 import threading
 import time
@@ -83,27 +84,40 @@ class MemorySource(Source):
 
 
 class ImageSource(Source):
-    """A folder or a glob of images; unreadable files are skipped and listed, the run goes on."""
+    """A folder or a glob of images (``**`` reaching into subfolders); unreadable files are skipped and listed, the
+    run goes on."""
 
     def __init__(self, spec: str):
         super().__init__(spec, live=False)
         path = Path(spec)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if is_image_name(p))
-        else:
-            files = sorted(Path(p) for p in glob.glob(spec) if is_image_name(Path(p)))
+        # `glob` reads ``**`` as one folder level unless asked: 'runs/**/*.png' left out every image deeper down
+        found = path.iterdir() if path.is_dir() else map(Path, glob.glob(spec, recursive=True))
+        files = sorted(p for p in found if is_image_name(p) and p.is_file())  # a folder named x.png is no image
         if not files:
-            raise CscError("no images found", path=spec, fix="pass a folder or a glob like 'data/*.png'")
+            raise CscError("no images found", path=spec,
+                           fix="pass a folder or a glob like 'data/*.png' (or 'data/**/*.png', subfolders too)")
         self.files = files
+        self.names = _source_names(files)
 
     def frames(self) -> Iterator[Frame]:
-        for i, path in enumerate(self.files):
+        for i, (path, name) in enumerate(zip(self.files, self.names)):
             try:
                 image = read_image(path)
             except CscError as err:
                 self.skipped.append((str(path), err.reason))
                 continue
-            yield Frame(i, image, path.name)
+            yield Frame(i, image, name)
+
+
+def _source_names(files: list[Path]) -> list[str]:
+    """What each image is called in the results (the CSVs' ``source``): its file name, or, where a glob found two of
+    one name in different folders ('day*/001.png'), every image's path below the folder they share, so that no two
+    rows of different images read alike."""
+    names = [p.name for p in files]
+    if len(set(names)) == len(names):
+        return names
+    root = os.path.commonpath([p.parent for p in files])
+    return [p.relative_to(root).as_posix() for p in files]
 
 
 class VideoSource(Source):

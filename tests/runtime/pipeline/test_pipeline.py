@@ -82,6 +82,20 @@ def test_frames_of_another_size_are_fitted_into_the_overlay_video(runner, tmp_pa
     assert [w for w in warnings if "fitted into the video's 512×512 px" in w and "f1.png" in w], warnings
 
 
+def test_a_glob_with_two_stars_reaches_into_subfolders_and_names_its_images_apart(tmp_path):
+    """'runs/**/*.png' is how a shell says "every PNG below runs/"; glob without recursive=True took ``**`` for one
+    folder level and left out the deeper images, and two images of one name in different folders gave CSV rows
+    that read alike. A folder whose name ends in .png is no image."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    for path in ("runs/day1/001.png", "runs/day1/002.png", "runs/day2/late/001.png", "runs/top.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / path), image)
+    (tmp_path / "runs" / "folder.png").mkdir()
+    source = ImageSource(str(tmp_path / "runs" / "**" / "*.png"))
+    assert [f.source for f in source.frames()] == ["day1/001.png", "day1/002.png", "day2/late/001.png", "top.png"]
+    assert [f.source for f in ImageSource(str(tmp_path / "runs" / "day1")).frames()] == ["001.png", "002.png"]
+
+
 def test_corrupt_image_in_a_folder_is_skipped_and_listed(runner, tmp_path):
     microscope = SimulatedMicroscope(SimConfig(height=512, width=512), seed=1)
     for i in range(3):
