@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.data.dataset import META_FILE, DatasetWriter, label_origin, read_meta, write_sample
+from runtime.data.dataset import DATASET_FILES, META_FILE, DatasetWriter, label_origin, read_meta, write_sample
 from runtime.errors import CscError
 from runtime.io.heap import keep_freed_memory
 from runtime.io.signals import handling
@@ -188,9 +188,6 @@ def _relabels(images: str | Path, out: Path) -> bool:
     return label_origin(meta) == "labeller" and str(meta.get("source", "")).startswith(f"{_source(images)} (")
 
 
-# What `label_folder` writes into ``out``, and so all that ``overwrite`` deletes there.
-OWN_FILES = ("images", "masks", "instances", META_FILE)
-
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """``out`` new or empty, or, with ``overwrite``, an earlier output of this labeller: samples written beside
@@ -198,7 +195,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
     with new masks), and a dataset of people's or the simulator's labels is never this labeller's to replace."""
     if out.exists() and not out.is_dir():
         raise CscError("--out is a file, not a folder", path=out, fix="name a new folder for the dataset")
-    ours = [name for name in OWN_FILES if (out / name).exists()]
+    ours = [name for name in DATASET_FILES if (out / name).exists()]
     if not ours:  # new, empty, or holding other files only (a log, a preview): no samples to mix with
         return
     if not (out / META_FILE).is_file():
@@ -215,7 +212,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _clear(out: Path) -> None:
     """An earlier output of this labeller (`_check_out`) deleted, so that none of its samples stays among the new."""
-    for name in OWN_FILES:
+    for name in DATASET_FILES:
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)

@@ -10,7 +10,7 @@ from rich.table import Table
 from runtime.data.annotations import CROWD_RULES, EXPORT_FORMATS, IMPORT_FORMATS
 from runtime.cli.common import check_outputs, choices, console, entry, make_app, progress_bar
 from runtime.counting.counter import BORDER_POLICIES
-from runtime.data.dataset import META_FILE, check_dataset, open_dataset
+from runtime.data.dataset import META_FILE, check_dataset, check_outside_dataset, open_dataset
 from runtime.errors import CscError
 from runtime.io.imageio import write_image
 from runtime.io.signals import sigterm_as_interrupt
@@ -120,6 +120,7 @@ def export(
     """Write a dataset's cells for a labelling tool, to correct them and `csc-data import` them back."""
     from runtime.data.annotations import export_dataset
 
+    check_outside_dataset(out, directory)  # before the export, which replaced dataset.json when named as --out
     dataset = open_dataset(directory)
     with progress_bar() as bar:
         task = bar.add_task(f"export {fmt.value}", total=len(dataset))
@@ -170,9 +171,7 @@ def show(
     # Before the rendering: a name OpenCV cannot encode failed only at its end, and a grid in the dataset's own
     # images/ (or masks/) is one more image without labels (or labels without an image) that breaks the dataset.
     check_image_target(out, "--out")
-    if out.resolve().parent in {(directory / sub).resolve() for sub in ("images", "masks", "instances")}:
-        raise CscError(f"--out lies in the dataset's {out.parent.name}/ folder, where the grid would be taken for "
-                       "one of its files", path=out, fix="write the grid outside the dataset's folders")
+    check_outside_dataset(out, directory)
     if is_count_only(directory):
         marked = open_count_dataset(directory)
         renderer = OverlayRenderer(tuple(marked.classes))

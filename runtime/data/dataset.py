@@ -290,6 +290,23 @@ class DatasetWriter:
         self.write_meta(complete=exc_type is None)
 
 
+# What a dataset folder holds as its own: its readers take a file written among these by another command as one of
+# its images or labels, or as its description.
+DATASET_FILES = ("images", "masks", "instances", META_FILE)
+
+
+def check_outside_dataset(out: Path, root: Path, flag: str = "--out") -> None:
+    """An error where an output would land among dataset ``root``'s own files (`DATASET_FILES`): onto its
+    dataset.json (an export or a summary replaced its classes, pixel size and provenance, and `check` still said ok)
+    or into images/, masks/ or instances/ (one more image without labels, or labels without an image, and the
+    dataset stopped opening)."""
+    out, root = Path(out).resolve(), Path(root).resolve()
+    own = {root / name for name in DATASET_FILES}
+    if out in own or out.parent in own:
+        raise CscError(f"{flag} lies among the dataset's own files ({out.relative_to(root).as_posix()})", path=out,
+                       fix=f"write {flag} outside the dataset's {', '.join(DATASET_FILES)}")
+
+
 def check_new_dataset_folder(out: Path) -> None:
     """An error unless ``out`` is free for a new dataset: absent, or an empty folder. Written into another dataset,
     a new one keeps the other's files beside its own (a shorter `synth` run left the longer one's last images, which

@@ -243,6 +243,14 @@ def test_cli_eval_and_models_contracts(mixed, tmp_path):
     assert {"miou", "fwiou", "dice", "per_class_iou", "counts"} <= set(data)
     assert set(data["per_class_iou"]) == {"background", "rbc", "macrophage"}
     assert set(data["counts"]["count_accuracy"]) == {"rbc", "macrophage"}
+    # --json onto the dataset's own description or onto the checkpoint: refused before the evaluation, not replaced
+    described, weights = (Path(mixed) / "dataset.json").read_bytes(), (tmp_path / "run" / "best.pt").read_bytes()
+    for target, reason in ((Path(mixed) / "dataset.json", "among the dataset's own files"),
+                           (tmp_path / "run" / "best.pt", "--json and CHECKPOINT name the same file")):
+        refused = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(mixed), "--json", str(target)])
+        assert isinstance(refused.exception, CscError) and reason in str(refused.exception), refused.output
+    assert (Path(mixed) / "dataset.json").read_bytes() == described
+    assert (tmp_path / "run" / "best.pt").read_bytes() == weights
     models = runner.invoke(app, ["models"])
     assert models.exit_code == 0 and "vgg16-unet" in models.output and "503.5" in models.output
 

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from runtime.cli.common import choices, console, entry, make_app, progress_bar
+from runtime.cli.common import check_outputs, choices, console, entry, make_app, progress_bar
 from runtime.errors import CscError
 from trainer.data import AUGMENTS
 from trainer.models import available
@@ -146,11 +146,14 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.p
     """mIoU and FWIoU (paper eq. 5, 6), Dice, per-class IoU, confusion matrix and counts against ground truth;
     against count-only points or boxes: count ratio, MAE per image and point F1."""
     from runtime.data.count_dataset import is_count_only
-    from runtime.data.dataset import is_ground_truth, label_origin, open_dataset
+    from runtime.data.dataset import check_outside_dataset, is_ground_truth, label_origin, open_dataset
     from runtime.io.writers import write_json
     from trainer.checkpoint import model_from_checkpoint
     from trainer.train import resolve_device
 
+    if json_path is not None:  # before the evaluation: onto the dataset's dataset.json or the checkpoint it wrote over
+        check_outputs({"--json": json_path}, [("CHECKPOINT", checkpoint)])
+        check_outside_dataset(json_path, data, "--json")
     model, meta = model_from_checkpoint(checkpoint)
     dev = resolve_device(device.value)
     if is_count_only(data):

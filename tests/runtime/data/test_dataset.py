@@ -322,6 +322,24 @@ def test_show_checks_out_before_rendering(mixed_dataset, tmp_path):
     assert check_dataset(root).ok
 
 
+@pytest.mark.parametrize("fmt, target", [("coco", "dataset.json"), ("cvat", "masks/cells.xml"),
+                                         ("labelme", "images")])
+def test_export_refuses_to_write_among_the_datasets_own_files(mixed_dataset, tmp_path, fmt, target):
+    """`export --format coco --out DS/dataset.json` replaced the dataset's description (classes, pixel size,
+    provenance) with the COCO file, and `check` still said ok; an export into masks/ or images/ left files there
+    that the dataset's readers take for its own."""
+    from typer.testing import CliRunner
+
+    from runtime.cli.data import app
+
+    root = _copy(mixed_dataset, tmp_path)
+    before = (root / "dataset.json").read_text()
+    result = CliRunner().invoke(app, ["export", str(root), "--format", fmt, "--out", str(root / target)])
+    assert isinstance(result.exception, CscError) and "among the dataset's own files" in str(result.exception)
+    assert (root / "dataset.json").read_text() == before and check_dataset(root).ok
+    assert not list((root / "masks").glob("*.xml")) and not list((root / "images").glob("*.json"))
+
+
 def test_sigterm_stops_a_writing_command_like_ctrl_c(tmp_path):
     """`timeout` and batch schedulers stop with SIGTERM: `csc-data synth` died on the spot, leaving images without
     a dataset.json, which `check` passed as a whole dataset; now dataset.json says it is incomplete."""
