@@ -100,6 +100,10 @@ def _shape(raw: dict, where: str, path: Path, source: Annotations):
     if not isinstance(raw, dict) or "label" not in raw or not isinstance(raw.get("points"), list):
         raise CscError(f"{where} needs 'label' and 'points'", path=path)
     kind = raw.get("shape_type") or "polygon"
+    if raw["label"] is None or not str(raw["label"]).strip():  # str(None) made a class named "None"
+        raise CscError(f"{where} has no label", path=path, fix="name the shape's class in LabelMe, or delete the shape")
+    if not isinstance(raw.get("group_id"), (int, str, type(None))):  # a list or a dict: "unhashable type" before
+        raise CscError(f"{where}: group_id must be a number, got {raw['group_id']!r}", path=path)
     label = str(raw["label"])
     try:
         pts = np.array([[number(v, f"{where} points", path) for v in p] for p in raw["points"]], np.float64)

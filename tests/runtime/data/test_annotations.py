@@ -480,10 +480,14 @@ def test_a_coco_rle_that_cannot_be_decoded_skips_its_image_by_name(tmp_path):
 @pytest.mark.parametrize("shape", [
     {"label": "rbc", "shape_type": "mask", "points": [[1, 2], [10, 12]], "mask": "iVBORw0KGgo"},  # cut short
     {"label": "rbc", "shape_type": "polygon", "points": [[1, 2], [10], [3, 4]]},  # a vertex without its y
-], ids=["mask-base64", "ragged-points"])
+    {"label": None, "shape_type": "polygon", "points": [[1, 2], [10, 2], [3, 4]]},  # imported as a class "None"
+    {"label": "rbc", "group_id": [1], "points": [[1, 2], [10, 2], [3, 4]]},  # "unhashable type: 'list'"
+], ids=["mask-base64", "ragged-points", "no-label", "list-group"])
 def test_a_malformed_labelme_shape_names_its_file(tmp_path, shape):
-    """binascii's 'Incorrect padding' and numpy's 'inhomogeneous shape' came out as tracebacks."""
+    """binascii's 'Incorrect padding', numpy's 'inhomogeneous shape' and a list's 'unhashable type' came out as
+    tracebacks; a shape without a label became a cell of a class named "None"."""
     blank_images(tmp_path / "img", ["a.png"])
     (tmp_path / "a.json").write_text(json.dumps({"shapes": [shape], "imagePath": "a.png"}))
-    with pytest.raises(CscError, match=r"a\.json: shape 0: (its mask is not a base64 PNG|points must be)"):
+    with pytest.raises(CscError, match=r"a\.json: shape 0(: its mask is not a base64 PNG|: points must be| has no "
+                                       r"label|: group_id must be a number)"):
         read_annotations("labelme", tmp_path / "a.json")
