@@ -38,6 +38,7 @@ def read_coco(src: Path, crowd: str = "cell") -> Annotations:
     for c in data.get("categories") or []:
         if not isinstance(c, dict) or "id" not in c or "name" not in c:
             raise CscError(f"a category needs 'id' and 'name', got {c!r}", path=src)
+        _check_once(categories, c["id"], str(c["name"]), "category", src)
         categories[c["id"]] = str(c["name"])
     images: dict = {}
     for entry in data["images"]:
@@ -47,6 +48,7 @@ def read_coco(src: Path, crowd: str = "cell") -> Annotations:
         if "height" in entry and "width" in entry:
             size = (int(number(entry["height"], "image height", src)), int(number(entry["width"], "image width", src)))
         name = str(entry["file_name"]).replace("\\", "/").rsplit("/", 1)[-1]
+        _check_once({k: v.name for k, v in images.items()}, entry["id"], name, "image", src)
         images[entry["id"]] = ImageAnnotation(name, f"{src.name} image id {entry['id']}", size)
     source = Annotations("coco", "masks", list(images.values()), files={src})
     crowds = 0
@@ -94,6 +96,16 @@ def _box(bbox, label: str, where: str, src: Path) -> Box | None:
         raise CscError(f"{where}: a bbox needs [x, y, width, height], got {_short(bbox)}", path=src)
     x, y, w, h = (number(v, f"{where} bbox", src) for v in bbox)
     return Box(label, x, y, x + w, y + h)
+
+
+def _check_once(seen: dict, key: object, name: str, what: str, src: Path) -> None:
+    """An error where an id is not a number or a string, or names two things: the later one silently took the
+    earlier's annotations (two categories of one id counted every cell of the first as the second)."""
+    if not isinstance(key, (int, str)):
+        raise CscError(f"a {what} id must be a number, got {key!r}", path=src)
+    if seen.get(key, name) != name:
+        raise CscError(f"{what} id {key!r} is given twice, as {seen[key]!r} and {name!r}", path=src,
+                       fix=f"give each {what} an id of its own, or export the annotations again")
 
 
 def _shape(segmentation, label: str, image: ImageAnnotation, where: str, src: Path):

@@ -1,5 +1,6 @@
 """Bringing labels in and out: round trips per format, every import format on small hand-made files, bad input."""
 import json
+import re
 
 import cv2
 import numpy as np
@@ -491,3 +492,19 @@ def test_a_malformed_labelme_shape_names_its_file(tmp_path, shape):
     with pytest.raises(CscError, match=r"a\.json: shape 0(: its mask is not a base64 PNG|: points must be| has no "
                                        r"label|: group_id must be a number)"):
         read_annotations("labelme", tmp_path / "a.json")
+
+
+@pytest.mark.parametrize("field, entries, said", [
+    ("categories", [{"id": 1, "name": "rbc"}, {"id": 1, "name": "wbc"}],
+     "category id 1 is given twice, as 'rbc' and 'wbc'"),
+    ("images", [{"id": 7, "file_name": "a.png"}, {"id": 7, "file_name": "b.png"}], "image id 7 is given twice"),
+    ("categories", [{"id": [1], "name": "rbc"}], "a category id must be a number"),
+])
+def test_a_coco_id_given_twice_is_refused(tmp_path, field, entries, said):
+    """Two categories of one id: the later name took every annotation of the earlier, without a word (a list as an
+    id: "unhashable type")."""
+    doc = {"images": [{"id": 7, "file_name": "a.png"}], "categories": [{"id": 1, "name": "rbc"}], "annotations": []}
+    doc[field] = entries
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    with pytest.raises(CscError, match=re.escape(said)):
+        read_annotations("coco", tmp_path / "c.json")
