@@ -82,7 +82,7 @@ class ExportOptions:
 def export_onnx(checkpoint: str | Path, out: str | Path, options: ExportOptions, *, arch: str | None = None,
                 calib: str | Path | None = None) -> ModelMetadata:
     """Write the ONNX file (atomically) and return the metadata written into it."""
-    validate("onnx", {**asdict(options), "calib": calib})
+    validate("onnx", {**asdict(options), "calib": calib, "checkpoint": checkpoint, "out": out})
     out = Path(out)
     model, meta = model_from_checkpoint(checkpoint, arch)
     stride = get_arch(meta["arch"]).stride

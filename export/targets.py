@@ -24,8 +24,11 @@ class Rule:
 
 
 RULES: dict[str, tuple[Rule, ...]] = {
-    # csc-export onnx: options are ExportOptions' fields and calib.
+    # csc-export onnx: options are ExportOptions' fields, calib, and the checkpoint and ONNX file (out) paths.
     "onnx": (
+        Rule(lambda o: Path(o["out"]).resolve() != Path(o["checkpoint"]).resolve(),
+             "--out is the checkpoint itself: the export would replace the model it is made from",
+             "name the export MODEL.onnx"),
         Rule(lambda o: o["calib"] is None or o["precision"] == "int8",
              "--calib is read only for --precision int8 (this export is {precision})",
              "drop --calib, or add --precision int8"),

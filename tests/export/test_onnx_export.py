@@ -101,6 +101,19 @@ def test_option_combinations_are_refused_before_any_work(tmp_path, options, cali
     assert not list(tmp_path.iterdir())
 
 
+def test_out_naming_the_checkpoint_is_refused_and_the_checkpoint_kept(checkpoint, tmp_path):
+    """`csc-export onnx best.pt --out best.pt` wrote the ONNX file over the checkpoint, then failed to read it back
+    for the comparison: the trained model was lost."""
+    import shutil
+    from pathlib import Path
+
+    ckpt = Path(shutil.copy(checkpoint, tmp_path / "best.pt"))
+    before = ckpt.read_bytes()
+    with pytest.raises(CscError, match="--out is the checkpoint itself"):
+        export_onnx(ckpt, tmp_path / "." / "best.pt", ExportOptions(size=64))
+    assert ckpt.read_bytes() == before
+
+
 def test_foreign_onnx_file_fails_the_metadata_check(tmp_path):
     node = onnx.helper.make_node("Relu", ["x"], ["y"])
     graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
