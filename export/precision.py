@@ -20,21 +20,26 @@ from runtime.backends.model_meta import ModelMetadata
 
 
 class _FrameReader:
-    """Calibration batches: the images of a folder, resized to the model input, as the graph's input."""
+    """Calibration batches: the images of a folder, resized to the model input, as the graph's input. A static
+    batch of N takes exactly N frames, so they are grouped N at a time, the last group filled from the first
+    images."""
 
     def __init__(self, folder: Path, metadata: ModelMetadata, input_name: str, limit: int = 64):
         import cv2
 
         h, w = metadata.input_size
-        self.frames = []
+        singles = []
         for path in list_images(folder)[:limit]:
             image = cv2.resize(read_image(path), (w, h), interpolation=cv2.INTER_AREA)
             if metadata.fused:
-                self.frames.append(image[None])
+                singles.append(image)
             else:
                 rgb = image[..., ::-1].astype(np.float32) / 255.0
                 norm = (rgb - np.array(metadata.normalisation["mean_rgb"])) / np.array(metadata.normalisation["std_rgb"])
-                self.frames.append(norm.transpose(2, 0, 1)[None].astype(np.float32))
+                singles.append(norm.transpose(2, 0, 1).astype(np.float32))
+        batch = 1 if metadata.batch == "dynamic" else int(metadata.batch)
+        self.frames = [np.stack([singles[(start + i) % len(singles)] for i in range(batch)])
+                       for start in range(0, len(singles), batch)]
         self.input_name = input_name
         self._it = iter(self.frames)
 

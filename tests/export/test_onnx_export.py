@@ -72,6 +72,16 @@ def test_reduced_precisions_keep_uint8_in_and_the_check_names_its_threshold(chec
         assert report.ok, report.checks
 
 
+def test_int8_of_a_static_batch_is_calibrated_in_batches_of_that_size(checkpoint, calib_images, tmp_path):
+    """`--precision int8 --batch 4` ended in ONNX Runtime's traceback "Got: 1 Expected: 4": calibration fed one
+    frame at a time to a graph that takes exactly four."""
+    out = tmp_path / "int8-b3.onnx"
+    export_onnx(checkpoint, out, ExportOptions(batch="3", size=64, precision="int8"), calib=calib_images)
+    graph = onnx.load(str(out))
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.graph.node}
+
+
 def test_int8_of_the_bundled_model_agrees_with_its_fp32_on_fixed_frames(tmp_path):
     """INT8 quality on a trained model (the 6-step fixture's logits nearly tie everywhere): ONNX Runtime class maps
     of the quantized bundled model agree with its FP32 ones on ≥ 98 % of pixels (the documented INT8 threshold)."""
