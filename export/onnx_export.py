@@ -75,6 +75,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.batch != "dynamic" and not (self.batch.isdigit() and int(self.batch) >= 1):
             raise CscError(f"--batch must be a positive number or 'dynamic', got {self.batch!r}")
+        if self.size < 1:
+            raise CscError(f"--size must be a positive number of pixels, got {self.size}")
         if self.precision not in PRECISIONS:
             raise CscError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -199,6 +199,9 @@ def test_bad_inputs(checkpoint, tmp_path):
         export_onnx(checkpoint, tmp_path / "m.onnx", ExportOptions(size=50))
     with pytest.raises(CscError, match="--batch"):
         ExportOptions(batch="many")
+    for size in (0, -32):  # both multiples of the stride: torch's traceback came from the trace
+        with pytest.raises(CscError, match=f"--size must be a positive number of pixels, got {size}"):
+            ExportOptions(size=size)
     (tmp_path / "file").write_text("")
     with pytest.raises(CscError, match="cannot write here"):
         export_onnx(checkpoint, tmp_path / "file" / "m.onnx", ExportOptions(size=64))
