@@ -138,7 +138,7 @@ def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tu
     if engine is None:
         return runners, [f"{model.name}: no TensorRT row — no engine beside it "
                          f"(csc-export build-engine {model} --out {model.with_suffix('.engine')})"]
-    problem = why_not_runnable(engine)
+    problem = why_not_runnable(engine, model)
     if problem is not None:
         return runners, [f"{model.name}: no TensorRT row — {engine.name} cannot run on this machine: {problem}"]
     return runners + [(TensorRTRunner(engine), f"{engine.name} beside the model")], []

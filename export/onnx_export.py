@@ -6,7 +6,6 @@ Precision is decided here, once, for every runtime (TensorRT 11 reads it from th
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from export.targets import validate
 from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.errors import CscError
 from runtime.io.imageio import atomic_path
+from runtime.backends.engine_sidecar import sha256
 from runtime.backends.model_meta import METADATA_KEY, PRECISIONS, ModelMetadata
 from runtime.version import __version__
 from trainer.checkpoint import model_from_checkpoint
@@ -148,11 +148,3 @@ def _write_metadata(graph: onnx.ModelProto, metadata: ModelMetadata) -> None:
     for key, value in flat.items():
         graph.metadata_props.add(key=key, value=value)
     graph.producer_name, graph.producer_version = "auto-csc", metadata.version
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -20,7 +20,7 @@ import onnx
 
 from export.frames import check_frames
 from export.targets import validate
-from runtime.backends.engine_sidecar import RTX_DEFAULT_TARGETS, RTX_TARGETABLE, EngineSidecar
+from runtime.backends.engine_sidecar import RTX_DEFAULT_TARGETS, RTX_TARGETABLE, EngineSidecar, sha256
 from runtime.errors import CscError
 from runtime.backends.cuda import LABELS, gpu_info, import_tensorrt, installed_flavours, tensorrt_logger
 from runtime.io.imageio import atomic_path
@@ -243,8 +243,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, options: BuildOptions, 
     if cache_path is not None:
         with atomic_path(cache_path) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-    from export.onnx_export import sha256
-
     sidecar = EngineSidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu[0] if gpu else "", compute_capability=gpu[1] if gpu else "",
         precision=facts.metadata.precision, profiles=profiles, onnx_file=_relative_to(onnx_path, Path(out).parent),
@@ -274,7 +272,6 @@ ENGINE_AGREEMENT = 0.995
 def engine_agreement(engine: str | Path, images: str | Path | None = None) -> float:
     """Class-map agreement of ``engine`` (run here by TensorRT) with the ONNX file it was built from (run by ONNX
     Runtime) on frames: the accuracy guard of `csc-export build-engine` and `csc-export check ENGINE`."""
-    from export.onnx_export import sha256
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
     from runtime.backends.tensorrt import TensorRTRunner
     from runtime.backends.compare import class_map_agreement

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from benchmarks.publish import publish
 from export.checks import AGREEMENT_THRESHOLD, run_checks
-from export.onnx_export import ExportOptions, export_onnx, sha256
+from export.onnx_export import ExportOptions, export_onnx
+from runtime.backends.engine_sidecar import sha256
 from runtime.backends.model_meta import PRECISIONS
 
 CALIB_SEED, CALIB_FRAMES = 7, 32

@@ -3,6 +3,7 @@ flavours or (for full TensorRT) GPUs, so the runtime checks this sidecar before 
 how to rebuild, naming the flavour that would run on this GPU."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,16 @@ from runtime.backends.model_meta import ModelMetadata, fields_from_json
 # >12.0". "X+" means X and later. Turing (7.5) needs an engine built for it alone.
 RTX_TARGETABLE = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0+")
+
+
+def sha256(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes: how a sidecar names the ONNX file its engine was built from (and an export
+    the checkpoint it was made from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _cc(value: str) -> tuple[int, int]:
@@ -104,6 +115,11 @@ class EngineSidecar:
     def onnx_path(self, engine: str | Path) -> Path | None:
         """The first of `onnx_candidates` that exists, or None."""
         return next((p for p in self.onnx_candidates(engine) if p.is_file()), None)
+
+    def built_from(self, onnx: str | Path) -> bool:
+        """Whether ``onnx`` holds the very bytes the engine was built from: a model exported again under the same
+        name is another model, and its old engine would count with the old one."""
+        return sha256(onnx) == self.onnx_sha256
 
     def rebuild_command(self, engine: str | Path, flavour: str | None = None,
                         compute_capabilities: list[str] | None = None) -> str:

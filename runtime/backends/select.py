@@ -57,7 +57,7 @@ def open_runner(model: str | Path, backend: str = "auto", threads: int | None = 
     if engine is not None:
         from runtime.backends.tensorrt import TensorRTRunner, why_not_runnable
 
-        problem = why_not_runnable(engine)
+        problem = why_not_runnable(engine, model)
         if problem is None:
             return TensorRTRunner(engine, cuda_graph=cuda_graph), f"found {engine.name} beside the model, and it runs here"
         why_not = f"{engine.name} exists but {problem}"

@@ -60,12 +60,18 @@ def check_runs_here(engine: str | Path, sidecar: EngineSidecar) -> tuple[ModuleT
     return trt, gpu_name, capability
 
 
-def why_not_runnable(engine: str | Path) -> str | None:
-    """Why this machine cannot run ``engine`` (one line), or None when it can; for the post-build guard."""
+def why_not_runnable(engine: str | Path, onnx: str | Path | None = None) -> str | None:
+    """Why this machine cannot run ``engine`` (one line), or None when it can; for the post-build guard. With
+    ``onnx`` (the file `auto` would run the engine in place of), also why the engine is not that model's: one built
+    before the file was exported again under the same name would count with the old model, silently."""
     try:
-        check_runs_here(engine, EngineSidecar.read(engine))
+        sidecar = EngineSidecar.read(engine)
+        check_runs_here(engine, sidecar)
     except CscError as err:
         return err.reason
+    if onnx is not None and not sidecar.built_from(onnx):
+        return (f"it was built from an earlier {Path(onnx).name} (the file changed since): rebuild it with "
+                f"{sidecar.rebuild_command(engine)}")
     return None
 
 

@@ -433,3 +433,28 @@ def test_an_allocation_failing_part_way_through_activation_frees_what_was_made(s
     with pytest.raises(CscError, match="allocation failed"):
         runner.__enter__()
     assert cudart.freed == len(made) == fail_at - 1 and runner._slots == []
+
+
+def test_auto_passes_over_an_engine_built_from_an_earlier_export_of_the_model(setup, monkeypatch):
+    """`csc-run --model model.onnx` picked model.engine beside it whenever it ran here, even one built before
+    model.onnx was exported again (a new training): the old model counted, silently."""
+    import runtime.backends.openvino as openvino
+    from runtime.backends import open_runner
+    from runtime.backends.engine_sidecar import sha256
+    from runtime.backends.onnxruntime import OnnxRuntimeRunner
+
+    path, _, use = setup
+    use()
+    monkeypatch.setattr(openvino, "openvino_available", lambda: False)
+    model = path.with_suffix(".onnx")
+    model.write_bytes(b"the export the engine was built from")
+    sidecar = EngineSidecar.read(path)
+    sidecar.onnx_sha256 = sha256(model)
+    sidecar.write(path)
+    runner, reason = open_runner(model, "auto")
+    assert isinstance(runner, trt_backend.TensorRTRunner) and reason.startswith("found model.engine beside the model")
+    model.write_bytes(b"a later export under the same name")
+    runner, reason = open_runner(model, "auto")
+    assert isinstance(runner, OnnxRuntimeRunner)
+    assert "model.engine exists but it was built from an earlier model.onnx (the file changed since)" in reason
+    assert f"csc-export build-engine {model} --out {path}" in reason
