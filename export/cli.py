@@ -81,6 +81,9 @@ def check(
 
     _check_images(images)
     if file.suffix.lower() in ENGINE_SUFFIXES:
+        if checkpoint is not None:
+            raise CscError("--checkpoint is read only for an ONNX file: an engine is compared with the ONNX file it "
+                           "was built from", path=file, fix="drop --checkpoint, or check the ONNX file with it")
         _check_engine(file, images)
         return
     if images is not None and checkpoint is None:

@@ -227,6 +227,15 @@ def test_check_exits_1_naming_the_node_a_real_parser_rejects(tmp_path, fp32_mode
     assert code == 0 and "parses every node" in output
 
 
+def test_check_of_an_engine_refuses_a_checkpoint_it_would_not_read(fp32_model, checkpoint, tmp_path):
+    """`csc-export check M.engine --checkpoint best.pt` ignored the checkpoint: an engine is compared with its ONNX
+    file only, so a user believed the engine had been checked against the PyTorch model."""
+    engine = tmp_path / "m.engine"
+    build_engine(fp32_model, engine, BuildOptions(), flavour="rtx")
+    code, output = cli("check", engine, "--checkpoint", checkpoint)
+    assert code != 0 and "--checkpoint is read only for an ONNX file" in output
+
+
 def test_check_falls_back_to_the_operator_list_and_says_so(fp32_model, monkeypatch):
     import runtime.backends.cuda
 
