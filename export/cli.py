@@ -20,7 +20,7 @@ Flavour = choices("Flavour", ("auto", *FLAVOURS))
 
 
 def _print_report(report) -> None:
-    table = Table(title=str(report.path))
+    table = Table(title=escape(str(report.path)))
     table.add_column("check")
     table.add_column("")
     table.add_column("detail")
@@ -64,7 +64,7 @@ def onnx(
         simplify_graph(out)
     report = run_checks(out, checkpoint, images)
     _print_report(report)
-    console.print(f"wrote {out} ({meta.arch}, {meta.precision}, batch {meta.batch}, {out.stat().st_size / 1e6:.1f} MB)")
+    console.print(f"wrote {escape(str(out))} ({meta.arch}, {meta.precision}, batch {meta.batch}, {out.stat().st_size / 1e6:.1f} MB)")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -126,7 +126,7 @@ def upgrade(
     changes, agreement = upgrade_onnx(file, out)
     for change in changes:
         console.print(f"changed: {escape(change)}")
-    console.print(f"wrote {out}; ONNX Runtime class maps before and after agree on {100 * agreement:.3f} % of pixels")
+    console.print(f"wrote {escape(str(out))}; ONNX Runtime class maps before and after agree on {100 * agreement:.3f} % of pixels")
 
 
 @app.command("build-engine")
@@ -161,13 +161,13 @@ def build_engine_cmd(
 
         sidecar = build_engine(file, out, options, report, Flavour(flavour).value)
     where = f"on {sidecar.gpu_name}" if sidecar.gpu_name else "ahead of time, without a GPU"
-    console.print(f"built {out} ({out.stat().st_size / 1e6:.1f} MB) in {sidecar.build_seconds} s {where} with "
-                  f"{sidecar.label} {sidecar.tensorrt_version}; runs on compute capability "
-                  f"{', '.join(sidecar.targets)}; sidecar {sidecar.path_for(out)}", highlight=False)
+    console.print(f"built {escape(str(out))} ({out.stat().st_size / 1e6:.1f} MB) in {sidecar.build_seconds} s "
+                  f"{escape(where)} with {sidecar.label} {sidecar.tensorrt_version}; runs on compute capability "
+                  f"{', '.join(sidecar.targets)}; sidecar {escape(str(sidecar.path_for(out)))}", highlight=False)
     problem = why_not_runnable(out)
     if problem is not None:
         console.print(f"[yellow]accuracy guard skipped:[/] this machine cannot run the engine ({escape(problem)}); "
-                      f"on the target GPU run `csc-export check {out}`", highlight=False)
+                      f"on the target GPU run `csc-export check {escape(str(out))}`", highlight=False)
         return
     agreement = engine_agreement(out, images)
     console.print(f"accuracy guard: TensorRT and ONNX Runtime class maps agree on {100 * agreement:.3f} % of pixels "

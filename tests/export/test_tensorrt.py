@@ -236,6 +236,22 @@ def test_check_of_an_engine_refuses_a_checkpoint_it_would_not_read(fp32_model, c
     assert code != 0 and "--checkpoint is read only for an ONNX file" in output
 
 
+def test_paths_with_brackets_are_printed_as_they_are(fp32_model, old_style_model, tmp_path):
+    """A path like `runs[/old]` ended build-engine, check and upgrade in rich's MarkupError traceback after the
+    work was done (exit 1, files written), and `[bold]` vanished from the name printed: paths are not markup."""
+    import shutil
+
+    folder = tmp_path / "runs[" / "old] [bold]"  # the path reads runs[/old] [bold]
+    folder.mkdir(parents=True)
+    model = Path(shutil.copy(fp32_model, folder / "m.onnx"))
+    code, output = cli("build-engine", model, "--out", folder / "m.engine")
+    assert code == 0 and f"built {folder / 'm.engine'} (" in output and f"sidecar {folder / 'm.engine.json'}" in output
+    code, output = cli("check", model)
+    assert code == 0 and str(model) in output
+    code, output = cli("upgrade", old_style_model, "--out", folder / "new.onnx")
+    assert code == 0 and f"wrote {folder / 'new.onnx'};" in output
+
+
 def test_check_falls_back_to_the_operator_list_and_says_so(fp32_model, monkeypatch):
     import runtime.backends.cuda
 
