@@ -151,6 +151,23 @@ def build_engine_cmd(
     _check_images(images)
     options = BuildOptions(min_batch, opt_batch, max_batch, workspace, str(timing_cache) if timing_cache else None,
                            list(compute_capability or []))
+    skipped: list[str] = []  # why the guard could not run the engine here
+
+    def guard(engine: Path) -> None:
+        """The accuracy guard, on the new engine before it replaces --out: a refused one leaves an engine already
+        there as it was."""
+        problem = why_not_runnable(engine)
+        if problem is not None:
+            skipped.append(problem)
+            return
+        agreement = engine_agreement(engine, images)
+        console.print(f"accuracy guard: TensorRT and ONNX Runtime class maps agree on {100 * agreement:.3f} % of "
+                      f"pixels (need ≥ {100 * ENGINE_AGREEMENT:.1f} %)")
+        if agreement < ENGINE_AGREEMENT:
+            kept = "; the engine already there is kept" if out.exists() else ""
+            raise CscError(f"engine disagrees with ONNX Runtime: not written{kept}", path=out,
+                           fix="check the ONNX file with `csc-export check`, or export at fp32")
+
     with progress_bar() as progress:
         tasks: dict[str, int] = {}
 
@@ -159,24 +176,14 @@ def build_engine_cmd(
                 tasks[phase] = progress.add_task(phase, total=max(steps, 1))
             progress.update(tasks[phase], completed=step)
 
-        sidecar = build_engine(file, out, options, report, Flavour(flavour).value)
+        sidecar = build_engine(file, out, options, report, Flavour(flavour).value, accept=guard)
     where = f"on {sidecar.gpu_name}" if sidecar.gpu_name else "ahead of time, without a GPU"
     console.print(f"built {escape(str(out))} ({out.stat().st_size / 1e6:.1f} MB) in {sidecar.build_seconds} s "
                   f"{escape(where)} with {sidecar.label} {sidecar.tensorrt_version}; runs on compute capability "
                   f"{', '.join(sidecar.targets)}; sidecar {escape(str(sidecar.path_for(out)))}", highlight=False)
-    problem = why_not_runnable(out)
-    if problem is not None:
-        console.print(f"[yellow]accuracy guard skipped:[/] this machine cannot run the engine ({escape(problem)}); "
+    if skipped:
+        console.print(f"[yellow]accuracy guard skipped:[/] this machine cannot run the engine ({escape(skipped[0])}); "
                       f"on the target GPU run `csc-export check {escape(str(out))}`", highlight=False)
-        return
-    agreement = engine_agreement(out, images)
-    console.print(f"accuracy guard: TensorRT and ONNX Runtime class maps agree on {100 * agreement:.3f} % of pixels "
-                  f"(need ≥ {100 * ENGINE_AGREEMENT:.1f} %)")
-    if agreement < ENGINE_AGREEMENT:
-        out.unlink(missing_ok=True)
-        sidecar.path_for(out).unlink(missing_ok=True)
-        raise CscError("engine disagrees with ONNX Runtime; it was removed", path=out,
-                       fix="check the ONNX file with `csc-export check`, or export at fp32")
 
 
 main = entry(app)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -197,9 +198,11 @@ def _set_compute_capabilities(trt: ModuleType, config, wanted: list[str]) -> lis
 
 
 def build_engine(onnx_path: str | Path, out: str | Path, options: BuildOptions, report=None,
-                 flavour: str = "auto") -> EngineSidecar:
+                 flavour: str = "auto", accept: Callable[[Path], None] | None = None) -> EngineSidecar:
     """Build and write ENGINE and ENGINE.json. Options are checked before any work, and nothing is written unless
-    the build succeeds."""
+    the build succeeds and ``accept`` (the accuracy guard), given the new engine under a temporary name with its
+    sidecar beside it, raises no error: an engine refused after it had replaced ``out`` took the good one it
+    replaced with it."""
     onnx_path, out = Path(onnx_path), Path(out)
     facts = read_onnx(onnx_path)
     flavour, trt, gpu = resolve_flavour(flavour)
@@ -238,8 +241,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, options: BuildOptions, 
         raise CscError(f"{LABELS[flavour]} failed to build the engine: {'; '.join(errors) or 'no reason given'}",
                        path=onnx_path, fix=f"raise --workspace (now {options.workspace_mib} MiB) or lower --max-batch"
                        if memory else None)
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(bytes(plan))
     if cache_path is not None:
         with atomic_path(cache_path) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
@@ -250,6 +251,14 @@ def build_engine(onnx_path: str | Path, out: str | Path, options: BuildOptions, 
         build_options=asdict(options), build_seconds=round(seconds, 2),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=asdict(facts.metadata),
         flavour=flavour, target_compute_capabilities=targets)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(bytes(plan))
+        if accept is not None:
+            sidecar.write(tmp)
+            try:
+                accept(tmp)
+            finally:
+                sidecar.path_for(tmp).unlink(missing_ok=True)
     sidecar.write(out)
     return sidecar
 

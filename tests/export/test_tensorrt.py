@@ -162,6 +162,25 @@ def test_bundled_model_builds_ahead_of_time_through_the_cli(tmp_path):
         assert "accuracy guard skipped" in output and f"csc-export check {engine}" in output
 
 
+def test_an_engine_the_guard_refuses_leaves_the_one_at_out_as_it_was(tmp_path, monkeypatch):
+    """The guard used to run on the engine after it had replaced --out, and to delete it when it disagreed: the good
+    engine of an earlier build went with it. The guard needs a GPU that runs the engine: its verdict is a stand-in
+    here, the build and the files are real."""
+    import export.tensorrt as builder
+    import runtime.backends.tensorrt as runner
+
+    engine = tmp_path / "default.engine"
+    assert cli("build-engine", DEFAULT_MODEL, "--out", engine)[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    guarded = []
+    monkeypatch.setattr(runner, "why_not_runnable", lambda e, onnx=None: guarded.append(Path(e)))
+    monkeypatch.setattr(builder, "engine_agreement", lambda e, images=None: 0.5)
+    code, output = cli("build-engine", DEFAULT_MODEL, "--out", engine, "--compute-capability", "8.6")
+    assert code != 0 and "not written; the engine already there is kept" in output and "agree on 50.000 %" in output
+    assert guarded and guarded[0] != engine and guarded[0].parent == tmp_path, "the new engine, under another name"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, "the earlier engine and sidecar, alone"
+
+
 @pytest.mark.parametrize("precision, batch, args", [
     ("fp32", "1", []), ("fp16", "1", []), ("int8", "1", []), ("fp32", "dynamic", ["--max-batch", "4"]),
     ("fp16", "dynamic", ["--min-batch", "2", "--max-batch", "4"]),
