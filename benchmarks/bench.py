@@ -11,6 +11,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 
 import numpy as np
 
@@ -137,7 +138,8 @@ def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tu
     engine = engine_beside(model)
     if engine is None:
         return runners, [f"{model.name}: no TensorRT row — no engine beside it "
-                         f"(csc-export build-engine {model} --out {model.with_suffix('.engine')})"]
+                         f"(csc-export build-engine {quote(str(model))} "
+                         f"--out {quote(str(model.with_suffix('.engine')))})"]
     problem = why_not_runnable(engine, model)
     if problem is not None:
         return runners, [f"{model.name}: no TensorRT row — {engine.name} cannot run on this machine: {problem}"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from shlex import quote
 
 import typer
 from rich.markup import escape
@@ -183,7 +184,7 @@ def build_engine_cmd(
                   f"{', '.join(sidecar.targets)}; sidecar {escape(str(sidecar.path_for(out)))}", highlight=False)
     if skipped:
         console.print(f"[yellow]accuracy guard skipped:[/] this machine cannot run the engine ({escape(skipped[0])}); "
-                      f"on the target GPU run `csc-export check {escape(str(out))}`", highlight=False)
+                      f"on the target GPU run `csc-export check {escape(quote(str(out)))}`", highlight=False)
 
 
 main = entry(app)

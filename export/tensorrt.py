@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from shlex import quote
 from types import ModuleType
 
 import onnx
@@ -156,7 +157,7 @@ def parse_onnx(trt: ModuleType, path: Path) -> tuple[list[str], object, object, 
 def upgrade_hint(errors: list[str], path: Path) -> str:
     """The fix for a parse failure; `csc-export upgrade` where the uint8 input is the cause."""
     if any("UInt8" in e for e in errors):
-        return (f"the uint8 frames must go straight into a Cast: `csc-export upgrade {path} --out NEW.onnx` "
+        return (f"the uint8 frames must go straight into a Cast: `csc-export upgrade {quote(str(path))} --out NEW.onnx` "
                 "rewrites the graph (or re-export it with this version's `csc-export onnx`)")
     return "re-export with `csc-export onnx` (opset 17), or report the node above"
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from shlex import quote
 from typing import Any, ClassVar
 
 from runtime.errors import CscError
@@ -81,7 +82,7 @@ class EngineSidecar:
         """The sidecar of ``engine``; a missing key, a wrong type or bad JSON is one error naming it, a key from a
         newer exporter is ignored (listed in ``ignored_keys``)."""
         path = cls.path_for(engine)
-        fix = f"rebuild it with `csc-export build-engine MODEL.onnx --out {engine}` (it writes both)"
+        fix = f"rebuild it with `csc-export build-engine MODEL.onnx --out {quote(str(engine))}` (it writes both)"
         if not path.is_file():
             raise CscError("engine has no sidecar", path=path, fix=fix)
         try:
@@ -126,7 +127,9 @@ class EngineSidecar:
         """The `csc-export build-engine` line that builds this engine again (for another flavour or GPU if asked)."""
         opts = self.build_options
         flavour = flavour or self.flavour
-        parts = [f"csc-export build-engine {self.onnx_path(engine) or self.onnx_file} --out {engine}"]
+        # quoted as a shell needs it: a copied line with a path of spaces or brackets must run as printed
+        parts = [f"csc-export build-engine {quote(str(self.onnx_path(engine) or self.onnx_file))} "
+                 f"--out {quote(str(engine))}"]
         parts += [f"--{k.replace('_', '-')} {opts[k]}" for k in ("min_batch", "opt_batch", "max_batch") if opts.get(k)]
         parts.append(f"--flavour {flavour}")
         if flavour == "rtx":

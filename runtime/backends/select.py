@@ -6,6 +6,7 @@ import time
 from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
+from shlex import quote
 
 import numpy as np
 
@@ -40,8 +41,9 @@ def open_runner(model: str | Path, backend: str = "auto", threads: int | None = 
         if not is_engine:
             beside = engine_beside(model)
             raise CscError("--backend trt needs an engine file", path=model,
-                           fix=f"pass the one beside it: --model {beside}" if beside else
-                           f"build one: csc-export build-engine {model} --out {model.with_suffix('.engine')}")
+                           fix=f"pass the one beside it: --model {quote(str(beside))}" if beside else
+                           f"build one: csc-export build-engine {quote(str(model))} "
+                           f"--out {quote(str(model.with_suffix('.engine')))}")
         from runtime.backends.tensorrt import TensorRTRunner
 
         return TensorRTRunner(model, cuda_graph=cuda_graph), "a TensorRT engine was given"

@@ -458,3 +458,18 @@ def test_auto_passes_over_an_engine_built_from_an_earlier_export_of_the_model(se
     assert isinstance(runner, OnnxRuntimeRunner)
     assert "model.engine exists but it was built from an earlier model.onnx (the file changed since)" in reason
     assert f"csc-export build-engine {model} --out {path}" in reason
+
+
+def test_the_rebuild_command_runs_as_printed_with_spaces_in_the_paths(tmp_path):
+    """The printed line was pasted into a shell as it was: a folder of spaces split it into other arguments."""
+    import shlex
+
+    engine = tmp_path / "eng dir [v2]" / "m.engine"
+    engine.parent.mkdir()
+    (engine.parent / "my model.onnx").write_bytes(b"onnx")
+    sidecar = EngineSidecar(tensorrt_version="1.7", gpu_name="", compute_capability="", precision="fp32",
+                            profiles={}, onnx_file="my model.onnx", onnx_sha256="0" * 64, flavour="rtx",
+                            build_options={"compute_capabilities": ["8.6"]}, model={})
+    args = shlex.split(sidecar.rebuild_command(engine))
+    assert args[:5] == ["csc-export", "build-engine", str(engine.parent / "my model.onnx"), "--out", str(engine)]
+    assert args[5:] == ["--flavour", "rtx", "--compute-capability", "8.6"]
