@@ -29,6 +29,10 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule(lambda o: Path(o["out"]).resolve() != Path(o["checkpoint"]).resolve(),
              "--out is the checkpoint itself: the export would replace the model it is made from",
              "name the export MODEL.onnx"),
+        Rule(lambda o: Path(o["out"]).suffix.lower() not in ENGINE_SUFFIXES,
+             "--out {out} ends like a TensorRT engine: csc-run knows an engine by its suffix, and would read this "
+             "ONNX file as one", "name the export MODEL.onnx, and build the engine from it with `csc-export "
+             "build-engine`"),
         Rule(lambda o: o["calib"] is None or o["precision"] == "int8",
              "--calib is read only for --precision int8 (this export is {precision})",
              "drop --calib, or add --precision int8"),
@@ -57,6 +61,9 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule(lambda o: o["dynamic"] or all(o[k] is None for k in ("min_batch", "opt_batch", "max_batch")),
              "--min/--opt/--max-batch given but the ONNX model has a static batch",
              "export it with `csc-export onnx CKPT --batch dynamic`, or drop the batch options"),
+        Rule(lambda o: len(set(o["compute_capabilities"])) == len(o["compute_capabilities"]),
+             "--compute-capability given twice for one GPU: {compute_capabilities}",
+             "name each compute capability once"),
         Rule(lambda o: o["flavour"] == "rtx" or not o["compute_capabilities"],
              "--compute-capability chooses the GPUs of a TensorRT-RTX ahead-of-time build; full TensorRT builds "
              "for the GPU it runs on", "drop --compute-capability, or add --flavour rtx"),

@@ -124,6 +124,14 @@ def test_out_naming_the_checkpoint_is_refused_and_the_checkpoint_kept(checkpoint
     assert ckpt.read_bytes() == before
 
 
+def test_an_onnx_export_named_like_an_engine_is_refused(checkpoint, tmp_path):
+    """`--out m.engine` wrote an ONNX file that csc-run then took for an engine by its suffix ("engine has no
+    sidecar")."""
+    with pytest.raises(CscError, match="ends like a TensorRT engine"):
+        export_onnx(checkpoint, tmp_path / "m.engine", ExportOptions(size=64))
+    assert not list(tmp_path.iterdir())
+
+
 def test_foreign_onnx_file_fails_the_metadata_check(tmp_path):
     node = onnx.helper.make_node("Relu", ["x"], ["y"])
     graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],

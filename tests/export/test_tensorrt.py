@@ -116,6 +116,7 @@ def test_profile_shapes():
     ("fp32_model", ["--max-batch", "4"], "static batch"),
     ("fp32_model", ["--flavour", "tensorrt", "--compute-capability", "7.5"], "--compute-capability chooses"),
     ("fp32_model", ["--flavour", "rtx", "--timing-cache", "trt.cache"], "--timing-cache does nothing in TensorRT-RTX"),
+    ("fp32_model", ["--compute-capability", "8.6", "--compute-capability", "8.6"], "given twice for one GPU"),
 ])
 def test_build_engine_refuses_what_the_runtime_cannot_run_before_any_work(request, tmp_path, monkeypatch,
                                                                           model, args, message):
