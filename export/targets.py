@@ -29,6 +29,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule(lambda o: Path(o["out"]).resolve() != Path(o["checkpoint"]).resolve(),
              "--out is the checkpoint itself: the export would replace the model it is made from",
              "name the export MODEL.onnx"),
+        Rule(lambda o: not Path(o["out"]).is_dir(), "--out {out} is a folder", "name a file, e.g. one inside it"),
         Rule(lambda o: Path(o["out"]).suffix.lower() not in ENGINE_SUFFIXES,
              "--out {out} ends like a TensorRT engine: csc-run knows an engine by its suffix, and would read this "
              "ONNX file as one", "name the export MODEL.onnx, and build the engine from it with `csc-export "
@@ -49,6 +50,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule(lambda o: o["out"].resolve() != o["onnx"].resolve(),
              "--out is the ONNX file itself: the engine would replace the model it is built from",
              "name the engine MODEL.engine"),
+        Rule(lambda o: not o["out"].is_dir(), "--out {out} is a folder", "name a file, e.g. one inside it"),
         Rule(lambda o: o["out"].suffix.lower() in ENGINE_SUFFIXES,
              "--out {out} does not end in " + ", ".join(ENGINE_SUFFIXES) + ": csc-run knows an engine by its suffix",
              "name the engine MODEL.engine"),

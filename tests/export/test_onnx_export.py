@@ -132,6 +132,15 @@ def test_an_onnx_export_named_like_an_engine_is_refused(checkpoint, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_an_onnx_export_onto_a_folder_is_refused_before_the_export(checkpoint, tmp_path, monkeypatch):
+    import export.onnx_export as exporter
+
+    monkeypatch.setattr(exporter, "model_from_checkpoint", lambda *a: pytest.fail("the export began"))
+    (tmp_path / "m.onnx").mkdir()
+    with pytest.raises(CscError, match="is a folder"):
+        export_onnx(checkpoint, tmp_path / "m.onnx", ExportOptions(size=64))
+
+
 def test_foreign_onnx_file_fails_the_metadata_check(tmp_path):
     node = onnx.helper.make_node("Relu", ["x"], ["y"])
     graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],

@@ -136,11 +136,14 @@ def test_build_engine_refuses_an_out_that_is_its_model_or_no_engine_name(fp32_mo
     .plan and .trt files as engines."""
     model = tmp_path / "m.onnx"
     model.write_bytes(fp32_model.read_bytes())
+    (tmp_path / "old.engine").mkdir()  # a folder: found only after the build (minutes on a Jetson)
     for out, message in ((model, "--out is the ONNX file itself"),
-                         (tmp_path / "m.bin", "does not end in .engine, .plan, .trt")):
+                         (tmp_path / "m.bin", "does not end in .engine, .plan, .trt"),
+                         (tmp_path / "old.engine", "is a folder")):
         code, output = cli("build-engine", model, "--out", out)
-        assert code != 0 and message in output
-    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and model.read_bytes() == fp32_model.read_bytes()
+        assert code != 0 and message in output and "Building" not in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "old.engine"]
+    assert model.read_bytes() == fp32_model.read_bytes() and not list((tmp_path / "old.engine").iterdir())
 
 # -- real parses and builds ---------------------------------------------------------------------------------------
 
