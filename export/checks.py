@@ -20,6 +20,7 @@ import onnxruntime as ort
 from export.frames import check_frames
 from export.tensorrt import parse_onnx, upgrade_hint
 from runtime.backends import cuda
+from runtime.backends.engine_sidecar import sha256
 from runtime.backends.model_meta import ModelMetadata, load_onnx
 from runtime.errors import CscError
 from runtime.io.imageio import atomic_path
@@ -136,6 +137,9 @@ def run_checks(path: str | Path, checkpoint: str | Path | None = None, images: s
     detail = f"class maps agree on {100 * agreement:.3f} % of pixels (need ≥ {100 * need:.1f} % for {meta.precision})"
     if diff is not None:
         detail += f", max |logit difference| {diff:.2e}"
+    recorded = meta.checkpoint.rpartition("sha256:")[2]  # "best.pt sha256:<16 hex>", written by the export
+    if recorded and not sha256(checkpoint).startswith(recorded):  # a low figure then says little about the export
+        detail += f"; but this file was exported from another checkpoint ({meta.checkpoint})"
     report.add("ONNX Runtime vs PyTorch FP32", agreement >= need, detail)
     return report
 

@@ -37,6 +37,23 @@ def test_fp32_checks_pass_with_the_pytorch_comparison(fp32_model, checkpoint):
                                                "ONNX Runtime vs PyTorch FP32"]
 
 
+def test_the_check_says_when_the_checkpoint_is_not_the_one_exported(fp32_model, checkpoint, tmp_path):
+    """`check model.onnx --checkpoint other.pt` gave "FAIL 43 %" without a word that the file's metadata names
+    another checkpoint: a broken export, it seemed."""
+    import torch
+
+    from trainer.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    state["model"] = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+    save_checkpoint(tmp_path / "other.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
+    said = {c.name: c.detail for c in run_checks(fp32_model, tmp_path / "other.pt").checks}
+    assert "exported from another checkpoint (best.pt sha256:" in said["ONNX Runtime vs PyTorch FP32"]
+    own = {c.name: c.detail for c in run_checks(fp32_model, checkpoint).checks}
+    assert "another checkpoint" not in own["ONNX Runtime vs PyTorch FP32"]
+
+
 def test_dynamic_batch_and_unfused_graphs_run_through_the_runner(checkpoint, plain_model, tmp_path):
     dyn, plain = tmp_path / "dyn.onnx", plain_model
     export_onnx(checkpoint, dyn, ExportOptions(batch="dynamic", size=64))
