@@ -291,6 +291,8 @@ def _csv_so_far(path: Path, name: str) -> Response:
                 return StreamingResponse(_file_chunks(f, cut), media_type="text/csv",
                                          headers={**_attachment(name), "Content-Length": str(cut)})
             data = f.read(cut)
+    except FileNotFoundError:  # the run writes its CSVs from its first counted frame on
+        return JSONResponse({"detail": "no frame counted yet"}, 503, headers={"Retry-After": "1"})
     except OSError as err:
         return JSONResponse({"detail": f"{name} cannot be read ({err.strerror})"}, 503)
     return Response(data, media_type="text/csv", headers=_attachment(name))

@@ -355,7 +355,7 @@ def test_a_csv_trimmed_during_its_download_is_sent_as_it_was(tmp_path):
     path = tmp_path / "counts.csv"
     writer = CountsCsvWriter(path, NAMES, max_bytes=200_000)
     frame = 0
-    while path.stat().st_size < 150_000:
+    while not path.exists() or path.stat().st_size < 150_000:  # the file is made by its first row
         writer.write(frame, f"frame{frame}", {"rbc": 40, "macrophage": 3}, 50.0, 0.4)
         frame += 1
     before = path.read_bytes()
@@ -407,9 +407,10 @@ def test_counts_before_the_first_frame_are_503(counter):
     hub = FrameHub(NAMES, pipeline.segmenter.to_frame)
     try:
         client = TestClient(create_app(api(counter, live=LiveRun(pipeline, hub, "none.csv", "none.csv"))))
-        for path in ("/api/counts", "/snapshot.jpg"):
+        for path in ("/api/counts", "/snapshot.jpg", "/counts.csv", "/cells.csv"):  # the CSVs: made at frame 1
             answer = client.get(path)
-            assert answer.status_code == 503 and answer.json()["detail"]
+            assert answer.status_code == 503 and answer.json()["detail"].startswith("no frame")
+            assert answer.headers["retry-after"] == "1"
         assert client.get("/healthz").json()["frames"] == 0
     finally:
         hub.close()
