@@ -126,3 +126,34 @@ def test_every_import_path_the_docs_name_resolves():
             break
         else:
             raise AssertionError(f"{name}: no such module")
+
+
+def test_the_terminal_help_says_what_the_cli_reference_says():
+    """`--help` reads every help text as rich markup, where an unescaped `[word]` is a style and vanishes: csc-run's
+    --serve printed `pip install 'auto-csc'`, its extra gone, while the CLI reference (docs/hooks.py) showed
+    `auto-csc[serve]`. A literal bracket in a help text is written `\\[` (Markdown shows it as `[` too)."""
+    import importlib
+
+    from rich.text import Text
+    from typer.main import get_command
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+
+    def texts(cmd, path):
+        yield path, cmd.help or ""
+        for param in cmd.params:
+            yield f"{path} {param.name}", getattr(param, "help", None) or ""
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from texts(sub, f"{path} {name}")
+
+    lost = []
+    for name, module in hooks.COMMANDS.items():
+        for where, text in texts(get_command(importlib.import_module(module).app), name):
+            shown = Text.from_markup(text).plain.strip()
+            if shown != hooks._plain(text).replace("\\[", "["):
+                lost.append(f"{where}: {text!r} prints as {shown!r}")
+    assert not lost, lost

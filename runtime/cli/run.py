@@ -59,7 +59,7 @@ def run(
     height: int = typer.Option(None, "--height", help="Camera capture height."),
     fps: float = typer.Option(None, "--fps", help="Camera capture frame rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the demo source."),
-    serve: str = typer.Option(None, "--serve", metavar="[HOST:]PORT", help="While counting, serve a live web view (overlay video, counts, chart, CSV downloads) and the HTTP API (POST /api/count, /metrics, /docs) on PORT; HOST defaults to 127.0.0.1 (this machine only). Any other address requires a token. Needs the serve extra: pip install 'auto-csc[serve]'."),
+    serve: str = typer.Option(None, "--serve", metavar="[HOST:]PORT", help="While counting, serve a live web view (overlay video, counts, chart, CSV downloads) and the HTTP API (POST /api/count, /metrics, /docs) on PORT; HOST defaults to 127.0.0.1 (this machine only). Any other address requires a token. Needs the serve extra: pip install 'auto-csc\\[serve]'."),
     token: str = typer.Option(None, "--token", help="With --serve: the token every request must carry (Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser); default: the CSC_TOKEN environment variable, else none on loopback and a random one, printed once, on any other address."),
     version: bool = VersionOption,  # noqa: ARG001
 ) -> None:
