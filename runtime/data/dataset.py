@@ -344,9 +344,14 @@ def check_dataset(root: str | Path) -> CheckReport:
     """Validate every file (mask present, readable, sizes, class ids, instance/class agreement, metadata) and gather
     statistics; every bad file is a problem in the report, none stops the check."""
     root = _dataset_root(root)
-    images = list_images(root / "images")
+    problems: list[str] = []
+    try:
+        images = list_images(root / "images")
+    except CscError as err:  # a problem like any other: a run stopped before its first image says so below
+        images = []
+        problems.append(str(err))
     samples, unpaired = _pair_samples(root, images)
-    problems = [str(err) for err in unpaired]
+    problems += [str(err) for err in unpaired]
     try:
         meta = read_meta(root)
     except CscError as err:

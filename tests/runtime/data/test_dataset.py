@@ -194,6 +194,17 @@ def test_interrupted_writer_marks_dataset_incomplete(tmp_path):
     assert len(problems) == 1 and "dataset.json: incomplete: the run that wrote it stopped early" in problems[0]
 
 
+def test_a_dataset_interrupted_before_its_first_image_is_reported_incomplete(tmp_path):
+    """Ctrl-C before the first image leaves an empty images/: `csc-data check` stopped at "no images found — put
+    images there", hiding that the run stopped early (and putting images there makes no dataset)."""
+    with pytest.raises(KeyboardInterrupt):
+        with DatasetWriter(tmp_path / "ds", source="test"):
+            raise KeyboardInterrupt
+    report = check_dataset(tmp_path / "ds")
+    assert not report.ok and report.n_images == 0
+    assert "incomplete: the run that wrote it stopped early" in report.problems[-1], report.problems
+
+
 def test_cli_check_exits_1_naming_every_bad_file(mixed_dataset, tmp_path):
     root = _copy(mixed_dataset, tmp_path)
     images = sorted((root / "images").iterdir())
