@@ -44,7 +44,7 @@ def run(
     max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop after N frames."),
     duration: float = typer.Option(None, "--duration", min=0.1, help="Stop after S seconds."),
     stall_timeout: float = typer.Option(30.0, "--stall-timeout", min=0.1, help="Seconds without a frame from the source (a camera unplugged mid-read, a stream that stopped) after which the run stops with its files closed and exits 1."),
-    save_csv: Path = typer.Option(None, "--save-csv", help="Per-frame counts CSV (frame, source, one column per class of the model — rbc, macrophage by default — fps), flushed every frame."),
+    save_csv: Path = typer.Option(None, "--save-csv", help="Per-frame counts CSV (frame, source, one column per class of the model — rbc, macrophage by default — fps, pixel_size_um: the frames' µm per pixel in use), flushed every frame."),
     save_video: Path = typer.Option(None, "--save-video", help="Overlay video (.mp4 or .avi)."),
     save_cells: Path = typer.Option(None, "--save-cells", help="Per-cell CSV (id, class, centroid, area, bbox, diameter)."),
     summary_json: Path = typer.Option(None, "--summary", help="Write the end-of-run summary as JSON."),
