@@ -57,7 +57,7 @@ def import_labels(
     out: Path = typer.Option(..., "--out", help="New dataset folder to write."),
     classes: str = typer.Option(None, "--classes", help="Class mapping SOURCE=target,… (e.g. RBC=rbc,WBC=wbc); '*=rbc' maps every other name; unmapped classes are dropped and counted. Default: the names as given (rbc/macrophage in any case become the project's)."),
     class_table: Path = typer.Option(None, "--class-table", help="masks only: CSV image,class (a class per file) or image,label,class (per cell)."),
-    pixel_size: float = typer.Option(None, "--pixel-size", min=0.0001, help="µm per pixel of the images, recorded in dataset.json (default: not recorded; counting then assumes 0.4)."),
+    pixel_size: float = typer.Option(None, "--pixel-size", min=0.0001, help="µm per pixel of the images, recorded in dataset.json (default: not recorded: `csc-data count` then estimates it from each image's cells, and training takes it for 0.4)."),
     strict: bool = typer.Option(False, "--strict", help="Stop on annotations without images, images without annotations, unreadable images or size mismatches, instead of listing and skipping them."),
     copy_images: bool = typer.Option(False, "--copy-images", help="Copy the images instead of hard-linking them (the default where the file system allows)."),
     crowd: Crowd = typer.Option(Crowd.cell, "--crowd", help="coco only: iscrowd=1 annotations as one cell each (cell: CVAT marks every mask so) or left out (skip: COCO's own crowd regions, several objects under one mask)."),
