@@ -38,7 +38,8 @@ def rescale_dataset(root: str | Path, out: str | Path, pixel_size_um: float, sou
     if pixel_size_um <= 0 or (source_pixel_size_um is not None and source_pixel_size_um <= 0):
         raise CscError("pixel sizes must be positive", fix="give µm per pixel, e.g. --pixel-size 0.4")
     if source_pixel_size_um is None and not dataset.scale_known:
-        raise CscError("the dataset's pixel size was estimated from its cells, not given", path=dataset.root,
+        why = "estimated from its cells, not given" if dataset.meta.get("pixel_size_um") else "not recorded"
+        raise CscError(f"the dataset's pixel size was {why}", path=dataset.root,
                        fix="give the camera's pixel size with --from UM")
     check_new_dataset_folder(Path(out))
     source = source_pixel_size_um or dataset.pixel_size_um

@@ -293,6 +293,10 @@ def test_rescale_brings_a_dataset_to_another_pixel_size(tmp_path, mixed_dataset)
     (tmp_path / "fine" / "dataset.json").write_text(_json.dumps(meta))
     with pytest.raises(CscError, match="estimated"):
         rescale_dataset(tmp_path / "fine", tmp_path / "x", 0.4)
+    del meta["pixel_size_um"], meta["scale"]  # an import without --pixel-size: none recorded, none estimated
+    (tmp_path / "fine" / "dataset.json").write_text(_json.dumps(meta))
+    with pytest.raises(CscError, match="pixel size was not recorded"):
+        rescale_dataset(tmp_path / "fine", tmp_path / "x", 0.4)
     assert rescale_dataset(tmp_path / "fine", tmp_path / "back", 0.4, source_pixel_size_um=0.2) == 0.5
 
 
