@@ -1,7 +1,7 @@
 """What an exported model tells the runtime about itself, read from the ONNX file's metadata_props.
 
 Written by `csc-export` (Ultralytics-style metadata beside every artefact): the runtime repeats no option, and a
-file without it is refused with the list of what would then have to be given by hand.
+file without it is refused, saying how to re-export it.
 
 Read forward-compatibly: keys a newer exporter added are ignored and listed in ``ignored_keys`` (the CLIs show
 them as a note); a key that is missing or has the wrong type is a one-line error naming it.
@@ -155,8 +155,9 @@ class ModelMetadata:
         if METADATA_KEY not in props:
             raise CscError(
                 "this ONNX file has no auto-CSC metadata (it was not written by csc-export)", path=source,
-                fix="re-export it with `csc-export onnx CKPT --out FILE`; a foreign model would need its classes, "
-                    "input size, layout (NHWC uint8 BGR in, class map out) and normalisation given by hand")
+                fix="re-export it from its checkpoint with `csc-export onnx CKPT --out FILE`: the runtime reads a "
+                    "model's classes, input size, layout and normalisation from that metadata, and takes no "
+                    "model without it")
         try:
             data = json.loads(props[METADATA_KEY])
         except json.JSONDecodeError as err:
