@@ -155,7 +155,15 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
     evidence["background_ratio"] = background_ratio = float(median / max(bright, 1.0))
     if background_ratio < EMISSION_BACKGROUND:
         return ModalityEvidence("fluorescence", **evidence)
-    grey = _detection_copy(image, grey)
+    window = _detection_window(image)
+    if window is not None and image.ndim == 3:
+        # Colour too is judged where the cells keep their width: a large frame of small stained cells shrunk whole
+        # blends them into the background (a simulated 4000×3000 smear spanned 0.013 so, 0.055 in its window),
+        # and its grey copy was then taken for unstained cells, or a stain only by its darkening.
+        evidence["chroma"] = chroma = max(chroma, _chroma_span(window[0]))
+        if chroma >= STAIN_CHROMA:
+            return ModalityEvidence("stained", **evidence)
+    grey = _grey_copy(window, grey)
     found, deviation = _object_evidence(grey)
     evidence.update(found)
     # So faint that the cells barely absorb, whatever the sign (a stain darkens by tens of per cent), and that noise
@@ -180,27 +188,37 @@ def detect_modality(image: np.ndarray) -> ModalityEvidence:
     return ModalityEvidence(modality, **evidence)
 
 
-def _detection_copy(image: np.ndarray, whole: np.ndarray) -> np.ndarray:
-    """The grey copy the objects are judged on: ``whole``, the frame shrunk to DETECT_SIDE px, unless its cells are
-    narrower there than DETECT_CELLS_PX allows; then the frame's central DETECT_SIDE px at a shrink that leaves
-    them no wider than its upper end (see DETECT_CELLS_PX). A frame whose first pass sees no cells, or too few to
-    be believed (PROBE_MIN_COVER), keeps ``whole``."""
+def _detection_window(image: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Where a large frame is judged (see DETECT_CELLS_PX), in its own channels: its central window, DETECT_SIDE px
+    at the shrink returned (≥ 1), that leaves its cells no wider than DETECT_CELLS_PX's upper end — where the whole
+    frame shrunk to DETECT_SIDE px leaves them narrower than its lower end. None (the whole frame's copy) for a
+    frame no larger than DETECT_SIDE, or whose first pass sees no cells, or too few to be believed
+    (PROBE_MIN_COVER)."""
     factor = max(image.shape[:2]) / DETECT_SIDE
     if factor <= 1:
-        return whole
+        return None
     probe = as_grey(_central(image, PROBE_SIDE))
     found = first_pass(probe)
     narrowest, widest = DETECT_CELLS_PX
     if found.diameters is None or found.diameter / factor >= narrowest:
-        return whole
+        return None
     if len(found.diameters) * math.pi * found.diameter ** 2 / 4 < PROBE_MIN_COVER * probe.size:
-        return whole
+        return None
     shrink = max(1.0, found.diameter / widest)
-    window = as_grey(_central(image, round(DETECT_SIDE * shrink)))
+    return _central(image, round(DETECT_SIDE * shrink)), shrink
+
+
+def _grey_copy(window: tuple[np.ndarray, float] | None, whole: np.ndarray) -> np.ndarray:
+    """The grey copy the objects are judged on: the detection window (`_detection_window`) in grey, shrunk as it
+    says, or ``whole``, the frame's copy shrunk to DETECT_SIDE px, where there is none."""
+    if window is None:
+        return whole
+    crop, shrink = window
+    grey = as_grey(crop)
     if shrink == 1.0:
-        return window
-    size = (max(1, round(window.shape[1] / shrink)), max(1, round(window.shape[0] / shrink)))
-    return cv2.resize(window, size, interpolation=cv2.INTER_AREA)
+        return grey
+    size = (max(1, round(grey.shape[1] / shrink)), max(1, round(grey.shape[0] / shrink)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
 
 def _central(image: np.ndarray, side: int) -> np.ndarray:

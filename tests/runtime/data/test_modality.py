@@ -143,10 +143,25 @@ def test_a_large_frame_of_small_cells_is_judged_where_they_keep_their_width(kind
 
     image = make_microscope(kind, size=2048, seed=56, optics=optics).frame(0).image
     assert detect_modality(image).modality == optics
-    window = modality._detection_copy(image, np.zeros((512, 512), np.uint8))
+    window = modality._grey_copy(modality._detection_window(image), np.zeros((512, 512), np.uint8))
     assert np.array_equal(window, cv2.cvtColor(image[768:1280, 768:1280], cv2.COLOR_BGR2GRAY))
     monkeypatch.setattr(modality, "DETECT_CELLS_PX", (0.0, 41.0))  # the whole frame's copy always, as before
     assert detect_modality(image).modality == "brightfield"
+
+
+def test_a_large_frame_of_small_stained_cells_is_told_by_their_colour():
+    """The paper's camera (4000×3000) on a smear at its 512-px crops' magnification: shrunk whole to DETECT_SIDE px,
+    the simulator's stained cells (15–41 px) blend into the background, and the frame's colour spanned 0.014 — grey
+    to the detector, which took a mosaic of its demo frames for unstained cells. In the window where the cells keep
+    their width, the colour is a stain's again."""
+    import runtime.data.modality as modality
+    from runtime.io.sources import DemoSource
+
+    frames = [frame.image for _, frame in zip(range(48), DemoSource(size=512, seed=0).frames())]
+    mosaic = np.vstack([np.hstack(frames[row * 8:(row + 1) * 8]) for row in range(6)])[:3000, :4000]
+    assert modality._chroma_span(mosaic) < modality.STAIN_CHROMA, "the whole frame's colour, blended away"
+    found = detect_modality(mosaic)
+    assert found.modality == "stained" and found.chroma >= modality.STAIN_CHROMA and not found.tentative
 
 
 def test_a_few_specks_do_not_send_a_large_frame_to_a_window(monkeypatch):
@@ -159,10 +174,9 @@ def test_a_few_specks_do_not_send_a_large_frame_to_a_window(monkeypatch):
     for k in range(8):
         cv2.circle(image, (900 + (k % 4) * 60, 950 + (k // 4) * 80), 6, 120, -1)
     assert len(first_pass(modality._central(image, modality.PROBE_SIDE)).diameters) == 8
-    whole = np.zeros((512, 512), np.uint8)
-    assert modality._detection_copy(image, whole) is whole
+    assert modality._detection_window(image) is None
     monkeypatch.setattr(modality, "PROBE_MIN_COVER", 0.0)
-    assert modality._detection_copy(image, whole) is not whole
+    assert modality._detection_window(image) is not None
 
 
 def test_cells_wide_enough_on_the_whole_frames_copy_are_judged_there():
@@ -174,8 +188,7 @@ def test_cells_wide_enough_on_the_whole_frames_copy_are_judged_there():
     microscope = make_microscope("macrophage", size=1024, seed=56, optics="phase", pixel_size_um=0.2, density=3.0)
     image = microscope.frame(0).image
     assert first_pass(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).diameter / 2 >= modality.DETECT_CELLS_PX[0]
-    whole = np.zeros((512, 512), np.uint8)
-    assert modality._detection_copy(image, whole) is whole
+    assert modality._detection_window(image) is None
 
 
 @pytest.mark.parametrize("pixel_size, size, optics, copy", [(0.2, 512, "dic", True), (0.1, 1024, "dic", True),
