@@ -288,6 +288,10 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
                     if not decided["cell_px"]:
                         run.no_cell.append((path.name, decided["modality"]))
                 per_image[path.stem] = decided
+            # Every image is in: a Ctrl-C from here on is ignored (`_first_interrupt_stops`) while the workers are
+            # joined and dataset.json finished, milliseconds; it used to end the run with no word and every sample
+            # in a dataset.json marked incomplete.
+            stop.set()
         _record_decisions(writer, run, per_image, config)
     return run
 

@@ -234,6 +234,31 @@ def test_ctrl_c_while_the_workers_start_kills_none(rbc_images, tmp_path):
     assert json.loads((out / "dataset.json").read_text())["n_images"] == 5 and check_dataset(out).ok
 
 
+def test_ctrl_c_once_every_image_is_in_lets_the_dataset_be_finished(rbc_images, tmp_path, monkeypatch):
+    """A Ctrl-C after the last image's result, while the workers were joined or the run's decisions recorded, ended
+    the command with exit 130 and no word said, and left every sample listed in a dataset.json marked incomplete,
+    without the estimated pixel size. With every image in, the run now finishes its dataset."""
+    import os
+    import signal
+
+    import trainer.labelling as labelling
+
+    record = labelling._record_decisions
+
+    def ctrl_c_then_record(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        record(*args)
+
+    monkeypatch.setattr(labelling, "_record_decisions", ctrl_c_then_record)
+    out = tmp_path / "out"
+    try:
+        run = label_folder(rbc_images, out, AutoLabelConfig(kind="rbc"), workers=1)
+    except KeyboardInterrupt:
+        pytest.fail("a Ctrl-C after every image was labelled stopped the run")
+    meta = json.loads((out / "dataset.json").read_text())
+    assert run.labelled == 5 and meta["complete"] is True and meta["scale"] == "estimated" and check_dataset(out).ok
+
+
 def test_counts_only_where_instances_were_written(rbc_images, tmp_path):
     label_folder(rbc_images, tmp_path / "plain", AutoLabelConfig(kind="rbc"), workers=1)
     meta = json.loads((tmp_path / "plain" / "dataset.json").read_text())
