@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import cv2
@@ -194,6 +194,25 @@ class AutoLabelConfig:
                 raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
         if self.morph_iterations < 0:
             raise ValueError(f"--morph-iterations must not be negative, got {self.morph_iterations}")
+        self._check_read()
+
+    def _check_read(self) -> None:
+        """An error where an option is given that no step of this config reads: each was accepted and silently
+        ignored (a --block-size with the default Otsu threshold, --min-area-um2 beside --min-area)."""
+        if self.min_area_px is not None and self.min_area_um2 is not None:
+            raise ValueError("give --min-area or --min-area-um2, not both (each sets the smallest object kept)")
+        default = {f.name: f.default for f in fields(self)}
+        adaptive = "by the adaptive threshold (--threshold adaptive, --paper)", self.threshold == "adaptive"
+        blurred = "with --gaussian", self.gaussian
+        opened = "with --morphology (on by default for macrophages only)", self.use_morphology
+        on_intensity = ("by an intensity threshold, which --modality brightfield, phase and dic use only with "
+                        "--threshold otsu or adaptive", self.modality not in LABEL_FREE or self.threshold != "auto")
+        for option, name, (where, read) in (
+                ("--block-size", "block_size", adaptive), ("--offset", "offset", adaptive),
+                ("--gaussian-ksize", "gaussian_ksize", blurred), ("--gaussian-sigma", "gaussian_sigma", blurred),
+                ("--morph-iterations", "morph_iterations", opened), ("--polarity", "polarity", on_intensity)):
+            if not read and getattr(self, name) != default[name]:
+                raise ValueError(f"{option} is read only {where}: drop it, or add what it needs")
 
     @property
     def class_id(self) -> int:

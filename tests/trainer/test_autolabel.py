@@ -270,6 +270,31 @@ def test_wrong_parameters_are_clear_errors():
         AutoLabelConfig(threshold="local")
 
 
+@pytest.mark.parametrize(("given", "message"), [
+    (dict(block_size=31), "--block-size is read only by the adaptive threshold"),
+    (dict(PAPER_STEPS, threshold="otsu", offset=3.0), "--offset is read only by the adaptive threshold"),
+    (dict(gaussian=False, gaussian_ksize=5), "--gaussian-ksize is read only with --gaussian"),
+    (dict(gaussian=False, gaussian_sigma=2.0), "--gaussian-sigma is read only with --gaussian"),
+    (dict(morph_iterations=2), "--morph-iterations is read only with --morphology"),
+    (dict(modality="dic", polarity="dark"), "--polarity is read only by an intensity threshold"),
+    (dict(min_area_px=20, min_area_um2=3.0, pixel_size_um=0.4), "--min-area or --min-area-um2, not both"),
+])
+def test_an_option_no_step_reads_is_refused(given, message):
+    """Each of these was accepted and silently ignored: `csc-label auto --block-size 31` labelled with the default
+    Otsu threshold, as if it had not been given."""
+    with pytest.raises(ValueError, match=message):
+        AutoLabelConfig(**given)
+
+
+def test_options_are_taken_where_their_step_runs():
+    AutoLabelConfig(threshold="adaptive", block_size=31, offset=3.0)
+    AutoLabelConfig(**PAPER_STEPS, block_size=31)
+    AutoLabelConfig(kind="macrophage", morph_iterations=2)
+    AutoLabelConfig(kind="rbc", morphology=True, morph_iterations=2)
+    AutoLabelConfig(modality="dic", polarity="dark", threshold="otsu")
+    AutoLabelConfig(modality="stained", polarity="bright")
+
+
 def test_size_derived_defaults_scale_with_pixel_size_or_diameter():
     fine, coarse = AutoLabelConfig(pixel_size_um=0.2).scaled(), AutoLabelConfig(pixel_size_um=0.4).scaled()
     assert fine.block > coarse.block and fine.block % 2 == 1
