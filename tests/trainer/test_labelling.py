@@ -97,6 +97,21 @@ def test_lit_images_without_a_cell_are_named(rbc_images, tmp_path, modality, hin
     assert meta["autolabel_images"]["zz_noise"]["cell_px"] == 0 < meta["autolabel_images"]["rbc_00000"]["cell_px"]
 
 
+def test_paths_with_brackets_are_printed_as_they_are(rbc_images, tmp_path):
+    """An --out like `labels[/old]` ended auto (after every image was labelled) and ablation (after its report was
+    written) in rich's MarkupError traceback, exit 1, and `[bold]` vanished from the paths printed: paths are not
+    markup."""
+    out, preview = tmp_path / "labels[" / "old] [bold]", tmp_path / "p [bold].png"  # out reads labels[/old] [bold]
+    result = CliRunner().invoke(app, ["auto", str(rbc_images), "--kind", "rbc", "--out", str(out),
+                                      "--preview", str(preview)])
+    printed = " ".join(result.output.split())
+    assert result.exit_code == 0 and f"into {out}" in printed and f"preview: {preview}" in printed, result.output
+    report = out / "ablation.md"
+    result = CliRunner().invoke(app, ["ablation", str(out), "--no-real", "--out", str(report)])
+    printed = " ".join(result.output.split())
+    assert result.exit_code == 0 and f"wrote {report} and {report.with_suffix('.json')}" in printed, result.output
+
+
 def test_cli_rejects_even_block_size(rbc_images, tmp_path):
     import subprocess
     import sys

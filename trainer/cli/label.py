@@ -93,7 +93,7 @@ def auto(
                       "them all",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None  # the shell's code for Ctrl-C
-    console.print(f"labelled {run.labelled} images into {out}", highlight=False)
+    console.print(f"labelled {run.labelled} images into {escape(str(out))}", highlight=False, soft_wrap=True)
     if run.diameters:
         lo, hi = min(run.diameters), max(run.diameters)
         how = {"given": "given", "estimated": "estimated per image", "folder": "the folder's (the image's own cells "
@@ -125,7 +125,7 @@ def auto(
         tiles = [renderer.preview(labels.image, labels.mask, labels.instances)
                  for labels in map(dataset.load, range(min(16, len(dataset))))]
         write_image(preview, tile_grid(tiles))
-        console.print(f"preview: {preview}")
+        console.print(f"preview: {escape(str(preview))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -149,7 +149,7 @@ def ablation(
     report = run_ablation(sets, polarity=polarity.value)
     json_path = write_report(report, out)
     typer.echo(render_markdown(report))
-    console.print(f"wrote {out} and {json_path}")
+    console.print(f"wrote {escape(str(out))} and {escape(str(json_path))}", highlight=False, soft_wrap=True)
 
 
 main = entry(app)
