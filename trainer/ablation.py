@@ -156,11 +156,32 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + f"\n\n{legend}\n\nSources:\n{sources}\n"
 
 
+def check_report_target(markdown_path: Path, datasets: list[Path]) -> None:
+    """An error, before the ablation, where `write_report` could not write or would write into a dataset it reads:
+    onto its dataset.json (its classes, pixel size and provenance replaced by the report) or among its images and
+    labels; where ``markdown_path`` ends in .json (the JSON beside it would replace the Markdown); or onto a folder."""
+    from runtime.cli.common import check_outputs
+    from runtime.data.dataset import check_outside_dataset
+
+    if markdown_path.suffix.lower() == ".json":
+        raise CscError("--out ends in .json: it names the Markdown report, and the JSON is written beside it",
+                       path=markdown_path, fix="end --out in .md")
+    outputs = {"--out": markdown_path, "the report's JSON": _json_beside(markdown_path)}
+    check_outputs(outputs)
+    for dataset in datasets:
+        for flag, path in outputs.items():
+            check_outside_dataset(path, dataset, flag)
+
+
+def _json_beside(markdown_path: Path) -> Path:
+    return markdown_path.with_suffix(".json")
+
+
 def write_report(report: dict, markdown_path: Path) -> Path:
     """Markdown at ``markdown_path`` and the same numbers as JSON beside it; both written atomically."""
     from runtime.io.imageio import write_text
 
     write_text(markdown_path, "# Auto-label ablation (paper Table 1)\n\n" + render_markdown(report))
-    json_path = markdown_path.with_suffix(".json")
+    json_path = _json_beside(markdown_path)
     write_text(json_path, json.dumps(report, indent=2) + "\n")
     return json_path

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from runtime.data.synthesize import synthesize_dataset
+from runtime.errors import CscError
 from trainer.ablation import COLUMNS, PAPER, dataset_set, run_ablation, stardist_nuclei_set, write_report
 
 
@@ -19,6 +20,30 @@ def test_table_shape_and_report_files(tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert sum(line.startswith("|") for line in text.splitlines()) == 2 + len(PAPER) + 2  # header, rule, paper, ours
     assert json.loads(json_path.read_text())["datasets"][0]["n_images"] == 2
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("ds/dataset.md", "the report's JSON lies among the dataset's own files"),
+    ("ds/dataset.json", "--out ends in .json"),
+    ("ds/masks/report.md", "--out lies among the dataset's own files"),
+    ("folder", "--out names a folder"),
+])
+def test_a_report_onto_a_dataset_or_a_folder_is_refused_before_any_work(tmp_path, out, message, monkeypatch):
+    """`csc-label ablation DS --out DS/dataset.md` wrote its JSON over DS's dataset.json (DS/dataset.json wrote the
+    Markdown there, then the JSON over it, and said "wrote DS/dataset.json and DS/dataset.json"): the dataset's
+    classes, pixel size and provenance were gone. A folder failed only once the ablation was done."""
+    from typer.testing import CliRunner
+
+    import trainer.ablation
+    from trainer.cli.label import app
+
+    dataset = synthesize_dataset("rbc", 1, tmp_path / "ds", seed=1, size=64)
+    (tmp_path / "folder").mkdir()
+    before = (dataset / "dataset.json").read_text()
+    monkeypatch.setattr(trainer.ablation, "run_ablation", lambda *a, **k: pytest.fail("the ablation ran"))
+    result = CliRunner().invoke(app, ["ablation", str(dataset), "--no-real", "--out", str(tmp_path / out)])
+    assert isinstance(result.exception, CscError) and message in str(result.exception), result.output
+    assert (dataset / "dataset.json").read_text() == before
 
 
 @pytest.mark.parametrize("column", [c for c, _ in COLUMNS])

@@ -136,8 +136,10 @@ def ablation(
     polarity: PolarityChoice = typer.Option(PolarityChoice.auto, "--polarity", help="Polarity for every set."),
 ) -> None:
     """Reproduce the paper's Table 1: auto-label mIoU for each combination of steps, per dataset."""
-    from trainer.ablation import dataset_set, render_markdown, run_ablation, stardist_nuclei_set, write_report
+    from trainer.ablation import (check_report_target, dataset_set, render_markdown, run_ablation,
+                                  stardist_nuclei_set, write_report)
 
+    check_report_target(out, datasets or [])
     sets = [dataset_set(d) for d in datasets or []]
     if real:
         try:
