@@ -133,16 +133,20 @@ def _workers_start_deaf() -> AbstractContextManager[None]:
     return handling(signal.SIGINT, signal.SIG_IGN)
 
 
-def _first_interrupt_stops(stop: Event) -> AbstractContextManager[None]:
-    """Ctrl-C sets ``stop`` and raises KeyboardInterrupt once; later ones, while the run stops, are ignored. `timeout
-    -s INT` signals the parent twice (itself, then its process group), and people press twice: a second
-    KeyboardInterrupt inside `_stop_on_exit` left the workers labelling and a sample half-written."""
+@contextmanager
+def _first_interrupt_stops(stop: Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM sets ``stop`` and raises KeyboardInterrupt once; later ones, while the run stops, are
+    ignored. `timeout -s INT` signals the parent twice (itself, then its process group), and people press twice: a
+    second KeyboardInterrupt inside `_stop_on_exit` left the workers labelling and a sample half-written. SIGTERM
+    (`timeout`, a batch scheduler's time limit, `kill`) killed the parent on the spot: its samples stayed without a
+    dataset.json, which the same command run again refused, and its workers, orphaned, waited forever."""
     def interrupt(signum: int, frame: object) -> None:
         if not stop.is_set():
             stop.set()
             raise KeyboardInterrupt
 
-    return handling(signal.SIGINT, interrupt)
+    with handling(signal.SIGINT, interrupt), handling(signal.SIGTERM, interrupt):
+        yield
 
 
 @contextmanager

@@ -274,6 +274,48 @@ def test_ctrl_c_once_every_image_is_in_lets_the_dataset_be_finished(rbc_images, 
     assert run.labelled == 5 and meta["complete"] is True and meta["scale"] == "estimated" and check_dataset(out).ok
 
 
+SIGTERM_AT_THE_FIRST_IMAGE = """
+import os, signal, sys
+import trainer.labelling as labelling
+from trainer.cli.label import main
+
+label_folder = labelling.label_folder
+to = sys.argv.pop()
+
+
+def sigterm_at_the_first_image(*args, on_image, **kwargs):
+    def sigterm():  # `timeout` signals its process group, workers included; `kill PID` and `docker stop` the parent
+        os.killpg(0, signal.SIGTERM) if to == "group" else os.kill(os.getpid(), signal.SIGTERM)
+    return label_folder(*args, on_image=sigterm, **kwargs)
+
+
+labelling.label_folder = sigterm_at_the_first_image
+sys.argv[0] = "csc-label"
+main()
+"""
+
+
+@pytest.mark.parametrize("to", ["parent", "group"])
+def test_sigterm_stops_a_run_as_ctrl_c_does(rbc_images, tmp_path, to):
+    """`timeout`, a batch scheduler's time limit or `kill` stop with SIGTERM: the run died on the spot, leaving
+    samples and no dataset.json, and the same command run again refused the folder ("a run that was killed") until
+    the user deleted it. It now stops as on Ctrl-C."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", SIGTERM_AT_THE_FIRST_IMAGE, "auto", str(rbc_images), "--kind", "rbc",
+               "--split-touching", "--workers", "2", "--out", str(out)]
+    run = subprocess.run(command + [to], capture_output=True, text=True, timeout=300, start_new_session=True)
+    printed = " ".join(run.stderr.split())
+    assert run.returncode == 130 and "interrupted: 0 of 5 images labelled" in printed, run.stderr
+    assert "Traceback" not in run.stderr
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["complete"] is False and meta["n_images"] == 0
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name != "dataset.json" and not p.name.startswith(".")]
+    assert label_folder(rbc_images, out, AutoLabelConfig(kind="rbc"), workers=1).labelled == 5, "the same run again"
+
+
 def test_counts_only_where_instances_were_written(rbc_images, tmp_path):
     label_folder(rbc_images, tmp_path / "plain", AutoLabelConfig(kind="rbc"), workers=1)
     meta = json.loads((tmp_path / "plain" / "dataset.json").read_text())
