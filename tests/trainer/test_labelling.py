@@ -134,6 +134,22 @@ def test_a_bad_preview_path_is_refused_before_any_image_is_labelled(rbc_images, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name, message", [("out/images/p.png", "--preview lies among the dataset's own files"),
+                                           ("out/masks/p.png", "--preview lies among the dataset's own files"),
+                                           ("in/p.png", "--preview lies in the folder of images to label")])
+def test_a_preview_where_a_run_would_take_it_for_an_image_is_refused(rbc_images, tmp_path, name, message):
+    """A preview in OUT/images/ broke the dataset it was made of (`csc-data check`: image has no mask); one in the
+    input folder was labelled as a cell image by the same command run again."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in rbc_images.iterdir():
+        (images / p.name).write_bytes(p.read_bytes())
+    result = CliRunner().invoke(app, ["auto", str(images), "--kind", "rbc", "--out", str(tmp_path / "out"),
+                                      "--preview", str(tmp_path / name)])
+    assert isinstance(result.exception, CscError) and message in str(result.exception), result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / name).exists()
+
+
 def test_an_earlier_output_is_replaced_only_with_overwrite_and_never_mixed(rbc_images, tmp_path):
     """Labelling into an OUT that held a dataset kept its samples beside the new ones (5 images, dataset.json
     describing 2; stale instances/ disagreeing with new masks)."""

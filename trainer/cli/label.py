@@ -7,7 +7,7 @@ import typer
 from rich.markup import escape
 
 from runtime.cli.common import choices, console, entry, make_app, progress_bar
-from runtime.data.dataset import open_dataset
+from runtime.data.dataset import check_outside_dataset, open_dataset
 from runtime.errors import CscError
 from runtime.io.imageio import check_image_target, write_image
 from runtime.pipeline.overlay import OverlayRenderer, tile_grid
@@ -76,6 +76,10 @@ def auto(
         raise CscError(str(err), fix="see `csc-label auto --help`") from None
     if preview is not None:
         check_image_target(preview, "--preview")
+        check_outside_dataset(preview, out, "--preview")  # an image in OUT/images without a mask broke the dataset
+        if preview.resolve().parent == images.resolve():
+            raise CscError("--preview lies in the folder of images to label: the same command run again would label "
+                           "it as one of them", path=preview, fix="write it elsewhere, e.g. beside --out")
     n = len(check_folders(images, out, overwrite))
     try:
         with progress_bar() as bar:
