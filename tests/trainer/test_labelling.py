@@ -93,6 +93,8 @@ def test_lit_images_without_a_cell_are_named(rbc_images, tmp_path, modality, hin
     assert result.exit_code == 0, result.output
     assert "no cell found in 1 image(s) that are not blank (the first: zz_noise.png, taken for" in printed
     assert ("give --modality" in printed) == hint
+    # optics given: they may be the wrong ones (a stained smear labelled as DIC found no cell, and said nothing)
+    assert ("or they are not brightfield images: give their optics with --modality, or auto" in printed) != hint
     meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert meta["autolabel_images"]["zz_noise"]["cell_px"] == 0 < meta["autolabel_images"]["rbc_00000"]["cell_px"]
 
@@ -391,6 +393,7 @@ def test_nothing_labelled_is_a_failure(tmp_path):
     cv2.imwrite(str(images / "a.png"), np.zeros((3, 3), np.uint8))
     result = CliRunner().invoke(app, ["auto", str(images), "--kind", "rbc", "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "no image labelled: all 1 were skipped" in str(result.exception)
+    assert "modality:" not in result.output and "polarity:" not in result.output, "no empty lines of decisions"
 
 
 def test_two_images_with_one_stem_are_refused_before_any_work(rbc_images, tmp_path):

@@ -104,11 +104,12 @@ def auto(
                "too few or too small)", "default": "default: too few cells to measure"}
         scales = ", ".join(f"{how[s]} ×{c}" for s, c in run.scale.items())
         console.print(f"cell diameter: median {run.median_diameter:.1f} px (range {lo:g}–{hi:g}; {scales})", highlight=False)
-    console.print("modality: " + ", ".join(f"{m} ×{c}" for m, c in run.modality.items())
-                  + (f" (the folder's {run.folder_modality[0]} for {run.folder_modality[1]} taken for a stain "
-                     "without its colour)" if run.folder_modality else ""), highlight=False)
-    console.print("polarity: " + ", ".join(f"{p} ×{c}" for p, c in run.polarity.items())
-                  + "; threshold: " + ", ".join(f"{t} ×{c}" for t, c in run.threshold.items()), highlight=False)
+    if run.labelled:  # what the labeller decided; nothing where every image was skipped (empty lines before)
+        console.print("modality: " + ", ".join(f"{m} ×{c}" for m, c in run.modality.items())
+                      + (f" (the folder's {run.folder_modality[0]} for {run.folder_modality[1]} taken for a stain "
+                         "without its colour)" if run.folder_modality else ""), highlight=False)
+        console.print("polarity: " + ", ".join(f"{p} ×{c}" for p, c in run.polarity.items())
+                      + "; threshold: " + ", ".join(f"{t} ×{c}" for t, c in run.threshold.items()), highlight=False)
     if run.rejected:
         console.print("left out (not counted): " + ", ".join(f"{n} {reason}" for reason, n in run.rejected.items()),
                       highlight=False)
@@ -117,7 +118,9 @@ def auto(
         console.print(f"[yellow]no cell found[/] in {len(run.no_cell)} image(s) that are not blank (the first: "
                       f"{escape(name)}, taken for {optics}): empty fields, or cells the labeller missed"
                       + (" — if they are stained smears imaged in grey, or other optics than those named, give "
-                         "--modality" if modality == ModalityChoice.auto else ""), highlight=False, soft_wrap=True)
+                         "--modality" if modality == ModalityChoice.auto else
+                         f" — or they are not {modality.value} images: give their optics with --modality, or auto"),
+                      highlight=False, soft_wrap=True)
     for path, reason in run.skipped:
         console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
     if not run.labelled:
