@@ -24,7 +24,7 @@ from runtime.backends.tensorrt import TensorRTRunner, why_not_runnable
 from runtime.backends.graph_cost import graph_cost
 from runtime.pipeline.stream import Pipeline, RunOptions
 from runtime.data.simulator import SimConfig, SimulatedMicroscope
-from runtime.io.sources import DemoSource, MemorySource
+from runtime.io.sources import DemoSource, MemorySource, Source
 
 TARGET_FPS = 25.0
 READY_FRAMES = 16  # distinct demo frames cycled through the frames-ready run (drawn before it starts)
@@ -76,10 +76,20 @@ def measure_end_to_end(runner: Runner, frames: int) -> dict:
     frame on the capture thread. The demo's frames are made at the model's pixel size, so the start-up calibration
     (which they pass unchanged) is left out of a throughput figure."""
     options = RunOptions(max_frames=frames, calibrate=False)
-    summary = Pipeline(DemoSource(size=runner.input_size[0], seed=0), runner, options=options).run()
-    ready = Pipeline(ready_source(runner.input_size[0], frames), runner, options=options).run()
+    summary = run_pipeline(DemoSource(size=runner.input_size[0], seed=0), runner, options)
+    ready = run_pipeline(ready_source(runner.input_size[0], frames), runner, options)
     return {"end_to_end_fps": summary["fps"], "stages": summary["stages"], "frames": summary["frames"],
             "frames_ready": {"end_to_end_fps": ready["fps"], "stages": ready["stages"], "frames": ready["frames"]}}
+
+
+def run_pipeline(source: Source, runner: Runner, options: RunOptions) -> dict:
+    """The pipeline's summary of one run. The pipeline takes Ctrl-C as the end of a run (a camera's, whose counts so
+    far are the result); here it stops the benchmark: the figure of a run cut short is none, and the benchmark went
+    on to its next figure and printed the verdict as if nothing had been pressed."""
+    summary = Pipeline(source, runner, options=options).run()
+    if summary["interrupted"]:
+        raise KeyboardInterrupt
+    return summary
 
 
 def ready_source(size: int, frames: int) -> MemorySource:
@@ -160,8 +170,7 @@ def full_size_frames(count: int) -> list[np.ndarray]:
 def measure_full_frames(runner: Runner, frames: list[np.ndarray]) -> dict:
     """The pipeline on 4000×3000 frames (tiled through the model at its input size, counted whole), with per-stage
     times; the frames are made at the model's pixel size, so calibration is left out as above."""
-    summary = Pipeline(MemorySource(frames, name="4000x3000"), runner,
-                       options=RunOptions(calibrate=False, queue_size=2)).run()
+    summary = run_pipeline(MemorySource(frames, name="4000x3000"), runner, RunOptions(calibrate=False, queue_size=2))
     post = summary["stages"].get("post", {})
     return {"end_to_end_fps": summary["fps"], "frames": summary["frames"], "post_ms": post.get("mean_ms"),
             "post_ms_per_megapixel": round(post["mean_ms"] / 12.0, 2) if post else None,

@@ -186,6 +186,33 @@ def test_a_missing_or_foreign_model_stops_the_bench_before_any_measurement(tmp_p
             run_bench([DEFAULT_MODEL, bad], "ort", BenchOptions(full_frames=1))
 
 
+def test_ctrl_c_in_an_end_to_end_run_stops_the_benchmark(monkeypatch):
+    """The pipeline takes Ctrl-C as the end of a run: the benchmark went on to its next figure, reported the cut
+    run's FPS and printed the verdict, exit 0."""
+    import os
+    import signal
+
+    import benchmarks.bench as bench
+    from runtime.backends import open_runner
+    from runtime.io.sources import DemoSource
+
+    class PressedCtrlC(DemoSource):
+        """The demo, with Ctrl-C pressed at its fourth frame in the first run it feeds."""
+        pressed = False
+
+        def frames(self):
+            for i, frame in enumerate(super().frames()):
+                if i == 3 and not PressedCtrlC.pressed:
+                    PressedCtrlC.pressed = True
+                    os.kill(os.getpid(), signal.SIGINT)
+                yield frame
+
+    monkeypatch.setattr(bench, "DemoSource", PressedCtrlC)
+    runner, _ = open_runner(DEFAULT_MODEL, "ort")
+    with runner, pytest.raises(KeyboardInterrupt):
+        bench.measure_end_to_end(runner, 50)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--plot", "chart.txt"], "--plot is not an image file name"), (["--plot", "."], "--plot names a folder"),
     (["--batch", "0"], "--batch"), (["--json", "."], "--json names a folder"), (["--md", "."], "--md names a folder"),
