@@ -20,7 +20,8 @@ from runtime.backends import open_runner
 from runtime.backends.openvino import openvino_available
 from runtime.backends.base import Runner
 from runtime.backends.select import ENGINE_SUFFIXES, engine_beside
-from runtime.backends.tensorrt import TensorRTRunner, why_not_runnable
+from runtime.backends.engine_sidecar import EngineSidecar
+from runtime.backends.tensorrt import TensorRTRunner, check_runs_here, why_not_runnable
 from runtime.backends.graph_cost import graph_cost
 from runtime.pipeline.stream import Pipeline, RunOptions
 from runtime.data.simulator import SimConfig, SimulatedMicroscope
@@ -130,8 +131,6 @@ def model_cost(model: Path) -> dict:
     where that is still here)."""
     source = model
     if model.suffix.lower() in ENGINE_SUFFIXES:
-        from runtime.backends.engine_sidecar import EngineSidecar
-
         source = EngineSidecar.read(model).onnx_path(model)
     return graph_cost(source) if source is not None and source.suffix == ".onnx" else {"params": None, "flops": None}
 
@@ -141,7 +140,10 @@ def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tu
     ONNX Runtime, on OpenVINO where it is installed (the two CPU backends side by side, in one run), and on TensorRT
     where an engine sits beside it and this machine can run it."""
     if backend != "auto" or model.suffix.lower() in ENGINE_SUFFIXES:
-        return [open_runner(model, backend, threads)], []
+        runner, reason = open_runner(model, backend, threads)
+        if isinstance(runner, TensorRTRunner):  # its activation checks this too, once the models before it ran
+            check_runs_here(model, EngineSidecar.read(model))
+        return [(runner, reason)], []
     runners = [open_runner(model, "ort", threads)]
     if openvino_available():
         runners.append(open_runner(model, "openvino", threads))
@@ -183,13 +185,14 @@ def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions |
     architectures or sizes are mixed."""
     options = options or BenchOptions()
     results, notes = [], []
-    # Every model is read first: a missing or foreign file is an error before any figure is measured.
+    # Every model is read and its runners chosen first: a missing or foreign file, an engine this machine cannot
+    # run or a backend that cannot run a model is an error before any figure is measured.
     costs = {str(model): model_cost(model) for model in models}
+    chosen = [runners_for(model, backend, options.threads) for model in models]
     full = full_size_frames(options.full_frames) if options.full_frames else []
     peaks: dict[int, float] = {}
-    for model in models:
+    for model, (runners, missing) in zip(models, chosen):
         cost = costs[str(model)]
-        runners, missing = runners_for(model, backend, options.threads)
         notes += missing
         for runner, reason in runners:
             with runner:

@@ -186,6 +186,28 @@ def test_a_missing_or_foreign_model_stops_the_bench_before_any_measurement(tmp_p
             run_bench([DEFAULT_MODEL, bad], "ort", BenchOptions(full_frames=1))
 
 
+def test_a_model_no_runner_can_run_stops_the_bench_before_any_measurement(small_model, tmp_path, monkeypatch):
+    """An engine this machine cannot run, or one given to --backend ort, was found out only when its turn came,
+    after minutes of measuring the models before it, and nothing was written."""
+    import shutil
+
+    import benchmarks.bench as bench
+    from runtime.backends.engine_sidecar import EngineSidecar
+
+    for measure in ("peak_gflops", "measure_end_to_end", "measure_latency"):
+        monkeypatch.setattr(bench, measure, lambda *args: pytest.fail("measured before every runner was chosen"))
+    shutil.copy(small_model, tmp_path / "small.onnx")
+    engine = tmp_path / "small.engine"
+    engine.write_bytes(b"plan")
+    EngineSidecar(tensorrt_version="0.0", gpu_name="", compute_capability="", precision="fp32", profiles={},
+                  onnx_file="small.onnx", onnx_sha256="0" * 64, flavour="rtx").write(engine)
+    options = BenchOptions(full_frames=0)
+    with pytest.raises(CscError):  # no GPU here; on a GPU box, no TensorRT-RTX 0.0
+        run_bench([DEFAULT_MODEL, engine], "auto", options)
+    with pytest.raises(CscError, match="ONNX Runtime cannot run a TensorRT engine"):
+        run_bench([DEFAULT_MODEL, engine], "ort", options)
+
+
 def test_ctrl_c_in_an_end_to_end_run_stops_the_benchmark(monkeypatch):
     """The pipeline takes Ctrl-C as the end of a run: the benchmark went on to its next figure, reported the cut
     run's FPS and printed the verdict, exit 0."""
