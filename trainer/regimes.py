@@ -6,12 +6,11 @@
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runtime.cli.common import check_outputs
+from runtime.cli.common import check_outputs, check_writable
 from runtime.data.dataset import Labels, open_dataset
 from runtime.errors import CscError
 from trainer.checkpoint import load_checkpoint
@@ -58,14 +57,11 @@ def check_run_folder(out: Path, resume: bool, datasets: Iterable[Path] = (), che
     for data in datasets:
         if Path(data).resolve() in (out.resolve(), *out.resolve().parents):
             raise CscError("--out lies inside a training dataset", path=data, fix="write the run to a folder of its own")
+    if out.exists() and not out.is_dir():
+        raise CscError("--out is a file, not a folder", path=out, fix="name a folder for the run")
+    check_writable(out, "--out")
     check_outputs({"--out's best.pt": out / "best.pt", "--out's last.pt": out / "last.pt"},
                   [("CHECKPOINT", checkpoint)] if checkpoint is not None else [])
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise CscError(f"--out {'is' if existing == out.absolute() else 'lies inside'} a file, not a folder",
-                       path=existing, fix="name a folder for the run")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CscError("cannot write here (permission denied)", path=existing, fix="choose a writable --out")
     last = out / "last.pt"
     # best.pt alone counts too: a finished run kept without its larger last.pt (the optimizer's state) is a model.
     if not resume and (last.exists() or (out / "best.pt").exists()):

@@ -1,6 +1,7 @@
 """What every auto-CSC command line shares: --version, rich output and one-line errors."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable
 from enum import Enum
@@ -77,6 +78,19 @@ def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[tuple[str, s
             raise CscError(f"{flag} names a folder", path=path, fix="name a file, e.g. one inside that folder")
         if (other := seen.setdefault(path.resolve(), flag)) != flag:
             raise CscError(f"{flag} and {other} name the same file", path=path, fix=f"give {flag} a file of its own")
+        check_writable(path, flag)
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """``path`` can be written or made where it is: the nearest of it and its folders that exists is that file or a
+    folder, and this user may write in the folder. Checked before the work: a report under a file's name
+    (``notes.txt/r.json``) or in a read-only folder failed only when it was written, after the whole run."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing != path and not existing.is_dir():
+        raise CscError(f"{flag} lies inside a file, not a folder", path=existing, fix=f"give {flag} a path in a folder")
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK | os.X_OK):
+        raise CscError("cannot write here (permission denied)", path=existing, fix=f"choose a writable {flag}")
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -239,15 +240,24 @@ def test_ctrl_c_in_an_end_to_end_run_stops_the_benchmark(monkeypatch):
     (["--plot", "chart.txt"], "--plot is not an image file name"), (["--plot", "."], "--plot names a folder"),
     (["--batch", "0"], "--batch"), (["--json", "."], "--json names a folder"), (["--md", "."], "--md names a folder"),
     (["--json", "r.json", "--md", "r.json"], "--md and --json name the same file"),
-    (["--model", "m.onnx", "--json", "m.onnx"], "--json and --model name the same file")])
-def test_cli_refuses_bad_outputs_or_batch_before_the_run(monkeypatch, args, message):
-    """--plot chart.txt, --json or --md onto a folder failed only after the whole benchmark; --json onto the model
-    replaced it; --batch 0 was taken."""
+    (["--model", "m.onnx", "--json", "m.onnx"], "--json and --model name the same file"),
+    (["--json", "notes.txt/r.json"], "--json lies inside a file"), (["--md", "notes.txt/a/r.md"], "--md lies inside a file"),
+    (["--json", "read-only/r.json"], "cannot write here (permission denied)")])
+def test_cli_refuses_bad_outputs_or_batch_before_the_run(monkeypatch, tmp_path, args, message):
+    """--plot chart.txt, --json or --md onto a folder, inside a file or in a read-only folder failed only after the
+    whole benchmark; --json onto the model replaced it; --batch 0 was taken."""
+    import os
+
     from typer.testing import CliRunner
 
     import benchmarks.bench as bench
     from benchmarks.cli import app
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "read-only").mkdir()
+    real_access = os.access  # chmod binds no root user (CI's containers): the permission is what os.access says
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p).name != "read-only" and real_access(p, mode, **kw))
     monkeypatch.setattr(bench, "run_bench", lambda *args, **kwargs: pytest.fail("the benchmark ran"))
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0 and message in result.output + str(result.exception)
