@@ -238,7 +238,7 @@ def count(
         if pixel_size is not None and diameter is not None:
             raise ValueError("give --pixel-size or --diameter, not both (each sets the scale)")
         known = dataset.pixel_size_um if dataset.scale_known and diameter is None else None
-        config = CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=pixel_size or known,
+        config = CountingConfig(class_names=tuple(dataset.classes), pixel_size_um=known if pixel_size is None else pixel_size,
                                 diameter_px=diameter, split_touching=split_touching, border=border.value)
     except ValueError as err:
         raise CscError(str(err), fix="see `csc-data count --help`") from None

@@ -58,9 +58,11 @@ class CountingConfig:
     def __post_init__(self) -> None:
         if self.border not in BORDER_POLICIES:
             raise ValueError(f"border policy must be one of {', '.join(BORDER_POLICIES)}, got {self.border!r}")
-        if self.pixel_size_um is not None and self.pixel_size_um <= 0:
+        # Written so that NaN fails too (every comparison with it is false), and infinity: either ended the count
+        # in a traceback at the first frame.
+        if self.pixel_size_um is not None and not 0 < self.pixel_size_um < math.inf:
             raise ValueError(f"pixel size must be positive, got {self.pixel_size_um}")
-        if self.diameter_px is not None and self.diameter_px < 2:
+        if self.diameter_px is not None and not 2 <= self.diameter_px < math.inf:
             raise ValueError(f"diameter must be at least 2 px, got {self.diameter_px}")
         if not (math.isfinite(self.one_cell) and self.one_cell >= 0 and 0 <= self.cut_cell_fraction <= 1):
             raise ValueError(f"one_cell must be ≥ 0 and cut_cell_fraction in 0–1, got {self.one_cell}, "

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from runtime.cli.data import app
@@ -111,3 +112,19 @@ def test_count_reads_the_scale_off_an_auto_labelled_set_unless_given(tmp_path):
     assert given.exit_code == 0 and json.loads((tmp_path / "g.json").read_text())["config"]["pixel_size_um"] == 0.25
     both = CliRunner().invoke(app, ["count", str(tmp_path / "d"), "--diameter", "24", "--pixel-size", "0.2"])
     assert both.exit_code != 0 and "not both" in str(both.exception)
+
+
+def test_count_refuses_a_scale_that_is_no_number_before_counting(mixed_dataset, monkeypatch):
+    """--pixel-size 0 was taken for 'not given' (the dataset's scale used instead, silently); NaN or infinity as
+    --pixel-size or --diameter ended the count in a traceback."""
+    import runtime.counting.evaluation as evaluation
+    from runtime.errors import CscError
+
+    monkeypatch.setattr(evaluation, "count_dataset", lambda *args, **kwargs: pytest.fail("counted"))
+    for option, value, reason in (("--pixel-size", "0", "pixel size must be positive"),
+                                  ("--pixel-size", "nan", "pixel size must be positive"),
+                                  ("--pixel-size", "inf", "pixel size must be positive"),
+                                  ("--diameter", "nan", "diameter must be at least 2 px"),
+                                  ("--diameter", "inf", "diameter must be at least 2 px")):
+        result = CliRunner().invoke(app, ["count", str(mixed_dataset), option, value])
+        assert isinstance(result.exception, CscError) and reason in str(result.exception), (option, value, result.output)
