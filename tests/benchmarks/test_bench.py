@@ -187,6 +187,29 @@ def test_a_missing_or_foreign_model_stops_the_bench_before_any_measurement(tmp_p
             run_bench([DEFAULT_MODEL, bad], "ort", BenchOptions(full_frames=1))
 
 
+def test_without_batch_1_no_end_to_end_run_is_made_and_the_verdict_says_so(small_model, tmp_path, monkeypatch):
+    """--batch 2 alone: the end-to-end runs (the demo, frames ready, 4000×3000) were measured and dropped, none
+    shown, and the verdict, read off inference alone, said 'end-to-end'."""
+    from typer.testing import CliRunner
+
+    import benchmarks.bench as bench
+    from benchmarks.cli import app
+    from export.onnx_export import ExportOptions, export_onnx
+
+    model = tmp_path / "dynamic.onnx"
+    export_onnx(small_model.with_suffix(".pt"), model, ExportOptions(size=64, batch="dynamic"))
+    for measure in ("measure_end_to_end", "measure_full_frames"):
+        monkeypatch.setattr(bench, measure, lambda *args: pytest.fail("an end-to-end run nobody sees"))
+    report = run_bench([model], "ort", BenchOptions(batches=(2,), seconds_per_entry=0.5, full_frames=1))
+    (entry,) = report["results"]
+    assert entry["batch"] == 2 and entry["end_to_end_fps"] is None and "end_to_end_4000x3000" not in entry
+    assert report["not_measured"] == ["dynamic.onnx on onnxruntime: no end-to-end run — it stands beside batch 1, "
+                                      "not among the batches measured (2)"]
+    monkeypatch.setattr(bench, "run_bench", lambda *args, **kwargs: report)
+    result = CliRunner().invoke(app, ["--model", str(model), "--batch", "2"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "25 FPS at 512×512 in inference alone on this machine" in result.output, result.output
+
+
 def test_a_model_no_runner_can_run_stops_the_bench_before_any_measurement(small_model, tmp_path, monkeypatch):
     """An engine this machine cannot run, or one given to --backend ort, was found out only when its turn came,
     after minutes of measuring the models before it, and nothing was written."""
