@@ -32,6 +32,14 @@ READY_FRAMES = 16  # distinct demo frames cycled through the frames-ready run (d
 PAPER = {"params": 7.48e6, "flops_stated": 3.09e6, "fps": 25.0, "gpu": "RTX 2060", "size": 512}
 
 
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C: ``report`` holds the entries measured before it (``interrupted`` set), to be shown and kept."""
+
+    def __init__(self, report: dict):
+        super().__init__()
+        self.report = report
+
+
 @dataclass
 class BenchOptions:
     batches: tuple[int, ...] = (1,)
@@ -191,53 +199,62 @@ def run_bench(models: list[Path], backend: str = "auto", options: BenchOptions |
     chosen = [runners_for(model, backend, options.threads) for model in models]
     full = full_size_frames(options.full_frames) if options.full_frames else []
     peaks: dict[int, float] = {}
-    for model, (runners, missing) in zip(models, chosen):
-        cost = costs[str(model)]
-        notes += missing
-        for runner, reason in runners:
-            with runner:
-                meta = runner.metadata
-                peak = None
-                if runner.host_threads:  # a CPU backend (ONNX Runtime, OpenVINO): its share of the CPU's peak
-                    peak = peaks.get(runner.threads) or peaks.setdefault(runner.threads, peak_gflops(runner.threads))
-                fitting = [b for b in options.batches if runner.min_batch <= b <= (runner.max_batch or b)]
-                batches = fitting or [runner.min_batch]
-                # The end-to-end runs stand beside batch 1's figures (the pipeline counts frame by frame); without
-                # a batch 1 they were measured, minutes at 4000×3000, and dropped.
-                e2e = measure_end_to_end(runner, options.end_to_end_frames) if 1 in batches else None
-                e2e_full = measure_full_frames(runner, full) if full and e2e else None
-                if e2e is None:
-                    notes.append(f"{model.name} on {runner.name}: no end-to-end run — it stands beside batch 1, "
-                                 f"not among the batches measured ({', '.join(map(str, batches))})")
-                for batch in batches:
-                    if progress:
-                        progress(f"{model.name} {runner.name} {meta.precision} batch {batch}")
-                    lat = measure_latency(runner, batch, options.seconds_per_entry)
-                    entry = {"model": str(model), "arch": meta.arch, "backend": runner.name, "detail": runner.detail,
-                             "precision": meta.precision, "batch": batch, "fps": lat["fps"],
-                             "latency_ms": lat["latency_ms"], "runs": lat["runs"], "stable": lat["stable"],
-                             "size": list(meta.input_size), "params": cost["params"], "flops": cost["flops"],
-                             "peak_gflops": peak, "end_to_end_fps": e2e["end_to_end_fps"] if batch == 1 else None,
-                             "stages": e2e["stages"] if batch == 1 else None,
-                             "end_to_end_frames_ready": e2e["frames_ready"] if batch == 1 else None,
-                             "why_backend": reason}
-                    post = (e2e["stages"] or {}).get("post") if batch == 1 else None
-                    if post:  # counting (and the run's per-frame bookkeeping) beside inference, per frame and per MP
-                        megapixels = meta.input_size[0] * meta.input_size[1] / 1e6
-                        entry["post_ms"] = post["mean_ms"]
-                        entry["post_ms_per_megapixel"] = round(post["mean_ms"] / megapixels, 2)
-                    if e2e_full and batch == 1:
-                        entry["end_to_end_4000x3000"] = e2e_full
-                    if cost["flops"] and peak:
-                        ceiling = peak * 1e9 / cost["flops"]
-                        entry["fps_ceiling"] = round(ceiling, 1)
-                        entry["fraction_of_peak"] = round(lat["fps"] / ceiling, 3)
-                    entry["meets_25fps"] = bool((entry["end_to_end_fps"] or entry["fps"]) >= TARGET_FPS)
-                    results.append(entry)
-    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                        "system": platform.platform()},
-            "models": costs, "peak_gflops": next(iter(peaks.values()), None),
-            "target_fps": TARGET_FPS, "paper": PAPER, "results": results, "not_measured": notes}
+
+    def report(interrupted: bool = False) -> dict:
+        return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform()},
+                "models": costs, "peak_gflops": next(iter(peaks.values()), None), "target_fps": TARGET_FPS,
+                "paper": PAPER, "results": results, "not_measured": notes,
+                **({"interrupted": True} if interrupted else {})}
+
+    try:
+        for model, (runners, missing) in zip(models, chosen):
+            cost = costs[str(model)]
+            notes += missing
+            for runner, reason in runners:
+                with runner:
+                    meta = runner.metadata
+                    peak = None
+                    if runner.host_threads:  # a CPU backend (ONNX Runtime, OpenVINO): its share of the CPU's peak
+                        peak = peaks.get(runner.threads) or peaks.setdefault(runner.threads,
+                                                                             peak_gflops(runner.threads))
+                    fitting = [b for b in options.batches if runner.min_batch <= b <= (runner.max_batch or b)]
+                    batches = fitting or [runner.min_batch]
+                    # The end-to-end runs stand beside batch 1's figures (the pipeline counts frame by frame); without
+                    # a batch 1 they were measured, minutes at 4000×3000, and dropped.
+                    e2e = measure_end_to_end(runner, options.end_to_end_frames) if 1 in batches else None
+                    e2e_full = measure_full_frames(runner, full) if full and e2e else None
+                    if e2e is None:
+                        notes.append(f"{model.name} on {runner.name}: no end-to-end run — it stands beside batch 1, "
+                                     f"not among the batches measured ({', '.join(map(str, batches))})")
+                    for batch in batches:
+                        if progress:
+                            progress(f"{model.name} {runner.name} {meta.precision} batch {batch}")
+                        lat = measure_latency(runner, batch, options.seconds_per_entry)
+                        entry = {"model": str(model), "arch": meta.arch, "backend": runner.name,
+                                 "detail": runner.detail, "precision": meta.precision, "batch": batch,
+                                 "fps": lat["fps"], "latency_ms": lat["latency_ms"], "runs": lat["runs"],
+                                 "stable": lat["stable"], "size": list(meta.input_size), "params": cost["params"],
+                                 "flops": cost["flops"], "peak_gflops": peak,
+                                 "end_to_end_fps": e2e["end_to_end_fps"] if batch == 1 else None,
+                                 "stages": e2e["stages"] if batch == 1 else None,
+                                 "end_to_end_frames_ready": e2e["frames_ready"] if batch == 1 else None,
+                                 "why_backend": reason}
+                        post = (e2e["stages"] or {}).get("post") if batch == 1 else None
+                        if post:  # counting (and the run's per-frame bookkeeping) beside inference, per frame, per MP
+                            megapixels = meta.input_size[0] * meta.input_size[1] / 1e6
+                            entry["post_ms"] = post["mean_ms"]
+                            entry["post_ms_per_megapixel"] = round(post["mean_ms"] / megapixels, 2)
+                        if e2e_full and batch == 1:
+                            entry["end_to_end_4000x3000"] = e2e_full
+                        if cost["flops"] and peak:
+                            ceiling = peak * 1e9 / cost["flops"]
+                            entry["fps_ceiling"] = round(ceiling, 1)
+                            entry["fraction_of_peak"] = round(lat["fps"] / ceiling, 3)
+                        entry["meets_25fps"] = bool((entry["end_to_end_fps"] or entry["fps"]) >= TARGET_FPS)
+                        results.append(entry)
+    except KeyboardInterrupt:
+        raise BenchInterrupted(report(interrupted=True)) from None
+    return report()
 
 
 def render_markdown(report: dict) -> str:
@@ -264,6 +281,8 @@ def render_markdown(report: dict) -> str:
                      f"{ready} | {post} | {full} | {r.get('fps_ceiling', '—')} | {peak} | "
                      f"{'yes' if r['meets_25fps'] else 'no'} |")
     lines += [""] + [f"Not measured: {note}" for note in report["not_measured"]]
+    if report.get("interrupted"):
+        lines.append("Interrupted (Ctrl-C): only the rows measured before it.")
     return "\n".join(lines).rstrip() + "\n"
 
 

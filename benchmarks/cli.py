@@ -31,7 +31,7 @@ def bench(
     plot: Path = typer.Option(None, "--plot", help="Write a PNG chart (FPS by backend/model, 25 FPS line)."),
     version: bool = VersionOption,  # noqa: ARG001
 ) -> None:
-    from benchmarks.bench import BenchOptions, render_chart, render_markdown, run_bench
+    from benchmarks.bench import BenchInterrupted, BenchOptions, render_chart, render_markdown, run_bench
     from runtime.cli.run import DEFAULT_MODEL
     from runtime.io.imageio import check_image_target
     from runtime.io.writers import write_json
@@ -41,9 +41,16 @@ def bench(
     if plot is not None:
         check_image_target(plot, "--plot")
     models = list(model) if model else [DEFAULT_MODEL]
-    with console.status("benchmarking…") as status:
-        report = run_bench(models, Backend(backend).value, BenchOptions(tuple(batch), seconds, frames, threads, full_frames),
-                           progress=lambda text: status.update(f"benchmarking {text}"))
+    try:
+        with console.status("benchmarking…") as status:
+            report = run_bench(models, Backend(backend).value,
+                               BenchOptions(tuple(batch), seconds, frames, threads, full_frames),
+                               progress=lambda text: status.update(f"benchmarking {text}"))
+    except BenchInterrupted as stop:  # typer's own exit 130 said nothing, and every figure measured was lost
+        report = stop.report
+        if not report["results"]:
+            console.print("[yellow]interrupted:[/] before the first figure; nothing written", highlight=False)
+            raise typer.Exit(130) from None
     table = Table(title=f"auto-CSC benchmark — {report['machine']['cpu']}, {report['machine']['cores']} cores, "
                         f"peak {report['peak_gflops']} GFLOP/s")
     for col in ("model", "backend", "prec.", "batch", "FPS", "p50/p90/p99 ms", "end-to-end FPS", "% of peak", "≥ 25 FPS"):
@@ -72,6 +79,10 @@ def bench(
         write_text(md, render_markdown(report))
     if plot:
         render_chart(report, plot)
+    if report.get("interrupted"):
+        console.print(f"[yellow]interrupted:[/] the report holds the entries measured before Ctrl-C "
+                      f"({len(report['results'])}), marked interrupted", highlight=False)
+        raise typer.Exit(130)
 
 
 main = entry(app)

@@ -232,6 +232,42 @@ def test_a_model_no_runner_can_run_stops_the_bench_before_any_measurement(small_
         run_bench([DEFAULT_MODEL, engine], "ort", options)
 
 
+def test_ctrl_c_keeps_the_entries_measured_before_it(small_model, tmp_path, monkeypatch):
+    """Ctrl-C after some entries were measured: typer's exit 130 printed nothing, and every figure was lost."""
+    from typer.testing import CliRunner
+
+    import benchmarks.bench as bench
+    from benchmarks.cli import app
+
+    measured = bench.measure_latency
+
+    def second_one_interrupted(runner, batch, budget_s):
+        if second_one_interrupted.calls:
+            raise KeyboardInterrupt
+        second_one_interrupted.calls += 1
+        return measured(runner, batch, budget_s)
+
+    second_one_interrupted.calls = 0
+    monkeypatch.setattr(bench, "measure_latency", second_one_interrupted)
+    with pytest.raises(bench.BenchInterrupted) as stop:
+        run_bench([small_model, DEFAULT_MODEL], "ort", BenchOptions(seconds_per_entry=0.5, end_to_end_frames=10,
+                                                                    full_frames=0))
+    report = stop.value.report
+    assert report["interrupted"] and [r["model"] for r in report["results"]] == [str(small_model)]
+    def interrupted(*args, **kwargs):
+        raise bench.BenchInterrupted(report)
+
+    monkeypatch.setattr(bench, "run_bench", interrupted)
+    out = {"--json": tmp_path / "b.json", "--md": tmp_path / "b.md", "--plot": tmp_path / "b.png"}
+    result = CliRunner().invoke(app, [str(v) for pair in out.items() for v in pair], env={"COLUMNS": "200"})
+    assert result.exit_code == 130 and "entries measured before Ctrl-C" in result.output, result.output
+    assert json.loads(out["--json"].read_text()) == json.loads(json.dumps(report))
+    assert "Interrupted (Ctrl-C)" in out["--md"].read_text() and out["--plot"].exists()
+    report["results"] = []
+    nothing = CliRunner().invoke(app, ["--json", str(tmp_path / "none.json")])
+    assert nothing.exit_code == 130 and "nothing written" in nothing.output and not (tmp_path / "none.json").exists()
+
+
 def test_ctrl_c_in_an_end_to_end_run_stops_the_benchmark(monkeypatch):
     """The pipeline takes Ctrl-C as the end of a run: the benchmark went on to its next figure, reported the cut
     run's FPS and printed the verdict, exit 0."""
