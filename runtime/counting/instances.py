@@ -248,7 +248,7 @@ def _split_masks(classes: Sequence[ClassSplit], masks: Sequence[np.ndarray], see
         stats = np.concatenate([c[2] for c in components])
     comps = [comp for comp, _, _, _ in components]
     del components  # the pixel lists now in ``points`` alone
-    rules = _Rules.of(classes)
+    rules = _Rules.of(classes, shape)
     row_class = np.repeat(np.arange(len(classes)), counts)
     row_label = np.concatenate([np.arange(1, n + 1, dtype=np.int32) for n in counts])
     run_groups = _Group.of(points, stats, gap=np.maximum(2, rules.window),
@@ -292,8 +292,11 @@ class _Rules:
     one_cell_area: np.ndarray | None = None
 
     @classmethod
-    def of(cls, classes: Sequence[ClassSplit]) -> _Rules:
-        return cls(np.array([max(1, int(round(WINDOW * c.radius_px))) for c in classes]),
+    def of(cls, classes: Sequence[ClassSplit], shape: tuple[int, int]) -> _Rules:
+        """The rules of ``classes`` in a frame of this (h, w) ``shape``. The window stops at the frame's longer side:
+        a wider one sees no more of a component (none is larger), yet each packed box's gap grew with it, and a scale
+        given in the wrong unit (`--diameter 1e9`) asked for exabytes."""
+        return cls(np.array([min(max(shape), max(1, int(round(WINDOW * c.radius_px)))) for c in classes]),
                    np.array([PEAK_HEIGHT * c.radius_px for c in classes]),
                    np.array([max(DYNAMICS_FLOOR, c.settings.dynamics * c.radius_px) for c in classes]),
                    np.array([c.min_area for c in classes]), np.array([c.settings.cut_fraction for c in classes]))

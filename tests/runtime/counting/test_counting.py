@@ -45,6 +45,18 @@ def test_a_clump_of_three_touching_rbcs(split, expected):
     assert result.counts["rbc"] == expected
 
 
+def test_a_scale_given_in_the_wrong_unit_counts_without_exabytes():
+    """`csc-data count --diameter 1e9` (or --pixel-size 1e-9): the splitter's window, and each packed box's gap with
+    it, grew with the cells' size and asked for an array of about an exabyte. A window wider than the frame sees no
+    more of a component: the clump is one cell, as at any window that spans it."""
+    m = np.zeros((80, 120), np.uint8)
+    for x in (30, 50, 70):
+        disc(m, (x, 40), 11, RBC)
+    for diameter in (1e9, 1e4):
+        config = CountingConfig(diameter_px=diameter, min_area_px={"rbc": 1, "macrophage": 1})
+        assert CellCounter(config).count(m).counts["rbc"] == 1
+
+
 def test_rbc_touching_a_macrophage_are_two_cells_without_splitting():
     m = np.zeros((80, 120), np.uint8)
     disc(m, (40, 40), 20, MACROPHAGE)
