@@ -10,7 +10,7 @@ the labeller's own split, and are reported under ``versus_labeller``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,17 @@ class Reference:
                 "ground_truth": self.ground_truth, "matching": matching}
 
 
+def scored_classes(class_names: Sequence[str], truth_classes: Sequence[str]) -> list[str]:
+    """The annotated classes the class maps have (by name, background left out), or an error where there are none:
+    asked before any work too, since a command that calibrated or segmented first only then said so."""
+    names = [n for n in truth_classes[1:] if n in class_names[1:]]
+    if not names:
+        raise CscError(f"no class in common: the class maps have {', '.join(class_names[1:])}, the annotations "
+                       f"{', '.join(truth_classes[1:])}",
+                       fix="import the annotations with --classes mapping to the model's class names")
+    return names
+
+
 class PointScorer:
     """Counts class maps and scores them against count-only annotations, image by image, into one tally.
 
@@ -60,13 +71,8 @@ class PointScorer:
         self.counter = CellCounter(config)
         self.edge_band = edge_band
         self.class_names = config.class_names
-        predicted = set(config.class_names[1:])
-        self.names = [n for n in truth_classes[1:] if n in predicted]
-        if not self.names:
-            raise CscError(f"no class in common: the class maps have {', '.join(config.class_names[1:])}, the "
-                           f"annotations {', '.join(truth_classes[1:])}",
-                           fix="import the annotations with --classes mapping to the model's class names")
-        self.unscored = Counter({n: 0 for n in truth_classes[1:] if n not in predicted})
+        self.names = scored_classes(config.class_names, truth_classes)
+        self.unscored = Counter({n: 0 for n in truth_classes[1:] if n not in self.names})
         self.tally = CountTally(tuple(self.names))
 
     def add(self, class_map: np.ndarray, sample: CountSample, instances: np.ndarray | None = None) -> dict:

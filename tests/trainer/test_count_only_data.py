@@ -64,6 +64,21 @@ def test_training_refuses_a_count_only_dataset_with_the_reason(tiny_run, tmp_pat
         run_base(tmp_path / "pts", tmp_path / "run", config)
 
 
+def test_eval_without_a_class_in_common_says_so_before_any_work(tiny_run, tmp_path, monkeypatch):
+    """Annotations of classes the model does not have (here every cell imported as a WBC): it said so only after
+    calibrating on the first images, each segmented."""
+    import trainer.cli.train as train_cli
+
+    root, data = tiny_run
+    points_from_instances(data, tmp_path / "p.csv")
+    import_annotations(read_annotations("points", tmp_path / "p.csv"), data / "images", tmp_path / "wbc",
+                       ClassMap.parse("*=wbc"), origin="import:points")
+    monkeypatch.setattr(train_cli, "_calibrate", lambda *a: pytest.fail("calibrated before the classes were asked"))
+    result = CliRunner().invoke(train_cli.app, ["eval", str(root / "run" / "best.pt"), str(tmp_path / "wbc"),
+                                                "--device", "cpu"])
+    assert "no class in common" in str(result.exception), result.output
+
+
 def test_eval_scores_a_model_against_points(tiny_run, tmp_path):
     from trainer.cli.train import app
 

@@ -197,11 +197,12 @@ def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
     from runtime.counting.calibration import FRAMES as CALIBRATION_FRAMES
     from runtime.data.count_dataset import open_count_dataset
     from runtime.data.dataset import label_origin
-    from runtime.counting.evaluation import Reference
+    from runtime.counting.evaluation import Reference, scored_classes
     from trainer.evaluate import evaluate_counts
     from trainer.models import get_arch
 
     truth = open_count_dataset(data)
+    scored_classes(meta["classes"], truth.classes)  # before the calibration, which segments a few images first
     model_pixel = float(meta["config"].get("pixel_size_um", 0.4))
     stride = get_arch(meta["arch"]).stride
     # The images' scale where the import recorded it, else calibrated from the first images as `csc-run` does.
