@@ -53,9 +53,13 @@ def _ok(result: Any, what: str) -> Any:
 
 def check_runs_here(engine: str | Path, sidecar: EngineSidecar) -> tuple[ModuleType, str, str]:
     """(TensorRT module of the engine's flavour, GPU name, compute capability), after checking that this machine can run the engine (flavour
-    installed, a GPU, version and compute capability as the sidecar requires); a CscError naming the cause."""
-    trt = import_tensorrt(sidecar.flavour)
-    gpu_name, capability = gpu_info()
+    installed, a GPU, version and compute capability as the sidecar requires); a CscError naming the cause, and the
+    engine (among several models, "no NVIDIA GPU found" alone did not say which one could not run)."""
+    try:
+        trt = import_tensorrt(sidecar.flavour)
+        gpu_name, capability = gpu_info()
+    except CscError as err:
+        raise CscError(err.reason, path=engine, fix=err.fix) from None
     sidecar.check_matches(engine, str(trt.__version__), gpu_name, capability)
     return trt, gpu_name, capability
 

@@ -473,3 +473,20 @@ def test_the_rebuild_command_runs_as_printed_with_spaces_in_the_paths(tmp_path):
     args = shlex.split(sidecar.rebuild_command(engine))
     assert args[:5] == ["csc-export", "build-engine", str(engine.parent / "my model.onnx"), "--out", str(engine)]
     assert args[5:] == ["--flavour", "rtx", "--compute-capability", "8.6"]
+
+
+def test_an_engine_that_cannot_run_here_is_named(setup, monkeypatch):
+    """csc-bench --model a.engine --model b.engine on a box without a GPU said "no NVIDIA GPU found", not which."""
+    from runtime.errors import CscError
+
+    path, _, use = setup
+    use()
+
+    def no_gpu():
+        raise CscError("no NVIDIA GPU found", fix="use --backend ort")
+
+    monkeypatch.setattr(trt_backend, "gpu_info", no_gpu)
+    with pytest.raises(CscError) as caught:
+        trt_backend.check_runs_here(path, EngineSidecar.read(path))
+    assert caught.value.path == path and caught.value.reason == "no NVIDIA GPU found"
+    assert caught.value.fix == "use --backend ort"
