@@ -251,6 +251,10 @@ def test_cli_eval_and_models_contracts(mixed, tmp_path):
         assert isinstance(refused.exception, CscError) and reason in str(refused.exception), refused.output
     assert (Path(mixed) / "dataset.json").read_bytes() == described
     assert (tmp_path / "run" / "best.pt").read_bytes() == weights
+    empty = synthesize_dataset("mixed", 1, tmp_path / "empty", seed=1, size=64, density=0)  # no cell to count
+    result = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(empty)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "count accuracy: — (no annotated cell of any class)" in result.output, \
+        result.output
     models = runner.invoke(app, ["models"])
     assert models.exit_code == 0 and "vgg16-unet" in models.output and "503.5" in models.output
 

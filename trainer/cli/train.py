@@ -188,8 +188,9 @@ def _evaluate_pixels(model, meta: dict, dataset, dev) -> dict:
                   *(f"{v:.4f}" if v is not None else "—" for v in result["per_class_iou"].values()))
     console.print(table)
     if "counts" in result:
-        acc = result["counts"]["count_accuracy"]
-        console.print("count accuracy: " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in acc.items() if v is not None))
+        acc = result["counts"]["count_accuracy"]  # None for a class without annotated cells: no ratio to give
+        console.print("count accuracy: " + (", ".join(f"{k} {100 * v:.2f} %" for k, v in acc.items() if v is not None)
+                                            or "— (no annotated cell of any class)"), highlight=False)
     return result
 
 
