@@ -50,8 +50,9 @@ def predict_at_zoom(model: nn.Module, image_bgr: np.ndarray, zoom: float, stride
 
 def evaluate(model: nn.Module, samples: Iterable[Labels], stride: int, device: torch.device,
              class_names: tuple[str, ...] = CLASS_NAMES, pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM,
-             on_image: Callable[[], None] | None = None) -> dict:
-    """Metrics pooled over all samples (one confusion matrix), as the paper reports them."""
+             on_image: Callable[[], None] | None = None, zoom: float = 1.0) -> dict:
+    """Metrics pooled over all samples (one confusion matrix), as the paper reports them; each image segmented at
+    ``zoom`` × its size (the model's scale: `predict_at_zoom`) and scored, and counted, at its own pixels."""
     was_training = model.training
     model.eval()
     n = len(class_names)
@@ -60,7 +61,7 @@ def evaluate(model: nn.Module, samples: Iterable[Labels], stride: int, device: t
     tally = CountTally(class_names[1:])
     preprocess = Preprocess().to(device)
     for labels in samples:
-        pred = predict_class_map(model, labels.image, stride, device, preprocess)
+        pred = predict_at_zoom(model, labels.image, zoom, stride, device, preprocess)
         cm += confusion_matrix(pred, labels.mask, n)
         if labels.instances is not None:
             true = instance_counts(labels.mask, labels.instances, n)

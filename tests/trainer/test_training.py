@@ -251,6 +251,16 @@ def test_cli_eval_and_models_contracts(mixed, tmp_path):
         assert isinstance(refused.exception, CscError) and reason in str(refused.exception), refused.output
     assert (Path(mixed) / "dataset.json").read_bytes() == described
     assert (tmp_path / "run" / "best.pt").read_bytes() == weights
+    # A set of a known other scale is segmented at the model's, scored at its own pixels
+    from runtime.data.rescale import rescale_dataset
+
+    rescale_dataset(mixed, tmp_path / "fine", 0.2)
+    result = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(tmp_path / "fine"), "--json",
+                                 str(tmp_path / "fine.json")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "segmented at the model's 0.4 µm/px (×0.5)" in result.output, result.output
+    fine = json.loads((tmp_path / "fine.json").read_text())
+    assert fine["zoom"] == 0.5 and data["zoom"] == 1.0
+    assert abs(fine["miou"] - data["miou"]) < 0.05, "the same predictions, scored at twice the pixels"
     empty = synthesize_dataset("mixed", 1, tmp_path / "empty", seed=1, size=64, density=0)  # no cell to count
     result = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(empty)], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "count accuracy: — (no annotated cell of any class)" in result.output, \

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from runtime.classes import DEFAULT_PIXEL_SIZE_UM
 from runtime.cli.common import check_outputs, choices, console, entry, make_app, progress_bar
 from runtime.errors import CscError
 from trainer.data import AUGMENTS
@@ -177,10 +178,20 @@ def _evaluate_pixels(model, meta: dict, dataset, dev) -> dict:
     from trainer.evaluate import evaluate
     from trainer.models import get_arch
 
+    # Images of a known other scale are segmented at the model's, as csc-run and the count-only path do, and
+    # scored at their own pixels: segmented as they were, a 0.2 µm/px set met a 0.4 µm/px model's cells at twice
+    # their size. An estimated or unrecorded scale is taken as the model's.
+    model_pixel = float(meta["config"].get("pixel_size_um", DEFAULT_PIXEL_SIZE_UM))
+    zoom = dataset.pixel_size_um / model_pixel if dataset.scale_known else 1.0
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=len(dataset))
         result = evaluate(model, (dataset.load(i) for i in range(len(dataset))), get_arch(meta["arch"]).stride,
-                          dev, tuple(meta["classes"]), dataset.pixel_size_um, on_image=lambda: bar.advance(task))
+                          dev, tuple(meta["classes"]), dataset.pixel_size_um, on_image=lambda: bar.advance(task),
+                          zoom=zoom)
+    result["zoom"] = round(zoom, 4)
+    if abs(zoom - 1.0) > 1e-3:
+        console.print(f"scale: the images ({dataset.pixel_size_um:g} µm/px) segmented at the model's "
+                      f"{model_pixel:g} µm/px (×{zoom:.3g}), scored at their own pixels", highlight=False)
     table = Table(title=f"{meta['regime']} ({meta['arch']}) on {dataset.root}")
     for col in ("mIoU", "FWIoU", "Dice", *(f"IoU {n}" for n in meta["classes"])):
         table.add_column(col, justify="right")
@@ -204,7 +215,7 @@ def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
 
     truth = open_count_dataset(data)
     scored_classes(meta["classes"], truth.classes)  # before the calibration, which segments a few images first
-    model_pixel = float(meta["config"].get("pixel_size_um", 0.4))
+    model_pixel = float(meta["config"].get("pixel_size_um", DEFAULT_PIXEL_SIZE_UM))
     stride = get_arch(meta["arch"]).stride
     # The images' scale where the import recorded it, else calibrated from the first images as `csc-run` does.
     pixel_size_um, calibration = truth.meta.get("pixel_size_um"), None
