@@ -2,9 +2,10 @@
 ``*_masks.png``, StarDist and ImageJ/Fiji label exports; 8, 16 or 32 bit).
 
 A label file belongs to the image with the same stem, or with the stem left after a tool's suffix
-(``_cp_masks``, ``_masks``, ``_mask``, ``_labels``, ``_label``). Classes: every cell is unnamed unless a class
-table (CSV) names them, per file (``image,class``) or per cell (``image,label,class``); unnamed cells take the
-class that ``--classes '*=NAME'`` gives.
+(``_cp_masks``, ``_masks``, ``_mask``, ``_labels``, ``_label``); the folder may hold the images too (Cellpose
+writes its masks beside them): a file that a suffixed one names is that image. Classes: every cell is unnamed
+unless a class table (CSV) names them, per file (``image,class``) or per cell (``image,label,class``); unnamed
+cells take the class that ``--classes '*=NAME'`` gives.
 
 A palette PNG (labelme2voc's and PASCAL VOC's SegmentationObject) holds its label ids as palette indices, which
 OpenCV would expand to colours: they are read back from the palette, and index 255 (VOC's "void" border) is not a
@@ -33,6 +34,10 @@ def read_masks(src: Path, class_table: Path | None = None) -> Annotations:
     if not src.is_dir():
         raise CscError("the masks source must be a folder of label images", path=src)
     files = sorted(p for p in src.iterdir() if p.is_file() and is_image_name(p))
+    # Cellpose saves `a_cp_masks.png` beside `a.png`: a file that a suffixed label file names is its image, not a
+    # label file of its own (taken for one, it clashed with its labels, and --images could not match it).
+    named = {image_stem(p) for p in files if image_stem(p) != stem_of(p.name)}
+    files = [p for p in files if stem_of(p.name) not in named]
     if not files:
         raise CscError("no label images (.png, .tif) in the folder", path=src)
     table = _class_table(class_table) if class_table else {}

@@ -305,6 +305,19 @@ def test_label_images_with_tool_suffixes_and_a_class_table(tmp_path):
     assert s.cells == {"rbc": 4, "macrophage": 0}
 
 
+def test_cellpose_masks_beside_their_images_in_one_folder(tmp_path):
+    """Cellpose writes a_cp_masks.png beside a.png; with both in one folder the images were taken for label files
+    too: '2 annotated images not found in --images: a, a', nothing imported."""
+    folder = blank_images(tmp_path / "cellpose", ["a.png", "b.png"])
+    labels = np.zeros((20, 30), np.uint16)
+    labels[1:5, 1:5], labels[10:15, 10:15] = 1, 2
+    for stem in ("a", "b"):
+        cv2.imwrite(str(folder / f"{stem}_cp_masks.png"), labels)
+    s = run_import("masks", folder, folder, tmp_path / "out", "*=rbc")
+    assert s.images == 2 and s.cells["rbc"] == 4 and not s.missing_images and not s.unannotated
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["a.png", "b.png"]
+
+
 def test_colour_label_image_is_refused_with_the_reason(tmp_path):
     images = blank_images(tmp_path / "img", ["a.png"])
     (tmp_path / "m").mkdir()
