@@ -6,7 +6,7 @@
   image without a file was not annotated.
 - boxes: a CSV with ``image, class, x1, y1, x2, y2`` (pixels); or a YOLO folder of ``<stem>.txt`` files with
   ``class cx cy w h`` normalised to the image size, class names from ``classes.txt`` or ``obj.names`` beside them
-  (else the class ids are the names).
+  (else the class ids are the names; an id the file does not name is an error).
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def read_points(src: Path) -> Annotations:
 
 def read_boxes(src: Path) -> Annotations:
     if src.is_dir():
-        names = _yolo_names(src)
+        names_file, names = _yolo_names(src)
         files = _text_files(src, exclude=YOLO_NAMES)
-        images = [_text_image(path, lambda f, where: _yolo_line(f, where, names)) for path in files]
+        images = [_text_image(path, lambda f, where: _yolo_line(f, where, names, names_file)) for path in files]
         return Annotations("boxes", "boxes", images, declared=list(names.values()), files=set(files))
     rows = csv_rows(src, ("image", "class", "x1", "y1", "x2", "y2"), absent_fix=CSV_OR_FOLDER)
     images: dict[str, ImageAnnotation] = {}
@@ -86,18 +86,24 @@ def _point_line(fields: list[str], where: tuple[Path, int]) -> Point:
     return Point(fields[2] if len(fields) == 3 else "", x, y)
 
 
-def _yolo_line(fields: list[str], where: tuple[Path, int], names: dict[str, str]) -> Box:
-    """YOLO boxes are in fractions of the image size; the writer scales them once it has read the image."""
+def _yolo_line(fields: list[str], where: tuple[Path, int], names: dict[str, str], names_file: Path | None) -> Box:
+    """YOLO boxes are in fractions of the image size; the writer scales them once it has read the image. With a
+    names file, an id it does not name is an error: taken as its own name, it became a dataset class ("2")."""
     path, line = where
     if len(fields) != 5:
         raise CscError(f"line {line}: expected 'class cx cy w h', got {' '.join(fields)!r}", path=path)
+    if names_file is not None and fields[0] not in names:
+        ids = f" (ids 0–{len(names) - 1})" if names else ""
+        raise CscError(f"line {line}: class id {fields[0]!r}, but {names_file} names {len(names)} classes{ids}",
+                       path=path, fix=f"add the missing names to {names_file.name}, one a line")
     cx, cy, w, h = (number(v, f"line {line}, {c}", path) for v, c in zip(fields[1:], ("cx", "cy", "w", "h")))
     return Box(names.get(fields[0], fields[0]), cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, normalised=True)
 
 
-def _yolo_names(folder: Path) -> dict[str, str]:
+def _yolo_names(folder: Path) -> tuple[Path | None, dict[str, str]]:
+    """The names file and {class id: name}; without one, (None, {}): the ids are the names."""
     for candidate in (folder / n for n in YOLO_NAMES):
         if candidate.is_file():
             names = [n.strip() for n in candidate.read_text(encoding="utf-8-sig").splitlines() if n.strip()]
-            return {str(i): n for i, n in enumerate(names)}
-    return {}
+            return candidate, {str(i): n for i, n in enumerate(names)}
+    return None, {}

@@ -378,6 +378,19 @@ def test_boxes_csv_and_yolo(tmp_path):
     assert np.allclose(boxes["rbc"], [[2, 2, 6, 8]]) and np.allclose(boxes["wbc"], [[16, 8, 24, 12]])
 
 
+def test_yolo_class_id_beyond_the_names_file_is_an_error(tmp_path):
+    """A classes.txt one name short: class id 2 became a dataset class named "2", imported without a word."""
+    images = blank_images(tmp_path / "img", ["a.jpg"])
+    yolo = tmp_path / "yolo"
+    yolo.mkdir()
+    (yolo / "classes.txt").write_text("RBC\nWBC\n")
+    (yolo / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n2 0.2 0.2 0.1 0.1\n")
+    with pytest.raises(CscError, match=r"a.txt: line 2: class id '2', but .*classes.txt names 2 classes \(ids 0–1\)"):
+        run_import("boxes", yolo, images, tmp_path / "out")
+    (yolo / "classes.txt").unlink()  # no names file: the ids are the names
+    assert run_import("boxes", yolo, images, tmp_path / "ids").cells == {"0": 1, "2": 1}
+
+
 def test_cli_contracts_points_and_boxes(tmp_path):
     images = blank_images(tmp_path / "img", ["a.jpg"])
     (tmp_path / "p.csv").write_text("image,x,y,class\na.jpg,3,4,rbc\n")
