@@ -24,6 +24,7 @@ from runtime.errors import CscError
 from runtime.io.imageio import stem_of
 
 Patch = tuple[int, int, np.ndarray]  # top, left, bool crop inside the image
+FAR_PX = 2**20  # polygons are cut this far beyond the frame: within it pycocotools and Pillow's rule are safe
 
 
 def _window(x0: float, y0: float, x1: float, y1: float, h: int, w: int) -> tuple[int, int, int, int] | None:
@@ -53,8 +54,17 @@ class Polygon:
         return bool((pts < 0).any() or (pts[:, 0] > hi_x).any() or (pts[:, 1] > hi_y).any())
 
     def rasterise(self, h: int, w: int) -> Patch | None:
+        # Both fills walk every edge whole, off the frame too: a vertex at 1e12 crashed pycocotools (a segfault,
+        # the dataset half-written) and asked Pillow's rule for terabytes. A polygon reaching further than
+        # FAR_PX beyond the frame is cut there first; so far out, the cut moves the edges inside the frame by a
+        # negligible fraction of a pixel. Polygons that stay nearer are drawn untouched, as their tool draws them.
+        parts = [_clip_polygon(p, (-FAR_PX, -FAR_PX, w + FAR_PX, h + FAR_PX)) for p in self.parts]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return None
         # pycocotools takes the vertices as they are; Pillow (LabelMe) truncates them to integers before drawing
-        parts = self.parts if self.corners else [np.trunc(p).astype(np.int64) for p in self.parts]
+        if not self.corners:
+            parts = [np.trunc(p).astype(np.int64) for p in parts]
         pts = np.concatenate(parts)
         win = _window(pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max(), h, w)
         if win is None:
@@ -63,12 +73,30 @@ class Polygon:
         if self.corners:
             from runtime.data.annotations.rle import coco_mask
 
-            shifted = [(p - (left, top)).ravel().tolist() for p in self.parts]
+            shifted = [(p - (left, top)).ravel().tolist() for p in parts]
             return _nonempty(top, left, coco_mask(shifted, bottom - top, right - left))
         crop = np.zeros((bottom - top, right - left), bool)
         for part in parts:
             crop |= _pillow_polygon(part - (left, top), bottom - top, right - left)
         return _nonempty(top, left, crop)
+
+
+def _clip_polygon(v: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Polygon ``v`` (N, 2) cut to ``box`` (x0, y0, x1, y1) by Sutherland–Hodgman, or ``v`` itself where it lies
+    inside. A concave polygon stays one, joined along the box's sides by edges that enclose nothing."""
+    x0, y0, x1, y1 = box
+    if not ((v[:, 0] < x0).any() or (v[:, 1] < y0).any() or (v[:, 0] > x1).any() or (v[:, 1] > y1).any()):
+        return v
+    for axis, bound, sign in ((0, x0, 1), (0, x1, -1), (1, y0, 1), (1, y1, -1)):
+        inside = sign * (v[:, axis] - bound) >= 0
+        kept = []
+        for prev, cur, prev_in, cur_in in zip(np.roll(v, 1, axis=0), v, np.roll(inside, 1), inside):
+            if prev_in != cur_in:
+                kept.append(prev + (bound - prev[axis]) / (cur[axis] - prev[axis]) * (cur - prev))
+            if cur_in:
+                kept.append(cur)
+        v = np.array(kept, np.float64).reshape(-1, 2)
+    return v
 
 
 def _spans(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, h: int, w: int) -> np.ndarray:

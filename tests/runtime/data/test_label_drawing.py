@@ -110,6 +110,17 @@ def test_a_polygon_vertex_near_the_right_and_bottom_edge_is_truncated_not_rounde
     assert np.array_equal(ours, theirs) and ours[:, 9].any() and not ours[:, 10].any()
 
 
+@pytest.mark.parametrize("corners", [False, True])
+def test_a_polygon_reaching_far_beyond_the_image_is_drawn_inside_it(corners):
+    """A vertex at 1e12 (a corrupt file): pycocotools (COCO, CVAT) died of a segfault, the dataset half-written, and
+    Pillow's rule (LabelMe) asked for 14.6 TiB; the pixels inside the frame are those of the polygon cut there."""
+    triangle = np.array([[2, 3], [1e12, 3], [2, 1e12]])
+    expected = np.zeros((20, 30), bool)
+    expected[3:, 2:] = True
+    assert np.array_equal(full(Polygon("rbc", [triangle], corners=corners).rasterise(20, 30), 20, 30), expected)
+    assert Polygon("rbc", [triangle + 1e12], corners=corners).rasterise(20, 30) is None
+
+
 def test_random_labelme_polygons_and_circles_match_pillow():
     """Star-shaped polygons (some on whole pixels, some off the image) and circles from 0.5 to 40 px in radius."""
     rng = np.random.default_rng(7)
