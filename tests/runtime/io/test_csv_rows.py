@@ -11,6 +11,15 @@ def test_header_case_padding_and_bom_read_alike(tmp_path):
     assert list(csv_rows(path, ("image", "x", "y"))) == [(2, {"image": "a.png", "x": "3", "y": "4"})]
 
 
+def test_excel_semicolon_csv_with_decimal_commas(tmp_path):
+    """Excel's "CSV" where the comma is the decimal mark: 'the CSV header lacks image, x, y (found: image;x;y)'."""
+    path = tmp_path / "t.csv"
+    path.write_text("Image;X;Y;class\r\na.png;10,5;-3,25;RBC\r\nb.png;7;1,5e2;red, round\r\n", encoding="utf-8-sig")
+    assert list(csv_rows(path, ("image", "x", "y"))) == [
+        (2, {"image": "a.png", "x": "10.5", "y": "-3.25", "class": "RBC"}),
+        (3, {"image": "b.png", "x": "7", "y": "1.5e2", "class": "red, round"})]
+
+
 @pytest.mark.parametrize("text, message", [("image,x\na,1\n", "header lacks y"),
                                            ("image,x,y\na,1,2,3\n", "line 2 has more fields")])
 def test_bad_tables_name_the_problem(tmp_path, text, message):
