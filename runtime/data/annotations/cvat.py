@@ -4,7 +4,8 @@ them, `CvatEllipse`); cells are stacked by ``z_order``.
 ``<box>`` and ``<points>`` (every point of one is a cell), CVAT's counting tools, are count-only marks.
 
 A project export names each image's ``subset`` (Train, Validation, …); its images lie in ``images/<subset>/``,
-where every subset may hold a file of the same name.
+where every subset may hold a file of the same name. An image's name keeps the folders it was uploaded in
+(``day1/a.png``), and exports keep them under ``images/`` (in the subset's folder).
 
 Export writes every cell as a ``<mask>`` (exact, and editable with CVAT's brush) in a task-less file that
 CVAT's "Upload annotations" (format "CVAT 1.1") reads into a task holding the same images.
@@ -54,7 +55,10 @@ def read_cvat(src: Path) -> Annotations:
         if el.get("height") and el.get("width"):
             size = (int(number(el.get("height"), f"{where} height", src)),
                     int(number(el.get("width"), f"{where} width", src)))
-        image = ImageAnnotation(name.replace("\\", "/").rsplit("/", 1)[-1], where, size, subset=subset)
+        folder, _, base = name.replace("\\", "/").rpartition("/")
+        # Only a relative folder, below --images: not an absolute path's root, drive or way up.
+        folder = "/".join(p for p in folder.split("/") if p not in ("", ".", "..") and not p.endswith(":"))
+        image = ImageAnnotation(base, where, size, subset=subset, folder=folder or None)
         stacked = []
         for order, child in enumerate(el):
             if child.tag not in CELL_TAGS + MARK_TAGS:

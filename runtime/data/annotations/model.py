@@ -339,6 +339,10 @@ class ImageAnnotation:
     # A CVAT project's subset: the image is looked for in --images/<subset>/ first, and its dataset name gets the
     # prefix ``<subset>_``, because every subset may hold a file of the same name.
     subset: str | None = None
+    # The folders in a CVAT image's name (`day1/a.png`, from a zip or a share with folders), which its exports keep
+    # under images/ (in the subset's folder): looked for there first, and where found there, the dataset name gets
+    # them as a prefix too (`day1_a.png`), since each folder may hold a file of the same name.
+    folder: str | None = None
     embedded: EmbeddedImage | None = None  # the image itself, used where --images has no file for it
 
     @property

@@ -206,9 +206,9 @@ class _Folder:
 
 
 def match_images(source: Annotations, images_dir: Path) -> tuple[list[Pair], list[str], list[Path]]:
-    """Pair each annotated image with its file: in ``images_dir/<subset>/`` for a CVAT project's image, else in
-    ``images_dir``, else the image the annotation embeds. Returns the pairs, the names not found, and the images
-    left without annotation."""
+    """Pair each annotated image with its file: for a CVAT image, in the folders its subset and name give
+    (`_places`), else in ``images_dir``, else the image the annotation embeds. Returns the pairs, the names not
+    found, and the images left without annotation."""
     if not images_dir.is_dir():
         raise CscError("--images is not a folder", path=images_dir, fix="pass the folder that holds the images")
     annotation_files = {f.resolve() for f in source.files}
@@ -216,15 +216,15 @@ def match_images(source: Annotations, images_dir: Path) -> tuple[list[Pair], lis
     pairs, missing, used = [], [], {}
     for annotation in source.images:
         path = None
-        if annotation.subset and (images_dir / annotation.subset).is_dir():
-            subset = folders.setdefault(images_dir / annotation.subset,
-                                        _Folder(images_dir / annotation.subset, annotation_files))
-            path = subset.find(annotation)
-        path = path or folders[images_dir].find(annotation)
+        for sub, prefix in _places(annotation):
+            if (images_dir / sub).is_dir():
+                path = folders.setdefault(images_dir / sub, _Folder(images_dir / sub, annotation_files)).find(annotation)
+                if path is not None:
+                    break
         if path is None and annotation.embedded is None:
-            missing.append(f"{annotation.subset}/{annotation.name}" if annotation.subset else annotation.name)
+            missing.append("/".join(filter(None, (annotation.subset, annotation.folder, annotation.name))))
             continue
-        pair = Pair(annotation, path, _dataset_name(annotation, path))
+        pair = Pair(annotation, path, _dataset_name(prefix, path.name if path else annotation.embedded.name))
         if pair.stem in used:
             raise CscError(f"{annotation.where} and {used[pair.stem]} both annotate {pair.name}",
                            path=path or images_dir, fix="merge the two entries, or keep one")
@@ -235,13 +235,21 @@ def match_images(source: Annotations, images_dir: Path) -> tuple[list[Pair], lis
     return pairs, missing, unannotated
 
 
-def _dataset_name(annotation: ImageAnnotation, path: Path | None) -> str:
-    """The image's file name in the dataset: a CVAT project's subset as a prefix, since subsets share names."""
-    name = path.name if path is not None else annotation.embedded.name
-    if not annotation.subset:
-        return name
-    prefix = re.sub(r"[/\\]", "_", annotation.subset)  # a subset's name makes no folder in images/
-    return f"{prefix}_{name}"
+def _places(annotation: ImageAnnotation) -> list[tuple[str, str]]:
+    """Where below --images an image lies, most likely first, each with the prefix of its dataset name: a CVAT
+    project export's ``<subset>/<folder>/``, the subset's folder, a task export's ``<folder>/``, --images itself.
+    The subset is always a prefix and the folders where the image lay in them, since each may hold a file of the
+    same name."""
+    subset, folder = annotation.subset or "", annotation.folder or ""
+    nested = "/".join(filter(None, (subset, folder)))
+    places = [(nested, nested), (subset, subset), (folder, nested)] if folder else [(subset, subset)]
+    return list(dict.fromkeys((sub, prefix) for sub, prefix in places if sub)) + [("", subset)]
+
+
+def _dataset_name(prefix: str, name: str) -> str:
+    """The image's file name in the dataset, with the folders of its prefix joined by '_' (none in images/)."""
+    prefix = re.sub(r"[/\\]", "_", prefix)
+    return f"{prefix}_{name}" if prefix else name
 
 
 def _image_size(pair: Pair, embedded: bytes | None) -> tuple[int, int]:

@@ -272,6 +272,24 @@ def test_cvat_polygons_masks_ellipses_by_z_order(tmp_path):
     assert labels.mask[10, 20] == 1 and labels.mask[10, 23] == 1 and labels.mask[10, 24] == 0
 
 
+def test_cvat_images_in_folders_are_found_in_them(tmp_path):
+    """CVAT keeps the folders an image was uploaded in (`day1/a.png`) and its exports keep them under images/ (in
+    the subset's folder): the folders were dropped and only --images itself searched, 'not found: a.png, a.png'."""
+    images = tmp_path / "images"
+    for folder in ("day1", "day2", "Train/day1"):
+        blank_images(images / folder, ["a.png"])
+    blank_images(images, ["b.png"])
+    polygon = '<polygon label="rbc" points="0,0;8,0;8,8;0,8" z_order="0"/>'
+    entries = [("day1/a.png", ""), ("day2\\a.png", ""), ("day1/a.png", ' subset="Train"'), ("C:\\scans\\b.png", "")]
+    (tmp_path / "a.xml").write_text("<annotations>" + "".join(
+        f'<image id="{i}" name="{name}" width="30" height="20"{subset}>{polygon}</image>'
+        for i, (name, subset) in enumerate(entries)) + "</annotations>")
+    s = run_import("cvat", tmp_path / "a.xml", images, tmp_path / "out", strict=True)
+    assert s.images == 4 and s.cells["rbc"] == 4
+    names = sorted(p.name for p in (tmp_path / "out" / "images").iterdir())
+    assert names == ["Train_day1_a.png", "b.png", "day1_a.png", "day2_a.png"], "folders only where the image lay"
+
+
 def test_cvat_rle_round_trip():
     rng = np.random.default_rng(0)
     for _ in range(20):
