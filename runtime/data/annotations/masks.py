@@ -64,11 +64,16 @@ def _without_tool_suffix(stem: str) -> str:
     return stem
 
 
-def _load(path: Path, names: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
+def _load(path: Path, names: dict[int, str], h: int, w: int) -> tuple[np.ndarray, dict[int, str]]:
+    """The label ids of an image of h × w px, and the class names of the file's ids; an error names the label file
+    (a size mismatch was reported under the image's path, ambiguous where both are `a.png`)."""
     labels = _read_labels(path)
     if labels.ndim != 2:
         raise CscError(f"a label image must have one channel, this one has {labels.shape[2]}", path=path,
                        fix="save instance labels as a single-channel 8/16/32-bit image, not a colour rendering")
+    if labels.shape != (h, w):
+        raise CscError(f"the label image is {labels.shape[1]}×{labels.shape[0]} px but its image is {w}×{h}",
+                       path=path, fix="label the image at its own size (not a resized copy)")
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.array_equal(labels, np.round(labels)) or labels.min() < 0:
             raise CscError("a floating-point label image must hold whole, non-negative numbers", path=path)

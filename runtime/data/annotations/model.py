@@ -334,8 +334,9 @@ class ImageAnnotation:
     where: str  # for messages: the annotation file (and entry) this came from
     size: tuple[int, int] | None = None  # (height, width) the source declares; checked against the image
     shapes: list = field(default_factory=list)  # Shape (segmentation) or Point / Box (count-only)
-    # Instance-label files (the `masks` format): a loader of (label image, class name per label id) instead of shapes.
-    label_map: Callable[[], tuple[np.ndarray, dict[int, str]]] | None = None
+    # Instance-label files (the `masks` format): a loader of (label image, class name per label id) instead of shapes,
+    # given the image's height and width: a label image of another size is an error naming the label file.
+    label_map: Callable[[int, int], tuple[np.ndarray, dict[int, str]]] | None = None
     # A CVAT project's subset: the image is looked for in --images/<subset>/ first, and its dataset name gets the
     # prefix ``<subset>_``, because every subset may hold a file of the same name.
     subset: str | None = None

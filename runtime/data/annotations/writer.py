@@ -309,9 +309,7 @@ def _dense(instances: np.ndarray, class_of: np.ndarray, summary: ImportSummary |
 
 def _from_label_map(annotation: ImageAnnotation, resolved: ResolvedClasses, h: int, w: int,
                     dropped: Counter) -> tuple[np.ndarray, np.ndarray]:
-    labels, names = annotation.label_map()
-    if labels.shape != (h, w):
-        raise CscError(f"{annotation.where} is {labels.shape[1]}×{labels.shape[0]} px but its image is {w}×{h}")
+    labels, names = annotation.label_map(h, w)
     ids = np.unique(labels)
     ids = ids[ids != 0]
     if len(ids) > np.iinfo(np.uint16).max:

@@ -336,6 +336,20 @@ def test_cellpose_masks_beside_their_images_in_one_folder(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["a.png", "b.png"]
 
 
+def test_a_label_image_of_another_size_is_reported_under_its_own_name(tmp_path):
+    """Labels of a resized copy: 'skipped img/a.png: a.png is 15×10 px but its image is 30×20' named the photo, and
+    the label file (a.png too) only by its bare name."""
+    images = blank_images(tmp_path / "img", ["a.png", "b.png"])
+    (tmp_path / "m").mkdir()
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:6, 2:6] = 1
+    cv2.imwrite(str(tmp_path / "m" / "a.png"), labels[::2, ::2])
+    cv2.imwrite(str(tmp_path / "m" / "b.png"), labels)
+    s = run_import("masks", tmp_path / "m", images, tmp_path / "out", "*=rbc")
+    assert s.images == 1 and s.skipped == [{"file": str(tmp_path / "m" / "a.png"),
+                                            "reason": "the label image is 15×10 px but its image is 30×20"}]
+
+
 def test_colour_label_image_is_refused_with_the_reason(tmp_path):
     images = blank_images(tmp_path / "img", ["a.png"])
     (tmp_path / "m").mkdir()
