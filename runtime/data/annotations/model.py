@@ -161,7 +161,17 @@ class Ellipse:
         r = max(self.rx, self.ry)
         return bool(self.cx - r < 0 or self.cy - r < 0 or self.cx + r > w - 1 or self.cy + r > h - 1)
 
+    def check_near(self, h: int, w: int) -> None:
+        """An error where the ellipse reaches further than FAR_PX beyond an h × w frame (or is not a number): a
+        corrupt shape, which OpenCV refused with a traceback ("Can't parse 'axes'") and Pillow's walk, a pixel at a
+        time, would have taken hours to draw."""
+        r = max(self.rx, self.ry)
+        if not (r < FAR_PX and -FAR_PX < self.cx < w + FAR_PX and -FAR_PX < self.cy < h + FAR_PX):
+            raise CscError(f"an ellipse of radius {r:g} px at ({self.cx:g}, {self.cy:g}) reaches far beyond the "
+                           f"{w}×{h} px image: a corrupt shape", fix="correct or delete it in the labelling tool")
+
     def rasterise(self, h: int, w: int) -> Patch | None:
+        self.check_near(h, w)
         r = max(self.rx, self.ry)
         win = _window(self.cx - r, self.cy - r, self.cx + r, self.cy + r, h, w)
         if win is None:
@@ -181,6 +191,7 @@ class PillowEllipse(Ellipse):
     pixel larger in radius than the geometric ellipse that OpenCV draws (3–5 % of a cell's area)."""
 
     def rasterise(self, h: int, w: int) -> Patch | None:
+        self.check_near(h, w)
         x0, y0 = int(self.cx - self.rx), int(self.cy - self.ry)  # int() truncates toward zero, as Pillow does
         x1, y1 = int(self.cx + self.rx), int(self.cy + self.ry)
         win = _window(x0, y0, x1, y1, h, w)

@@ -566,3 +566,15 @@ def test_a_coco_id_given_twice_is_refused(tmp_path, field, entries, said):
     (tmp_path / "c.json").write_text(json.dumps(doc))
     with pytest.raises(CscError, match=re.escape(said)):
         read_annotations("coco", tmp_path / "c.json")
+
+
+@pytest.mark.parametrize("cls", ["Ellipse", "PillowEllipse"])
+def test_an_ellipse_far_beyond_its_image_is_a_corrupt_shape(cls):
+    """A CVAT ellipse of rx 3e9 ended the import in OpenCV's "Can't parse 'axes'"; a LabelMe circle of radius 1e9
+    walked Pillow's outline a pixel at a time (hours). Both are now an error that skips their image."""
+    import runtime.data.annotations.model as model
+
+    shape = getattr(model, cls)("rbc", 40.0, 30.0, 3e9, 5.0)
+    with pytest.raises(CscError, match="reaches far beyond the 80×60 px image: a corrupt shape"):
+        shape.rasterise(60, 80)
+    assert getattr(model, cls)("rbc", 40.0, 30.0, 8.0, 5.0).rasterise(60, 80) is not None
