@@ -46,7 +46,7 @@ def synth(
         task = bar.add_task(f"synth {kind.value} ({optics.value})", total=n)
         synthesize_dataset(kind.value, n, out, seed=seed, size=size, optics=optics.value, pseudopods=pseudopods,
                            on_image=lambda: bar.advance(task))
-    console.print(f"wrote {n} images to {out}")
+    console.print(f"wrote {n} images to {escape(str(out))}", highlight=False)
 
 
 @app.command("import")
@@ -125,7 +125,7 @@ def export(
     with progress_bar() as bar:
         task = bar.add_task(f"export {fmt.value}", total=len(dataset))
         cells = export_dataset(directory, fmt.value, out, on_image=lambda: bar.advance(task))
-    console.print(f"wrote {cells} cells of {len(dataset)} images to {out}")
+    console.print(f"wrote {cells} cells of {len(dataset)} images to {escape(str(out))}", highlight=False)
 
 
 @app.command()
@@ -138,7 +138,7 @@ def check(directory: Path = typer.Argument(..., help="Dataset folder.")) -> None
     except CscError:  # unreadable dataset.json: check_dataset reports it with every other bad file
         count_only = False
     report = check_count_dataset(directory) if count_only else check_dataset(directory)
-    table = Table(title=f"{directory} — {report.n_images} images")
+    table = Table(title=f"{escape(str(directory))} — {report.n_images} images")
     table.add_column("class")
     table.add_column("pixels %", justify="right")
     table.add_column("cells", justify="right")
@@ -184,7 +184,7 @@ def show(
             labels = dataset.load(i)
             tiles.append(renderer.preview(labels.image, labels.mask, labels.instances))
     write_image(out, tile_grid(tiles, columns))
-    console.print(f"wrote {out}")
+    console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 @app.command()
@@ -201,7 +201,8 @@ def rescale(
     with progress_bar() as bar:
         task = bar.add_task("rescale", total=len(dataset))
         zoom = rescale_dataset(directory, out, pixel_size, source_pixel_size, on_image=lambda: bar.advance(task))
-    console.print(f"wrote {len(dataset)} images to {out} at {pixel_size:g} µm/px (×{zoom:.3g})", highlight=False)
+    console.print(f"wrote {len(dataset)} images to {escape(str(out))} at {pixel_size:g} µm/px (×{zoom:.3g})",
+                  highlight=False)
 
 
 @app.command()
@@ -265,7 +266,7 @@ def count(
                           + (" …" if len(stems) > 5 else ""), highlight=False)
     if json_path is not None:
         write_json(json_path, summary)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {escape(str(json_path))}", highlight=False)
 
 
 # Column headings per reference: what the numbers are depends on what they were compared with.
@@ -280,7 +281,7 @@ def _count_table(summary: dict, directory: Path, names: tuple[str, ...]) -> Tabl
     from runtime.counting.evaluation import AGREEMENT_KEYS
 
     reference = summary.get("reference")
-    title = f"{directory} — {summary['images']} images"
+    title = f"{escape(str(directory))} — {summary['images']} images"
     if reference is None:
         table = Table(title=title)
         for column in ("class", "counted"):
@@ -288,7 +289,7 @@ def _count_table(summary: dict, directory: Path, names: tuple[str, ...]) -> Tabl
         for name in names:
             table.add_row(name, str(summary["counts"][name]))
         return table
-    table = Table(title=f"{title} vs {reference['dataset']} ({reference['labels']})")
+    table = Table(title=f"{title} vs {escape(reference['dataset'])} ({reference['labels']})")
     if reference["ground_truth"]:
         columns = _COLUMNS["truth-masks" if reference["annotations"] == "masks" else "truth-marks"]
         scores = summary

@@ -228,7 +228,7 @@ def _save_calibration(model: Path, calibration: dict | None) -> None:
                        fix="run on frames with cells in view, without --pixel-size")
     path = model.with_suffix(CAMERA_CONFIG)
     write_json(path, {"pixel_size_um": calibration["pixel_size_um"], "calibration": calibration})
-    console.print(f"calibration saved: {path}", highlight=False)
+    console.print(f"calibration saved: {escape(str(path))}", highlight=False)
 
 
 def _pixel_size(given: float | None, model: Path) -> tuple[float | None, str]:

@@ -229,40 +229,42 @@ def test_cli_eval_and_models_contracts(mixed, tmp_path):
     from trainer.cli.train import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["base", str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet",
+    run = tmp_path / "r[" / "un]"  # reads as markup: printed as it is, not as a closing tag
+    result = runner.invoke(app, ["base", str(mixed), "--out", str(run), "--arch", "light-unet",
                                  "--steps", "2", "--batch", "2", "--size", "64", "--val-every", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     for name in ("best.pt", "last.pt", "metrics.json", "curves.png"):
-        assert (tmp_path / "run" / name).exists()
-    again = runner.invoke(app, ["base", str(mixed), "--out", str(tmp_path / "run"), "--arch", "light-unet", "--steps", "2",
+        assert (run / name).exists()
+    again = runner.invoke(app, ["base", str(mixed), "--out", str(run), "--arch", "light-unet", "--steps", "2",
                                 "--size", "64"])
     assert again.exit_code != 0 and "already holds a checkpoint" in str(again.exception)
-    result = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(mixed), "--json", str(tmp_path / "e.json")])
+    result = runner.invoke(app, ["eval", str(run / "best.pt"), str(mixed), "--json", str(tmp_path / "e[" / "x].json")])
     assert result.exit_code == 0, result.output
-    data = json.loads((tmp_path / "e.json").read_text())
+    assert "".join(f"wrote {tmp_path}/e[/x].json".split()) in "".join(result.output.split()), result.output
+    data = json.loads((tmp_path / "e[" / "x].json").read_text())
     assert {"miou", "fwiou", "dice", "per_class_iou", "counts"} <= set(data)
     assert set(data["per_class_iou"]) == {"background", "rbc", "macrophage"}
     assert set(data["counts"]["count_accuracy"]) == {"rbc", "macrophage"}
     # --json onto the dataset's own description or onto the checkpoint: refused before the evaluation, not replaced
-    described, weights = (Path(mixed) / "dataset.json").read_bytes(), (tmp_path / "run" / "best.pt").read_bytes()
+    described, weights = (Path(mixed) / "dataset.json").read_bytes(), (run / "best.pt").read_bytes()
     for target, reason in ((Path(mixed) / "dataset.json", "among the dataset's own files"),
-                           (tmp_path / "run" / "best.pt", "--json and CHECKPOINT name the same file")):
-        refused = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(mixed), "--json", str(target)])
+                           (run / "best.pt", "--json and CHECKPOINT name the same file")):
+        refused = runner.invoke(app, ["eval", str(run / "best.pt"), str(mixed), "--json", str(target)])
         assert isinstance(refused.exception, CscError) and reason in str(refused.exception), refused.output
     assert (Path(mixed) / "dataset.json").read_bytes() == described
-    assert (tmp_path / "run" / "best.pt").read_bytes() == weights
+    assert (run / "best.pt").read_bytes() == weights
     # A set of a known other scale is segmented at the model's, scored at its own pixels
     from runtime.data.rescale import rescale_dataset
 
     rescale_dataset(mixed, tmp_path / "fine", 0.2)
-    result = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(tmp_path / "fine"), "--json",
+    result = runner.invoke(app, ["eval", str(run / "best.pt"), str(tmp_path / "fine"), "--json",
                                  str(tmp_path / "fine.json")], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "segmented at the model's 0.4 µm/px (×0.5)" in result.output, result.output
     fine = json.loads((tmp_path / "fine.json").read_text())
     assert fine["zoom"] == 0.5 and data["zoom"] == 1.0
     assert abs(fine["miou"] - data["miou"]) < 0.05, "the same predictions, scored at twice the pixels"
     empty = synthesize_dataset("mixed", 1, tmp_path / "empty", seed=1, size=64, density=0)  # no cell to count
-    result = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), str(empty)], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["eval", str(run / "best.pt"), str(empty)], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "count accuracy: — (no annotated cell of any class)" in result.output, \
         result.output
     models = runner.invoke(app, ["models"])

@@ -72,7 +72,8 @@ def _run(make_plan, out: Path, resume: bool, datasets: list[Path], checkpoint: P
         _interrupted(stop, out)
     if result.get("val_metrics"):
         m = result["val_metrics"]
-        console.print(f"best validation: mIoU {m['miou']:.4f} FWIoU {m['fwiou']:.4f} Dice {m['dice']:.4f} → {out / 'best.pt'}")
+        console.print(f"best validation: mIoU {m['miou']:.4f} FWIoU {m['fwiou']:.4f} Dice {m['dice']:.4f} → "
+                      f"{escape(str(out / 'best.pt'))}", highlight=False)
 
 
 def _interrupted(stop: TrainingInterrupted, out: Path) -> NoReturn:
@@ -171,7 +172,7 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (best.p
     result.update(checkpoint=str(checkpoint), data=str(data), arch=meta["arch"], regime=meta["regime"])
     if json_path is not None:
         write_json(json_path, result)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {escape(str(json_path))}", highlight=False)
 
 
 def _evaluate_pixels(model, meta: dict, dataset, dev) -> dict:
@@ -192,7 +193,7 @@ def _evaluate_pixels(model, meta: dict, dataset, dev) -> dict:
     if abs(zoom - 1.0) > 1e-3:
         console.print(f"scale: the images ({dataset.pixel_size_um:g} µm/px) segmented at the model's "
                       f"{model_pixel:g} µm/px (×{zoom:.3g}), scored at their own pixels", highlight=False)
-    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {dataset.root}")
+    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {escape(str(dataset.root))}")
     for col in ("mIoU", "FWIoU", "Dice", *(f"IoU {n}" for n in meta["classes"])):
         table.add_column(col, justify="right")
     table.add_row(f"{result['miou']:.4f}", f"{result['fwiou']:.4f}", f"{result['dice']:.4f}",
@@ -230,7 +231,7 @@ def _evaluate_counts_only(model, meta: dict, data: Path, dev) -> dict:
         counts = evaluate_counts(model, truth.samples, stride, dev, tuple(meta["classes"]), truth.classes,
                                  float(pixel_size_um), on_image=lambda: bar.advance(task),
                                  zoom=float(pixel_size_um) / model_pixel)
-    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {data} ({truth.kind}, counts only)")
+    table = Table(title=f"{meta['regime']} ({meta['arch']}) on {escape(str(data))} ({truth.kind}, counts only)")
     for col in ("class", "counted (scored)", "annotated", "ratio", "MAE/image", "precision", "recall", "point F1"):
         table.add_column(col, justify="right")
     for name in counts["counts"]:

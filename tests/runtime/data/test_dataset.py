@@ -322,6 +322,26 @@ def test_synth_and_rescale_refuse_a_folder_that_is_not_new(tmp_path):
     assert len(open_dataset(synthesize_dataset("rbc", 1, tmp_path / "empty", size=48))) == 1
 
 
+def test_paths_with_brackets_are_printed_as_they_are(tmp_path):
+    """A folder like `data[/old]` ended synth, check, rescale, show, export and count in rich's MarkupError
+    traceback (exit 1) once their work was done, as csc-label and csc-export did: paths are not markup."""
+    from typer.testing import CliRunner
+
+    from runtime.cli.data import app
+
+    data, scaled, where = tmp_path / "d[" / "old]", tmp_path / "r[" / "old]", tmp_path / "o[" / "old]"
+    commands = [(["synth", "--kind", "rbc", "--n", "1", "--size", "48", "--out", str(data)], data),
+                (["check", str(data)], data),
+                (["rescale", str(data), "--pixel-size", "0.8", "--from", "0.4", "--out", str(scaled)], scaled),
+                (["show", str(data), "--out", str(where / "grid.png")], where / "grid.png"),
+                (["export", str(data), "--format", "coco", "--out", str(where / "cells.json")], where / "cells.json"),
+                (["count", str(data), "--json", str(where / "counts.json")], where / "counts.json")]
+    for args, printed in commands:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "".join(str(printed).split()) in "".join(result.output.split()), (args, result.output)
+
+
 def test_show_checks_out_before_rendering(mixed_dataset, tmp_path):
     """`show --out grid` (no extension) failed only after every tile was drawn, with OpenCV's words; a grid
     written into the dataset's images/ became an image without a mask, and the dataset stopped opening."""
