@@ -218,11 +218,18 @@ def create_app(ctx: ServeContext):
 
     @app.get("/counts.csv", summary="The run's per-frame counts CSV so far (without --save-csv: its newest 32–64 MB of rows)", response_class=Response)
     async def counts_csv() -> Response:
-        return _csv_so_far(live.counts_csv, "counts.csv")
+        return run_csv(live.counts_csv, "counts.csv")
 
     @app.get("/cells.csv", summary="The run's per-cell CSV so far (without --save-cells: its newest 32–64 MB of rows)", response_class=Response)
     async def cells_csv() -> Response:
-        return _csv_so_far(live.cells_csv, "cells.csv")
+        return run_csv(live.cells_csv, "cells.csv")
+
+    def run_csv(path: Path, name: str) -> Response:
+        # The run makes (or replaces) its CSVs at its first counted frame: before it, the file at --save-csv may
+        # still be an earlier run's, whose rows are not this run's.
+        if hub.state_json() is None:
+            return JSONResponse({"detail": "no frame counted yet"}, 503, headers={"Retry-After": "1"})
+        return _csv_so_far(path, name)
 
     return TokenGate(app, ctx.token)
 
@@ -291,8 +298,6 @@ def _csv_so_far(path: Path, name: str) -> Response:
                 return StreamingResponse(_file_chunks(f, cut), media_type="text/csv",
                                          headers={**_attachment(name), "Content-Length": str(cut)})
             data = f.read(cut)
-    except FileNotFoundError:  # the run writes its CSVs from its first counted frame on
-        return JSONResponse({"detail": "no frame counted yet"}, 503, headers={"Retry-After": "1"})
     except OSError as err:
         return JSONResponse({"detail": f"{name} cannot be read ({err.strerror})"}, 503)
     return Response(data, media_type="text/csv", headers=_attachment(name))

@@ -402,12 +402,16 @@ def test_metrics_in_prometheus_text_format(finished_run, counter):
     assert "# TYPE csc_stage_latency_seconds histogram" in answer.text
 
 
-def test_counts_before_the_first_frame_are_503(counter):
+def test_counts_before_the_first_frame_are_503(counter, tmp_path):
+    """The CSVs too: the run makes them at its first counted frame, and before it the files at --save-csv and
+    --save-cells were an earlier run's, offered as this run's rows."""
     pipeline = Pipeline(MemorySource([discs()]), DarkIsCells())
     hub = FrameHub(NAMES, pipeline.segmenter.to_frame)
+    earlier = tmp_path / "counts.csv"
+    earlier.write_text("frame,source,rbc,macrophage,fps,pixel_size_um\n0,earlier.png,5,1,,0.4\n")
     try:
-        client = TestClient(create_app(api(counter, live=LiveRun(pipeline, hub, "none.csv", "none.csv"))))
-        for path in ("/api/counts", "/snapshot.jpg", "/counts.csv", "/cells.csv"):  # the CSVs: made at frame 1
+        client = TestClient(create_app(api(counter, live=LiveRun(pipeline, hub, earlier, tmp_path / "none.csv"))))
+        for path in ("/api/counts", "/snapshot.jpg", "/counts.csv", "/cells.csv"):
             answer = client.get(path)
             assert answer.status_code == 503 and answer.json()["detail"].startswith("no frame")
             assert answer.headers["retry-after"] == "1"
