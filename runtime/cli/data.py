@@ -10,7 +10,7 @@ from rich.table import Table
 from runtime.data.annotations import CROWD_RULES, EXPORT_FORMATS, IMPORT_FORMATS
 from runtime.cli.common import check_outputs, choices, console, entry, make_app, progress_bar
 from runtime.counting.counter import BORDER_POLICIES
-from runtime.data.dataset import META_FILE, check_dataset, check_outside_dataset, open_dataset
+from runtime.data.dataset import check_dataset, check_outside_dataset, open_dataset
 from runtime.errors import CscError
 from runtime.io.imageio import write_image
 from runtime.io.signals import sigterm_as_interrupt
@@ -228,8 +228,10 @@ def count(
 
     # Before the counting, which takes minutes on a large set: a folder failed only at its end, and a dataset's own
     # dataset.json was overwritten by the summary, its classes, pixel size and provenance lost.
-    check_outputs({"--json": json_path}, [(f"{flag}'s {META_FILE}", root / META_FILE)
-                                          for flag, root in (("DIRECTORY", directory), ("--truth", truth)) if root])
+    check_outputs({"--json": json_path})
+    if json_path is not None:  # as `csc-train eval --json` and `show`, `export --out`: none among a dataset's files
+        for root in filter(None, (directory, truth)):
+            check_outside_dataset(json_path, root, "--json")
     if is_count_only(directory):
         raise CscError("count-only dataset: it holds annotations, not class maps to count", path=directory,
                        fix=f"label its images (`csc-label auto {directory / 'images'} --kind rbc --out LABELS`) or "

@@ -47,7 +47,8 @@ def test_count_cli_contract(mixed_dataset, tmp_path):
 
 def test_count_cli_checks_json_before_counting(mixed_dataset, tmp_path, monkeypatch):
     """--json onto the dataset's own dataset.json replaced its metadata (classes, pixel size, provenance) with
-    the summary, and onto a folder failed only after the whole count: both are refused before counting."""
+    the summary, and onto a folder failed only after the whole count: both are refused before counting, a place
+    among the dataset's (or --truth's) own files in the words `csc-train eval --json` and `export --out` use."""
     import runtime.counting.evaluation as evaluation
     from runtime.errors import CscError
 
@@ -56,9 +57,12 @@ def test_count_cli_checks_json_before_counting(mixed_dataset, tmp_path, monkeypa
 
     monkeypatch.setattr(evaluation, "count_dataset", never)
     meta = (mixed_dataset / "dataset.json").read_text()
-    for target, reason in ((mixed_dataset / "dataset.json", "DIRECTORY's dataset.json name the same file"),
+    for target, reason in ((mixed_dataset / "dataset.json", "--json lies among the dataset's own files (dataset.json)"),
+                           (mixed_dataset / "masks" / "counts.json", "--json lies among the dataset's own files"),
+                           (tmp_path / "truth" / "dataset.json", "--json lies among the dataset's own files"),
                            (tmp_path, "names a folder")):
-        result = CliRunner().invoke(app, ["count", str(mixed_dataset), "--json", str(target)])
+        result = CliRunner().invoke(app, ["count", str(mixed_dataset), "--truth", str(tmp_path / "truth"), "--json",
+                                          str(target)])
         assert isinstance(result.exception, CscError) and reason in str(result.exception), result.output
     assert (mixed_dataset / "dataset.json").read_text() == meta
 
