@@ -46,9 +46,11 @@ def bench(
             report = run_bench(models, Backend(backend).value,
                                BenchOptions(tuple(batch), seconds, frames, threads, full_frames),
                                progress=lambda text: status.update(f"benchmarking {text}"))
-    except BenchInterrupted as stop:  # typer's own exit 130 said nothing, and every figure measured was lost
-        report = stop.report
-        if not report["results"]:
+    except KeyboardInterrupt as stop:  # typer's own exit 130 said nothing, and every figure measured was lost
+        # A BenchInterrupted holds the entries measured before it; a plain one came while the models were read and
+        # the 4000×3000 frames made (seconds), before any.
+        report = stop.report if isinstance(stop, BenchInterrupted) else None
+        if report is None or not report["results"]:
             console.print("[yellow]interrupted:[/] before the first figure; nothing written", highlight=False)
             raise typer.Exit(130) from None
     table = Table(title=f"auto-CSC benchmark — {report['machine']['cpu']}, {report['machine']['cores']} cores, "

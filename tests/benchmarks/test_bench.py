@@ -267,6 +267,13 @@ def test_ctrl_c_keeps_the_entries_measured_before_it(small_model, tmp_path, monk
     nothing = CliRunner().invoke(app, ["--json", str(tmp_path / "none.json")])
     assert nothing.exit_code == 130 and "nothing written" in nothing.output and not (tmp_path / "none.json").exists()
 
+    def while_preparing(*args, **kwargs):  # Ctrl-C while the models are read and the 4000×3000 frames made
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_bench", while_preparing)
+    nothing = CliRunner().invoke(app, ["--json", str(tmp_path / "none.json")])
+    assert nothing.exit_code == 130 and "nothing written" in nothing.output and not (tmp_path / "none.json").exists()
+
 
 def test_ctrl_c_in_an_end_to_end_run_stops_the_benchmark(monkeypatch):
     """The pipeline takes Ctrl-C as the end of a run: the benchmark went on to its next figure, reported the cut
