@@ -124,6 +124,21 @@ def read_image(path: str | Path) -> np.ndarray:
 _temporary_names = itertools.count()
 
 
+def prepare_target(target: Path) -> None:
+    """Make ``target``'s folder, or say why a file cannot be written at ``target``: a folder this user cannot write
+    in, or a folder of that name (which os.replace, or open, found only at the write, from a name the user never
+    gave)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CscError(f"cannot write here ({err.strerror})", path=target, fix="choose a writable location") from None
+    if not os.access(target.parent, os.W_OK):
+        raise CscError("cannot write here (permission denied)", path=target, fix="choose a writable location")
+    if target.is_dir():
+        raise CscError("cannot write here (a folder of that name exists)", path=target,
+                       fix="name a file, e.g. inside that folder")
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """A temporary path beside ``target`` that replaces it only when the block succeeds.
@@ -134,15 +149,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     costly as encoding a mask — and gives the file the user's usual permissions rather than mkstemp's 0600.
     """
     target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CscError(f"cannot write here ({err.strerror})", path=target, fix="choose a writable location") from None
-    if not os.access(target.parent, os.W_OK):
-        raise CscError("cannot write here (permission denied)", path=target, fix="choose a writable location")
-    if target.is_dir():
-        raise CscError("cannot write here (a folder of that name exists)", path=target,
-                       fix="name a file, e.g. inside that folder")
+    prepare_target(target)
     tmp_path = target.with_name(f".{target.stem}.{os.getpid()}-{next(_temporary_names)}.tmp{target.suffix}")
     try:
         yield tmp_path

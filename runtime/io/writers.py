@@ -16,7 +16,7 @@ import numpy as np
 from runtime.classes import CLASS_NAMES
 from runtime.counting.counter import FrameCounts
 from runtime.errors import CscError
-from runtime.io.imageio import write_text
+from runtime.io.imageio import prepare_target, write_text
 
 
 class _CsvWriter:
@@ -33,12 +33,9 @@ class _CsvWriter:
         self.header = header
         self.max_bytes = max_bytes
         self._file: TextIO | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise CscError(f"cannot write ({err.strerror})", path=self.path, fix="choose a writable location") from None
-        if not os.access(self.path if self.path.exists() else self.path.parent, os.W_OK):
-            raise CscError("cannot write (permission denied)", path=self.path, fix="choose a writable location")
+        prepare_target(self.path)  # as every result file, though this one is made by its first row
+        if self.path.exists() and not os.access(self.path, os.W_OK):  # an earlier one is rewritten in place
+            raise CscError("cannot write here (permission denied)", path=self.path, fix="choose a writable location")
 
     def _open(self) -> TextIO:
         """The file, opened with its header written at the first call."""
@@ -46,7 +43,7 @@ class _CsvWriter:
             try:
                 self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
             except OSError as err:
-                raise CscError(f"cannot write ({err.strerror})", path=self.path,
+                raise CscError(f"cannot write here ({err.strerror})", path=self.path,
                                fix="choose a writable location") from None
             self._csv = csv.writer(self._file)
             self._csv.writerow(self.header)

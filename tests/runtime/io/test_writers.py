@@ -75,3 +75,13 @@ def test_a_csv_is_replaced_only_by_its_first_row(tmp_path):
     with CountsCsvWriter(path, ("background", "rbc")) as writer:
         writer.write(0, "new", {"rbc": 2}, None)
     assert path.read_text().splitlines() == ["frame,source,rbc,fps,pixel_size_um", "0,new,2,,"]
+
+
+def test_a_csv_onto_a_folder_is_refused_at_once(tmp_path):
+    """Made by its first row, a CSV named like a folder passed its writer's check and failed only at the first
+    counted frame ("Is a directory"); it is refused where the writer is made, in the words of every result file."""
+    from runtime.errors import CscError
+
+    (tmp_path / "counts.csv").mkdir()
+    with pytest.raises(CscError, match="counts.csv: cannot write here \\(a folder of that name exists\\)"):
+        CountsCsvWriter(tmp_path / "counts.csv")
