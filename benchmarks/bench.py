@@ -146,7 +146,7 @@ def model_cost(model: Path) -> dict:
 def runners_for(model: Path, backend: str, threads: int | None) -> tuple[list[tuple[Runner, str]], list[str]]:
     """The runners to measure for one model, and why a TensorRT row is missing. With ``auto``, an ONNX file runs on
     ONNX Runtime, on OpenVINO where it is installed (the two CPU backends side by side, in one run), and on TensorRT
-    where an engine sits beside it and this machine can run it."""
+    where an engine built from that very file (its sidecar's sha256) sits beside it and this machine can run it."""
     if backend != "auto" or model.suffix.lower() in ENGINE_SUFFIXES:
         runner, reason = open_runner(model, backend, threads)
         if isinstance(runner, TensorRTRunner):  # its activation checks this too, once the models before it ran

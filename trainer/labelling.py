@@ -192,7 +192,6 @@ def _relabels(images: str | Path, out: Path) -> bool:
     return label_origin(meta) == "labeller" and str(meta.get("source", "")).startswith(f"{_source(images)} (")
 
 
-
 def _check_out(out: Path, overwrite: bool) -> None:
     """``out`` new or empty, or, with ``overwrite``, an earlier output of this labeller: samples written beside
     another dataset's would mix with them (dataset.json describing only the new ones, stale instances/ disagreeing
@@ -240,8 +239,9 @@ def label_folder(images: str | Path, out: str | Path, config: AutoLabelConfig, *
     changes the dataset's image too; tools that save by writing a new file (most do) leave it alone.
 
     ``out`` must be new or empty, or hold this labeller's earlier output of the same ``images``, which is replaced;
-    ``overwrite`` replaces any earlier output of this labeller there, never another dataset (`_check_out`). Ctrl-C stops the workers after the image in hand and raises `LabellingInterrupted`;
-    ``out`` then holds the samples dataset.json lists, ``complete: false``, and no other.
+    ``overwrite`` replaces any earlier output of this labeller there, never another dataset (`_check_out`). Ctrl-C
+    or SIGTERM stops the workers after the image in hand and raises `LabellingInterrupted`; ``out`` then holds the
+    samples dataset.json lists, ``complete: false``, and no other.
     """
     out = Path(out)
     replaces = overwrite or _relabels(images, out)

@@ -67,9 +67,10 @@ def entry(app: typer.Typer) -> Callable[[], None]:
 
 
 def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[tuple[str, str | Path]] = ()) -> None:
-    """Every output file a file of its own, neither an input nor a folder: checked before the work (csc-run's
-    overlay video written over its input counted the first frames of a file being replaced; two CSVs on one path
-    interleave; a summary, a report or a chart onto a folder failed only after the whole run)."""
+    """Every output file a file of its own, neither an input nor a folder, and writable where it is
+    (`check_writable`): checked before the work (csc-run's overlay video written over its input counted the first
+    frames of a file being replaced; two CSVs on one path interleave; a summary, a report or a chart onto a folder
+    failed only after the whole run)."""
     seen = {Path(path).resolve(): flag for flag, path in inputs}
     for flag, path in outputs.items():
         if path is None:
