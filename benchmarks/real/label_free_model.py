@@ -51,6 +51,7 @@ from benchmarks.real.label_free import (EVALUATION, PSEUDOPODS, TUNING, bbbc030_
                                         per_image, score)
 from benchmarks.publish import publish
 from benchmarks.real.real_model import run_stages
+from benchmarks.real.prepared import to_make
 from runtime.data.dataset import DatasetWriter, open_dataset
 from runtime.io.imageio import place_file
 from runtime.data.rescale import rescale_dataset
@@ -113,10 +114,10 @@ def prepare_data(real: Path, work: Path, recipe: Recipe) -> dict[str, list[Path]
         extra = {"pseudopods": PSEUDOPODS} if kind == "macrophage" else {}
         for k, optics in enumerate(OPTICS):
             raw, auto = data / f"sim-{kind}-{optics}-raw", data / f"sim-{kind}-{optics}-auto"
-            if not (raw / "dataset.json").exists():
+            if to_make(raw):
                 synthesize_dataset(kind, recipe.singles_per_optics, raw, seed=recipe.seed + 10 + k, optics=optics,
                                    **extra)
-            if not (auto / "dataset.json").exists():
+            if to_make(auto):
                 label_folder(raw / "images", auto,
                              AutoLabelConfig(kind=kind, split_touching=True, pixel_size_um=MODEL_PIXEL_UM))
             singles[kind].append(auto)
@@ -127,12 +128,12 @@ def prepare_data(real: Path, work: Path, recipe: Recipe) -> dict[str, list[Path]
         for name, count, seed in (("mixed", recipe.mixed_per_optics, recipe.seed + 20 + k),
                                   ("test", recipe.test_per_optics, 990 + k)):
             path = data / f"{name}-{optics}"
-            if not (path / "dataset.json").exists():
+            if to_make(path):
                 synthesize_dataset("mixed", count, path, seed=seed, optics=optics, pseudopods=PSEUDOPODS)
             out[name].append(path)
         for m, pixel in enumerate(MAGNIFIED_UM):
             path = data / f"test-{optics}-{pixel}um"
-            if not (path / "dataset.json").exists():
+            if to_make(path):
                 synthesize_dataset("mixed", recipe.magnified_test_per_optics, path, seed=995 + 3 * m + k,
                                    optics=optics, **magnified("mixed", pixel))
             out["magnified_test"].append(path)
@@ -145,10 +146,10 @@ def prepare_data(real: Path, work: Path, recipe: Recipe) -> dict[str, list[Path]
             images.mkdir(parents=True)
             for stem in TUNING:
                 place_file(bbbc / f"{stem}.png", images / f"{stem}.png", link=True)
-        if not (auto / "dataset.json").exists():
+        if to_make(auto):
             label_folder(images, auto, AutoLabelConfig(kind="macrophage", split_touching=True))
         out["bbbc_pixel_um"] = float(open_dataset(auto).pixel_size_um)  # the labeller's median estimate
-        if not (scaled / "dataset.json").exists():
+        if to_make(scaled):
             rescale_dataset(auto, scaled, MODEL_PIXEL_UM, out["bbbc_pixel_um"])
         singles["macrophage"].append(scaled)
         if recipe.transfer_on_bbbc_outlines:
@@ -172,16 +173,16 @@ def magnified_singles(data: Path, kind: str, pixel_size_um: float, recipe: Recip
         partial = images.with_name(images.name + ".partial")
         for k, optics in enumerate(OPTICS):
             raw = data / f"sim-{kind}-{optics}-{pixel_size_um}um-raw"
-            if not (raw / "dataset.json").exists():
+            if to_make(raw):
                 synthesize_dataset(kind, recipe.magnified_per_optics, raw, seed=recipe.seed + 30 + 3 * k
                                    + MAGNIFIED_UM.index(pixel_size_um), optics=optics, **magnified(kind, pixel_size_um))
             partial.mkdir(parents=True, exist_ok=True)
             for image in sorted((raw / "images").iterdir()):
                 place_file(image, partial / f"{optics}_{image.name}", link=True)
         partial.rename(images)
-    if not (auto / "dataset.json").exists():
+    if to_make(auto):
         label_folder(images, auto, AutoLabelConfig(kind=kind, split_touching=True, pixel_size_um=pixel_size_um))
-    if not (scaled / "dataset.json").exists():
+    if to_make(scaled):
         rescale_dataset(auto, scaled, MODEL_PIXEL_UM)
     return scaled
 
@@ -192,18 +193,18 @@ def magnified_mixed(data: Path, recipe: Recipe) -> Path:
     of its own scale alone, U-Transfer forgot what U-Single had learnt of magnified cells: simulated DIC RBCs at
     0.1 µm/px counted 0.89 by U-Single, 0.70 by U-Transfer, in the run without this set)."""
     out = data / f"mixed-magnified-{MODEL_PIXEL_UM}"
-    if (out / "dataset.json").exists():
+    if not to_make(out):
         return out
     parts = []
     for m, pixel in enumerate(MAGNIFIED_UM):
         for k, optics in enumerate(OPTICS):
             raw, scaled = data / f"mixed-{optics}-{pixel}um", data / f"mixed-{optics}-{pixel}um-{MODEL_PIXEL_UM}"
-            if not (raw / "dataset.json").exists():
+            if to_make(raw):
                 # seeds 40–45: 41 and 43 are held-out seeds of benchmarks/real/label_free.py, which scores the
                 # labeller on single-kind scenes, never this model; kept, so that the committed run reproduces
                 synthesize_dataset("mixed", recipe.magnified_mixed_per_optics, raw, seed=recipe.seed + 40 + 3 * m + k,
                                    optics=optics, **magnified("mixed", pixel))
-            if not (scaled / "dataset.json").exists():
+            if to_make(scaled):
                 rescale_dataset(raw, scaled, MODEL_PIXEL_UM)
             parts.append((f"{optics}-{pixel}um", open_dataset(scaled)))
     with DatasetWriter(out, source=f"simulated mixed label-free frames at {', '.join(map(str, MAGNIFIED_UM))} µm/px, "
@@ -221,14 +222,14 @@ def bbbc030_outlines(real: Path, data: Path, pixel_size_um: float) -> Path:
     """BBBC030's tuning part with its hand-drawn instances (macrophage class, the nearest size) at the model's
     pixel size, from the pixel size the labeller estimated on the same images."""
     raw, out = data / "bbbc-tuning-outlines", data / "bbbc-tuning-outlines-0.4"
-    if not (raw / "dataset.json").exists():
+    if to_make(raw):
         with DatasetWriter(raw, source="BBBC030 cho01–cho30, hand-drawn outlines (CC BY 3.0, Koos et al. 2016)",
                            pixel_size_um=pixel_size_um, extra={"scale": "given", "modality": {"dic": len(TUNING)}}) \
                 as writer:
             for stem, (image, instances) in zip(TUNING, bbbc030_pairs(real, TUNING)):
                 writer.add(stem, cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), (instances > 0).astype(np.uint8) * 2,
                            instances)
-    if not (out / "dataset.json").exists():
+    if to_make(out):
         rescale_dataset(raw, out, MODEL_PIXEL_UM)
     return out
 

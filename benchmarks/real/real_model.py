@@ -42,6 +42,7 @@ import numpy as np
 from benchmarks.publish import publish
 from benchmarks.real.real_counts import (BCCD_PIXEL_UM, CHULA_PARTS, CHULA_PIXEL_UM, bccd_half, chula_part, headline,
                                     import_real, labeller, real_sets, runtime_labeller)
+from benchmarks.real.prepared import to_make
 from runtime.errors import CscError
 from runtime.io.imageio import list_images, place_file
 from runtime.data.rescale import rescale_dataset
@@ -87,24 +88,24 @@ def prepare_data(real: Path, work: Path, recipe: Recipe, part: str = "developmen
             if path.stem not in held_out:
                 place_file(path, chula / path.name, link=True)
     sets = {"chula-auto": data / "chula-auto"}
-    if not (sets["chula-auto"] / "dataset.json").exists():
+    if to_make(sets["chula-auto"]):
         label_folder(chula, sets["chula-auto"], AutoLabelConfig(kind="rbc", split_touching=True))
     for kind in ("rbc", "macrophage"):
         raw, sets[f"sim-{kind}-auto"] = data / f"sim-{kind}-raw", data / f"sim-{kind}-auto"
-        if not (raw / "dataset.json").exists():
+        if to_make(raw):
             synthesize_dataset(kind, recipe.simulated_singles, raw, seed=recipe.seed + 2)
-        if not (sets[f"sim-{kind}-auto"] / "dataset.json").exists():
+        if to_make(sets[f"sim-{kind}-auto"]):
             label_folder(raw / "images", sets[f"sim-{kind}-auto"],
                          AutoLabelConfig(kind=kind, split_touching=True, pixel_size_um=MODEL_PIXEL_UM))
     sets["chula"] = data / "chula-0.4"
-    if not (sets["chula"] / "dataset.json").exists():
+    if to_make(sets["chula"]):
         rescale_dataset(sets["chula-auto"], sets["chula"], MODEL_PIXEL_UM, CHULA_PIXEL_UM)
     for name, count, seed in (("mixed", recipe.simulated_mixed, recipe.seed + 1), ("demo", recipe.demo_frames, 99)):
         sets[name] = data / name
-        if not (sets[name] / "dataset.json").exists():
+        if to_make(sets[name]):
             synthesize_dataset("mixed", count, sets[name], seed=seed)
     sets["bccd"] = data / f"bccd-{recipe.bccd_labels}-0.4"
-    if not (sets["bccd"] / "dataset.json").exists():
+    if to_make(sets["bccd"]):
         bccd_mixed(real, data, sets["bccd"], recipe.bccd_labels)
     return sets
 
@@ -121,7 +122,7 @@ def bccd_mixed(real: Path, data: Path, out: Path, labels: str) -> None:
     from runtime.data.dataset import DatasetWriter, open_dataset
 
     imported = data / "bccd-import"
-    if not (imported / "bccd" / "dataset.json").exists():
+    if to_make(imported / "bccd"):
         shutil.rmtree(imported, ignore_errors=True)
         import_real(real, imported)
     marks = open_count_dataset(imported / "bccd").by_stem()
@@ -131,7 +132,7 @@ def bccd_mixed(real: Path, data: Path, out: Path, labels: str) -> None:
         for stem in bccd_half(open_count_dataset(imported / "bccd"), "train"):
             place_file(marks[stem].image, images / marks[stem].image.name, link=True)
     auto = data / "bccd-auto"
-    if not (auto / "dataset.json").exists():
+    if to_make(auto):
         label_folder(images, auto, AutoLabelConfig(kind="rbc", split_touching=True))
     dataset = open_dataset(auto)
     labelled = data / f"bccd-train-{labels}"
