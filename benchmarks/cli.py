@@ -69,10 +69,11 @@ def bench(
             console.print(f"{Path(name).name}: {cost['params']:,} parameters, {cost['flops'] / 1e9:.2f} GFLOPs per frame")
     for note in report["not_measured"]:
         console.print(f"[yellow]not measured:[/] {escape(note)}", highlight=False)
-    verdict = all(r["meets_25fps"] for r in report["results"])
-    measured = "end-to-end" if any(r["end_to_end_fps"] for r in report["results"]) else "in inference alone"
-    console.print(f"verdict: {'[green]meets[/]' if verdict else '[red]misses[/]'} the paper's 25 FPS at 512×512 "
-                  f"{measured} on this machine")
+    if not report.get("interrupted"):  # a verdict on the rows measured before Ctrl-C would be on part of the run
+        verdict = all(r["meets_25fps"] for r in report["results"])
+        measured = "end-to-end" if any(r["end_to_end_fps"] for r in report["results"]) else "in inference alone"
+        console.print(f"verdict: {'[green]meets[/]' if verdict else '[red]misses[/]'} the paper's 25 FPS at 512×512 "
+                      f"{measured} on this machine")
     if json_path:
         write_json(json_path, report)
     if md:

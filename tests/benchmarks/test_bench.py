@@ -254,6 +254,7 @@ def test_ctrl_c_keeps_the_entries_measured_before_it(small_model, tmp_path, monk
                                                                     full_frames=0))
     report = stop.value.report
     assert report["interrupted"] and [r["model"] for r in report["results"]] == [str(small_model)]
+
     def interrupted(*args, **kwargs):
         raise bench.BenchInterrupted(report)
 
@@ -261,6 +262,7 @@ def test_ctrl_c_keeps_the_entries_measured_before_it(small_model, tmp_path, monk
     out = {"--json": tmp_path / "b.json", "--md": tmp_path / "b.md", "--plot": tmp_path / "b.png"}
     result = CliRunner().invoke(app, [str(v) for pair in out.items() for v in pair], env={"COLUMNS": "200"})
     assert result.exit_code == 130 and "entries measured before Ctrl-C" in result.output, result.output
+    assert "verdict" not in result.output, "no verdict on the part of a run"
     assert json.loads(out["--json"].read_text()) == json.loads(json.dumps(report))
     assert "Interrupted (Ctrl-C)" in out["--md"].read_text() and out["--plot"].exists()
     report["results"] = []

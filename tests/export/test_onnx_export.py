@@ -90,8 +90,8 @@ def test_reduced_precisions_keep_uint8_in_and_the_check_names_its_threshold(chec
 
 
 def test_int8_of_a_static_batch_is_calibrated_in_batches_of_that_size(checkpoint, calib_images, tmp_path):
-    """`--precision int8 --batch 4` ended in ONNX Runtime's traceback "Got: 1 Expected: 4": calibration fed one
-    frame at a time to a graph that takes exactly four."""
+    """`--precision int8 --batch 3` ended in ONNX Runtime's traceback "Got: 1 Expected: 3": calibration fed one
+    frame at a time to a graph that takes exactly three."""
     out = tmp_path / "int8-b3.onnx"
     export_onnx(checkpoint, out, ExportOptions(batch="3", size=64, precision="int8"), calib=calib_images)
     graph = onnx.load(str(out))

@@ -287,12 +287,13 @@ def test_an_option_no_step_reads_is_refused(given, message):
 
 
 def test_options_are_taken_where_their_step_runs():
-    AutoLabelConfig(threshold="adaptive", block_size=31, offset=3.0)
-    AutoLabelConfig(**PAPER_STEPS, block_size=31)
-    AutoLabelConfig(kind="macrophage", morph_iterations=2)
-    AutoLabelConfig(kind="rbc", morphology=True, morph_iterations=2)
-    AutoLabelConfig(modality="dic", polarity="dark", threshold="otsu")
-    AutoLabelConfig(modality="stained", polarity="bright")
+    """The refusals above stop at the step that reads nothing: where it runs, each option is kept as given."""
+    assert AutoLabelConfig(threshold="adaptive", block_size=31, offset=3.0).block_size == 31
+    assert AutoLabelConfig(**PAPER_STEPS, block_size=31).block_size == 31
+    assert AutoLabelConfig(kind="macrophage", morph_iterations=2).morph_iterations == 2
+    assert AutoLabelConfig(kind="rbc", morphology=True, morph_iterations=2).morph_iterations == 2
+    assert AutoLabelConfig(modality="dic", polarity="dark", threshold="otsu").polarity == "dark"
+    assert AutoLabelConfig(modality="stained", polarity="bright").polarity == "bright"
 
 
 def test_size_derived_defaults_scale_with_pixel_size_or_diameter():
