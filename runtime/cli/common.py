@@ -44,15 +44,15 @@ def make_app(help_text: str) -> typer.Typer:
 
 
 def entry(app: typer.Typer) -> Callable[[], None]:
-    """A console-script entry point: a CscError, or a bad option or argument, becomes one red line and exit code 2,
-    never a traceback or typer's usage box (scripts and people read the same single line)."""
+    """A console-script entry point: a CscError, or a bad option or argument, becomes one red line and exit code 2
+    (a CscError's `exit_code`), never a traceback or typer's usage box (scripts and people read the same line)."""
     usage_error = _click_exception()
 
     def main() -> None:
         try:
             code = app(standalone_mode=False)
         except CscError as err:
-            _fail(str(err))
+            _fail(str(err), err.exit_code)
         except usage_error as err:
             message = err.format_message()
             if not message:  # a command group called without a command: its help was printed

@@ -148,7 +148,7 @@ def run(
     if summary["stalled"]:
         raise CscError(f"stopped after {summary['frames']} frames: {summary['errors'][0]}",
                        fix="check the camera or stream; a supervisor (e.g. systemd Restart=on-failure) can restart "
-                           "the run")
+                           "the run", exit_code=1)
     if summary["errors"]:
         console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
 
