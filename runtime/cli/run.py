@@ -145,12 +145,10 @@ def run(
         _save_calibration(model, summary["scale"]["calibration"])
     if not summary["frames"]:
         raise _nothing_processed(summary)
-    if summary["stalled"]:
+    if summary["errors"]:  # a stalled source, a camera lost for good, a failed inference: the run ended early
         raise CscError(f"stopped after {summary['frames']} frames: {summary['errors'][0]}",
                        fix="check the camera or stream; a supervisor (e.g. systemd Restart=on-failure) can restart "
                            "the run", exit_code=1)
-    if summary["errors"]:
-        console.print(f"[yellow]stopped:[/] {escape(summary['errors'][0])}")
 
 
 def _read_ahead(camera, video, images, seed, width, height, fps, stall_timeout: float) -> ReadAhead:
@@ -298,7 +296,7 @@ def _nothing_processed(summary: dict):
     from runtime.errors import CscError
 
     if summary["errors"]:
-        return CscError(f"no frame processed: {summary['errors'][0]}")
+        return CscError(f"no frame processed: {summary['errors'][0]}", exit_code=1)
     if summary["interrupted"]:
         return CscError("no frame processed: interrupted before the first frame")
     if summary["skipped"]:

@@ -842,6 +842,33 @@ def test_cli_exits_1_when_the_source_stalls(tmp_path, monkeypatch, capsys):
     assert "stalled" in capsys.readouterr().err and json.loads((tmp_path / "s.json").read_text())["stalled"]
 
 
+@pytest.mark.parametrize("frames", [2, 0])
+def test_cli_exits_1_when_the_camera_is_lost_for_good(tmp_path, monkeypatch, capsys, frames):
+    """A camera lost and not back after its reconnections (an RTSP server down for a minute) ended the run with a
+    yellow "stopped:" line and exit 0, so a supervisor's Restart=on-failure never restarted it; it exits 1, as a
+    stall does, also where it was lost before its first frame."""
+    import runtime.cli.run as run_cli
+
+    class Lost(Source):
+        def __init__(self):
+            super().__init__("lost-camera", live=True)
+
+        def frames(self):
+            image = np.full((128, 128, 3), 200, np.uint8)
+            cv2.circle(image, (64, 64), 14, (50, 50, 50), -1)
+            for i in range(frames):
+                yield Frame(i, image, self.name)
+            raise CscError("camera '0' lost and not back after 5 attempts")
+
+    monkeypatch.setattr(run_cli, "_open_source", lambda *args: Lost())
+    monkeypatch.setattr(sys, "argv", ["csc-run", "--camera", "0", "--no-show", "--pixel-size", "0.4", "--summary",
+                                      str(tmp_path / "s.json")])
+    with pytest.raises(SystemExit) as stopped:
+        run_cli.main()
+    assert stopped.value.code == 1 and "lost and not back" in capsys.readouterr().err
+    assert json.loads((tmp_path / "s.json").read_text())["frames"] == frames
+
+
 def test_read_ahead_reads_until_enough_lit_frames_and_loses_none():
     """`ReadAhead`: reads until ``lit`` frames that are not blank (or READ_AHEAD, or the end), marks each, and plays
     them first, then the rest, each frame once and in order."""
