@@ -354,8 +354,11 @@ class Pipeline:
         size = self.segmenter.model_shape(frame.image.shape)
         if min(size) < MIN_SIDE:  # a strip or a thumbnail: listed as an unreadable file is, and the run goes on
             scaled = f", {size[1]}×{size[0]} px at the model's scale" if size != frame.image.shape[:2] else ""
-            self.source.skipped.append((frame.source, f"{frame.image.shape[1]}×{frame.image.shape[0]} px{scaled}: too "
-                                        f"small to count (a cell needs {MIN_SIDE} px a side or more)"))
+            skipped = (frame.source, f"{frame.image.shape[1]}×{frame.image.shape[0]} px{scaled}: too small to count "
+                                     f"(a cell needs {MIN_SIDE} px a side or more)")
+            # A camera's or a video's frames share one name and size: listed once, not once a frame for weeks.
+            if not self.source.skipped or self.source.skipped[-1] != skipped:
+                self.source.skipped.append(skipped)
             return pending
         if frame.blank:  # no cells to find: the network would draw some in the noise (two RBCs on a black frame)
             if pending is not None:

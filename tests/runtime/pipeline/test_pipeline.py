@@ -122,6 +122,22 @@ def test_a_strip_in_a_folder_is_skipped_and_listed(runner, tmp_path, strip, pixe
     assert reason in summary["skipped"][1]["reason"]
 
 
+def test_a_stream_of_frames_too_small_is_listed_once():
+    """A camera or video whose every frame is too small at the model's scale (a pixel size typed in mm: ×0.0005)
+    was listed once a frame: a list, and a summary, that grew for as long as the run lasted (400 entries a second
+    on the demo) and printed as many lines at its end. Frames of one name and size are listed once."""
+
+    class Strips(Source):
+        def frames(self):
+            for i in range(50):
+                yield Frame(i, np.full((1, 300, 3), 200, np.uint8), self.name)
+
+    summary = Pipeline(Strips("camera:0", live=True), ThresholdRunner(128),
+                       options=RunOptions(calibrate=False, host_budget=False)).run()
+    assert summary["frames"] == 0 and summary["skipped"] == [
+        {"file": "camera:0", "reason": "300×1 px: too small to count (a cell needs 2 px a side or more)"}]
+
+
 def test_csv_complete_after_ctrl_c(runner, tmp_path):
     def interrupt(frame, result, fps):
         if frame.index == 4:
