@@ -81,6 +81,10 @@ def run(
                    "--summary": summary_json}, [] if video is None else [("--video", video)])
     if save_video is not None:
         check_video_target(save_video)
+    capture = [flag for flag, value in (("--width", width), ("--height", height), ("--fps", fps)) if value is not None]
+    if capture and camera is None:  # else ignored without a word: the demo's frames are the model's input size
+        raise CscError(f"{', '.join(capture)} without --camera: they set a camera's capture",
+                       fix="drop them: a video's and images' frames keep their size, the demo's are the model's input")
     if token is not None and serve is None:
         raise CscError("--token without --serve", fix="add --serve [HOST:]PORT, or drop --token")
     ruler = None if calibrate_on == "auto" else calibrate_on

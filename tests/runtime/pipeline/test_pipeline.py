@@ -379,6 +379,10 @@ def test_cli_demo_run_writes_the_counts_csv(tmp_path):
     (["--source", "demo", "--model", "/nonexistent/model.onnx", "--no-show"], "model file not found"),
     (["--no-show"], "give exactly one source"),
     (["--video", "/nonexistent.mp4", "--no-show"], "video file not found"),
+    # camera capture settings were ignored without a word on other sources (a smaller demo frame asked for in vain)
+    (["--source", "demo", "--width", "256", "--height", "256", "--max-frames", "1", "--no-show"],
+     "--width, --height without --camera"),
+    (["--images", "/nonexistent", "--fps", "5", "--no-show"], "--fps without --camera"),
 ])
 def test_cli_failures_are_one_line_without_traceback(args, message):
     run = _csc_run(*args)
