@@ -128,9 +128,12 @@ def create_app(ctx: ServeContext):
 
     @app.get("/healthz", summary="Liveness (open without the token)")
     async def healthz() -> dict:
-        answer = {"status": "ok", "uptime_s": round(time.time() - ctx.started, 1)}
-        if ctx.live is not None:
+        now = time.time()
+        answer = {"status": "ok", "uptime_s": round(now - ctx.started, 1)}
+        if ctx.live is not None:  # the server answers while its source is stalled: a watchdog reads the frames' age
+            last = ctx.live.hub.last_frame_at
             answer["frames"] = ctx.live.hub.frames
+            answer["seconds_since_frame"] = None if last is None else round(now - last, 1)
         return answer
 
     @app.get("/metrics", summary="Prometheus text format", response_class=Response)

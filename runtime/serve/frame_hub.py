@@ -96,6 +96,7 @@ class FrameHub:
         self.closed = False
         self.viewers = 0  # open /stream.mjpg responses
         self.frames = 0
+        self.last_frame_at: float | None = None  # time.time() of the last frame counted (a watchdog's clock)
         self.cell_totals = {name: 0.0 for name in self.names}
         self.started = time.time()
         self._lock = threading.Lock()
@@ -123,6 +124,7 @@ class FrameHub:
             self._state, self._state_json = state, None
             self._pending = (frame.index, frame.image, class_map, counts, fps)
             self.frames += 1
+            self.last_frame_at = now
             for i, name in enumerate(self.names):
                 self.cell_totals[name] += counts[name]
             self._add_to_history(int(now), counts)

@@ -318,7 +318,8 @@ def test_live_endpoints_after_a_run(finished_run, counter):
     assert counts["frame"] == 39 and counts["source"] == "frame39" and set(counts["counts"]) == {"rbc", "macrophage"}
     info = client.get("/api/info").json()
     assert [c["name"] for c in info["classes"]] == ["rbc", "macrophage"] and info["source"] == "frames"
-    assert client.get("/healthz").json()["frames"] == 40
+    health = client.get("/healthz").json()
+    assert health["frames"] == 40 and 0 <= health["seconds_since_frame"] < 60
     snap = client.get("/snapshot.jpg")
     assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR).shape == (128, 128, 3)
@@ -416,6 +417,7 @@ def test_counts_before_the_first_frame_are_503(counter, tmp_path):
             assert answer.status_code == 503 and answer.json()["detail"].startswith("no frame")
             assert answer.headers["retry-after"] == "1"
         assert client.get("/healthz").json()["frames"] == 0
+        assert client.get("/healthz").json()["seconds_since_frame"] is None
     finally:
         hub.close()
 
