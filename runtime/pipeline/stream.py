@@ -548,16 +548,18 @@ class Pipeline:
                 for warning in (optics, self.domain.check(class_map)):
                     if warning and self.on_warning is not None:
                         self.on_warning(warning)
-                n += 1
-                fps = n / max(time.perf_counter() - began, 1e-9)
-                for name in self.names:
-                    per_class[name].add(float(result.counts[name]))
-                if frame.truth is not None:
-                    tally.add(result.counts, frame.truth)
+                fps = (n + 1) / max(time.perf_counter() - began, 1e-9)
                 if counts_csv:
                     counts_csv.write(frame.index, frame.source, result.counts, fps, zoom * self.model_pixel_size_um)
                 if cells_csv:
                     cells_csv.write(frame.index, frame.source, result)
+                # Counted once its rows are written: a SIGTERM or Ctrl-C just before them made the summary count a
+                # frame the CSV lacked (10 frames, 9 rows, under load).
+                n += 1
+                for name in self.names:
+                    per_class[name].add(float(result.counts[name]))
+                if frame.truth is not None:
+                    tally.add(result.counts, frame.truth)
                 if show or opts.save_video:
                     shown = self.renderer.render(frame.image, self.segmenter.to_frame(class_map, frame.image.shape),
                                                  result.counts, fps)
